@@ -1,0 +1,9 @@
+"""The one exception type for mistakes a user can fix.
+
+The CLI catches it once and prints its message as a single line; anything else is a bug and keeps its
+traceback.
+"""
+
+
+class UserError(Exception):
+    """Bad input: the message says what was wrong and what to do instead."""

@@ -1,0 +1,184 @@
+"""One builder for every point of the family: a ModelSpec in, an eval-ready torch.nn.Module out.
+
+Module names (stem, stages.S.B.{expand,dw,se,project}, head, classifier) are edgeffnet's own checkpoint
+layout; `weights.py` maps the other layouts onto them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .scaling import ModelSpec, Stage
+
+
+@dataclass(frozen=True)
+class Numerics:
+    """How the source framework computed: it travels with the weights, not the architecture.
+
+    TF-trained weights (efficientnet_pytorch ports, the Lite models) need TF "SAME" padding and BN
+    epsilon 1e-3; torchvision/timm native weights use symmetric padding and epsilon 1e-5.
+    """
+
+    padding: str = "symmetric"  # or "same"
+    bn_eps: float = 1e-5
+
+
+TORCH_NUMERICS = Numerics("symmetric", 1e-5)
+TF_NUMERICS = Numerics("same", 1e-3)
+
+
+def _activation(name: str) -> nn.Module:
+    return nn.SiLU() if name == "silu" else nn.ReLU6()
+
+
+class SamePad(nn.Module):
+    """TF "SAME" padding: pad so the output is ceil(input/stride), putting the odd pixel at the end."""
+
+    def __init__(self, kernel: int, stride: int):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph = max((math.ceil(h / self.stride) - 1) * self.stride + self.kernel - h, 0)
+        pw = max((math.ceil(w / self.stride) - 1) * self.stride + self.kernel - w, 0)
+        if ph == 0 and pw == 0:
+            return x
+        return F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+
+
+class ConvBN(nn.Sequential):
+    """Conv (no bias) + BatchNorm (+ activation): the unit every stage is made of."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, groups: int, act: str | None, num: Numerics):
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        if num.padding == "same" and (kernel > 1 or stride > 1):
+            # Stride-1 SAME padding is symmetric for odd kernels; only strided convs need the pad op.
+            if stride > 1:
+                layers["pad"] = SamePad(kernel, stride)
+            pad = 0 if stride > 1 else kernel // 2
+        else:
+            pad = kernel // 2
+        layers["conv"] = nn.Conv2d(cin, cout, kernel, stride, pad, groups=groups, bias=False)
+        layers["bn"] = nn.BatchNorm2d(cout, eps=num.bn_eps)
+        if act:
+            layers["act"] = _activation(act)
+        super().__init__(layers)
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, squeeze: int, act: str):
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, squeeze, 1)
+        self.act = _activation(act)
+        self.expand = nn.Conv2d(squeeze, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = F.adaptive_avg_pool2d(x, 1)
+        return x * torch.sigmoid(self.expand(self.act(self.reduce(s))))
+
+
+class MBConv(nn.Module):
+    """Inverted residual: 1x1 expand, depthwise kxk, squeeze-excitation, 1x1 project, skip if shapes match."""
+
+    def __init__(self, cin: int, cout: int, expand: int, kernel: int, stride: int, spec: ModelSpec, num: Numerics):
+        super().__init__()
+        mid = cin * expand
+        self.expand = ConvBN(cin, mid, 1, 1, 1, spec.activation, num) if expand != 1 else None
+        self.dw = ConvBN(mid, mid, kernel, stride, mid, spec.activation, num)
+        self.se = SqueezeExcite(mid, max(1, int(cin * spec.se_ratio)), spec.activation) if spec.se_ratio else None
+        self.project = ConvBN(mid, cout, 1, 1, 1, None, num)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.expand(x) if self.expand is not None else x
+        y = self.dw(y)
+        if self.se is not None:
+            y = self.se(y)
+        y = self.project(y)
+        return x + y if self.residual else y
+
+
+def _stage(st: Stage, spec: ModelSpec, num: Numerics) -> nn.Sequential:
+    return nn.Sequential(
+        *(
+            MBConv(st.in_channels if i == 0 else st.out_channels, st.out_channels, st.expand_ratio, st.kernel,
+                   st.stride if i == 0 else 1, spec, num)
+            for i in range(st.layers)
+        )
+    )
+
+
+class EfficientNet(nn.Module):
+    def __init__(self, spec: ModelSpec, num_classes: int = 1000, numerics: Numerics = TORCH_NUMERICS):
+        super().__init__()
+        self.spec, self.numerics = spec, numerics
+        self.stem = ConvBN(3, spec.stem_channels, 3, 2, 1, spec.activation, numerics)
+        self.stages = nn.Sequential(*(_stage(st, spec, numerics) for st in spec.stages))
+        self.head = ConvBN(spec.stages[-1].out_channels, spec.head_channels, 1, 1, 1, spec.activation, numerics)
+        self.dropout = nn.Dropout(spec.dropout)
+        self.classifier = nn.Linear(spec.head_channels, num_classes)
+        self._init_weights()
+
+    @property
+    def num_classes(self) -> int:
+        return self.classifier.out_features
+
+    def _init_weights(self) -> None:
+        # The paper's initialisation (as the reference implementations use): fan-out normal for convs.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                bound = 1.0 / math.sqrt(m.out_features)
+                nn.init.uniform_(m.weight, -bound, bound)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(self.stages(self.stem(x)))
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return self.classifier(self.dropout(x))
+
+
+def build(spec: ModelSpec, num_classes: int = 1000, numerics: Numerics = TORCH_NUMERICS) -> EfficientNet:
+    return EfficientNet(spec, num_classes, numerics).eval()
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(spec: ModelSpec, num_classes: int = 1000) -> int:
+    """Multiply-accumulates of Conv2d and Linear layers for one image at the spec's resolution.
+
+    Counted on a meta-device copy: shapes only, no memory and no arithmetic, so B7 costs milliseconds.
+    """
+    with torch.device("meta"):
+        model = EfficientNet(spec, num_classes)
+    total = 0
+
+    def hook(mod: nn.Module, _inp, out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(mod, nn.Conv2d):
+            k = mod.kernel_size[0] * mod.kernel_size[1]
+            total += out.numel() * (mod.in_channels // mod.groups) * k
+        else:
+            total += out.numel() * mod.in_features
+
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            m.register_forward_hook(hook)
+    with torch.no_grad():
+        model(torch.empty(1, 3, spec.resolution, spec.resolution, device="meta"))
+    return total

@@ -1,0 +1,87 @@
+"""The preprocessing recipe that travels with weights: image file -> normalised NCHW float32 tensor.
+
+Mean and std are in 0..255 pixel units so both recipes in use are exact: ImageNet mean/std for
+torchvision/timm weights, (x - 127) / 128 for the TF-ported Lite weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+CROP_FRACTION = 0.875  # short side = crop / 0.875: the standard ImageNet evaluation crop
+
+_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    resize: int  # the short side is resized to this many pixels
+    crop: int  # then a centred crop x crop square is taken
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def with_resolution(self, resolution: int) -> Preprocess:
+        return Preprocess(round(resolution / CROP_FRACTION), resolution, self.interpolation, self.mean, self.std)
+
+
+def imagenet_recipe(resolution: int) -> Preprocess:
+    return Preprocess(round(resolution / CROP_FRACTION), resolution, "bicubic", IMAGENET_MEAN, IMAGENET_STD)
+
+
+def tf_lite_recipe(resolution: int) -> Preprocess:
+    return Preprocess(round(resolution / CROP_FRACTION), resolution, "bicubic", (127.0,) * 3, (128.0,) * 3)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode (grey, 16-bit, palette, CMYK, alpha) to 8-bit RGB."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        span = max(arr.max() - arr.min(), 1e-12)
+        img = Image.fromarray(((arr - arr.min()) / span * 255.0 + 0.5).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Transparent pixels have no colour of their own; composite on white like a viewer would show them.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")
+
+
+def resize_and_crop(img: Image.Image, recipe: Preprocess) -> Image.Image:
+    w, h = img.size
+    # The long side rounds to nearest (as the Lite reference does); truncating shifts the crop by a pixel.
+    if w <= h:
+        size = (recipe.resize, round(recipe.resize * h / w))
+    else:
+        size = (round(recipe.resize * w / h), recipe.resize)
+    img = img.resize(size, _FILTERS[recipe.interpolation])
+    left = int(round((size[0] - recipe.crop) / 2.0))
+    top = int(round((size[1] - recipe.crop) / 2.0))
+    return img.crop((left, top, left + recipe.crop, top + recipe.crop))
+
+
+def normalise(img: Image.Image, recipe: Preprocess) -> np.ndarray:
+    """RGB image of the crop size -> float32 CHW array."""
+    x = np.asarray(img, dtype=np.float32)
+    x = (x - np.asarray(recipe.mean, np.float32)) / np.asarray(recipe.std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def preprocess_image(img: Image.Image, recipe: Preprocess) -> np.ndarray:
+    return normalise(resize_and_crop(to_rgb(img), recipe), recipe)
+
+
+def load_image(path: str | Path, recipe: Preprocess) -> np.ndarray:
+    with Image.open(path) as img:
+        img.load()
+        return preprocess_image(img, recipe)
