@@ -20,13 +20,17 @@ def spec(text: str | ModelSpec) -> ModelSpec:
     return parse_spec(text)
 
 
-def create_model(spec: str | ModelSpec, weights: str | Path | None = None, num_classes: int | None = None) -> EfficientNet:
+def create_model(spec: str | ModelSpec, weights: str | Path | None = None, num_classes: int | None = None,
+                 seed: int = 0) -> EfficientNet:
     """Build the network for `spec`, load `weights` (a checkpoint path or "pretrained"), ready for eval.
+
+    Without weights the network is randomly initialised from `seed` (deterministic: the same seed gives
+    the same weights), with BatchNorm statistics estimated so activations keep a realistic scale.
 
     The head is sized from the checkpoint when it holds one; `num_classes` must then agree with it.
     The model carries `.preprocess` (its input recipe) and `.weights_info` (source, layout, sha256).
     """
-    from .model import build, TF_NUMERICS, TORCH_NUMERICS
+    from .model import build, randomise, TF_NUMERICS, TORCH_NUMERICS
     from .preprocess import imagenet_recipe, tf_lite_recipe
 
     s = parse_spec(spec)
@@ -35,7 +39,7 @@ def create_model(spec: str | ModelSpec, weights: str | Path | None = None, num_c
         classes = num_classes or 1000
         _check_classes(classes)
         numerics = TF_NUMERICS if s.family == "lite" else TORCH_NUMERICS
-        model = build(s, classes, numerics)
+        model = randomise(build(s, classes, numerics), seed)
         model.preprocess = (tf_lite_recipe if s.family == "lite" else imagenet_recipe)(s.resolution)
         model.weights_info = None
         return model
