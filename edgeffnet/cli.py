@@ -93,12 +93,78 @@ def _print_info(d: dict) -> None:
                   f"(actual/predicted {c['ratio_over_predicted']:.3f})")
 
 
+@cli.command("targets")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def targets_cmd(as_json: bool) -> None:
+    """List the device profiles (targets/*.toml); --target also takes a path to your own profile."""
+    from dataclasses import asdict
+
+    from . import targets
+
+    profiles = targets.known()
+    if as_json:
+        click.echo(json.dumps([asdict(t) for t in profiles.values()], indent=2))
+        return
+    t = Table(title="Targets")
+    for col in ("name", "backend", "device", "precisions", "default", "description"):
+        t.add_column(col)
+    for p in profiles.values():
+        name = p.name + (f" ({', '.join(p.aliases)})" if p.aliases else "")
+        t.add_row(name, p.backend, p.device, ",".join(p.precisions), p.default_precision, p.description)
+    out.print(t)
+
+
+@cli.command(epilog=_spec_help())
+@click.argument("spec")
+@click.option("--target", "-t", default="cpu", show_default=True, help="Target name or path to a profile .toml.")
+@click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), help="Default: the target's default.")
+@click.option("--weights", "-w", help="Checkpoint (.pth/.pt) or 'pretrained' (lite0..lite2). Default: seeded random.")
+@click.option("--num-classes", type=int, help="Classifier width (random init; must match a checkpoint).")
+@click.option("--resolution", type=int, help="Input resolution in pixels (default: the spec's).")
+@click.option("--batch", type=int, default=1, show_default=True, help="Static batch size.")
+@click.option("--dynamic-batch", is_flag=True, help="Export with a dynamic batch dimension.")
+@click.option("--opset", type=int, default=13, show_default=True, help="ONNX opset (13 is read by every target).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for random weights.")
+@click.option("--views", type=int, default=8, show_default=True, help="Real-photo views used for parity checks.")
+@click.option("--no-cache", is_flag=True, help="Rebuild every stage instead of reusing finished ones.")
+@click.option("-o", "--output", type=click.Path(), help="Bundle directory (default build/SPEC-TARGET-PRECISION).")
+def build(spec, target, precision, weights, num_classes, resolution, batch, dynamic_batch, opset, seed, views,
+          no_cache, output) -> None:
+    """Build SPEC for a target: export, simplify, verify and compile into a bundle directory."""
+    from .build import BuildRequest, build as run_build
+
+    req = BuildRequest(spec=spec, target=target, precision=precision, weights=weights, num_classes=num_classes,
+                       resolution=resolution, batch=batch, dynamic_batch=dynamic_batch, opset=opset, output=output,
+                       seed=seed, views=views, cache=not no_cache)
+    path = run_build(req, echo=lambda m: err.print(m, markup=False))
+    out.print(str(path))
+
+
+@cli.command()
+@click.argument("bundle_dir", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--top", default=5, show_default=True, help="How many classes to print per image.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def predict(bundle_dir, images, top, as_json) -> None:
+    """Run a bundle's compiled artifact on IMAGES with the bundle's preprocessing; print the top classes."""
+    from .predict import predict as run_predict
+
+    results = run_predict(bundle_dir, images, top)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for r in results:
+        out.print(f"{r['image']}  ({r['runtime']})")
+        for c in r["top"]:
+            out.print(f"  {c['probability']:7.2%}  {c['class']:4d}  {c['name']}")
+
+
 def main() -> None:
     try:
         cli(standalone_mode=False)
     except UserError as e:
         err.print(f"edgeffnet: error: {e}", markup=False)
-        sys.exit(2)
+        sys.exit(e.exit_code)
     except click.exceptions.Abort:
         err.print("edgeffnet: interrupted", markup=False)
         sys.exit(130)

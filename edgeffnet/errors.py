@@ -7,3 +7,5 @@ traceback.
 
 class UserError(Exception):
     """Bad input: the message says what was wrong and what to do instead."""
+
+    exit_code = 2

@@ -139,12 +139,14 @@ def build(spec: ModelSpec, num_classes: int = 1000, numerics: Numerics = TORCH_N
     return EfficientNet(spec, num_classes, numerics).eval()
 
 
-def randomise(model: EfficientNet, seed: int, batch: int = 4) -> EfficientNet:
-    """Seeded random weights whose activations keep a trained network's scale.
+def randomise(model: EfficientNet, seed: int, images: torch.Tensor) -> EfficientNet:
+    """Seeded random weights whose activations keep a trained network's scale on real images.
 
-    With BatchNorm at its identity statistics a random 20-60 layer network's signal vanishes (B0's logits
-    come out near 1e-14), which makes parity checks vacuous and INT8 ranges meaningless. So, like a
-    data-dependent init, BatchNorm statistics are estimated from one seeded batch of N(0,1) images.
+    With BatchNorm at identity statistics a random 20-60 layer network's signal vanishes (B0's logits
+    come out near 1e-14); with statistics from noise it explodes on photos (logits ~1e3), because
+    photos are spatially correlated and noise is not. Either makes parity checks meaningless and INT8
+    ranges absurd. So, like a data-dependent init, BatchNorm statistics are estimated on `images`
+    (normalised photos of the model's input size).
     """
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -152,16 +154,17 @@ def randomise(model: EfficientNet, seed: int, batch: int = 4) -> EfficientNet:
             if isinstance(m, nn.Conv2d):
                 fan_out = m.out_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
                 m.weight.normal_(0.0, math.sqrt(2.0 / fan_out), generator=gen)
+                if m.bias is not None:
+                    m.bias.zero_()
             elif isinstance(m, nn.Linear):
                 bound = 1.0 / math.sqrt(m.out_features)
                 m.weight.uniform_(-bound, bound, generator=gen)
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.reset_running_stats()
-                m.momentum = None  # cumulative average over the batch
+                m.bias.zero_()
+            elif isinstance(m, nn.BatchNorm2d):
+                m.reset_parameters()
+                m.momentum = None  # cumulative average: one pass gives the batch's exact statistics
         model.train()
-        size = model.spec.resolution
-        model(torch.randn(batch, 3, size, size, generator=gen))
+        model(images)
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.momentum = 0.1

@@ -27,6 +27,10 @@ class Preprocess:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocess:
+        return cls(int(d["resize"]), int(d["crop"]), d["interpolation"], tuple(d["mean"]), tuple(d["std"]))
+
     def with_resolution(self, resolution: int) -> Preprocess:
         return Preprocess(round(resolution / CROP_FRACTION), resolution, self.interpolation, self.mean, self.std)
 

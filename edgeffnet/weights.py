@@ -13,7 +13,7 @@ import importlib.util
 import pickle
 import re
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -202,7 +202,7 @@ def numerics_for(layout: str, meta: dict) -> Numerics:
 
 def recipe_for(layout: str, numerics: Numerics, spec: ModelSpec, meta: dict) -> Preprocess:
     if layout == "edgeffnet" and "preprocess" in meta.get("edgeffnet", {}):
-        return Preprocess(**meta["edgeffnet"]["preprocess"])
+        return Preprocess.from_dict(meta["edgeffnet"]["preprocess"])
     if numerics == TF_NUMERICS and spec.family == "lite":
         return tf_lite_recipe(spec.resolution)
     return imagenet_recipe(spec.resolution)
@@ -254,12 +254,7 @@ def resolve(weights: str | Path | None, spec: ModelSpec) -> Weights | None:
     return load_file(weights, spec)
 
 
-def save(model, path: str | Path, preprocess: Preprocess | None = None) -> None:
+def save(model, path: str | Path) -> None:
     """Save in edgeffnet's own layout with the numerics and recipe, so a reload needs no guessing."""
-    from dataclasses import asdict
-
-    from .preprocess import imagenet_recipe as _default
-
-    meta = {"spec": model.spec.name, "numerics": asdict(model.numerics),
-            "preprocess": asdict(preprocess or getattr(model, "preprocess", None) or _default(model.spec.resolution))}
+    meta = {"spec": model.spec.name, "numerics": asdict(model.numerics), "preprocess": asdict(model.preprocess)}
     torch.save({"edgeffnet": meta, "state_dict": model.state_dict()}, path)

@@ -1,0 +1,44 @@
+"""ONNX Runtime (CPU): runs every ONNX graph edgeffnet writes; it verifies stages and is a bench baseline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+class Runner:
+    def __init__(self, path: str | Path, threads: int | None = None, optimize: bool = True):
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+        # Full optimisation fuses Conv+BN etc.; verification of a graph's numerics can ask for none.
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
+        self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        self.threads = threads
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        out = self.session.run(None, {self.input_name: x.astype(self.input_dtype, copy=False)})[0]
+        return out.astype(np.float32, copy=False)
+
+    def bound(self, x: np.ndarray):
+        feed = {self.input_name: np.ascontiguousarray(x.astype(self.input_dtype, copy=False))}
+        run = self.session.run
+        return lambda: run(None, feed)
+
+    def describe(self) -> dict:
+        return {"runtime": "onnxruntime", "version": ort.__version__, "provider": "CPUExecutionProvider",
+                "threads": self.threads or os.cpu_count(), "graph": self.path.name}
+
+
+def load(path: str | Path, threads: int | None = None) -> Runner:
+    return Runner(path, threads)

@@ -1,0 +1,56 @@
+"""Finished stages are reused: a stage's files and record are stored under a key that hashes everything
+that determines them (spec, weights hash, options, upstream key, tool versions)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def root() -> Path:
+    return Path(os.environ.get("EDGEFFNET_CACHE") or Path.home() / ".cache" / "edgeffnet")
+
+
+def key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+class StageCache:
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.dir = root() / "stages"
+
+    def fetch(self, stage: str, k: str, dest: Path) -> dict | None:
+        """Copy a stored stage's files into `dest` and return its record, or None on a miss."""
+        entry = self.dir / stage / k
+        if not self.enabled or not (entry / "record.json").is_file():
+            return None
+        try:
+            record = json.loads((entry / "record.json").read_text())
+            for name in record.get("files", []):
+                shutil.copy2(entry / name, dest / name)
+        except (OSError, ValueError):
+            return None  # a damaged entry is a miss; the stage simply runs again
+        return record
+
+    def store(self, stage: str, k: str, src: Path, record: dict) -> None:
+        if not self.enabled:
+            return
+        entry = self.dir / stage / k
+        tmp = None
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{k}.", dir=entry.parent))
+            for name in record.get("files", []):
+                shutil.copy2(src / name, tmp / name)
+            (tmp / "record.json").write_text(json.dumps(record, default=str))
+            if entry.exists():
+                shutil.rmtree(entry, ignore_errors=True)
+            tmp.rename(entry)
+        except OSError:  # a cache is an optimisation: failing to store only costs the next build time
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)

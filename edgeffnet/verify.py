@@ -1,0 +1,79 @@
+"""Comparison of outputs, apart from the backends: every stage is checked against the PyTorch reference."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .errors import UserError
+
+FP32_MAX_ABS = 1e-4
+FP16_MIN_COSINE = 0.999
+
+
+class StageFailed(UserError):
+    """A stage's artifact missed its tolerance: the build stops and prints the numbers."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Parity:
+    views: int
+    max_abs: float
+    mean_abs: float
+    cosine_min: float
+    cosine_mean: float
+    top1_agreement: float  # fraction of views whose top-1 class matches the reference
+    top5_overlap: float  # mean |top5(ref) & top5(got)| / 5
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (f"max|d| {self.max_abs:.2e}, cosine min {self.cosine_min:.6f}, top-1 {self.top1_agreement:.1%}"
+                f" over {self.views} views")
+
+
+def compare(ref: np.ndarray, got: np.ndarray) -> Parity:
+    ref = np.asarray(ref, np.float64)
+    got = np.asarray(got, np.float64)
+    if ref.shape != got.shape:
+        raise StageFailed(f"output shape {got.shape} differs from the reference {ref.shape}")
+    diff = np.abs(ref - got)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
+    cos = np.sum(ref * got, axis=1) / np.maximum(norms, 1e-30)
+    k = min(5, ref.shape[1])
+    top_ref = np.argsort(-ref, axis=1)[:, :k]
+    top_got = np.argsort(-got, axis=1)[:, :k]
+    overlap = np.mean([len(set(a) & set(b)) / k for a, b in zip(top_ref, top_got)])
+    return Parity(
+        views=int(ref.shape[0]), max_abs=float(diff.max()), mean_abs=float(diff.mean()),
+        cosine_min=float(cos.min()), cosine_mean=float(cos.mean()),
+        top1_agreement=float(np.mean(top_ref[:, 0] == top_got[:, 0])), top5_overlap=float(overlap),
+    )
+
+
+def check(stage: str, parity: Parity, precision: str) -> None:
+    """FP32: logits within 1e-4 of PyTorch. FP16: same top-1 everywhere and cosine >= 0.999."""
+    if precision == "fp32" and parity.max_abs > FP32_MAX_ABS:
+        raise StageFailed(f"{stage}: max |logit difference| {parity.max_abs:.3e} exceeds the FP32 tolerance "
+                          f"{FP32_MAX_ABS:g} ({parity.summary()})")
+    if precision == "fp16" and (parity.top1_agreement < 1.0 or parity.cosine_min < FP16_MIN_COSINE):
+        raise StageFailed(f"{stage}: FP16 needs the same top-1 on every view and cosine >= {FP16_MIN_COSINE}; "
+                          f"got top-1 {parity.top1_agreement:.1%}, cosine min {parity.cosine_min:.6f}")
+
+
+def run_batched(run, x: np.ndarray, batch: int | None) -> np.ndarray:
+    """Feed `x` through a runner whose batch is fixed (`batch`) or free (None), padding the last chunk."""
+    if not batch:
+        return run(x)
+    outs = []
+    for i in range(0, len(x), batch):
+        chunk = x[i:i + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+        outs.append(run(chunk)[:n])
+    return np.concatenate(outs)
