@@ -195,16 +195,47 @@ class Build:
 
         def run() -> dict:
             be = backend(t.backend)
-            info = be.compile(self.dir / self.graph_file, self.dir, t, self.precision)
+            if t.backend == "openvino" and self.precision == "int8":
+                from .precision.openvino import compile_int8
+
+                info = compile_int8(self)
+            else:
+                info = be.compile(self.dir / self.graph_file, self.dir, t, self.precision)
             if info.get("pending"):  # cross-building for a device whose compiler is not on this host
                 return info
             runner = be.load(self.dir, t, self.precision, fallback=True)
             parity = self.verify("compile", runner.run, self.precision)
-            return {**info, "parity": parity, "verified_on": runner.describe(),
-                    "summary": f"{t.backend} on {runner.device}, max|d| {parity['max_abs']:.1e}, "
-                               f"cosine min {parity['cosine_min']:.6f}"}
+            record = {**info, "parity": parity, "verified_on": runner.describe(),
+                      "summary": f"{t.backend} on {runner.device}, max|d| {parity['max_abs']:.1e}, "
+                                 f"cosine min {parity['cosine_min']:.6f}"}
+            if self.precision != "fp32":
+                record["fidelity"] = self.fidelity_row(runner, f"{t.backend} {runner.device} artifact")
+            return record
 
-        return self.stage("compile", parts, run)
+        record = self.stage("compile", parts, run)
+        # --require-engine (TensorRT): checked on the record, cached or fresh, so a cached pending stage fails too.
+        if record.get("pending") and self.req.extra.get("require_engine"):
+            raise UserError(f"--require-engine: the {t.name} engine was not built: {record.get('pending_reason')}; "
+                            f"build on the device, or drop --require-engine to get a bundle with the engine pending")
+        return record
+
+    def fidelity_row(self, runner, label: str) -> dict:
+        from .precision import fidelity, fidelity_data
+
+        x, ref = fidelity_data(self)
+        return fidelity.report(ref, run_batched(runner.run, x, self.fixed_batch), label)
+
+    def fidelity(self) -> dict | None:
+        """Rows for the precision graph and the compiled artifact; INT8 of trained weights is gated."""
+        if self.precision == "fp32":
+            return None
+        from .precision import fidelity, options
+
+        rows = [r for r in (self.stages.get("precision", {}).get("fidelity"), self.stages["compile"].get("fidelity")) if r]
+        o = options(self)
+        verdict = (fidelity.gate(rows, self.weights is not None, o["min_agreement"], o["allow_drop"])
+                   if self.precision == "int8" and rows else {"gated": False})
+        return {"rows": rows, **verdict}
 
     # -- the whole pipeline --------------------------------------------------------------------------
     def run(self) -> Path:
@@ -218,7 +249,15 @@ class Build:
             self.stage_simplify()
             self.stage_precision()
             self.stage_compile()
+            fid = self.fidelity()
+            if fid:
+                from .precision.fidelity import table
+
+                self.log(f"fidelity against FP32 on verification photos ({self.precision}):")
+                for line in table(fid["rows"]):
+                    self.log("  " + line)
             manifest = self.manifest(time.perf_counter() - t0)
+            manifest["fidelity"] = fid
             bundle.write_manifest(tmp, manifest)
             self.log(f"bundle complete: {self.output}")
             self.log.write(tmp / "build.log")

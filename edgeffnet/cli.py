@@ -127,15 +127,18 @@ def targets_cmd(as_json: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random weights.")
 @click.option("--views", type=int, default=8, show_default=True, help="Real-photo views used for parity checks.")
 @click.option("--no-cache", is_flag=True, help="Rebuild every stage instead of reusing finished ones.")
+@click.option("--require-engine", is_flag=True, help="Fail instead of leaving a TensorRT engine pending on a host without TensorRT.")
 @click.option("-o", "--output", type=click.Path(), help="Bundle directory (default build/SPEC-TARGET-PRECISION).")
 def build(spec, target, precision, weights, num_classes, resolution, batch, dynamic_batch, opset, seed, views,
-          no_cache, output) -> None:
+          no_cache, output, require_engine) -> None:
     """Build SPEC for a target: export, simplify, verify and compile into a bundle directory."""
     from .build import BuildRequest, build as run_build
 
     req = BuildRequest(spec=spec, target=target, precision=precision, weights=weights, num_classes=num_classes,
                        resolution=resolution, batch=batch, dynamic_batch=dynamic_batch, opset=opset, output=output,
                        seed=seed, views=views, cache=not no_cache)
+    if require_engine:
+        req.extra["require_engine"] = True
     path = run_build(req, echo=lambda m: err.print(m, markup=False))
     out.print(str(path))
 
@@ -157,6 +160,136 @@ def predict(bundle_dir, images, top, as_json) -> None:
         out.print(f"{r['image']}  ({r['runtime']})")
         for c in r["top"]:
             out.print(f"  {c['probability']:7.2%}  {c['class']:4d}  {c['name']}")
+
+
+def _csv_list(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _interrupted(what: str) -> None:
+    err.print(f"edgeffnet: interrupted; {what}", markup=False)
+    sys.exit(130)
+
+
+@cli.command("bench")
+@click.argument("bundle_dir", type=click.Path())
+@click.option("--mode", type=click.Choice(["latency", "throughput"]), default="latency", show_default=True,
+              help="latency: batch 1, one synchronous inference at a time; throughput: the backend's best "
+                   "(OpenVINO: THROUGHPUT hint, asynchronous requests).")
+@click.option("--iterations", "-n", type=int, default=1024, show_default=True,
+              help="Time at least this many inferences (MLPerf single-stream's minimum)...")
+@click.option("--seconds", "-s", type=float, default=10.0, show_default=True, help="...and for at least this long.")
+@click.option("--warmup", type=float, default=2.0, show_default=True, help="Untimed seconds of inference first.")
+@click.option("--threads", type=int, help="Inference threads (default: the runtime's choice).")
+@click.option("--streams", type=int, help="OpenVINO streams (default: what the mode's hint picks).")
+@click.option("--batch", type=int, help="Throughput mode on a --dynamic-batch bundle: images per request.")
+@click.option("--baseline", default="", help="Also measure the same model in pytorch and/or onnxruntime (CPU), "
+                                             "comma-separated.")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+def bench_cmd(bundle_dir, mode, iterations, seconds, warmup, threads, streams, batch, baseline, as_json) -> None:
+    """Measure BUNDLE on its device: latency percentiles or images/s, GFLOP/s against the device's peak.
+
+    The record (device, tool versions, settings, statistics) is saved as BUNDLE/bench/RUNTIME-MODE.json.
+    Ctrl-C stops early and keeps what was measured, marked interrupted.
+    """
+    from . import bench
+
+    s = bench.Settings(mode=mode, iterations=iterations, seconds=seconds, warmup=warmup, threads=threads,
+                       streams=streams, batch=batch)
+    records, interrupted = bench.run(bundle_dir, s, _csv_list(baseline),
+                                     progress=lambda label: bench.progress_bar(err, label),
+                                     echo=lambda m: err.print(m, markup=False))
+    if as_json:
+        click.echo(json.dumps(records, indent=1, default=str))
+    elif records:
+        out.print(bench.table(records))
+        for r in records:
+            err.print(f"saved {r['saved']}" if r["saved"] else
+                      f"warning: could not save the {r['runtime']} record into the bundle", markup=False)
+    if interrupted:
+        _interrupted("the partial record was saved, marked interrupted" if records else "nothing was measured")
+
+
+@cli.command("sweep")
+@click.option("--models", "-m", help="Presets and ranges, e.g. b0-b3,lite0-lite2 (default b0-b3,lite0 when "
+                                     "neither --spec nor --scaling is given).")
+@click.option("--spec", "specs", multiple=True, help="A full model spec, e.g. 'b0,res=96' (repeatable).")
+@click.option("--scaling", help="[BASE:]PHI,... e.g. b0:1,2: the baseline and, per phi, the compound model and the "
+                                "same FLOPS budget spent on width, depth or resolution only.")
+@click.option("--target", "-t", default="cpu", show_default=True, help="Target name or path to a profile .toml.")
+@click.option("--precision", "-p", help="Comma-separated, e.g. fp32,int8 (default: the target's default).")
+@click.option("--mode", default="latency,throughput", show_default=True, help="Bench modes, comma-separated.")
+@click.option("--baseline", default="", help="Also measure pytorch and/or onnxruntime (CPU), comma-separated.")
+@click.option("--iterations", "-n", type=int, default=200, show_default=True, help="Minimum timed inferences per bench.")
+@click.option("--seconds", "-s", type=float, default=3.0, show_default=True, help="Minimum seconds per bench.")
+@click.option("--warmup", type=float, default=1.0, show_default=True, help="Untimed seconds before each bench.")
+@click.option("--threads", type=int, help="Inference threads (default: the runtime's choice).")
+@click.option("-o", "--output", default="results", show_default=True, type=click.Path(),
+              help="Directory for the bundles (OUTPUT/bundles) and the report.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON at the end.")
+def sweep_cmd(models, specs, scaling, target, precision, mode, baseline, iterations, seconds, warmup, threads, output,
+              as_json) -> None:
+    """Build (through the stage cache) and bench models x precisions on a target, then write the report.
+
+    Run the same command again to continue an interrupted sweep: finished items are skipped.
+    """
+    from pathlib import Path
+
+    from . import bench, report, sweep, targets
+
+    precisions = _csv_list(precision) or [targets.load(target).default_precision]
+    items = sweep.plan(models, specs, scaling, precisions)
+    settings = bench.Settings(iterations=iterations, seconds=seconds, warmup=warmup, threads=threads)
+    dest = Path(output)
+    result = sweep.run(items, target, dest, _csv_list(mode), _csv_list(baseline), settings,
+                       echo=lambda m: err.print(m, markup=False),
+                       progress=lambda label: bench.progress_bar(err, label))
+    try:
+        rep = report.write(report.collect([dest / "bundles"]), dest)
+    except UserError:
+        rep = None  # nothing measured yet
+    if rep and not as_json:
+        out.print(report.console_table(rep))
+        err.print(f"report: {dest / 'report.html'} (and report.md, report.csv, report.json, latency_vs_flops.png)",
+                  markup=False)
+    elif rep:
+        click.echo(json.dumps(rep, indent=1))
+    if result["interrupted"]:
+        _interrupted(f"stopped at {result['interrupted'].spec} {result['interrupted'].precision}; "
+                     f"run the same command again to continue")
+    if result["failed"]:
+        (item, why), more = result["failed"][0], len(result["failed"]) - 1
+        raise UserError(f"{item.spec} {item.precision} failed: {why}" + (f" (and {more} more failed)" if more else ""))
+
+
+@cli.command("report")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("-o", "--output", default="report", show_default=True, type=click.Path(), help="Directory to write.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def report_cmd(paths, output, as_json) -> None:
+    """Tables, latency-vs-FLOPs plots and one HTML page from bench records.
+
+    PATHS are bundles, directories (searched) or bench record files. Writes report.md, report.csv,
+    report.json, latency_vs_flops.png and report.html (self-contained) into OUTPUT.
+    """
+    from . import report
+
+    rep = report.write(report.collect(list(paths)), output)
+    if as_json:
+        click.echo(json.dumps(rep, indent=1))
+        return
+    out.print(report.console_table(rep))
+    for f in rep["files"]:
+        err.print(f"wrote {f}", markup=False)
+
+
+@cli.command("compile")
+@click.argument("bundle_dir", type=click.Path())
+def compile_cmd(bundle_dir) -> None:
+    """Finish BUNDLE's pending TensorRT engine on this device: build, verify against the bundle, update it."""
+    from .finish import finish
+
+    out.print(str(finish(bundle_dir, echo=lambda m: err.print(m, markup=False))))
 
 
 def main() -> None:

@@ -95,3 +95,7 @@ def verification_views(count: int, preprocess: Preprocess) -> np.ndarray:
 
 def calibration_photos() -> list[Image.Image]:
     return [load_photo(r) for r in recipe()["calibration"]["photos"]]
+
+
+def tuning_views(count: int, preprocess: Preprocess) -> np.ndarray:
+    return views([load_photo(r) for r in recipe()["tuning"]["photos"]], count, preprocess)

@@ -6,11 +6,12 @@ import os
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 
 class Runner:
-    def __init__(self, path: str | Path, threads: int | None = None, optimize: bool = True):
+    def __init__(self, path: str | Path | bytes, threads: int | None = None, optimize: bool = True):
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if threads:
@@ -18,8 +19,9 @@ class Runner:
         # Full optimisation fuses Conv+BN etc.; verification of a graph's numerics can ask for none.
         opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                          else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-        self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.path = Path("<in memory>") if isinstance(path, bytes) else Path(path)  # bytes: a serialized graph
+        self.session = ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts,
+                                            providers=["CPUExecutionProvider"])
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
@@ -42,3 +44,19 @@ class Runner:
 
 def load(path: str | Path, threads: int | None = None) -> Runner:
     return Runner(path, threads)
+
+
+def run_all(graph: str | Path | onnx.ModelProto, x: np.ndarray, chunk: int = 32) -> np.ndarray:
+    """Outputs for many views at once: the graph's batch is made free so ONNX Runtime runs `chunk` views
+    per call, whatever batch the bundle exports (what verification and calibration sweeps need)."""
+    model = graph if isinstance(graph, onnx.ModelProto) else onnx.load(str(graph))
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for v in list(m.graph.input) + list(m.graph.output):
+        dims = v.type.tensor_type.shape.dim
+        if dims:
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = "batch"
+    del m.graph.value_info[:]
+    runner = Runner(m.SerializeToString())
+    return np.concatenate([runner.run(x[i:i + chunk]) for i in range(0, len(x), chunk)])

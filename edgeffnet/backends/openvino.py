@@ -69,6 +69,18 @@ class Runner:
         infer = self.request.infer
         return lambda: infer()
 
+    def queue(self, x: np.ndarray):
+        """Throughput mode: every request of an AsyncInferQueue (the compiled model's optimal number) bound
+        to `x`. Returns (start, wait_all, latencies_ms, requests): start() launches one inference, blocking
+        while all are busy; latencies_ms collects each finished request's own latency."""
+        q = ov.AsyncInferQueue(self.compiled)
+        tensor = ov.Tensor(np.ascontiguousarray(x, dtype=np.float32))
+        for req in q:
+            req.set_input_tensor(tensor)
+        done: list[float] = []
+        q.set_callback(lambda req, _: done.append(req.latency))
+        return q.start_async, q.wait_all, done, len(q)
+
     def describe(self) -> dict:
         props = {}
         for key in ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS",

@@ -1,0 +1,170 @@
+"""TensorRT: compile = precision graph -> model.engine for the profile's GPU; run = that engine (pycuda/cuda-python).
+
+An engine is bound to the GPU and TensorRT version it is built with, so it can only be built on the
+device (or one of the same compute capability). Anywhere else, compile writes everything but the engine
+and returns pending: the manifest and the bundle's README.md carry the exact trtexec line, and
+`edgeffnet compile BUNDLE` on the device finishes the bundle. Nothing here stands in for TensorRT.
+
+The graph is the one the precision stage wrote (model.sim.onnx for fp32, model.fp16.onnx, model.int8.onnx);
+static checks of TensorRT's rules for the profile's version run first, wherever the build runs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+import onnx
+
+from ..errors import UserError
+from ..verify import StageFailed
+from . import tensorrt_rules
+from .tensorrt_plan import ENGINE, parse_version, plan, trtexec_line
+
+FACTS = "model.engine.json"  # what the engine was built with, beside it: load compares before deserializing
+README = "README.md"
+
+
+def input_of(graph: Path) -> tuple[str, list[int | None]]:
+    """The graph's input name and dims (None where the dimension is free)."""
+    m = onnx.load(str(graph), load_external_data=False)
+    inits = {t.name for t in m.graph.initializer}
+    inp = next(i for i in m.graph.input if i.name not in inits)
+    return inp.name, [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+
+
+def _import_tensorrt():
+    """(module, None) or (None, why it is not usable here)."""
+    try:
+        import tensorrt as trt
+    except ImportError as e:  # also the PyPI placeholder package, which raises on import
+        return None, f"tensorrt is not importable ({e})"
+    except Exception as e:  # noqa: BLE001 - a broken install (missing libnvinfer) says so in its message
+        return None, f"tensorrt is not importable ({type(e).__name__}: {e})"
+    return trt, None
+
+
+def host_gpu() -> tuple[dict | None, str | None]:
+    from .tensorrt_cuda import cuda
+
+    try:
+        return cuda().device(), None
+    except ImportError as e:
+        return None, f"{e}; pip install pycuda (or cuda-python) to run and verify the engine"
+
+
+def pending_reason(target, precision: str) -> str | None:
+    """Why this host cannot build and verify `target`'s engine, or None when it can."""
+    trt, why = _import_tensorrt()
+    if trt is None:
+        return why
+    gpu, why = host_gpu()
+    if gpu is None:
+        return why
+    here = parse_version(gpu["compute_capability"])
+    o = target.options
+    if o.get("compute_capability") and here != parse_version(o["compute_capability"]):
+        return (f"this host's GPU is {gpu['name']} (sm_{here[0]}{here[1]}), not {target.name}'s "
+                f"sm_{o['compute_capability'].replace('.', '')}")
+    if o.get("min_compute_capability") and here < parse_version(o["min_compute_capability"]):
+        return f"this host's GPU {gpu['name']} (sm_{here[0]}{here[1]}) is older than {target.name}'s sm_{o['min_compute_capability'].replace('.', '')}"
+    p = plan(target, precision, parse_version(trt.__version__), here)
+    if p.dla_core is not None:
+        cores = trt.Builder(trt.Logger(trt.Logger.ERROR)).num_DLA_cores
+        if cores <= p.dla_core:
+            return f"this host has {cores} DLA cores; {target.name} builds for DLA core {p.dla_core}"
+    return None
+
+
+def _trtexec_for(target, precision: str, graph: Path) -> str:
+    name, dims = input_of(graph)
+    return trtexec_line(plan(target, precision, parse_version(target.options["tensorrt"])), graph.name, name, dims, target)
+
+
+def _readme(target, precision: str, graph: str, line: str, pending: str | None, built: dict | None) -> str:
+    head = f"# TensorRT engine for {target.name}, {precision}\n\n"
+    facts = f"Profile: {target.description}.\n\n"
+    if pending:
+        status = (f"The engine is **pending**: it was not built here ({pending}). TensorRT engines are bound to "
+                  f"the GPU and TensorRT version that build them, so build it on the device. Everything up to "
+                  f"it is in this bundle: `{graph}`, verified against PyTorch with ONNX Runtime.\n\n"
+                  f"On the device, build, verify against `reference.npz` and update `manifest.json` with:\n\n"
+                  f"    edgeffnet compile BUNDLE\n\n"
+                  f"or build the engine alone (not verified, the manifest stays pending), inside this directory:\n\n")
+    else:
+        status = (f"`{ENGINE}` was built with TensorRT {built['tensorrt']} on {built['gpu']} "
+                  f"(sm_{built['compute_capability'].replace('.', '')}), {built['path']}, and verified against "
+                  f"`reference.npz`. On another TensorRT version or GPU rebuild it with `edgeffnet compile BUNDLE` "
+                  f"or, inside this directory:\n\n")
+    return head + facts + status + f"    {line}\n"
+
+
+def compile(graph: Path, out_dir: Path, target, precision: str) -> dict:
+    """Check the graph against the profile's TensorRT rules, then build model.engine here or mark it pending."""
+    version = target.options.get("tensorrt")
+    if not version:
+        raise UserError(f"target profile '{target.path or target.name}' has no options.tensorrt version; "
+                        f"see targets/jetson-orin-nano.toml for the format")
+    problems = tensorrt_rules.violations(graph, version)
+    if problems:
+        raise StageFailed(f"compile: {graph.name} breaks TensorRT {version}'s rules: {problems[0]}"
+                          + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    line = _trtexec_for(target, precision, graph)
+    record = {"graph": graph.name, "tensorrt_profile": version, "trtexec": line, "trtexec_cwd": "the bundle directory",
+              "tensorrt_rules": {"checked_for": version, "violations": []}}
+    reason = pending_reason(target, precision)
+    if reason:
+        (out_dir / README).write_text(_readme(target, precision, graph.name, line, reason, None))
+        return {**record, "files": [README], "pending": True, "pending_reason": reason, "engine": None,
+                "finish": "edgeffnet compile BUNDLE on the device, or the trtexec line in README.md",
+                "summary": f"engine pending: {reason}; on the device run `edgeffnet compile BUNDLE` "
+                           f"or the trtexec line in BUNDLE/README.md"}
+    built = build_engine(graph, out_dir, target, precision)
+    (out_dir / README).write_text(_readme(target, precision, graph.name, line, None, built))
+    return {**record, "files": [ENGINE, FACTS, README], "pending": False, "engine": built}
+
+
+def build_engine(graph: Path, out_dir: Path, target, precision: str) -> dict:
+    import tensorrt as trt
+
+    from . import tensorrt_engine
+
+    gpu, _ = host_gpu()
+    name, dims = input_of(graph)
+    p = plan(target, precision, parse_version(trt.__version__), parse_version(gpu["compute_capability"]))
+    built = tensorrt_engine.build(graph, out_dir / ENGINE, p, target, gpu, name, dims)
+    built["built"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    (out_dir / FACTS).write_text(json.dumps(built, indent=2) + "\n")
+    return built
+
+
+def load(bundle_dir: Path, target, precision: str, fallback: bool = False, **settings):
+    """The bundle's engine on this host's GPU. There is no fallback device: an engine runs where it was
+    built or nowhere, so `fallback` is accepted for the common interface and changes nothing."""
+    bundle_dir = Path(bundle_dir)
+    engine, facts = bundle_dir / ENGINE, bundle_dir / FACTS
+    if not engine.is_file():
+        readme = bundle_dir / README
+        raise UserError(f"{bundle_dir} has no TensorRT engine yet (built without TensorRT); on the device run "
+                        f"`edgeffnet compile {bundle_dir}`" + (f" or the trtexec line in {readme}" if readme.is_file() else ""))
+    trt, why = _import_tensorrt()
+    if trt is None:
+        raise UserError(f"{why}; {bundle_dir}'s engine needs TensorRT on its device")
+    gpu, why = host_gpu()
+    if gpu is None:
+        raise UserError(why)
+    built = json.loads(facts.read_text()) if facts.is_file() else None
+    if built is None:
+        raise UserError(f"{engine} has no {FACTS} saying what it was built with; rebuild it with "
+                        f"`edgeffnet compile {bundle_dir}`")
+    from . import tensorrt_engine
+    from .tensorrt_runner import Runner
+
+    header = tensorrt_engine.plan_version(engine)
+    if header and not tensorrt_engine.same_version(header, built["tensorrt"]):
+        built = {**built, "tensorrt": header}  # the file was replaced (e.g. by trtexec): believe its header
+    problem = tensorrt_engine.mismatch(built, trt.__version__, gpu)
+    if problem:
+        raise UserError(problem.replace("BUNDLE", str(bundle_dir)))
+    return Runner(engine, built.get("dla_core"))

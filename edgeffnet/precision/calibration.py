@@ -1,0 +1,136 @@
+"""Calibration data: a folder of images, an .npy/.npz of preprocessed tensors, or the default real photos.
+
+Images go through the bundle's weights recipe, deterministically; when a folder or the default set holds
+fewer images than asked, seeded crops, flips and scales of them make up the count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import UserError
+from ..photos import calibration_photos, to_input, views
+from ..preprocess import Preprocess, to_rgb
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+DEFAULT_SIZE = 300
+
+
+TUNING_VIEWS = 64
+
+
+@dataclass
+class CalibrationSet:
+    data: np.ndarray  # N x 3 x H x W float32, preprocessed
+    source: str
+    sha256: str
+    images: int  # distinct images behind the views
+    requested: int
+    skipped: dict = field(default_factory=dict)  # reason -> count
+    converted: dict = field(default_factory=dict)  # source mode -> count
+    warnings: list = field(default_factory=list)
+
+    def tuning(self, preprocess: Preprocess, count: int = TUNING_VIEWS) -> np.ndarray:
+        """Views that steer method choice and the sensitivity pass: for the default set, views of its
+        natural photos (calibration/photos.toml [tuning]); for the user's data, an even subset of it."""
+        if self.source.startswith("default"):
+            from ..photos import tuning_views
+
+            return to_input(tuning_views(count, preprocess), preprocess)
+        step = max(1, len(self.data) // count)
+        return self.data[::step][:count]
+
+    def record(self) -> dict:
+        return {"source": self.source, "sha256": self.sha256, "views": int(len(self.data)), "images": self.images,
+                "requested": self.requested, "skipped": self.skipped, "converted": self.converted,
+                "warnings": self.warnings}
+
+
+def _digest(x: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
+
+
+def _mode_name(img: Image.Image) -> str | None:
+    if img.mode == "RGB":
+        return None
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return "16-bit"
+    return {"L": "grayscale", "LA": "grayscale", "1": "grayscale", "P": "palette", "PA": "palette",
+            "RGBA": "RGBA", "CMYK": "CMYK"}.get(img.mode, img.mode)
+
+
+def _read_folder(folder: Path) -> tuple[list[Image.Image], Counter, Counter]:
+    images, skipped, converted = [], Counter(), Counter()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped["not an image"] += 1
+            continue
+        try:
+            with Image.open(path) as img:
+                img.load()
+                mode = _mode_name(img)
+                rgb = to_rgb(img)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            skipped["corrupt"] += 1
+            continue
+        if mode:
+            converted[mode] += 1
+        images.append(rgb)
+    return images, skipped, converted
+
+
+def _from_array(path: Path, count: int, recipe: Preprocess) -> CalibrationSet:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read calibration tensors '{path}': {e}") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        names = loaded.files
+        if not names:
+            raise UserError(f"calibration file '{path}' holds no arrays")
+        key = next((k for k in ("input", "x", "data", "images") if k in names), names[0])
+        loaded = loaded[key]
+    x = np.asarray(loaded)
+    want = (3, recipe.crop, recipe.crop)
+    if x.ndim != 4 or tuple(x.shape[1:]) != want or not np.issubdtype(x.dtype, np.floating):
+        raise UserError(f"calibration tensors in '{path}' have shape {x.shape} ({x.dtype}); expected "
+                        f"N x {want[0]} x {want[1]} x {want[2]} floats, preprocessed with the bundle's recipe")
+    if len(x) == 0:
+        raise UserError(f"calibration file '{path}' holds no samples")
+    x = np.ascontiguousarray(x[:count], dtype=np.float32)
+    warnings = [] if len(x) >= count else [f"calibration: {len(x)} tensors in {path.name}, {count} asked; using {len(x)}"]
+    return CalibrationSet(x, f"tensors:{path}", _digest(x), len(x), count, warnings=warnings)
+
+
+def load(source: str | Path | None, count: int, recipe: Preprocess) -> CalibrationSet:
+    """The calibration set for `source` (None: the default photos), `count` views, preprocessed."""
+    if count < 1:
+        raise UserError(f"--calib-size must be at least 1, got {count}")
+    if source is None or str(source) == "default":
+        photos = calibration_photos()
+        x = to_input(views(photos, count, recipe), recipe)
+        return CalibrationSet(x, "default: calibration/photos.toml", _digest(x), len(photos), count)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise UserError(f"calibration source '{path}' does not exist; pass a folder of images or an .npy/.npz file")
+    if path.is_file():
+        if path.suffix.lower() not in (".npy", ".npz"):
+            raise UserError(f"calibration source '{path}' is a file but not .npy/.npz; pass a folder of images")
+        return _from_array(path, count, recipe)
+    images, skipped, converted = _read_folder(path)
+    if not images:
+        what = f" ({sum(skipped.values())} files skipped: {dict(skipped)})" if skipped else ""
+        raise UserError(f"no readable image in calibration folder '{path}'{what}; "
+                        f"add jpg/png/bmp/webp images or use the default set")
+    warnings = []
+    if len(images) < count:
+        warnings.append(f"calibration: {len(images)} readable images in {path}, {count} asked; "
+                        f"making up the count with crops and flips of them")
+    x = to_input(views(images, count, recipe), recipe)
+    return CalibrationSet(x, f"folder:{path}", _digest(x), len(images), count, dict(skipped), dict(converted), warnings)

@@ -1,0 +1,126 @@
+"""INT8 for every target: calibrate, choose the range method, keep sensitive layers in float, write Q/DQ.
+
+The calibration statistics are cached by (graph hash, data hash); thresholds for each method derive from
+them, so a rebuild never recalibrates and trying all three methods costs one calibration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .. import cache
+from ..backends import onnxruntime as ort_backend
+from ..verify import compare
+from . import qdq, ranges
+
+METHODS = ranges.METHODS
+VERSION = "qdq-3"  # part of the stage cache key: bump when the pass changes what it writes
+RANK_VIEWS = 24  # views for ranking single-layer sensitivity (one network run per quantized layer)
+MAX_FLOAT_LAYERS = 4
+TARGET_COSINE = 0.998  # measured on pretrained Lite0: below it, top-1 agreement on photos falls under 99%
+
+
+@dataclass
+class Int8Result:
+    model: onnx.ModelProto
+    method: str
+    method_scores: dict
+    plan: qdq.Plan
+    kept_float: list = field(default_factory=list)  # [{"node":..., "cosine_gain":...}]
+    tuning: dict = field(default_factory=dict)
+
+
+def graph_digest(model: onnx.ModelProto) -> str:
+    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+
+
+def statistics(model: onnx.ModelProto, data: np.ndarray, data_sha: str, use_cache: bool = True) -> tuple[dict, bool]:
+    """Calibration statistics for every quantizable activation, from the cache when it has them."""
+    tensors = qdq.candidates(model)
+    path = cache.root() / "calibration" / f"{cache.key(graph_digest(model), data_sha, tensors, 'hist-v2', ranges.BINS)}.pkl"
+    if use_cache and path.is_file():
+        try:
+            return pickle.loads(path.read_bytes()), True
+        except (OSError, pickle.UnpicklingError, EOFError):
+            pass
+    stats = ranges.collect(model, tensors, data)
+    if use_cache:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{np.random.randint(1 << 30)}")
+            tmp.write_bytes(pickle.dumps(stats))
+            tmp.replace(path)
+        except OSError:
+            pass  # the cache is an optimisation
+    return stats, False
+
+
+class _Evaluator:
+    """Quantize with a plan and a method, run in ONNX Runtime on tuning views, compare with FP32."""
+
+    def __init__(self, model: onnx.ModelProto, stats: dict, x: np.ndarray):
+        self.model, self.stats, self.x = model, stats, x
+        self.ref = self._run(model, x)
+
+    @staticmethod
+    def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+        return ort_backend.run_all(model, x)
+
+    def quantized(self, plan: qdq.Plan, method: str) -> onnx.ModelProto:
+        return qdq.quantize(self.model, plan, ranges.thresholds(self.stats, method), self.stats["means"])
+
+    def score(self, plan: qdq.Plan, method: str, views: int | None = None):
+        n = views or len(self.x)
+        return compare(self.ref[:n], self._run(self.quantized(plan, method), self.x[:n]))
+
+
+def quantize_model(model: onnx.ModelProto, stats: dict, tuning_x: np.ndarray, method: str | None,
+                   sensitivity: bool) -> Int8Result:
+    """Q/DQ graph for `model`.
+
+    method None: each method is tried and the one whose logits follow FP32 best (mean cosine on the
+    tuning views) is kept. sensitivity: while the tuning views' mean cosine is below TARGET_COSINE, the
+    layer whose return to float helps most is kept in float (at most MAX_FLOAT_LAYERS). Top-1 agreement
+    on calibration photos is no guide here: many of them (textures, microscopy) sit on near-ties that
+    flip under any noise, so the pass steers by cosine and the fidelity report judges on verification photos.
+    """
+    model = qdq.name_nodes(model)
+    ev = _Evaluator(model, stats, tuning_x)
+    plan = qdq.plan(model)
+
+    scores = {}
+    for m in ([method] if method else METHODS):
+        p = ev.score(plan, m)
+        scores[m] = {"cosine_mean": p.cosine_mean, "top1_agreement": p.top1_agreement}
+    chosen = method or max(scores, key=lambda m: scores[m]["cosine_mean"])
+
+    kept: list[dict] = []
+    current = ev.score(plan, chosen)
+    if sensitivity and current.cosine_mean < TARGET_COSINE:
+        base = ev.score(plan, chosen, RANK_VIEWS).cosine_mean
+        gains = sorted(((ev.score(qdq.plan(model, frozenset([name])), chosen, RANK_VIEWS).cosine_mean - base, name)
+                        for name in plan.nodes), reverse=True)
+        excluded: set[str] = set()
+        for gain, name in gains[:MAX_FLOAT_LAYERS]:
+            if gain <= 0 or current.cosine_mean >= TARGET_COSINE:
+                break
+            excluded.add(name)
+            plan = qdq.plan(model, frozenset(excluded))
+            current = ev.score(plan, chosen)
+            kept.append({"node": name, "rank_cosine_gain": round(gain, 6), "tuning_cosine_after": current.cosine_mean})
+    return Int8Result(ev.quantized(plan, chosen), chosen, scores, plan, kept,
+                      {"views": len(tuning_x), "top1_agreement": current.top1_agreement,
+                       "cosine_mean": current.cosine_mean})
+
+
+def write(result: Int8Result, path: Path) -> dict:
+    onnx.save(result.model, str(path))
+    return qdq.summary(result.model)
+
+

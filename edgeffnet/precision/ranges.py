@@ -1,0 +1,152 @@
+"""Calibration statistics and the three ways to turn them into int8 ranges.
+
+Statistics are per activation tensor: the absolute maximum and a histogram of |x| over [0, absmax]
+(two passes of ONNX Runtime over the calibration set with those tensors exposed as outputs). Symmetric
+quantization only needs |x|, which is what TensorRT's zero-point-0 rule allows anyway.
+
+- minmax: the largest |x| seen;
+- percentile: the |x| below which 99.99% of the values fall;
+- entropy: the clipping threshold whose 128-level quantized histogram is closest (Kullback-Leibler) to
+  the original, TensorRT's calibration algorithm.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+BINS = 2048
+PERCENTILE = 99.99
+METHODS = ("minmax", "percentile", "entropy")
+
+
+def _session(model: onnx.ModelProto, tensors: list[str]) -> ort.InferenceSession:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for v in list(m.graph.input) + list(m.graph.output):  # free batch: many views per call
+        dims = v.type.tensor_type.shape.dim
+        if dims:
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = "batch"
+    del m.graph.value_info[:]
+    have = {o.name for o in m.graph.output}
+    for name in tensors:
+        if name not in have:
+            m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    # Exposed tensors must be the graph's own, not what fusion would turn them into.
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _batches(data: np.ndarray, step: int = 16):
+    for i in range(0, len(data), step):
+        yield data[i:i + step]
+
+
+def collect(model: onnx.ModelProto, tensors: list[str], data: np.ndarray) -> dict:
+    """Per-tensor absmax, |x| histograms (BINS bins over [0, absmax]) and per-channel means (axis 1,
+    for bias correction) over the calibration data."""
+    sess = _session(model, tensors)
+    feed_name = sess.get_inputs()[0].name
+    absmax = np.zeros(len(tensors))
+    sums: list[np.ndarray] = [0.0] * len(tensors)
+    count = 0
+    for chunk in _batches(data):
+        outs = sess.run(tensors, {feed_name: chunk})
+        absmax = np.maximum(absmax, [float(np.abs(o).max()) for o in outs])
+        sums = [s + _channel_sum(o) for s, o in zip(sums, outs)]
+        count += len(chunk)
+    hists = np.zeros((len(tensors), BINS))
+    for chunk in _batches(data):
+        outs = sess.run(tensors, {feed_name: chunk})
+        for k, o in enumerate(outs):
+            hists[k] += _histogram(o, absmax[k])
+    means = {t: (s / count).astype(np.float32) for t, s in zip(tensors, sums)}
+    return {"tensors": list(tensors), "absmax": absmax, "hist": hists, "means": means}
+
+
+def _histogram(x: np.ndarray, top: float, max_values: int = 1 << 20) -> np.ndarray:
+    """|x| counted into BINS equal bins over [0, top]. Large tensors are subsampled with a fixed stride:
+    a histogram of a million values has the same shape, and the maxima come from every value anyway."""
+    flat = x.ravel()
+    if flat.size > max_values:
+        flat = flat[:: -(-flat.size // max_values)]
+    scale = BINS / top if top > 0 else 0.0
+    idx = np.minimum((np.abs(flat) * scale).astype(np.int64), BINS - 1)
+    return np.bincount(idx, minlength=BINS)
+
+
+def _channel_sum(x: np.ndarray) -> np.ndarray:
+    """Sum over everything but the channel axis, divided by the spatial size: a per-sample channel mean."""
+    x = x.astype(np.float64)
+    if x.ndim == 2:
+        return x.sum(axis=0)
+    return x.reshape(x.shape[0], x.shape[1], -1).mean(axis=2).sum(axis=0)
+
+
+def thresholds(stats: dict, method: str) -> dict[str, float]:
+    out = {}
+    for name, amax, hist in zip(stats["tensors"], stats["absmax"], stats["hist"]):
+        if amax <= 0:
+            out[name] = 1e-8
+        elif method == "minmax":
+            out[name] = float(amax)
+        elif method == "percentile":
+            out[name] = _percentile(hist, amax, PERCENTILE)
+        elif method == "entropy":
+            out[name] = _entropy(hist, amax)
+        else:
+            raise ValueError(method)
+    return out
+
+
+def _percentile(hist: np.ndarray, amax: float, pct: float) -> float:
+    cdf = np.cumsum(hist) / max(hist.sum(), 1)
+    i = int(np.searchsorted(cdf, pct / 100.0))
+    return float(amax * min(i + 1, len(hist)) / len(hist))
+
+
+def _smooth(d: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    """Move a little mass onto empty bins so KL(p||q) stays finite where q is empty but p is not."""
+    zero = d == 0
+    nz = (~zero).sum()
+    if nz == 0 or zero.sum() == 0:
+        return d
+    d = d.astype(np.float64).copy()
+    d[zero] = eps
+    d[~zero] -= eps * zero.sum() / nz
+    return d
+
+
+def _entropy(hist: np.ndarray, amax: float, levels: int = 128, stride: int = 8) -> float:
+    """TensorRT-style KL calibration: the threshold (in bins) whose 128-level version of the clipped
+    histogram diverges least from it. Clipped values pile into the last bin of p but not into q, so
+    clipping a heavy tail is penalised and the threshold settles where the tail thins out."""
+    hist = hist.astype(np.float64)
+    # ReLU/ReLU6 outputs put half their mass in the first bin; zero is exact at any scale, and merging
+    # that spike with its neighbours would dominate the divergence and push every threshold to the max.
+    hist[0] = 0
+    n = len(hist)
+    best_kl, best_i = np.inf, n
+    for i in range(levels, n + 1, stride):
+        sliced = hist[:i]
+        p = sliced.copy()
+        p[-1] += hist[i:].sum()
+        nonzero = p != 0
+        q = np.zeros(i)
+        for g in np.array_split(np.arange(i), levels):
+            norm = nonzero[g].sum()
+            if norm:
+                q[g] = sliced[g].sum() / norm
+        q[~nonzero] = 0
+        if q.sum() == 0:
+            continue
+        ps, qs = _smooth(p / p.sum()), _smooth(q / q.sum())
+        m = ps > 0
+        kl = float(np.sum(ps[m] * np.log(ps[m] / np.maximum(qs[m], 1e-12))))
+        if kl < best_kl:
+            best_kl, best_i = kl, i
+    return float(amax * best_i / n)

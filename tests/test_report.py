@@ -1,0 +1,165 @@
+"""The report: what it collects, the rows and fits it computes, and the files it writes (tables, PNG, HTML)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from edgeffnet import bench, report
+from edgeffnet.errors import UserError
+from edgeffnet.info import describe
+from edgeffnet.scaling import parse_spec
+
+SLOPE = 0.75
+
+
+def latency_for(flops: float, precision: str) -> float:
+    """Synthetic p50 exactly on a power law, int8 twice as fast."""
+    return 3.0 * (flops / 1e9) ** SLOPE / (2 if precision == "int8" else 1)
+
+
+@lru_cache(maxsize=None)
+def described(spec: str) -> dict:
+    return describe(parse_spec(spec))
+
+
+def record(tmp_path, spec: str, precision="fp32", mode="latency", runtime="openvino", created="2026-01-01T00:00:00"):
+    d = described(spec)
+    manifest = {"created": "b", "macs": d["macs"], "flops": d["flops"], "params": d["params"], "precision": precision,
+                "spec": {k: d[k] for k in ("spec", "family", "phi", "only", "resolution")},
+                "scaling_check": d["scaling_check"],
+                "target": {"name": "cpu", "backend": "openvino", "device": "CPU",
+                           "peak": {precision: 1000.0, "source": "test"}, "options": {}}}
+    p50 = latency_for(d["flops"], precision)
+    m = bench.Measurement([p50] * 9 + [2 * p50], seconds=1.0, count=10)
+    bundle_dir = tmp_path / "bundles" / f"{spec}-{precision}"
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+    r = bench.make_record(bundle_dir, manifest, runtime, bench.Settings(mode=mode), 1, m,
+                          {"device": "CPU", "device_name": "Test CPU"}, 2 if mode == "throughput" else None)
+    r["created"] = created
+    return r
+
+
+def save_all(tmp_path, records):
+    for r in records:
+        bench.save(Path(r["bundle"]), r)
+
+
+MODELS = ("b0", "b1", "b2", "lite0")
+
+
+@pytest.fixture
+def measured(tmp_path):
+    recs = [record(tmp_path, s, p) for s in MODELS for p in ("fp32", "int8")]
+    recs += [record(tmp_path, "b0", "fp32", mode="throughput")]
+    save_all(tmp_path, recs)
+    return tmp_path
+
+
+def test_rows_pair_modes_and_fit_the_slope(measured):
+    recs = report.collect([measured])
+    assert len(recs) == 9
+    table = report.rows(recs)
+    assert len(table) == 8  # b0 fp32's latency and throughput records share a row
+    b0 = next(r for r in table if r["model"] == "b0" and r["precision"] == "fp32")
+    assert b0["throughput_ips"] == pytest.approx(10.0) and b0["p50"] == pytest.approx(latency_for(b0["flops"], "fp32"))
+    fits = {f["series"]: f for f in report.fits(table)}
+    assert set(fits) == {"Test CPU (CPU) openvino fp32", "Test CPU (CPU) openvino int8"}
+    for f in fits.values():
+        assert f["points"] == 4 and f["slope"] == pytest.approx(SLOPE, abs=1e-9) and f["r2"] == pytest.approx(1.0)
+
+
+def test_predicted_and_actual_multipliers(measured):
+    table = report.rows(report.collect([measured]))
+    b2 = next(r for r in table if r["model"] == "b2" and r["precision"] == "fp32")
+    check = describe(parse_spec("b2"))["scaling_check"]
+    assert b2["two_pow_phi"] == 4.0 and b2["predicted_mult"] == pytest.approx(check["predicted"])
+    assert b2["actual_mult"] == pytest.approx(check["mac_ratio"])
+    b0 = next(r for r in table if r["model"] == "b0" and r["precision"] == "fp32")
+    assert b2["latency_mult"] == pytest.approx(b2["p50"] / b0["p50"]) and b0["latency_mult"] == pytest.approx(1.0)
+    lite0 = next(r for r in table if r["model"] == "lite0" and r["precision"] == "fp32")
+    assert lite0["latency_mult"] == pytest.approx(1.0)  # Lite's baseline is lite0, not b0
+
+
+def test_writes_every_file_and_they_hold_the_series(measured, tmp_path):
+    rep = report.write(report.collect([measured]), tmp_path / "out")
+    out = tmp_path / "out"
+    for name in ("report.md", "report.csv", "report.json", "report.html", "latency_vs_flops.png",
+                 "throughput_vs_flops.png"):
+        assert (out / name).is_file(), name
+    series = ["Test CPU (CPU) openvino fp32", "Test CPU (CPU) openvino int8"]
+    png = Image.open(out / "latency_vs_flops.png")
+    meta = json.loads(png.text["Description"])
+    assert [m["series"] for m in meta] == series and all(m["slope"] == pytest.approx(SLOPE) for m in meta)
+    assert png.size[0] > 500 and len(png.convert("RGB").getcolors(1 << 16) or []) > 20  # drawn, not blank
+    page = (out / "report.html").read_text()
+    for s in series:
+        assert s in page
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 2 and not re.search(r'(src|href)="(?!data:)', page)  # self-contained
+    embedded = Image.open(io.BytesIO(base64.b64decode(images[0])))
+    assert json.loads(embedded.text["Description"]) == meta
+    md = (out / "report.md").read_text()
+    assert "| model | precision | runtime |" in md and "![latency_vs_flops.png](latency_vs_flops.png)" in md
+    assert md.count("| b1 |") == 2 and "0.750" in md  # both precisions; the fitted slope
+    rows_ = list(csv.DictReader((out / "report.csv").read_text().splitlines()))
+    assert len(rows_) == 8 and {r["model"] for r in rows_} == set(MODELS)
+    assert json.loads((out / "report.json").read_text())["rows"] == json.loads(json.dumps(rep["rows"]))
+
+
+def test_scaling_table_appears_for_single_dimension_variants(tmp_path):
+    recs = [record(tmp_path, s) for s in ("b0", "b0,phi=1", "b0,phi=1,only=width", "b0,phi=1,only=depth",
+                                          "b0,phi=1,only=resolution")]
+    report.write(recs, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    section = md.split("## Scaling")[1]
+    for variant in ("compound", "width only", "depth only", "resolution only"):
+        assert variant in section
+
+
+def test_collects_bundles_record_files_and_directories(tmp_path):
+    a, b = record(tmp_path, "b0"), record(tmp_path, "b1")
+    old = record(tmp_path, "b1", created="2025-01-01T00:00:00")
+    save_all(tmp_path, [a, b])
+    copy = tmp_path / "elsewhere" / "old-b1.json"
+    copy.parent.mkdir()
+    copy.write_text(json.dumps(old))
+    hidden = tmp_path / "bundles" / ".b2.partial-x" / "bench"
+    hidden.mkdir(parents=True)
+    (hidden / "openvino-latency.json").write_text(json.dumps(record(tmp_path, "b2")))
+    (tmp_path / "bundles" / "unrelated.json").write_text('{"not": "a record"}')
+    found = report.collect([tmp_path / "bundles" / "b0-fp32", copy, tmp_path / "bundles"])
+    assert sorted(r["model"]["spec"] for r in found) == ["b0", "b1"]  # b2 was being written; b0 once
+    assert next(r for r in found if r["model"]["spec"] == "b1")["created"] == b["created"]  # the newer wins
+
+
+def test_nothing_to_report_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="nothing to report"):
+        report.collect([tmp_path])
+    with pytest.raises(UserError, match="does not exist"):
+        report.collect([tmp_path / "nope"])
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(UserError, match="not an edgeffnet bench record"):
+        report.collect([tmp_path / "x.json"])
+    r = subprocess.run([sys.executable, "-m", "edgeffnet.cli", "report", str(tmp_path), "-o", str(tmp_path / "o")],
+                       capture_output=True, text=True, env=dict(os.environ))
+    assert r.returncode == 2 and r.stderr.startswith("edgeffnet: error: nothing to report")
+
+
+def test_cli_writes_the_report(measured, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "edgeffnet.cli", "report", str(measured / "bundles"), "-o",
+                        str(tmp_path / "o"), "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert len(rep["rows"]) == 8 and (tmp_path / "o" / "report.html").is_file()
