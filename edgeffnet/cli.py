@@ -15,8 +15,9 @@ from rich.table import Table
 from .errors import UserError
 from .scaling import SPEC_FORMS, __doc__ as SPEC_GRAMMAR
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Piped output gets wide tables: a log or a grep should not see names broken across lines.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -128,9 +129,21 @@ def targets_cmd(as_json: bool) -> None:
 @click.option("--views", type=int, default=8, show_default=True, help="Real-photo views used for parity checks.")
 @click.option("--no-cache", is_flag=True, help="Rebuild every stage instead of reusing finished ones.")
 @click.option("--require-engine", is_flag=True, help="Fail instead of leaving a TensorRT engine pending on a host without TensorRT.")
+@click.option("--calib", type=click.Path(), help="INT8 calibration data: a folder of images (jpg/png/bmp/webp, "
+                                                  "searched recursively) or an .npy/.npz of preprocessed tensors. "
+                                                  "Default: the real photos in calibration/photos.toml.")
+@click.option("--calib-size", type=int, default=300, show_default=True, help="Calibration views.")
+@click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]),
+              help="INT8 range method (default: the one that measures best).")
+@click.option("--min-agreement", type=float, default=0.98, show_default=True,
+              help="INT8 of trained weights fails below this top-1 agreement with FP32 on verification views.")
+@click.option("--allow-drop", is_flag=True, help="Keep an INT8 build whose agreement is below --min-agreement.")
+@click.option("--fidelity-views", type=int, default=200, show_default=True,
+              help="Verification views for the fidelity report (FP16/INT8).")
 @click.option("-o", "--output", type=click.Path(), help="Bundle directory (default build/SPEC-TARGET-PRECISION).")
 def build(spec, target, precision, weights, num_classes, resolution, batch, dynamic_batch, opset, seed, views,
-          no_cache, output, require_engine) -> None:
+          no_cache, output, require_engine, calib, calib_size, calib_method, min_agreement, allow_drop,
+          fidelity_views) -> None:
     """Build SPEC for a target: export, simplify, verify and compile into a bundle directory."""
     from .build import BuildRequest, build as run_build
 
@@ -139,6 +152,13 @@ def build(spec, target, precision, weights, num_classes, resolution, batch, dyna
                        seed=seed, views=views, cache=not no_cache)
     if require_engine:
         req.extra["require_engine"] = True
+    if (precision or "") != "fp32":  # precision options only enter the stage keys of reduced-precision builds
+        if fidelity_views < 1:
+            raise UserError(f"--fidelity-views must be at least 1, got {fidelity_views}")
+        if not 0.0 <= min_agreement <= 1.0:
+            raise UserError(f"--min-agreement is a fraction between 0 and 1, got {min_agreement}")
+        req.extra.update(calib=calib, calib_size=calib_size, calib_method=calib_method, min_agreement=min_agreement,
+                         allow_drop=allow_drop, fidelity_views=fidelity_views)
     path = run_build(req, echo=lambda m: err.print(m, markup=False))
     out.print(str(path))
 

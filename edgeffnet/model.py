@@ -178,23 +178,22 @@ def count_params(model: nn.Module) -> int:
 def count_macs(spec: ModelSpec, num_classes: int = 1000) -> int:
     """Multiply-accumulates of Conv2d and Linear layers for one image at the spec's resolution.
 
-    Counted on a meta-device copy: shapes only, no memory and no arithmetic, so B7 costs milliseconds.
+    Walks a meta-device copy (shapes only, no memory) in registration order, which is forward order for
+    this network, tracking the feature-map size: no forward pass, so B7 costs milliseconds.
     """
     with torch.device("meta"):
         model = EfficientNet(spec, num_classes)
-    total = 0
-
-    def hook(mod: nn.Module, _inp, out: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(mod, nn.Conv2d):
-            k = mod.kernel_size[0] * mod.kernel_size[1]
-            total += out.numel() * (mod.in_channels // mod.groups) * k
-        else:
-            total += out.numel() * mod.in_features
-
+    size, total = spec.resolution, 0
+    se_convs = {id(c) for m in model.modules() if isinstance(m, SqueezeExcite) for c in (m.reduce, m.expand)}
     for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            m.register_forward_hook(hook)
-    with torch.no_grad():
-        model(torch.empty(1, 3, spec.resolution, spec.resolution, device="meta"))
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1]
+            if id(m) in se_convs:
+                spatial = 1  # squeeze-excitation works on the pooled 1x1 map
+            else:
+                size = -(-size // m.stride[0])  # "same" output size; SamePad and k//2 padding agree
+                spatial = size * size
+            total += spatial * m.out_channels * (m.in_channels // m.groups) * k
+        elif isinstance(m, nn.Linear):
+            total += m.in_features * m.out_features
     return total

@@ -14,7 +14,7 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def data_dir(name: str) -> Path:
-    installed = _PACKAGE / name  # a wheel maps targets/ -> edgeffnet/targets/
+    installed = _PACKAGE / "data" / name  # a wheel maps targets/ -> edgeffnet/data/targets/
     return installed if installed.is_dir() else _PACKAGE.parent / name
 
 

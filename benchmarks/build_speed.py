@@ -1,0 +1,126 @@
+"""What the verified pipeline costs, and whether its IR is as fast as a plain one (issue 3).
+
+1. Wall time per stage of `edgeffnet build SPEC` (no cache) against a plain torch.onnx.export -> onnxsim
+   -> openvino.convert_model/save_model of the same model in the same process. Both sides start from the
+   same already-imported libraries and build the same model (seeded random weights), so the difference is
+   what verification and bookkeeping cost. Claim: pipeline <= 1.5x plain.
+2. The pipeline's FP32 IR against the plain path's IR: same loop, interleaved, f32 inference precision,
+   p50 over >= 300 iterations each. Claim: no slower (within 3%, the noise of a shared 2-core machine).
+3. With --subprocess: `edgeffnet build SPEC --no-cache` as a child process, its wall time and peak RSS
+   (claim for B7: <= 10 minutes and <= 8 GB).
+
+    python benchmarks/build_speed.py                 # B0, parts 1 and 2
+    python benchmarks/build_speed.py --spec b7 --subprocess
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxsim
+import openvino as ov
+import torch
+import onnx
+
+import edgeffnet
+from edgeffnet.build import Build, BuildRequest
+
+
+def plain(spec: str, out: Path) -> dict:
+    t = {}
+    t0 = time.perf_counter()
+    model = edgeffnet.create_model(spec)
+    t["model"] = time.perf_counter() - t0
+    res = model.spec.resolution
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 3, res, res),), str(out / "plain.onnx"), dynamo=False,
+                          opset_version=13, input_names=["input"], output_names=["logits"])
+    t["export"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sim, ok = onnxsim.simplify(onnx.load(str(out / "plain.onnx")))
+    onnx.save(sim, str(out / "plain.sim.onnx"))
+    t["simplify"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ov.save_model(ov.convert_model(str(out / "plain.sim.onnx")), str(out / "plain.xml"), compress_to_fp16=False)
+    t["convert"] = time.perf_counter() - t0
+    return t
+
+
+def pipeline(spec: str, out: Path) -> dict:
+    b = Build(BuildRequest(spec=spec, output=str(out / "bundle"), cache=False), echo=lambda m: None)
+    t0 = time.perf_counter()
+    b.run()
+    total = time.perf_counter() - t0
+    return {"total": total, **{k: v["seconds"] for k, v in b.stages.items()}}
+
+
+def latency(xmls: dict[str, Path], iterations: int) -> dict[str, float]:
+    core = ov.Core()
+    reqs = {}
+    for k, xml in xmls.items():
+        c = core.compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
+        r = c.create_infer_request()
+        shape = tuple(c.inputs[0].shape)
+        r.set_input_tensor(ov.Tensor(np.random.default_rng(0).standard_normal(shape).astype(np.float32)))
+        for _ in range(20):
+            r.infer()
+        reqs[k] = r
+    times: dict[str, list[float]] = {k: [] for k in reqs}
+    for _ in range(iterations):
+        for k, r in reqs.items():
+            t = time.perf_counter()
+            r.infer()
+            times[k].append(time.perf_counter() - t)
+    return {k: float(np.median(v) * 1e3) for k, v in times.items()}
+
+
+def child(spec: str) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "edgeffnet.cli", "build", spec, "--no-cache", "-o", f"{d}/bundle"],
+                           capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
+        print(r.stderr.strip())
+        print(f"{spec}: exit {r.returncode}, wall {wall / 60:.2f} min, peak RSS {rss_gb:.2f} GB "
+              f"(claims: <= 10 min, <= 8 GB)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--spec", default="b0")
+    ap.add_argument("--iterations", type=int, default=300)
+    ap.add_argument("--subprocess", action="store_true", help="Measure a child `edgeffnet build` (time, RSS).")
+    args = ap.parse_args()
+    if args.subprocess:
+        child(args.spec)
+        return 0
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d)
+        edgeffnet.create_model(args.spec)  # warm imports and photo loading for both sides alike
+        p = plain(args.spec, out)
+        v = pipeline(args.spec, out)
+        plain_total = sum(p.values())
+        print(f"plain path ({args.spec}): " + ", ".join(f"{k} {s:.2f}s" for k, s in p.items()) + f"; total {plain_total:.2f}s")
+        print("verified pipeline: " + ", ".join(f"{k} {s:.2f}s" for k, s in v.items() if k != "total")
+              + f"; total {v['total']:.2f}s")
+        ratio = v["total"] / plain_total
+        print(f"pipeline / plain = {ratio:.2f}x (claim <= 1.5x)")
+        lat = latency({"pipeline": out / "bundle" / "model.xml", "plain": out / "plain.xml"}, args.iterations)
+        print(f"FP32 IR p50: pipeline {lat['pipeline']:.3f} ms, plain {lat['plain']:.3f} ms "
+              f"(ratio {lat['pipeline'] / lat['plain']:.3f}; claim: no slower)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""INT8 on the cpu target: how much faster than FP32, and against NNCF's defaults (issue 4).
+
+For each spec: build (through the cache) the FP32 and the INT8 bundle, quantize the same FP32 IR with
+NNCF's defaults on the same calibration data, then time the three IRs in one interleaved loop
+(synchronous, batch 1, p50 over >= 200 iterations each; FP32 at f32 inference precision).
+Claims: INT8 <= 0.55x FP32 for Lite0 and B0; B0 INT8 no slower than NNCF's defaults.
+
+    python benchmarks/int8_speed.py                      # lite0 (pretrained) and b0 (random init)
+    python benchmarks/int8_speed.py --iterations 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+from edgeffnet.build import BuildRequest, build
+from edgeffnet.precision import calibration
+from edgeffnet.preprocess import Preprocess
+
+SPECS = [("lite0", "pretrained"), ("b0", None)]
+
+
+def nncf_defaults(fp32_graph: Path, data: np.ndarray, out: Path) -> Path:
+    import nncf
+
+    model = ov.convert_model(str(fp32_graph))
+    q = nncf.quantize(model, nncf.Dataset([data[i:i + 1] for i in range(len(data))]))
+    ov.save_model(q, str(out), compress_to_fp16=False)
+    return out
+
+
+def interleaved_p50(xmls: dict[str, Path], hints: dict[str, str], iterations: int) -> dict[str, float]:
+    core = ov.Core()
+    reqs = {}
+    for k, xml in xmls.items():
+        c = core.compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": hints[k], "PERFORMANCE_HINT": "LATENCY"})
+        r = c.create_infer_request()
+        r.set_input_tensor(ov.Tensor(np.random.default_rng(0).standard_normal(tuple(c.inputs[0].shape)).astype(np.float32)))
+        for _ in range(30):
+            r.infer()
+        reqs[k] = r
+    times: dict[str, list[float]] = {k: [] for k in reqs}
+    for _ in range(iterations):
+        for k, r in reqs.items():
+            t = time.perf_counter()
+            r.infer()
+            times[k].append(time.perf_counter() - t)
+    return {k: float(np.median(v) * 1e3) for k, v in times.items()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--iterations", type=int, default=300)
+    ap.add_argument("--out", default=None, help="Keep the bundles here (default: a temporary directory).")
+    args = ap.parse_args()
+    root = Path(args.out or tempfile.mkdtemp(prefix="int8-speed-"))
+    ok = True
+    for spec, weights in SPECS:
+        bundles = {}
+        for precision in ("fp32", "int8"):
+            path = root / f"{spec}-{precision}"
+            build(BuildRequest(spec=spec, weights=weights, precision=precision, output=str(path),
+                               extra={"allow_drop": True}), echo=lambda m: None)
+            bundles[precision] = path
+        manifest = json.loads((bundles["int8"] / "manifest.json").read_text())
+        cal = calibration.load(None, calibration.DEFAULT_SIZE, Preprocess.from_dict(manifest["preprocess"]))
+        nncf_xml = nncf_defaults(bundles["fp32"] / "model.sim.onnx", cal.data, root / f"{spec}-nncf.xml")
+        p50 = interleaved_p50({"fp32": bundles["fp32"] / "model.xml", "int8": bundles["int8"] / "model.xml",
+                               "nncf-defaults": nncf_xml},
+                              {"fp32": "f32", "int8": "f32", "nncf-defaults": "f32"}, args.iterations)
+        route = manifest["stages"]["compile"].get("int8_route")
+        ratio = p50["int8"] / p50["fp32"]
+        vs_nncf = p50["int8"] / p50["nncf-defaults"]
+        fid = manifest.get("fidelity", {}).get("rows", [])
+        print(f"{spec}: p50 fp32 {p50['fp32']:.3f} ms, int8 {p50['int8']:.3f} ms (route {route}), "
+              f"NNCF defaults {p50['nncf-defaults']:.3f} ms")
+        print(f"  int8/fp32 = {ratio:.3f} (claim <= 0.55); int8/NNCF-defaults = {vs_nncf:.3f} (claim <= 1.0 for b0)")
+        for r in fid:
+            print(f"  fidelity {r['artifact']}: top-1 {r['top1_agreement']:.1%}, top-5 {r['top5_overlap']:.1%}, "
+                  f"cosine {r['cosine_mean']:.5f} over {r['views']} views")
+        ok &= ratio <= 0.55 and (spec != "b0" or vs_nncf <= 1.0)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
