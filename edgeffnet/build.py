@@ -21,7 +21,7 @@ from .backends import get as backend
 from .backends import onnxruntime as ort_backend
 from .errors import UserError
 from .export import DEFAULT_OPSET, export_onnx
-from .graph import make_model, recipe_for
+from .graph import check_weights, make_model, recipe_for
 from .model import count_macs, count_params
 from .photos import to_input, verification_views
 from .preprocess import Preprocess
@@ -89,6 +89,8 @@ class Build:
         self.output = Path(req.output) if req.output else default_output(spec.name, self.target.name, self.precision)
         bundle.check_destination(self.output)
         self.weights = _weights.resolve(req.weights, spec)
+        if self.weights is not None:
+            check_weights(spec, self.weights)
         self.cache = cache.StageCache(req.cache)
         self._model = None
         self.dir: Path | None = None
@@ -117,7 +119,7 @@ class Build:
 
     # -- stage machinery -----------------------------------------------------------------------------
     def stage(self, name: str, parts: dict, fn) -> dict:
-        k = cache.key(self.key, name, parts, host.tools())
+        k = cache.key(self.key, name, parts, host.tools(), cache.code_digest())
         record = self.cache.fetch(name, k, self.dir)
         if record is not None:
             record["cached"] = True
@@ -137,7 +139,7 @@ class Build:
     def verify(self, stage: str, run, precision: str) -> dict:
         x, ref = self.reference()
         parity = compare(ref, run_batched(run, x, self.fixed_batch))
-        check(stage, parity, precision)
+        check(stage, parity, precision, trained=self.weights is not None)
         return parity.as_dict()
 
     # -- stages --------------------------------------------------------------------------------------

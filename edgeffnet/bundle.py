@@ -51,10 +51,17 @@ def check_destination(final: Path) -> None:
     parent = final.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"cannot create -o {final}: {parent} exists and is not a directory; "
+                        f"choose another path") from None
     except OSError as e:
         raise UserError(f"cannot create -o {final}: {e.strerror or e}; choose a writable directory") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write to {parent} (permission denied); choose a writable -o directory")
+    # Try it rather than ask os.access: root passes every permission check, and /proc or a read-only
+    # mount refuse only when something is created.
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f".{final.name}.probe-", dir=parent))
+    except OSError as e:
+        raise UserError(f"cannot write to {parent} ({e.strerror or e}); choose a writable -o directory") from None
 
 
 @contextmanager
@@ -65,15 +72,20 @@ def staging(final: Path):
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
     except OSError as e:
         raise UserError(f"cannot write to {final.parent}: {e.strerror or e}; choose a writable -o directory") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make the bundle private to its builder
+    old = None
     try:
         yield tmp
-        if final.exists():
+        if final.exists():  # a directory cannot be renamed over a full one: move the old bundle aside first
             old = final.parent / f".{final.name}.old-{os.getpid()}"
             final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
+        tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not final.exists():
+            old.rename(final)  # the previous bundle stays, whole
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,5 +1,5 @@
 """Finished stages are reused: a stage's files and record are stored under a key that hashes everything
-that determines them (spec, weights hash, options, upstream key, tool versions)."""
+that determines them (spec, weights hash, options, upstream key, tool versions, edgeffnet's own code)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,27 @@ import json
 import os
 import shutil
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 
 def root() -> Path:
     return Path(os.environ.get("EDGEFFNET_CACHE") or Path.home() / ".cache" / "edgeffnet")
+
+
+@lru_cache(maxsize=1)
+def code_digest() -> str:
+    """A hash of edgeffnet's source and photo recipe. The version number alone does not follow an edited
+    checkout: a graph stage cached by other code holds a reference from other weights (random init)
+    than the model a later stage exports, and verification then fails on a difference nobody made."""
+    from .resources import data_dir
+
+    pkg = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(pkg.rglob("*.py")) + sorted(data_dir("calibration").glob("*.toml")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def key(*parts) -> str:

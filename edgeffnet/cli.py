@@ -160,7 +160,7 @@ def build(spec, target, precision, weights, num_classes, resolution, batch, dyna
         req.extra.update(calib=calib, calib_size=calib_size, calib_method=calib_method, min_agreement=min_agreement,
                          allow_drop=allow_drop, fidelity_views=fidelity_views)
     path = run_build(req, echo=lambda m: err.print(m, markup=False))
-    out.print(str(path))
+    out.print(str(path), markup=False)  # a path is text: rich would eat a "[x]" in it
 
 
 @cli.command()
@@ -172,14 +172,16 @@ def predict(bundle_dir, images, top, as_json) -> None:
     """Run a bundle's compiled artifact on IMAGES with the bundle's preprocessing; print the top classes."""
     from .predict import predict as run_predict
 
+    if top < 1:
+        raise UserError(f"--top must be at least 1, got {top}")
     results = run_predict(bundle_dir, images, top)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
     for r in results:
-        out.print(f"{r['image']}  ({r['runtime']})")
+        out.print(f"{r['image']}  ({r['runtime']})", markup=False)
         for c in r["top"]:
-            out.print(f"  {c['probability']:7.2%}  {c['class']:4d}  {c['name']}")
+            out.print(f"  {c['probability']:7.2%}  {c['class']:4d}  {c['name']}", markup=False)
 
 
 def _csv_list(text: str | None) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ def make_model(spec: ModelSpec, w: _weights.Weights | None, num_classes: int | N
     if w is None:
         recipe = recipe_for(spec, None)
         numerics = TF_NUMERICS if spec.family == "lite" else TORCH_NUMERICS
-        model = randomise(build(spec, num_classes or 1000, numerics), seed, _statistics_images(recipe))
+        model = randomise(build(spec, num_classes or 1000, numerics), seed, _statistics_images(spec, recipe))
         model.preprocess, model.weights_info = recipe, None
         return model
     if num_classes is not None and num_classes != w.num_classes:
@@ -56,14 +57,33 @@ def create_model(spec: str | ModelSpec, weights: str | Path | None = None, num_c
     return make_model(s, _weights.resolve(weights, s), num_classes, seed)
 
 
-def _statistics_images(recipe, count: int = 8) -> torch.Tensor:
-    """Real photos (the calibration set, never the verification one) for a random model's BN statistics."""
+# BatchNorm statistics need this many samples per channel in the network's smallest feature map.
+# Each BN divides by a variance estimated on the statistics photos; a noisy estimate amplifies other
+# photos on average (E[1/var] > 1/var), and the bias compounds layer after layer. At 224 px B0's last
+# maps are 7x7 and 8 photos suffice; at 64 px they are 2x2, 8 photos give 32 samples per channel and
+# B0's logits on the verification photos reach ~100 (FP32 exports then miss 1e-4 by rounding alone).
+STATISTICS_SAMPLES = 1024
+
+
+def _statistics_images(spec: ModelSpec, recipe: Preprocess) -> torch.Tensor:
+    """Real photos (the calibration set, never the verification one) for a random model's BN statistics:
+    at least 8 views, more at low resolution so the smallest feature map still gives enough samples."""
     from .photos import calibration_photos, to_input, views
 
+    stride = 2 * math.prod(st.stride for st in spec.stages)  # the stem halves, then each strided stage
+    side = math.ceil(spec.resolution / stride)
+    count = max(8, math.ceil(STATISTICS_SAMPLES / side**2))
     return torch.from_numpy(to_input(views(calibration_photos(), count, recipe), recipe))
 
 
-def _load(model: EfficientNet, w: _weights.Weights) -> None:
+def check_weights(spec: ModelSpec, w: _weights.Weights) -> None:
+    """Refuse a checkpoint of another architecture before any work: shapes only, on the meta device."""
+    with torch.device("meta"):
+        model = EfficientNet(spec, w.num_classes, w.numerics)
+    _check_fits(model, w)
+
+
+def _check_fits(model: EfficientNet, w: _weights.Weights) -> None:
     own = model.state_dict()
     for key, tensor in w.state_dict.items():
         if key not in own:
@@ -76,6 +96,10 @@ def _load(model: EfficientNet, w: _weights.Weights) -> None:
     if missing:
         raise UserError(f"checkpoint lacks '{missing[0]}' (and {len(missing) - 1} more) needed by "
                         f"{model.spec.name}; is the spec right for these weights?")
+
+
+def _load(model: EfficientNet, w: _weights.Weights) -> None:
+    _check_fits(model, w)
     model.load_state_dict(w.state_dict, strict=False)
 
 

@@ -45,7 +45,9 @@ class SamePad(nn.Module):
         self.kernel, self.stride = kernel, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
+        # int(): a traced export bakes the pads as constants (a bundle's height and width are fixed). Traced
+        # as Shape arithmetic they survive a --dynamic-batch export, and onnxsim then drops the pads.
+        h, w = int(x.shape[-2]), int(x.shape[-1])
         ph = max((math.ceil(h / self.stride) - 1) * self.stride + self.kernel - h, 0)
         pw = max((math.ceil(w / self.stride) - 1) * self.stride + self.kernel - w, 0)
         if ph == 0 and pw == 0:

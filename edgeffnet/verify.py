@@ -55,14 +55,20 @@ def compare(ref: np.ndarray, got: np.ndarray) -> Parity:
     )
 
 
-def check(stage: str, parity: Parity, precision: str) -> None:
-    """FP32: logits within 1e-4 of PyTorch. FP16: same top-1 everywhere and cosine >= 0.999."""
+def check(stage: str, parity: Parity, precision: str, trained: bool = True) -> None:
+    """FP32: logits within 1e-4 of PyTorch. FP16: same top-1 everywhere and cosine >= 0.999.
+
+    Random weights (`trained` False) are judged on cosine alone at FP16: their top classes sit on
+    near-ties that FP16 rounding flips, so top-1 says nothing about the artifact (INT8 likewise makes no
+    agreement claim for them)."""
     if precision == "fp32" and parity.max_abs > FP32_MAX_ABS:
         raise StageFailed(f"{stage}: max |logit difference| {parity.max_abs:.3e} exceeds the FP32 tolerance "
                           f"{FP32_MAX_ABS:g} ({parity.summary()})")
-    if precision == "fp16" and (parity.top1_agreement < 1.0 or parity.cosine_min < FP16_MIN_COSINE):
-        raise StageFailed(f"{stage}: FP16 needs the same top-1 on every view and cosine >= {FP16_MIN_COSINE}; "
-                          f"got top-1 {parity.top1_agreement:.1%}, cosine min {parity.cosine_min:.6f}")
+    if precision == "fp16" and (parity.cosine_min < FP16_MIN_COSINE or (trained and parity.top1_agreement < 1.0)):
+        need = "the same top-1 on every view and " if trained else ""
+        raise StageFailed(f"{stage}: FP16 needs {need}cosine >= {FP16_MIN_COSINE}; got top-1 "
+                          f"{parity.top1_agreement:.1%}, cosine min {parity.cosine_min:.6f}"
+                          + ("" if trained else " (random-init weights: top-1 not judged)"))
 
 
 def run_batched(run, x: np.ndarray, batch: int | None) -> np.ndarray:

@@ -54,7 +54,10 @@ def _read(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = str(e)
+        if "WeightsUnpickler error:" in text:  # skip torch's weights_only preamble: it fits any bad file
+            text = text.split("WeightsUnpickler error:", 1)[1]
+        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
         raise UserError(f"cannot read checkpoint '{path}' ({first[:160]}); is it a PyTorch .pth/.pt file?") from None
 
 

@@ -7,6 +7,7 @@ not from PyTorch: one conversion path for fp32, fp16 and Q/DQ int8, and a benchm
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,9 @@ def compile(graph: Path, out_dir: Path, target, precision: str) -> dict:
 
     The IR is device-independent (OpenVINO compiles it for the device when it is loaded), so a bundle
     for a GPU or NPU can be built on a machine without one."""
-    model = ov.convert_model(str(graph))
+    # From bytes, not the path: convert_model splits a path string at commas (TF's "graph,checkpoint"),
+    # and bundle names such as "b0,res=96" have them.
+    model = ov.convert_model(io.BytesIO(Path(graph).read_bytes()))
     # save_model compresses to FP16 by default: an fp32/int8 IR must say no, or its weights lose bits.
     ov.save_model(model, str(out_dir / "model.xml"), compress_to_fp16=(precision == "fp16"))
     return {"files": ["model.xml", "model.bin"], "converted_from": graph.name, "compress_to_fp16": precision == "fp16"}

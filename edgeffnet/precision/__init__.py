@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import onnx
 
-from ..verify import check
 from . import calibration, fidelity, fp16, int8
 
 FP16_GRAPH, INT8_GRAPH = "model.fp16.onnx", "model.int8.onnx"
@@ -28,11 +27,17 @@ def _fp16(b) -> dict:
         graph = fp16.to_fp16(onnx.load(str(b.dir / "model.sim.onnx")))
         onnx.save(graph, str(b.dir / FP16_GRAPH))
         parity = b.verify("precision", ort_backend.Runner(b.dir / FP16_GRAPH).run, "fp16")
+        x, ref = fidelity_data(b)
+        row = fidelity.report(ref, ort_backend.run_all(graph, x), "FP16 ONNX (onnxruntime)")
         return {"files": [FP16_GRAPH], "graph": FP16_GRAPH, "kept_fp32": [], "initializers": fp16.float_types(graph),
-                "io": "float32 with casts at the edges", "parity": parity, "verified_with": "onnxruntime CPU",
-                "summary": f"FP16 graph, cosine min {parity['cosine_min']:.6f}, top-1 {parity['top1_agreement']:.0%}"}
+                "io": "float32 with casts at the edges", "parity": parity, "fidelity": row,
+                "verified_with": "onnxruntime CPU",
+                "summary": f"FP16 graph, cosine min {parity['cosine_min']:.6f}, top-1 {row['top1_agreement']:.0%} "
+                           f"over {row['views']} views"}
 
-    record = b.stage("precision", {"precision": "fp16", "keep_fp32": []}, run)
+    # fidelity_views is part of the key: the compile stage below inherits it and reports a fidelity row too.
+    record = b.stage("precision", {"precision": "fp16", "keep_fp32": [],
+                                   "fidelity_views": options(b)["fidelity_views"]}, run)
     # OpenVINO's own FP16 path (FP16-compressed IR from the FP32 graph) is what its plugins expect; every
     # other target builds from the FP16 graph.
     b.graph_file = "model.sim.onnx" if b.target.backend == "openvino" else FP16_GRAPH

@@ -52,7 +52,7 @@ def gate(rows: list[dict], trained: bool, min_agreement: float, allow_drop: bool
         raise FidelityTooLow(
             f"INT8 top-1 agreement with FP32 is {worst['top1_agreement']:.1%} on {worst['views']} verification views "
             f"({worst['artifact']}; top-5 overlap {worst['top5_overlap']:.1%}, cosine {worst['cosine_mean']:.4f}), "
-            f"below the {min_agreement:.0%} threshold; pass --allow-drop to accept it or --min-agreement to change it")
+            f"below the {min_agreement * 100:g}% threshold; pass --allow-drop to accept it or --min-agreement to change it")
     return verdict
 
 

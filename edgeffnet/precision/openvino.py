@@ -7,6 +7,7 @@ views first (a clear gap wins), then by latency; the bundle records both measure
 
 from __future__ import annotations
 
+import io
 import shutil
 import time
 
@@ -41,9 +42,11 @@ def _nncf_ir(b, out_xml) -> None:
     import openvino as ov
 
     cal = calibration_set(b)
-    fp32 = ov.convert_model(str(b.dir / "model.sim.onnx"))
+    fp32 = ov.convert_model(io.BytesIO((b.dir / "model.sim.onnx").read_bytes()))  # paths may hold commas
     batch = b.fixed_batch or 1
-    samples = [cal.data[i:i + batch] for i in range(0, len(cal.data) - batch + 1, batch)]
+    # A static batch needs whole batches; a calibration set smaller than one batch repeats its views.
+    data = cal.data if len(cal.data) >= batch else np.resize(cal.data, (batch, *cal.data.shape[1:]))
+    samples = [data[i:i + batch] for i in range(0, len(data) - batch + 1, batch)]
     quantized = nncf.quantize(fp32, nncf.Dataset(samples), subset_size=len(samples))
     ov.save_model(quantized, str(out_xml), compress_to_fp16=False)
 

@@ -1,0 +1,474 @@
+"""Precision (issue 4): range methods, the FP16 graph, the Q/DQ INT8 graph, the fidelity gate, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeffnet.backends import onnxruntime as ort_backend
+from edgeffnet.errors import UserError
+from edgeffnet.precision import calibration, fidelity, fp16, int8, qdq, ranges
+from edgeffnet.preprocess import Preprocess
+from edgeffnet.verify import compare
+
+SPEC = "lite0,res=96"
+
+
+# -- shared artifacts: one cache for the module, the real graph from a real build ---------------------------
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEFFNET_CACHE", str(path))
+        yield path
+
+
+def _cli(cache, *args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "EDGEFFNET_CACHE": str(cache)}
+    return subprocess.run([sys.executable, "-m", "edgeffnet.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def fp16_build(cache_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fp16") / "bundle"
+    r = _cli(cache_dir, "build", SPEC, "--weights", "pretrained", "--precision", "fp16", "--fidelity-views", "24",
+             "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    return out, json.loads((out / "manifest.json").read_text()), r
+
+
+@pytest.fixture(scope="module")
+def fp32_graph(fp16_build) -> onnx.ModelProto:
+    """The exported and simplified FP32 graph of pretrained Lite0 at 96 px (opset 13)."""
+    return onnx.load(str(fp16_build[0] / "model.sim.onnx"))
+
+
+@pytest.fixture(scope="module")
+def recipe(fp16_build) -> Preprocess:
+    return Preprocess.from_dict(fp16_build[1]["preprocess"])
+
+
+@pytest.fixture(scope="module")
+def photo_views(fp32_graph, recipe):
+    """Verification-photo views and the FP32 graph's logits for them."""
+    x = fidelity.views(16, recipe)
+    return x, ort_backend.run_all(fp32_graph, x)
+
+
+# -- range methods on synthetic histograms ------------------------------------------------------------------
+
+
+def _stats(samples: np.ndarray) -> dict:
+    amax = float(np.abs(samples).max())
+    return {"tensors": ["t"], "absmax": np.array([amax]), "hist": np.array([ranges._histogram(samples, amax)]),
+            "means": {}}
+
+
+def _thresholds(samples: np.ndarray) -> dict[str, float]:
+    s = _stats(samples)
+    return {m: ranges.thresholds(s, m)["t"] for m in ranges.METHODS}
+
+
+RNG = np.random.default_rng(0)
+GAUSS_WITH_OUTLIERS = np.concatenate([RNG.standard_normal(400_000), [40.0, -35.0]])
+UNIFORM = RNG.uniform(-3.0, 3.0, 400_000)
+RELU_WITH_OUTLIER = np.concatenate([np.maximum(RNG.standard_normal(400_000), 0), [30.0]])
+
+
+@pytest.mark.parametrize("samples", [GAUSS_WITH_OUTLIERS, UNIFORM, RELU_WITH_OUTLIER, RNG.laplace(0, 1, 200_000)])
+def test_minmax_is_absmax_and_percentile_below_it(samples):
+    t = _thresholds(samples)
+    amax = np.abs(samples).max()
+    assert t["minmax"] == pytest.approx(amax)
+    assert 0 < t["percentile"] <= amax
+    assert 0 < t["entropy"] <= amax
+    # 99.99% of |x| lies below the percentile threshold (up to one histogram bin).
+    assert t["percentile"] >= np.percentile(np.abs(samples), ranges.PERCENTILE) - amax / ranges.BINS
+
+
+def test_entropy_clips_a_long_thin_tail():
+    t = _thresholds(GAUSS_WITH_OUTLIERS)
+    assert t["entropy"] < 0.25 * t["minmax"]  # two outliers at 40 do not set the range...
+    assert t["entropy"] > np.percentile(np.abs(GAUSS_WITH_OUTLIERS), 99.9)  # ...but the body is kept
+    t = _thresholds(RELU_WITH_OUTLIER)  # ReLU's spike at zero must not drag the threshold either way
+    assert np.percentile(RELU_WITH_OUTLIER, 99.9) < t["entropy"] < 0.25 * t["minmax"]
+
+
+def test_entropy_keeps_a_uniform_distribution():
+    t = _thresholds(UNIFORM)
+    assert t["entropy"] >= 0.95 * t["minmax"]
+    assert t["percentile"] >= 0.99 * t["minmax"]
+
+
+def test_all_zero_tensor_gets_a_tiny_positive_range():
+    s = _stats(np.zeros(1000))
+    for m in ranges.METHODS:
+        assert 0 < ranges.thresholds(s, m)["t"] <= 1e-6
+
+
+# -- the FP16 graph ----------------------------------------------------------------------------------------
+
+
+def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {o: n for n in model.graph.node for o in n.output}
+
+
+def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+def _attr(node: onnx.NodeProto, name: str):
+    a = next((a for a in node.attribute if a.name == name), None)
+    return None if a is None else helper.get_attribute_value(a)
+
+
+@pytest.fixture(scope="module")
+def fp16_graph(fp32_graph) -> onnx.ModelProto:
+    return fp16.to_fp16(fp32_graph)
+
+
+def test_fp16_weights_are_half_and_io_stays_float(fp32_graph, fp16_graph):
+    g = fp16_graph.graph
+    n_float = sum(t.data_type == TensorProto.FLOAT for t in fp32_graph.graph.initializer)
+    assert n_float > 50
+    assert fp16.float_types(fp16_graph) == {"FLOAT16": n_float}
+    for n in g.node:
+        if n.op_type == "Constant" and _attr(n, "value").data_type in (TensorProto.FLOAT, TensorProto.FLOAT16):
+            assert _attr(n, "value").data_type == TensorProto.FLOAT16
+    assert [(v.name, v.type.tensor_type.elem_type) for v in g.input] == [("input", TensorProto.FLOAT)]
+    assert [(v.name, v.type.tensor_type.elem_type) for v in g.output] == [("logits", TensorProto.FLOAT)]
+    # Activations inside are float16: shape inference found no float32 tensor besides the edges.
+    inner = {v.name: v.type.tensor_type.elem_type for v in g.value_info}
+    assert inner and TensorProto.FLOAT not in inner.values()
+    assert sum(t == TensorProto.FLOAT16 for t in inner.values()) > 50
+    onnx.checker.check_model(fp16_graph, full_check=True)
+
+
+def test_fp16_casts_sit_at_the_edges(fp16_graph):
+    consumers, producers = _consumers(fp16_graph), _producers(fp16_graph)
+    readers = consumers["input"]
+    assert readers and all(n.op_type == "Cast" and _attr(n, "to") == TensorProto.FLOAT16 for n in readers)
+    last = producers["logits"]
+    assert last.op_type == "Cast" and _attr(last, "to") == TensorProto.FLOAT
+    casts = [n for n in fp16_graph.graph.node if n.op_type == "Cast"]
+    assert len(casts) == 2  # nothing kept in FP32: only the two edges
+
+
+def test_fp16_follows_fp32_on_photos(fp16_graph, photo_views):
+    x, ref = photo_views
+    p = compare(ref, ort_backend.run_all(fp16_graph, x))
+    assert p.cosine_min >= 0.999
+    assert p.top1_agreement == 1.0
+
+
+@pytest.mark.parametrize("kept", ["Gemm", "GlobalAveragePool", "Add"])
+def test_fp16_keep_fp32_keeps_the_listed_ops_in_float(fp32_graph, kept, photo_views):
+    model = fp16.to_fp16(fp32_graph, frozenset([kept]))
+    onnx.checker.check_model(model, full_check=True)
+    inits = {t.name: t for t in model.graph.initializer}
+    types = {v.name: v.type.tensor_type.elem_type for v in list(model.graph.value_info) + list(model.graph.input)}
+    producers = _producers(model)
+    nodes = [n for n in model.graph.node if n.op_type == kept]
+    assert nodes
+    for n in nodes:
+        for i in n.input:
+            if i in inits:
+                assert inits[i].data_type == TensorProto.FLOAT, (kept, i)
+            else:
+                assert types.get(i) == TensorProto.FLOAT, (kept, i)
+                assert producers[i].op_type == "Cast" or i == "input"
+        for o in n.output:
+            assert types.get(o) == TensorProto.FLOAT, (kept, o)
+    # Everything not kept is still half.
+    others = {i for n in model.graph.node if n.op_type not in (kept, "Cast") for i in n.input if i in inits}
+    assert all(inits[i].data_type != TensorProto.FLOAT for i in others
+               if inits[i].data_type in (TensorProto.FLOAT, TensorProto.FLOAT16))
+    x, ref = photo_views
+    p = compare(ref, ort_backend.run_all(model, x))
+    assert p.cosine_min >= 0.999 and p.top1_agreement == 1.0
+
+
+# -- the Q/DQ graph ----------------------------------------------------------------------------------------
+
+
+def check_qdq(model: onnx.ModelProto, quantized: set[str] | None = None, excluded: set[str] = frozenset()) -> dict:
+    """Assert the explicit-quantization rules on `model`; return counts. `quantized`: the Conv/Gemm nodes
+    expected to read Q/DQ (None: every Conv/Gemm not in `excluded`)."""
+    g = model.graph
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    consumers, producers = _consumers(model), _producers(model)
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 13
+    qs = [n for n in g.node if n.op_type == "QuantizeLinear"]
+    dqs = [n for n in g.node if n.op_type == "DequantizeLinear"]
+    assert qs and len(qs) == len(dqs)
+    weight_q = activation_q = 0
+    for q in qs:
+        # Paired: the Q's only reader is a DQ with the same scale and zero point.
+        readers = consumers[q.output[0]]
+        assert len(readers) == 1 and readers[0].op_type == "DequantizeLinear", q.name
+        dq = readers[0]
+        assert list(dq.input[1:]) == list(q.input[1:]) and _attr(dq, "axis") == _attr(q, "axis")
+        assert len(q.input) == 3, f"{q.name}: zero point must be explicit (int8), not the uint8 default"
+        zp, scale = inits[q.input[2]], inits[q.input[1]]
+        assert zp.dtype == np.int8 and not zp.any(), q.name
+        assert scale.dtype == np.float32 and (scale > 0).all() and zp.shape == scale.shape
+        if q.input[0] in inits:  # a weight: per output channel
+            weight_q += 1
+            w = inits[q.input[0]]
+            users = consumers[dq.output[0]]
+            assert users and all(u.op_type in ("Conv", "Gemm") and u.input[1] == dq.output[0] for u in users)
+            for u in users:
+                axis = 0 if u.op_type == "Conv" or _attr(u, "transB") else 1
+                assert _attr(q, "axis") == axis, (u.name, u.op_type)
+                assert scale.shape == (w.shape[axis],)
+                amax = np.abs(w).max(axis=tuple(a for a in range(w.ndim) if a != axis))
+                live = amax > 0  # BatchNorm folding leaves a few all-zero channels: any positive scale does
+                np.testing.assert_allclose(scale[live], amax[live] / 127, rtol=1e-6)
+        else:  # an activation: one scalar scale
+            activation_q += 1
+            assert scale.shape == () and _attr(q, "axis") is None, q.name
+    for dq in dqs:
+        assert producers[dq.input[0]].op_type == "QuantizeLinear"
+    weighted = [n for n in g.node if n.op_type in ("Conv", "Gemm")]
+    for n in weighted:
+        reads_dq = [i in producers and producers[i].op_type == "DequantizeLinear" for i in n.input[:2]]
+        if n.name in excluded or (quantized is not None and n.name not in quantized):
+            assert reads_dq == [False, False], f"excluded {n.name} must read float"
+            assert n.input[1] in inits and inits[n.input[1]].dtype == np.float32
+        else:
+            assert reads_dq == [True, True], f"quantized {n.name} must read DequantizeLinear on inputs 0 and 1"
+    onnx.checker.check_model(model)
+    return {"weights": weight_q, "activations": activation_q, "weighted": len(weighted)}
+
+
+def _tiny(trans_b: int) -> onnx.ModelProto:
+    """Conv -> Relu -> depthwise Conv -> residual Add -> pool -> Gemm (transB as given) -> Gemm (transB=1)."""
+    rng = np.random.default_rng(trans_b)
+    init = [numpy_helper.from_array(a.astype(np.float32), name) for name, a in {
+        "w1": rng.standard_normal((4, 3, 3, 3)), "b1": rng.standard_normal(4),
+        "w2": rng.standard_normal((4, 1, 3, 3)) * np.array([1, 10, 0.1, 3]).reshape(4, 1, 1, 1),
+        "b2": rng.standard_normal(4),
+        "fc1": rng.standard_normal((4, 6) if not trans_b else (6, 4)), "fc1_b": rng.standard_normal(6),
+        "fc2": rng.standard_normal((5, 6)),
+    }.items()]
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=4),
+        helper.make_node("Add", ["r1", "c2"], ["s"]),
+        helper.make_node("GlobalAveragePool", ["s"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc1", "fc1_b"], ["h"], transB=trans_b),
+        helper.make_node("Gemm", ["h", "fc2"], ["logits"], transB=1),
+    ]
+    g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 3, 8, 8])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 5])], init)
+    return qdq.name_nodes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_qdq_on_a_small_graph_gemm_axis_follows_trans_b(trans_b, cache_dir):
+    model = _tiny(trans_b)
+    x = np.random.default_rng(5).uniform(-1, 1, (8, 3, 8, 8)).astype(np.float32)
+    stats, _ = int8.statistics(model, x, calibration._digest(x))
+    p = qdq.plan(model)
+    assert set(p.nodes) == {"Conv_0", "Conv_2", "Gemm_6", "Gemm_7"} and p.others == ("GlobalAveragePool_4",)
+    assert set(p.activations) == {"input", "r1", "f", "h", "s"}
+    q = qdq.quantize(model, p, ranges.thresholds(stats, "minmax"), stats["means"])
+    counts = check_qdq(q)
+    assert counts == {"weights": 4, "activations": 5, "weighted": 4}
+    gemm_q = next(n for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "fc1")
+    assert _attr(gemm_q, "axis") == (0 if trans_b else 1)
+    ref = ort_backend.run_all(model, x)
+    got = ort_backend.run_all(q, x)
+    assert compare(ref, got).cosine_min > 0.99
+    # Residual Adds are quantized only on request, on both inputs.
+    p_add = qdq.plan(model, residual_adds=True)
+    assert "Add_3" in p_add.others and {"r1", "c2"} <= set(p_add.activations)
+    add = next(n for n in qdq.quantize(model, p_add, ranges.thresholds(stats, "minmax")).graph.node
+               if n.op_type == "Add")
+    assert list(add.input) == ["r1_dq", "c2_dq"]
+
+
+def test_qdq_shares_one_pair_per_tensor(cache_dir):
+    model = _tiny(1)
+    x = np.random.default_rng(6).uniform(-1, 1, (4, 3, 8, 8)).astype(np.float32)
+    stats, _ = int8.statistics(model, x, calibration._digest(x))
+    q = qdq.quantize(model, qdq.plan(model, residual_adds=True), ranges.thresholds(stats, "minmax"))
+    # r1 feeds the depthwise Conv and the Add: both read the same DequantizeLinear.
+    qs = [n for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "r1"]
+    assert len(qs) == 1
+    assert {n.op_type for n in _consumers(q)["r1_dq"]} == {"Conv", "Add"}
+
+
+@pytest.fixture(scope="module")
+def calibrated(fp32_graph, recipe, cache_dir):
+    model = qdq.name_nodes(fp32_graph)
+    cal = calibration.load(None, 16, recipe)
+    stats, _ = int8.statistics(model, cal.data, cal.sha256)
+    return model, stats
+
+
+def test_qdq_of_the_real_graph(calibrated, photo_views):
+    model, stats = calibrated
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    gemm = next(n.name for n in model.graph.node if n.op_type == "Gemm")
+    excluded = {convs[0], convs[5], gemm}  # the stem, a middle conv, the classifier
+    p = qdq.plan(model, frozenset(excluded))
+    assert not excluded & set(p.nodes) and len(p.nodes) == len(convs) - 2
+    q = qdq.quantize(model, p, ranges.thresholds(stats, "percentile"), stats["means"])
+    counts = check_qdq(q, set(p.nodes), excluded)
+    assert counts["weights"] == len(p.nodes) and counts["activations"] == len(p.activations)
+    x, ref = photo_views
+    parity = compare(ref, ort_backend.run_all(q, x))
+    assert parity.cosine_mean > 0.98 and parity.top1_agreement >= 0.75
+
+
+def test_bias_correction_changes_quantized_conv_biases_only(calibrated):
+    model, stats = calibrated
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    excluded = {convs[0].name, convs[3].name}
+    p = qdq.plan(model, frozenset(excluded))
+    th = ranges.thresholds(stats, "minmax")
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    original = {n.name: inits[n.input[2]] for n in convs}
+
+    def biases(q):
+        qi = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+        return {n.name: qi[n.input[2]] for n in q.graph.node if n.op_type == "Conv"}
+
+    corrected, plain = biases(qdq.quantize(model, p, th, stats["means"])), biases(qdq.quantize(model, p, th))
+    for name, b in original.items():
+        np.testing.assert_array_equal(plain[name], b)  # no statistics, no correction
+        if name in excluded:
+            np.testing.assert_array_equal(corrected[name], b)
+        else:
+            assert corrected[name].shape == b.shape
+            assert np.abs(corrected[name] - b).max() < 0.05 * max(np.abs(b).max(), 1e-3) + 1e-2
+    changed = [n for n in p.nodes if n in original and not np.array_equal(corrected[n], original[n])]
+    assert len(changed) >= 0.9 * len([n for n in p.nodes if n in original])
+
+
+# -- the fidelity gate -------------------------------------------------------------------------------------
+
+
+def _row(agreement: float, artifact: str = "Q/DQ ONNX (onnxruntime)") -> dict:
+    return {"artifact": artifact, "views": 200, "top1_agreement": agreement, "top5_overlap": 0.96,
+            "cosine_mean": 0.9971, "cosine_min": 0.95, "max_abs": 1.5}
+
+
+def test_gate_fails_trained_weights_below_the_threshold():
+    rows = [_row(0.99), _row(0.965, "openvino CPU artifact")]
+    with pytest.raises(fidelity.FidelityTooLow) as e:
+        fidelity.gate(rows, trained=True, min_agreement=0.98, allow_drop=False)
+    msg = str(e.value)
+    assert "\n" not in msg and isinstance(e.value, UserError) and e.value.exit_code == 1
+    for part in ("96.5%", "200", "98%", "openvino CPU artifact", "--allow-drop"):
+        assert part in msg
+    with pytest.raises(fidelity.FidelityTooLow) as e:
+        fidelity.gate([_row(0.99)], trained=True, min_agreement=0.995, allow_drop=False)
+    assert "99.5%" in str(e.value)
+
+
+def test_gate_passes_with_allow_drop_and_above_the_threshold():
+    v = fidelity.gate([_row(0.9)], trained=True, min_agreement=0.98, allow_drop=True)
+    assert v["gated"] and not v["passed"] and v["top1_agreement"] == 0.9
+    v = fidelity.gate([_row(0.98), _row(1.0)], trained=True, min_agreement=0.98, allow_drop=False)
+    assert v["gated"] and v["passed"] and v["top1_agreement"] == 0.98
+
+
+def test_gate_does_not_judge_random_init():
+    v = fidelity.gate([_row(0.0)], trained=False, min_agreement=0.98, allow_drop=False)
+    assert v["gated"] is False and "random" in v["reason"]
+
+
+# -- end to end through the CLI ----------------------------------------------------------------------------
+
+
+def test_fp16_build_agrees_fully(fp16_build):
+    out, manifest, run = fp16_build
+    rows = manifest["fidelity"]["rows"]
+    assert len(rows) == 2 and all(r["views"] == 24 for r in rows)
+    assert all(r["top1_agreement"] == 1.0 and r["cosine_min"] >= 0.999 for r in rows)
+    pre = manifest["stages"]["precision"]
+    assert pre["graph"] == "model.fp16.onnx" and (out / "model.fp16.onnx").is_file()
+    assert pre["initializers"] == {"FLOAT16": fp16.float_types(onnx.load(str(out / "model.sim.onnx")))["FLOAT"]}
+    assert "fidelity against FP32" in run.stderr
+
+
+@pytest.fixture(scope="module")
+def int8_runs(fp16_build, cache_dir, tmp_path_factory):
+    """The same INT8 build twice: held to 100% agreement (fails), then with --allow-drop (a bundle)."""
+    base = tmp_path_factory.mktemp("int8")
+    args = ["build", SPEC, "--weights", "pretrained", "--precision", "int8", "--calib-size", "32",
+            "--fidelity-views", "96", "--min-agreement", "1.0"]
+    failed = _cli(cache_dir, *args, "-o", str(base / "strict"))
+    kept = _cli(cache_dir, *args, "--allow-drop", "-o", str(base / "kept"))
+    return base, failed, kept
+
+
+def test_int8_build_below_threshold_fails_with_one_line_and_no_bundle(int8_runs):
+    base, failed, _ = int8_runs
+    assert failed.returncode == 1, failed.stderr
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("edgeffnet: error: INT8 top-1 agreement with FP32 is ")
+    assert "on 96 verification views" in last and "below the 100% threshold" in last and "--allow-drop" in last
+    assert not (base / "strict").exists()
+    assert not [p for p in base.iterdir() if p.name.startswith(".strict")]  # no half-written staging dir
+
+
+def test_int8_build_with_allow_drop_records_everything(int8_runs):
+    base, failed, kept = int8_runs
+    assert kept.returncode == 0, kept.stderr
+    out = base / "kept"
+    m = json.loads((out / "manifest.json").read_text())
+    fid = m["fidelity"]
+    assert [r["artifact"] for r in fid["rows"]] == ["Q/DQ ONNX (onnxruntime)", "openvino CPU artifact"]
+    assert all(r["views"] == 96 for r in fid["rows"])
+    assert fid["gated"] and not fid["passed"] and fid["min_agreement"] == 1.0
+    assert fid["top1_agreement"] == min(r["top1_agreement"] for r in fid["rows"]) < 1.0
+    assert f"{fid['top1_agreement']:.1%}" in failed.stderr.strip().splitlines()[-1]  # the numbers that failed
+
+    pre = m["stages"]["precision"]
+    assert pre["method"] in ranges.METHODS and set(pre["method_scores"]) == set(ranges.METHODS)
+    nodes = {n.name for n in onnx.load(str(out / "model.sim.onnx")).graph.node}
+    assert isinstance(pre["kept_float"], list) and len(pre["kept_float"]) <= int8.MAX_FLOAT_LAYERS
+    assert all(k["node"] in nodes for k in pre["kept_float"])
+    cal = pre["calibration"]
+    assert cal["source"].startswith("default") and cal["views"] == 32 and cal["requested"] == 32
+    assert len(cal["sha256"]) == 64 and {"skipped", "converted", "warnings"} <= set(cal)
+
+    graph = onnx.load(str(out / pre["graph"]))
+    kept_names = {k["node"] for k in pre["kept_float"]}
+    check_qdq(graph, excluded=kept_names)
+
+    comp = m["stages"]["compile"]
+    assert comp["int8_route"] in ("qdq-onnx", "nncf")
+    assert set(comp["int8_routes"]) == {"qdq-onnx", "nncf"}
+    for route in comp["int8_routes"].values():
+        assert route["latency_p50_ms"] > 0 and 0.9 < route["tuning_cosine_mean"] <= 1.0 + 1e-6
+
+
+def test_build_with_an_unreadable_calibration_folder_is_one_line(fp16_build, cache_dir, tmp_path):
+    (tmp_path / "calib").mkdir()
+    (tmp_path / "calib" / "notes.txt").write_text("no images here")
+    r = _cli(cache_dir, "build", SPEC, "--weights", "pretrained", "--precision", "int8",
+             "--calib", str(tmp_path / "calib"), "-o", str(tmp_path / "out"))
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("edgeffnet: error: no readable image in calibration folder") and "1 files skipped" in last
+    assert not (tmp_path / "out").exists()
