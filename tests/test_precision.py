@@ -285,7 +285,7 @@ def test_qdq_on_a_small_graph_gemm_axis_follows_trans_b(trans_b, cache_dir):
     model = _tiny(trans_b)
     x = np.random.default_rng(5).uniform(-1, 1, (8, 3, 8, 8)).astype(np.float32)
     stats, _ = int8.statistics(model, x, calibration._digest(x))
-    p = qdq.plan(model)
+    p = qdq.plan(model, eltwise=False)
     assert set(p.nodes) == {"Conv_0", "Conv_2", "Gemm_6", "Gemm_7"} and p.others == ("GlobalAveragePool_4",)
     assert set(p.activations) == {"input", "r1", "f", "h", "s"}
     q = qdq.quantize(model, p, ranges.thresholds(stats, "minmax"), stats["means"])
@@ -296,8 +296,8 @@ def test_qdq_on_a_small_graph_gemm_axis_follows_trans_b(trans_b, cache_dir):
     ref = ort_backend.run_all(model, x)
     got = ort_backend.run_all(q, x)
     assert compare(ref, got).cosine_min > 0.99
-    # Residual Adds are quantized only on request, on both inputs.
-    p_add = qdq.plan(model, residual_adds=True)
+    # By default residual Adds are quantized too, on both inputs.
+    p_add = qdq.plan(model)
     assert "Add_3" in p_add.others and {"r1", "c2"} <= set(p_add.activations)
     add = next(n for n in qdq.quantize(model, p_add, ranges.thresholds(stats, "minmax")).graph.node
                if n.op_type == "Add")
@@ -308,7 +308,7 @@ def test_qdq_shares_one_pair_per_tensor(cache_dir):
     model = _tiny(1)
     x = np.random.default_rng(6).uniform(-1, 1, (4, 3, 8, 8)).astype(np.float32)
     stats, _ = int8.statistics(model, x, calibration._digest(x))
-    q = qdq.quantize(model, qdq.plan(model, residual_adds=True), ranges.thresholds(stats, "minmax"))
+    q = qdq.quantize(model, qdq.plan(model), ranges.thresholds(stats, "minmax"))
     # r1 feeds the depthwise Conv and the Add: both read the same DequantizeLinear.
     qs = [n for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "r1"]
     assert len(qs) == 1
@@ -472,3 +472,27 @@ def test_build_with_an_unreadable_calibration_folder_is_one_line(fp16_build, cac
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("edgeffnet: error: no readable image in calibration folder") and "1 files skipped" in last
     assert not (tmp_path / "out").exists()
+
+
+def test_eltwise_plan_quantizes_squeeze_excitation_mul_but_not_silu():
+    """SiLU (x * sigmoid(x)) fuses into its conv and stays float; SE's x * sigmoid(y) gets Q/DQ inputs."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w1 = numpy_helper.from_array(np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(np.random.default_rng(1).normal(size=(4, 4, 1, 1)).astype(np.float32), "w2")
+    nodes = [
+        helper.make_node("Conv", ["input", "w1"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c"], ["sc"], name="silu_sigmoid"),
+        helper.make_node("Mul", ["c", "sc"], ["a"], name="silu_mul"),
+        helper.make_node("GlobalAveragePool", ["a"], ["p"], name="squeeze"),
+        helper.make_node("Conv", ["p", "w2"], ["e"], name="excite"),
+        helper.make_node("Sigmoid", ["e"], ["g"], name="gate"),
+        helper.make_node("Mul", ["a", "g"], ["output"], name="se_mul"),
+    ]
+    graph = helper.make_graph(nodes, "se", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 8, 8])], [w1, w2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    p = qdq.plan(model)
+    assert "se_mul" in p.others and "silu_mul" not in p.others
+    assert {"a", "g"} <= set(p.activations) and "sc" not in p.activations
+    assert "se_mul" not in qdq.plan(model, eltwise=False).others

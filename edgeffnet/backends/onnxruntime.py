@@ -11,14 +11,17 @@ import onnxruntime as ort
 
 
 class Runner:
-    def __init__(self, path: str | Path | bytes, threads: int | None = None, optimize: bool = True):
+    def __init__(self, path: str | Path | bytes, threads: int | None = None, exact: bool = False):
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
-        # Full optimisation fuses Conv+BN etc.; verification of a graph's numerics can ask for none.
-        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+        # exact: no layout transformations. ORT_ENABLE_ALL's NCHWc kernels round differently enough to
+        # miss 1e-4 on a deep net (B7, one photo: 1.8e-4 against FP64, where PyTorch FP32, OpenVINO and
+        # ORT without them stay within 2.5e-5), which is ORT's error, not the graph's. Verification asks
+        # for exact; the speed baseline keeps every optimisation.
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if exact
+                                         else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         self.path = Path("<in memory>") if isinstance(path, bytes) else Path(path)  # bytes: a serialized graph
         self.session = ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts,
                                             providers=["CPUExecutionProvider"])
@@ -58,5 +61,5 @@ def run_all(graph: str | Path | onnx.ModelProto, x: np.ndarray, chunk: int = 32)
             dims[0].ClearField("dim_value")
             dims[0].dim_param = "batch"
     del m.graph.value_info[:]
-    runner = Runner(m.SerializeToString())
+    runner = Runner(m.SerializeToString(), exact=True)
     return np.concatenate([runner.run(x[i:i + chunk]) for i in range(0, len(x), chunk)])

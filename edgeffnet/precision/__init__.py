@@ -26,7 +26,7 @@ def _fp16(b) -> dict:
 
         graph = fp16.to_fp16(onnx.load(str(b.dir / "model.sim.onnx")))
         onnx.save(graph, str(b.dir / FP16_GRAPH))
-        parity = b.verify("precision", ort_backend.Runner(b.dir / FP16_GRAPH).run, "fp16")
+        parity = b.verify("precision", ort_backend.Runner(b.dir / FP16_GRAPH, exact=True).run, "fp16")
         x, ref = fidelity_data(b)
         row = fidelity.report(ref, ort_backend.run_all(graph, x), "FP16 ONNX (onnxruntime)")
         return {"files": [FP16_GRAPH], "graph": FP16_GRAPH, "kept_fp32": [], "initializers": fp16.float_types(graph),
@@ -88,7 +88,7 @@ def _int8(b) -> dict:
         x, ref = fidelity_data(b)
         got = ort_backend.run_all(result.model, x)
         row = fidelity.report(ref, got, "Q/DQ ONNX (onnxruntime)")
-        parity = b.verify("precision", ort_backend.Runner(b.dir / INT8_GRAPH).run, "int8")
+        parity = b.verify("precision", ort_backend.Runner(b.dir / INT8_GRAPH, exact=True).run, "int8")
         return {"files": [INT8_GRAPH], "graph": INT8_GRAPH, "calibration": cal.record(),
                 "statistics_cached": cached, "method": result.method, "method_scores": result.method_scores,
                 "method_choice": "given" if o["calib_method"] else "measured: best mean cosine on tuning views",
