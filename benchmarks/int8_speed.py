@@ -15,7 +15,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import openvino as ov
 from edgeffnet.build import BuildRequest, build
 from edgeffnet.precision import calibration
 from edgeffnet.preprocess import Preprocess
+from timing import interleaved_p50
 
 SPECS = [("lite0", "pretrained"), ("b0", None)]
 
@@ -35,25 +35,6 @@ def nncf_defaults(fp32_graph: Path, data: np.ndarray, out: Path) -> Path:
     q = nncf.quantize(model, nncf.Dataset([data[i:i + 1] for i in range(len(data))]))
     ov.save_model(q, str(out), compress_to_fp16=False)
     return out
-
-
-def interleaved_p50(xmls: dict[str, Path], hints: dict[str, str], iterations: int) -> dict[str, float]:
-    core = ov.Core()
-    reqs = {}
-    for k, xml in xmls.items():
-        c = core.compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": hints[k], "PERFORMANCE_HINT": "LATENCY"})
-        r = c.create_infer_request()
-        r.set_input_tensor(ov.Tensor(np.random.default_rng(0).standard_normal(tuple(c.inputs[0].shape)).astype(np.float32)))
-        for _ in range(30):
-            r.infer()
-        reqs[k] = r
-    times: dict[str, list[float]] = {k: [] for k in reqs}
-    for _ in range(iterations):
-        for k, r in reqs.items():
-            t = time.perf_counter()
-            r.infer()
-            times[k].append(time.perf_counter() - t)
-    return {k: float(np.median(v) * 1e3) for k, v in times.items()}
 
 
 def main() -> int:

@@ -22,7 +22,7 @@ from .backends import onnxruntime as ort_backend
 from .errors import UserError
 from .export import DEFAULT_OPSET, export_onnx
 from .graph import check_weights, make_model, recipe_for
-from .model import count_macs, count_params
+from .model import count_params
 from .photos import to_input, verification_views
 from .preprocess import Preprocess
 from .scaling import parse_spec, with_resolution

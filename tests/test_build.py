@@ -408,8 +408,11 @@ def test_checkpoint_of_another_architecture(env, tmp_path, spec, state):
 
 def test_ctrl_c_mid_build(env, tmp_path):
     dest = tmp_path / "b"
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT ignored: give the
+    # child the terminal's default so Ctrl-C reaches it as it would at a prompt, however the tests were started.
     p = subprocess.Popen([sys.executable, "-m", "edgeffnet.cli", "build", SPEC, "--no-cache", "-o", str(dest)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     for line in p.stderr:
         seen.append(line)

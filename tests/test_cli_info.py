@@ -2,10 +2,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
-from edgeffnet.cli import cli, main
-
 
 def run(*args):
     return subprocess.run([sys.executable, "-m", "edgeffnet.cli", *args], capture_output=True, text=True)

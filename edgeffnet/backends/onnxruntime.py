@@ -49,10 +49,9 @@ def load(path: str | Path, threads: int | None = None) -> Runner:
     return Runner(path, threads)
 
 
-def run_all(graph: str | Path | onnx.ModelProto, x: np.ndarray, chunk: int = 32) -> np.ndarray:
-    """Outputs for many views at once: the graph's batch is made free so ONNX Runtime runs `chunk` views
-    per call, whatever batch the bundle exports (what verification and calibration sweeps need)."""
-    model = graph if isinstance(graph, onnx.ModelProto) else onnx.load(str(graph))
+def free_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose batch dimension is symbolic (edgeffnet graphs never bake the batch into a Reshape:
+    Flatten keeps it free), so many views run per call whatever batch the bundle exports."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     for v in list(m.graph.input) + list(m.graph.output):
@@ -61,5 +60,11 @@ def run_all(graph: str | Path | onnx.ModelProto, x: np.ndarray, chunk: int = 32)
             dims[0].ClearField("dim_value")
             dims[0].dim_param = "batch"
     del m.graph.value_info[:]
-    runner = Runner(m.SerializeToString(), exact=True)
+    return m
+
+
+def run_all(graph: str | Path | onnx.ModelProto, x: np.ndarray, chunk: int = 32) -> np.ndarray:
+    """Outputs for many views at once, `chunk` per call (what verification and calibration need)."""
+    model = graph if isinstance(graph, onnx.ModelProto) else onnx.load(str(graph))
+    runner = Runner(free_batch(model).SerializeToString(), exact=True)
     return np.concatenate([runner.run(x[i:i + chunk]) for i in range(0, len(x), chunk)])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 WEIGHTED = ("Conv", "Gemm")
 # Unweighted ops whose inputs are quantized too: GlobalAveragePool, and (see _eltwise) residual Adds

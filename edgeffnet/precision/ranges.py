@@ -16,20 +16,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from ..backends.onnxruntime import free_batch
+
 BINS = 2048
 PERCENTILE = 99.99
 METHODS = ("minmax", "percentile", "entropy")
 
 
 def _session(model: onnx.ModelProto, tensors: list[str]) -> ort.InferenceSession:
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    for v in list(m.graph.input) + list(m.graph.output):  # free batch: many views per call
-        dims = v.type.tensor_type.shape.dim
-        if dims:
-            dims[0].ClearField("dim_value")
-            dims[0].dim_param = "batch"
-    del m.graph.value_info[:]
+    m = free_batch(model)
     have = {o.name for o in m.graph.output}
     for name in tensors:
         if name not in have:
