@@ -138,8 +138,9 @@ def targets_cmd(as_json: bool) -> None:
 @click.option("--min-agreement", type=float, default=0.98, show_default=True,
               help="INT8 of trained weights fails below this top-1 agreement with FP32 on verification views.")
 @click.option("--allow-drop", is_flag=True, help="Keep an INT8 build whose agreement is below --min-agreement.")
-@click.option("--fidelity-views", type=int, default=200, show_default=True,
-              help="Verification views for the fidelity report (FP16/INT8).")
+@click.option("--fidelity-views", type=int,
+              help="Verification views for the fidelity report (FP16/INT8); default 200 for trained weights, "
+                   "48 for random ones (which make no agreement claim).")
 @click.option("-o", "--output", type=click.Path(), help="Bundle directory (default build/SPEC-TARGET-PRECISION).")
 def build(spec, target, precision, weights, num_classes, resolution, batch, dynamic_batch, opset, seed, views,
           no_cache, output, require_engine, calib, calib_size, calib_method, min_agreement, allow_drop,
@@ -153,7 +154,7 @@ def build(spec, target, precision, weights, num_classes, resolution, batch, dyna
     if require_engine:
         req.extra["require_engine"] = True
     if (precision or "") != "fp32":  # precision options only enter the stage keys of reduced-precision builds
-        if fidelity_views < 1:
+        if fidelity_views is not None and fidelity_views < 1:
             raise UserError(f"--fidelity-views must be at least 1, got {fidelity_views}")
         if not 0.0 <= min_agreement <= 1.0:
             raise UserError(f"--min-agreement is a fraction between 0 and 1, got {min_agreement}")

@@ -48,7 +48,8 @@ def options(b) -> dict:
     e = b.req.extra
     return {"calib": e.get("calib"), "calib_size": e.get("calib_size", calibration.DEFAULT_SIZE),
             "calib_method": e.get("calib_method"), "min_agreement": e.get("min_agreement", fidelity.DEFAULT_MIN_AGREEMENT),
-            "allow_drop": e.get("allow_drop", False), "fidelity_views": e.get("fidelity_views", fidelity.DEFAULT_VIEWS)}
+            "allow_drop": e.get("allow_drop", False), "fidelity_views": e.get("fidelity_views") or (
+                fidelity.DEFAULT_VIEWS if b.weights is not None else fidelity.RANDOM_INIT_VIEWS)}
 
 
 def calibration_set(b):

@@ -173,6 +173,10 @@ def quantize(model: onnx.ModelProto, p: Plan, ranges: dict[str, float],
     del g.node[:]
     g.node.extend(ordered)
     g.initializer.extend(new_inits)
+    used = {i for n in g.node for i in n.input}
+    keep = [t for t in g.initializer if t.name in used]  # biases replaced by bias correction go
+    del g.initializer[:]
+    g.initializer.extend(keep)
     onnx.checker.check_model(m)
     return m
 
