@@ -6,7 +6,10 @@
    what verification and bookkeeping cost. Claim: pipeline <= 1.5x plain.
 2. The pipeline's FP32 IR against the plain path's IR: same loop, interleaved, f32 inference precision,
    p50 over >= 300 iterations each. Claim: no slower (within 3%, the noise of a shared 2-core machine).
-3. With --subprocess: `edgeffnet build SPEC --no-cache` as a child process, its wall time and peak RSS
+3. Why OpenVINO converts the ONNX graph rather than the PyTorch module: both IRs (the bundle's, from
+   model.sim.onnx, and openvino.convert_model(module) of the same model) in the same loop, with their
+   parity against PyTorch on the bundle's reference views.
+4. With --subprocess: `edgeffnet build SPEC --no-cache` as a child process, its wall time and peak RSS
    (claim for B7: <= 10 minutes and <= 8 GB).
 
     python benchmarks/build_speed.py                 # B0, parts 1 and 2
@@ -24,6 +27,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnxsim
 import openvino as ov
 import torch
@@ -64,6 +68,29 @@ def pipeline(spec: str, out: Path) -> dict:
     return {"total": total, **{k: v["seconds"] for k, v in b.stages.items()}}
 
 
+def torch_ir(spec: str, out: Path) -> Path:
+    """The same model converted by openvino.convert_model straight from PyTorch (static input shape)."""
+    model = edgeffnet.create_model(spec)
+    res = model.spec.resolution
+    ov.save_model(ov.convert_model(model, example_input=torch.zeros(1, 3, res, res), input=[(1, 3, res, res)]),
+                  str(out / "from_torch.xml"), compress_to_fp16=False)
+    return out / "from_torch.xml"
+
+
+def parity(xml: Path, out: Path) -> float:
+    """Max |logit difference| of an IR (f32) against the bundle's PyTorch reference views."""
+    from edgeffnet.photos import to_input
+    from edgeffnet.preprocess import Preprocess
+    import json
+
+    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+    data = np.load(out / "bundle" / "reference.npz")
+    x = to_input(data["views"], Preprocess.from_dict(manifest["preprocess"]))
+    c = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = np.concatenate([c(x[i:i + 1])[0] for i in range(len(x))])
+    return float(np.abs(got - data["logits"]).max())
+
+
 def child(spec: str) -> None:
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
@@ -96,10 +123,16 @@ def main() -> int:
               + f"; total {v['total']:.2f}s")
         ratio = v["total"] / plain_total
         print(f"pipeline / plain = {ratio:.2f}x (claim <= 1.5x)")
-        lat = interleaved_p50({"pipeline": out / "bundle" / "model.xml", "plain": out / "plain.xml"},
-                              {"pipeline": "f32", "plain": "f32"}, args.iterations)
+        from_torch = torch_ir(args.spec, out)
+        lat = interleaved_p50({"pipeline": out / "bundle" / "model.xml", "plain": out / "plain.xml",
+                               "from-pytorch": from_torch}, dict.fromkeys(("pipeline", "plain", "from-pytorch"), "f32"),
+                              args.iterations)
         print(f"FP32 IR p50: pipeline {lat['pipeline']:.3f} ms, plain {lat['plain']:.3f} ms "
               f"(ratio {lat['pipeline'] / lat['plain']:.3f}; claim: no slower)")
+        print(f"OpenVINO IR converted from PyTorch: p50 {lat['from-pytorch']:.3f} ms "
+              f"(ratio to the bundle's IR from ONNX {lat['from-pytorch'] / lat['pipeline']:.3f}); max|d| against "
+              f"PyTorch: from ONNX {parity(out / 'bundle' / 'model.xml', out):.2e}, "
+              f"from PyTorch {parity(from_torch, out):.2e}")
     return 0
 
 
