@@ -265,13 +265,6 @@ class TorchRunner:
                 "threads": self.torch.get_num_threads()}
 
 
-def _target(manifest: dict) -> targets.Target:
-    t = manifest["target"]
-    return targets.Target(name=t["name"], backend=t["backend"], device=t["device"], precisions=(manifest["precision"],),
-                          default_precision=manifest["precision"], description=t["description"], peak=t["peak"],
-                          memory=t["memory"], options=t["options"])
-
-
 def load(path: Path, manifest: dict, runtime: str, s: Settings, batch: int):
     """The runner for `runtime`: the bundle's own backend (on its device, never a fallback) or a baseline."""
     if runtime == "pytorch":
@@ -285,7 +278,7 @@ def load(path: Path, manifest: dict, runtime: str, s: Settings, batch: int):
     if t["backend"] == "openvino":
         settings = {"hint": s.mode.upper(), "threads": s.threads, "streams": s.streams,
                     "batch": batch if manifest["input"]["dynamic_batch"] else None}
-    return backend(t["backend"]).load(path, _target(manifest), manifest["precision"], fallback=False, **settings)
+    return backend(t["backend"]).load(path, targets.of_bundle(manifest), manifest["precision"], fallback=False, **settings)
 
 
 def sample_input(path: Path, manifest: dict, batch: int) -> np.ndarray:

@@ -24,13 +24,6 @@ from .preprocess import Preprocess
 from .verify import check, compare, run_batched
 
 
-def _target(manifest: dict) -> targets.Target:
-    t = manifest["target"]
-    return targets.Target(name=t["name"], backend=t["backend"], device=t["device"], precisions=(manifest["precision"],),
-                          default_precision=manifest["precision"], description=t["description"], peak=t["peak"],
-                          memory=t["memory"], options=t["options"], path=t.get("profile", ""))
-
-
 def _verify(path: Path, manifest: dict, runner) -> dict:
     data = np.load(path / "reference.npz")
     x = to_input(data["views"], Preprocess.from_dict(manifest["preprocess"]))
@@ -46,7 +39,7 @@ def finish(bundle_dir: str | Path, echo=print) -> Path:
     if t["backend"] != "tensorrt":
         raise UserError(f"{path} is a bundle for {t['name']} ({t['backend']}); its artifact was compiled when it "
                         f"was built, so there is nothing to compile")
-    target, precision = _target(manifest), manifest["precision"]
+    target, precision = targets.of_bundle(manifest), manifest["precision"]
     stage = manifest["stages"]["compile"]
     reason = trt_backend.pending_reason(target, precision)
     if reason:

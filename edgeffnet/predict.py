@@ -21,11 +21,8 @@ def class_names(n: int) -> list[str]:
 
 
 def load_runner(path: Path, manifest: dict):
-    t = manifest["target"]
-    target = targets.Target(name=t["name"], backend=t["backend"], device=t["device"], precisions=(manifest["precision"],),
-                            default_precision=manifest["precision"], description=t["description"], peak=t["peak"],
-                            memory=t["memory"], options=t["options"])
-    return backend(t["backend"]).load(path, target, manifest["precision"], fallback=True)
+    target = targets.of_bundle(manifest)
+    return backend(target.backend).load(path, target, manifest["precision"], fallback=True)
 
 
 def predict(bundle_dir: str | Path, images: list[str], top: int = 5) -> list[dict]:

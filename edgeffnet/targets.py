@@ -74,3 +74,11 @@ def load(name_or_path: str | Path) -> Target:
             return t
     names = ", ".join(sorted(profiles) + sorted(a for t in profiles.values() for a in t.aliases))
     raise UserError(f"unknown target '{text}'; known targets: {names} (or a path to a .toml profile)")
+
+
+def of_bundle(manifest: dict) -> Target:
+    """The profile a bundle was built for, as its manifest recorded it (the profile file may have moved)."""
+    t = manifest["target"]
+    return Target(name=t["name"], backend=t["backend"], device=t["device"], precisions=(manifest["precision"],),
+                  default_precision=manifest["precision"], description=t["description"], peak=t["peak"],
+                  memory=t["memory"], options=t["options"], path=t.get("profile", ""))
