@@ -1,0 +1,105 @@
+"""Where INT8 top-1 agreement of pretrained Lite0 is lost, and how high it can go (issue 4).
+
+Top-1 agreement on photo views is decided by near-ties: a view flips when the quantization noise on
+(logit of FP32's top class - logit of its runner-up) exceeds FP32's own margin between them. This
+script splits the noise of the bundle's Q/DQ graph into its weight part and its activation part (each
+quantized alone, simulated exactly in ONNX Runtime with no fused kernels), measures the spread sigma of
+that top-2 difference, and turns sigma and the FP32 margins of the verification views into the expected
+number of flips (Gaussian noise model), next to the agreement actually observed.
+
+    python benchmarks/int8_fidelity_floor.py            # lite0, pretrained, 200 verification views
+
+If the activations alone, with the layers the sensitivity pass keeps in float, already expect more flips
+than the target allows, no choice of weight rounding or range method reaches the target: only more
+layers in float (slower) or quantization-aware training would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from scipy.special import ndtr
+
+from edgeffnet.backends.onnxruntime import free_batch
+from edgeffnet.build import BuildRequest, build
+from edgeffnet.precision import calibration, fidelity, int8, qdq, ranges
+from edgeffnet.preprocess import Preprocess
+from edgeffnet.verify import compare
+
+
+def simulate(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """The graph's own arithmetic: with fusions on, ONNX Runtime swaps a DQ->Conv with float weights for
+    its own per-tensor int8 weights, which is not what the graph says."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    s = ort.InferenceSession(free_batch(model).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    name = s.get_inputs()[0].name
+    return np.concatenate([s.run(None, {name: x[i:i + 32]})[0] for i in range(0, len(x), 32)])
+
+
+def noise_row(ref: np.ndarray, got: np.ndarray) -> dict:
+    rows = np.arange(len(ref))
+    order = ref.argsort(axis=1)
+    first, second = order[:, -1], order[:, -2]
+    margin = ref[rows, first] - ref[rows, second]
+    d = got - ref
+    sigma = float((d[rows, first] - d[rows, second]).std())
+    p = compare(ref, got)
+    return {"one_minus_cosine": 1 - p.cosine_mean, "sigma": sigma, "expected_flips": float(ndtr(-margin / sigma).sum()),
+            "observed_flips": int((got.argmax(1) != first).sum()), "top1": p.top1_agreement}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--spec", default="lite0")
+    ap.add_argument("--weights", default="pretrained")
+    ap.add_argument("--views", type=int, default=fidelity.DEFAULT_VIEWS)
+    ap.add_argument("--target-agreement", type=float, default=0.99)
+    ap.add_argument("--out", default=None, help="Keep the bundle here (default: a temporary directory).")
+    args = ap.parse_args()
+    bundle = Path(args.out or tempfile.mkdtemp(prefix="int8-floor-")) / f"{args.spec}-int8"
+    build(BuildRequest(spec=args.spec, weights=args.weights, precision="int8", output=str(bundle),
+                       extra={"allow_drop": True}), echo=lambda m: None)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    precision = manifest["stages"]["precision"]
+    recipe = Preprocess.from_dict(manifest["preprocess"])
+    model = qdq.name_nodes(onnx.load(str(bundle / "model.sim.onnx")))
+    cal = calibration.load(None, calibration.DEFAULT_SIZE, recipe)
+    stats, _ = int8.statistics(model, cal.data, cal.sha256)
+    thresholds = ranges.thresholds(stats, precision["method"])
+    x = fidelity.views(args.views, recipe)
+    ref = simulate(model, x)
+    allowed = (1 - args.target_agreement) * len(x)
+    kept = frozenset(k["node"] for k in precision["kept_float"])
+
+    print(f"{args.spec} ({args.weights}), {precision['method']} ranges, {len(x)} verification views; "
+          f"{args.target_agreement:.0%} agreement allows {allowed:.0f} flips")
+    print(f"{'layers in float':28s} {'quantized':13s} {'1-cos':>9s} {'sigma':>6s} {'expected':>8s} {'observed':>8s}")
+    floor = None
+    for label, exclude in (("none", frozenset()), (f"the bundle's {len(kept)}", kept)):
+        p = qdq.plan(model, exclude)
+        for part, plan in (("weights+acts", p), ("weights only", qdq.Plan(p.nodes, (), ())),
+                           ("acts only", qdq.Plan((), p.nodes + p.others, p.activations))):
+            r = noise_row(ref, simulate(qdq.quantize(model, plan, thresholds, stats["means"]), x))
+            print(f"{label:28s} {part:13s} {r['one_minus_cosine']:9.2e} {r['sigma']:6.3f} {r['expected_flips']:8.2f} "
+                  f"{r['observed_flips']:8d}")
+            if exclude == kept and part == "acts only":
+                floor = r
+    print(f"kept in float by the bundle: {sorted(kept) or 'none'}")
+    reachable = floor["expected_flips"] <= allowed
+    print(f"activation quantization alone expects {floor['expected_flips']:.2f} flips "
+          f"({1 - floor['expected_flips'] / len(x):.1%} agreement): the target is "
+          f"{'within reach of better weight rounding' if reachable else 'out of reach of post-training weight changes'}")
+    return 0 if reachable else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
