@@ -315,6 +315,42 @@ def test_qdq_shares_one_pair_per_tensor(cache_dir):
     assert {n.op_type for n in _consumers(q)["r1_dq"]} == {"Conv", "Add"}
 
 
+def _exposed(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    m.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
+    return m
+
+
+def test_openvino_encoding_makes_nonnegative_activations_uint8(cache_dir):
+    model = _tiny(1)
+    x = np.random.default_rng(7).uniform(-1, 1, (8, 3, 8, 8)).astype(np.float32)
+    stats, _ = int8.statistics(model, x, calibration._digest(x))
+    th = ranges.thresholds(stats, "minmax")
+    q = qdq.quantize(model, qdq.plan(model), th)
+    positive = qdq.nonnegative(q)
+    assert {"r1", "r1_q", "r1_dq"} <= positive and not {"input", "c2", "s", "f", "h"} & positive
+
+    u, changed = qdq.unsigned_where_nonnegative(q)
+    assert changed == ["r1"]
+    inits = {t.name: numpy_helper.to_array(t) for t in u.graph.initializer}
+    for n in u.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            unsigned = n.input[0] in ("r1", "r1_q")
+            assert inits[n.input[2]].dtype == (np.uint8 if unsigned else np.int8) and not inits[n.input[2]].any()
+    assert np.isclose(inits["r1_scale"], th["r1"] / 255)
+    assert numpy_helper.to_array(next(t for t in q.graph.initializer if t.name == "r1_scale")) == np.float32(
+        th["r1"] / 127)  # the input graph is untouched
+    # The uint8 pair rounds r1 to steps of threshold/255: half the int8 pair's error bound.
+    for graph, levels in ((q, 127), (u, 255)):
+        r1, r1_dq = ort_backend.Runner(_exposed(graph, ["r1", "r1_dq"]).SerializeToString()).session.run(
+            ["r1", "r1_dq"], {"input": x[:2]})
+        assert np.abs(r1_dq - r1).max() <= th["r1"] / levels / 2 * 1.001
+    ref = ort_backend.run_all(model, x)
+    finer, coarser = compare(ref, ort_backend.run_all(u, x)), compare(ref, ort_backend.run_all(q, x))
+    assert finer.cosine_mean >= coarser.cosine_mean > 0.98  # seeded: finer steps on r1, closer logits
+
+
 @pytest.fixture(scope="module")
 def calibrated(fp32_graph, recipe, cache_dir):
     model = qdq.name_nodes(fp32_graph)
@@ -336,6 +372,17 @@ def test_qdq_of_the_real_graph(calibrated, photo_views):
     x, ref = photo_views
     parity = compare(ref, ort_backend.run_all(q, x))
     assert parity.cosine_mean > 0.98 and parity.top1_agreement >= 0.75
+
+
+def test_openvino_encoding_of_the_real_graph_covers_every_relu6_output(calibrated):
+    model, stats = calibrated
+    clips = {n.output[0] for n in model.graph.node if n.op_type == "Clip"}
+    positive = qdq.nonnegative(model)
+    assert clips <= positive and not {n.output[0] for n in model.graph.node if n.op_type in ("Conv", "Add")} & positive
+    p = qdq.plan(model)
+    q = qdq.quantize(model, p, ranges.thresholds(stats, "minmax"), stats["means"])
+    _, changed = qdq.unsigned_where_nonnegative(q)
+    assert set(changed) == {t for t in p.activations if t in positive} and clips & set(changed)
 
 
 def test_bias_correction_changes_quantized_conv_biases_only(calibrated):
@@ -459,6 +506,7 @@ def test_int8_build_with_allow_drop_records_everything(int8_runs):
     comp = m["stages"]["compile"]
     assert comp["int8_route"] in ("qdq-onnx", "nncf")
     assert set(comp["int8_routes"]) == {"qdq-onnx", "nncf"}
+    assert comp["uint8_activations"] > 0
     for route in comp["int8_routes"].values():
         assert route["latency_p50_ms"] > 0 and 0.9 < route["tuning_cosine_mean"] <= 1.0 + 1e-6
 
