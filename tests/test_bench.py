@@ -129,6 +129,24 @@ def test_host_peak_by_isa(monkeypatch):
     assert bench.host_peak("fp32")["gflops"] == 4 * 3.0 * 16
 
 
+def test_hidden_boost_clock_is_bounded_by_a_measured_matrix_product(monkeypatch):
+    _cpu(monkeypatch, ["avx2", "fma"])
+    monkeypatch.setattr(bench, "_max_clock_ghz", lambda: (2.0, bench.CPUINFO_CLOCK))
+    monkeypatch.setattr(bench, "_sgemm_gflops", lambda: 300.0)  # 2.34 GHz at 4 cores x 32 FLOP/cycle
+    p = bench.host_peak("fp32")
+    assert p["gflops"] == 300.0 and "at least 2.344 GHz" in p["source"]
+    assert bench.host_peak("int8")["gflops"] == 300.0 * 2  # the same clock for every precision
+    monkeypatch.setattr(bench, "_sgemm_gflops", lambda: 200.0)  # below what the reported clock allows
+    assert bench.host_peak("fp32")["gflops"] == 4 * 2.0 * 32
+    monkeypatch.setattr(bench, "_max_clock_ghz", lambda: (2.0, "cpufreq cpuinfo_max_freq"))
+    monkeypatch.setattr(bench, "_sgemm_gflops", lambda: pytest.fail("cpufreq's max clock needs no measurement"))
+    assert bench.host_peak("fp32")["gflops"] == 4 * 2.0 * 32
+
+
+def test_matrix_product_rate_is_measured():
+    assert bench._sgemm_gflops.__wrapped__(128, 0.05) > 0.1
+
+
 def test_profile_peak_numbers_and_host(monkeypatch):
     _cpu(monkeypatch, ["avx2", "fma"])
     m = {"target": {"name": "npu", "peak": {"int8": 11000, "fp16": 5500, "source": "datasheet"}, "options": {}}}
