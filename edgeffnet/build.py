@@ -234,6 +234,10 @@ class Build:
         from .precision import fidelity, options
 
         rows = [r for r in (self.stages.get("precision", {}).get("fidelity"), self.stages["compile"].get("fidelity")) if r]
+        if rows:  # printed before the gate: a build it stops shows every row, not just the worst
+            self.log(f"fidelity against FP32 on verification photos ({self.precision}):")
+            for line in fidelity.table(rows):
+                self.log("  " + line)
         o = options(self)
         verdict = (fidelity.gate(rows, self.weights is not None, o["min_agreement"], o["allow_drop"])
                    if self.precision == "int8" and rows else {"gated": False})
@@ -252,12 +256,6 @@ class Build:
             self.stage_precision()
             self.stage_compile()
             fid = self.fidelity()
-            if fid:
-                from .precision.fidelity import table
-
-                self.log(f"fidelity against FP32 on verification photos ({self.precision}):")
-                for line in table(fid["rows"]):
-                    self.log("  " + line)
             manifest = self.manifest(time.perf_counter() - t0)
             manifest["fidelity"] = fid
             bundle.write_manifest(tmp, manifest)

@@ -474,6 +474,9 @@ def test_int8_build_below_threshold_fails_with_one_line_and_no_bundle(int8_runs)
     last = failed.stderr.strip().splitlines()[-1]
     assert last.startswith("edgeffnet: error: INT8 top-1 agreement with FP32 is ")
     assert "on 96 verification views" in last and "below the 100% threshold" in last and "--allow-drop" in last
+    # The table comes first, so the user sees every row the gate judged, not only the worst.
+    table = failed.stderr[failed.stderr.index("fidelity against FP32"):]
+    assert "Q/DQ ONNX (onnxruntime)" in table and "openvino CPU artifact" in table
     assert not (base / "strict").exists()
     assert not [p for p in base.iterdir() if p.name.startswith(".strict")]  # no half-written staging dir
 
