@@ -234,8 +234,8 @@ def unsigned_where_nonnegative(model: onnx.ModelProto) -> tuple[onnx.ModelProto,
     threshold/255) instead of int8 (threshold/127), and the tensors it changed.
 
     Same range, same calibration, twice the resolution. This is OpenVINO's form, not TensorRT's (whose
-    activations must be int8): x86 VNNI multiplies u8 activations by s8 weights natively, and OpenVINO
-    runs s8 activations through a compensation step. Measured on pretrained Lite0 (CPU, p50 INT8/FP32):
+    activations must be int8): x86 VNNI's dot product (vpdpbusd) takes u8 activations and s8 weights, so
+    s8 activations must first be shifted or widened. Measured on pretrained Lite0 (CPU, p50 INT8/FP32):
     0.45 instead of 0.50, and mean cosine with FP32 0.9978 instead of 0.9963 on 200 verification views.
     """
     m = onnx.ModelProto()
