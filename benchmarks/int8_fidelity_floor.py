@@ -31,6 +31,7 @@ from scipy.special import ndtr
 from edgeffnet.backends.onnxruntime import free_batch
 from edgeffnet.build import BuildRequest, build
 from edgeffnet.precision import calibration, fidelity, int8, qdq, ranges
+from edgeffnet.precision import openvino as ov_int8
 from edgeffnet.preprocess import Preprocess
 from edgeffnet.verify import compare
 
@@ -93,7 +94,7 @@ def main() -> int:
                            ("acts only", qdq.Plan((), p.nodes + p.others, p.activations))):
             graph = qdq.quantize(model, plan, thresholds, stats["means"])
             if encoding == "uint8":  # OpenVINO's encoding: non-negative activations at twice the resolution
-                graph = qdq.unsigned_where_nonnegative(graph)[0]
+                graph = ov_int8.unsigned_where_nonnegative(graph)[0]
             r = noise_row(ref, simulate(graph, x))
             print(f"{label:22s} {encoding:9s} {part:13s} {r['one_minus_cosine']:9.2e} {r['sigma']:6.3f} "
                   f"{r['expected_flips']:8.2f} {r['observed_flips']:8d}")

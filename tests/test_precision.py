@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgeffnet.backends import onnxruntime as ort_backend
 from edgeffnet.errors import UserError
 from edgeffnet.precision import calibration, fidelity, fp16, int8, qdq, ranges
+from edgeffnet.precision import openvino as ov_int8
 from edgeffnet.preprocess import Preprocess
 from edgeffnet.verify import compare
 
@@ -328,10 +329,10 @@ def test_openvino_encoding_makes_nonnegative_activations_uint8(cache_dir):
     stats, _ = int8.statistics(model, x, calibration._digest(x))
     th = ranges.thresholds(stats, "minmax")
     q = qdq.quantize(model, qdq.plan(model), th)
-    positive = qdq.nonnegative(q)
+    positive = ov_int8.nonnegative(q)
     assert {"r1", "r1_q", "r1_dq"} <= positive and not {"input", "c2", "s", "f", "h"} & positive
 
-    u, changed = qdq.unsigned_where_nonnegative(q)
+    u, changed = ov_int8.unsigned_where_nonnegative(q)
     assert changed == ["r1"]
     inits = {t.name: numpy_helper.to_array(t) for t in u.graph.initializer}
     for n in u.graph.node:
@@ -377,11 +378,11 @@ def test_qdq_of_the_real_graph(calibrated, photo_views):
 def test_openvino_encoding_of_the_real_graph_covers_every_relu6_output(calibrated):
     model, stats = calibrated
     clips = {n.output[0] for n in model.graph.node if n.op_type == "Clip"}
-    positive = qdq.nonnegative(model)
+    positive = ov_int8.nonnegative(model)
     assert clips <= positive and not {n.output[0] for n in model.graph.node if n.op_type in ("Conv", "Add")} & positive
     p = qdq.plan(model)
     q = qdq.quantize(model, p, ranges.thresholds(stats, "minmax"), stats["means"])
-    _, changed = qdq.unsigned_where_nonnegative(q)
+    _, changed = ov_int8.unsigned_where_nonnegative(q)
     assert set(changed) == {t for t in p.activations if t in positive} and clips & set(changed)
 
 
