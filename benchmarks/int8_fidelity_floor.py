@@ -25,10 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from scipy.special import ndtr
 
-from edgeffnet.backends.onnxruntime import free_batch
+from edgeffnet.backends import onnxruntime as ort_backend
 from edgeffnet.build import BuildRequest, build
 from edgeffnet.precision import calibration, fidelity, int8, qdq, ranges
 from edgeffnet.precision import openvino as ov_int8
@@ -39,12 +38,7 @@ from edgeffnet.verify import compare
 def simulate(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     """The graph's own arithmetic: with fusions on, ONNX Runtime swaps a DQ->Conv with float weights for
     its own per-tensor int8 weights, which is not what the graph says."""
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    s = ort.InferenceSession(free_batch(model).SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    name = s.get_inputs()[0].name
-    return np.concatenate([s.run(None, {name: x[i:i + 32]})[0] for i in range(0, len(x), 32)])
+    return ort_backend.run_all(model, x, literal=True)
 
 
 def noise_row(ref: np.ndarray, got: np.ndarray) -> dict:

@@ -19,8 +19,8 @@ import math
 import re
 import time
 from contextlib import contextmanager
-from functools import lru_cache
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np

@@ -11,7 +11,8 @@ import onnxruntime as ort
 
 
 class Runner:
-    def __init__(self, path: str | Path | bytes, threads: int | None = None, exact: bool = False):
+    def __init__(self, path: str | Path | bytes, threads: int | None = None, exact: bool = False,
+                 literal: bool = False):
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if threads:
@@ -20,7 +21,11 @@ class Runner:
         # miss 1e-4 on a deep net (B7, one photo: 1.8e-4 against FP64, where PyTorch FP32, OpenVINO and
         # ORT without them stay within 2.5e-5), which is ORT's error, not the graph's. Verification asks
         # for exact; the speed baseline keeps every optimisation.
-        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if exact
+        # literal: no graph rewriting at all, node by node as written: tensors exposed as outputs stay the
+        # graph's own, and a DequantizeLinear feeding a Conv with float weights is not turned into ORT's
+        # per-tensor int8 weights (which the extended level does).
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if literal
+                                         else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if exact
                                          else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         self.path = Path("<in memory>") if isinstance(path, bytes) else Path(path)  # bytes: a serialized graph
         self.session = ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts,
@@ -63,8 +68,8 @@ def free_batch(model: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
-def run_all(graph: str | Path | onnx.ModelProto, x: np.ndarray, chunk: int = 32) -> np.ndarray:
+def run_all(graph: str | Path | onnx.ModelProto, x: np.ndarray, chunk: int = 32, literal: bool = False) -> np.ndarray:
     """Outputs for many views at once, `chunk` per call (what verification and calibration need)."""
     model = graph if isinstance(graph, onnx.ModelProto) else onnx.load(str(graph))
-    runner = Runner(free_batch(model).SerializeToString(), exact=True)
+    runner = Runner(free_batch(model).SerializeToString(), exact=True, literal=literal)
     return np.concatenate([runner.run(x[i:i + chunk]) for i in range(0, len(x), chunk)])

@@ -197,4 +197,3 @@ def summary(model: onnx.ModelProto) -> dict:
     ops = [n.op_type for n in model.graph.node]
     return {"quantize_linear": ops.count("QuantizeLinear"), "dequantize_linear": ops.count("DequantizeLinear"),
             "conv": ops.count("Conv"), "gemm": ops.count("Gemm")}
-

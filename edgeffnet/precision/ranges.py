@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from ..backends.onnxruntime import free_batch
+from ..backends.onnxruntime import Runner, free_batch
 
 BINS = 2048
 PERCENTILE = 99.99
@@ -29,11 +29,7 @@ def _session(model: onnx.ModelProto, tensors: list[str]) -> ort.InferenceSession
     for name in tensors:
         if name not in have:
             m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    # Exposed tensors must be the graph's own, not what fusion would turn them into.
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return Runner(m.SerializeToString(), literal=True).session  # exposed tensors must be the graph's own
 
 
 def _batches(data: np.ndarray, step: int = 16):
