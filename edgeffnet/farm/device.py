@@ -1,0 +1,105 @@
+"""What a device does with one bundle: unpack, finish a pending engine, verify, bench, send back.
+
+This runs in a Ray worker on the device and imports only the bundle side of edgeffnet (no torch, onnxsim
+or nncf): a board needs edgeffnet's device install, its runtime and Ray. The bundle arrives as a tar
+archive (bytes, through Ray's object store) and is unpacked into a temporary directory that is removed
+afterwards; the records and any file the device changed (a finished engine, the updated manifest) go
+back to the workstation, which keeps the one copy of the bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import socket
+import sys
+import tarfile
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+HEAVY = ("torch", "onnxsim", "nncf")  # what a device must not need
+
+
+def archive(bundle_dir: Path, names: list[str]) -> bytes:
+    """The files NAMES (relative to BUNDLE_DIR) as an uncompressed tar: the graphs and weights inside
+    compress poorly, and the transfer runs on the lab network."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in names:
+            tar.add(bundle_dir / name, arcname=name, recursive=False)
+    return buf.getvalue()
+
+
+def unpack(data: bytes, dest: Path) -> None:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        # The "data" filter refuses absolute paths, links out of DEST and device files.
+        tar.extractall(dest, filter="data")
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+
+
+def node_identity() -> dict:
+    """The node that measures: Ray's node id and address where Ray runs this, and the hostname."""
+    node = {"hostname": socket.gethostname()}
+    try:
+        import ray
+
+        if ray.is_initialized():
+            node.update(node_id=ray.get_runtime_context().get_node_id(), ip=ray.util.get_node_ip_address())
+    except ImportError:
+        pass
+    return node
+
+
+def verify(path: Path, manifest: dict) -> dict:
+    """The bundle's artifact, run here by its runtime on its device, against the bundle's own reference
+    outputs with the precision's tolerance (fp32 1e-4, fp16 cosine; int8 is reported, not judged here:
+    its agreement was gated at build time)."""
+    import numpy as np
+
+    from .. import targets
+    from ..backends import get as backend
+    from ..photos import to_input
+    from ..preprocess import Preprocess
+    from ..verify import check, compare, run_batched
+
+    data = np.load(path / "reference.npz")
+    x = to_input(data["views"], Preprocess.from_dict(manifest["preprocess"]))
+    t = manifest["target"]
+    runner = backend(t["backend"]).load(path, targets.of_bundle(manifest), manifest["precision"], fallback=False)
+    parity = compare(data["logits"], run_batched(runner.run, x, manifest["input"]["batch"]))
+    check("device", parity, manifest["precision"], trained=not manifest["weights"].get("random_init"))
+    return parity.as_dict()
+
+
+def measure(data: bytes, name: str, modes: list[str], settings: dict) -> dict:
+    """The device task: returns {"node", "records", "parity", "compiled", "files", "heavy_modules"}."""
+    from .. import bench, bundle
+    from ..finish import finish
+
+    with tempfile.TemporaryDirectory(prefix="edgeffnet-farm-") as tmp:
+        path = Path(tmp) / name
+        path.mkdir()
+        unpack(data, path)
+        before = _digests(path)
+        manifest = bundle.read_manifest(path)
+        compiled = bool(manifest["stages"]["compile"].get("pending"))
+        if compiled:  # TensorRT cross-built on the workstation: build the engine here, verified by finish()
+            finish(path, echo=lambda m: None)
+            manifest = bundle.read_manifest(path)
+            parity = manifest["stages"]["compile"]["parity"]
+        else:
+            parity = verify(path, manifest)
+        records = []
+        base = bench.Settings(**settings)
+        for mode in modes:
+            recs, _ = bench.run(path, replace(base, mode=mode), [], save_records=False)
+            records += recs
+        after = _digests(path)
+        changed = {n: (path / n).read_bytes() for n, h in after.items() if before.get(n) != h}
+    return {"node": node_identity(), "records": records, "parity": parity, "compiled": compiled, "files": changed,
+            "heavy_modules": sorted(m for m in HEAVY if m in sys.modules)}
