@@ -67,8 +67,9 @@ def measured_by(r: dict) -> str:
 
 
 def device_of(r: dict) -> str:
-    node = r.get("node")  # a farm record: which device of which target, as the farm names it
-    where = f" on {node['target']} {node.get('ip') or node['hostname']} node {node.get('node_id', '')[:8]}" if node else ""
+    node = r.get("node")  # a farm record: which device of which target measured it
+    where = (f" on {node['target']} {node.get('ip') or node['hostname']} node {node.get('node_id', '')[:8]}"
+             if node else "")
     return f"{r['device']['name']} ({r['device']['kind']}){where}"
 
 

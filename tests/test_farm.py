@@ -260,16 +260,45 @@ def test_cli_status_and_resumed_sweep(lab, lab_targets, tmp_path):
     assert by_target["lab-a"]["versions"]["openvino"] and by_target["lab-a"]["versions"]["ray"] == ray.__version__
     assert by_target["lab-a"]["ip"] == "127.0.0.1"
 
+    # Measured through the API, then the same sweep from the command line: it resumes and reports.
     out = tmp_path / "results"
-    args = [*cli, "sweep", "--cluster", lab.address, "--spec", "b0,res=64", "-p", "fp32", "--mode", "latency",
-            "-t", f"{lab_targets['lab-a']},{lab_targets['lab-b']}", "-n", "20", "-s", "0.2", "--warmup", "0",
-            "-o", str(out)]
-    first = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
-    assert first.returncode == 0, first.stderr
-    second = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
-    assert second.returncode == 0, second.stderr
-    assert second.stderr.count("measured before, skipped") == 2
+    two = [lab_targets["lab-a"], lab_targets["lab-b"]]
+    first = farm.run(ITEMS, list(map(str, two)), out, ["latency"], QUICK, lab.address, echo=lambda m: None)
+    assert len(first["done"]) == 2
+    args = [*cli, "sweep", "--cluster", lab.address, "--spec", ITEMS[0].spec, "-p", "fp32", "--mode", "latency",
+            "-t", ",".join(map(str, two)), "-n", "20", "-s", "0.2", "--warmup", "0", "-o", str(out)]
+    again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("measured before, skipped") == 2
+    rows = json.loads((out / "report.json").read_text())["rows"]
+    assert sorted(r["target"] for r in rows) == ["lab-a", "lab-b"]
     assert (out / "report.html").is_file()
-    rows = json.loads((out / "report.json").read_text())
-    print(first.stderr, second.stderr, sep="\n")
-    assert rows
+
+
+def test_join_command_advertises_the_profile_name(lab_targets):
+    cmd = farm_cluster.join_command("192.168.1.10:6379", "lab-a", "192.168.1.21", True, ["--num-cpus", "2"])
+    assert cmd[1:] == ["start", "--address=192.168.1.10:6379", '--resources={"edgeffnet-target:lab-a": 1}',
+                       "--disable-usage-stats", "--node-ip-address=192.168.1.21", "--block", "--num-cpus", "2"]
+    for bad in (["--resources", "{}"], ["--head"]):
+        with pytest.raises(UserError, match="sets --address and --resources"):
+            farm_cluster.join_command("192.168.1.10:6379", "lab-a", extra=bad)
+    for bad in ("192.168.1.10", "host:port", ":6379"):
+        with pytest.raises(UserError, match="bad cluster address"):
+            farm_cluster.split_address(bad)
+    with pytest.raises(UserError, match="unknown target"):
+        farm_cluster.join("127.0.0.1:6379", "no-such-board")
+
+
+def test_device_refuses_an_archive_that_leaves_the_bundle(tmp_path):
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    (tmp_path / "bundle").mkdir()
+    with pytest.raises(tarfile.TarError):
+        device.unpack(buf.getvalue(), tmp_path / "bundle")
+    assert not (tmp_path / "escaped.txt").exists()

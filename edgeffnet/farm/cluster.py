@@ -48,7 +48,7 @@ def check_reachable(address: str, seconds: float = 5.0) -> None:
         socket.create_connection((host, port), timeout=seconds).close()
     except OSError as e:
         raise UserError(f"no Ray head answers at {address} ({e.strerror or e}); start one on the workstation with "
-                        f"`ray start --head --node-ip-address LAN_IP --port {port}` (see README, Device farm)") from None
+                        f"`ray start --head --node-ip-address LAN_IP --port {port}` (README, Device farm)") from None
 
 
 def connect(address: str):
@@ -67,6 +67,10 @@ def connect(address: str):
     return ray
 
 
+def _targets(resources: dict) -> dict[str, float]:
+    return {k[len(RESOURCE_PREFIX):]: v for k, v in resources.items() if k.startswith(RESOURCE_PREFIX)}
+
+
 def nodes(ray) -> list[dict]:
     """The live nodes: id, address, hostname and the targets each advertises."""
     out = []
@@ -74,13 +78,13 @@ def nodes(ray) -> list[dict]:
         if not n.get("Alive"):
             continue
         out.append({"node_id": n["NodeID"], "ip": n["NodeManagerAddress"], "hostname": n.get("NodeManagerHostname"),
-                    "targets": sorted(k[len(RESOURCE_PREFIX):] for k in n["Resources"] if k.startswith(RESOURCE_PREFIX))})
+                    "targets": sorted(_targets(n["Resources"]))})
     return out
 
 
 def capacity(ray) -> dict[str, int]:
     """Devices per target among the live nodes (each advertises one unit)."""
-    return {k[len(RESOURCE_PREFIX):]: int(v) for k, v in ray.cluster_resources().items() if k.startswith(RESOURCE_PREFIX)}
+    return {name: int(n) for name, n in _targets(ray.cluster_resources()).items()}
 
 
 def describe_node() -> dict:
@@ -126,25 +130,30 @@ def _ray_cli() -> str:
     return str(beside) if beside.exists() else (shutil.which("ray") or "ray")
 
 
-def join_command(address: str, target_name: str, node_ip: str | None = None, block: bool = False) -> list[str]:
+def join_command(address: str, target_name: str, node_ip: str | None = None, block: bool = False,
+                 extra: list[str] = ()) -> list[str]:
     split_address(address)
+    if any(a.split("=")[0] in ("--resources", "--address", "--head") for a in extra):
+        raise UserError("farm join sets --address and --resources itself (the target's resource); "
+                        "pass other ray start flags after --")
     cmd = [_ray_cli(), "start", f"--address={address}", f"--resources={json.dumps({resource(target_name): 1})}",
            "--disable-usage-stats"]
     if node_ip:
         cmd.append(f"--node-ip-address={node_ip}")
     if block:
         cmd.append("--block")
-    return cmd
+    return cmd + list(extra)
 
 
-def join(address: str, target: str, node_ip: str | None = None, block: bool = False, echo=print) -> int:
+def join(address: str, target: str, node_ip: str | None = None, block: bool = False, extra: list[str] = (),
+         echo=print) -> int:
     """Start a Ray node on this device that advertises TARGET and joins the head at ADDRESS."""
     from .. import targets
 
     profile = targets.load(target)  # an unknown target fails here, before Ray is touched
     _ray()
     check_reachable(address)
-    cmd = join_command(address, profile.name, node_ip, block)
+    cmd = join_command(address, profile.name, node_ip, block, extra)
     echo(f"joining {address} as {resource(profile.name)}: {' '.join(cmd)}")
     code = subprocess.call(cmd)
     if code != 0:

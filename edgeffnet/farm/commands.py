@@ -11,23 +11,29 @@ import click
 def farm() -> None:
     """A device farm on Ray: devices join with their target; `sweep --cluster` measures on all of them.
 
-    Ray's ports must not face the internet: run the head and the devices on the lab network and name
-    that network's address with --node-ip-address (README, Device farm).
+    Ray's ports must not face the internet: anyone who reaches them runs code on every device. Keep
+    the head and the devices on the lab network behind a firewall (README, Device farm).
     """
 
 
-@farm.command("join")
+@farm.command("join", context_settings={"ignore_unknown_options": True})
 @click.argument("address")
-@click.option("--target", "-t", required=True, help="This device's target: a name (edgeffnet targets) or a profile .toml.")
-@click.option("--node-ip-address", help="This device's address on the lab network; Ray binds to it "
-                                        "(default: the address that reaches the head).")
+@click.option("--target", "-t", required=True,
+              help="This device's target: a name (edgeffnet targets) or a profile .toml.")
+@click.option("--node-ip-address", help="This device's address on the lab network, the one Ray gives the other "
+                                        "nodes (default: the address that reaches the head).")
 @click.option("--block", is_flag=True, help="Stay in the foreground (for a systemd service); Ctrl-C leaves.")
-def join_cmd(address, target, node_ip_address, block) -> None:
-    """Join the Ray head at ADDRESS (HOST:PORT) as a device of TARGET: one task at a time runs here."""
+@click.argument("ray_start_args", nargs=-1, type=click.UNPROCESSED)
+def join_cmd(address, target, node_ip_address, block, ray_start_args) -> None:
+    """Join the Ray head at ADDRESS (HOST:PORT) as a device of TARGET: one task at a time runs here.
+
+    Anything after `--` goes to `ray start` as it is (e.g. fixed ports for a firewall:
+    -- --node-manager-port 6380 --object-manager-port 6381 --min-worker-port 10002 --max-worker-port 10100).
+    """
     from ..cli import err
     from .cluster import join
 
-    join(address, target, node_ip_address, block, echo=lambda m: err.print(m, markup=False))
+    join(address, target, node_ip_address, block, list(ray_start_args), echo=lambda m: err.print(m, markup=False))
 
 
 @farm.command("status")

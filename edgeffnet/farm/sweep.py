@@ -246,5 +246,5 @@ def run_command(models, specs, scaling, target_names: list[str], precisions: lis
     """The CLI's entry: plan the items (each target's default precision when none is given), then run."""
     if not target_names:
         raise UserError("--cluster needs --target: the devices' targets, comma-separated (e.g. jetson,cpu)")
-    return run(plan(models, specs, scaling, precisions or [None]), target_names, out, modes, settings, address, baselines,
-               timeout, echo)
+    items = plan(models, specs, scaling, precisions or [None])
+    return run(items, target_names, out, modes, settings, address, baselines, timeout, echo)
