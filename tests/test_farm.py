@@ -24,11 +24,12 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray", reason="Ray is the [farm] extra: pip install -e '.[farm]'")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from edgeffnet import bench, bundle, report  # noqa: E402
+from edgeffnet import bundle  # noqa: E402
 from edgeffnet.errors import UserError  # noqa: E402
 from edgeffnet.farm import cluster as farm_cluster, device, resource  # noqa: E402
 from edgeffnet.farm import sweep as farm  # noqa: E402
-from edgeffnet.sweep import Item  # noqa: E402
+from edgeffnet.measure import bench, records, report  # noqa: E402
+from edgeffnet.measure.sweep import Item  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = ("lab-a", "lab-b", "lab-c")
@@ -135,15 +136,14 @@ def test_loopback_cluster_binds_127_0_0_1_only(lab):
 
 
 def _records(out: Path) -> list[dict]:
-    return [r for f in sorted((out / "bundles").rglob("bench/*.json")) if (r := bench.load_record(f))]
+    return [r.to_dict() for f in sorted((out / "bundles").rglob("bench/*.json")) if (r := records.load(f))]
 
 
 def test_sweep_across_three_devices_and_resume(lab, lab_targets, tmp_path):
     out = tmp_path / "results"
-    lines = []
     t0 = time.monotonic()
     result = farm.run(ITEMS, [str(lab_targets[t]) for t in TARGETS], out, ["latency", "throughput"], QUICK,
-                      lab.address, echo=lines.append)
+                      lab.address)
     wall = time.monotonic() - t0
     assert not result["failed"], result["failed"]
     assert len(result["done"]) == len(TARGETS)
@@ -159,18 +159,20 @@ def test_sweep_across_three_devices_and_resume(lab, lab_targets, tmp_path):
         assert r["stats"]["count"] >= QUICK.iterations
     summary = json.loads((out / "farm.json").read_text())
     assert [i["status"] for i in summary["items"]] == ["measured"] * len(TARGETS)
+    # The device side ran with the bundle side of edgeffnet only.
+    assert [i["heavy_modules"] for i in summary["items"]] == [[]] * len(TARGETS)
     # The report: one row per device, each its own series.
     rep = report.write(report.collect([out / "bundles"]), out)
     rows = rep["rows"]
     assert len(rows) == len(TARGETS)
     assert len({r["series"] for r in rows}) == len(TARGETS)
     assert all(node_of[r["target"]][:8] in r["device"] for r in rows)
-    print(f"three devices, {len(ITEMS)} item(s) each: {wall:.1f} s", *lines, sep="\n")
+    print(f"three devices, {len(ITEMS)} item(s) each: {wall:.1f} s")
 
     # Resumed: nothing is measured again, the records stay as they were.
     before = {f: f.stat().st_mtime_ns for f in (out / "bundles").rglob("bench/*.json")}
     again = farm.run(ITEMS, [str(lab_targets[t]) for t in TARGETS], out, ["latency", "throughput"], QUICK,
-                     lab.address, echo=lines.append)
+                     lab.address)
     assert len(again["skipped"]) == len(TARGETS) and not again["done"] and not again["failed"]
     assert {f: f.stat().st_mtime_ns for f in (out / "bundles").rglob("bench/*.json")} == before
 
@@ -179,7 +181,7 @@ def test_target_nobody_advertises_fails_before_building(lab, lab_targets, tmp_pa
     out = tmp_path / "results"
     with pytest.raises(UserError, match="advertises lab-z.*farm join") as e:
         farm.run(ITEMS, [str(lab_targets["lab-a"]), str(lab_targets["lab-z"])], out, ["latency"], QUICK,
-                 lab.address, echo=lambda m: None)
+                 lab.address)
     assert "\n" not in str(e.value)
     assert not (out / "bundles").exists()
 
@@ -221,12 +223,10 @@ def test_device_killed_mid_task(lab, lab_targets, tmp_path):
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    lines = []
     slow = bench.Settings(iterations=20, seconds=4.0, warmup=0)
     result = farm.run(ITEMS, [str(lab_targets[t]) for t in TARGETS], out, ["latency"], slow, lab.address,
-                      timeout=120, echo=lines.append)
+                      timeout=120)
     watcher.join(timeout=5)
-    print(*lines, sep="\n")
     assert set(killed) == {"lab-b", "lab-c"}, f"the watcher killed {killed}"
     summary = {i["target"]: i for i in json.loads((out / "farm.json").read_text())["items"]}
     assert summary["lab-a"]["status"] == "measured"
@@ -263,7 +263,7 @@ def test_cli_status_and_resumed_sweep(lab, lab_targets, tmp_path):
     # Measured through the API, then the same sweep from the command line: it resumes and reports.
     out = tmp_path / "results"
     two = [lab_targets["lab-a"], lab_targets["lab-b"]]
-    first = farm.run(ITEMS, list(map(str, two)), out, ["latency"], QUICK, lab.address, echo=lambda m: None)
+    first = farm.run(ITEMS, list(map(str, two)), out, ["latency"], QUICK, lab.address)
     assert len(first["done"]) == 2
     args = [*cli, "sweep", "--cluster", lab.address, "--spec", ITEMS[0].spec, "-p", "fp32", "--mode", "latency",
             "-t", ",".join(map(str, two)), "-n", "20", "-s", "0.2", "--warmup", "0", "-o", str(out)]

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .. import logs
 from ..errors import UserError
 from . import RESOURCE_PREFIX, resource
 
@@ -145,8 +146,7 @@ def join_command(address: str, target_name: str, node_ip: str | None = None, blo
     return cmd + list(extra)
 
 
-def join(address: str, target: str, node_ip: str | None = None, block: bool = False, extra: list[str] = (),
-         echo=print) -> int:
+def join(address: str, target: str, node_ip: str | None = None, block: bool = False, extra: list[str] = ()) -> int:
     """Start a Ray node on this device that advertises TARGET and joins the head at ADDRESS."""
     from .. import targets
 
@@ -154,7 +154,7 @@ def join(address: str, target: str, node_ip: str | None = None, block: bool = Fa
     _ray()
     check_reachable(address)
     cmd = join_command(address, profile.name, node_ip, block, extra)
-    echo(f"joining {address} as {resource(profile.name)}: {' '.join(cmd)}")
+    logs.logger().info(f"joining {address} as {resource(profile.name)}: {' '.join(cmd)}")
     code = subprocess.call(cmd)
     if code != 0:
         raise UserError(f"ray start exited with {code} (its output is above); this device did not join {address}")

@@ -30,10 +30,9 @@ def join_cmd(address, target, node_ip_address, block, ray_start_args) -> None:
     Anything after `--` goes to `ray start` as it is (e.g. fixed ports for a firewall:
     -- --node-manager-port 6380 --object-manager-port 6381 --min-worker-port 10002 --max-worker-port 10100).
     """
-    from ..cli import err
     from .cluster import join
 
-    join(address, target, node_ip_address, block, list(ray_start_args), echo=lambda m: err.print(m, markup=False))
+    join(address, target, node_ip_address, block, list(ray_start_args))
 
 
 @farm.command("status")

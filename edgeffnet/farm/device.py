@@ -55,50 +55,41 @@ def node_identity() -> dict:
     return node
 
 
-def verify(path: Path, manifest: dict) -> dict:
+def verify(b) -> dict:
     """The bundle's artifact, run here by its runtime on its device, against the bundle's own reference
     outputs with the precision's tolerance (fp32 1e-4, fp16 cosine; int8 is reported, not judged here:
     its agreement was gated at build time)."""
-    import numpy as np
-
-    from .. import targets
-    from ..backends import get as backend
-    from ..photos import to_input
-    from ..preprocess import Preprocess
     from ..verify import check, compare, run_batched
 
-    data = np.load(path / "reference.npz")
-    x = to_input(data["views"], Preprocess.from_dict(manifest["preprocess"]))
-    t = manifest["target"]
-    runner = backend(t["backend"]).load(path, targets.of_bundle(manifest), manifest["precision"], fallback=False)
-    parity = compare(data["logits"], run_batched(runner.run, x, manifest["input"]["batch"]))
-    check("device", parity, manifest["precision"], trained=not manifest["weights"].get("random_init"))
+    x, ref = b.reference()
+    parity = compare(ref, run_batched(b.runner().run, x, b.manifest.input["batch"]))
+    check("device", parity, b.precision, trained=not b.random_weights)
     return parity.as_dict()
 
 
 def measure(data: bytes, name: str, modes: list[str], settings: dict) -> dict:
-    """The device task: returns {"node", "records", "parity", "compiled", "files", "heavy_modules"}."""
-    from .. import bench, bundle
-    from ..finish import finish
+    """The device task: returns {"node", "records" (dicts), "parity", "compiled", "files", "heavy_modules"}."""
+    from ..bundle import Bundle
+    from ..compile_on_device import compile_on_device
+    from ..measure import bench
 
     with tempfile.TemporaryDirectory(prefix="edgeffnet-farm-") as tmp:
         path = Path(tmp) / name
         path.mkdir()
         unpack(data, path)
         before = _digests(path)
-        manifest = bundle.read_manifest(path)
-        compiled = bool(manifest["stages"]["compile"].get("pending"))
-        if compiled:  # TensorRT cross-built on the workstation: build the engine here, verified by finish()
-            finish(path, echo=lambda m: None)
-            manifest = bundle.read_manifest(path)
-            parity = manifest["stages"]["compile"]["parity"]
+        b = Bundle.open(path)
+        compiled = bool(b.manifest.stages["compile"].get("pending"))
+        if compiled:  # TensorRT cross-built on the workstation: build the engine here, verified on the way
+            b = compile_on_device(b)
+            parity = b.manifest.stages["compile"]["parity"]
         else:
-            parity = verify(path, manifest)
+            parity = verify(b)
         records = []
         base = bench.Settings(**settings)
         for mode in modes:
-            recs, _ = bench.run(path, replace(base, mode=mode), [], save_records=False)
-            records += recs
+            recs, _ = bench.run(b, replace(base, mode=mode), [], save_records=False)
+            records += [r.to_dict() for r in recs]
         after = _digests(path)
         changed = {n: (path / n).read_bytes() for n, h in after.items() if before.get(n) != h}
     return {"node": node_identity(), "records": records, "parity": parity, "compiled": compiled, "files": changed,

@@ -13,17 +13,18 @@ settings is not sent again.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .. import bench, bundle, targets
-from ..build import BuildRequest, build
+from .. import bundle, logs, targets
 from ..errors import UserError
-from ..sweep import Item, done, plan
+from ..files import atomic_write_json
+from ..measure import bench, console, records
+from ..measure.sweep import Item, done, plan
+from ..pipeline import build, require_build_side
 from . import cluster, device, resource
 
 TASK_TIMEOUT = 1800.0  # a TensorRT engine build for a big model on a Nano takes minutes, not half an hour
@@ -79,26 +80,26 @@ def _apply(job: Job, files: dict[str, bytes]) -> None:
             target.write_bytes(data)
 
 
-def _record(job: Job, result: dict) -> list[dict]:
+def _record(job: Job, result: dict) -> list[records.Record]:
     saved = []
     node = {**result["node"], "target": job.target.name}
-    for rec in result["records"]:
-        rec["bundle"] = str(job.dest.resolve())  # the workstation's copy, not the device's temporary one
-        rec["node"] = node
-        rec["verified_on_device"] = result["parity"]
-        rec["saved"] = str(bench.save(job.dest, rec) or "")
-        if not rec["saved"]:
+    for d in result["records"]:
+        rec = records.Record.from_dict(d, f"the record {job.label} sent back")
+        rec.bundle = str(job.dest.resolve())  # the workstation's copy, not the device's temporary one
+        rec.extra.update(node=node, verified_on_device=result["parity"])
+        if not records.save(job.dest, rec):
             raise UserError(f"{job.label}: cannot write the record into {job.dest / 'bench'}")
         saved.append(rec)
     return saved
 
 
 def run(items: list[Item], target_names: list[str], out: Path, modes: list[str], settings: bench.Settings,
-        address: str, baselines: list[str] = (), timeout: float = TASK_TIMEOUT, echo=print) -> dict:
+        address: str, baselines: list[str] = (), timeout: float = TASK_TIMEOUT) -> dict:
     """Build ITEMS for every target, measure each on a device of that target, keep the records.
 
     An item without a precision takes each target's default. Returns what happened, like
     edgeffnet.sweep.run, plus "jobs" (every item x target with its outcome) and "seconds"."""
+    echo = logs.logger().info
     if baselines:
         raise UserError("--baseline runs PyTorch/ONNX Runtime on the workstation's CPU; measure baselines with a "
                         "plain `edgeffnet sweep` (without --cluster)")
@@ -162,7 +163,7 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
         where = res["node"].get("node_id", "")[:8] or res["node"]["hostname"]
         for r in recs:
             echo(f"  {job.label} [{where} {res['node'].get('ip', res['node']['hostname'])}] "
-                 f"{r['mode']:10s} {bench.summary(r)}")
+                 f"{r.mode:10s} {console.summary(r)}")
         job.outcome = {"status": "measured", "node": res["node"], "compiled_on_device": res["compiled"],
                        "heavy_modules": res["heavy_modules"]}
         result["done"].append(job.item)
@@ -182,9 +183,9 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
                     echo(f"[{n}/{total}] {job.label}")
                     try:
                         if not bundle.is_bundle(job.dest):
-                            build(BuildRequest(spec=job.item.spec, target=job.target.path or job.target.name,
-                                               precision=job.item.precision, output=str(job.dest)),
-                                  echo=lambda m: echo(f"  {m}"))
+                            require_build_side("edgeffnet sweep --cluster")
+                            build(job.item.spec, target=job.target.path or job.target.name,
+                                  precision=job.item.precision, output=job.dest)
                         manifest = bundle.read_manifest(job.dest)
                         job.data = ray.put(device.archive(job.dest, shipped_files(job.dest, manifest)))
                         waiting[job.target.name].append(job)
@@ -233,18 +234,13 @@ def write_summary(out: Path, address: str, result: dict) -> Path:
              **j.outcome} for j in result["jobs"]]
     path = out / SUMMARY
     out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"cluster": address, "seconds": result.get("seconds"), "items": rows}, indent=1,
-                              default=str) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_json(path, {"cluster": address, "seconds": result.get("seconds"), "items": rows})
 
 
 def run_command(models, specs, scaling, target_names: list[str], precisions: list[str], modes: list[str],
-                baselines: list[str], settings: bench.Settings, out: Path, address: str, timeout: float,
-                echo=print) -> dict:
+                baselines: list[str], settings: bench.Settings, out: Path, address: str, timeout: float) -> dict:
     """The CLI's entry: plan the items (each target's default precision when none is given), then run."""
     if not target_names:
         raise UserError("--cluster needs --target: the devices' targets, comma-separated (e.g. jetson,cpu)")
     items = plan(models, specs, scaling, precisions or [None])
-    return run(items, target_names, out, modes, settings, address, baselines, timeout, echo)
+    return run(items, target_names, out, modes, settings, address, baselines, timeout)
