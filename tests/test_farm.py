@@ -167,6 +167,13 @@ def test_sweep_across_three_devices_and_resume(lab, lab_targets, tmp_path):
     assert len(rows) == len(TARGETS)
     assert len({r["series"] for r in rows}) == len(TARGETS)
     assert all(node_of[r["target"]][:8] in r["device"] for r in rows)
+    # The same bundle measured by two nodes that share a hostname (as on one machine): two rows.
+    lat = next(r for r in recs if r["target"] == "lab-a" and r["mode"] == "latency")
+    twin = dict(lat, node=dict(lat["node"], node_id="f" * 56), created=lat["created"])
+    (tmp_path / "twin.json").write_text(json.dumps(twin))
+    both = report.rows(report.collect([ITEMS[0].bundle_dir(out, "lab-a") / "bench" / "openvino-latency.json",
+                                       tmp_path / "twin.json"]))
+    assert len(both) == 2 and len({r["series"] for r in both}) == 2 and both[0]["bundle"] == both[1]["bundle"]
     print(f"three devices, {len(ITEMS)} item(s) each: {wall:.1f} s")
 
     # Resumed: nothing is measured again, the records stay as they were.
@@ -184,6 +191,22 @@ def test_target_nobody_advertises_fails_before_building(lab, lab_targets, tmp_pa
                  lab.address)
     assert "\n" not in str(e.value)
     assert not (out / "bundles").exists()
+
+
+def test_hanging_task_times_out_and_frees_the_device(lab, lab_targets, tmp_path):
+    out = tmp_path / "results"
+    endless = bench.Settings(iterations=10**9, seconds=600, warmup=0)
+    t0 = time.monotonic()
+    result = farm.run(ITEMS, [str(lab_targets["lab-a"])], out, ["latency"], endless, lab.address, timeout=5)
+    assert time.monotonic() - t0 < 120
+    ((item, why),) = result["failed"]
+    assert "timed out after 5 s" in why
+    (row,) = json.loads((out / "farm.json").read_text())["items"]
+    assert row["status"] == "failed" and "timed out" in row["reason"]
+    assert not list((ITEMS[0].bundle_dir(out, "lab-a") / "bench").glob("*.json"))
+    # The cancelled task gave its device back: the next measurement runs.
+    again = farm.run(ITEMS, [str(lab_targets["lab-a"])], out, ["latency"], QUICK, lab.address, timeout=120)
+    assert len(again["done"]) == 1
 
 
 def _task_pid(node) -> int | None:

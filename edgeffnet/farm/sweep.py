@@ -136,6 +136,7 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
     t0 = time.monotonic()
 
     def fail(job: Job, why: str) -> None:
+        job.data = None  # the archive leaves the object store once nothing refers to it
         echo(f"  {job.label}: failed: {why}")
         job.outcome = {"status": "failed", "reason": why}
         result["failed"].append((job.item, f"on {job.target.name}: {why}"))
@@ -148,6 +149,7 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
         running[job.ref] = job
 
     def finished(job: Job, ref) -> None:
+        job.data = None
         try:
             res = ray.get(ref)
         except ray.exceptions.RayError as e:
