@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,8 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray", reason="Ray is the [farm] extra: pip install -e '.[farm]'")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from edgeffnet import bundle  # noqa: E402
+import edgeffnet  # noqa: E402
+from edgeffnet import bundle, targets  # noqa: E402
 from edgeffnet.errors import UserError  # noqa: E402
 from edgeffnet.farm import cluster as farm_cluster, device, resource  # noqa: E402
 from edgeffnet.farm import sweep as farm  # noqa: E402
@@ -103,12 +105,34 @@ def lab(lab_targets, tmp_path_factory):
 
 
 def _listening_addresses(pids: set[int]) -> set[str]:
-    """Local addresses of the TCP sockets these processes listen on (from ss)."""
-    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+    """Local addresses of the TCP sockets these processes listen on, from /proc (no tool needed)."""
+    inodes = set()
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
     found = set()
-    for line in out.splitlines():
-        if any(f"pid={p}," in line for p in pids):
-            found.add(line.split()[3].rsplit(":", 1)[0])
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        try:
+            lines = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if cols[3] != "0A" or cols[9] not in inodes:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(cols[1].split(":")[0])
+            # The kernel prints each 32-bit word in host (little-endian) order.
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            found.add(socket.inet_ntop(family, raw))
     return found
 
 
@@ -128,11 +152,9 @@ def _descendants(pid: int) -> set[int]:
 def test_loopback_cluster_binds_127_0_0_1_only(lab):
     pids = set().union(*(_descendants(p.process.pid) for node in [lab.cluster.head_node, *lab.cluster.worker_nodes]
                          for procs in node.all_processes.values() for p in procs))
-    if shutil.which("ss") is None:
-        pytest.skip("ss (iproute2) is not installed, so the listening sockets cannot be read")
     addresses = _listening_addresses(pids)
     assert addresses, "no listening socket found for the cluster's processes"
-    assert addresses <= {"127.0.0.1", "[::ffff:127.0.0.1]"}, addresses
+    assert addresses <= {"127.0.0.1", "::ffff:127.0.0.1"}, addresses
 
 
 def _records(out: Path) -> list[dict]:
@@ -176,6 +198,18 @@ def test_sweep_across_three_devices_and_resume(lab, lab_targets, tmp_path):
     assert len(both) == 2 and len({r["series"] for r in both}) == 2 and both[0]["bundle"] == both[1]["bundle"]
     print(f"three devices, {len(ITEMS)} item(s) each: {wall:.1f} s")
 
+    # What a device sends back (a finished engine) replaces the workstation's copy whole; nothing may
+    # land outside the bundle.
+    dest = ITEMS[0].bundle_dir(out, "lab-a")
+    job = farm.Job(ITEMS[0], targets.load(lab_targets["lab-a"]), dest)
+    farm._apply(job, {"model.engine": b"plan"})
+    assert (dest / "model.engine").read_bytes() == b"plan" and bundle.is_bundle(dest)
+    assert len(list((dest / "bench").glob("*.json"))) == 2
+    with pytest.raises(UserError, match="outside the bundle"):
+        farm._apply(job, {"../escaped": b"x"})
+    assert not (dest.parent / "escaped").exists() and not [p for p in dest.parent.iterdir() if p.name[0] == "."]
+    (dest / "model.engine").unlink()
+
     # Resumed: nothing is measured again, the records stay as they were.
     before = {f: f.stat().st_mtime_ns for f in (out / "bundles").rglob("bench/*.json")}
     again = farm.run(ITEMS, [str(lab_targets[t]) for t in TARGETS], out, ["latency", "throughput"], QUICK,
@@ -207,6 +241,22 @@ def test_hanging_task_times_out_and_frees_the_device(lab, lab_targets, tmp_path)
     # The cancelled task gave its device back: the next measurement runs.
     again = farm.run(ITEMS, [str(lab_targets["lab-a"])], out, ["latency"], QUICK, lab.address, timeout=120)
     assert len(again["done"]) == 1
+
+
+def test_device_error_comes_back_as_one_line(lab, lab_targets, tmp_path):
+    """A bundle whose artifact no longer matches its reference outputs fails verification on the device;
+    the workstation reports the device's own message and writes no record."""
+    import numpy as np
+
+    out = tmp_path / "results"
+    dest = ITEMS[0].bundle_dir(out, "lab-a")
+    edgeffnet.build(ITEMS[0].spec, target=str(lab_targets["lab-a"]), precision="fp32", output=dest)
+    ref = dict(np.load(dest / "reference.npz"))
+    np.savez(dest / "reference.npz", **(ref | {"logits": ref["logits"] + 0.01}))
+    result = farm.run(ITEMS, [str(lab_targets["lab-a"])], out, ["latency"], QUICK, lab.address, timeout=120)
+    ((item, why),) = result["failed"]
+    assert "FP32 tolerance" in why and "\n" not in why, why
+    assert not list((dest / "bench").glob("*.json"))
 
 
 def _task_pid(node) -> int | None:
