@@ -1,8 +1,9 @@
 """The cluster as edgeffnet sees it: joining a device (`farm join`), connecting, and the nodes' targets.
 
 A device joins with `ray start --address HEAD --resources '{"edgeffnet-target:NAME": 1}'`; `join`
-builds that line from a target profile so the resource name is always the profile's name. Ray binds its
-servers to the node's address: `--node-ip-address` names it (a lab LAN address, never a public one).
+builds that line from a target profile so the resource name is always the profile's name.
+`--node-ip-address` names the address a node gives the others (a lab address, never a public one);
+where Ray listens is the firewall's business (README, Device farm).
 """
 
 from __future__ import annotations
@@ -63,8 +64,16 @@ def connect(address: str):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray = _ray()
     if ray.is_initialized():
+        current = ray.get_runtime_context().gcs_address
+        if split_address(current)[1] != split_address(address)[1]:
+            raise UserError(f"this process is already connected to the Ray cluster at {current}, not {address}")
         return ray
-    ray.init(address=address, logging_level="ERROR", log_to_driver=False, namespace="edgeffnet-farm")
+    try:
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False, namespace="edgeffnet-farm")
+    except (RuntimeError, ConnectionError) as e:  # Ray's version check and its connection errors
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"cannot connect to the Ray cluster at {address}: {first} (the workstation and every "
+                        f"device need the same Ray and Python versions)") from None
     return ray
 
 

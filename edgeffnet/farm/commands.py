@@ -56,6 +56,6 @@ def status_cmd(address, as_json) -> None:
         v = n.get("versions", {})
         runtimes = n.get("error") or ", ".join(f"{k} {v[k]}" for k in ("openvino", "tensorrt", "onnxruntime",
                                                                        "edgeffnet", "ray", "python") if k in v)
-        t.add_row(n["node_id"][:8], n["ip"], n.get("hostname") or "", ", ".join(n["targets"]) or "(head: none)",
+        t.add_row(n["node_id"][:8], n["ip"], n.get("hostname") or "", ", ".join(n["targets"]) or "none",
                   runtimes)
     out.print(t)
