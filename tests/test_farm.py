@@ -215,6 +215,9 @@ def test_sweep_across_three_devices_and_resume(lab, lab_targets, tmp_path):
     again = farm.run(ITEMS, [str(lab_targets[t]) for t in TARGETS], out, ["latency", "throughput"], QUICK,
                      lab.address)
     assert len(again["skipped"]) == len(TARGETS) and not again["done"] and not again["failed"]
+    skipped = json.loads((out / "farm.json").read_text())["items"]
+    assert {i["target"]: (i["status"], i["node"]["node_id"]) for i in skipped} == \
+        {t: ("skipped", node_of[t]) for t in TARGETS}
     assert {f: f.stat().st_mtime_ns for f in (out / "bundles").rglob("bench/*.json")} == before
 
 

@@ -178,7 +178,8 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
                 n = total - len(todo)
                 if all(done(job.dest, s, []) for s in runs):
                     echo(f"[{n}/{total}] {job.label}: measured before, skipped")
-                    job.outcome = {"status": "skipped"}
+                    before = records.load(records.record_path(job.dest, job.target.backend, runs[0].mode))
+                    job.outcome = {"status": "skipped", "node": before.extra.get("node") if before else None}
                     result["skipped"].append(job.item)
                     result["jobs"].append(job)
                 else:
