@@ -248,8 +248,12 @@ def bench_cmd(bundle_dir, mode, iterations, seconds, warmup, threads, streams, b
 @click.option("-o", "--output", default="results", show_default=True, type=click.Path(),
               help="Directory for the bundles (OUTPUT/bundles) and the report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON at the end.")
+@click.option("--cluster", help="Ray head HOST:PORT of a device farm (edgeffnet farm join): each bundle is measured on "
+                                "a device of its target; --target then takes a comma-separated list.")
+@click.option("--task-timeout", type=float, default=1800.0, show_default=True,
+              help="With --cluster: seconds one device may take for a bundle (compile, verify, bench).")
 def sweep_cmd(models, specs, scaling, target, precision, mode, baseline, iterations, seconds, warmup, threads, output,
-              as_json) -> None:
+              as_json, cluster, task_timeout) -> None:
     """Build (through the stage cache) and bench models x precisions on a target, then write the report.
 
     Run the same command again to continue an interrupted sweep: finished items are skipped.
@@ -259,12 +263,17 @@ def sweep_cmd(models, specs, scaling, target, precision, mode, baseline, iterati
     from . import targets
     from .measure import bench, console, report, sweep
 
-    precisions = _csv_list(precision) or [targets.load(target).default_precision]
-    items = sweep.plan(models, specs, scaling, precisions)
     settings = bench.Settings(iterations=iterations, seconds=seconds, warmup=warmup, threads=threads)
     dest = Path(output)
-    result = sweep.run(items, target, dest, _csv_list(mode), _csv_list(baseline), settings,
-                       progress=lambda label: console.progress_bar(err, label))
+    if cluster:  # the device farm (edgeffnet/farm): the same items on every target's devices
+        from .farm.sweep import run_command
+
+        result = run_command(models, specs, scaling, _csv_list(target), _csv_list(precision), _csv_list(mode),
+                             _csv_list(baseline), settings, dest, cluster, task_timeout)
+    else:
+        precisions = _csv_list(precision) or [targets.load(target).default_precision]
+        result = sweep.run(sweep.plan(models, specs, scaling, precisions), target, dest, _csv_list(mode),
+                           _csv_list(baseline), settings, progress=lambda label: console.progress_bar(err, label))
     try:
         rep = report.write(report.collect([dest / "bundles"]), dest)
     except UserError:
@@ -311,6 +320,11 @@ def compile_cmd(bundle_dir) -> None:
     from .compile_on_device import compile_on_device
 
     out.print(str(compile_on_device(bundle_dir).path), markup=False)
+
+
+from .farm.commands import farm  # noqa: E402  (edgeffnet farm join/status)
+
+cli.add_command(farm)
 
 
 def main() -> None:
