@@ -217,8 +217,7 @@ def bench_cmd(bundle_dir, mode, iterations, seconds, warmup, threads, streams, b
     s = bench.Settings(mode=mode, iterations=iterations, seconds=seconds, warmup=warmup, threads=threads,
                        streams=streams, batch=batch)
     records, interrupted = bench.run(bundle_dir, s, _csv_list(baseline),
-                                     progress=lambda label: console.progress_bar(err, label),
-                                     log=lambda m: err.print(m, markup=False))
+                                     progress=lambda label: console.progress_bar(err, label))
     if as_json:
         click.echo(json.dumps([r.to_dict() | {"saved": str(r.saved_to or "")} for r in records], indent=1,
                               default=str))

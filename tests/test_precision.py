@@ -482,6 +482,7 @@ def test_int8_build_below_threshold_fails_with_one_line_and_no_bundle(int8_runs)
     assert "Q/DQ ONNX (onnxruntime)" in table and "openvino CPU artifact" in table
     assert not (base / "strict").exists()
     assert not [p for p in base.iterdir() if p.name.startswith(".strict")]  # no half-written staging dir
+    assert failed.stdout == ""  # NNCF's progress bars (the OpenVINO route choice) go to stderr, never stdout
 
 
 def test_int8_build_with_allow_drop_records_everything(int8_runs):

@@ -59,12 +59,11 @@ def verify(b) -> dict:
     """The bundle's artifact, run here by its runtime on its device, against the bundle's own reference
     outputs with the precision's tolerance (fp32 1e-4, fp16 cosine; int8 is reported, not judged here:
     its agreement was gated at build time)."""
-    from ..verify import check, compare, run_batched
+    from ..verify import verify as verify_outputs
 
     x, ref = b.reference()
-    parity = compare(ref, run_batched(b.runner().run, x, b.manifest.input["batch"]))
-    check("device", parity, b.precision, trained=not b.random_weights)
-    return parity.as_dict()
+    return verify_outputs("device", b.runner().run, x, ref, b.manifest.input["batch"], b.precision,
+                          not b.random_weights)
 
 
 def measure(data: bytes, name: str, modes: list[str], settings: dict) -> dict:

@@ -99,7 +99,7 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
 
     An item without a precision takes each target's default. Returns what happened, like
     edgeffnet.sweep.run, plus "jobs" (every item x target with its outcome) and "seconds"."""
-    echo = logs.logger().info
+    say = logs.logger().info
     if baselines:
         raise UserError("--baseline runs PyTorch/ONNX Runtime on the workstation's CPU; measure baselines with a "
                         "plain `edgeffnet sweep` (without --cluster)")
@@ -123,7 +123,7 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
         offered = ", ".join(f"{t} ({n})" for t, n in sorted(have.items())) or "no targets"
         raise UserError(f"no device in the cluster at {address} advertises {', '.join(missing)} (it offers "
                         f"{offered}); on such a device run `edgeffnet farm join {address} --target {missing[0]}`")
-    echo(f"farm: {len(items)} items x {len(profiles)} targets ("
+    say(f"farm: {len(items)} items x {len(profiles)} targets ("
          + ", ".join(f"{p.name}: {have[p.name]} device{'s' * (have[p.name] > 1)}" for p in profiles)
          + f") on {address}, {', '.join(modes)} -> {out}")
 
@@ -137,7 +137,7 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
 
     def fail(job: Job, why: str) -> None:
         job.data = None  # the archive leaves the object store once nothing refers to it
-        echo(f"  {job.label}: failed: {why}")
+        say(f"  {job.label}: failed: {why}")
         job.outcome = {"status": "failed", "reason": why}
         result["failed"].append((job.item, f"on {job.target.name}: {why}"))
         result["jobs"].append(job)
@@ -164,7 +164,7 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
             return
         where = res["node"].get("node_id", "")[:8] or res["node"]["hostname"]
         for r in recs:
-            echo(f"  {job.label} [{where} {res['node'].get('ip', res['node']['hostname'])}] "
+            say(f"  {job.label} [{where} {res['node'].get('ip', res['node']['hostname'])}] "
                  f"{r.mode:10s} {console.summary(r)}")
         job.outcome = {"status": "measured", "node": res["node"], "compiled_on_device": res["compiled"],
                        "heavy_modules": res["heavy_modules"]}
@@ -177,13 +177,13 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
                 job = todo.popleft()
                 n = total - len(todo)
                 if all(done(job.dest, s, []) for s in runs):
-                    echo(f"[{n}/{total}] {job.label}: measured before, skipped")
+                    say(f"[{n}/{total}] {job.label}: measured before, skipped")
                     before = records.load(records.record_path(job.dest, job.target.backend, runs[0].mode))
                     job.outcome = {"status": "skipped", "node": before.extra.get("node") if before else None}
                     result["skipped"].append(job.item)
                     result["jobs"].append(job)
                 else:
-                    echo(f"[{n}/{total}] {job.label}")
+                    say(f"[{n}/{total}] {job.label}")
                     try:
                         if not bundle.is_bundle(job.dest):
                             require_build_side("edgeffnet sweep --cluster")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..verify import check, compare, run_batched
+from ..verify import verify
 from .options import BuildOptions
 
 
@@ -112,9 +112,7 @@ class BuildContext:
     def verify(self, stage: str, run, precision: str) -> dict:
         """Run the stage's artifact on the reference views; stop the build when it misses its tolerance."""
         x, ref = self.reference()
-        parity = compare(ref, run_batched(run, x, self.fixed_batch))
-        check(stage, parity, precision, trained=self.trained)
-        return parity.as_dict()
+        return verify(stage, run, x, ref, self.fixed_batch, precision, self.trained)
 
     def __post_init__(self):
         if self.precision not in self.target.precisions:
