@@ -103,9 +103,9 @@ def detect_layout(sd: dict[str, torch.Tensor]) -> str:
     if "_conv_stem.weight" in keys and any(k.startswith("_blocks.") for k in keys):
         return "efficientnet_pytorch"
     sample = ", ".join(list(keys)[:3])
-    raise UserError(f"checkpoint is not a network of a known layout (torchvision EfficientNet, MobileNetV2 or "
-                    f"ResNet; timm EfficientNet or MobileNetV1; efficientnet_pytorch; edgeffnet); "
-                    f"its first keys are: {sample}")
+    raise UserError(f"checkpoint is not an EfficientNet, MobileNet or ResNet of a known layout (torchvision "
+                    f"EfficientNet, MobileNetV2 or ResNet; timm EfficientNet or MobileNetV1; efficientnet_pytorch; "
+                    f"edgeffnet); its first keys are: {sample}")
 
 
 # Per layout: regexes from a block-local key to edgeffnet's block-local name. Group "i" is the flat block
