@@ -263,6 +263,8 @@ def bench_cmd(bundle_dir, mode, iterations, seconds, warmup, threads, streams, b
 @click.option("--spec", "specs", multiple=True, help="A full model spec, e.g. 'b0,res=96' (repeatable).")
 @click.option("--scaling", help="[BASE:]PHI,... e.g. b0:1,2: the baseline and, per phi, the compound model and the "
                                 "same FLOPS budget spent on width, depth or resolution only.")
+@click.option("--table3", is_flag=True, help="Add the paper's Table 3 rows (MobileNetV1/V2 and ResNet-50 scaled by "
+                                             "width, depth, resolution and compound; see info --table3).")
 @click.option("--target", "-t", default="cpu", show_default=True, help="Target name or path to a profile .toml.")
 @click.option("--precision", "-p", help="Comma-separated, e.g. fp32,int8 (default: the target's default).")
 @click.option("--mode", default="latency,throughput", show_default=True, help="Bench modes, comma-separated.")
@@ -274,8 +276,8 @@ def bench_cmd(bundle_dir, mode, iterations, seconds, warmup, threads, streams, b
 @click.option("-o", "--output", default="results", show_default=True, type=click.Path(),
               help="Directory for the bundles (OUTPUT/bundles) and the report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON at the end.")
-def sweep_cmd(models, specs, scaling, target, precision, mode, baseline, iterations, seconds, warmup, threads, output,
-              as_json) -> None:
+def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline, iterations, seconds, warmup, threads,
+              output, as_json) -> None:
     """Build (through the stage cache) and bench models x precisions on a target, then write the report.
 
     Run the same command again to continue an interrupted sweep: finished items are skipped.
@@ -285,6 +287,10 @@ def sweep_cmd(models, specs, scaling, target, precision, mode, baseline, iterati
     from . import bench, report, sweep, targets
 
     precisions = _csv_list(precision) or [targets.load(target).default_precision]
+    if table3:
+        from .scaling import table3_specs
+
+        specs = tuple(specs) + tuple(table3_specs())
     items = sweep.plan(models, specs, scaling, precisions)
     settings = bench.Settings(iterations=iterations, seconds=seconds, warmup=warmup, threads=threads)
     dest = Path(output)

@@ -237,27 +237,28 @@ def count_params(model: nn.Module) -> int:
 def count_macs(spec: ModelSpec, num_classes: int = 1000) -> int:
     """Multiply-accumulates of Conv2d and Linear layers for one image at the spec's resolution.
 
-    A forward pass on the meta device (shapes only, no memory, no arithmetic) with hooks that read each
-    layer's output size, so strides, pools and squeeze-excitation's 1x1 maps count as the graph has them.
+    Walks a meta-device copy (shapes only, no memory) in registration order, which is forward order for
+    these networks, tracking the feature-map size: no forward pass, so B7 costs milliseconds. Squeeze-
+    excitation convs work on the pooled 1x1 map; a bottleneck's shortcut on the map its strided 3x3 made.
     """
-    total = 0
-
-    def conv(m: nn.Conv2d, _inp, out: torch.Tensor) -> None:
-        nonlocal total
-        k = m.kernel_size[0] * m.kernel_size[1]
-        total += out.shape[1] * out.shape[2] * out.shape[3] * (m.in_channels // m.groups) * k
-
-    def linear(m: nn.Linear, _inp, _out) -> None:
-        nonlocal total
-        total += m.in_features * m.out_features
-
     with torch.device("meta"):
-        model = EfficientNet(spec, num_classes).eval()
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d):
-                m.register_forward_hook(conv)
-            elif isinstance(m, nn.Linear):
-                m.register_forward_hook(linear)
-        with torch.no_grad():
-            model(torch.empty(1, 3, spec.resolution, spec.resolution))
+        model = EfficientNet(spec, num_classes)
+    size, total = spec.resolution, 0
+    se_convs = {id(c) for m in model.modules() if isinstance(m, SqueezeExcite) for c in (m.reduce, m.expand)}
+    shortcuts = {id(m.shortcut.conv) for m in model.modules() if isinstance(m, Bottleneck) and m.shortcut is not None}
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1]
+            if id(m) in se_convs:
+                spatial = 1
+            elif id(m) in shortcuts:
+                spatial = size * size
+            else:
+                size = -(-size // m.stride[0])  # "same" output size; SamePad and k//2 padding agree
+                spatial = size * size
+            total += spatial * m.out_channels * (m.in_channels // m.groups) * k
+        elif isinstance(m, nn.MaxPool2d):
+            size = -(-size // m.stride)  # 3x3, stride 2, padding 1
+        elif isinstance(m, nn.Linear):
+            total += m.in_features * m.out_features
     return total
