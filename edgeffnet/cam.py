@@ -141,7 +141,9 @@ def _onnx_runner(path: Path, label: str):
 
     model = onnx.load(str(path))
     feature = _onnx_feature_name(model.graph)
-    model.graph.output.append(onnx.helper.make_tensor_value_info(feature, onnx.TensorProto.UNDEFINED, None))
+    typed = onnx.shape_inference.infer_shapes(model).graph.value_info  # an FP16 graph's features are float16
+    elem = next((v.type.tensor_type.elem_type for v in typed if v.name == feature), onnx.TensorProto.FLOAT)
+    model.graph.output.append(onnx.helper.make_tensor_value_info(feature, elem, None))
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
@@ -317,8 +319,6 @@ def _short(name: str) -> str:
 
 def _classes(logits: np.ndarray, top: int, klass: int | None) -> list[int]:
     if klass is not None:
-        if not 0 <= klass < logits.shape[0]:
-            raise UserError(f"--class {klass} is outside the classifier's 0..{logits.shape[0] - 1}")
         return [klass]
     return [int(i) for i in np.argsort(-logits)[:top]]
 
@@ -327,16 +327,20 @@ def _slug(path: str) -> str:
     return Path(path).stem.replace(" ", "_") or "image"
 
 
-def _check(images: list[str], top: int, out: Path) -> list[Image.Image]:
+def _photos(images: list[str], top: int, out: Path) -> list[Image.Image]:
+    """Every input checked before any model is loaded or anything is written."""
     if not images:
         raise UserError("no images given; pass one or more photos after the model")
     if top < 1:
         raise UserError(f"--top must be at least 1, got {top}")
-    photos = [load_photo(p) for p in images]
     if out.exists() and not out.is_dir():
         raise UserError(f"-o {out} exists and is a file; pass a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    return photos
+    return [load_photo(p) for p in images]
+
+
+def _check_class(klass: int | None, num_classes: int) -> None:
+    if klass is not None and not 0 <= klass < num_classes:
+        raise UserError(f"--class {klass} is outside the classifier's 0..{num_classes - 1}")
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -348,8 +352,10 @@ def _write_json(path: Path, data: dict) -> None:
 def maps_of_model(spec: str, weights: str | None, images: list[str], out: Path, top: int = 3,
                   klass: int | None = None) -> dict:
     """Top-k (or one class's) maps of a spec with weights: a PNG per image and grid.png."""
+    photos = _photos(images, top, out)
     source = model_source(spec, weights)
-    photos = _check(images, top, out)
+    _check_class(klass, source.weights.shape[0])
+    out.mkdir(parents=True, exist_ok=True)
     names = _names(source.weights.shape[0])
     grid, records = [], []
     for image, photo in zip(images, photos):
@@ -373,8 +379,10 @@ def maps_of_model(spec: str, weights: str | None, images: list[str], out: Path, 
 def maps_of_bundle(bundle_dir: str | Path, images: list[str], out: Path, top: int = 3,
                    klass: int | None = None) -> dict:
     """The compiled artifact's maps beside the FP32 ones, for FP32's top-k classes, and their correlation."""
+    photos = _photos(images, top, out)
     fp32, artifact = bundle_sources(bundle_dir)
-    photos = _check(images, top, out)
+    _check_class(klass, fp32.weights.shape[0])
+    out.mkdir(parents=True, exist_ok=True)
     names = _names(fp32.weights.shape[0])
     grid, records = [], []
     for image, photo in zip(images, photos):
@@ -410,8 +418,11 @@ def compare_models(specs: list[str], weights: str | None, images: list[str], out
     """The seed's Figure 7: each model's top-1 (or --class) map on the same photos, one column per model."""
     if len(specs) < 2:
         raise UserError("--compare takes two or more comma-separated specs, e.g. lite0,lite1,lite2")
+    photos = _photos(images, 1, out)
     sources = [model_source(s, weights or "pretrained") for s in specs]
-    photos = _check(images, 1, out)
+    for source in sources:
+        _check_class(klass, source.weights.shape[0])
+    out.mkdir(parents=True, exist_ok=True)
     grid, records = [], []
     for image, photo in zip(images, photos):
         row, entry = [], {"image": str(image), "png": f"{_slug(image)}.cam.png", "models": []}
