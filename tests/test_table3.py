@@ -215,9 +215,11 @@ def test_small_build_of_each_family_through_every_stage(tmp_path, cache_env, spe
                        extra={"calib_size": 32, "fidelity_views": 16})
     run_build(req, echo=lambda m: None)
     m = json.loads((out / "manifest.json").read_text())
-    for stage in ("export", "simplify", "compile"):
-        assert m["stages"][stage]["parity"]["cosine_min"] > 0.9, (stage, m["stages"][stage]["parity"])
     assert m["stages"]["export"]["parity"]["max_abs"] <= 1e-4 and m["stages"]["simplify"]["parity"]["max_abs"] <= 1e-4
+    if precision == "fp16":
+        assert m["stages"]["compile"]["parity"]["cosine_min"] >= 0.999
+    else:  # random weights claim no INT8 agreement; the fidelity report measures the artifact all the same
+        assert [r["views"] for r in m["fidelity"]["rows"]] == [16, 16]
     assert m["stages"]["precision"]["files"] and m["precision"] == precision
     assert m["spec"]["family"] == parse_spec(spec).family and m["macs"] == edgeffnet.count_macs(parse_spec(spec))
     records, interrupted = bench.run(out, bench.Settings(iterations=20, seconds=0.2, warmup=0.1))
