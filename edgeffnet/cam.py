@@ -175,6 +175,8 @@ def _openvino_pooled_input(model):
 def _openvino_runner(bundle_dir: Path, manifest: dict):
     """The bundle's IR, compiled as the bundle runs it (device and inference precision of its profile),
     with the pooled feature map added as a second output."""
+    import openvino as ov
+
     from . import targets
     from .backends import openvino as ov_backend
 
@@ -196,7 +198,7 @@ def _openvino_runner(bundle_dir: Path, manifest: dict):
         out = request.infer({0: np.ascontiguousarray(x, np.float32)})
         return Output(np.asarray(out[feature_port], np.float32)[0].copy(), np.asarray(out[logits_port], np.float32)[0].copy())
 
-    return run, {"runtime": f"openvino {ov_backend.ov.get_version()}", "device": device, "inference_precision": hint,
+    return run, {"runtime": f"openvino {ov.get_version()}", "device": device, "inference_precision": hint,
                  "artifact": "model.xml", "feature_tensor": pooled.get_node().get_friendly_name()}
 
 

@@ -17,7 +17,6 @@ from PIL import Image
 
 import edgeffnet
 from edgeffnet import cam
-from edgeffnet.build import BuildRequest, build
 
 SPEC = "mobilenetv2,res=96"  # ReLU6 inverted residuals with a 1x1 head: the pooled map is the head's
 
@@ -88,11 +87,9 @@ def test_upsampled_map_keeps_the_peak_where_it_was():
 @pytest.fixture(scope="module")
 def fp32_bundle(env, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("b") / "fp32"
-    os.environ["EDGEFFNET_CACHE"], old = env["EDGEFFNET_CACHE"], os.environ.get("EDGEFFNET_CACHE")
-    try:
-        build(BuildRequest(spec=SPEC, output=str(out)), echo=lambda m: None)
-    finally:
-        os.environ.pop("EDGEFFNET_CACHE") if old is None else os.environ.__setitem__("EDGEFFNET_CACHE", old)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEFFNET_CACHE", env["EDGEFFNET_CACHE"])
+        edgeffnet.build(SPEC, output=out)
     return out
 
 

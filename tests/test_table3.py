@@ -5,7 +5,6 @@ a small build of each family through every stage (export, simplify, FP16/INT8, O
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -183,7 +182,7 @@ def test_info_of_a_table3_spec():
 
 
 def test_sweep_table3_plans_the_fourteen_rows():
-    from edgeffnet.sweep import plan
+    from edgeffnet.measure.sweep import plan
 
     items = plan(None, tuple(table3_specs()), None, ["fp32"])  # what `sweep --table3` adds to the plan
     assert [i.spec for i in items] == table3_specs()
@@ -195,26 +194,19 @@ def test_sweep_table3_plans_the_fourteen_rows():
 
 @pytest.fixture(scope="module")
 def cache_env(tmp_path_factory):
-    old = os.environ.get("EDGEFFNET_CACHE")
-    os.environ["EDGEFFNET_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if old is None:
-        del os.environ["EDGEFFNET_CACHE"]
-    else:
-        os.environ["EDGEFFNET_CACHE"] = old
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEFFNET_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 @pytest.mark.parametrize("spec,precision", [("mobilenetv1,res=64", "int8"), ("mobilenetv2,res=96", "fp16"),
                                             ("resnet50,d=0.25,w=0.25,res=64", "int8")])
 def test_small_build_of_each_family_through_every_stage(tmp_path, cache_env, spec, precision):
-    from edgeffnet import bench, report
-    from edgeffnet.build import BuildRequest, build as run_build
+    from edgeffnet.measure import report
 
     out = tmp_path / "bundle"
-    req = BuildRequest(spec=spec, precision=precision, output=str(out),
-                       extra={"calib_size": 32, "fidelity_views": 16})
-    run_build(req, echo=lambda m: None)
-    m = json.loads((out / "manifest.json").read_text())
+    b = edgeffnet.build(spec, precision=precision, output=out, calib_size=32, fidelity_views=16)
+    m = b.manifest.to_dict()
     assert m["stages"]["export"]["parity"]["max_abs"] <= 1e-4 and m["stages"]["simplify"]["parity"]["max_abs"] <= 1e-4
     if precision == "fp16":
         assert m["stages"]["compile"]["parity"]["cosine_min"] >= 0.999
@@ -222,7 +214,7 @@ def test_small_build_of_each_family_through_every_stage(tmp_path, cache_env, spe
         assert [r["views"] for r in m["fidelity"]["rows"]] == [16, 16]
     assert m["stages"]["precision"]["files"] and m["precision"] == precision
     assert m["spec"]["family"] == parse_spec(spec).family and m["macs"] == edgeffnet.count_macs(parse_spec(spec))
-    records, interrupted = bench.run(out, bench.Settings(iterations=20, seconds=0.2, warmup=0.1))
-    assert not interrupted and records[0]["stats"]["p50_ms"] > 0
+    record = edgeffnet.bench(b, iterations=20, seconds=0.2, warmup=0.1)
+    assert record.p50_ms > 0
     rep = report.write(report.collect([out]), tmp_path / "report")
     assert (tmp_path / "report" / "report.html").is_file() and rep
