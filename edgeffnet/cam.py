@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,7 +76,7 @@ class Source:
     label: str
     preprocess: Preprocess
     weights: np.ndarray  # classifier (num_classes, C), FP32
-    run: object  # (1, 3, H, W) float32 -> Output
+    run: Callable[[np.ndarray], Output]  # (1, 3, H, W) float32 -> Output
     info: dict = field(default_factory=dict)
 
 
