@@ -70,8 +70,7 @@ def _statistics_images(spec: ModelSpec, recipe: Preprocess) -> torch.Tensor:
     at least 8 views, more at low resolution so the smallest feature map still gives enough samples."""
     from .photos import calibration_photos, to_input, views
 
-    stride = 2 * math.prod(st.stride for st in spec.stages)  # the stem halves, then each strided stage
-    side = math.ceil(spec.resolution / stride)
+    side = math.ceil(spec.resolution / spec.output_stride)
     count = max(8, math.ceil(STATISTICS_SAMPLES / side**2))
     return torch.from_numpy(to_input(views(calibration_photos(), count, recipe), recipe))
 
