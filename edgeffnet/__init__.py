@@ -1,18 +1,51 @@
-"""edgeffnet: compound-scaled EfficientNets compiled and measured for the device you ship to."""
+"""edgeffnet: compound-scaled EfficientNets compiled and measured for the device you ship to.
+
+The bundle side (`Bundle`, `bench`, `compile`) imports no PyTorch: it runs on a device with only its
+runtime installed. The build side (`build`, `create_model`, ...) loads PyTorch when first used.
+"""
 
 from __future__ import annotations
 
-from .errors import UserError
-from .graph import create_model, save_weights
-from .model import EfficientNet, Numerics, count_macs, count_params
-from .preprocess import Preprocess
-from .scaling import ModelSpec, parse_spec
+__version__ = "0.1.0"  # before the imports below: they read it
 
-__version__ = "0.1.0"
-__all__ = ["create_model", "spec", "ModelSpec", "EfficientNet", "Numerics", "Preprocess", "UserError",
-           "count_macs", "count_params", "save_weights"]
+from .bundle import Bundle  # noqa: E402
+from .errors import UserError  # noqa: E402
+from .measure.bench import bench  # noqa: E402
+from .measure.records import Record  # noqa: E402
+__all__ = ["build", "Bundle", "bench", "Record", "compile", "spec", "create_model", "save_weights", "ModelSpec",
+           "EfficientNet", "Numerics", "Preprocess", "UserError", "count_macs", "count_params", "BuildOptions"]
+
+# name -> module that defines it; imported on first access (PEP 562), so `import edgeffnet` stays light.
+_LAZY = {"create_model": "graph", "save_weights": "graph", "EfficientNet": "model", "Numerics": "model",
+         "count_macs": "model", "count_params": "model", "Preprocess": "preprocess", "ModelSpec": "scaling",
+         "BuildOptions": "pipeline.options"}
 
 
-def spec(text: str | ModelSpec) -> ModelSpec:
+def build(spec: str, target: str = "cpu", precision: str | None = None, weights: str | None = None,
+          output=None, **options) -> Bundle:
+    """Build `spec` for `target` into a verified bundle; see edgeffnet.pipeline.build."""
+    from .pipeline import build as _build
+
+    return _build(spec, target, precision, weights, output, **options)
+
+
+def compile(bundle) -> Bundle:  # noqa: A001 - the command's name
+    """Finish a bundle's pending TensorRT engine on this device (build, verify, update the bundle)."""
+    from .compile_on_device import compile_on_device
+
+    return compile_on_device(bundle)
+
+
+def spec(text):
     """The scaled specification for a model-spec string (see `edgeffnet info --help` for the grammar)."""
+    from .scaling import parse_spec
+
     return parse_spec(text)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'edgeffnet' has no attribute {name!r}")

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import UserError
+from .pipeline.options import BuildOptions
 from .scaling import SPEC_FORMS, __doc__ as SPEC_GRAMMAR
 
 # Piped output gets wide tables: a log or a grep should not see names broken across lines.
@@ -43,6 +44,9 @@ def info(spec: str | None, num_classes: int, as_json: bool) -> None:
 
     Without SPEC, list the published presets.
     """
+    from .pipeline import require_build_side
+
+    require_build_side("edgeffnet info")
     from . import info as inf
     from .scaling import parse_spec
 
@@ -115,6 +119,9 @@ def targets_cmd(as_json: bool) -> None:
     out.print(t)
 
 
+_D = BuildOptions()  # every default written once, in pipeline/options.py
+
+
 @cli.command(epilog=_spec_help())
 @click.argument("spec")
 @click.option("--target", "-t", default="cpu", show_default=True, help="Target name or path to a profile .toml.")
@@ -122,46 +129,33 @@ def targets_cmd(as_json: bool) -> None:
 @click.option("--weights", "-w", help="Checkpoint (.pth/.pt) or 'pretrained' (lite0..lite2). Default: seeded random.")
 @click.option("--num-classes", type=int, help="Classifier width (random init; must match a checkpoint).")
 @click.option("--resolution", type=int, help="Input resolution in pixels (default: the spec's).")
-@click.option("--batch", type=int, default=1, show_default=True, help="Static batch size.")
+@click.option("--batch", type=int, default=_D.batch, show_default=True, help="Static batch size.")
 @click.option("--dynamic-batch", is_flag=True, help="Export with a dynamic batch dimension.")
-@click.option("--opset", type=int, default=13, show_default=True, help="ONNX opset (13 is read by every target).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for random weights.")
-@click.option("--views", type=int, default=8, show_default=True, help="Real-photo views used for parity checks.")
+@click.option("--opset", type=int, default=_D.opset, show_default=True, help="ONNX opset (13 is read by every target).")
+@click.option("--seed", type=int, default=_D.seed, show_default=True, help="Seed for random weights.")
+@click.option("--views", type=int, default=_D.views, show_default=True, help="Real-photo views used for parity checks.")
 @click.option("--no-cache", is_flag=True, help="Rebuild every stage instead of reusing finished ones.")
 @click.option("--require-engine", is_flag=True, help="Fail instead of leaving a TensorRT engine pending on a host without TensorRT.")
 @click.option("--calib", type=click.Path(), help="INT8 calibration data: a folder of images (jpg/png/bmp/webp, "
                                                   "searched recursively) or an .npy/.npz of preprocessed tensors. "
                                                   "Default: the real photos in calibration/photos.toml.")
-@click.option("--calib-size", type=int, default=300, show_default=True, help="Calibration views.")
+@click.option("--calib-size", type=int, default=_D.calib_size, show_default=True, help="Calibration views.")
 @click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]),
               help="INT8 range method (default: the one that measures best).")
-@click.option("--min-agreement", type=float, default=0.98, show_default=True,
+@click.option("--min-agreement", type=float, default=_D.min_agreement, show_default=True,
               help="INT8 of trained weights fails below this top-1 agreement with FP32 on verification views.")
 @click.option("--allow-drop", is_flag=True, help="Keep an INT8 build whose agreement is below --min-agreement.")
 @click.option("--fidelity-views", type=int,
               help="Verification views for the fidelity report (FP16/INT8); default 200 for trained weights, "
                    "48 for random ones (which make no agreement claim).")
 @click.option("-o", "--output", type=click.Path(), help="Bundle directory (default build/SPEC-TARGET-PRECISION).")
-def build(spec, target, precision, weights, num_classes, resolution, batch, dynamic_batch, opset, seed, views,
-          no_cache, output, require_engine, calib, calib_size, calib_method, min_agreement, allow_drop,
-          fidelity_views) -> None:
+def build(spec, target, precision, weights, output, no_cache, **options) -> None:
     """Build SPEC for a target: export, simplify, verify and compile into a bundle directory."""
-    from .build import BuildRequest, build as run_build
+    from .pipeline import build as run_build
 
-    req = BuildRequest(spec=spec, target=target, precision=precision, weights=weights, num_classes=num_classes,
-                       resolution=resolution, batch=batch, dynamic_batch=dynamic_batch, opset=opset, output=output,
-                       seed=seed, views=views, cache=not no_cache)
-    if require_engine:
-        req.extra["require_engine"] = True
-    if (precision or "") != "fp32":  # precision options only enter the stage keys of reduced-precision builds
-        if fidelity_views is not None and fidelity_views < 1:
-            raise UserError(f"--fidelity-views must be at least 1, got {fidelity_views}")
-        if not 0.0 <= min_agreement <= 1.0:
-            raise UserError(f"--min-agreement is a fraction between 0 and 1, got {min_agreement}")
-        req.extra.update(calib=calib, calib_size=calib_size, calib_method=calib_method, min_agreement=min_agreement,
-                         allow_drop=allow_drop, fidelity_views=fidelity_views)
-    path = run_build(req, echo=lambda m: err.print(m, markup=False))
-    out.print(str(path), markup=False)  # a path is text: rich would eat a "[x]" in it
+    b = run_build(spec, target=target, precision=precision, weights=weights, output=output, cache=not no_cache,
+                  **options)
+    out.print(str(b.path), markup=False)  # a path is text: rich would eat a "[x]" in it
 
 
 @cli.command()
@@ -179,6 +173,9 @@ def predict(bundle_dir, images, top, as_json) -> None:
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
+    if results and results[0]["random_weights"]:
+        err.print("warning: this bundle has seeded random weights (a latency study): the outputs mean nothing",
+                  markup=False)
     for r in results:
         out.print(f"{r['image']}  ({r['runtime']})", markup=False)
         for c in r["top"]:
@@ -215,20 +212,21 @@ def bench_cmd(bundle_dir, mode, iterations, seconds, warmup, threads, streams, b
     The record (device, tool versions, settings, statistics) is saved as BUNDLE/bench/RUNTIME-MODE.json.
     Ctrl-C stops early and keeps what was measured, marked interrupted.
     """
-    from . import bench
+    from .measure import bench, console
 
     s = bench.Settings(mode=mode, iterations=iterations, seconds=seconds, warmup=warmup, threads=threads,
                        streams=streams, batch=batch)
     records, interrupted = bench.run(bundle_dir, s, _csv_list(baseline),
-                                     progress=lambda label: bench.progress_bar(err, label),
-                                     echo=lambda m: err.print(m, markup=False))
+                                     progress=lambda label: console.progress_bar(err, label),
+                                     log=lambda m: err.print(m, markup=False))
     if as_json:
-        click.echo(json.dumps(records, indent=1, default=str))
+        click.echo(json.dumps([r.to_dict() | {"saved": str(r.saved_to or "")} for r in records], indent=1,
+                              default=str))
     elif records:
-        out.print(bench.table(records))
+        out.print(console.table(records))
         for r in records:
-            err.print(f"saved {r['saved']}" if r["saved"] else
-                      f"warning: could not save the {r['runtime']} record into the bundle", markup=False)
+            err.print(f"saved {r.saved_to}" if r.saved_to else
+                      f"warning: could not save the {r.runtime} record into the bundle", markup=False)
     if interrupted:
         _interrupted("the partial record was saved, marked interrupted" if records else "nothing was measured")
 
@@ -258,15 +256,15 @@ def sweep_cmd(models, specs, scaling, target, precision, mode, baseline, iterati
     """
     from pathlib import Path
 
-    from . import bench, report, sweep, targets
+    from . import targets
+    from .measure import bench, console, report, sweep
 
     precisions = _csv_list(precision) or [targets.load(target).default_precision]
     items = sweep.plan(models, specs, scaling, precisions)
     settings = bench.Settings(iterations=iterations, seconds=seconds, warmup=warmup, threads=threads)
     dest = Path(output)
     result = sweep.run(items, target, dest, _csv_list(mode), _csv_list(baseline), settings,
-                       echo=lambda m: err.print(m, markup=False),
-                       progress=lambda label: bench.progress_bar(err, label))
+                       progress=lambda label: console.progress_bar(err, label))
     try:
         rep = report.write(report.collect([dest / "bundles"]), dest)
     except UserError:
@@ -295,7 +293,7 @@ def report_cmd(paths, output, as_json) -> None:
     PATHS are bundles, directories (searched) or bench record files. Writes report.md, report.csv,
     report.json, latency_vs_flops.png and report.html (self-contained) into OUTPUT.
     """
-    from . import report
+    from .measure import report
 
     rep = report.write(report.collect(list(paths)), output)
     if as_json:
@@ -310,9 +308,9 @@ def report_cmd(paths, output, as_json) -> None:
 @click.argument("bundle_dir", type=click.Path())
 def compile_cmd(bundle_dir) -> None:
     """Finish BUNDLE's pending TensorRT engine on this device: build, verify against the bundle, update it."""
-    from .finish import finish
+    from .compile_on_device import compile_on_device
 
-    out.print(str(finish(bundle_dir, echo=lambda m: err.print(m, markup=False))))
+    out.print(str(compile_on_device(bundle_dir).path), markup=False)
 
 
 # -- search and fit: choosing for the device (edgeffnet/search/) -------------------------------------------
@@ -448,6 +446,11 @@ def fit_cmd(base, searched, coefficients, target, precision, latency_ms, budgets
 
 
 def main() -> None:
+    from . import logs
+
+    log = logs.logger()
+    log.addHandler(logs.console_handler(sys.stderr))
+    log.propagate = False
     try:
         cli(standalone_mode=False)
     except UserError as e:

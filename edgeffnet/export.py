@@ -16,13 +16,12 @@ import torch
 
 from .errors import UserError
 
-DEFAULT_OPSET = 13
 OPSETS = range(13, 21)  # 13: per-axis Q/DQ and TensorRT 8.2; 20: the TorchScript exporter's newest
 INPUT, OUTPUT = "input", "logits"
 
 
-def export_onnx(model: torch.nn.Module, path: Path, resolution: int, batch: int = 1, dynamic_batch: bool = False,
-                opset: int = DEFAULT_OPSET, metadata: dict | None = None) -> dict:
+def export_onnx(model: torch.nn.Module, path: Path, resolution: int, batch: int, dynamic_batch: bool,
+                opset: int, metadata: dict | None = None) -> dict:
     if opset not in OPSETS:
         raise UserError(f"--opset {opset} is not supported; use {OPSETS.start}..{OPSETS.stop - 1} "
                         f"(13 is read by every target, TensorRT 8.2 included)")

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from . import bundle, targets
-from .backends import get as backend
+from .bundle import Bundle
 from .errors import UserError
 from .preprocess import Preprocess, preprocess_image
 from .resources import package_file
@@ -20,15 +19,9 @@ def class_names(n: int) -> list[str]:
     return names if n == len(names) else [f"class {i}" for i in range(n)]
 
 
-def load_runner(path: Path, manifest: dict):
-    target = targets.of_bundle(manifest)
-    return backend(target.backend).load(path, target, manifest["precision"], fallback=True)
-
-
-def predict(bundle_dir: str | Path, images: list[str], top: int = 5) -> list[dict]:
-    path = Path(bundle_dir)
-    manifest = bundle.read_manifest(path)
-    recipe = Preprocess.from_dict(manifest["preprocess"])
+def predict(bundle_or_path: Bundle | str | Path, images: list[str], top: int = 5) -> list[dict]:
+    b = bundle_or_path if isinstance(bundle_or_path, Bundle) else Bundle.open(bundle_or_path)
+    recipe = Preprocess.from_dict(b.manifest.preprocess)
     batch = []
     for name in images:
         try:
@@ -37,10 +30,12 @@ def predict(bundle_dir: str | Path, images: list[str], top: int = 5) -> list[dic
                 batch.append(preprocess_image(img, recipe))
         except FileNotFoundError:
             raise UserError(f"image '{name}' does not exist") from None
-        except (UnidentifiedImageError, OSError) as e:
+        except IsADirectoryError:
+            raise UserError(f"'{name}' is a directory; pass image files") from None
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
             raise UserError(f"cannot read image '{name}' ({type(e).__name__}); pass a jpg/png/bmp/webp file") from None
-    runner = load_runner(path, manifest)
-    logits = run_batched(runner.run, np.stack(batch), manifest["input"]["batch"])
+    runner = b.runner()
+    logits = run_batched(runner.run, np.stack(batch), b.manifest.input["batch"])
     names = class_names(logits.shape[1])
     results = []
     for name, row in zip(images, logits):
@@ -48,5 +43,6 @@ def predict(bundle_dir: str | Path, images: list[str], top: int = 5) -> list[dic
         p /= p.sum()
         order = np.argsort(-p)[:top]
         results.append({"image": str(name), "runtime": f"{runner.describe()['runtime']} {runner.device}",
+                        "random_weights": b.random_weights,
                         "top": [{"class": int(i), "name": names[i], "probability": float(p[i])} for i in order]})
     return results

@@ -192,7 +192,7 @@ def _bad(text: str, why: str) -> UserError:
     return UserError(f"bad model spec '{text}': {why}; valid forms: {SPEC_FORMS}")
 
 
-def _preset_name(token: str) -> str | None:
+def preset_name(token: str) -> str | None:
     t = token.strip().lower().replace("_", "-")
     t = t.removeprefix("efficientnet-")
     return t if t in PRESETS else None
@@ -207,7 +207,7 @@ def parse_spec(text: str) -> ModelSpec:
     tokens = [t.strip() for t in text.split(",")]
     base = "b0"
     if "=" not in tokens[0]:
-        base = _preset_name(tokens[0]) or ""
+        base = preset_name(tokens[0]) or ""
         if not base:
             raise _bad(text, f"unknown model '{tokens[0]}'")
         tokens = tokens[1:]

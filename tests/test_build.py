@@ -26,13 +26,14 @@ import torch
 
 from edgeffnet import bundle, cache, verify
 from edgeffnet.backends import onnxruntime as ort_backend
-from edgeffnet.build import BuildRequest, build
+from edgeffnet.pipeline import build
+from edgeffnet.pipeline.options import BuildOptions
 from edgeffnet.bundle import is_bundle
 from edgeffnet.export import export_onnx
 from edgeffnet.graph import create_model
 from edgeffnet.model import EfficientNet, count_macs, count_params
 from edgeffnet.photos import to_input, verification_views
-from edgeffnet.predict import load_runner
+from edgeffnet.bundle import Bundle
 from edgeffnet.preprocess import Preprocess
 from edgeffnet.scaling import parse_spec
 
@@ -40,7 +41,7 @@ from conftest import FIXTURES
 
 SPEC = "b0,res=96"  # SE + SiLU, symmetric padding
 LITE = "lite0,res=96"  # ReLU6, no SE, TF "SAME" padding
-STAGES = ("graph", "export", "simplify", "compile")
+STAGES = ("reference", "export", "simplify", "compile")
 
 
 @dataclass
@@ -133,7 +134,7 @@ def test_reference_is_the_seeded_pytorch_model_and_artifacts_reproduce_it(b0):
     with torch.no_grad():
         torch_logits = model(torch.from_numpy(x)).numpy()
     assert np.abs(torch_logits - data["logits"]).max() <= 1e-5
-    ir = load_runner(b0.path, b0.manifest)
+    ir = Bundle.open(b0.path).runner()
     for run in (ort_backend.Runner(b0.path / "model.onnx").run, ort_backend.Runner(b0.path / "model.sim.onnx").run,
                 ir.run):
         got = verify.run_batched(run, x, 1)
@@ -148,7 +149,7 @@ def test_random_init_at_low_resolution_keeps_fp32_export_parity(tmp_path):
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     assert np.abs(ref).max() < 10  # a trained network's scale, not an amplified one
-    export_onnx(model, tmp_path / "m.onnx", 64)
+    export_onnx(model, tmp_path / "m.onnx", 64, 1, False, BuildOptions().opset)
     got = verify.run_batched(ort_backend.Runner(tmp_path / "m.onnx").run, x, 1)
     assert np.abs(got - ref).max() <= verify.FP32_MAX_ABS
 
@@ -175,7 +176,7 @@ def test_manifest_says_what_from_what_and_how(b0):
     assert s["spec"] == SPEC and s["resolution"] == 96 == spec.resolution
     assert (s["depth"], s["width"]) == (1.0, 1.0) and s["resolution_multiplier"] == pytest.approx(96 / 224)
     with torch.device("meta"):
-        assert m["params"] == count_params(EfficientNet(spec)) == m["stages"]["graph"]["params"]
+        assert m["params"] == count_params(EfficientNet(spec)) == m["stages"]["reference"]["params"]
     assert m["macs"] == count_macs(spec) and m["flops"] == 2 * m["macs"]
     assert m["precision"] == "fp32" and m["target"]["name"] == "cpu" and m["target"]["device"] == "CPU"
     assert m["input"] == {"name": "input", "batch": 1, "dynamic_batch": False, "shape": [1, 3, 96, 96],
@@ -199,7 +200,7 @@ def test_pretrained_fp16_build_records_weights_and_fp16_parity(env, out):
     assert w["numerics"] == {"padding": "same", "bn_eps": 1e-3}
     assert b.manifest["preprocess"]["mean"] == [127.0] * 3 and b.manifest["preprocess"]["std"] == [128.0] * 3
     stages = b.manifest["stages"]
-    assert list(stages) == ["graph", "export", "simplify", "precision", "compile"]
+    assert list(stages) == ["reference", "export", "simplify", "precision", "compile"]
     for name in ("export", "simplify"):  # the FP32 graphs stay within the FP32 tolerance of trained weights too
         assert stages[name]["parity"]["max_abs"] <= verify.FP32_MAX_ABS
     p = stages["compile"]["parity"]
@@ -214,7 +215,7 @@ def test_static_batch_n(env, out):
     b = _build(env, SPEC, "--batch", "3", "-o", str(out / "batch3"))
     assert _input_dims(b.path / "model.onnx") == _input_dims(b.path / "model.sim.onnx") == [3, 3, 96, 96]
     assert b.manifest["input"]["batch"] == 3 and b.manifest["input"]["shape"][0] == 3
-    assert load_runner(b.path, b.manifest).input_shape == (3, 3, 96, 96)
+    assert Bundle.open(b.path).runner().input_shape == (3, 3, 96, 96)
     assert all(b.manifest["stages"][n]["parity"]["max_abs"] <= verify.FP32_MAX_ABS for n in STAGES[1:])
 
 
@@ -243,9 +244,9 @@ def test_identical_build_reuses_every_stage_and_says_so(env, out, b0):
 
 
 @pytest.mark.parametrize("option,reused", [
-    (("--opset", "17"), {"graph"}),
-    (("--batch", "2"), {"graph"}),
-    (("--target", "intel-gpu", "--precision", "fp32"), {"graph", "export", "simplify"}),
+    (("--opset", "17"), {"reference"}),
+    (("--batch", "2"), {"reference"}),
+    (("--target", "intel-gpu", "--precision", "fp32"), {"reference", "export", "simplify"}),
 ])
 def test_a_changed_option_reruns_only_downstream_stages(env, out, b0, option, reused):
     # A comma (OpenVINO's convert_model split paths at commas) and brackets (rich markup) in the name.
@@ -261,13 +262,15 @@ def test_a_changed_option_reruns_only_downstream_stages(env, out, b0, option, re
         assert b.manifest["target"]["name"] == "intel-gpu" and b.manifest["target"]["device"] == "GPU"
 
 
-def test_stages_cached_by_other_code_are_not_reused(env, out, b0, monkeypatch):
+def test_stages_cached_by_other_code_are_not_reused(env, out, b0, monkeypatch, caplog):
     """An edited checkout keeps the version number; a reference cached by other code (another random init)
     must not meet a model exported by this code."""
     monkeypatch.setenv("EDGEFFNET_CACHE", env["EDGEFFNET_CACHE"])
     monkeypatch.setattr(cache, "code_digest", lambda: "edited")
-    lines: list[str] = []
-    build(BuildRequest(spec=SPEC, output=str(out / "edited")), echo=lines.append)
+    with caplog.at_level("INFO", logger="edgeffnet"):
+        build(SPEC, output=out / "edited")
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("export") for line in lines)
     assert [line.split()[0] for line in lines if "reused from cache" in line] == []
 
 
@@ -291,7 +294,7 @@ def test_a_stage_that_misses_its_tolerance_leaves_nothing_and_keeps_the_old_bund
     before = (kept / "manifest.json").read_bytes()
     for dest in (kept, out / "never"):
         with pytest.raises(verify.StageFailed, match=r"export: max \|logit difference\| \d\.\d+e-\d+ exceeds"):
-            build(BuildRequest(spec=SPEC, opset=15, output=str(dest)), echo=lambda m: None)
+            build(SPEC, opset=15, output=dest)
     assert (kept / "manifest.json").read_bytes() == before and is_bundle(kept)
     assert not (out / "never").exists() and _leftovers(out) == []
 
@@ -311,7 +314,7 @@ def test_a_failed_swap_puts_the_old_bundle_back(env, out, b0, monkeypatch):
 
     monkeypatch.setattr(bundle.Path, "rename", failing)
     with pytest.raises(OSError):
-        build(BuildRequest(spec=SPEC, output=str(dest)), echo=lambda m: None)  # every stage comes from the cache
+        build(SPEC, output=dest)  # every stage comes from the cache
     assert (dest / "marker").read_text() == "old" and is_bundle(dest) and _leftovers(out) == []
 
 
@@ -416,7 +419,7 @@ def test_ctrl_c_mid_build(env, tmp_path):
     seen = []
     for line in p.stderr:
         seen.append(line)
-        if line.startswith("graph"):  # the first stage is done; the export is under way
+        if line.startswith("reference"):  # the first stage is done; the export is under way
             p.send_signal(signal.SIGINT)
             break
     stdout, rest = p.communicate(timeout=300)

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgeffnet.backends import onnxruntime as ort_backend
 from edgeffnet.errors import UserError
 from edgeffnet.precision import calibration, fidelity, fp16, int8, qdq, ranges
-from edgeffnet.precision import openvino as ov_int8
+from edgeffnet.backends.openvino import int8_routes as ov_int8
 from edgeffnet.preprocess import Preprocess
 from edgeffnet.verify import compare
 

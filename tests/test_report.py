@@ -12,11 +12,13 @@ import subprocess
 import sys
 from functools import lru_cache
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
 
-from edgeffnet import bench, report
+from edgeffnet.measure import bench, records, report, timing
+from edgeffnet.measure.records import Record
 from edgeffnet.errors import UserError
 from edgeffnet.info import describe
 from edgeffnet.scaling import parse_spec
@@ -42,18 +44,19 @@ def record(tmp_path, spec: str, precision="fp32", mode="latency", runtime="openv
                 "target": {"name": "cpu", "backend": "openvino", "device": "CPU",
                            "peak": {precision: 1000.0, "source": "test"}, "options": {}}}
     p50 = latency_for(d["flops"], precision)
-    m = bench.Measurement([p50] * 9 + [2 * p50], seconds=1.0, count=10)
+    m = timing.Measurement([p50] * 9 + [2 * p50], seconds=1.0, count=10)
     bundle_dir = tmp_path / "bundles" / f"{spec}-{precision}"
     bundle_dir.mkdir(parents=True, exist_ok=True)
-    r = bench.make_record(bundle_dir, manifest, runtime, bench.Settings(mode=mode), 1, m,
+    b = SimpleNamespace(path=bundle_dir, precision=precision, manifest=SimpleNamespace(to_dict=lambda: manifest))
+    r = bench.make_record(b, runtime, bench.Settings(mode=mode), 1, m,
                           {"device": "CPU", "device_name": "Test CPU"}, 2 if mode == "throughput" else None)
-    r["created"] = created
-    return r
+    r.created = created
+    return r.to_dict()
 
 
 def save_all(tmp_path, records):
     for r in records:
-        bench.save(Path(r["bundle"]), r)
+        records.save(Path(r["bundle"]), Record.from_dict(r))
 
 
 MODELS = ("b0", "b1", "b2", "lite0")

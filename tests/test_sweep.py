@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeffnet import bench, sweep
+from edgeffnet.measure import bench, sweep
 from edgeffnet.errors import UserError
 from edgeffnet.info import describe
 from edgeffnet.scaling import parse_spec
@@ -82,7 +82,7 @@ def _run(out, monkeypatch, settings=QUICK, interrupt_on=None):
     monkeypatch.setattr(sweep, "build", builds)
     monkeypatch.setattr(sweep.bench, "run", benches)
     items = sweep.plan(None, SPECS, None, ["fp32"])
-    result = sweep.run(items, "cpu", out, ["latency"], [], settings, echo=lambda m: None)
+    result = sweep.run(items, "cpu", out, ["latency"], [], settings)
     return result, builds.calls, benches.calls
 
 
@@ -113,14 +113,14 @@ def test_resume_continues_where_it_stopped(tmp_path, monkeypatch, cache):
 
 
 def test_a_failing_item_does_not_stop_the_sweep(tmp_path, monkeypatch, cache):
-    def build(req, echo):
-        if "128" in req.spec:
+    def build(spec, **kw):
+        if "128" in spec:
             raise UserError("simulated failure")
-        return REAL_BUILD(req, echo)
+        return REAL_BUILD(spec, **kw)
 
     monkeypatch.setattr(sweep, "build", build)
     items = sweep.plan(None, SPECS, None, ["fp32"])
-    result = sweep.run(items, "cpu", tmp_path, ["latency"], [], QUICK, echo=lambda m: None)
+    result = sweep.run(items, "cpu", tmp_path, ["latency"], [], QUICK)
     assert [i.spec for i in result["done"]] == ["lite0,res=96"]
     assert [(i.spec, why) for i, why in result["failed"]] == [("lite0,res=128", "simulated failure")]
 
@@ -131,7 +131,7 @@ def test_bad_requests_fail_before_any_work(tmp_path):
                     (dict(baselines=["tf"]), "unknown baseline")):
         args = dict(target="cpu", modes=["latency"], baselines=[]) | kw
         with pytest.raises(UserError, match=msg):
-            sweep.run(items, args["target"], tmp_path, args["modes"], args["baselines"], QUICK, echo=lambda m: None)
+            sweep.run(items, args["target"], tmp_path, args["modes"], args["baselines"], QUICK)
     assert not (tmp_path / "bundles").exists()
 
 

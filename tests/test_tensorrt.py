@@ -20,9 +20,9 @@ from onnx import TensorProto as T
 from onnx import helper, numpy_helper
 
 from edgeffnet import targets
-from edgeffnet.backends.tensorrt_engine import PLAN_TAG, mismatch, plan_version
-from edgeffnet.backends.tensorrt_plan import parse_version, plan, trtexec_line
-from edgeffnet.backends.tensorrt_rules import violations
+from edgeffnet.backends.tensorrt.engine import PLAN_TAG, mismatch, plan_version
+from edgeffnet.backends.tensorrt.plan import parse_version, plan, trtexec_line
+from edgeffnet.backends.tensorrt.rules import violations
 from edgeffnet.errors import UserError
 
 JETSONS = ["jetson-nano", "jetson-tx2", "jetson-xavier-nx", "jetson-agx-xavier", "jetson-orin-nano",

@@ -16,7 +16,8 @@ def test_wheel_runs_info_and_targets_from_another_directory(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for needed in ("edgeffnet/data/targets/cpu.toml", "edgeffnet/data/targets/jetson-orin-nano.toml",
                    "edgeffnet/data/calibration/photos.toml", "edgeffnet/data/imagenet_classes.txt",
-                   "edgeffnet/backends/openvino.py", "edgeffnet/precision/qdq.py"):
+                   "edgeffnet/backends/openvino/__init__.py", "edgeffnet/precision/qdq.py",
+                   "edgeffnet/pipeline/stages.py", "edgeffnet/measure/timing.py", "edgeffnet/backends/tensorrt/runner.py"):
         assert needed in names, needed
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],

@@ -1,19 +1,75 @@
-"""Backends: each has the same two roles, `compile` (graph -> target artifact) and `load` (artifact -> Runner).
+"""Backends: each has the same two roles behind one contract.
 
-A Runner runs the artifact: `run(x)` returns outputs for a float32 NCHW batch, `bound(x)` returns a
-zero-argument callable doing one synchronous inference on pre-bound input (what the latency harness
-times), and `describe()` says what it ran on and with which settings.
+- `compile(ctx, graph) -> Artifact`: the build stage that turns the precision stage's ONNX graph into what
+  the target runs (an OpenVINO IR, a TensorRT engine or, off the device, the engine's pending recipe).
+- `load(bundle, target, precision, settings) -> Runner`: the artifact ready to run on this host.
+
+A Runner runs the artifact: `run(x)` returns outputs for a float32 NCHW batch; `bound(x)` returns a
+zero-argument callable doing one synchronous inference on pre-bound input (what the latency loop times);
+`queue(x)` returns the runtime's asynchronous request queue bound to `x`, or None where the runtime has
+none (throughput mode then times the synchronous loop); `describe()` says what ran where, with which
+settings. Outputs are compared with the reference apart from the backends (edgeffnet.verify).
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
 
 from ..errors import UserError
 
+NAMES = ("openvino", "tensorrt", "onnxruntime", "pytorch")
 
-def get(name: str) -> ModuleType:
-    if name not in ("openvino", "onnxruntime", "tensorrt"):
-        raise UserError(f"unknown backend '{name}'; known: openvino, onnxruntime, tensorrt")
+
+@dataclass
+class AsyncQueue:
+    """An asynchronous request queue bound to one input: `start()` launches one inference (blocking while
+    every request is busy), `wait_all()` waits for all, `latencies_ms` collects each request's own latency."""
+
+    start: Callable[[], Any]
+    wait_all: Callable[[], Any]
+    latencies_ms: list
+    requests: int
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How to load an artifact for running. Fields a runtime has no such knob for are ignored by it."""
+
+    hint: str = "LATENCY"  # LATENCY | THROUGHPUT: the runtime's own performance mode where it has one
+    threads: int | None = None
+    streams: int | None = None
+    batch: int | None = None  # images per request for a dynamic-batch artifact
+    # Build-time verification of a bundle for a device this host lacks (an Intel GPU/NPU profile on a
+    # workstation): check the artifact on the CPU, and say so. Never used for measurement.
+    cpu_fallback: bool = False
+
+
+@runtime_checkable
+class Runner(Protocol):
+    device: str
+
+    def run(self, x: np.ndarray) -> np.ndarray: ...
+
+    def bound(self, x: np.ndarray) -> Callable[[], Any]: ...
+
+    def queue(self, x: np.ndarray) -> AsyncQueue | None: ...
+
+    def describe(self) -> dict: ...
+
+
+class Backend(Protocol):
+    def compile(self, ctx, graph) -> Any: ...  # BuildContext, Artifact -> Artifact
+
+    def load(self, bundle: Path, target, precision: str, settings: RunSettings | None = None) -> Runner: ...
+
+
+def get(name: str) -> Backend:
+    """The backend module by name, imported only when asked (each pulls its runtime in)."""
+    if name not in NAMES:
+        raise UserError(f"unknown backend '{name}'; known: {', '.join(NAMES)}")
     return importlib.import_module(f"{__name__}.{name}")

@@ -1,4 +1,8 @@
-"""ONNX Runtime (CPU): runs every ONNX graph edgeffnet writes; it verifies stages and is a bench baseline."""
+"""ONNX Runtime (CPU): runs every ONNX graph edgeffnet writes; it verifies stages and is a bench baseline.
+
+Its artifact is the ONNX graph itself: `compile` has nothing to convert, and `load` runs the bundle's
+graph for a precision (model.sim.onnx for fp32, the baseline the bench compares with).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
+
+from . import RunSettings
+
+GRAPHS = {"fp32": "model.sim.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
 
 class Runner:
@@ -35,6 +42,7 @@ class Runner:
         self.input_shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
         self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         self.threads = threads
+        self.device = "CPU"
 
     def run(self, x: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self.input_name: x.astype(self.input_dtype, copy=False)})[0]
@@ -45,18 +53,35 @@ class Runner:
         run = self.session.run
         return lambda: run(None, feed)
 
+    def queue(self, x: np.ndarray) -> None:
+        return None  # the Python API runs one request at a time
+
     def describe(self) -> dict:
         return {"runtime": "onnxruntime", "version": ort.__version__, "provider": "CPUExecutionProvider",
                 "threads": self.threads or os.cpu_count(), "graph": self.path.name}
 
 
-def load(path: str | Path, threads: int | None = None) -> Runner:
-    return Runner(path, threads)
+def compile(ctx, graph):
+    """ONNX Runtime runs the ONNX graph as it is."""
+    from ..pipeline.context import Artifact
+
+    return Artifact("compile", graph.path, {"files": [], "runs": graph.path.name})
 
 
-def free_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+def load(bundle: Path, target, precision: str, settings: RunSettings | None = None) -> Runner:
+    graph = Path(bundle) / GRAPHS[precision]
+    if not graph.is_file():
+        from ..errors import UserError
+
+        raise UserError(f"{bundle} has no {graph.name}; rebuild the bundle with edgeffnet build")
+    return Runner(graph, (settings or RunSettings()).threads)
+
+
+def free_batch(model):
     """A copy whose batch dimension is symbolic (edgeffnet graphs never bake the batch into a Reshape:
     Flatten keeps it free), so many views run per call whatever batch the bundle exports."""
+    import onnx
+
     m = onnx.ModelProto()
     m.CopyFrom(model)
     for v in list(m.graph.input) + list(m.graph.output):
@@ -68,8 +93,11 @@ def free_batch(model: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
-def run_all(graph: str | Path | onnx.ModelProto, x: np.ndarray, chunk: int = 32, literal: bool = False) -> np.ndarray:
-    """Outputs for many views at once, `chunk` per call (what verification and calibration need)."""
+def run_all(graph, x: np.ndarray, chunk: int = 32, literal: bool = False) -> np.ndarray:
+    """Outputs for many views at once, `chunk` per call (what verification and calibration need);
+    `graph` is a path or an onnx.ModelProto."""
+    import onnx
+
     model = graph if isinstance(graph, onnx.ModelProto) else onnx.load(str(graph))
     runner = Runner(free_batch(model).SerializeToString(), exact=True, literal=literal)
     return np.concatenate([runner.run(x[i:i + chunk]) for i in range(0, len(x), chunk)])

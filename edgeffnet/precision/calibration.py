@@ -19,7 +19,6 @@ from ..photos import calibration_photos, to_input, views
 from ..preprocess import Preprocess, to_rgb
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-DEFAULT_SIZE = 300
 
 
 TUNING_VIEWS = 64

@@ -15,9 +15,6 @@ from ..errors import UserError
 from ..photos import to_input, verification_views
 from ..verify import compare
 
-DEFAULT_VIEWS = 200
-RANDOM_INIT_VIEWS = 48  # random weights make no agreement claim: enough views to report, fewer to wait for
-DEFAULT_MIN_AGREEMENT = 0.98
 
 
 class FidelityTooLow(UserError):

@@ -11,6 +11,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..onnx_index import GraphIndex
+
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 
 
@@ -27,14 +29,11 @@ def to_fp16(model: onnx.ModelProto, keep_fp32: frozenset[str] = frozenset()) -> 
     input_names = {x.name for x in g.input}
     kept = [n for n in g.node if n.op_type in keep_fp32]
     kept_inputs = {i for n in kept for i in n.input}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    index = GraphIndex(m)
 
     # Initializers used only by kept nodes stay FP32; the rest become FP16.
     for name, t in _float_initializers(g).items():
-        if name in kept_inputs and all(c.op_type in keep_fp32 for c in consumers.get(name, [])):
+        if name in kept_inputs and all(c.op_type in keep_fp32 for c in index.reader_nodes(name)):
             continue
         half = numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), name)
         t.CopyFrom(half)
@@ -50,7 +49,7 @@ def to_fp16(model: onnx.ModelProto, keep_fp32: frozenset[str] = frozenset()) -> 
         if inp.type.tensor_type.elem_type != FLOAT or inp.name in init_names:
             continue
         half_name = f"{inp.name}_fp16"
-        for c in consumers.get(inp.name, []):
+        for c in index.reader_nodes(inp.name):
             if c.op_type in keep_fp32:
                 continue
             for k, i in enumerate(c.input):

@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..onnx_index import GraphIndex
+
 WEIGHTED = ("Conv", "Gemm")
 # Unweighted ops whose inputs are quantized too: GlobalAveragePool, and (see _eltwise) residual Adds
 # and squeeze-excitation Muls, so the runtime keeps int8 between convs instead of converting to float
@@ -99,7 +101,8 @@ def quantize(model: onnx.ModelProto, p: Plan, ranges: dict[str, float],
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
-    inits = {t.name: t for t in g.initializer}
+    index = GraphIndex(m)
+    inits = index.initializers
     nodes = {n.name: n for n in g.node}
     new_inits: list[onnx.TensorProto] = []
     zero = "qdq_zero_int8"
@@ -159,12 +162,11 @@ def quantize(model: onnx.ModelProto, p: Plan, ranges: dict[str, float],
         n.input[1] = f"{base}_dq"
 
     # Keep the node list topologically sorted: an activation's Q/DQ right after its producer.
-    produced_by = {o: n.name for n in g.node for o in n.output}
     head: list[onnx.NodeProto] = []
     after: dict[str, list[onnx.NodeProto]] = {}
     for t, pair in pairs.items():
-        producer = produced_by.get(t)
-        (after.setdefault(producer, []) if producer else head).extend(pair)
+        producer = index.producer.get(t)
+        (after.setdefault(producer.name, []) if producer else head).extend(pair)
     ordered = list(head)
     for n in g.node:
         ordered.extend(before.get(n.name, []))

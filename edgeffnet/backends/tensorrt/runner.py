@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from .tensorrt_cuda import cuda
+from ...errors import UserError
+from .cuda import cuda
 
 
 class Runner:
@@ -131,6 +131,9 @@ class Runner:
             sync(stream)
 
         return infer
+
+    def queue(self, x: np.ndarray) -> None:
+        return None  # one stream, one context: throughput mode times the synchronous loop
 
     def describe(self) -> dict:
         return {"runtime": "tensorrt", "version": self.trt.__version__, "device": self.device,

@@ -12,15 +12,14 @@ Only imported where `tensorrt` imports. The API differences handled here:
 
 from __future__ import annotations
 
-import os
 import re
 import struct
-import tempfile
 from pathlib import Path
 
-from .. import cache
-from ..errors import UserError
-from .tensorrt_plan import EnginePlan, batch_profile
+from ... import cache
+from ...errors import UserError
+from ...files import atomic_write_bytes
+from .plan import EnginePlan, batch_profile
 
 PLAN_TAG = 0x74727466  # "ftrt": the first word of a serialized plan (TensorRT samples, sampleEngines.cpp)
 
@@ -48,10 +47,7 @@ def timing_cache_path(tensorrt: str, gpu: dict) -> Path:
 
 def _save_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data)
 
 
 def build(graph: Path, engine: Path, p: EnginePlan, target, gpu: dict, input_name: str,

@@ -11,16 +11,13 @@ static checks of TensorRT's rules for the profile's version run first, wherever 
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from pathlib import Path
 
-import onnx
-
-from ..errors import UserError
-from ..verify import StageFailed
-from . import tensorrt_rules
-from .tensorrt_plan import ENGINE, parse_version, plan, trtexec_line
+from ...errors import UserError
+from ...files import atomic_write_json, atomic_write_text, utc_now
+from .. import RunSettings
+from .plan import ENGINE, parse_version, plan, trtexec_line
 
 FACTS = "model.engine.json"  # what the engine was built with, beside it: load compares before deserializing
 README = "README.md"
@@ -28,6 +25,8 @@ README = "README.md"
 
 def input_of(graph: Path) -> tuple[str, list[int | None]]:
     """The graph's input name and dims (None where the dimension is free)."""
+    import onnx
+
     m = onnx.load(str(graph), load_external_data=False)
     inits = {t.name for t in m.graph.initializer}
     inp = next(i for i in m.graph.input if i.name not in inits)
@@ -46,7 +45,7 @@ def _import_tensorrt():
 
 
 def host_gpu() -> tuple[dict | None, str | None]:
-    from .tensorrt_cuda import cuda
+    from .cuda import cuda
 
     try:
         return cuda().device(), None
@@ -100,13 +99,24 @@ def _readme(target, precision: str, graph: str, line: str, pending: str | None, 
     return head + facts + status + f"    {line}\n"
 
 
-def compile(graph: Path, out_dir: Path, target, precision: str) -> dict:
+def compile(ctx, graph):
+    """The compile stage for TensorRT: the engine from the precision graph, or its recipe when pending."""
+    from ...pipeline.context import Artifact
+
+    record = compile_graph(graph.path, ctx.dir, ctx.target, ctx.precision)
+    return Artifact("compile", None if record["pending"] else ctx.dir / ENGINE, record)
+
+
+def compile_graph(graph: Path, out_dir: Path, target, precision: str) -> dict:
     """Check the graph against the profile's TensorRT rules, then build model.engine here or mark it pending."""
+    from ...verify import StageFailed
+    from . import rules
+
     version = target.options.get("tensorrt")
     if not version:
         raise UserError(f"target profile '{target.path or target.name}' has no options.tensorrt version; "
                         f"see targets/jetson-orin-nano.toml for the format")
-    problems = tensorrt_rules.violations(graph, version)
+    problems = rules.violations(graph, version)
     if problems:
         raise StageFailed(f"compile: {graph.name} breaks TensorRT {version}'s rules: {problems[0]}"
                           + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
@@ -115,36 +125,36 @@ def compile(graph: Path, out_dir: Path, target, precision: str) -> dict:
               "tensorrt_rules": {"checked_for": version, "violations": []}}
     reason = pending_reason(target, precision)
     if reason:
-        (out_dir / README).write_text(_readme(target, precision, graph.name, line, reason, None))
+        atomic_write_text(out_dir / README, _readme(target, precision, graph.name, line, reason, None))
         return {**record, "files": [README], "pending": True, "pending_reason": reason, "engine": None,
                 "finish": "edgeffnet compile BUNDLE on the device, or the trtexec line in README.md",
                 "summary": f"engine pending: {reason}; on the device run `edgeffnet compile BUNDLE` "
                            f"or the trtexec line in BUNDLE/README.md"}
     built = build_engine(graph, out_dir, target, precision)
-    (out_dir / README).write_text(_readme(target, precision, graph.name, line, None, built))
+    atomic_write_text(out_dir / README, _readme(target, precision, graph.name, line, None, built))
     return {**record, "files": [ENGINE, FACTS, README], "pending": False, "engine": built}
 
 
 def build_engine(graph: Path, out_dir: Path, target, precision: str) -> dict:
     import tensorrt as trt
 
-    from . import tensorrt_engine
+    from . import engine
 
     gpu, _ = host_gpu()
     name, dims = input_of(graph)
     p = plan(target, precision, parse_version(trt.__version__), parse_version(gpu["compute_capability"]))
-    built = tensorrt_engine.build(graph, out_dir / ENGINE, p, target, gpu, name, dims)
-    built["built"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    (out_dir / FACTS).write_text(json.dumps(built, indent=2) + "\n")
+    built = engine.build(graph, out_dir / ENGINE, p, target, gpu, name, dims)
+    built["built"] = utc_now()
+    atomic_write_json(out_dir / FACTS, built, indent=2)
     return built
 
 
-def load(bundle_dir: Path, target, precision: str, fallback: bool = False, **settings):
+def load(bundle_dir: Path, target, precision: str, settings: RunSettings | None = None):
     """The bundle's engine on this host's GPU. There is no fallback device: an engine runs where it was
-    built or nowhere, so `fallback` is accepted for the common interface and changes nothing."""
+    built or nowhere (settings.cpu_fallback does not apply)."""
     bundle_dir = Path(bundle_dir)
-    engine, facts = bundle_dir / ENGINE, bundle_dir / FACTS
-    if not engine.is_file():
+    engine_file, facts = bundle_dir / ENGINE, bundle_dir / FACTS
+    if not engine_file.is_file():
         readme = bundle_dir / README
         raise UserError(f"{bundle_dir} has no TensorRT engine yet (built without TensorRT); on the device run "
                         f"`edgeffnet compile {bundle_dir}`" + (f" or the trtexec line in {readme}" if readme.is_file() else ""))
@@ -156,15 +166,15 @@ def load(bundle_dir: Path, target, precision: str, fallback: bool = False, **set
         raise UserError(why)
     built = json.loads(facts.read_text()) if facts.is_file() else None
     if built is None:
-        raise UserError(f"{engine} has no {FACTS} saying what it was built with; rebuild it with "
+        raise UserError(f"{engine_file} has no {FACTS} saying what it was built with; rebuild it with "
                         f"`edgeffnet compile {bundle_dir}`")
-    from . import tensorrt_engine
-    from .tensorrt_runner import Runner
+    from . import engine
+    from .runner import Runner
 
-    header = tensorrt_engine.plan_version(engine)
-    if header and not tensorrt_engine.same_version(header, built["tensorrt"]):
+    header = engine.plan_version(engine_file)
+    if header and not engine.same_version(header, built["tensorrt"]):
         built = {**built, "tensorrt": header}  # the file was replaced (e.g. by trtexec): believe its header
-    problem = tensorrt_engine.mismatch(built, trt.__version__, gpu)
+    problem = engine.mismatch(built, trt.__version__, gpu)
     if problem:
         raise UserError(problem.replace("BUNDLE", str(bundle_dir)))
-    return Runner(engine, built.get("dla_core"))
+    return Runner(engine_file, built.get("dla_core"))

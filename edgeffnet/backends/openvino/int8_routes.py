@@ -11,15 +11,17 @@ from __future__ import annotations
 import io
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..backends import onnxruntime as ort_backend
-from ..backends import openvino as ovb
-from ..verify import compare, run_batched
-from . import INT8_GRAPH, calibration_set
+from ...measure.timing import interleaved_p50
+from ...onnx_index import GraphIndex
+from ...verify import compare, run_batched
+from .. import RunSettings
+from .. import onnxruntime as ort_backend
 
 COSINE_GAP = 0.002  # a difference in mean cosine below this is noise on 64 views; then latency decides
 
@@ -35,18 +37,14 @@ _KEEP_SIGN = ("GlobalAveragePool", "MaxPool", "AveragePool", "Flatten", "Reshape
 def nonnegative(model: onnx.ModelProto) -> set[str]:
     """Tensors that cannot be negative whatever the input: outputs of Relu, Sigmoid and Clip with a
     lower bound >= 0, and what pooling, reshaping, Q/DQ, sums and products of those make of them."""
-    g = model.graph
-    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    for n in g.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    index = GraphIndex(model)
     out: set[str] = set()
-    for n in g.node:  # topological order
+    for n in model.graph.node:  # topological order
         op, ins = n.op_type, n.input
         if op in _ALWAYS_NONNEGATIVE:
             out.add(n.output[0])
         elif op == "Clip":
-            low = consts.get(ins[1]) if len(ins) > 1 and ins[1] else None
+            low = index.array(ins[1]) if len(ins) > 1 and ins[1] else None
             if ins[0] in out or (low is not None and float(low) >= 0):
                 out.add(n.output[0])
         elif (op in _KEEP_SIGN and ins[0] in out) or (op in ("Add", "Mul") and all(i in out for i in ins)):
@@ -66,11 +64,8 @@ def unsigned_where_nonnegative(model: onnx.ModelProto) -> tuple[onnx.ModelProto,
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
-    inits = {t.name: t for t in g.initializer}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in g.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    index = GraphIndex(m)
+    inits = index.initializers
     positive = nonnegative(m)
     changed = []
     for q in [n for n in g.node if n.op_type == "QuantizeLinear"]:
@@ -78,12 +73,12 @@ def unsigned_where_nonnegative(model: onnx.ModelProto) -> tuple[onnx.ModelProto,
         if t in inits or t not in positive or len(q.input) < 3 or inits.get(q.input[2]) is None:
             continue
         zero = numpy_helper.to_array(inits[q.input[2]])
-        dqs = readers.get(q.output[0], [])
+        dqs = index.reader_nodes(q.output[0])
         scale = q.input[1]
         if zero.dtype != np.int8 or zero.ndim or not dqs or any(
                 d.op_type != "DequantizeLinear" or d.input[1:] != q.input[1:] for d in dqs):
             continue
-        if any(r not in dqs and r is not q for r in readers[scale]):
+        if any(r not in dqs and r is not q for r in index.reader_nodes(scale)):
             continue  # a scale shared with another tensor stays as it is
         s = numpy_helper.to_array(inits[scale]) * (127.0 / 255.0)
         inits[scale].CopyFrom(numpy_helper.from_array(s.astype(np.float32), scale))
@@ -96,29 +91,16 @@ def unsigned_where_nonnegative(model: onnx.ModelProto) -> tuple[onnx.ModelProto,
     return m, changed
 
 
-def _latency_ms(runners: dict, x: np.ndarray, seconds: float = 1.5) -> dict:
-    """p50 of interleaved synchronous runs, so both routes see the same machine state."""
-    calls = {k: r.bound(x) for k, r in runners.items()}
-    for call in calls.values():
-        for _ in range(5):
-            call()
-    times: dict[str, list[float]] = {k: [] for k in calls}
-    end = time.perf_counter() + seconds * len(calls)
-    while time.perf_counter() < end or min(len(v) for v in times.values()) < 20:
-        for k, call in calls.items():
-            t = time.perf_counter()
-            call()
-            times[k].append(time.perf_counter() - t)
-    return {k: float(np.median(v) * 1e3) for k, v in times.items()}
-
-
-def _nncf_ir(b, out_xml) -> None:
+def _nncf_ir(ctx, out_xml: Path) -> None:
     import nncf
     import openvino as ov
 
-    cal = calibration_set(b)
-    fp32 = ov.convert_model(io.BytesIO((b.dir / "model.sim.onnx").read_bytes()))  # paths may hold commas
-    batch = b.fixed_batch or 1
+    from ...logs import quiet_third_party
+
+    quiet_third_party()
+    cal = ctx.calibration
+    fp32 = ov.convert_model(io.BytesIO((ctx.dir / "model.sim.onnx").read_bytes()))  # paths may hold commas
+    batch = ctx.fixed_batch or 1
     # A static batch needs whole batches; a calibration set smaller than one batch repeats its views.
     data = cal.data if len(cal.data) >= batch else np.resize(cal.data, (batch, *cal.data.shape[1:]))
     samples = [data[i:i + batch] for i in range(0, len(data) - batch + 1, batch)]
@@ -126,36 +108,41 @@ def _nncf_ir(b, out_xml) -> None:
     ov.save_model(quantized, str(out_xml), compress_to_fp16=False)
 
 
-def compile_int8(b) -> dict:
-    alt = b.dir / ".routes"
+def compile_int8(ctx, qdq_graph: Path) -> dict:
+    """Both routes measured on the tuning views; the chosen IR is left in ctx.dir. Returns the record."""
+    from . import convert, load
+
+    alt = ctx.dir / ".routes"
     alt.mkdir()
+    settings = RunSettings(cpu_fallback=True)
     try:
         # Route (a) reads the shared Q/DQ graph in OpenVINO's encoding: non-negative activations as uint8.
-        graph, unsigned = unsigned_where_nonnegative(onnx.load(str(b.dir / INT8_GRAPH)))
-        onnx.save(graph, str(alt / INT8_GRAPH))
-        info = ovb.compile(alt / INT8_GRAPH, b.dir, b.target, "int8")
+        graph, unsigned = unsigned_where_nonnegative(onnx.load(str(qdq_graph)))
+        onnx.save(graph, str(alt / qdq_graph.name))
+        info = convert(alt / qdq_graph.name, ctx.dir, compress_to_fp16=False)
+        info["converted_from"] = qdq_graph.name
         t = time.perf_counter()
-        _nncf_ir(b, alt / "model.xml")
+        _nncf_ir(ctx, alt / "model.xml")
         nncf_seconds = time.perf_counter() - t
-        tuning = calibration_set(b).tuning(b.preprocess)
-        ref = ort_backend.run_all(b.dir / "model.sim.onnx", tuning)
-        runners = {"qdq-onnx": ovb.load(b.dir, b.target, "int8", fallback=True),
-                   "nncf": ovb.load(alt, b.target, "int8", fallback=True)}
-        cos = {k: compare(ref, run_batched(r.run, tuning, b.fixed_batch)).cosine_mean for k, r in runners.items()}
-        x = tuning[: b.fixed_batch or 1]
-        lat = _latency_ms(runners, x)
+        tuning = ctx.calibration.tuning(ctx.preprocess)
+        ref = ort_backend.run_all(ctx.dir / "model.sim.onnx", tuning)
+        runners = {"qdq-onnx": load(ctx.dir, ctx.target, "int8", settings),
+                   "nncf": load(alt, ctx.target, "int8", settings)}
+        cos = {k: compare(ref, run_batched(r.run, tuning, ctx.fixed_batch)).cosine_mean for k, r in runners.items()}
+        x = tuning[: ctx.fixed_batch or 1]
+        lat = interleaved_p50({k: r.bound(x) for k, r in runners.items()})
         if abs(cos["qdq-onnx"] - cos["nncf"]) > COSINE_GAP:
             chosen, why = max(cos, key=cos.get), "closer to FP32 (mean cosine)"
         else:
             chosen, why = min(lat, key=lat.get), "faster at equal fidelity"
         if chosen == "nncf":
             for name in ("model.xml", "model.bin"):
-                shutil.move(str(alt / name), str(b.dir / name))
+                shutil.move(str(alt / name), str(ctx.dir / name))
     finally:
         shutil.rmtree(alt, ignore_errors=True)
     device = runners["nncf"].device
     return {**info, "int8_route": chosen, "int8_route_reason": why, "converted_from": (
-                f"{INT8_GRAPH} with its {len(unsigned)} non-negative activations as uint8 (zero point 0)"
+                f"{qdq_graph.name} with its {len(unsigned)} non-negative activations as uint8 (zero point 0)"
                 if chosen == "qdq-onnx" else "model.sim.onnx via NNCF"), "int8_routes": {
                 k: {"latency_p50_ms": round(lat[k], 4), "tuning_cosine_mean": round(cos[k], 6)} for k in lat},
             "int8_routes_measured_on": device, "uint8_activations": len(unsigned), "nncf_seconds": round(nncf_seconds, 2)}

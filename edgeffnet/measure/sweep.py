@@ -11,18 +11,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from . import bench, bundle, targets
-from .build import BuildRequest, build, default_output
-from .errors import UserError
-from .scaling import BASELINES, PRESETS, parse_spec
+from .. import bundle, logs, targets
+from ..pipeline import build, require_build_side
+from ..errors import UserError
+from ..scaling import BASELINES, PRESETS, parse_spec
+from ..scaling import preset_name as _preset
+from . import bench, console, records
 
 DEFAULT_MODELS = "b0-b3,lite0"
 VARIANTS = ("width", "depth", "resolution")
-
-
-def _preset(token: str) -> str | None:
-    t = token.strip().lower().removeprefix("efficientnet-")
-    return t if t in PRESETS else None
 
 
 def parse_models(text: str) -> list[str]:
@@ -76,7 +73,9 @@ class Item:
     precision: str
 
     def bundle_dir(self, out: Path, target: str) -> Path:
-        return out / "bundles" / default_output(self.spec, target, self.precision).name
+        from ..pipeline import default_output
+
+        return Path(out) / "bundles" / default_output(self.spec, target, self.precision).name
 
 
 def plan(models: str | None, specs: tuple[str, ...], scaling: str | None, precisions: list[str]) -> list[Item]:
@@ -88,26 +87,32 @@ def plan(models: str | None, specs: tuple[str, ...], scaling: str | None, precis
     return list(dict.fromkeys(Item(n, p) for n in names for p in precisions))
 
 
-def _same(record: dict | None, manifest: dict, s: bench.Settings) -> bool:
+def _same(record: records.Record | None, manifest: dict, s: bench.Settings) -> bool:
     """A record counts as done when it is complete, of this build, and measured with these settings."""
-    if not record or record.get("interrupted") or record.get("bundle_created") != manifest.get("created"):
+    if not record or record.interrupted or record.bundle_created != manifest.get("created"):
         return False
     want = asdict(s)
     want.pop("batch")
-    return all(record["settings"].get(k) == v for k, v in want.items())
+    return all(record.settings.get(k) == v for k, v in want.items())
 
 
 def done(bundle_dir: Path, settings: bench.Settings, baselines: list[str]) -> bool:
     if not bundle.is_bundle(bundle_dir):
         return False
-    manifest = bundle.read_manifest(bundle_dir)
-    return all(_same(bench.load_record(bench.record_path(bundle_dir, rt, settings.mode)), manifest, settings)
+    try:
+        manifest = bundle.read_manifest(bundle_dir)
+    except UserError:
+        return False
+    return all(_same(records.load(records.record_path(bundle_dir, rt, settings.mode)), manifest, settings)
                for rt in bench.runtimes(manifest["target"]["backend"], baselines))
 
 
 def run(items: list[Item], target: str, out: Path, modes: list[str], baselines: list[str], settings: bench.Settings,
-        echo=print, progress=None) -> dict:
+        progress=None) -> dict:
     """Build and bench each item; a failing item is reported and skipped. Returns what happened."""
+    echo = logs.logger().info
+    if not all(bundle.is_bundle(i.bundle_dir(out, targets.load(target).name)) for i in items):
+        require_build_side("edgeffnet sweep")
     profile = targets.load(target)
     for p in dict.fromkeys(i.precision for i in items):
         profile.check_precision(p)
@@ -131,14 +136,13 @@ def run(items: list[Item], target: str, out: Path, modes: list[str], baselines: 
         echo(f"{label}")
         try:
             if not bundle.is_bundle(dest):
-                build(BuildRequest(spec=item.spec, target=target, precision=item.precision, output=str(dest)),
-                      echo=lambda m: echo(f"  {m}"))
+                build(item.spec, target=target, precision=item.precision, output=dest)
             for s in runs:
                 if done(dest, s, baselines):
                     continue
-                records, interrupted = bench.run(dest, s, baselines, progress=progress)
-                for r in records:
-                    echo(f"  {r['runtime']:12s} {s.mode:10s} " + bench.summary(r))
+                recs, interrupted = bench.run(dest, s, baselines, progress=progress)
+                for r in recs:
+                    echo(f"  {r.runtime:12s} {s.mode:10s} " + console.summary(r))
                 if interrupted:
                     raise KeyboardInterrupt
         except UserError as e:

@@ -24,7 +24,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from .tensorrt_plan import parse_version
+from ...onnx_index import GraphIndex
+from .plan import parse_version
 
 T = TensorProto
 MAX_OPSET = (((8, 0), 13), ((8, 5), 17), ((10, 0), 20), ((10, 9), 22), ((10, 13), 24), ((11, 0), 25))
@@ -48,31 +49,6 @@ def _attr(node: onnx.NodeProto, name: str, default=None):
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
     return default
-
-
-class _Graph:
-    """Lookups the rules need: constants by name, producers and consumers of each tensor."""
-
-    def __init__(self, model: onnx.ModelProto):
-        g = model.graph
-        self.constants: dict[str, onnx.TensorProto] = {t.name: t for t in g.initializer}
-        for n in g.node:
-            if n.op_type == "Constant" and n.output and _attr(n, "value") is not None:
-                self.constants[n.output[0]] = _attr(n, "value")
-        self.producer = {o: n for n in g.node for o in n.output}
-        self.consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
-        for n in g.node:
-            for k, i in enumerate(n.input):
-                self.consumers.setdefault(i, []).append((n, k))
-        self.outputs = {o.name for o in g.output}
-
-    def array(self, name: str) -> np.ndarray | None:
-        t = self.constants.get(name)
-        return None if t is None else numpy_helper.to_array(t)
-
-    def rank(self, name: str) -> int | None:
-        t = self.constants.get(name)
-        return None if t is None else len(t.dims)
 
 
 def _opset(model: onnx.ModelProto, version: tuple[int, int]) -> tuple[int, list[str]]:
@@ -110,7 +86,7 @@ def _types(model: onnx.ModelProto, version: tuple[int, int]) -> list[str]:
             for d, w in seen.items()]
 
 
-def _quant_params(node: onnx.NodeProto, g: _Graph, version: tuple[int, int]) -> list[str]:
+def _quant_params(node: onnx.NodeProto, g: GraphIndex, version: tuple[int, int]) -> list[str]:
     """Scale and zero point of one QuantizeLinear/DequantizeLinear: constant, symmetric, int8."""
     name = node.name or node.output[0]
     problems = []
@@ -149,7 +125,7 @@ def _expected_weight_axis(consumer: onnx.NodeProto, index: int, rank: int) -> in
     return None
 
 
-def _source_is_constant(dq: onnx.NodeProto, g: _Graph) -> bool:
+def _source_is_constant(dq: onnx.NodeProto, g: GraphIndex) -> bool:
     """Whether the tensor a DequantizeLinear restores is a weight: a constant, or a Q of a constant."""
     x = dq.input[0]
     if x in g.constants:
@@ -158,7 +134,7 @@ def _source_is_constant(dq: onnx.NodeProto, g: _Graph) -> bool:
     return q is not None and q.op_type == "QuantizeLinear" and q.input[0] in g.constants
 
 
-def _granularity(dq: onnx.NodeProto, g: _Graph, opset: int) -> list[str]:
+def _granularity(dq: onnx.NodeProto, g: GraphIndex, opset: int) -> list[str]:
     name = dq.name or dq.output[0]
     scale = g.array(dq.input[1]) if len(dq.input) > 1 else None
     if scale is None or scale.size <= 1:
@@ -173,7 +149,7 @@ def _granularity(dq: onnx.NodeProto, g: _Graph, opset: int) -> list[str]:
     axis = _attr(dq, "axis", 1)
     axis = axis + rank if axis < 0 else axis
     problems = []
-    for consumer, index in g.consumers.get(dq.output[0], []):
+    for consumer, index in g.readers.get(dq.output[0], []):
         expected = _expected_weight_axis(consumer, index, rank)
         if expected is not None and axis != expected:
             problems.append(f"{consumer.op_type} '{consumer.name or consumer.output[0]}': weight '{source}' is "
@@ -181,13 +157,13 @@ def _granularity(dq: onnx.NodeProto, g: _Graph, opset: int) -> list[str]:
     return problems
 
 
-def _pairing(node: onnx.NodeProto, g: _Graph) -> list[str]:
+def _pairing(node: onnx.NodeProto, g: GraphIndex) -> list[str]:
     name = node.name or node.output[0]
     if node.op_type == "QuantizeLinear":
         if node.output[0] in g.outputs:
             return [f"QuantizeLinear '{name}' is a graph output; it must feed a DequantizeLinear"]
-        others = [c for c, _ in g.consumers.get(node.output[0], []) if c.op_type != "DequantizeLinear"]
-        if others or not g.consumers.get(node.output[0]):
+        others = [c for c, _ in g.readers.get(node.output[0], []) if c.op_type != "DequantizeLinear"]
+        if others or not g.readers.get(node.output[0]):
             what = f"feeds {others[0].op_type} '{others[0].name}'" if others else "feeds nothing"
             return [f"QuantizeLinear '{name}' {what}; every Q must be paired with a DequantizeLinear"]
         return []
@@ -205,7 +181,7 @@ def violations(model: onnx.ModelProto | str | Path, tensorrt: str | tuple) -> li
     version = parse_version(tensorrt)
     opset, problems = _opset(model, version)
     problems += _types(model, version)
-    g = _Graph(model)
+    g = GraphIndex(model)
     for n in model.graph.node:
         if n.domain not in ONNX_DOMAINS:
             problems.append(f"node '{n.name}' ({n.domain}.{n.op_type}) is not an ONNX operator")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import csv
-import datetime as _dt
+import io
 import html
 import json
 import math
@@ -17,8 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, bench
-from .errors import UserError
+from .. import __version__
+from ..errors import UserError
+from ..files import atomic_write_text, utc_now
+from . import records
+from .console import ms
 
 FILES = ("report.md", "report.csv", "report.json", "report.html", "latency_vs_flops.png")
 
@@ -31,6 +34,11 @@ def _search(folder: Path) -> list[Path]:
             if not any(part.startswith(".") for part in p.relative_to(folder).parts)]
 
 
+def _load(path: Path) -> dict | None:
+    rec = records.load(path)
+    return None if rec is None else rec.to_dict()
+
+
 def collect(paths: list[str | Path]) -> list[dict]:
     """Records from record files, bundles (their bench/) and directories (searched); the newest per
     host, bundle, runtime and mode wins, so a re-measured bundle is reported once."""
@@ -41,12 +49,12 @@ def collect(paths: list[str | Path]) -> list[dict]:
         if not p.exists():
             raise UserError(f"'{p}' does not exist; pass bundles, directories or bench record files")
         if p.is_file():
-            rec = bench.load_record(p)
+            rec = _load(p)
             if rec is None:
                 raise UserError(f"'{p}' is not an edgeffnet bench record")
             candidates = [(p, rec)]
         else:
-            candidates = [(f, r) for f in _search(p) if (r := bench.load_record(f)) is not None]
+            candidates = [(f, r) for f in _search(p) if (r := _load(f)) is not None]
         for f, rec in candidates:
             rec.setdefault("source", str(f))
             key = (rec["host"].get("hostname"), rec["bundle"], rec["runtime"], rec["mode"])
@@ -175,8 +183,8 @@ def tables(table: list[dict], series_fits: list[dict]) -> list[tuple[str, list[s
                            "p99 ms", "img/s", "GFLOP/s", "of peak", "2^phi", "(a*b^2*g^2)^phi", "actual MAC x",
                            "latency x"],
                [[r["model"] + (" (interrupted)" if r["interrupted"] else ""), r["precision"], r["runtime"], r["device"],
-                 f"{r['macs'] / 1e9:.3f}", f"{r['params'] / 1e6:.2f}", bench.ms(r["p50"]), bench.ms(r["p90"]),
-                 bench.ms(r["p99"]), _num(r["throughput_ips"], ".1f"),
+                 f"{r['macs'] / 1e9:.3f}", f"{r['params'] / 1e6:.2f}", ms(r["p50"]), ms(r["p90"]),
+                 ms(r["p99"]), _num(r["throughput_ips"], ".1f"),
                  _num(r["gflops_latency"] or r["gflops_throughput"], ".1f"),
                  _num(r["fraction_of_peak"], ".1%"), _num(r["two_pow_phi"], ".2f"), _num(r["predicted_mult"], ".2f"),
                  _num(r["actual_mult"], ".2f"), _num(r["latency_mult"], ".2f")] for r in table])
@@ -190,7 +198,7 @@ def tables(table: list[dict], series_fits: list[dict]) -> list[tuple[str, list[s
                     ["series", "phi", "variant", "model", "MACs (G)", "(a*b^2*g^2)^phi", "actual MAC x", "p50 ms",
                      "latency x"],
                     [[r["series"], _num(r["phi"], "g"), _variant(r), r["model"], f"{r['macs'] / 1e9:.3f}",
-                      _num(r["predicted_mult"], ".2f"), _num(r["actual_mult"], ".2f"), bench.ms(r["p50"]),
+                      _num(r["predicted_mult"], ".2f"), _num(r["actual_mult"], ".2f"), ms(r["p50"]),
                       _num(r["latency_mult"], ".2f")] for r in scaled]))
     return out
 
@@ -244,37 +252,44 @@ def write(records: list[dict], out_dir: str | Path) -> dict:
     if any(f["points"] for f in tput_fits):
         plots["throughput_vs_flops.png"] = ("throughput_ips", "throughput (images/s)", "Throughput against FLOPs",
                                             tput_fits)
+    try:
+        import matplotlib  # noqa: F401  (a device-side install may lack it: tables still get written)
+    except ImportError:
+        plots = {}
     for name, (y, ylabel, title, f) in plots.items():
         plot(table, f, y, ylabel, title, out / name)
-    generated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    generated = utc_now()
     report = {"report": "edgeffnet-report", "edgeffnet": __version__, "generated": generated, "rows": table,
               "series": lat_fits, "throughput_series": tput_fits, "machines": machines(records),
               "records": sorted(r.get("source") or r["bundle"] for r in records)}
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    with open(out / "report.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(table[0]))
-        w.writeheader()
-        w.writerows(table)
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(table[0]))
+    w.writeheader()
+    w.writerows(table)
+    atomic_write_text(out / "report.csv", buf.getvalue())
     text = tables(table, lat_fits)
     bundles = len({r["bundle"] for r in table})
     intro = (f"{len(table)} measurements from {bundles} bundle{'s' if bundles > 1 else ''}, "
              f"generated {generated} by edgeffnet {__version__}. Latency: batch 1, synchronous, nearest-rank "
              f"percentiles; GFLOP/s = 2 x MACs / p50 (throughput mode: x images/s), against the device's peak "
              f"(see Machines); 'latency x' is p50 over the family baseline's in the same series; '2^phi' and "
-             f"'(a*b^2*g^2)^phi' are the predicted MAC multipliers, 'actual MAC x' the counted one.")
+             f"'(a*b^2*g^2)^phi' are the predicted MAC multipliers, 'actual MAC x' the counted one."
+             + ("" if plots else " No plots: matplotlib is not installed here (pip install 'edgeffnet[report]')."))
     md = ["# edgeffnet latency report", "", intro, ""]
     md += [f"![{n}]({n})" for n in plots] + [""]
     for title, header, body in text:
         md += [f"## {title}", "", _markdown_table(header, body), ""]
     md += ["## Machines", "", _markdown_table(["device", "host", "cpu", "peak", "tools"],
                                                [list(m.values()) for m in report["machines"]]), ""]
-    (out / "report.md").write_text("\n".join(md))
+    atomic_write_text(out / "report.md", "\n".join(md))
     embedded = {n: base64.b64encode((out / n).read_bytes()).decode() for n in plots}  # no file beside the page
     images = "".join(f'<p><img alt="{n}" src="data:image/png;base64,{data}"></p>' for n, data in embedded.items())
     body = "".join(f"<h2>{html.escape(t)}</h2>{_html_table(h, b)}" for t, h, b in text)
     body += "<h2>Machines</h2>" + _html_table(["device", "host", "cpu", "peak", "tools"],
                                               [list(m.values()) for m in report["machines"]], "text")
-    (out / "report.html").write_text(
+    atomic_write_text(
+        out / "report.html",
         f"<!doctype html><html><head><meta charset='utf-8'><title>edgeffnet latency report</title>"
         f"<style>{CSS}</style></head><body><h1>edgeffnet latency report</h1><p class='note'>{html.escape(intro)}</p>"
         f"{images}{body}</body></html>\n")
@@ -294,6 +309,6 @@ def console_table(report: dict):
         t.add_column(h, justify="left" if h in ("model", "runtime") else "right", no_wrap=h in ("model", "runtime"))
     for r in report["rows"]:
         t.add_row(r["model"] + (" (interrupted)" if r["interrupted"] else ""), f"{r['runtime']} {r['precision']}",
-                  f"{r['macs'] / 1e9:.3f}", bench.ms(r["p50"]), bench.ms(r["p90"]), _num(r["throughput_ips"], ".1f"),
+                  f"{r['macs'] / 1e9:.3f}", ms(r["p50"]), ms(r["p90"]), _num(r["throughput_ips"], ".1f"),
                   _num(r["gflops_latency"] or r["gflops_throughput"], ".1f"), _num(r["fraction_of_peak"], ".0%"))
     return t

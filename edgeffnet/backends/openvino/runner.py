@@ -1,0 +1,77 @@
+"""The OpenVINO runner: an IR compiled for one device, one synchronous request and an asynchronous queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+from .. import AsyncQueue, RunSettings
+
+_core: ov.Core | None = None
+
+
+def core() -> ov.Core:
+    global _core
+    if _core is None:
+        _core = ov.Core()
+    return _core
+
+
+def available(device: str) -> bool:
+    return any(d == device or d.startswith(device + ".") for d in core().available_devices)
+
+
+class Runner:
+    def __init__(self, xml: str | Path, device: str = "CPU", inference_precision: str | None = None,
+                 settings: RunSettings | None = None, note: str | None = None):
+        s = settings or RunSettings()
+        model = core().read_model(str(xml))
+        if s.batch is not None and model.inputs[0].partial_shape[0].is_dynamic:
+            shape = model.inputs[0].partial_shape
+            shape[0] = s.batch
+            model.reshape({model.inputs[0]: shape})
+        config: dict = {"PERFORMANCE_HINT": s.hint}
+        if inference_precision:
+            config["INFERENCE_PRECISION_HINT"] = inference_precision
+        if s.threads:
+            config["INFERENCE_NUM_THREADS"] = s.threads
+        if s.streams:
+            config["NUM_STREAMS"] = s.streams
+        self.device, self.config, self.xml, self.note = device, config, Path(xml), note
+        self.compiled = core().compile_model(model, device, config)
+        self.request = self.compiled.create_infer_request()
+        ps = self.compiled.inputs[0].partial_shape
+        self.input_shape = tuple(d.get_length() if d.is_static else -1 for d in ps)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        out = self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+        return np.asarray(out[self.compiled.outputs[0]], dtype=np.float32).copy()
+
+    def bound(self, x: np.ndarray):
+        self.request.set_input_tensor(ov.Tensor(np.ascontiguousarray(x, dtype=np.float32)))
+        infer = self.request.infer
+        return lambda: infer()
+
+    def queue(self, x: np.ndarray) -> AsyncQueue:
+        """Every request of an AsyncInferQueue (the compiled model's optimal number) bound to `x`."""
+        q = ov.AsyncInferQueue(self.compiled)
+        tensor = ov.Tensor(np.ascontiguousarray(x, dtype=np.float32))
+        for req in q:
+            req.set_input_tensor(tensor)
+        done: list[float] = []
+        q.set_callback(lambda req, _: done.append(req.latency))
+        return AsyncQueue(q.start_async, q.wait_all, done, len(q))
+
+    def describe(self) -> dict:
+        props = {}
+        for key in ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS",
+                    "OPTIMAL_NUMBER_OF_INFER_REQUESTS"):
+            try:
+                props[key] = str(self.compiled.get_property(key))
+            except RuntimeError:
+                pass
+        return {"runtime": "openvino", "version": ov.get_version(), "device": self.device,
+                "device_name": core().get_property(self.device, "FULL_DEVICE_NAME"), "settings": props,
+                "artifact": self.xml.name} | ({"note": self.note} if self.note else {})

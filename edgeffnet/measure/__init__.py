@@ -1,0 +1,1 @@
+"""Measuring bundles: the timing loop, statistics, records, bench, sweep and report."""

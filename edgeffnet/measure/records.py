@@ -1,0 +1,110 @@
+"""A measurement is a record: device, tool versions, settings, statistics, every sample.
+
+Saved as BUNDLE/bench/RUNTIME-MODE.json (the newest replaces the previous one). The JSON keeps the
+layout of record format 1; `Record.from_dict` reads it back, and a file of another format is one line
+saying so.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING as _MISSING
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from ..errors import UserError
+from ..files import atomic_write_json
+
+RECORD = "edgeffnet-bench"
+RECORD_FORMAT = 1
+
+
+@dataclass
+class Record:
+    created: str
+    edgeffnet: str
+    bundle: str  # the measured bundle's path
+    bundle_created: str | None
+    model: dict  # spec, family, phi, only, resolution, params, macs, flops, scaling_check
+    target: str
+    runtime: str
+    baseline: bool
+    precision: str  # what ran (baselines: fp32)
+    bundle_precision: str
+    mode: str  # latency | throughput
+    batch: int
+    device: dict  # name, kind, the runner's own description, the host CPU
+    settings: dict
+    tools: dict
+    host: dict
+    stats: dict  # count, p50/p90/p99/mean/std/min/max in ms
+    seconds: float
+    throughput_ips: float | None
+    achieved_gflops: float | None
+    peak: dict | None
+    fraction_of_peak: float | None
+    interrupted: bool
+    samples_ms: list = field(repr=False)
+    record: str = RECORD
+    format: int = RECORD_FORMAT
+    extra: dict = field(default_factory=dict)  # keys others add (a farm's node, ...), kept as they were
+
+    # -- the figures people ask for ------------------------------------------------------------------
+    @property
+    def p50_ms(self) -> float:
+        return self.stats["p50_ms"]
+
+    @property
+    def p90_ms(self) -> float:
+        return self.stats["p90_ms"]
+
+    @property
+    def p99_ms(self) -> float:
+        return self.stats["p99_ms"]
+
+    @property
+    def images_per_s(self) -> float | None:
+        return self.throughput_ips
+
+    # -- JSON ------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        extra = d.pop("extra")
+        head = {"record": d.pop("record"), "format": d.pop("format")}
+        return head | d | extra
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "record") -> "Record":
+        if not isinstance(d, dict) or d.get("record") != RECORD:
+            raise UserError(f"{where} is not an edgeffnet bench record")
+        names = {f.name for f in fields(cls)} - {"extra"}
+        required = [f.name for f in fields(cls) if f.name != "extra" and f.default is f.default_factory is _MISSING]
+        missing = [k for k in required if k not in d]
+        if d.get("format") != RECORD_FORMAT or missing:
+            why = f"lacks {', '.join(missing[:3])}" if missing else f"has record format {d.get('format')}"
+            raise UserError(f"{where} {why}; this edgeffnet reads bench record format {RECORD_FORMAT}: measure "
+                            f"again with edgeffnet bench")
+        return cls(**{k: v for k, v in d.items() if k in names}, extra={k: v for k, v in d.items() if k not in names})
+
+
+def record_path(bundle_dir: Path, runtime: str, mode: str) -> Path:
+    return Path(bundle_dir) / "bench" / f"{runtime}-{mode}.json"
+
+
+def save(bundle_dir: Path, record: Record) -> Path | None:
+    """bench/RUNTIME-MODE.json, replaced whole (a rebuild of the bundle removes it with the old artifact)."""
+    dest = record_path(bundle_dir, record.runtime, record.mode)
+    try:
+        dest.parent.mkdir(exist_ok=True)
+        atomic_write_json(dest, record.to_dict())
+    except OSError:
+        return None  # a read-only bundle still gets measured; the caller says it was not saved
+    return dest
+
+
+def load(path: Path) -> Record | None:
+    """The record in `path`, or None for a file that is not a readable record of this format."""
+    try:
+        return Record.from_dict(json.loads(Path(path).read_text()), str(path))
+    except (OSError, ValueError, UserError, TypeError):
+        return None

@@ -1,0 +1,125 @@
+"""The build pipeline: a read-only context, five stages from one artifact to the next, a manifest.
+
+    reference -> export -> simplify -> precision -> compile
+
+`build()` is the loop: resolve what to build, open a staging directory, run the stages, write the
+manifest, rename the directory into place (stages.py has the stages, context.py what they read).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from .. import __version__, bundle, cache, host, logs, targets
+from ..bundle import Bundle, Manifest
+from ..errors import UserError
+from ..files import utc_now
+from . import stages
+from .context import BuildContext
+from .options import BuildOptions
+
+
+def default_output(spec_name: str, target: str, precision: str) -> Path:
+    slug = spec_name.replace(",", "-").replace("=", "").replace(".", "p")
+    return Path("build") / f"{slug}-{target}-{precision}"
+
+
+BUILD_SIDE = ("torch", "onnx", "onnxsim")
+
+
+def require_build_side(what: str = "building") -> None:
+    """A device-side install (no PyTorch, no ONNX tooling) cannot build: say which extra to install."""
+    import importlib.util
+
+    missing = [m for m in BUILD_SIDE if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"{what} needs {', '.join(missing)}, which this device-side install lacks; install the "
+                        f"build side: pip install torch==2.13.0 'edgeffnet[build]' (torch first: the CPU build)")
+
+
+def prepare(spec: str, target: str = "cpu", precision: str | None = None, weights: str | None = None,
+            output: str | Path | None = None, options: BuildOptions | None = None) -> BuildContext:
+    """Everything a build needs, resolved and checked before any work (bad input fails here, in one line)."""
+    require_build_side()
+    from .. import weights as _weights
+    from ..graph import check_weights
+    from ..scaling import parse_spec, with_resolution
+
+    o = options or BuildOptions()
+    s = parse_spec(spec)
+    if o.resolution is not None:
+        s = with_resolution(s, o.resolution)
+    t = targets.load(target)
+    p = t.check_precision(precision)
+    if o.dynamic_batch and t.options.get("static_shapes"):
+        raise UserError(f"target '{t.name}' runs static shapes only; drop --dynamic-batch")
+    if output is not None and str(output) == "":
+        raise UserError("-o is empty; name a bundle directory or leave -o out for the default")
+    out = Path(output) if output is not None else default_output(s.name, t.name, p)
+    bundle.check_destination(out)
+    w = _weights.resolve(weights, s)
+    if w is not None:
+        check_weights(s, w)
+    return BuildContext(spec=s, target=t, precision=p, weights=w, options=o, output=out, log=logs.logger())
+
+
+def run(ctx: BuildContext) -> Bundle:
+    o = ctx.options
+    ctx.log.info(f"building {ctx.spec.name} for {ctx.target.name} ({ctx.target.description}) at {ctx.precision}, "
+                 f"input {'N' if o.dynamic_batch else o.batch}x3x{ctx.spec.resolution}x{ctx.spec.resolution}")
+    t0 = time.perf_counter()
+    store = cache.StageCache(o.cache)
+    with bundle.staging(ctx.output) as tmp, logs.to_file(tmp / "build.log"):
+        c = ctx.in_dir(tmp)
+        ref = stages.reference(c, store)
+        exported = stages.export(c, store, ref)
+        simplified = stages.simplify(c, store, exported)
+        graph = stages.precision(c, store, simplified)
+        compiled = stages.compile(c, store, graph)
+        fidelity = stages.fidelity_verdict(c, graph, compiled)
+        done = [ref, exported, simplified] + ([graph] if graph is not simplified else []) + [compiled]
+        manifest = _manifest(c, {a.stage: a.record for a in done}, graph.path.name, fidelity,
+                             time.perf_counter() - t0)
+        bundle.write_manifest(tmp, manifest)
+        ctx.log.info(f"bundle complete: {ctx.output}")
+    return Bundle.open(ctx.output)
+
+
+def _manifest(ctx: BuildContext, records: dict, graph: str, fidelity: dict | None, seconds: float) -> Manifest:
+    from ..info import describe
+
+    w, s, t = ctx.weights, ctx.spec, ctx.target
+    d = describe(s, records["reference"]["num_classes"])
+    files = sorted(p.name for p in ctx.dir.iterdir() if not p.name.startswith("."))
+    o = ctx.options
+    return Manifest(
+        created=utc_now(), edgeffnet=__version__,
+        spec={k: d[k] for k in ("spec", "family", "phi", "only", "alpha", "beta", "gamma", "depth", "width",
+                                "resolution_multiplier", "resolution", "dropout", "activation",
+                                "squeeze_excitation")} | {"stages": d["stages"]},
+        params=d["params"], macs=d["macs"], flops=d["flops"], num_classes=d["num_classes"],
+        scaling_check=d["scaling_check"],
+        target={"name": t.name, "backend": t.backend, "device": t.device, "description": t.description,
+                "profile": t.path, "peak": t.peak, "memory": t.memory, "options": t.options},
+        precision=ctx.precision,
+        input={"name": "input", "batch": ctx.fixed_batch, "dynamic_batch": o.dynamic_batch,
+               "shape": [o.batch, 3, s.resolution, s.resolution], "layout": "NCHW", "dtype": "float32"},
+        weights=({"source": w.source, "sha256": w.sha256, "layout": w.layout, "numerics": asdict(w.numerics),
+                  "random_init": False} if w else
+                 {"source": "random", "random_init": True, "seed": o.seed,
+                  "note": "seeded random weights (BatchNorm statistics from the calibration photos); "
+                          "for latency studies, not for predictions"}),
+        preprocess=asdict(ctx.preprocess), options=o.manifest_dict(ctx.precision), graph=graph, stages=records,
+        files=files + [f for f in ("build.log", bundle.MANIFEST) if f not in files], fidelity=fidelity,
+        build_seconds=round(seconds, 3), tools=host.tools(), host=host.describe())
+
+
+def build(spec: str, target: str = "cpu", precision: str | None = None, weights: str | None = None,
+          output: str | Path | None = None, **options) -> Bundle:
+    """Build `spec` for `target` into a verified bundle (the Python API of `edgeffnet build`).
+
+    `options` are BuildOptions fields (batch, dynamic_batch, opset, seed, views, cache, require_engine,
+    calib, calib_size, calib_method, min_agreement, allow_drop, fidelity_views, num_classes, resolution)."""
+    return run(prepare(spec, target, precision, weights, output, BuildOptions.from_kwargs(options)))

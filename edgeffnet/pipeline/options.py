@@ -1,0 +1,71 @@
+"""Every build option with its default, written once: the CLI, the Python API and the stages read them here."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from ..errors import UserError
+
+CALIB_METHODS = ("minmax", "percentile", "entropy")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    num_classes: int | None = None  # classifier width: random init; must match a checkpoint's
+    resolution: int | None = None  # input pixels; None: the spec's
+    batch: int = 1  # static batch of the exported graph
+    dynamic_batch: bool = False
+    opset: int = 13  # the ONNX opset every target's parser reads (TensorRT 8.2 stops at 13)
+    seed: int = 0  # random weights
+    views: int = 8  # real-photo views for the parity checks of every stage
+    cache: bool = True  # reuse finished stages from the stage cache
+    require_engine: bool = False  # a TensorRT engine left pending (no TensorRT here) is an error
+    # Reduced precision (fp16/int8) only:
+    calib: str | None = None  # a folder of images or an .npy/.npz of tensors; None: calibration/photos.toml
+    calib_size: int = 300  # calibration views
+    calib_method: str | None = None  # None: the range method that measures best
+    min_agreement: float = 0.98  # INT8 of trained weights fails below this top-1 agreement with FP32
+    allow_drop: bool = False  # keep an INT8 build under min_agreement
+    fidelity_views: int | None = None  # None: FIDELITY_VIEWS_TRAINED or FIDELITY_VIEWS_RANDOM
+
+    def __post_init__(self):
+        for name in ("batch", "views", "calib_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {v!r}")
+        for name in ("num_classes", "resolution", "fidelity_views", "opset"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise UserError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {v!r}")
+        if not (isinstance(self.min_agreement, (int, float)) and math.isfinite(self.min_agreement)
+                and 0.0 <= self.min_agreement <= 1.0):
+            raise UserError(f"--min-agreement is a fraction between 0 and 1, got {self.min_agreement}")
+        if self.calib_method not in (None, *CALIB_METHODS):
+            raise UserError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, got {self.calib_method!r}")
+
+    @classmethod
+    def from_kwargs(cls, options: dict) -> "BuildOptions":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise UserError(f"unknown build option '{unknown[0]}'; known: {', '.join(sorted(known))}")
+        return cls(**options)
+
+    def fidelity_view_count(self, trained: bool) -> int:
+        return self.fidelity_views or (FIDELITY_VIEWS_TRAINED if trained else FIDELITY_VIEWS_RANDOM)
+
+    def manifest_dict(self, precision: str) -> dict:
+        """What the manifest records: the graph options, and the precision options where they applied."""
+        d = asdict(self)
+        graph = {k: d[k] for k in ("batch", "dynamic_batch", "opset", "views")}
+        if self.require_engine:
+            graph["require_engine"] = True
+        if precision == "fp32":
+            return graph
+        return graph | {k: d[k] for k in ("calib", "calib_size", "calib_method", "min_agreement", "allow_drop",
+                                         "fidelity_views")}
+
+
+FIDELITY_VIEWS_TRAINED = 200
+FIDELITY_VIEWS_RANDOM = 48  # random weights make no agreement claim: enough views to report, fewer to wait for

@@ -1,0 +1,163 @@
+"""The build stages, each a function from one artifact to the next, each verified against PyTorch:
+
+    reference (PyTorch model, reference logits) -> export (model.onnx) -> simplify (model.sim.onnx)
+    -> precision (model.fp16.onnx | model.int8.onnx) -> compile (the target's artifact)
+
+Each stage is cached under a key of everything that determines it (its upstream key, its own inputs,
+the tool versions and edgeffnet's code), so a rebuild reuses finished stages.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+import numpy as np
+
+from .. import __version__, cache, host
+from ..errors import UserError
+from .context import Artifact, BuildContext
+
+SIM_GRAPH = "model.sim.onnx"
+
+
+def _cached(ctx: BuildContext, store: cache.StageCache, name: str, upstream: Artifact | None, parts: dict,
+            make) -> Artifact:
+    """The stage's record from the cache, or from `make()` (then stored); its files land in ctx.dir."""
+    k = cache.key(upstream.key if upstream else "", name, parts, host.tools(), cache.code_digest())
+    record = store.fetch(name, k, ctx.dir)
+    if record is not None:
+        record["cached"] = True
+        ctx.log.info(f"{name:9s} reused from cache ({record.get('summary', '')})")
+    else:
+        t = time.perf_counter()
+        record = make()
+        record["seconds"] = round(time.perf_counter() - t, 3)
+        record["cached"] = False
+        store.store(name, k, ctx.dir, record)
+        ctx.log.info(f"{name:9s} {record['seconds']:7.2f}s  {record.get('summary', '')}")
+    record["key"] = k
+    artifact = record.get("artifact")
+    return Artifact(name, ctx.dir / artifact if artifact else None, record)
+
+
+def reference(ctx: BuildContext, store: cache.StageCache) -> Artifact:
+    """The PyTorch model with its weights, and its FP32 logits on real-photo views (reference.npz)."""
+    o, w = ctx.options, ctx.weights
+    parts = {"spec": ctx.spec.name, "resolution": ctx.spec.resolution, "num_classes": o.num_classes,
+             "weights": w.sha256 if w else f"random:{o.seed}", "views": o.views, "edgeffnet": __version__}
+
+    def make() -> dict:
+        import torch
+
+        from ..model import count_params
+        from ..photos import to_input, verification_views
+
+        views = verification_views(o.views, ctx.preprocess)
+        with torch.no_grad():
+            logits = ctx.model(torch.from_numpy(to_input(views, ctx.preprocess))).numpy()
+        if not np.all(np.isfinite(logits)):
+            raise UserError("the model's outputs on the verification photos are not finite (NaN/Inf): the "
+                            "weights hold NaN or Inf, or overflow; check the checkpoint")
+        np.savez_compressed(ctx.dir / "reference.npz", views=views, logits=logits)
+        return {"files": ["reference.npz"], "artifact": "reference.npz",
+                "reference": f"PyTorch {torch.__version__} eval, FP32", "views": int(len(views)),
+                "num_classes": int(logits.shape[1]), "params": count_params(ctx.model),
+                "summary": f"{len(views)} reference views"}
+
+    return _cached(ctx, store, "reference", None, parts, make)
+
+
+def export(ctx: BuildContext, store: cache.StageCache, ref: Artifact) -> Artifact:
+    o = ctx.options
+    parts = {"batch": o.batch, "dynamic": o.dynamic_batch, "opset": o.opset}
+
+    def make() -> dict:
+        from ..backends import onnxruntime as ort_backend
+        from ..export import export_onnx
+
+        info = export_onnx(ctx.model, ctx.dir / "model.onnx", ctx.spec.resolution, o.batch, o.dynamic_batch, o.opset,
+                           {"edgeffnet_spec": ctx.spec.name, "preprocess": asdict(ctx.preprocess)})
+        parity = ctx.verify("export", ort_backend.Runner(ctx.dir / "model.onnx", exact=True).run, "fp32")
+        return {"files": ["model.onnx"], "artifact": "model.onnx", **info, "parity": parity,
+                "verified_with": "onnxruntime CPU (no layout optimisations)",
+                "summary": f"{info['nodes']} nodes, opset {info['opset']}, max|d| {parity['max_abs']:.1e}"}
+
+    return _cached(ctx, store, "export", ref, parts, make)
+
+
+def simplify(ctx: BuildContext, store: cache.StageCache, exported: Artifact) -> Artifact:
+    def make() -> dict:
+        from ..backends import onnxruntime as ort_backend
+        from ..simplify import simplify as run_onnxsim
+
+        info = run_onnxsim(exported.path, ctx.dir / SIM_GRAPH)
+        parity = ctx.verify("simplify", ort_backend.Runner(ctx.dir / SIM_GRAPH, exact=True).run, "fp32")
+        return {"files": [SIM_GRAPH], "artifact": SIM_GRAPH, **info, "parity": parity,
+                "verified_with": "onnxruntime CPU (no layout optimisations)",
+                "summary": f"nodes {info['nodes_before']} -> {info['nodes_after']}, max|d| {parity['max_abs']:.1e}"}
+
+    return _cached(ctx, store, "simplify", exported, {}, make)
+
+
+def precision(ctx: BuildContext, store: cache.StageCache, simplified: Artifact) -> Artifact:
+    """fp32 compiles the simplified graph as it is; fp16 and int8 get a graph of their own."""
+    if ctx.precision == "fp32":
+        return simplified
+    from .. import precision as passes
+
+    parts = passes.cache_parts(ctx)
+    return _cached(ctx, store, "precision", simplified, parts, lambda: passes.make_graph(ctx, simplified.path))
+
+
+def compile(ctx: BuildContext, store: cache.StageCache, graph: Artifact) -> Artifact:
+    """The target's artifact from the precision graph, by the target's backend, verified on its runtime."""
+    from ..backends import RunSettings, get
+
+    t = ctx.target
+    backend = get(t.backend)
+    parts = {"backend": t.backend, "device": t.device, "options": t.options, "precision": ctx.precision,
+             "graph": graph.path.name}
+
+    def make() -> dict:
+        artifact = backend.compile(ctx, graph)
+        record = {**artifact.record, "artifact": artifact.path.name if artifact.path else None}
+        if record.get("pending"):  # cross-building for a device whose compiler is not on this host
+            return record
+        runner = backend.load(ctx.dir, t, ctx.precision, RunSettings(cpu_fallback=True))
+        parity = ctx.verify("compile", runner.run, ctx.precision)
+        record.update(parity=parity, verified_on=runner.describe(),
+                      summary=f"{t.backend} on {runner.device}, max|d| {parity['max_abs']:.1e}, "
+                              f"cosine min {parity['cosine_min']:.6f}")
+        if ctx.precision != "fp32":
+            from ..precision import fidelity
+            from ..verify import run_batched
+
+            x, ref = ctx.fidelity_data
+            record["fidelity"] = fidelity.report(ref, run_batched(runner.run, x, ctx.fixed_batch),
+                                                 f"{t.backend} {runner.device} artifact")
+        return record
+
+    artifact = _cached(ctx, store, "compile", graph, parts, make)
+    # Checked on the record, cached or fresh, so a cached pending stage fails too.
+    if artifact.record.get("pending") and ctx.options.require_engine:
+        raise UserError(f"--require-engine: the {t.name} engine was not built: {artifact.record.get('pending_reason')}; "
+                        f"build on the device, or drop --require-engine to get a bundle with the engine pending")
+    return artifact
+
+
+def fidelity_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> dict | None:
+    """The fidelity rows of the precision graph and the compiled artifact; INT8 of trained weights is gated."""
+    if ctx.precision == "fp32":
+        return None
+    from ..precision import fidelity
+
+    rows = [r for r in (graph.record.get("fidelity"), compiled.record.get("fidelity")) if r]
+    if rows:  # printed before the gate: a build it stops shows every row, not just the worst
+        ctx.log.info(f"fidelity against FP32 on verification photos ({ctx.precision}):")
+        for line in fidelity.table(rows):
+            ctx.log.info("  " + line)
+    o = ctx.options
+    verdict = (fidelity.gate(rows, ctx.trained, o.min_agreement, o.allow_drop)
+               if ctx.precision == "int8" and rows else {"gated": False})
+    return {"rows": rows, **verdict}
