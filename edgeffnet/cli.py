@@ -422,15 +422,13 @@ def fit_cmd(base, searched, coefficients, target, precision, latency_ms, budgets
     """
     from pathlib import Path
 
-    from . import bench
     from .search import console, fit, harness
 
     plan = fit.plan_from_options(base, searched, coefficients, target=target, precision=precision, metric=metric,
                                  step=phi_step, phi_min=phi_min, phi_max=phi_max, out=Path(output),
                                  settings=harness.BenchSettings(iterations, seconds, warmup, threads))
     wanted = fit.parse_budgets(latency_ms, budgets)
-    results = fit.fit_family(plan, wanted, echo=lambda m: err.print(m, markup=False),
-                             progress=lambda label: bench.progress_bar(err, label))
+    results = fit.fit_family(plan, wanted, echo=lambda m: err.print(m, markup=False))
     files = fit.write(plan, results)
     if as_json:
         click.echo(json.dumps(results, indent=1))

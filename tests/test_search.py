@@ -108,7 +108,7 @@ class FakeDevice:
         s = parse_spec(spec)
         return 1.0 + 3.0 * s.depth + 2.0 * s.width**2 + 1.5 * s.r**2  # depth is dear on this pretend device
 
-    def build_and_measure(self, spec, target, precision, dest, settings, echo=None, progress=None):
+    def build_and_measure(self, spec, target, precision, dest, settings, keep=None):
         if self.interrupt_at is not None and len(self.built) == self.interrupt_at:
             raise KeyboardInterrupt
         self.built.append(spec)
@@ -118,7 +118,7 @@ class FakeDevice:
                 "resolution": s.resolution, "bundle": f"bundle::{spec}", "p50_ms": ms, "p90_ms": ms * 1.1,
                 "p99_ms": ms * 1.2, "record": "", "measured": "now"}
 
-    def time_bundle(self, bundle_dir, settings, progress=None):
+    def time_bundle(self, bundle_dir, settings, keep=None):
         self.timed.append(str(bundle_dir))
         spec = str(bundle_dir).split("::")[1]
         ms = self.latency(spec)

@@ -59,9 +59,10 @@ def search_lines(summary: dict, comparison: dict | None) -> list[str]:
         verdict = "saves" if c["saved"] > 0 else "loses"
         lines.append(f"against the paper's (1.2, 1.1, 1.15) at phi={summary['phi']:g}: {c['chosen_median_ms']:.3f} vs "
                      f"{c['paper_median_ms']:.3f} ms {c['metric']} ({c['rounds']} alternating rounds with "
-                     f"{len(c['finalists']) - 1} finalists), median ratio {c['ratio']:.3f}: {verdict} {abs(c['saved']):.1%} latency at {c['mac_ratio']:.3f}x the MACs")
+                     f"{len(c['finalists']) - 1} finalists), median ratio {c['ratio']:.3f}: {verdict} "
+                     f"{abs(c['saved']):.1%} latency at {c['mac_ratio']:.3f}x the MACs")
     elif comparison:
-        lines.append("timed again against the finalists, the paper's own network is the fastest here: keep "
+        lines.append("timed again against the finalists, the paper's own network comes out best here: keep "
                      "(1.2, 1.1, 1.15)" if comparison["rounds"] else
                      "the chosen coefficients round to the paper's network at this phi: nothing saved or lost")
     lines.append(f"fit it to a budget: edgeffnet fit --spec '{summary['chosen_spec']}' --target {summary['target']} "

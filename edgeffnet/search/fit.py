@@ -43,7 +43,7 @@ class FitPlan:
         self.base = baseline(self.base)
         self.target, self.precision = harness.check_target(self.target, self.precision)
         harness.check_metric(self.metric)
-        self.settings.as_bench()
+        self.settings.check()
         if not 0.001 <= self.step <= 1:
             raise UserError(f"--phi-step must be between 0.001 and 1, got {self.step:g}")
         if not self.phi_min < self.phi_max:
@@ -116,8 +116,8 @@ def parse_budgets(latency_ms: float | None, budgets: str | None) -> list[float]:
 class Measurements:
     """Timed networks on disk (fit/measured/NETWORK.json), shared by every budget of a family fit."""
 
-    def __init__(self, plan: FitPlan, echo=None, progress=None):
-        self.plan, self.echo, self.progress = plan, echo or (lambda m: None), progress
+    def __init__(self, plan: FitPlan, echo=None):
+        self.plan, self.echo = plan, echo or (lambda m: None)
         self.dir = Path(plan.out) / "measured"
         self.fingerprint = {"target": plan.target, "precision": plan.precision, "bench": plan.settings.to_dict()}
         self._macs: dict[int, tuple[str, str, int]] = {}
@@ -150,14 +150,15 @@ class Measurements:
         spec, key, _ = self.network(i)
         first = self.known(i)
         if first is not None:  # timed again: keep its bundle, add a measurement
-            m = harness.time_bundle(Path(first["bundle"]), self.plan.settings, self.progress)
+            m = harness.time_bundle(Path(first["bundle"]), self.plan.settings,
+                                    keep=self.dir / "records" / f"{key}-{len(first.get('history', [])) + 2}.json")
             row = first | {k: m[k] for k in ("p50_ms", "p90_ms", "p99_ms", "record", "measured")}
             row["history"] = first.get("history", []) + [{k: first[k] for k in ("p50_ms", "p90_ms", "p99_ms")}]
         else:
             slug = spec.replace(",", "-").replace("=", "").replace(".", "p")
             dest = Path(self.plan.out) / "bundles" / f"{slug}-{self.plan.target}-{self.plan.precision}"
             m = harness.build_and_measure(spec, self.plan.target, self.plan.precision, dest, self.plan.settings,
-                                          progress=self.progress)
+                                          keep=self.dir / "records" / f"{key}-1.json")
             row = {k: m[k] for k in ("spec", "macs", "params", "resolution", "bundle", "p50_ms", "p90_ms", "p99_ms",
                                      "record", "measured")} | {"phi": self.plan.phi(i), "network": key,
                                                               "fingerprint": self.fingerprint}
@@ -274,9 +275,9 @@ def fit_budget(plan: FitPlan, budget_ms: float, meas: Measurements, echo=None) -
     return result
 
 
-def fit_family(plan: FitPlan, budgets: list[float], echo=None, progress=None) -> list[dict]:
+def fit_family(plan: FitPlan, budgets: list[float], echo=None) -> list[dict]:
     plan.check()
-    meas = Measurements(plan, echo=echo, progress=progress)
+    meas = Measurements(plan, echo=echo)
     return [fit_budget(plan, b, meas, echo) for b in sorted(budgets)]
 
 

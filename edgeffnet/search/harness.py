@@ -1,22 +1,29 @@
-"""Build and time one spec on a target: the one place this package calls edgeffnet's build and bench.
+"""Build and time one spec on a target: the one place this package calls edgeffnet's Python API
+(`edgeffnet.build`, `edgeffnet.bench`, `edgeffnet.Bundle`).
 
-Every timed run holds an exclusive lock on the target (a file under the edgeffnet cache), so two
-searches, fits or a search and its own confirmation never time on one device at the same time: two
-timed runs sharing cores would each measure the other.
+Every timed run holds an exclusive lock on the target (a host-wide file), so two searches, fits, or a
+search and its own confirmation never time on one device at the same time: two timed runs sharing cores
+would each measure the other.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
+import logging
 import os
 import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .. import bench, bundle, targets
-from ..build import BuildRequest, build
+import edgeffnet
+
+from .. import logs, targets
+from ..bundle import is_bundle
 from ..errors import UserError
+from .. import files
+from ..measure.bench import Settings
 
 METRICS = ("p50", "p90", "p99")
 
@@ -30,14 +37,22 @@ class BenchSettings:
     warmup: float = 1.0
     threads: int | None = None
 
-    def as_bench(self) -> bench.Settings:
-        s = bench.Settings(mode="latency", iterations=self.iterations, seconds=self.seconds, warmup=self.warmup,
-                           threads=self.threads)
-        s.check()
-        return s
+    def check(self) -> None:
+        Settings(mode="latency", iterations=self.iterations, seconds=self.seconds, warmup=self.warmup,
+                 threads=self.threads).check()
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Whole or not at all (a resumed search never reads half a file), into a folder made if missing."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return files.atomic_write_bytes(path, data)
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode())
 
 
 def check_metric(metric: str) -> str:
@@ -50,27 +65,6 @@ def check_target(target: str, precision: str | None) -> tuple[str, str]:
     """(profile name, precision), refused before any work."""
     profile = targets.load(target)
     return profile.name, profile.check_precision(precision)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Whole or not at all: a reader (or a resumed search) never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make results private to whoever searched
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @contextmanager
@@ -93,37 +87,54 @@ def device_lock(target: str):
         os.close(fd)
 
 
-def build_bundle(spec: str, target: str, precision: str, dest: Path, echo=None) -> Path:
+@contextmanager
+def _builds_off_the_console():
+    """A search builds dozens of bundles: their stage lines stay in each bundle's build.log, not on the
+    console (the file handler is not a plain StreamHandler and keeps logging)."""
+    log = logs.logger()
+    console = [h for h in log.handlers if type(h) is logging.StreamHandler]
+    for h in console:
+        log.removeHandler(h)
+    try:
+        yield
+    finally:
+        for h in console:
+            log.addHandler(h)
+
+
+def build_bundle(spec: str, target: str, precision: str, dest: Path) -> Path:
     """The verified bundle for `spec` at `dest`, built through the stage cache unless it is there already."""
-    if bundle.is_bundle(dest):
-        m = bundle.read_manifest(dest)
-        if (m["spec"]["spec"], m["target"]["name"], m["precision"]) == (spec, target, precision):
+    if is_bundle(dest):
+        b = edgeffnet.Bundle.open(dest)
+        if (b.manifest.spec["spec"], b.target.name, b.precision) == (spec, target, precision):
             return dest
-    return Path(build(BuildRequest(spec=spec, target=target, precision=precision, output=str(dest)),
-                      echo=echo or (lambda m: None)))
+    with _builds_off_the_console():
+        return edgeffnet.build(spec, target=target, precision=precision, output=dest).path
 
 
-def time_bundle(bundle_dir: Path, settings: BenchSettings, progress=None) -> dict:
+def time_bundle(bundle_dir: Path, settings: BenchSettings, keep: Path | None = None) -> dict:
     """One latency measurement (batch 1, synchronous) under the device lock. Ctrl-C: KeyboardInterrupt,
-    after bench has saved its partial record marked interrupted (never used as a result here)."""
-    manifest = bundle.read_manifest(bundle_dir)
-    with device_lock(manifest["target"]["name"]):
-        records, interrupted = bench.run(bundle_dir, settings.as_bench(), [], progress=progress)
-    if interrupted or not records:
-        raise KeyboardInterrupt
-    r = records[0]
-    return {"p50_ms": r["stats"]["p50_ms"], "p90_ms": r["stats"]["p90_ms"], "p99_ms": r["stats"]["p99_ms"],
-            "iterations": r["stats"]["count"], "record": r.get("saved") or "", "measured": r["created"]}
+    after bench has saved its partial record marked interrupted (never used as a result here).
+
+    The bundle keeps only its newest record, and a search times a bundle several times (paired timing,
+    confirmation), so the record a result came from is also written to `keep`."""
+    b = edgeffnet.Bundle.open(bundle_dir)
+    with device_lock(b.target.name):
+        r = edgeffnet.bench(b, mode="latency", iterations=settings.iterations, seconds=settings.seconds,
+                            warmup=settings.warmup, threads=settings.threads, save=True)
+    if keep is not None:
+        atomic_write_text(keep, json.dumps(r.to_dict(), indent=1, default=str) + "\n")
+    return {"p50_ms": r.p50_ms, "p90_ms": r.p90_ms, "p99_ms": r.p99_ms, "iterations": r.stats["count"],
+            "record": str(keep or getattr(r, "saved_to", None) or ""), "measured": r.created}
 
 
 def describe_bundle(bundle_dir: Path) -> dict:
-    m = bundle.read_manifest(bundle_dir)
-    return {"macs": m["macs"], "params": m["params"], "resolution": m["spec"]["resolution"],
-            "bundle": str(bundle_dir)}
+    m = edgeffnet.Bundle.open(bundle_dir).manifest
+    return {"macs": m.macs, "params": m.params, "resolution": m.spec["resolution"], "bundle": str(bundle_dir)}
 
 
-def build_and_measure(spec: str, target: str, precision: str, dest: Path, settings: BenchSettings, echo=None,
-                      progress=None) -> dict:
+def build_and_measure(spec: str, target: str, precision: str, dest: Path, settings: BenchSettings,
+                      keep: Path | None = None) -> dict:
     """Build (cached), verify and time `spec`: its latency percentiles, MACs, params and bundle path."""
-    path = build_bundle(spec, target, precision, dest, echo)
-    return {"spec": spec, **describe_bundle(path), **time_bundle(path, settings, progress)}
+    path = build_bundle(spec, target, precision, dest)
+    return {"spec": spec, **describe_bundle(path), **time_bundle(path, settings, keep)}

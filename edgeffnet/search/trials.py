@@ -55,7 +55,7 @@ class SearchPlan:
         self.base = baseline(self.base)
         self.target, self.precision = harness.check_target(self.target, self.precision)
         harness.check_metric(self.metric)
-        self.settings.as_bench()
+        self.settings.check()
         if self.phi == 0:
             raise UserError("--phi must not be 0: at phi=0 every split is the baseline itself")
         if self.latency_target is not None and not self.latency_target > 0:
@@ -102,13 +102,12 @@ def _row(c: Candidate, spec: str, network: str, fingerprint: dict) -> dict:
             "paper": c.is_paper, "same_network_as": None, "fingerprint": fingerprint}
 
 
-def run(plan: SearchPlan, evaluator, echo=print, on_candidate=None, progress=None) -> dict:
+def run(plan: SearchPlan, evaluator, echo=print, on_candidate=None) -> dict:
     """Build, time and score every candidate not on disk. Returns {"rows", "interrupted", "failed",
     "measured", "reused"}; `on_candidate(done, total, label)` follows along."""
     plan.check()
     fp = plan.fingerprint(evaluator)
     store = Store(plan.out)
-    logs = Path(plan.out) / "logs"
     rows: list[dict] = []
     by_network: dict[str, dict] = {}
     result = {"rows": rows, "interrupted": False, "failed": [], "measured": 0, "reused": 0}
@@ -131,13 +130,14 @@ def run(plan: SearchPlan, evaluator, echo=print, on_candidate=None, progress=Non
         else:
             row = _row(c, spec, network, fp)
             dest = Path(plan.out) / "bundles" / f"{c.slug}-{plan.target}-{plan.precision}"
-            log = []
             try:
+                records = Path(plan.out) / "records"
                 m = harness.build_and_measure(spec, plan.target, plan.precision, dest, plan.settings,
-                                              echo=log.append, progress=progress)
+                                              keep=records / f"{c.slug}.json")
                 row |= {k: m[k] for k in ("resolution", "macs", "params", *TIMES, "bundle", "record", "measured")}
                 # the paper's network, timed again seconds later: the pair's ratio is what ranks (module doc)
-                again = m if c.is_paper else harness.time_bundle(Path(paper_bundle), plan.settings, progress)
+                again = m if c.is_paper else harness.time_bundle(Path(paper_bundle), plan.settings,
+                                                                 keep=records / f"{c.slug}.paper.json")
                 row |= {f"paper_{t}": again[t] for t in TIMES}
                 row["accuracy"] = evaluator(spec, Path(plan.out) / "evaluations" / c.slug)
             except KeyboardInterrupt:
@@ -149,9 +149,6 @@ def run(plan: SearchPlan, evaluator, echo=print, on_candidate=None, progress=Non
                 echo(f"{spec}: failed: {e}")
                 result["failed"].append((spec, str(e)))
                 continue
-            finally:
-                if log:
-                    harness.atomic_write_text(logs / f"{c.slug}.log", "\n".join(log) + "\n")
             store.save(row)
             result["measured"] += 1
             echo(f"{spec}: {plan.metric} {row[f'{plan.metric}_ms']:.3f} ms, {row['macs'] / 1e6:.0f} M MACs"
@@ -213,7 +210,7 @@ def _brief(r: dict, key: str) -> dict:
                                   "bundle")}
 
 
-def confirm(plan: SearchPlan, summary: dict, progress=None) -> dict | None:
+def confirm(plan: SearchPlan, summary: dict) -> dict | None:
     """The finalists and the paper's network timed again in alternating rounds (paper first, then last,
     ...), so drift on a shared machine falls on all of them; each finalist's latency is taken as its
     median ratio to the paper's in the same round. The choice is made again on these ratios (the paper's
@@ -229,7 +226,7 @@ def confirm(plan: SearchPlan, summary: dict, progress=None) -> dict | None:
     order = [paper] + picks
     for i in range(rounds):
         for r in (order if i % 2 == 0 else order[::-1]):
-            times[r["bundle"]].append(harness.time_bundle(Path(r["bundle"]), plan.settings, progress)[key])
+            times[r["bundle"]].append(harness.time_bundle(Path(r["bundle"]), plan.settings)[key])
     paper_ms = stats.median(times[paper["bundle"]])
     target_ms = plan.latency_target or paper_ms
     finals = []
