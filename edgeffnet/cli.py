@@ -428,16 +428,20 @@ def fit_cmd(base, searched, coefficients, target, precision, latency_ms, budgets
                                  step=phi_step, phi_min=phi_min, phi_max=phi_max, out=Path(output),
                                  settings=harness.BenchSettings(iterations, seconds, warmup, threads))
     wanted = fit.parse_budgets(latency_ms, budgets)
-    results = fit.fit_family(plan, wanted, echo=lambda m: err.print(m, markup=False))
+    results, failed = fit.fit_family(plan, wanted, echo=lambda m: err.print(m, markup=False))
+    if not results:
+        raise UserError(f"no budget could be met: {failed[0][1]}")
     files = fit.write(plan, results)
     if as_json:
         click.echo(json.dumps(results, indent=1))
-        return
-    out.print(console.fit_table(results, metric))
-    for r in results:
-        for line in console.fit_lines(r, metric):
-            out.print(line, markup=False)
-    err.print("wrote " + ", ".join(str(f) for f in files), markup=False)
+    else:
+        out.print(console.fit_table(results, metric))
+        for r in results:
+            for line in console.fit_lines(r, metric):
+                out.print(line, markup=False)
+        err.print("wrote " + ", ".join(str(f) for f in files), markup=False)
+    if failed:
+        raise UserError(f"{len(failed)} of {len(wanted)} budgets could not be met; the first: {failed[0][1]}")
 
 
 # -- end of search and fit -------------------------------------------------------------------------------

@@ -120,3 +120,12 @@ def test_fit_is_maximal_on_the_device(tmp_path, monkeypatch):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "tried: phi=" in done.stdout and all((plan.out / f).is_file() for f in ("fit.json", "fit.csv", "fit.png"))
     assert not list((plan.out / "bundles").glob(".*"))  # no half-written bundle left
+
+
+def test_a_family_goes_on_past_an_unmeetable_budget(tmp_path, monkeypatch):
+    monkeypatch.setattr(fit, "Measurements", lambda plan, echo=None: PretendDevice(plan))
+    results, failed = fit.fit_family(fit.FitPlan(out=tmp_path, settings=QUICK), [11.0, 0.5, 4.0])
+    assert [r["budget_ms"] for r in results] == [4.0, 11.0] and [b for b, _ in failed] == [0.5]
+    assert results[0]["phi"] < results[1]["phi"] and "below the smallest model" in failed[0][1]
+    files = fit.write(fit.FitPlan(out=tmp_path, settings=QUICK), results)
+    assert len((tmp_path / "fit.csv").read_text().splitlines()) == 3 and all(f.is_file() for f in files)

@@ -275,10 +275,21 @@ def fit_budget(plan: FitPlan, budget_ms: float, meas: Measurements, echo=None) -
     return result
 
 
-def fit_family(plan: FitPlan, budgets: list[float], echo=None) -> list[dict]:
+def fit_family(plan: FitPlan, budgets: list[float], echo=None) -> tuple[list[dict], list[tuple[float, str]]]:
+    """(results, [(budget, why)] for budgets that could not be met): one unmeetable budget of a family
+    does not stop the others, which share every measurement."""
     plan.check()
     meas = Measurements(plan, echo=echo)
-    return [fit_budget(plan, b, meas, echo) for b in sorted(budgets)]
+    results, failed = [], []
+    for b in sorted(budgets):
+        try:
+            results.append(fit_budget(plan, b, meas, echo))
+        except UserError as e:
+            if len(budgets) == 1:
+                raise
+            failed.append((b, str(e)))
+            (echo or (lambda m: None))(f"{b:g} ms: {e}")
+    return results, failed
 
 
 def write(plan: FitPlan, results: list[dict]) -> list[Path]:
