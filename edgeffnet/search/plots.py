@@ -63,9 +63,10 @@ def fit_plot(results: list[dict], tried: list[dict], metric: str, title: str, pa
     key = f"{metric}_ms"
     pts = sorted(tried, key=lambda t: t["phi"])
     ax.plot([t["phi"] for t in pts], [t[key] for t in pts], "o", color="0.6", ms=4, label="measured")
-    for r in results:
-        line = ax.axhline(r["budget_ms"], lw=0.8, ls="--")
-        ax.plot([r["phi"]], [r[key]], "o", ms=9, color=line.get_color(),
+    for n, r in enumerate(results):
+        colour = plt.get_cmap("tab10")(n % 10)
+        ax.axhline(r["budget_ms"], lw=0.8, ls="--", color=colour)
+        ax.plot([r["phi"]], [r[key]], "o", ms=9, color=colour,
                 label=f"{r['budget_ms']:g} ms: phi={r['phi']:g} ({r[key]:.2f} ms)")
     ax.set_yscale("log")
     ax.set_xlabel("phi")
