@@ -64,15 +64,15 @@ class BuildContext:
 
     @property
     def preprocess(self):
-        from ..graph import recipe_for
+        from ..reference import input_recipe
 
-        return recipe_for(self.spec, self.weights)
+        return input_recipe(self.spec, self.weights)
 
     # -- shared data, loaded once ------------------------------------------------------------------------
     @property
     def model(self):
         """The PyTorch reference (eval mode), the first stage's work; later stages export it."""
-        from ..graph import make_model
+        from ..reference import make_model
 
         o = self.options
         return self._once("model", lambda: make_model(self.spec, self.weights, o.num_classes, o.seed))
