@@ -28,7 +28,7 @@ def parse_models(text: str) -> list[str]:
     for item in (t.strip() for t in text.split(",")):
         if not item:
             raise UserError(f"bad --models '{text}': empty item; write presets or ranges like b0-b3,lite0-lite2")
-        if _preset(item):
+        if _preset(item) and not item.endswith("-"):  # "b0-" is an unfinished range, not b0
             names.append(_preset(item))
             continue
         ends = [(_preset(item[:i]), _preset(item[i + 1:])) for i, c in enumerate(item) if c == "-"]
