@@ -39,7 +39,9 @@ def _spec_help() -> str:
 @click.argument("spec", required=False)
 @click.option("--num-classes", type=int, default=1000, show_default=True, help="Classifier width.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def info(spec: str | None, num_classes: int, as_json: bool) -> None:
+@click.option("--table3", is_flag=True, help="The paper's Table 3 (MobileNetV1/V2, ResNet-50 scaled): its FLOPS "
+                                             "beside the counted MACs of each row's spec.")
+def info(spec: str | None, num_classes: int, as_json: bool, table3: bool) -> None:
     """Show the scaled stage table, d/w/r, params, MACs and the 2^phi check for SPEC.
 
     Without SPEC, list the published presets.
@@ -50,6 +52,9 @@ def info(spec: str | None, num_classes: int, as_json: bool) -> None:
     from . import info as inf
     from .scaling import parse_spec
 
+    if table3:
+        _print_table3(inf.table3(), as_json)
+        return
     if num_classes < 1:
         raise UserError(f"--num-classes must be at least 1, got {num_classes}")
     if spec is None:
@@ -92,10 +97,29 @@ def _print_info(d: dict) -> None:
     out.print(f"params {d['params']:,}   MACs {d['macs'] / 1e9:.4f} G ({d['flops'] / 1e9:.3f} GFLOPs)"
               f"   classes {d['num_classes']}")
     c = d["scaling_check"]
-    if c:
+    if c and c["two_pow_phi"] is None:
+        out.print(f"MAC check: MACs / MACs({c['baseline']}) = {c['mac_ratio']:.3f}x;  d*w^2*r^2 = {c['predicted']:.3f}x"
+                  f"  (actual/predicted {c['ratio_over_predicted']:.3f})")
+    elif c:
         out.print(f"2^phi check: MACs / MACs({c['baseline']}) = {c['mac_ratio']:.3f}x;  "
                   f"(alpha*beta^2*gamma^2)^phi = {c['predicted']:.3f}x;  2^phi = {c['two_pow_phi']:.3f}x  "
                   f"(actual/predicted {c['ratio_over_predicted']:.3f})")
+
+
+def _print_table3(rows: list[dict], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    t = Table(title="Table 3 of the paper: FLOPS as printed vs MACs counted (Conv2d + Linear, one image)")
+    for col in ("row", "spec", "res", "params", "paper", "counted", "deviation", "agrees"):
+        t.add_column(col, justify="left" if col in ("row", "spec") else "right")
+    for r in rows:
+        verdict = "yes" if r["agrees"] else f"no: matches '{r['matches']}'" if r["matches"] else "no"
+        t.add_row(r["label"], r["spec"], str(r["resolution"]), f"{r['params']:,}", f"{r['paper_flops']:.1f} B",
+                  f"{r['macs'] / 1e9:.3f} B", f"{r['deviation']:+.1%}", verdict)
+    out.print(t)
+    for note in dict.fromkeys(r["note"] for r in rows if r["note"]):
+        out.print(f"note: {note} (see README, Table 3)")
 
 
 @cli.command("targets")
@@ -217,8 +241,7 @@ def bench_cmd(bundle_dir, mode, iterations, seconds, warmup, threads, streams, b
     s = bench.Settings(mode=mode, iterations=iterations, seconds=seconds, warmup=warmup, threads=threads,
                        streams=streams, batch=batch)
     records, interrupted = bench.run(bundle_dir, s, _csv_list(baseline),
-                                     progress=lambda label: console.progress_bar(err, label),
-                                     log=lambda m: err.print(m, markup=False))
+                                     progress=lambda label: console.progress_bar(err, label))
     if as_json:
         click.echo(json.dumps([r.to_dict() | {"saved": str(r.saved_to or "")} for r in records], indent=1,
                               default=str))
@@ -237,6 +260,8 @@ def bench_cmd(bundle_dir, mode, iterations, seconds, warmup, threads, streams, b
 @click.option("--spec", "specs", multiple=True, help="A full model spec, e.g. 'b0,res=96' (repeatable).")
 @click.option("--scaling", help="[BASE:]PHI,... e.g. b0:1,2: the baseline and, per phi, the compound model and the "
                                 "same FLOPS budget spent on width, depth or resolution only.")
+@click.option("--table3", is_flag=True, help="Add the paper's Table 3 rows (MobileNetV1/V2 and ResNet-50 scaled by "
+                                             "width, depth, resolution and compound; see info --table3).")
 @click.option("--target", "-t", default="cpu", show_default=True, help="Target name or path to a profile .toml.")
 @click.option("--precision", "-p", help="Comma-separated, e.g. fp32,int8 (default: the target's default).")
 @click.option("--mode", default="latency,throughput", show_default=True, help="Bench modes, comma-separated.")
@@ -248,8 +273,12 @@ def bench_cmd(bundle_dir, mode, iterations, seconds, warmup, threads, streams, b
 @click.option("-o", "--output", default="results", show_default=True, type=click.Path(),
               help="Directory for the bundles (OUTPUT/bundles) and the report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON at the end.")
-def sweep_cmd(models, specs, scaling, target, precision, mode, baseline, iterations, seconds, warmup, threads, output,
-              as_json) -> None:
+@click.option("--cluster", help="Ray head HOST:PORT of a device farm (edgeffnet farm join): each bundle is measured on "
+                                "a device of its target; --target then takes a comma-separated list.")
+@click.option("--task-timeout", type=float, default=1800.0, show_default=True,
+              help="With --cluster: seconds one device may take for a bundle (compile, verify, bench).")
+def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline, iterations, seconds, warmup, threads,
+              output, as_json, cluster, task_timeout) -> None:
     """Build (through the stage cache) and bench models x precisions on a target, then write the report.
 
     Run the same command again to continue an interrupted sweep: finished items are skipped.
@@ -259,12 +288,21 @@ def sweep_cmd(models, specs, scaling, target, precision, mode, baseline, iterati
     from . import targets
     from .measure import bench, console, report, sweep
 
-    precisions = _csv_list(precision) or [targets.load(target).default_precision]
-    items = sweep.plan(models, specs, scaling, precisions)
+    if table3:
+        from .scaling import table3_specs
+
+        specs = tuple(specs) + tuple(table3_specs())
     settings = bench.Settings(iterations=iterations, seconds=seconds, warmup=warmup, threads=threads)
     dest = Path(output)
-    result = sweep.run(items, target, dest, _csv_list(mode), _csv_list(baseline), settings,
-                       progress=lambda label: console.progress_bar(err, label))
+    if cluster:  # the device farm (edgeffnet/farm): the same items on every target's devices
+        from .farm.sweep import run_command
+
+        result = run_command(models, specs, scaling, _csv_list(target), _csv_list(precision), _csv_list(mode),
+                             _csv_list(baseline), settings, dest, cluster, task_timeout)
+    else:
+        precisions = _csv_list(precision) or [targets.load(target).default_precision]
+        result = sweep.run(sweep.plan(models, specs, scaling, precisions), target, dest, _csv_list(mode),
+                           _csv_list(baseline), settings, progress=lambda label: console.progress_bar(err, label))
     try:
         rep = report.write(report.collect([dest / "bundles"]), dest)
     except UserError:
@@ -302,6 +340,35 @@ def report_cmd(paths, output, as_json) -> None:
     out.print(report.console_table(rep))
     for f in rep["files"]:
         err.print(f"wrote {f}", markup=False)
+
+
+@cli.command("cam")
+@click.argument("args", nargs=-1, required=True, metavar="[MODEL|BUNDLE] IMAGE...")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Directory for the PNGs and cam.json.")
+@click.option("--weights", "-w", help="Checkpoint or 'pretrained' for a MODEL spec (default with --compare: pretrained).")
+@click.option("--top", default=3, show_default=True, help="Maps of the top-k classes per image.")
+@click.option("--class", "klass", type=int, help="The map of this class (ImageNet index) instead of the top-k.")
+@click.option("--compare", help="Comma-separated specs: each one's top-1 map on the same photos, one grid "
+                                "(the paper's Figure 7: --compare lite0,lite1,lite2). All arguments are images.")
+def cam_cmd(args, output, weights, top, klass, compare) -> None:
+    """Class activation maps: where in each photo the network found its classes.
+
+    MODEL is a spec with --weights (PyTorch); a BUNDLE's maps come from its compiled artifact, beside the
+    FP32 ones, with their correlation. Writes IMAGE.cam.png per image, grid.png and cam.json into -o.
+    """
+    from pathlib import Path
+
+    from . import bundle, cam
+
+    out_dir = Path(output)
+    if compare:
+        summary = cam.compare_models(_csv_list(compare), weights, list(args), out_dir, klass)
+    elif bundle.is_bundle(Path(args[0])):
+        summary = cam.maps_of_bundle(args[0], list(args[1:]), out_dir, top, klass)
+        err.print(f"artifact vs FP32 maps: mean correlation {summary['mean_correlation']:.4f}", markup=False)
+    else:
+        summary = cam.maps_of_model(args[0], weights, list(args[1:]), out_dir, top, klass)
+    err.print(f"wrote {len(summary['images'])} image(s) and {out_dir / summary['grid']}", markup=False)
 
 
 @cli.command("compile")
@@ -445,6 +512,11 @@ def fit_cmd(base, searched, coefficients, target, precision, latency_ms, budgets
 
 
 # -- end of search and fit -------------------------------------------------------------------------------
+
+
+from .farm.commands import farm  # noqa: E402  (edgeffnet farm join/status)
+
+cli.add_command(farm)
 
 
 def main() -> None:

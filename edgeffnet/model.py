@@ -1,7 +1,10 @@
-"""One builder for every point of the family: a ModelSpec in, an eval-ready torch.nn.Module out.
+"""One builder for every spec: a ModelSpec in, an eval-ready torch.nn.Module out.
 
-Module names (stem, stages.S.B.{expand,dw,se,project}, head, classifier) are edgeffnet's own checkpoint
-layout; `weights.py` maps the other layouts onto them.
+EfficientNet, Lite, MobileNetV1/V2 and ResNet-50 differ only in their stage tables (scaling.py); the
+builder loops over the rows and picks the block each row names. Module names (stem, stages.S.B.{expand,
+dw,se,project} for MBConv and depthwise-separable blocks, stages.S.B.{reduce,spatial,restore,shortcut}
+for bottlenecks, head, classifier) are edgeffnet's own checkpoint layout; `weights.py` maps the other
+layouts onto them.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +37,11 @@ TORCH_NUMERICS = Numerics("symmetric", 1e-5)
 TF_NUMERICS = Numerics("same", 1e-3)
 
 
+_ACTIVATIONS = {"silu": nn.SiLU, "relu6": nn.ReLU6, "relu": nn.ReLU}
+
+
 def _activation(name: str) -> nn.Module:
-    return nn.SiLU() if name == "silu" else nn.ReLU6()
+    return _ACTIVATIONS[name]()
 
 
 class SamePad(nn.Module):
@@ -107,33 +114,74 @@ class MBConv(nn.Module):
         return x + y if self.residual else y
 
 
+class DepthwiseSeparable(nn.Module):
+    """MobileNetV1's layer: depthwise kxk and pointwise 1x1, each activated, no skip."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, spec: ModelSpec, num: Numerics):
+        super().__init__()
+        self.dw = ConvBN(cin, cin, kernel, stride, cin, spec.activation, num)
+        self.project = ConvBN(cin, cout, 1, 1, 1, spec.activation, num)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(self.dw(x))
+
+
+class Bottleneck(nn.Module):
+    """ResNet's bottleneck (v1.5: the 3x3 strides): 1x1 reduce, kxk, 1x1 restore, plus the shortcut, then
+    the activation. The shortcut is a strided 1x1 projection where the shape changes, else identity."""
+
+    def __init__(self, cin: int, cout: int, mid: int, kernel: int, stride: int, spec: ModelSpec, num: Numerics):
+        super().__init__()
+        self.reduce = ConvBN(cin, mid, 1, 1, 1, spec.activation, num)
+        self.spatial = ConvBN(mid, mid, kernel, stride, 1, spec.activation, num)
+        self.restore = ConvBN(mid, cout, 1, 1, 1, None, num)
+        self.shortcut = ConvBN(cin, cout, 1, stride, 1, None, num) if stride != 1 or cin != cout else None
+        self.act = _activation(spec.activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.restore(self.spatial(self.reduce(x)))
+        return self.act(y + (self.shortcut(x) if self.shortcut is not None else x))
+
+
+def _block(st: Stage, first: bool, spec: ModelSpec, num: Numerics) -> nn.Module:
+    cin, stride = (st.in_channels, st.stride) if first else (st.out_channels, 1)
+    if st.block == "dsconv":
+        return DepthwiseSeparable(cin, st.out_channels, st.kernel, stride, spec, num)
+    if st.block == "bottleneck":
+        return Bottleneck(cin, st.out_channels, st.mid_channels, st.kernel, stride, spec, num)
+    return MBConv(cin, st.out_channels, st.expand_ratio, st.kernel, stride, spec, num)
+
+
 def _stage(st: Stage, spec: ModelSpec, num: Numerics) -> nn.Sequential:
-    return nn.Sequential(
-        *(
-            MBConv(st.in_channels if i == 0 else st.out_channels, st.out_channels, st.expand_ratio, st.kernel,
-                   st.stride if i == 0 else 1, spec, num)
-            for i in range(st.layers)
-        )
-    )
+    return nn.Sequential(*(_block(st, i == 0, spec, num) for i in range(st.layers)))
 
 
 class EfficientNet(nn.Module):
+    """The network of any spec (the name is historical: MobileNets and ResNet-50 are specs too)."""
+
     def __init__(self, spec: ModelSpec, num_classes: int = 1000, numerics: Numerics = TORCH_NUMERICS):
         super().__init__()
         self.spec, self.numerics = spec, numerics
-        self.stem = ConvBN(3, spec.stem_channels, 3, 2, 1, spec.activation, numerics)
+        self.stem = ConvBN(3, spec.stem_channels, spec.stem_kernel, 2, 1, spec.activation, numerics)
+        if spec.stem_pool:
+            self.stem.add_module("pool", nn.MaxPool2d(3, 2, 1))
         self.stages = nn.Sequential(*(_stage(st, spec, numerics) for st in spec.stages))
-        self.head = ConvBN(spec.stages[-1].out_channels, spec.head_channels, 1, 1, 1, spec.activation, numerics)
+        self.head = (ConvBN(spec.stages[-1].out_channels, spec.head_channels, 1, 1, 1, spec.activation, numerics)
+                     if spec.head_channels else None)
         self.dropout = nn.Dropout(spec.dropout)
-        self.classifier = nn.Linear(spec.head_channels, num_classes)
+        self.classifier = nn.Linear(spec.features_channels, num_classes)
 
     @property
     def num_classes(self) -> int:
         return self.classifier.out_features
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The final feature map (N, C, h, w): global average pooling and the classifier read it."""
+        x = self.stages(self.stem(x))
+        return self.head(x) if self.head is not None else x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head(self.stages(self.stem(x)))
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        x = torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1)
         return self.classifier(self.dropout(x))
 
 
@@ -165,6 +213,14 @@ def randomise(model: EfficientNet, seed: int, images: torch.Tensor) -> Efficient
             elif isinstance(m, nn.BatchNorm2d):
                 m.reset_parameters()
                 m.momentum = None  # cumulative average: one pass gives the batch's exact statistics
+        # A bottleneck adds a unit-variance branch to its stream and then rectifies, so a random ResNet's
+        # stream grows block after block; at 64 px the FP32 rounding of its sums alone (PyTorch FP32 against
+        # FP64) reached 1.1e-4 on ResNet-50's logits, the whole FP32 tolerance. The branch's last BatchNorm
+        # scale at 1/sqrt(blocks) (the gamma Goyal et al. zero-initialise, scaled as Fixup does) keeps the
+        # stream at a trained network's scale: 5e-6.
+        bottlenecks = [m for m in model.modules() if isinstance(m, Bottleneck)]
+        for m in bottlenecks:
+            m.restore.bn.weight.fill_(1.0 / math.sqrt(len(bottlenecks)))
         model.train()
         model(images)
         for m in model.modules():
@@ -177,25 +233,32 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@lru_cache(maxsize=256)  # specs are frozen; a sweep or `info` asks for the same baselines again and again
 def count_macs(spec: ModelSpec, num_classes: int = 1000) -> int:
     """Multiply-accumulates of Conv2d and Linear layers for one image at the spec's resolution.
 
     Walks a meta-device copy (shapes only, no memory) in registration order, which is forward order for
-    this network, tracking the feature-map size: no forward pass, so B7 costs milliseconds.
+    these networks, tracking the feature-map size: no forward pass, so B7 costs milliseconds. Squeeze-
+    excitation convs work on the pooled 1x1 map; a bottleneck's shortcut on the map its strided 3x3 made.
     """
     with torch.device("meta"):
         model = EfficientNet(spec, num_classes)
     size, total = spec.resolution, 0
     se_convs = {id(c) for m in model.modules() if isinstance(m, SqueezeExcite) for c in (m.reduce, m.expand)}
+    shortcuts = {id(m.shortcut.conv) for m in model.modules() if isinstance(m, Bottleneck) and m.shortcut is not None}
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             k = m.kernel_size[0] * m.kernel_size[1]
             if id(m) in se_convs:
-                spatial = 1  # squeeze-excitation works on the pooled 1x1 map
+                spatial = 1
+            elif id(m) in shortcuts:
+                spatial = size * size
             else:
                 size = -(-size // m.stride[0])  # "same" output size; SamePad and k//2 padding agree
                 spatial = size * size
             total += spatial * m.out_channels * (m.in_channels // m.groups) * k
+        elif isinstance(m, nn.MaxPool2d):
+            size = -(-size // m.stride)  # 3x3, stride 2, padding 1
         elif isinstance(m, nn.Linear):
             total += m.in_features * m.out_features
     return total

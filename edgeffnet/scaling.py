@@ -6,7 +6,8 @@ The baseline network (the paper's Table 1) and the published presets are data; t
 Spec grammar (also printed by `edgeffnet info --help`)::
 
     SPEC   := [BASE] ("," KEY "=" VALUE)*
-    BASE   := b0 .. b7 | lite0 .. lite4          (default b0; "efficientnet-b3" etc. also accepted)
+    BASE   := b0 .. b7 | lite0 .. lite4 | mobilenetv1 | mobilenetv2 | resnet50
+              (default b0; "efficientnet-b3", "mobilenet_v2", "resnet-50" also accepted)
     KEY    := phi | alpha | beta | gamma | only | w | d | r | res | dropout
 
     b2                       a published preset
@@ -16,6 +17,8 @@ Spec grammar (also printed by `edgeffnet info --help`)::
     phi=3,only=depth         spend the whole (alpha*beta^2*gamma^2)^phi FLOPS budget on one dimension
     b0,d=4  b0,w=2  b0,r=2   single-dimension multipliers (the paper's Figure 3 / Table 3 experiments)
     b3,res=512               a preset at another input resolution (pixels)
+    mobilenetv1,d=1.4,w=1.2,r=1.3   the paper's Table 3: other baselines, the same rules and grammar
+    resnet50,phi=2           compound scaling of ResNet-50 with alpha, beta, gamma (1.2, 1.1, 1.15)
 
 Values given explicitly (w, d, r, res, dropout) override what the base and phi produce.
 """
@@ -23,7 +26,6 @@ Values given explicitly (w, d, r, res, dropout) override what the base and phi p
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field, replace
 
 from .errors import UserError
@@ -33,7 +35,14 @@ ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15  # the paper's grid-searched coefficients
 
 @dataclass(frozen=True)
 class Stage:
-    """One row of the stage table: a run of identical MBConv blocks (the first may stride)."""
+    """One row of the stage table: a run of identical blocks (the first may stride and change width).
+
+    `block` names the block: "mbconv" (inverted residual: 1x1 expand to in x expand_ratio, depthwise
+    kxk, optional squeeze-excitation, linear 1x1 project, skip when shapes match), "dsconv" (MobileNetV1:
+    depthwise kxk then 1x1, both activated, no skip) or "bottleneck" (ResNet v1.5: 1x1 down to
+    out / expand_ratio, kxk that strides, 1x1 up to out, projection shortcut when shapes change, the
+    activation after the sum).
+    """
 
     expand_ratio: int
     kernel: int
@@ -42,10 +51,22 @@ class Stage:
     out_channels: int
     layers: int
     resolution: int = 0  # input resolution of the stage, filled in by scaling
+    block: str = "mbconv"
 
     @property
     def operator(self) -> str:
+        if self.block == "dsconv":
+            return f"DSConv, k{self.kernel}x{self.kernel}"
+        if self.block == "bottleneck":
+            return f"Bottleneck{self.expand_ratio}, k{self.kernel}x{self.kernel}"
         return f"MBConv{self.expand_ratio}, k{self.kernel}x{self.kernel}"
+
+    @property
+    def mid_channels(self) -> int:
+        """The bottleneck's inner width (ResNet's "planes"); the expanded width of an MBConv."""
+        if self.block == "bottleneck":
+            return self.out_channels // self.expand_ratio
+        return self.in_channels * self.expand_ratio
 
 
 # EfficientNet-B0, the paper's Table 1 (stages 2..8; stage 1 is the stem, stage 9 the head).
@@ -60,16 +81,50 @@ BASELINE_STAGES = (
 )
 STEM_CHANNELS, HEAD_CHANNELS, BASE_RESOLUTION = 32, 1280, 224
 
+# The paper's Table 3 baselines, as stage tables for the same builder.
+# MobileNetV1 (Howard et al. 2017, Table 1): 13 depthwise-separable layers, no head conv (as timm's
+# mobilenetv1_100: ReLU6, the classifier reads the last 1024 channels).
+MOBILENETV1_STAGES = (
+    Stage(1, 3, 1, 32, 64, 1, block="dsconv"),
+    Stage(1, 3, 2, 64, 128, 2, block="dsconv"),
+    Stage(1, 3, 2, 128, 256, 2, block="dsconv"),
+    Stage(1, 3, 2, 256, 512, 6, block="dsconv"),
+    Stage(1, 3, 2, 512, 1024, 2, block="dsconv"),
+)
+# MobileNetV2 (Sandler et al. 2018, Table 2): t, c, n, s with 3x3 depthwise kernels.
+MOBILENETV2_STAGES = (
+    Stage(1, 3, 1, 32, 16, 1),
+    Stage(6, 3, 2, 16, 24, 2),
+    Stage(6, 3, 2, 24, 32, 3),
+    Stage(6, 3, 2, 32, 64, 4),
+    Stage(6, 3, 1, 64, 96, 3),
+    Stage(6, 3, 2, 96, 160, 3),
+    Stage(6, 3, 1, 160, 320, 1),
+)
+# ResNet-50 (He et al. 2016, Table 1; stride on the 3x3 as torchvision's v1.5): conv2_x .. conv5_x.
+RESNET50_STAGES = (
+    Stage(4, 3, 1, 64, 256, 3, block="bottleneck"),
+    Stage(4, 3, 2, 256, 512, 4, block="bottleneck"),
+    Stage(4, 3, 2, 512, 1024, 6, block="bottleneck"),
+    Stage(4, 3, 2, 1024, 2048, 3, block="bottleneck"),
+)
+
 
 @dataclass(frozen=True)
 class Family:
-    """What distinguishes a family built from the same baseline table."""
+    """What distinguishes a family: its baseline table, stem, head and block details, and its presets."""
 
     name: str
-    activation: str  # "silu" or "relu6"
+    activation: str  # "silu", "relu6" or "relu"
     se_ratio: float  # squeeze-excitation width relative to a block's input channels; 0 = no SE
     fixed_stem_head: bool  # Lite keeps stem/head channels and the first/last stage depth unscaled
     presets: dict[str, tuple[float, float, int, float]]  # name -> (width, depth, resolution, dropout)
+    stages: tuple[Stage, ...] = BASELINE_STAGES
+    stem_channels: int = STEM_CHANNELS
+    stem_kernel: int = 3
+    stem_pool: bool = False  # ResNet: a 3x3 stride-2 max-pool after the stem convolution
+    head_channels: int = HEAD_CHANNELS  # the 1x1 head conv before pooling; 0: none, the classifier reads the last stage
+    head_floor: bool = False  # MobileNetV2: the head is never narrower than its baseline (w < 1 keeps 1280)
 
 
 FAMILIES = {
@@ -88,9 +143,25 @@ FAMILIES = {
             "lite3": (1.2, 1.4, 280, 0.3), "lite4": (1.4, 1.8, 300, 0.3),
         },
     ),
+    # Table 3. w scales every channel count (stem, blocks, head) with the rounding rule below; d scales
+    # every stage's block count (rounded up); r the input size. Dropout as the reference implementations.
+    "mobilenetv1": Family(
+        "mobilenetv1", "relu6", 0.0, False, {"mobilenetv1": (1.0, 1.0, 224, 0.0)},
+        stages=MOBILENETV1_STAGES, head_channels=0,
+    ),
+    "mobilenetv2": Family(
+        "mobilenetv2", "relu6", 0.0, False, {"mobilenetv2": (1.0, 1.0, 224, 0.2)},
+        stages=MOBILENETV2_STAGES, head_floor=True,
+    ),
+    "resnet": Family(
+        "resnet", "relu", 0.0, False, {"resnet50": (1.0, 1.0, 224, 0.0)},
+        stages=RESNET50_STAGES, stem_channels=64, stem_kernel=7, stem_pool=True, head_channels=0,
+    ),
 }
 PRESETS = {name: fam for fam in FAMILIES.values() for name in fam.presets}
-BASELINES = {"efficientnet": "b0", "lite": "lite0"}
+BASELINES = {"efficientnet": "b0", "lite": "lite0", "mobilenetv1": "mobilenetv1", "mobilenetv2": "mobilenetv2",
+             "resnet": "resnet50"}
+EFFICIENTNET_FAMILIES = ("efficientnet", "lite")  # the compound-scaled presets `edgeffnet info` lists
 
 
 def round_channels(channels: float, divisor: int = 8) -> int:
@@ -131,6 +202,8 @@ class ModelSpec:
     beta: float = BETA
     gamma: float = GAMMA
     only: str | None = None
+    stem_kernel: int = 3
+    stem_pool: bool = False
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -147,33 +220,51 @@ class ModelSpec:
         """phi as given, or the preset's index (B3 is phi=3 in the paper's naming)."""
         if self.phi is not None:
             return self.phi
-        digits = re.sub(r"\D", "", self.name)
-        return float(digits) if self.name in PRESETS else None
+        if self.name not in PRESETS:
+            return None
+        return float(list(PRESETS[self.name].presets).index(self.name))  # b3 -> 3, lite2 -> 2, resnet50 -> 0
 
     @property
     def blocks(self) -> int:
         return sum(s.layers for s in self.stages)
 
+    @property
+    def features_channels(self) -> int:
+        """Channels of the final feature map: what global pooling, the classifier and a CAM read."""
+        return self.head_channels or self.stages[-1].out_channels
+
+    @property
+    def output_stride(self) -> int:
+        """Input pixels per cell of the final feature map."""
+        return 2 * (2 if self.stem_pool else 1) * math.prod(st.stride for st in self.stages)
+
 
 def scale(family: Family, width: float, depth: float, resolution: int) -> tuple[int, int, tuple[Stage, ...]]:
-    """Apply the two rounding rules to the baseline table: (stem channels, head channels, stages)."""
+    """Apply the two rounding rules to the family's baseline table: (stem channels, head channels, stages).
+
+    Every channel count is `round_channels(baseline x width)`; a bottleneck rounds its inner width and
+    keeps out = inner x expansion, so the 4:1 ratio of ResNet survives any w. Every stage's block count
+    is `round_layers(baseline x depth)`; the extra blocks repeat the stage's non-strided block.
+    """
     fixed = family.fixed_stem_head
-    stem = STEM_CHANNELS if fixed else round_channels(STEM_CHANNELS * width)
-    head = HEAD_CHANNELS if fixed else round_channels(HEAD_CHANNELS * width)
+    stem = family.stem_channels if fixed else round_channels(family.stem_channels * width)
+    head = family.head_channels
+    if head and not fixed:
+        head = round_channels(head * (max(width, 1.0) if family.head_floor else width))
     stages = []
     res = _conv_out(resolution, 2)  # after the stride-2 stem
-    last = len(BASELINE_STAGES) - 1
-    for i, st in enumerate(BASELINE_STAGES):
+    if family.stem_pool:
+        res = _conv_out(res, 2)
+    last = len(family.stages) - 1
+    cin = stem
+    for i, st in enumerate(family.stages):
         layers = st.layers if fixed and i in (0, last) else round_layers(st.layers * depth)
-        stages.append(
-            replace(
-                st,
-                in_channels=stem if i == 0 else round_channels(st.in_channels * width),
-                out_channels=round_channels(st.out_channels * width),
-                layers=layers,
-                resolution=res,
-            )
-        )
+        if st.block == "bottleneck":
+            out = round_channels(st.mid_channels * width) * st.expand_ratio
+        else:
+            out = round_channels(st.out_channels * width)
+        stages.append(replace(st, in_channels=cin, out_channels=out, layers=layers, resolution=res))
+        cin = out
         res = _conv_out(res, st.stride)
     return stem, head, tuple(stages)
 
@@ -182,7 +273,7 @@ def _conv_out(size: int, stride: int) -> int:
     return -(-size // stride)  # "same"-style ceil; equals floor((n+2p-k)/s)+1 for k odd, p=k//2
 
 
-SPEC_FORMS = "b0..b7, lite0..lite4, 'b0,phi=1.5', 'phi=2,only=depth', 'b0,w=2', 'b0,d=3', 'b0,r=1.5', 'b3,res=512'"
+SPEC_FORMS = "b0..b7, lite0..lite4, mobilenetv1, mobilenetv2, resnet50, 'b0,phi=1.5', 'phi=2,only=depth', 'b0,w=2', 'b0,d=3', 'b0,r=1.5', 'b3,res=512'"
 _KEYS = {"phi", "alpha", "beta", "gamma", "only", "w", "d", "r", "res", "dropout"}
 _ALIASES = {"width": "w", "depth": "d", "resolution": "res"}
 _ONLY = {"depth", "width", "resolution"}
@@ -195,7 +286,10 @@ def _bad(text: str, why: str) -> UserError:
 def preset_name(token: str) -> str | None:
     t = token.strip().lower().replace("_", "-")
     t = t.removeprefix("efficientnet-")
-    return t if t in PRESETS else None
+    if t in PRESETS:
+        return t
+    t = t.replace("-", "")  # mobilenet_v2, mobilenet-v1, resnet-50
+    return t if t in PRESETS and t in BASELINES.values() else None
 
 
 def parse_spec(text: str) -> ModelSpec:
@@ -297,8 +391,49 @@ def _resolve(text: str, base: str, values: dict[str, str]) -> ModelSpec:
         name=name, family=family.name, width=width, depth=depth, resolution=resolution, dropout=dropout,
         stem_channels=stem, head_channels=head, stages=stages, activation=family.activation,
         se_ratio=family.se_ratio, phi=phi, alpha=alpha, beta=beta, gamma=gamma, only=only,
-        warnings=tuple(warnings),
+        stem_kernel=family.stem_kernel, stem_pool=family.stem_pool, warnings=tuple(warnings),
     )
+
+
+@dataclass(frozen=True)
+class Table3Row:
+    """A row of the paper's Table 3 ("Scaling up MobileNets and ResNet") and the spec that builds it."""
+
+    label: str
+    spec: str
+    paper_flops: float  # billions, as printed (the paper's "FLOPS" are multiply-adds)
+    note: str = ""
+
+
+# Compound rows: MobileNetV1's coefficients are the paper's. For MobileNetV2 and ResNet-50 the paper prints
+# none; ResNet-50 takes EfficientNet's (1.2, 1.1, 1.15) at phi=2, MobileNetV2 a small grid search's
+# (alpha 1.35, beta 1.05, gamma 1.16: alpha*beta^2*gamma^2 = 2.003) at phi=2, the pair nearest 1.3B among
+# alpha 1.1..1.4 x beta 1.05..1.2 (EfficientNet's own give 1.49B: MobileNetV2's one-block stages round up).
+# The paper's ResNet-50 depth and width rows: depth only adds identity blocks (no stem, no projection
+# shortcuts), so 4x the blocks of a 4.1B network cannot reach 16.2B; width 2 quadruples nearly every layer
+# and cannot stay at 14.7B. Each count lands on the other row's figure: the two FLOPS look transposed.
+_TRANSPOSED = "the paper's ResNet-50 depth and width FLOPS look transposed"
+TABLE3 = (
+    Table3Row("Baseline MobileNetV1", "mobilenetv1", 0.6),
+    Table3Row("Scale MobileNetV1 by width (w=2)", "mobilenetv1,w=2", 2.2),
+    Table3Row("Scale MobileNetV1 by resolution (r=2)", "mobilenetv1,r=2", 2.2),
+    Table3Row("compound scale (d=1.4, w=1.2, r=1.3)", "mobilenetv1,d=1.4,w=1.2,r=1.3", 2.3),
+    Table3Row("Baseline MobileNetV2", "mobilenetv2", 0.3),
+    Table3Row("Scale MobileNetV2 by depth (d=4)", "mobilenetv2,d=4", 1.2),
+    Table3Row("Scale MobileNetV2 by width (w=2)", "mobilenetv2,w=2", 1.1),
+    Table3Row("Scale MobileNetV2 by resolution (r=2)", "mobilenetv2,r=2", 1.2),
+    Table3Row("MobileNetV2 compound scale", "mobilenetv2,phi=2,alpha=1.35,beta=1.05,gamma=1.16", 1.3),
+    Table3Row("Baseline ResNet-50", "resnet50", 4.1),
+    Table3Row("Scale ResNet-50 by depth (d=4)", "resnet50,d=4", 16.2, _TRANSPOSED),
+    Table3Row("Scale ResNet-50 by width (w=2)", "resnet50,w=2", 14.7, _TRANSPOSED),
+    Table3Row("Scale ResNet-50 by resolution (r=2)", "resnet50,r=2", 16.4),
+    Table3Row("ResNet-50 compound scale", "resnet50,phi=2", 16.7),
+)
+
+
+def table3_specs() -> list[str]:
+    """The specs of Table 3's rows, in the paper's order (what `edgeffnet sweep --table3` adds)."""
+    return [parse_spec(row.spec).name for row in TABLE3]
 
 
 def with_resolution(spec: ModelSpec, resolution: int) -> ModelSpec:

@@ -1,7 +1,9 @@
 """Checkpoints users actually have: find the state_dict, detect its layout, map keys onto edgeffnet's.
 
-Layouts: torchvision (`features.S.B.block.N`), timm (`blocks.S.B.conv_pw`), efficientnet_pytorch /
-efficientnet_lite_pytorch (`_blocks.N._expand_conv`) and edgeffnet's own (`stages.S.B.expand.conv`).
+Layouts: torchvision EfficientNet (`features.S.B.block.N`), torchvision MobileNetV2 (`features.N.conv.K`),
+torchvision ResNet (`layerS.B.conv1`), timm EfficientNet / MobileNetV1 (`blocks.S.B.conv_pw`),
+efficientnet_pytorch / efficientnet_lite_pytorch (`_blocks.N._expand_conv`) and edgeffnet's own
+(`stages.S.B.expand.conv`).
 Each layout also fixes the numerics (padding, BN epsilon) and the preprocessing the weights were trained
 with; both travel with the loaded weights.
 """
@@ -92,13 +94,18 @@ def detect_layout(sd: dict[str, torch.Tensor]) -> str:
         return "edgeffnet"
     if "features.0.0.weight" in keys and any(".block." in k for k in keys):
         return "torchvision"
+    if "features.0.0.weight" in keys and any(re.match(r"features\.\d+\.conv\.", k) for k in keys):
+        return "torchvision_mobilenet_v2"
+    if "conv1.weight" in keys and any(k.startswith("layer1.") for k in keys):
+        return "torchvision_resnet"
     if "conv_stem.weight" in keys and any(k.startswith("blocks.") for k in keys):
         return "timm"
     if "_conv_stem.weight" in keys and any(k.startswith("_blocks.") for k in keys):
         return "efficientnet_pytorch"
     sample = ", ".join(list(keys)[:3])
-    raise UserError(f"checkpoint is not an EfficientNet of a known layout (torchvision, timm, "
-                    f"efficientnet_pytorch, edgeffnet); its first keys are: {sample}")
+    raise UserError(f"checkpoint is not an EfficientNet, MobileNet or ResNet of a known layout (torchvision "
+                    f"EfficientNet, MobileNetV2 or ResNet; timm EfficientNet or MobileNetV1; efficientnet_pytorch; "
+                    f"edgeffnet); its first keys are: {sample}")
 
 
 # Per layout: regexes from a block-local key to edgeffnet's block-local name. Group "i" is the flat block
@@ -122,8 +129,19 @@ _TIMM_IR = {"conv_pw": "expand.conv", "bn1": "expand.bn", "conv_dw": "dw.conv", 
 _EFFNET_PT = {"_expand_conv": "expand.conv", "_bn0": "expand.bn", "_depthwise_conv": "dw.conv", "_bn1": "dw.bn",
               "_project_conv": "project.conv", "_bn2": "project.bn", "_se_reduce": "se.reduce",
               "_se_expand": "se.expand"}
+# torchvision MobileNetV2's InvertedResidual is one Sequential `conv`: [expand ConvBNReLU,] depthwise
+# ConvBNReLU, project Conv2d, BatchNorm2d.
+_TV_MBV2_EXPAND = {"conv.0.0": "expand.conv", "conv.0.1": "expand.bn", "conv.1.0": "dw.conv", "conv.1.1": "dw.bn",
+                   "conv.2": "project.conv", "conv.3": "project.bn"}
+_TV_MBV2_NO_EXPAND = {"conv.0.0": "dw.conv", "conv.0.1": "dw.bn", "conv.1": "project.conv", "conv.2": "project.bn"}
+_TV_BOTTLENECK = {"conv1": "reduce.conv", "bn1": "reduce.bn", "conv2": "spatial.conv", "bn2": "spatial.bn",
+                  "conv3": "restore.conv", "bn3": "restore.bn", "downsample.0": "shortcut.conv",
+                  "downsample.1": "shortcut.bn"}
 _TOP = {
     "torchvision": {"features.0.0": "stem.conv", "features.0.1": "stem.bn", "classifier.1": "classifier"},
+    "torchvision_mobilenet_v2": {"features.0.0": "stem.conv", "features.0.1": "stem.bn",
+                                 "classifier.1": "classifier"},
+    "torchvision_resnet": {"conv1": "stem.conv", "bn1": "stem.bn", "fc": "classifier"},
     "timm": {"conv_stem": "stem.conv", "bn1": "stem.bn", "conv_head": "head.conv", "bn2": "head.bn",
              "classifier": "classifier"},
     "efficientnet_pytorch": {"_conv_stem": "stem.conv", "_bn0": "stem.bn", "_conv_head": "head.conv",
@@ -156,6 +174,8 @@ def to_edgeffnet_keys(sd: dict[str, torch.Tensor], layout: str, spec: ModelSpec)
         new = _map_prefix(module, _TOP.get(layout, {}))
         if new is None:
             new = _map_block(layout, module, flat, expands, head_stage)
+        if new is not None and not _fits_block(new, spec):
+            new = None
         if new is None:
             raise UserError(f"checkpoint key '{key}' ({layout} layout) has no place in a {spec.name} network; "
                             f"is the spec right for these weights?")
@@ -163,7 +183,35 @@ def to_edgeffnet_keys(sd: dict[str, torch.Tensor], layout: str, spec: ModelSpec)
     return out
 
 
+def _fits_block(name: str, spec: ModelSpec) -> bool:
+    """Block parts of another block type (an MBConv's `expand` in a bottleneck) have no place in the spec."""
+    m = re.match(r"stages\.(\d+)\.\d+\.(\w+)", name)
+    if not m:
+        return True
+    parts = {"bottleneck": ("reduce", "spatial", "restore", "shortcut"), "dsconv": ("dw", "project")}
+    allowed = parts.get(spec.stages[int(m[1])].block, ("expand", "dw", "se", "project"))
+    return m[2] in allowed
+
+
 def _map_block(layout: str, module: str, flat, expands, head_stage: int) -> str | None:
+    if layout == "torchvision_mobilenet_v2":
+        m = re.fullmatch(r"features\.(\d+)\.(.+)", module)
+        if not m:
+            return None
+        n = int(m[1])
+        if n == len(flat) + 1 and m[2] in ("0", "1"):
+            return "head." + ("conv" if m[2] == "0" else "bn")
+        if not 1 <= n <= len(flat):
+            return None
+        s, b = flat[n - 1]
+        local = (_TV_MBV2_EXPAND if expands[n - 1] else _TV_MBV2_NO_EXPAND).get(m[2])
+        return f"stages.{s}.{b}.{local}" if local else None
+    if layout == "torchvision_resnet":
+        m = re.fullmatch(r"layer(\d+)\.(\d+)\.(.+)", module)
+        if not m or (int(m[1]) - 1, int(m[2])) not in flat:
+            return None
+        local = _TV_BOTTLENECK.get(m[3])
+        return f"stages.{int(m[1]) - 1}.{m[2]}.{local}" if local else None
     if layout == "torchvision":
         if module in (f"features.{head_stage}.0", f"features.{head_stage}.1"):
             return "head." + ("conv" if module.endswith(".0") else "bn")
@@ -203,7 +251,7 @@ def numerics_for(layout: str, meta: dict) -> Numerics:
     return TORCH_NUMERICS
 
 
-def recipe_for(layout: str, numerics: Numerics, spec: ModelSpec, meta: dict) -> Preprocess:
+def layout_recipe(layout: str, numerics: Numerics, spec: ModelSpec, meta: dict) -> Preprocess:
     if layout == "edgeffnet" and "preprocess" in meta.get("edgeffnet", {}):
         return Preprocess.from_dict(meta["edgeffnet"]["preprocess"])
     if numerics == TF_NUMERICS and spec.family == "lite":
@@ -225,7 +273,7 @@ def load_file(path: str | Path, spec: ModelSpec) -> Weights:
     mapped = to_edgeffnet_keys(sd, layout, spec)
     numerics = numerics_for(layout, meta)
     return Weights(mapped, layout, str(path), sha256_file(path), numerics,
-                   recipe_for(layout, numerics, spec, meta), _classes(mapped), meta)
+                   layout_recipe(layout, numerics, spec, meta), _classes(mapped), meta)
 
 
 PRETRAINED = {"lite0", "lite1", "lite2"}

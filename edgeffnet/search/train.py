@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 
 from ..errors import UserError
-from ..graph import recipe_for
+from ..reference import input_recipe
 from ..model import TORCH_NUMERICS, EfficientNet
 from ..preprocess import Preprocess, normalise, resize_and_crop, to_rgb
 from ..scaling import BASELINES, parse_spec
@@ -72,7 +72,7 @@ def _initial_model(spec_text: str, num_classes: int, init: str) -> tuple[Efficie
     new label set, so it always starts fresh)."""
     spec = parse_spec(spec_text)
     if init == "scratch":
-        return EfficientNet(spec, num_classes, TORCH_NUMERICS), recipe_for(spec, None), {"init": "scratch"}
+        return EfficientNet(spec, num_classes, TORCH_NUMERICS), input_recipe(spec, None), {"init": "scratch"}
     from .. import weights as _weights
 
     base = parse_spec(BASELINES[spec.family])
@@ -85,7 +85,7 @@ def _initial_model(spec_text: str, num_classes: int, init: str) -> tuple[Efficie
     fits = {k: v for k, v in w.state_dict.items() if k in own and own[k].shape == v.shape
             and not k.startswith("classifier.")}
     model.load_state_dict(fits, strict=False)
-    return model, recipe_for(spec, w), {"init": f"pretrained {base.name}", "transferred_tensors": len(fits),
+    return model, input_recipe(spec, w), {"init": f"pretrained {base.name}", "transferred_tensors": len(fits),
                                          "tensors": len(own)}
 
 
