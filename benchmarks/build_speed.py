@@ -1,11 +1,12 @@
 """What the verified pipeline costs, and whether its IR is as fast as a plain one (issue 3).
 
-1. Wall time per stage of `edgeffnet build SPEC` (no cache) against a plain torch.onnx.export -> onnxsim
+1. Wall time per stage of the build pipeline (edgeffnet.pipeline: prepare, then run; no cache) against a plain torch.onnx.export -> onnxsim
    -> openvino.convert_model/save_model of the same model in the same process. Both sides start from the
    same already-imported libraries and build the same model (seeded random weights), so the difference is
    what verification and bookkeeping cost. Claim: pipeline <= 1.5x plain.
-2. The pipeline's FP32 IR against the plain path's IR: same loop, interleaved, f32 inference precision,
-   p50 over >= 300 iterations each. Claim: no slower (within 3%, the noise of a shared 2-core machine).
+2. The pipeline's FP32 IR against the plain path's IR: edgeffnet's one timing loop
+   (edgeffnet.measure.timing.interleaved_p50), in turns, f32 inference precision, p50 over 300 rounds.
+   Claim: no slower (within 3%, the noise of a shared 2-core machine).
 3. Why OpenVINO converts the ONNX graph rather than the PyTorch module: both IRs (the bundle's, from
    model.sim.onnx, and openvino.convert_model(module) of the same model) in the same loop, with their
    parity against PyTorch on the bundle's reference views.
@@ -34,8 +35,10 @@ import torch
 import onnx
 
 import edgeffnet
-from edgeffnet.build import Build, BuildRequest
-from timing import interleaved_p50
+from edgeffnet import pipeline
+from edgeffnet.backends.openvino.runner import Runner
+from edgeffnet.measure.timing import interleaved_p50
+from edgeffnet.pipeline.options import BuildOptions
 
 
 def plain(spec: str, out: Path) -> dict:
@@ -60,12 +63,13 @@ def plain(spec: str, out: Path) -> dict:
     return t
 
 
-def pipeline(spec: str, out: Path) -> dict:
-    b = Build(BuildRequest(spec=spec, output=str(out / "bundle"), cache=False), echo=lambda m: None)
+def verified(spec: str, out: Path) -> dict:
+    """The pipeline's stages, timed from the resolved context (what `plain` also starts from) to the bundle."""
+    ctx = pipeline.prepare(spec, output=out / "bundle", options=BuildOptions(cache=False))
     t0 = time.perf_counter()
-    b.run()
+    b = pipeline.run(ctx)
     total = time.perf_counter() - t0
-    return {"total": total, **{k: v["seconds"] for k, v in b.stages.items()}}
+    return {"total": total, **{k: v["seconds"] for k, v in b.manifest.stages.items()}}
 
 
 def torch_ir(spec: str, out: Path) -> Path:
@@ -77,18 +81,19 @@ def torch_ir(spec: str, out: Path) -> Path:
     return out / "from_torch.xml"
 
 
+def timed_irs(xmls: dict[str, Path], iterations: int) -> dict[str, float]:
+    """p50 ms of each IR on the CPU at f32, LATENCY hint, batch as compiled, in one interleaved loop."""
+    runners = {k: Runner(xml, "CPU", "f32") for k, xml in xmls.items()}
+    x = np.random.default_rng(0).standard_normal(next(iter(runners.values())).input_shape, dtype=np.float32)
+    return interleaved_p50({k: r.bound(x) for k, r in runners.items()}, warmup=30, max_runs=iterations)
+
+
 def parity(xml: Path, out: Path) -> float:
     """Max |logit difference| of an IR (f32) against the bundle's PyTorch reference views."""
-    from edgeffnet.photos import to_input
-    from edgeffnet.preprocess import Preprocess
-    import json
-
-    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
-    data = np.load(out / "bundle" / "reference.npz")
-    x = to_input(data["views"], Preprocess.from_dict(manifest["preprocess"]))
-    c = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    got = np.concatenate([c(x[i:i + 1])[0] for i in range(len(x))])
-    return float(np.abs(got - data["logits"]).max())
+    x, logits = edgeffnet.Bundle.open(out / "bundle").reference()
+    ir = Runner(xml, "CPU", "f32")
+    got = np.concatenate([ir.run(x[i:i + 1]) for i in range(len(x))])
+    return float(np.abs(got - logits).max())
 
 
 def child(spec: str) -> None:
@@ -116,7 +121,7 @@ def main() -> int:
         out = Path(d)
         edgeffnet.create_model(args.spec)  # warm imports and photo loading for both sides alike
         p = plain(args.spec, out)
-        v = pipeline(args.spec, out)
+        v = verified(args.spec, out)
         plain_total = sum(p.values())
         print(f"plain path ({args.spec}): " + ", ".join(f"{k} {s:.2f}s" for k, s in p.items()) + f"; total {plain_total:.2f}s")
         print("verified pipeline: " + ", ".join(f"{k} {s:.2f}s" for k, s in v.items() if k != "total")
@@ -124,9 +129,8 @@ def main() -> int:
         ratio = v["total"] / plain_total
         print(f"pipeline / plain = {ratio:.2f}x (claim <= 1.5x)")
         from_torch = torch_ir(args.spec, out)
-        lat = interleaved_p50({"pipeline": out / "bundle" / "model.xml", "plain": out / "plain.xml",
-                               "from-pytorch": from_torch}, dict.fromkeys(("pipeline", "plain", "from-pytorch"), "f32"),
-                              args.iterations)
+        lat = timed_irs({"pipeline": out / "bundle" / "model.xml", "plain": out / "plain.xml",
+                         "from-pytorch": from_torch}, args.iterations)
         print(f"FP32 IR p50: pipeline {lat['pipeline']:.3f} ms, plain {lat['plain']:.3f} ms "
               f"(ratio {lat['pipeline'] / lat['plain']:.3f}; claim: no slower)")
         print(f"OpenVINO IR converted from PyTorch: p50 {lat['from-pytorch']:.3f} ms "

@@ -18,7 +18,6 @@ layers in float (slower) or quantization-aware training would.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -27,10 +26,11 @@ import numpy as np
 import onnx
 from scipy.special import ndtr
 
+import edgeffnet
 from edgeffnet.backends import onnxruntime as ort_backend
-from edgeffnet.build import BuildRequest, build
+from edgeffnet.backends.openvino.int8_routes import unsigned_where_nonnegative
+from edgeffnet.pipeline.options import FIDELITY_VIEWS_TRAINED, BuildOptions
 from edgeffnet.precision import calibration, fidelity, int8, qdq, ranges
-from edgeffnet.precision import openvino as ov_int8
 from edgeffnet.preprocess import Preprocess
 from edgeffnet.verify import compare
 
@@ -57,18 +57,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--spec", default="lite0")
     ap.add_argument("--weights", default="pretrained")
-    ap.add_argument("--views", type=int, default=fidelity.DEFAULT_VIEWS)
+    ap.add_argument("--views", type=int, default=FIDELITY_VIEWS_TRAINED)
     ap.add_argument("--target-agreement", type=float, default=0.99)
     ap.add_argument("--out", default=None, help="Keep the bundle here (default: a temporary directory).")
     args = ap.parse_args()
-    bundle = Path(args.out or tempfile.mkdtemp(prefix="int8-floor-")) / f"{args.spec}-int8"
-    build(BuildRequest(spec=args.spec, weights=args.weights, precision="int8", output=str(bundle),
-                       extra={"allow_drop": True}), echo=lambda m: None)
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    precision = manifest["stages"]["precision"]
-    recipe = Preprocess.from_dict(manifest["preprocess"])
-    model = qdq.name_nodes(onnx.load(str(bundle / "model.sim.onnx")))
-    cal = calibration.load(None, calibration.DEFAULT_SIZE, recipe)
+    out = Path(args.out or tempfile.mkdtemp(prefix="int8-floor-")) / f"{args.spec}-int8"
+    bundle = edgeffnet.build(args.spec, weights=args.weights, precision="int8", output=out, allow_drop=True)
+    precision = bundle.manifest.stages["precision"]
+    recipe = Preprocess.from_dict(bundle.manifest.preprocess)
+    model = qdq.name_nodes(onnx.load(str(bundle.path / "model.sim.onnx")))
+    cal = calibration.load(None, BuildOptions().calib_size, recipe)
     stats, _ = int8.statistics(model, cal.data, cal.sha256)
     thresholds = ranges.thresholds(stats, precision["method"])
     x = fidelity.views(args.views, recipe)
@@ -88,7 +86,7 @@ def main() -> int:
                            ("acts only", qdq.Plan((), p.nodes + p.others, p.activations))):
             graph = qdq.quantize(model, plan, thresholds, stats["means"])
             if encoding == "uint8":  # OpenVINO's encoding: non-negative activations at twice the resolution
-                graph = ov_int8.unsigned_where_nonnegative(graph)[0]
+                graph = unsigned_where_nonnegative(graph)[0]
             r = noise_row(ref, simulate(graph, x))
             print(f"{label:22s} {encoding:9s} {part:13s} {r['one_minus_cosine']:9.2e} {r['sigma']:6.3f} "
                   f"{r['expected_flips']:8.2f} {r['observed_flips']:8d}")

@@ -1,8 +1,9 @@
 """INT8 on the cpu target: how much faster than FP32, and against NNCF's defaults (issue 4).
 
 For each spec: build (through the cache) the FP32 and the INT8 bundle, quantize the same FP32 IR with
-NNCF's defaults on the same calibration data, then time the three IRs in one interleaved loop
-(synchronous, batch 1, p50 over >= 200 iterations each; FP32 at f32 inference precision).
+NNCF's defaults on the same calibration data, then time the three IRs in edgeffnet's one timing loop
+(edgeffnet.measure.timing.interleaved_p50: in turns, synchronous, batch 1, p50 over 300 rounds; f32
+inference precision, which INT8 layers ignore).
 Claims: INT8 <= 0.55x FP32 for Lite0 and B0; B0 INT8 no slower than NNCF's defaults.
 
     python benchmarks/int8_speed.py                      # lite0 (pretrained) and b0 (random init)
@@ -12,7 +13,7 @@ Claims: INT8 <= 0.55x FP32 for Lite0 and B0; B0 INT8 no slower than NNCF's defau
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import sys
 import tempfile
 from pathlib import Path
@@ -20,10 +21,12 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from edgeffnet.build import BuildRequest, build
+import edgeffnet
+from edgeffnet.backends.openvino.runner import Runner
+from edgeffnet.measure.timing import interleaved_p50
+from edgeffnet.pipeline.options import BuildOptions
 from edgeffnet.precision import calibration
 from edgeffnet.preprocess import Preprocess
-from timing import interleaved_p50
 
 SPECS = [("lite0", "pretrained"), ("b0", None)]
 
@@ -31,10 +34,17 @@ SPECS = [("lite0", "pretrained"), ("b0", None)]
 def nncf_defaults(fp32_graph: Path, data: np.ndarray, out: Path) -> Path:
     import nncf
 
-    model = ov.convert_model(str(fp32_graph))
+    model = ov.convert_model(io.BytesIO(fp32_graph.read_bytes()))  # a path string is split at commas
     q = nncf.quantize(model, nncf.Dataset([data[i:i + 1] for i in range(len(data))]))
     ov.save_model(q, str(out), compress_to_fp16=False)
     return out
+
+
+def timed_irs(xmls: dict[str, Path], iterations: int) -> dict[str, float]:
+    """p50 ms of each IR on the CPU at f32, LATENCY hint, batch as compiled, in one interleaved loop."""
+    runners = {k: Runner(xml, "CPU", "f32") for k, xml in xmls.items()}
+    x = np.random.default_rng(0).standard_normal(next(iter(runners.values())).input_shape, dtype=np.float32)
+    return interleaved_p50({k: r.bound(x) for k, r in runners.items()}, warmup=30, max_runs=iterations)
 
 
 def main() -> int:
@@ -47,20 +57,17 @@ def main() -> int:
     for spec, weights in SPECS:
         bundles = {}
         for precision in ("fp32", "int8"):
-            path = root / f"{spec}-{precision}"
-            build(BuildRequest(spec=spec, weights=weights, precision=precision, output=str(path),
-                               extra={"allow_drop": True}), echo=lambda m: None)
-            bundles[precision] = path
-        manifest = json.loads((bundles["int8"] / "manifest.json").read_text())
-        cal = calibration.load(None, calibration.DEFAULT_SIZE, Preprocess.from_dict(manifest["preprocess"]))
-        nncf_xml = nncf_defaults(bundles["fp32"] / "model.sim.onnx", cal.data, root / f"{spec}-nncf.xml")
-        p50 = interleaved_p50({"fp32": bundles["fp32"] / "model.xml", "int8": bundles["int8"] / "model.xml",
-                               "nncf-defaults": nncf_xml},
-                              {"fp32": "f32", "int8": "f32", "nncf-defaults": "f32"}, args.iterations)
+            bundles[precision] = edgeffnet.build(spec, precision=precision, weights=weights,
+                                                 output=root / f"{spec}-{precision}", allow_drop=True)
+        manifest = bundles["int8"].manifest.to_dict()
+        cal = calibration.load(None, BuildOptions().calib_size, Preprocess.from_dict(manifest["preprocess"]))
+        nncf_xml = nncf_defaults(bundles["fp32"].path / "model.sim.onnx", cal.data, root / f"{spec}-nncf.xml")
+        p50 = timed_irs({"fp32": bundles["fp32"].path / "model.xml", "int8": bundles["int8"].path / "model.xml",
+                         "nncf-defaults": nncf_xml}, args.iterations)
         route = manifest["stages"]["compile"].get("int8_route")
         ratio = p50["int8"] / p50["fp32"]
         vs_nncf = p50["int8"] / p50["nncf-defaults"]
-        fid = manifest.get("fidelity", {}).get("rows", [])
+        fid = (manifest.get("fidelity") or {}).get("rows", [])
         print(f"{spec}: p50 fp32 {p50['fp32']:.3f} ms, int8 {p50['int8']:.3f} ms (route {route}), "
               f"NNCF defaults {p50['nncf-defaults']:.3f} ms")
         print(f"  int8/fp32 = {ratio:.3f} (claim <= 0.55); int8/NNCF-defaults = {vs_nncf:.3f} (claim <= 1.0 for b0)")

@@ -16,7 +16,7 @@ __all__ = ["build", "Bundle", "bench", "Record", "compile", "spec", "create_mode
            "EfficientNet", "Numerics", "Preprocess", "UserError", "count_macs", "count_params", "BuildOptions"]
 
 # name -> module that defines it; imported on first access (PEP 562), so `import edgeffnet` stays light.
-_LAZY = {"create_model": "graph", "save_weights": "graph", "EfficientNet": "model", "Numerics": "model",
+_LAZY = {"create_model": "reference", "save_weights": "reference", "EfficientNet": "model", "Numerics": "model",
          "count_macs": "model", "count_params": "model", "Preprocess": "preprocess", "ModelSpec": "scaling",
          "BuildOptions": "pipeline.options"}
 

@@ -45,7 +45,7 @@ class Manifest:
     edgeffnet: str
     scaling_check: dict | None = None
     options: dict = field(default_factory=dict)
-    graph: str = "model.sim.onnx"  # the ONNX graph the compile stage read
+    graph: str = "model.sim.onnx"  # the precision stage's ONNX graph; the compile record says what it converted
     fidelity: dict | None = None
     build_seconds: float | None = None
     tools: dict = field(default_factory=dict)

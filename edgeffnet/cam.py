@@ -84,7 +84,7 @@ def model_source(spec: str, weights: str | None, label: str | None = None) -> So
     """A spec with trained weights (a checkpoint or 'pretrained'), in PyTorch."""
     import torch
 
-    from .graph import create_model
+    from .reference import create_model
 
     if weights is None:
         raise UserError(f"a class activation map of '{spec}' needs trained weights: pass --weights PATH "

@@ -241,8 +241,7 @@ def bench_cmd(bundle_dir, mode, iterations, seconds, warmup, threads, streams, b
     s = bench.Settings(mode=mode, iterations=iterations, seconds=seconds, warmup=warmup, threads=threads,
                        streams=streams, batch=batch)
     records, interrupted = bench.run(bundle_dir, s, _csv_list(baseline),
-                                     progress=lambda label: console.progress_bar(err, label),
-                                     log=lambda m: err.print(m, markup=False))
+                                     progress=lambda label: console.progress_bar(err, label))
     if as_json:
         click.echo(json.dumps([r.to_dict() | {"saved": str(r.saved_to or "")} for r in records], indent=1,
                               default=str))
@@ -274,8 +273,12 @@ def bench_cmd(bundle_dir, mode, iterations, seconds, warmup, threads, streams, b
 @click.option("-o", "--output", default="results", show_default=True, type=click.Path(),
               help="Directory for the bundles (OUTPUT/bundles) and the report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON at the end.")
+@click.option("--cluster", help="Ray head HOST:PORT of a device farm (edgeffnet farm join): each bundle is measured on "
+                                "a device of its target; --target then takes a comma-separated list.")
+@click.option("--task-timeout", type=float, default=1800.0, show_default=True,
+              help="With --cluster: seconds one device may take for a bundle (compile, verify, bench).")
 def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline, iterations, seconds, warmup, threads,
-              output, as_json) -> None:
+              output, as_json, cluster, task_timeout) -> None:
     """Build (through the stage cache) and bench models x precisions on a target, then write the report.
 
     Run the same command again to continue an interrupted sweep: finished items are skipped.
@@ -285,16 +288,21 @@ def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline,
     from . import targets
     from .measure import bench, console, report, sweep
 
-    precisions = _csv_list(precision) or [targets.load(target).default_precision]
     if table3:
         from .scaling import table3_specs
 
         specs = tuple(specs) + tuple(table3_specs())
-    items = sweep.plan(models, specs, scaling, precisions)
     settings = bench.Settings(iterations=iterations, seconds=seconds, warmup=warmup, threads=threads)
     dest = Path(output)
-    result = sweep.run(items, target, dest, _csv_list(mode), _csv_list(baseline), settings,
-                       progress=lambda label: console.progress_bar(err, label))
+    if cluster:  # the device farm (edgeffnet/farm): the same items on every target's devices
+        from .farm.sweep import run_command
+
+        result = run_command(models, specs, scaling, _csv_list(target), _csv_list(precision), _csv_list(mode),
+                             _csv_list(baseline), settings, dest, cluster, task_timeout)
+    else:
+        precisions = _csv_list(precision) or [targets.load(target).default_precision]
+        result = sweep.run(sweep.plan(models, specs, scaling, precisions), target, dest, _csv_list(mode),
+                           _csv_list(baseline), settings, progress=lambda label: console.progress_bar(err, label))
     try:
         rep = report.write(report.collect([dest / "bundles"]), dest)
     except UserError:
@@ -370,6 +378,145 @@ def compile_cmd(bundle_dir) -> None:
     from .compile_on_device import compile_on_device
 
     out.print(str(compile_on_device(bundle_dir).path), markup=False)
+
+
+# -- search and fit: choosing for the device (edgeffnet/search/) -------------------------------------------
+
+def _bench_options(fn):
+    for option in reversed((
+            click.option("--iterations", "-n", type=int, default=200, show_default=True,
+                         help="Minimum timed inferences per measurement."),
+            click.option("--seconds", "-s", type=float, default=3.0, show_default=True,
+                         help="Minimum seconds per measurement."),
+            click.option("--warmup", type=float, default=1.0, show_default=True, help="Untimed seconds first."),
+            click.option("--threads", type=int, help="Inference threads (default: the runtime's choice)."),
+            click.option("--metric", type=click.Choice(["p50", "p90", "p99"]), default="p50", show_default=True,
+                         help="The latency that counts."))):
+        fn = option(fn)
+    return fn
+
+
+@cli.command("search")
+@click.argument("base", default="b0")
+@click.option("--target", "-t", default="cpu", show_default=True, help="Target name or path to a profile .toml.")
+@click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), help="Default: the target's default.")
+@click.option("--phi", type=float, default=1.0, show_default=True, help="The phi at which splits are compared.")
+@click.option("--step", type=float, default=0.05, show_default=True, help="Grid step of alpha, beta and gamma.")
+@click.option("--tol", type=float, default=0.1, show_default=True, help="Keep |alpha*beta^2*gamma^2 - ratio| <= tol.")
+@click.option("--flops-ratio", type=float, default=2.0, show_default=True, help="FLOPS multiplier per unit of phi.")
+@click.option("--weight", "-w", type=float, default=-0.07, show_default=True, help="w in ACC x (LAT/T)^w.")
+@click.option("--latency-target", type=float, help="T in ms (default: the paper's coefficients' measured latency).")
+@click.option("--evaluate", help="Accuracy from your command: {spec} and {output} are replaced; it writes "
+                                 "{\"accuracy\": FRACTION} to {output}.")
+@click.option("--data", type=click.Path(), help="Accuracy by training each candidate on this ImageFolder...")
+@click.option("--val", type=click.Path(), help="...and scoring it (top-1) on this one.")
+@click.option("--epochs", type=int, default=1, show_default=True, help="Training epochs per candidate (--data).")
+@click.option("--init", type=click.Choice(["scratch", "pretrained"]), default="scratch", show_default=True,
+              help="--data training from scratch (as the paper) or from the base's pretrained weights (lite0).")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="--data training batch size.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="--data training learning rate (AdamW).")
+@click.option("--finalists", type=int, default=3, show_default=True,
+              help="How many of the best are timed again against the paper's network before the choice.")
+@click.option("--confirm-rounds", type=int, default=3, show_default=True,
+              help="Alternating rounds of that re-timing (0: choose on the first measurements).")
+@_bench_options
+@click.option("-o", "--output", default="search", show_default=True, type=click.Path(), help="Results directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, latency_target, evaluate, data, val,
+               epochs, init, batch_size, lr, finalists, confirm_rounds, iterations, seconds, warmup, threads, metric, output,
+               as_json) -> None:
+    """Step 1 on the device: alpha, beta, gamma under alpha*beta^2*gamma^2 ~= 2, each split built and timed.
+
+    Candidates are ranked by ACC x (LAT/T)^w with LAT measured on the target; without --evaluate or --data,
+    by latency at equal FLOPS (and it says no accuracy was measured). Run again to continue: candidates on
+    disk are not measured again.
+    """
+    import time
+    from pathlib import Path
+
+    from .search import console, evaluators, harness, trials
+
+    started = time.perf_counter()
+    plan = trials.SearchPlan(base=base, target=target, precision=precision, phi=phi, step=step, tol=tol,
+                             ratio=flops_ratio, weight=weight, latency_target=latency_target, metric=metric,
+                             confirm_rounds=confirm_rounds, finalists=finalists, out=Path(output),
+                             settings=harness.BenchSettings(iterations, seconds, warmup, threads))
+    evaluator = evaluators.choose(evaluate, data, val, epochs, init, batch_size, lr,
+                                  echo=lambda m: err.print(m, markup=False))
+    with console.candidate_progress(err, "search") as (on_candidate, echo):
+        result = trials.run(plan, evaluator, echo=echo, on_candidate=on_candidate)
+    err.print(f"{result['measured']} measured, {result['reused']} from disk, {len(result['failed'])} failed; "
+              f"grid of {len(plan.candidates)} candidates", markup=False)
+    if not result["rows"] or not any(r["paper"] for r in result["rows"]):
+        if result["interrupted"]:
+            _interrupted("run the same command again to continue")
+        raise UserError("nothing to compare: the paper's coefficients could not be measured")
+    summary = trials.summarize(plan, result["rows"])
+    summary["comparison"] = None if result["interrupted"] else trials.confirm(plan, summary)
+    files = trials.write(plan, result["rows"], summary, started)
+    if as_json:
+        click.echo(json.dumps(summary, indent=1))
+    else:
+        out.print(console.search_table(summary))
+        for line in console.search_lines(summary, summary["comparison"]):
+            out.print(line, markup=False)
+        err.print("wrote " + ", ".join(str(f) for f in files), markup=False)
+    if result["interrupted"]:
+        _interrupted("the summary covers what was measured; run the same command again to continue")
+
+
+@cli.command("fit")
+@click.argument("base", required=False)
+@click.option("--spec", "searched", help="Take the base and coefficients of a spec (e.g. what search chose).")
+@click.option("--coefficients", help="alpha,beta,gamma (default the paper's 1.2,1.1,1.15).")
+@click.option("--target", "-t", default="cpu", show_default=True, help="Target name or path to a profile .toml.")
+@click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), help="Default: the target's default.")
+@click.option("--latency-ms", type=float, help="The budget: the largest phi whose measured latency is within it.")
+@click.option("--budgets", help="Several budgets, e.g. 2,5,10,20: the device's own family.")
+@click.option("--phi-step", type=float, default=0.05, show_default=True, help="Resolution of phi.")
+@click.option("--phi-min", type=float, default=-4.0, show_default=True, help="Smallest phi considered.")
+@click.option("--phi-max", type=float, default=8.0, show_default=True, help="Largest phi considered.")
+@_bench_options
+@click.option("-o", "--output", default="fit", show_default=True, type=click.Path(),
+              help="Directory for the bundles, measurements, fit.json/csv/png.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def fit_cmd(base, searched, coefficients, target, precision, latency_ms, budgets, phi_step, phi_min, phi_max,
+            iterations, seconds, warmup, threads, metric, output, as_json) -> None:
+    """Step 2 on the device: the largest phi whose measured latency on TARGET is within the budget.
+
+    A latency model (log latency against log MACs) proposes, measurements decide by bisection, and the
+    answer is measured again. Prints the spec, its latency, MACs, params and the phis tried; writes the bundle.
+    """
+    from pathlib import Path
+
+    from .search import console, fit, harness
+
+    plan = fit.plan_from_options(base, searched, coefficients, target=target, precision=precision, metric=metric,
+                                 step=phi_step, phi_min=phi_min, phi_max=phi_max, out=Path(output),
+                                 settings=harness.BenchSettings(iterations, seconds, warmup, threads))
+    wanted = fit.parse_budgets(latency_ms, budgets)
+    results, failed = fit.fit_family(plan, wanted, echo=lambda m: err.print(m, markup=False))
+    if not results:
+        raise UserError(f"no budget could be met: {failed[0][1]}")
+    files = fit.write(plan, results)
+    if as_json:
+        click.echo(json.dumps(results, indent=1))
+    else:
+        out.print(console.fit_table(results, metric))
+        for r in results:
+            for line in console.fit_lines(r, metric):
+                out.print(line, markup=False)
+        err.print("wrote " + ", ".join(str(f) for f in files), markup=False)
+    if failed:
+        raise UserError(f"{len(failed)} of {len(wanted)} budgets could not be met; the first: {failed[0][1]}")
+
+
+# -- end of search and fit -------------------------------------------------------------------------------
+
+
+from .farm.commands import farm  # noqa: E402  (edgeffnet farm join/status)
+
+cli.add_command(farm)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from . import bundle, host, logs
 from .bundle import Bundle
 from .errors import UserError
 from .files import utc_now
-from .verify import check, compare, run_batched
+from .verify import verify
 
 
 def compile_on_device(bundle_or_path: Bundle | str | Path) -> Bundle:
@@ -40,9 +40,7 @@ def compile_on_device(bundle_or_path: Bundle | str | Path) -> Bundle:
         info = trt_backend.compile_graph(tmp / stage["graph"], tmp, target, precision)
         runner = trt_backend.load(tmp, target, precision)
         x, ref = Bundle(tmp, manifest).reference()
-        parity = compare(ref, run_batched(runner.run, x, manifest.input["batch"]))
-        check("compile", parity, precision, trained=not b.random_weights)
-        parity = parity.as_dict()
+        parity = verify("compile", runner.run, x, ref, manifest.input["batch"], precision, not b.random_weights)
         seconds = round(time.perf_counter() - t0, 3)
         summary = (f"tensorrt on {runner.device} ({runner.describe()['device_name']}), "
                    f"max|d| {parity['max_abs']:.1e}, cosine min {parity['cosine_min']:.6f}")

@@ -83,3 +83,13 @@ def run_batched(run, x: np.ndarray, batch: int | None) -> np.ndarray:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
         outs.append(run(chunk)[:n])
     return np.concatenate(outs)
+
+
+def verify(stage: str, run, x: np.ndarray, ref: np.ndarray, batch: int | None, precision: str,
+           trained: bool = True) -> dict:
+    """Run an artifact on the reference views and stop when it misses its precision's tolerance.
+
+    Shared by every build stage and by `edgeffnet compile` on the device: one way to verify."""
+    parity = compare(ref, run_batched(run, x, batch))
+    check(stage, parity, precision, trained=trained)
+    return parity.as_dict()

@@ -251,7 +251,7 @@ def numerics_for(layout: str, meta: dict) -> Numerics:
     return TORCH_NUMERICS
 
 
-def recipe_for(layout: str, numerics: Numerics, spec: ModelSpec, meta: dict) -> Preprocess:
+def layout_recipe(layout: str, numerics: Numerics, spec: ModelSpec, meta: dict) -> Preprocess:
     if layout == "edgeffnet" and "preprocess" in meta.get("edgeffnet", {}):
         return Preprocess.from_dict(meta["edgeffnet"]["preprocess"])
     if numerics == TF_NUMERICS and spec.family == "lite":
@@ -273,7 +273,7 @@ def load_file(path: str | Path, spec: ModelSpec) -> Weights:
     mapped = to_edgeffnet_keys(sd, layout, spec)
     numerics = numerics_for(layout, meta)
     return Weights(mapped, layout, str(path), sha256_file(path), numerics,
-                   recipe_for(layout, numerics, spec, meta), _classes(mapped), meta)
+                   layout_recipe(layout, numerics, spec, meta), _classes(mapped), meta)
 
 
 PRETRAINED = {"lite0", "lite1", "lite2"}

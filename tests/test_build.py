@@ -30,7 +30,7 @@ from edgeffnet.pipeline import build
 from edgeffnet.pipeline.options import BuildOptions
 from edgeffnet.bundle import is_bundle
 from edgeffnet.export import export_onnx
-from edgeffnet.graph import create_model
+from edgeffnet.reference import create_model
 from edgeffnet.model import EfficientNet, count_macs, count_params
 from edgeffnet.photos import to_input, verification_views
 from edgeffnet.bundle import Bundle

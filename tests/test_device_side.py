@@ -57,7 +57,7 @@ def test_device_side_runs_the_bundle(device_venv, bundle_dir, tmp_path):
 
     from edgeffnet.photos import load_photo
 
-    load_photo("chelsea").save(tmp_path / "cat.png")
+    load_photo("skimage:chelsea").save(tmp_path / "cat.png")
     r = _run(device_venv, "predict", str(work), str(tmp_path / "cat.png"), "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)[0]["random_weights"] is True

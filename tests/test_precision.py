@@ -371,7 +371,9 @@ def test_qdq_of_the_real_graph(calibrated, photo_views):
     counts = check_qdq(q, set(p.nodes), excluded)
     assert counts["weights"] == len(p.nodes) and counts["activations"] == len(p.activations)
     x, ref = photo_views
-    parity = compare(ref, ort_backend.run_all(q, x))
+    # literal: ORT's extended level turns DequantizeLinear->Conv into its own per-tensor int8 weights, which
+    # is ORT's arithmetic, not the graph's (cosine 0.67 here with it, against > 0.98 read as written).
+    parity = compare(ref, ort_backend.run_all(q, x, literal=True))
     assert parity.cosine_mean > 0.98 and parity.top1_agreement >= 0.75
 
 
@@ -480,6 +482,7 @@ def test_int8_build_below_threshold_fails_with_one_line_and_no_bundle(int8_runs)
     assert "Q/DQ ONNX (onnxruntime)" in table and "openvino CPU artifact" in table
     assert not (base / "strict").exists()
     assert not [p for p in base.iterdir() if p.name.startswith(".strict")]  # no half-written staging dir
+    assert failed.stdout == ""  # NNCF's progress bars (the OpenVINO route choice) go to stderr, never stdout
 
 
 def test_int8_build_with_allow_drop_records_everything(int8_runs):

@@ -15,7 +15,7 @@ import skimage.data
 import torch
 from PIL import Image
 
-from edgeffnet.graph import create_model
+from edgeffnet.reference import create_model
 from edgeffnet.preprocess import load_image
 
 CATS = {282, 285}  # tiger cat, Egyptian cat

@@ -54,8 +54,8 @@ def record(tmp_path, spec: str, precision="fp32", mode="latency", runtime="openv
     return r.to_dict()
 
 
-def save_all(tmp_path, records):
-    for r in records:
+def save_all(tmp_path, recs):
+    for r in recs:
         records.save(Path(r["bundle"]), Record.from_dict(r))
 
 

@@ -374,8 +374,10 @@ def test_predict_on_a_pending_bundle_says_how_to_finish(env, pending, tmp_path):
     assert r.returncode == 2 and "no TensorRT engine yet" in r.stderr and "edgeffnet compile" in r.stderr
 
 
-def test_compile_command_refuses_other_backends(env, tmp_path):
-    (tmp_path / "manifest.json").write_text(json.dumps({"bundle_format": 1, "target": {"name": "cpu", "backend": "openvino"}}))
+def test_compile_command_refuses_other_backends(env, pending, tmp_path):
+    m = json.loads((pending("fp16")[0] / "manifest.json").read_text())
+    m["target"] |= {"name": "cpu", "backend": "openvino", "device": "CPU"}
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
     r = edgeffnet(env, "compile", str(tmp_path))
     assert r.returncode == 2 and "nothing to compile" in r.stderr
 

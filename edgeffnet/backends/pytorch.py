@@ -23,7 +23,7 @@ class Runner:
             raise UserError("the pytorch baseline needs PyTorch, which this device-side install lacks; "
                             "pip install 'edgeffnet[build]' or drop --baseline pytorch") from None
         from .. import weights as _weights
-        from ..graph import make_model
+        from ..reference import make_model
         from ..scaling import parse_spec, with_resolution
 
         if threads:

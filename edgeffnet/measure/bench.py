@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, host
+from .. import __version__, host, logs
 from ..backends import RunSettings, get
 from ..bundle import Bundle
 from ..errors import UserError
@@ -135,7 +135,7 @@ def make_record(b: Bundle, runtime: str, s: Settings, batch: int, m: Measurement
         interrupted=m.interrupted, samples_ms=[round(x, 5) for x in m.samples_ms])
 
 
-def run(bundle: Bundle | str | Path, s: Settings, baselines: list[str] = (), progress=None, log=None,
+def run(bundle: Bundle | str | Path, s: Settings, baselines: list[str] = (), progress=None,
         save_records: bool = True) -> tuple[list[Record], bool]:
     """Measure the bundle's artifact (then each baseline); save and return (records, interrupted).
 
@@ -149,8 +149,7 @@ def run(bundle: Bundle | str | Path, s: Settings, baselines: list[str] = (), pro
     x = sample_input(b, batch)
     out: list[Record] = []
     for runtime in names:
-        if log:
-            log(f"{runtime}: loading")
+        logs.logger().info(f"{runtime}: loading")
         runner = load_runner(b, runtime, s, batch)
         label = f"{b.manifest.spec['spec']} {runtime} {s.mode}"
         with (progress(label) if progress else nullcontext()) as tick:

@@ -57,7 +57,7 @@ def collect(paths: list[str | Path]) -> list[dict]:
             candidates = [(f, r) for f in _search(p) if (r := _load(f)) is not None]
         for f, rec in candidates:
             rec.setdefault("source", str(f))
-            key = (rec["host"].get("hostname"), rec["bundle"], rec["runtime"], rec["mode"])
+            key = (measured_by(rec), rec["bundle"], rec["runtime"], rec["mode"])
             if key not in found or rec["created"] > found[key]["created"]:
                 found[key] = rec
     if not found:
@@ -68,14 +68,27 @@ def collect(paths: list[str | Path]) -> list[dict]:
 
 # -- rows and fits ---------------------------------------------------------------------------------
 
+def measured_by(r: dict) -> str:
+    """Who measured a record: the farm node (its Ray node id: nodes may share a hostname) or the host."""
+    node = r.get("node") or {}
+    return node.get("node_id") or r["host"].get("hostname")
+
+
+def device_of(r: dict) -> str:
+    node = r.get("node")  # a farm record: which device of which target measured it
+    where = (f" on {node['target']} {node.get('ip') or node['hostname']} node {node.get('node_id', '')[:8]}"
+             if node else "")
+    return f"{r['device']['name']} ({r['device']['kind']}){where}"
+
+
 def series_of(r: dict) -> str:
-    return f"{r['device']['name']} ({r['device']['kind']}) {r['runtime']} {r['precision']}"
+    return f"{device_of(r)} {r['runtime']} {r['precision']}"
 
 
 def rows(records: list[dict]) -> list[dict]:
     by_run: dict[tuple, dict] = {}
     for r in records:
-        by_run.setdefault((r["host"].get("hostname"), r["bundle"], r["runtime"]), {})[r["mode"]] = r
+        by_run.setdefault((measured_by(r), r["bundle"], r["runtime"]), {})[r["mode"]] = r
     out = []
     for modes in by_run.values():
         lat, tput = modes.get("latency"), modes.get("throughput")
@@ -85,7 +98,7 @@ def rows(records: list[dict]) -> list[dict]:
             "model": m["spec"], "family": m["family"], "phi": m.get("phi"), "only": m.get("only"),
             "resolution": m["resolution"], "precision": any_["precision"], "runtime": any_["runtime"],
             "baseline": any_["baseline"], "target": any_["target"],
-            "device": f"{any_['device']['name']} ({any_['device']['kind']})", "series": series_of(any_),
+            "device": device_of(any_), "series": series_of(any_),
             "macs": m["macs"], "params": m["params"], "flops": m["flops"],
             **{k: lat["stats"][f"{k}_ms"] if lat else None for k in ("p50", "p90", "p99", "mean", "std")},
             "latency_count": lat["stats"]["count"] if lat else None,
@@ -206,9 +219,9 @@ def tables(table: list[dict], series_fits: list[dict]) -> list[tuple[str, list[s
 def machines(records: list[dict]) -> list[dict]:
     seen = {}
     for r in records:
-        key = (r["host"].get("hostname"), r["device"]["name"], r["device"]["kind"])
+        key = (measured_by(r), r["device"]["name"], r["device"]["kind"])
         c = r["device"]["cpu"]
-        seen[key] = {"device": f"{r['device']['name']} ({r['device']['kind']})", "host": key[0],
+        seen[key] = {"device": device_of(r), "host": r["host"].get("hostname"),
                      "cpu": f"{c['model']}, {c['physical_cores']} cores, {c.get('mhz')} MHz, {' '.join(c['isa'])}",
                      "peak": (r.get("peak") or {}).get("detail", ""),
                      "tools": ", ".join(f"{k} {v}" for k, v in r["tools"].items()

@@ -110,7 +110,7 @@ def done(bundle_dir: Path, settings: bench.Settings, baselines: list[str]) -> bo
 def run(items: list[Item], target: str, out: Path, modes: list[str], baselines: list[str], settings: bench.Settings,
         progress=None) -> dict:
     """Build and bench each item; a failing item is reported and skipped. Returns what happened."""
-    echo = logs.logger().info
+    say = logs.logger().info
     if not all(bundle.is_bundle(i.bundle_dir(out, targets.load(target).name)) for i in items):
         require_build_side("edgeffnet sweep")
     profile = targets.load(target)
@@ -123,17 +123,17 @@ def run(items: list[Item], target: str, out: Path, modes: list[str], baselines: 
     for s in runs:
         s.check()
     bench.runtimes(profile.backend, baselines)  # an unknown baseline fails before any work
-    echo(f"sweep: {len(items)} items on {profile.name}, {', '.join(modes)}"
+    say(f"sweep: {len(items)} items on {profile.name}, {', '.join(modes)}"
          + (f" with baselines {', '.join(baselines)}" if baselines else "") + f" -> {out}")
     result = {"done": [], "skipped": [], "failed": [], "interrupted": None}
     for n, item in enumerate(items, 1):
         label = f"[{n}/{len(items)}] {item.spec} {item.precision}"
         dest = item.bundle_dir(out, profile.name)
         if all(done(dest, s, baselines) for s in runs):
-            echo(f"{label}: measured before, skipped")
+            say(f"{label}: measured before, skipped")
             result["skipped"].append(item)
             continue
-        echo(f"{label}")
+        say(f"{label}")
         try:
             if not bundle.is_bundle(dest):
                 build(item.spec, target=target, precision=item.precision, output=dest)
@@ -142,11 +142,11 @@ def run(items: list[Item], target: str, out: Path, modes: list[str], baselines: 
                     continue
                 recs, interrupted = bench.run(dest, s, baselines, progress=progress)
                 for r in recs:
-                    echo(f"  {r.runtime:12s} {s.mode:10s} " + console.summary(r))
+                    say(f"  {r.runtime:12s} {s.mode:10s} " + console.summary(r))
                 if interrupted:
                     raise KeyboardInterrupt
         except UserError as e:
-            echo(f"  failed: {e}")
+            say(f"  failed: {e}")
             result["failed"].append((item, str(e)))
             continue
         except KeyboardInterrupt:

@@ -44,7 +44,7 @@ def prepare(spec: str, target: str = "cpu", precision: str | None = None, weight
     """Everything a build needs, resolved and checked before any work (bad input fails here, in one line)."""
     require_build_side()
     from .. import weights as _weights
-    from ..graph import check_weights
+    from ..reference import check_weights
     from ..scaling import parse_spec, with_resolution
 
     o = options or BuildOptions()

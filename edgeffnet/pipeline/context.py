@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..verify import check, compare, run_batched
+from ..verify import verify
 from .options import BuildOptions
 
 
@@ -64,15 +64,15 @@ class BuildContext:
 
     @property
     def preprocess(self):
-        from ..graph import recipe_for
+        from ..reference import input_recipe
 
-        return recipe_for(self.spec, self.weights)
+        return input_recipe(self.spec, self.weights)
 
     # -- shared data, loaded once ------------------------------------------------------------------------
     @property
     def model(self):
         """The PyTorch reference (eval mode), the first stage's work; later stages export it."""
-        from ..graph import make_model
+        from ..reference import make_model
 
         o = self.options
         return self._once("model", lambda: make_model(self.spec, self.weights, o.num_classes, o.seed))
@@ -112,9 +112,7 @@ class BuildContext:
     def verify(self, stage: str, run, precision: str) -> dict:
         """Run the stage's artifact on the reference views; stop the build when it misses its tolerance."""
         x, ref = self.reference()
-        parity = compare(ref, run_batched(run, x, self.fixed_batch))
-        check(stage, parity, precision, trained=self.trained)
-        return parity.as_dict()
+        return verify(stage, run, x, ref, self.fixed_batch, precision, self.trained)
 
     def __post_init__(self):
         if self.precision not in self.target.precisions:

@@ -8,8 +8,10 @@ views first (a clear gap wins), then by latency; the bundle records both measure
 
 from __future__ import annotations
 
+import contextlib
 import io
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -104,7 +106,10 @@ def _nncf_ir(ctx, out_xml: Path) -> None:
     # A static batch needs whole batches; a calibration set smaller than one batch repeats its views.
     data = cal.data if len(cal.data) >= batch else np.resize(cal.data, (batch, *cal.data.shape[1:]))
     samples = [data[i:i + batch] for i in range(0, len(data) - batch + 1, batch)]
-    quantized = nncf.quantize(fp32, nncf.Dataset(samples), subset_size=len(samples))
+    # NNCF draws its progress bars on stdout, where `edgeffnet build` prints the bundle path and --json
+    # goes: they belong with the build's log lines, on stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        quantized = nncf.quantize(fp32, nncf.Dataset(samples), subset_size=len(samples))
     ov.save_model(quantized, str(out_xml), compress_to_fp16=False)
 
 

@@ -1,4 +1,4 @@
-"""Stage 1, graph: a spec and weights -> the eval-ready PyTorch module every later stage is checked against."""
+"""Stage 1, reference: a spec and weights -> the eval-ready PyTorch module every later stage is checked against."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def make_model(spec: ModelSpec, w: _weights.Weights | None, num_classes: int | N
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
         raise UserError(f"num_classes must be a positive whole number, got {num_classes!r}")
     if w is None:
-        recipe = recipe_for(spec, None)
+        recipe = input_recipe(spec, None)
         numerics = TF_NUMERICS if spec.family == "lite" else TORCH_NUMERICS
         model = randomise(build(spec, num_classes or 1000, numerics), seed, _statistics_images(spec, recipe))
         model.preprocess, model.weights_info = recipe, None
@@ -32,12 +32,12 @@ def make_model(spec: ModelSpec, w: _weights.Weights | None, num_classes: int | N
                         f"({w.num_classes} classes); drop the option or pass matching weights")
     model = build(spec, w.num_classes, w.numerics)
     _load(model, w)
-    model.preprocess = recipe_for(spec, w)
+    model.preprocess = input_recipe(spec, w)
     model.weights_info = w
     return model
 
 
-def recipe_for(spec: ModelSpec, w: _weights.Weights | None) -> Preprocess:
+def input_recipe(spec: ModelSpec, w: _weights.Weights | None) -> Preprocess:
     """The input recipe: the weights' own, at the spec's resolution; for random weights, the family's."""
     if w is None:
         return (tf_lite_recipe if spec.family == "lite" else imagenet_recipe)(spec.resolution)

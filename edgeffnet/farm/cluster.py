@@ -1,0 +1,170 @@
+"""The cluster as edgeffnet sees it: joining a device (`farm join`), connecting, and the nodes' targets.
+
+A device joins with `ray start --address HEAD --resources '{"edgeffnet-target:NAME": 1}'`; `join`
+builds that line from a target profile so the resource name is always the profile's name.
+`--node-ip-address` names the address a node gives the others (a lab address, never a public one);
+where Ray listens is the firewall's business (README, Device farm).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from .. import logs
+from ..errors import UserError
+from . import RESOURCE_PREFIX, resource
+
+PROBE_SECONDS = 30.0  # a node that cannot run a trivial task in this long is reported as not answering
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError("the device farm needs Ray on the workstation and on every device: "
+                        "pip install 'edgeffnet[farm]'") from None
+    return ray
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"bad cluster address '{address}': write HOST:PORT of the Ray head, e.g. 192.168.1.10:6379")
+    return host.strip("[]"), int(port)
+
+
+def loopback(host: str) -> bool:
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
+def check_reachable(address: str, seconds: float = 5.0) -> None:
+    """One clear line instead of Ray's minute of retries when nothing listens at ADDRESS."""
+    host, port = split_address(address)
+    try:
+        socket.create_connection((host, port), timeout=seconds).close()
+    except OSError as e:
+        raise UserError(f"no Ray head answers at {address} ({e.strerror or e}); start one on the workstation with "
+                        f"`ray start --head --node-ip-address LAN_IP --port {port}` (README, Device farm)") from None
+
+
+def connect(address: str):
+    """ray, connected as a driver to the cluster whose head is at ADDRESS (HOST:PORT)."""
+    host, _ = split_address(address)
+    check_reachable(address)
+    if loopback(host):
+        # Ray rewrites 127.0.0.1 into this machine's LAN address unless told it runs single-host (the
+        # variable's name says Windows/OSX; on Linux it means just that). A loopback cluster (tests, one
+        # machine) listens on 127.0.0.1 only, so the driver must look for it there.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray = _ray()
+    if ray.is_initialized():
+        current = ray.get_runtime_context().gcs_address
+        if split_address(current)[1] != split_address(address)[1]:
+            raise UserError(f"this process is already connected to the Ray cluster at {current}, not {address}")
+        return ray
+    try:
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False, namespace="edgeffnet-farm")
+    except (RuntimeError, ConnectionError) as e:  # Ray's version check and its connection errors
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"cannot connect to the Ray cluster at {address}: {first} (the workstation and every "
+                        f"device need the same Ray and Python versions)") from None
+    return ray
+
+
+def _targets(resources: dict) -> dict[str, float]:
+    return {k[len(RESOURCE_PREFIX):]: v for k, v in resources.items() if k.startswith(RESOURCE_PREFIX)}
+
+
+def nodes(ray) -> list[dict]:
+    """The live nodes: id, address, hostname and the targets each advertises."""
+    out = []
+    for n in ray.nodes():
+        if not n.get("Alive"):
+            continue
+        out.append({"node_id": n["NodeID"], "ip": n["NodeManagerAddress"], "hostname": n.get("NodeManagerHostname"),
+                    "targets": sorted(_targets(n["Resources"]))})
+    return out
+
+
+def capacity(ray) -> dict[str, int]:
+    """Devices per target among the live nodes (each advertises one unit)."""
+    return {name: int(n) for name, n in _targets(ray.cluster_resources()).items()}
+
+
+def describe_node() -> dict:
+    """Runs on a node: who it is and which runtimes it has (package metadata only; nothing heavy imported)."""
+    import platform
+    from importlib import metadata
+
+    import ray
+
+    versions = {"python": platform.python_version()}
+    for dist in ("edgeffnet", "ray", "openvino", "tensorrt", "onnxruntime", "pycuda", "numpy"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
+            "machine": platform.machine(), "versions": versions}
+
+
+def status(address: str) -> list[dict]:
+    """Every live node with its targets, and what a trivial task pinned to it reports (runtimes, versions)."""
+    ray = connect(address)
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    found = nodes(ray)
+    probe = ray.remote(num_cpus=0, max_retries=0)(describe_node)
+    refs = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["node_id"], soft=False)).remote(): n
+            for n in found}
+    ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=PROBE_SECONDS)
+    for ref in ready:
+        try:
+            refs[ref].update(ray.get(ref))
+        except ray.exceptions.RayError as e:
+            refs[ref]["error"] = str(e).strip().splitlines()[-1]
+    for ref in late:
+        ray.cancel(ref, force=True)
+        refs[ref]["error"] = f"no answer within {PROBE_SECONDS:.0f} s"
+    return found
+
+
+def _ray_cli() -> str:
+    beside = Path(sys.executable).with_name("ray")  # the ray of this environment, not another on PATH
+    return str(beside) if beside.exists() else (shutil.which("ray") or "ray")
+
+
+def join_command(address: str, target_name: str, node_ip: str | None = None, block: bool = False,
+                 extra: list[str] = ()) -> list[str]:
+    split_address(address)
+    if any(a.split("=")[0] in ("--resources", "--address", "--head") for a in extra):
+        raise UserError("farm join sets --address and --resources itself (the target's resource); "
+                        "pass other ray start flags after --")
+    cmd = [_ray_cli(), "start", f"--address={address}", f"--resources={json.dumps({resource(target_name): 1})}",
+           "--disable-usage-stats"]
+    if node_ip:
+        cmd.append(f"--node-ip-address={node_ip}")
+    if block:
+        cmd.append("--block")
+    return cmd + list(extra)
+
+
+def join(address: str, target: str, node_ip: str | None = None, block: bool = False, extra: list[str] = ()) -> int:
+    """Start a Ray node on this device that advertises TARGET and joins the head at ADDRESS."""
+    from .. import targets
+
+    profile = targets.load(target)  # an unknown target fails here, before Ray is touched
+    _ray()
+    check_reachable(address)
+    cmd = join_command(address, profile.name, node_ip, block, extra)
+    logs.logger().info(f"joining {address} as {resource(profile.name)}: {' '.join(cmd)}")
+    code = subprocess.call(cmd)
+    if code != 0:
+        raise UserError(f"ray start exited with {code} (its output is above); this device did not join {address}")
+    return code

@@ -1,0 +1,61 @@
+"""`edgeffnet farm join` and `edgeffnet farm status`; registered in edgeffnet/cli.py."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.group("farm")
+def farm() -> None:
+    """A device farm on Ray: devices join with their target; `sweep --cluster` measures on all of them.
+
+    Ray's ports must not face the internet: anyone who reaches them runs code on every device. Keep
+    the head and the devices on the lab network behind a firewall (README, Device farm).
+    """
+
+
+@farm.command("join", context_settings={"ignore_unknown_options": True})
+@click.argument("address")
+@click.option("--target", "-t", required=True,
+              help="This device's target: a name (edgeffnet targets) or a profile .toml.")
+@click.option("--node-ip-address", help="This device's address on the lab network, the one Ray gives the other "
+                                        "nodes (default: the address that reaches the head).")
+@click.option("--block", is_flag=True, help="Stay in the foreground (for a systemd service); Ctrl-C leaves.")
+@click.argument("ray_start_args", nargs=-1, type=click.UNPROCESSED)
+def join_cmd(address, target, node_ip_address, block, ray_start_args) -> None:
+    """Join the Ray head at ADDRESS (HOST:PORT) as a device of TARGET: one task at a time runs here.
+
+    Anything after `--` goes to `ray start` as it is (e.g. fixed ports for a firewall:
+    -- --node-manager-port 6380 --object-manager-port 6381 --min-worker-port 10002 --max-worker-port 10100).
+    """
+    from .cluster import join
+
+    join(address, target, node_ip_address, block, list(ray_start_args))
+
+
+@farm.command("status")
+@click.argument("address")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def status_cmd(address, as_json) -> None:
+    """List the nodes of the cluster at ADDRESS: their targets, runtimes and versions."""
+    from rich.table import Table
+
+    from ..cli import out
+    from .cluster import status
+
+    found = status(address)
+    if as_json:
+        click.echo(json.dumps(found, indent=1))
+        return
+    t = Table(title=f"Ray cluster at {address}")
+    for col in ("node", "address", "host", "targets", "runtimes"):
+        t.add_column(col)
+    for n in found:
+        v = n.get("versions", {})
+        runtimes = n.get("error") or ", ".join(f"{k} {v[k]}" for k in ("openvino", "tensorrt", "onnxruntime",
+                                                                       "edgeffnet", "ray", "python") if k in v)
+        t.add_row(n["node_id"][:8], n["ip"], n.get("hostname") or "", ", ".join(n["targets"]) or "none",
+                  runtimes)
+    out.print(t)

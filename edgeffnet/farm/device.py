@@ -1,0 +1,95 @@
+"""What a device does with one bundle: unpack, finish a pending engine, verify, bench, send back.
+
+This runs in a Ray worker on the device and imports only the bundle side of edgeffnet (no torch, onnxsim
+or nncf): a board needs edgeffnet's device install, its runtime and Ray. The bundle arrives as a tar
+archive (bytes, through Ray's object store) and is unpacked into a temporary directory that is removed
+afterwards; the records and any file the device changed (a finished engine, the updated manifest) go
+back to the workstation, which keeps the one copy of the bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import socket
+import sys
+import tarfile
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+HEAVY = ("torch", "onnxsim", "nncf")  # what a device must not need
+
+
+def archive(bundle_dir: Path, names: list[str]) -> bytes:
+    """The files NAMES (relative to BUNDLE_DIR) as an uncompressed tar: the graphs and weights inside
+    compress poorly, and the transfer runs on the lab network."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in names:
+            tar.add(bundle_dir / name, arcname=name, recursive=False)
+    return buf.getvalue()
+
+
+def unpack(data: bytes, dest: Path) -> None:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        # The "data" filter refuses absolute paths, links out of DEST and device files.
+        tar.extractall(dest, filter="data")
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+
+
+def node_identity() -> dict:
+    """The node that measures: Ray's node id and address where Ray runs this, and the hostname."""
+    node = {"hostname": socket.gethostname()}
+    try:
+        import ray
+
+        if ray.is_initialized():
+            node.update(node_id=ray.get_runtime_context().get_node_id(), ip=ray.util.get_node_ip_address())
+    except ImportError:
+        pass
+    return node
+
+
+def verify(b) -> dict:
+    """The bundle's artifact, run here by its runtime on its device, against the bundle's own reference
+    outputs with the precision's tolerance (fp32 1e-4, fp16 cosine; int8 is reported, not judged here:
+    its agreement was gated at build time)."""
+    from ..verify import verify as verify_outputs
+
+    x, ref = b.reference()
+    return verify_outputs("device", b.runner().run, x, ref, b.manifest.input["batch"], b.precision,
+                          not b.random_weights)
+
+
+def measure(data: bytes, name: str, modes: list[str], settings: dict) -> dict:
+    """The device task: returns {"node", "records" (dicts), "parity", "compiled", "files", "heavy_modules"}."""
+    from ..bundle import Bundle
+    from ..compile_on_device import compile_on_device
+    from ..measure import bench
+
+    with tempfile.TemporaryDirectory(prefix="edgeffnet-farm-") as tmp:
+        path = Path(tmp) / name
+        path.mkdir()
+        unpack(data, path)
+        before = _digests(path)
+        b = Bundle.open(path)
+        compiled = bool(b.manifest.stages["compile"].get("pending"))
+        if compiled:  # TensorRT cross-built on the workstation: build the engine here, verified on the way
+            b = compile_on_device(b)
+            parity = b.manifest.stages["compile"]["parity"]
+        else:
+            parity = verify(b)
+        records = []
+        base = bench.Settings(**settings)
+        for mode in modes:
+            recs, _ = bench.run(b, replace(base, mode=mode), [], save_records=False)
+            records += [r.to_dict() for r in recs]
+        after = _digests(path)
+        changed = {n: (path / n).read_bytes() for n, h in after.items() if before.get(n) != h}
+    return {"node": node_identity(), "records": records, "parity": parity, "compiled": compiled, "files": changed,
+            "heavy_modules": sorted(m for m in HEAVY if m in sys.modules)}

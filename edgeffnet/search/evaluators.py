@@ -1,0 +1,121 @@
+"""Where ACC(m) comes from: the user's command, the built-in trainer, or nowhere.
+
+An evaluator is called with a candidate's spec and a work directory and returns its accuracy (a fraction
+in [0, 1]) or None. `identity()` is stored with each result: a result scored by another evaluator (or
+the same one with other data or settings) is scored again, never mixed in.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from pathlib import Path
+
+from ..errors import UserError
+from .harness import atomic_write_text
+
+
+class NoEvaluator:
+    """(c): latency only. The search then ranks splits of the FLOPS budget by latency, and says so."""
+
+    kind = "none"
+
+    def identity(self) -> dict:
+        return {"kind": self.kind}
+
+    def __call__(self, spec: str, workdir: Path) -> None:
+        return None
+
+
+def _accuracy(value, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise UserError(f"{source}: 'accuracy' must be a fraction between 0 and 1 (got {value!r}); "
+                        f"write e.g. {{\"accuracy\": 0.734}}")
+    return float(value)
+
+
+class CommandEvaluator:
+    """(a): `--evaluate CMD`. CMD is split like a shell line (no shell runs it); in each word {spec} becomes
+    the candidate's spec and {output} a JSON path the command must write {"accuracy": FRACTION} into."""
+
+    kind = "command"
+
+    def __init__(self, template: str):
+        try:
+            self.argv = shlex.split(template)
+        except ValueError as e:
+            raise UserError(f"--evaluate '{template}' cannot be split into words ({e}); check its quotes") from None
+        if not self.argv or not any("{output}" in a for a in self.argv) or not any("{spec}" in a for a in self.argv):
+            raise UserError("--evaluate needs a command with {spec} (the candidate's model spec) and {output} (where it "
+                            "writes {\"accuracy\": ...}), e.g. --evaluate 'python train.py --spec {spec} --out {output}'")
+        self.template = template
+
+    def identity(self) -> dict:
+        return {"kind": self.kind, "command": self.template}
+
+    def __call__(self, spec: str, workdir: Path) -> float:
+        workdir.mkdir(parents=True, exist_ok=True)
+        output = workdir / "accuracy.json"
+        output.unlink(missing_ok=True)
+        argv = [a.replace("{spec}", spec).replace("{output}", str(output)) for a in self.argv]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True)
+        except OSError as e:
+            raise UserError(f"--evaluate: cannot run '{argv[0]}' ({e.strerror or e}); check the command") from None
+        (workdir / "evaluate.log").write_text(done.stdout + done.stderr)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise UserError(f"--evaluate exited {done.returncode} for {spec}: {last} (log: {workdir / 'evaluate.log'})")
+        try:
+            result = json.loads(output.read_text())
+        except (OSError, ValueError):
+            raise UserError(f"--evaluate ran for {spec} but {output} holds no JSON; the command must write "
+                            f"{{\"accuracy\": FRACTION}} to the {{output}} path") from None
+        if not isinstance(result, dict) or "accuracy" not in result:
+            raise UserError(f"--evaluate wrote {output} without an 'accuracy' key; write {{\"accuracy\": FRACTION}}")
+        return _accuracy(result["accuracy"], f"--evaluate for {spec}")
+
+
+class TrainEvaluator:
+    """(b): train each candidate on `--data` for `--epochs` and score it on `--val` (top-1)."""
+
+    kind = "train"
+
+    def __init__(self, data: str, val: str, epochs: int, init: str = "scratch", batch_size: int = 32,
+                 lr: float = 1e-3, seed: int = 0, echo=None):
+        from .train import image_folder
+
+        classes, _ = image_folder(data)  # bad folders fail before the first build
+        image_folder(val, classes)
+        if epochs < 1:
+            raise UserError(f"--epochs must be at least 1, got {epochs}")
+        self.data, self.val = str(Path(data).resolve()), str(Path(val).resolve())
+        self.epochs, self.init, self.batch_size, self.lr, self.seed, self.echo = epochs, init, batch_size, lr, seed, echo
+
+    def identity(self) -> dict:
+        return {"kind": self.kind, "data": self.data, "val": self.val, "epochs": self.epochs, "init": self.init,
+                "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed}
+
+    def __call__(self, spec: str, workdir: Path) -> float:
+        from .train import train_and_evaluate
+
+        result = train_and_evaluate(spec, self.data, self.val, self.epochs, self.init, self.batch_size, self.lr,
+                                    self.seed, echo=self.echo)
+        workdir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(workdir / "training.json", json.dumps(result, indent=1) + "\n")
+        return _accuracy(result["accuracy"], f"training {spec}")
+
+
+def choose(command: str | None, data: str | None, val: str | None, epochs: int = 1, init: str = "scratch",
+           batch_size: int = 32, lr: float = 1e-3, echo=None):
+    """The evaluator the options ask for; conflicting or half-given options are refused before any build."""
+    if command and (data or val):
+        raise UserError("--evaluate and --data/--val are two ways to get accuracy; give one of them")
+    if command:
+        return CommandEvaluator(command)
+    if bool(data) != bool(val):
+        raise UserError("--data (training folder) and --val (validation folder) go together; give both")
+    if data:
+        return TrainEvaluator(data, val, epochs, init, batch_size, lr, echo=echo)
+    return NoEvaluator()

@@ -1,0 +1,315 @@
+"""Step 2 on the device: the largest phi whose measured latency meets a budget.
+
+phi lives on a grid of `step` (default 0.05); each grid phi rounds to a network (channels, layers,
+pixels), and grid phis that round to the same network share one measurement. A latency model (log
+latency against log MACs, fitted by least squares to every network measured so far) proposes a phi;
+measurements decide: the proposal and its neighbour are timed, then the search gallops outwards until
+the budget is bracketed and bisects the bracket down to adjacent grid steps. The answer is the largest
+grid phi that was measured within the budget while the next step up was measured over it; it is then
+timed again to confirm (a confirmation over the budget sends the search below it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from ..scaling import ALPHA, BETA, GAMMA, parse_spec
+from . import harness
+from .grid import baseline, network_key
+
+MAX_MEASUREMENTS = 40  # per budget; a bisection over the default range needs about a dozen
+
+
+@dataclass
+class FitPlan:
+    base: str = "b0"
+    coefficients: tuple[float, float, float] = (ALPHA, BETA, GAMMA)
+    target: str = "cpu"
+    precision: str | None = None
+    settings: harness.BenchSettings = field(default_factory=harness.BenchSettings)
+    metric: str = "p50"
+    step: float = 0.05
+    phi_min: float = -4.0
+    phi_max: float = 8.0
+    out: Path = Path("fit")
+
+    def check(self) -> None:
+        self.base = baseline(self.base)
+        self.target, self.precision = harness.check_target(self.target, self.precision)
+        harness.check_metric(self.metric)
+        self.settings.check()
+        if not 0.001 <= self.step <= 1:
+            raise UserError(f"--phi-step must be between 0.001 and 1, got {self.step:g}")
+        if not self.phi_min < self.phi_max:
+            raise UserError(f"--phi-min ({self.phi_min:g}) must be below --phi-max ({self.phi_max:g})")
+        if any(not c >= 1 for c in self.coefficients):
+            raise UserError(f"coefficients must each be >= 1, got {self.coefficients}")
+        for phi in (self.phi_min, self.phi_max):  # both ends must be specs the grammar accepts
+            parse_spec(self.spec(phi))
+
+    @property
+    def imin(self) -> int:
+        return math.ceil(self.phi_min / self.step - 1e-9)
+
+    @property
+    def imax(self) -> int:
+        return math.floor(self.phi_max / self.step + 1e-9)
+
+    def phi(self, i: int) -> float:
+        return round(i * self.step, 6)
+
+    def spec(self, phi: float) -> str:
+        a, b, g = self.coefficients
+        extra = "" if (a, b, g) == (ALPHA, BETA, GAMMA) else f",alpha={a:g},beta={b:g},gamma={g:g}"
+        return parse_spec(f"{self.base},phi={phi:g}{extra}").name
+
+
+def coefficients_from_spec(text: str) -> tuple[str, tuple[float, float, float]]:
+    """A searched spec ('b0,alpha=1.25,beta=1.05,gamma=1.2,phi=1') -> (its baseline, its coefficients)."""
+    s = parse_spec(text)
+    return baseline(text.split(",")[0] if "=" not in text.split(",")[0] else "b0"), (s.alpha, s.beta, s.gamma)
+
+
+def parse_coefficients(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise UserError(f"--coefficients takes alpha,beta,gamma (e.g. 1.2,1.1,1.15), not '{text}'")
+    return values
+
+
+def plan_from_options(base: str | None, searched: str | None, coefficients: str | None, **options) -> FitPlan:
+    """BASE, --spec (a searched spec: its base and coefficients) or --coefficients, one way at a time."""
+    if searched and (base or coefficients):
+        raise UserError("--spec carries its own base and coefficients; drop BASE/--coefficients, or drop --spec")
+    if searched:
+        base, coeffs = coefficients_from_spec(searched)
+    else:
+        coeffs = parse_coefficients(coefficients) if coefficients else (ALPHA, BETA, GAMMA)
+    plan = FitPlan(base=base or "b0", coefficients=coeffs, **options)
+    plan.check()
+    return plan
+
+
+def parse_budgets(latency_ms: float | None, budgets: str | None) -> list[float]:
+    if (latency_ms is None) == (budgets is None):
+        raise UserError("give the budget: --latency-ms X, or --budgets X,Y,... for a family (one of them)")
+    if latency_ms is not None:
+        return [latency_ms]
+    try:
+        values = sorted({float(b) for b in budgets.split(",") if b.strip()})
+    except ValueError:
+        values = []
+    if not values or any(not v > 0 for v in values):
+        raise UserError(f"--budgets takes positive milliseconds, comma-separated (e.g. 2,5,10,20), not '{budgets}'")
+    return values
+
+
+class Measurements:
+    """Timed networks on disk (fit/measured/NETWORK.json), shared by every budget of a family fit."""
+
+    def __init__(self, plan: FitPlan, echo=None):
+        self.plan, self.echo = plan, echo or (lambda m: None)
+        self.dir = Path(plan.out) / "measured"
+        self.fingerprint = {"target": plan.target, "precision": plan.precision, "bench": plan.settings.to_dict()}
+        self._macs: dict[int, tuple[str, str, int]] = {}
+        self.fresh = 0
+
+    def network(self, i: int) -> tuple[str, str, int]:
+        """(spec, network key, MACs) of grid index i, counted without building."""
+        if i not in self._macs:
+            from ..model import count_macs
+
+            spec = parse_spec(self.plan.spec(self.plan.phi(i)))
+            self._macs[i] = (spec.name, network_key(spec), count_macs(spec))
+        return self._macs[i]
+
+    def _path(self, key: str) -> Path:
+        return self.dir / f"{key}.json"
+
+    def known(self, i: int) -> dict | None:
+        try:
+            row = json.loads(self._path(self.network(i)[1]).read_text())
+        except (OSError, ValueError):
+            return None
+        return row if row.get("fingerprint") == self.fingerprint else None
+
+    def measure(self, i: int, again: bool = False) -> dict:
+        """The latest measurement of grid index i's network (timed now if there is none, or `again`)."""
+        row = None if again else self.known(i)
+        if row is not None:
+            return row
+        spec, key, _ = self.network(i)
+        first = self.known(i)
+        if first is not None:  # timed again: keep its bundle, add a measurement
+            m = harness.time_bundle(Path(first["bundle"]), self.plan.settings,
+                                    keep=self.dir / "records" / f"{key}-{len(first.get('history', [])) + 2}.json")
+            row = first | {k: m[k] for k in ("p50_ms", "p90_ms", "p99_ms", "record", "measured")}
+            row["history"] = first.get("history", []) + [{k: first[k] for k in ("p50_ms", "p90_ms", "p99_ms")}]
+        else:
+            slug = spec.replace(",", "-").replace("=", "").replace(".", "p")
+            dest = Path(self.plan.out) / "bundles" / f"{slug}-{self.plan.target}-{self.plan.precision}"
+            m = harness.build_and_measure(spec, self.plan.target, self.plan.precision, dest, self.plan.settings,
+                                          keep=self.dir / "records" / f"{key}-1.json")
+            row = {k: m[k] for k in ("spec", "macs", "params", "resolution", "bundle", "p50_ms", "p90_ms", "p99_ms",
+                                     "record", "measured")} | {"phi": self.plan.phi(i), "network": key,
+                                                              "fingerprint": self.fingerprint}
+        self.fresh += 1
+        harness.atomic_write_text(self._path(key), json.dumps(row, indent=1) + "\n")
+        self.echo(f"  phi={self.plan.phi(i):g} {spec}: {self.plan.metric} {row[f'{self.plan.metric}_ms']:.3f} ms"
+                  + (" (again)" if again else ""))
+        return row
+
+
+class LatencyModel:
+    """log latency = a + b log MACs, least squares over distinct networks (b = 1 with a single point)."""
+
+    def __init__(self, points: list[tuple[int, float]]):
+        x = np.log([m for m, _ in points])
+        y = np.log([t for _, t in points])
+        if len(set(x.tolist())) >= 2:
+            self.slope, self.intercept = (float(v) for v in np.polyfit(x, y, 1))
+        else:
+            self.slope, self.intercept = 1.0, float(y[0] - x[0])
+
+    def predict(self, macs: int) -> float:
+        return math.exp(self.intercept + self.slope * math.log(macs))
+
+
+def anchors(plan: FitPlan) -> list[int]:
+    """Where the latency model starts: phi=0 and phi=1 (B0 and B1's budget), or the range's nearest ends."""
+    first = min(max(0, plan.imin), plan.imax)
+    unit = round(1 / plan.step)
+    second = first + unit if first + unit <= plan.imax else max(plan.imin, first - unit)
+    return list(dict.fromkeys((first, second)))
+
+
+def fit_budget(plan: FitPlan, budget_ms: float, meas: Measurements, echo=None) -> dict:
+    """The largest grid phi whose measured latency is <= budget_ms, with the next step measured above it."""
+    if not budget_ms > 0:
+        raise UserError(f"a latency budget is in milliseconds and must be positive, got {budget_ms:g}")
+    echo = echo or (lambda m: None)
+    key = f"{plan.metric}_ms"
+    lat: dict[int, float] = {}  # grid index -> latest latency of its network
+    tried: list[int] = []
+
+    def measure(i: int, again: bool = False) -> None:
+        row = meas.measure(i, again)
+        for j in [j for j in lat if meas.network(j)[1] == row["network"]] + [i]:
+            lat[j] = row[key]
+        if i not in tried:
+            tried.append(i)
+
+    def bracket() -> tuple[int | None, int | None]:
+        fits = [i for i, t in lat.items() if t <= budget_ms]
+        lo = max(fits) if fits else None
+        over = [i for i, t in lat.items() if t > budget_ms and (lo is None or i > lo)]
+        return lo, (min(over) if over else None)
+
+    def propose(lo: int | None, hi: int | None) -> int:
+        """The model's largest phi predicted within budget, inside the open bracket."""
+        model = LatencyModel(list({meas.network(i)[1]: (meas.network(i)[2], t) for i, t in lat.items()}.values()))
+        a = plan.imin if lo is None else lo + 1
+        b = plan.imax if hi is None else hi - 1
+        best = a
+        left, right = a, b
+        while left <= right:  # predicted latency grows with phi: binary search for the last fitting index
+            mid = (left + right) // 2
+            if model.predict(meas.network(mid)[2]) <= budget_ms:
+                best, left = mid, mid + 1
+            else:
+                right = mid - 1
+        return best
+
+    for i in anchors(plan):
+        measure(i)
+    jump, confirms, used_model, neighbour, last = 1, 0, False, False, None
+    while len(tried) < MAX_MEASUREMENTS:
+        lo, hi = bracket()
+        if lo is None and hi == plan.imin:
+            raise UserError(f"budget {budget_ms:g} ms is below the smallest model in range: phi={plan.phi(plan.imin):g} "
+                            f"measured {lat[plan.imin]:.3f} ms {plan.metric}; raise the budget or lower --phi-min")
+        if lo is not None and (hi == lo + 1 or (hi is None and lo == plan.imax)):
+            measure(lo, again=True)  # confirm the answer with a fresh measurement
+            confirms += 1
+            if lat[lo] <= budget_ms or confirms >= 3:
+                break
+            continue
+        if lo is not None and hi is not None:
+            if not used_model:  # the model proposes once inside the bracket ...
+                i, used_model, neighbour = propose(lo, hi), True, True
+            elif neighbour and last in (lo, hi):  # ... its neighbour is checked (often that settles it) ...
+                i, neighbour = (lo + 1 if last == lo else hi - 1), False
+            else:  # ... and bisection decides the rest
+                i = (lo + hi) // 2
+        elif hi is None:  # everything measured fits: gallop up
+            i = min(plan.imax, max(propose(lo, None), lo + jump))
+            jump *= 2
+        else:  # nothing fits yet: gallop down
+            i = max(plan.imin, min(propose(None, hi), hi - jump))
+            jump *= 2
+        measure(i)
+        last = i
+    lo, hi = bracket()
+    if lo is None:
+        raise UserError(f"no phi in range met {budget_ms:g} ms after {len(tried)} measurements; raise the budget")
+    row = meas.known(lo)
+    capped = hi is None and lo == plan.imax
+    result = {"budget_ms": budget_ms, "metric": plan.metric, "phi": plan.phi(lo), **{k: row[k] for k in (
+        "spec", "macs", "params", "resolution", "bundle", "p50_ms", "p90_ms", "p99_ms")},
+        "confirmed": row.get("history") is not None, "capped_at_phi_max": capped,
+        "next_phi": None if hi is None else plan.phi(hi), "next_spec": None if hi is None else meas.network(hi)[0],
+        "next_ms": None if hi is None else lat[hi], "measurements": len(tried),
+        "tried": [{"phi": plan.phi(i), "spec": meas.network(i)[0], key: lat[i], "macs": meas.network(i)[2],
+                   "within_budget": lat[i] <= budget_ms} for i in sorted(tried)]}
+    echo(f"{budget_ms:g} ms: phi={result['phi']:g} ({result['spec']}) {plan.metric} {result[key]:.3f} ms"
+         + ("" if hi is None else f"; phi={plan.phi(hi):g} measured {lat[hi]:.3f} ms"))
+    return result
+
+
+def fit_family(plan: FitPlan, budgets: list[float], echo=None) -> tuple[list[dict], list[tuple[float, str]]]:
+    """(results, [(budget, why)] for budgets that could not be met): one unmeetable budget of a family
+    does not stop the others, which share every measurement."""
+    plan.check()
+    meas = Measurements(plan, echo=echo)
+    results, failed = [], []
+    for b in sorted(budgets):
+        try:
+            results.append(fit_budget(plan, b, meas, echo))
+        except UserError as e:
+            if len(budgets) == 1:
+                raise
+            failed.append((b, str(e)))
+            (echo or (lambda m: None))(f"{b:g} ms: {e}")
+    return results, failed
+
+
+def write(plan: FitPlan, results: list[dict]) -> list[Path]:
+    """fit.json, fit.csv and fit.png into the output directory."""
+    from .plots import fit_plot
+
+    out = Path(plan.out)
+    key = f"{plan.metric}_ms"
+    harness.atomic_write_text(out / "fit.json", json.dumps({"base": plan.base, "coefficients": plan.coefficients,
+                                                             "target": plan.target, "precision": plan.precision,
+                                                             "bench": plan.settings.to_dict(), "step": plan.step,
+                                                             "results": results}, indent=1) + "\n")
+    lines = [f"budget_ms,phi,spec,{key},macs,params,resolution,next_phi,next_{key},bundle"]
+    for r in results:
+        lines.append(",".join(str(v) if v is not None else "" for v in (
+            r["budget_ms"], r["phi"], f"\"{r['spec']}\"", r[key], r["macs"], r["params"], r["resolution"], r["next_phi"],
+            r["next_ms"], r["bundle"])))
+    harness.atomic_write_text(out / "fit.csv", "\n".join(lines) + "\n")
+    tried = list({t["spec"]: t for r in results for t in r["tried"]}.values())
+    a, b, g = plan.coefficients
+    png = fit_plot(results, tried, plan.metric, f"{plan.base} (alpha {a:g}, beta {b:g}, gamma {g:g}) on {plan.target} "
+                   f"({plan.precision}): largest phi per budget", out / "fit.png")
+    return [out / "fit.json", out / "fit.csv", png]

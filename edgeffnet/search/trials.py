@@ -1,0 +1,264 @@
+"""The search loop and its files: one JSON per candidate (the state), results.csv, search.json, search.png.
+
+Resumable by construction: a candidate's JSON is written whole after it was built, timed and scored, with
+the settings that produced it; a rerun skips every candidate whose JSON has the same settings, and
+candidates that round to the same network as one already measured share that measurement. Ctrl-C
+keeps every finished candidate and writes the summary of what was measured.
+
+Paired timing: right after each candidate, the paper's network is timed again, and candidates are ranked
+on their ratio to it. On a machine shared with other work the absolute latency of one measurement drifts
+by several times over minutes; the ratio of two measurements a few seconds apart drifts far less. The
+latency used for ranking (`latency_ms`) is that ratio times the median of all the paper's timings.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics as stats
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+from ..scaling import parse_spec
+from . import harness
+from .grid import Candidate, baseline, grid, network_key
+from .objective import DEFAULT_WEIGHT, objective, pareto_front, rank
+
+COLUMNS = ("alpha", "beta", "gamma", "flops_ratio", "depth_share", "width_share", "resolution_share", "spec",
+           "resolution", "macs", "params", "p50_ms", "p90_ms", "p99_ms", "paper_p50_ms", "paper_p90_ms",
+           "paper_p99_ms", "latency_ms", "accuracy", "objective", "paper", "same_network_as")
+TIMES = ("p50_ms", "p90_ms", "p99_ms")
+
+
+@dataclass
+class SearchPlan:
+    base: str = "b0"
+    target: str = "cpu"
+    precision: str | None = None
+    phi: float = 1.0
+    step: float = 0.05
+    tol: float = 0.1
+    ratio: float = 2.0
+    settings: harness.BenchSettings = field(default_factory=harness.BenchSettings)
+    metric: str = "p50"
+    weight: float = DEFAULT_WEIGHT
+    latency_target: float | None = None  # T in ms; None: the paper's coefficients' measured latency
+    confirm_rounds: int = 3
+    finalists: int = 3  # the best few are timed again against the paper's network before the choice
+    out: Path = Path("search")
+
+    def check(self) -> None:
+        """Everything a user can get wrong, before any build."""
+        self.base = baseline(self.base)
+        self.target, self.precision = harness.check_target(self.target, self.precision)
+        harness.check_metric(self.metric)
+        self.settings.check()
+        if self.phi == 0:
+            raise UserError("--phi must not be 0: at phi=0 every split is the baseline itself")
+        if self.latency_target is not None and not self.latency_target > 0:
+            raise UserError(f"--latency-target is in milliseconds and must be positive, got {self.latency_target:g}")
+        if self.weight > 0:
+            raise UserError(f"--weight must be <= 0 (a slower model may not score higher), got {self.weight:g}")
+        if self.confirm_rounds < 0 or self.finalists < 1:
+            raise UserError(f"--confirm-rounds must be >= 0 and --finalists >= 1 (got {self.confirm_rounds}, "
+                            f"{self.finalists})")
+        self.candidates = grid(self.step, self.tol, self.ratio)
+        for c in self.candidates:  # a spec the grammar refuses (e.g. resolution below 32 px) fails here
+            parse_spec(c.spec(self.base, self.phi))
+
+    def fingerprint(self, evaluator) -> dict:
+        """What a stored result must match to be reused."""
+        return {"base": self.base, "phi": self.phi, "target": self.target, "precision": self.precision,
+                "bench": self.settings.to_dict(), "evaluator": evaluator.identity(), "paired": True}
+
+
+class Store:
+    def __init__(self, out: Path):
+        self.dir = Path(out) / "candidates"
+
+    def path(self, c: Candidate) -> Path:
+        return self.dir / f"{c.slug}.json"
+
+    def load(self, c: Candidate, fingerprint: dict) -> dict | None:
+        try:
+            row = json.loads(self.path(c).read_text())
+        except (OSError, ValueError):
+            return None
+        return row if isinstance(row, dict) and row.get("fingerprint") == fingerprint else None
+
+    def save(self, row: dict) -> None:
+        c = Candidate(row["alpha"], row["beta"], row["gamma"])
+        harness.atomic_write_text(self.path(c), json.dumps(row, indent=1) + "\n")
+
+
+def _row(c: Candidate, spec: str, network: str, fingerprint: dict) -> dict:
+    share = c.split()
+    return {"alpha": c.alpha, "beta": c.beta, "gamma": c.gamma, "flops_ratio": round(c.flops_ratio, 6),
+            "depth_share": round(share["depth"], 4), "width_share": round(share["width"], 4),
+            "resolution_share": round(share["resolution"], 4), "spec": spec, "network": network,
+            "paper": c.is_paper, "same_network_as": None, "fingerprint": fingerprint}
+
+
+def run(plan: SearchPlan, evaluator, echo=print, on_candidate=None) -> dict:
+    """Build, time and score every candidate not on disk. Returns {"rows", "interrupted", "failed",
+    "measured", "reused"}; `on_candidate(done, total, label)` follows along."""
+    plan.check()
+    fp = plan.fingerprint(evaluator)
+    store = Store(plan.out)
+    rows: list[dict] = []
+    by_network: dict[str, dict] = {}
+    result = {"rows": rows, "interrupted": False, "failed": [], "measured": 0, "reused": 0}
+    total = len(plan.candidates)
+    paper_bundle = None  # the paper's candidate comes first (grid order), so it is set before it is needed
+    for n, c in enumerate(plan.candidates, 1):
+        spec = c.spec(plan.base, plan.phi)
+        network = network_key(parse_spec(spec))
+        if on_candidate:
+            on_candidate(n - 1, total, spec)
+        row = store.load(c, fp)
+        if row is not None:
+            result["reused"] += 1
+        elif network in by_network:  # rounding made it the same network as one measured: the same results
+            twin = by_network[network]
+            row = _row(c, spec, network, fp) | {k: twin[k] for k in (
+                "resolution", "macs", "params", *TIMES, *(f"paper_{t}" for t in TIMES), "bundle", "record",
+                "measured", "accuracy")} | {"same_network_as": twin["spec"]}
+            store.save(row)
+        else:
+            row = _row(c, spec, network, fp)
+            dest = Path(plan.out) / "bundles" / f"{c.slug}-{plan.target}-{plan.precision}"
+            try:
+                records = Path(plan.out) / "records"
+                m = harness.build_and_measure(spec, plan.target, plan.precision, dest, plan.settings,
+                                              keep=records / f"{c.slug}.json")
+                row |= {k: m[k] for k in ("resolution", "macs", "params", *TIMES, "bundle", "record", "measured")}
+                # the paper's network, timed again seconds later: the pair's ratio is what ranks (module doc)
+                again = m if c.is_paper else harness.time_bundle(Path(paper_bundle), plan.settings,
+                                                                 keep=records / f"{c.slug}.paper.json")
+                row |= {f"paper_{t}": again[t] for t in TIMES}
+                row["accuracy"] = evaluator(spec, Path(plan.out) / "evaluations" / c.slug)
+            except KeyboardInterrupt:
+                result["interrupted"] = True
+                break
+            except UserError as e:
+                if evaluator.kind != "none" and "bundle" in row:  # the evaluator is misconfigured: stop
+                    raise
+                echo(f"{spec}: failed: {e}")
+                result["failed"].append((spec, str(e)))
+                continue
+            store.save(row)
+            result["measured"] += 1
+            echo(f"{spec}: {plan.metric} {row[f'{plan.metric}_ms']:.3f} ms, {row['macs'] / 1e6:.0f} M MACs"
+                 + (f", accuracy {row['accuracy']:.4f}" if row["accuracy"] is not None else ""))
+        rows.append(row)
+        by_network.setdefault(network, row)
+        if c.is_paper:
+            paper_bundle = row["bundle"]
+    if on_candidate:
+        on_candidate(len(rows), total, "")
+    return result
+
+
+# -- the summary ---------------------------------------------------------------------------------------
+
+def summarize(plan: SearchPlan, rows: list[dict]) -> dict:
+    """Objective for each row, the chosen coefficients, the Pareto front, the comparison with the paper."""
+    metric = f"{plan.metric}_ms"
+    key = "latency_ms"
+    paper = next((r for r in rows if r["paper"]), None)
+    if paper is None:
+        raise UserError("the paper's coefficients (1.2, 1.1, 1.15) were not measured yet; run the search again")
+    paper_ms = stats.median([r[f"paper_{metric}"] for r in rows if not r["same_network_as"]])
+    for r in rows:
+        r[key] = r[metric] / r[f"paper_{metric}"] * paper_ms
+    target_ms = plan.latency_target or paper_ms
+    for r in rows:
+        r["objective"] = (objective(r["accuracy"], r[key], target_ms, plan.weight)
+                          if r.get("accuracy") is not None else None)
+    accuracy = any(r["objective"] is not None for r in rows)
+    ranked, why = rank(rows, paper, key, plan.tol / plan.ratio, plan.metric)
+    chosen = ranked[0]
+    finalists = list({r["bundle"]: r for r in reversed(ranked) if r["bundle"] != paper["bundle"]}.values())[::-1]
+    gain = "accuracy" if accuracy else "macs"
+    front = pareto_front([r for r in rows if r.get(gain) is not None], gain, key)
+    fastest_split = sorted(rows, key=lambda r: r[key] / r["macs"])[:5]
+    return {
+        "base": plan.base, "phi": plan.phi, "target": plan.target, "precision": plan.precision,
+        "metric": plan.metric, "weight": plan.weight, "latency_target_ms": target_ms,
+        "latency": f"{plan.metric} of each candidate over the paper's network timed right after it, times the "
+                   f"median of the paper's timings ({paper_ms:.3f} ms)",
+        "latency_target_from": "--latency-target" if plan.latency_target else "the paper's coefficients, measured",
+        "grid": {"step": plan.step, "tol": plan.tol, "flops_ratio": plan.ratio, "candidates": len(plan.candidates),
+                 "measured": len(rows), "networks": len({r["network"] for r in rows})},
+        "bench": plan.settings.to_dict(),
+        "accuracy_measured": accuracy,
+        "note": None if accuracy else "no accuracy was measured: candidates are ranked by latency at equal FLOPS only",
+        "chosen": _brief(chosen, key), "chosen_spec": chosen["spec"], "chosen_because": why,
+        "finalists": [_brief(r, key) for r in finalists[:plan.finalists]],
+        "paper": _brief(paper, key),
+        "pareto_front": [_brief(r, key) for r in front],
+        "least_latency_per_mac": [_brief(r, key) | {"ms_per_gmac": r[key] / r["macs"] * 1e9} for r in fastest_split],
+    }
+
+
+def _brief(r: dict, key: str) -> dict:
+    return {k: r.get(k) for k in ("spec", "alpha", "beta", "gamma", "flops_ratio", "depth_share", "width_share",
+                                  "resolution_share", "resolution", "macs", "params", key, "accuracy", "objective",
+                                  "bundle")}
+
+
+def confirm(plan: SearchPlan, summary: dict) -> dict | None:
+    """The finalists and the paper's network timed again in alternating rounds (paper first, then last,
+    ...), so drift on a shared machine falls on all of them; each finalist's latency is taken as its
+    median ratio to the paper's in the same round. The choice is made again on these ratios (the paper's
+    own network competes with ratio 1), and `summary` is updated with it. Returns the comparison."""
+    rounds, paper = plan.confirm_rounds, summary["paper"]
+    picks = summary["finalists"]
+    if rounds == 0:
+        return None
+    if not picks:
+        return {"rounds": 0, "ratio": 1.0, "same_network": True}
+    key = f"{plan.metric}_ms"
+    times: dict[str, list[float]] = {r["bundle"]: [] for r in [paper] + picks}
+    order = [paper] + picks
+    for i in range(rounds):
+        for r in (order if i % 2 == 0 else order[::-1]):
+            times[r["bundle"]].append(harness.time_bundle(Path(r["bundle"]), plan.settings)[key])
+    paper_ms = stats.median(times[paper["bundle"]])
+    target_ms = plan.latency_target or paper_ms
+    finals = []
+    for r in [paper] + picks:
+        ratio = stats.median(t / p for t, p in zip(times[r["bundle"]], times[paper["bundle"]]))
+        score = (objective(r["accuracy"], ratio * paper_ms, target_ms, plan.weight)
+                 if r.get("accuracy") is not None else None)
+        finals.append({"spec": r["spec"], "times_ms": times[r["bundle"]], "ratio": ratio, "objective": score,
+                       "mac_ratio": r["macs"] / paper["macs"], "row": r})
+    best = (max(finals, key=lambda f: f["objective"]) if summary["accuracy_measured"]
+            else min(finals, key=lambda f: f["ratio"]))
+    summary["chosen_before_confirmation"] = summary["chosen_spec"]
+    summary["chosen"], summary["chosen_spec"] = best["row"], best["spec"]
+    return {"rounds": rounds, "metric": plan.metric, "paper_ms": times[paper["bundle"]],
+            "finalists": [{k: v for k, v in f.items() if k != "row"} for f in finals],
+            "chosen_median_ms": stats.median(best["times_ms"]), "paper_median_ms": paper_ms,
+            "ratio": best["ratio"], "saved": 1 - best["ratio"], "mac_ratio": best["mac_ratio"],
+            "same_network": best["row"]["bundle"] == paper["bundle"]}
+
+
+def write(plan: SearchPlan, rows: list[dict], summary: dict, started: float) -> list[Path]:
+    """results.csv, search.json and search.png into the output directory."""
+    from .plots import search_plot
+
+    out = Path(plan.out)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in sorted(rows, key=lambda r: (r["alpha"], r["beta"], r["gamma"])):
+        w.writerow(r)
+    harness.atomic_write_text(out / "results.csv", buf.getvalue())
+    summary = summary | {"wall_seconds_this_run": round(time.perf_counter() - started, 1)}
+    harness.atomic_write_text(out / "search.json", json.dumps(summary, indent=1) + "\n")
+    png = search_plot(rows, summary, out / "search.png")
+    return [out / "results.csv", out / "search.json", png]
