@@ -160,6 +160,27 @@ def test_checkpoint_that_does_not_fit_is_refused_in_one_line(tmp_path, layouts, 
     assert "\n" not in str(e.value)
 
 
+def test_random_weights_of_deep_table3_networks_keep_fp32_rounding_small():
+    """The random-init guards (one-sign depthwise kernels, residual branches at 1/sqrt(blocks)) apply to the
+    Table 3 families only; they keep FP32 against FP64 far inside the 1e-4 parity tolerance."""
+    import copy
+
+    from edgeffnet.model import Bottleneck, MBConv
+    from edgeffnet.photos import to_input, verification_views
+
+    model = edgeffnet.create_model("mobilenetv2,d=4,res=64")
+    residual = [m.project.bn.weight for m in model.modules() if isinstance(m, MBConv) and m.residual]
+    assert len(residual) == 61 and all(torch.all(w == 1 / 61 ** 0.5) for w in residual)
+    assert all(m.dw.conv.weight.min() >= 0 for m in model.modules() if isinstance(m, MBConv))
+    x = torch.from_numpy(to_input(verification_views(4, model.preprocess), model.preprocess))
+    with torch.no_grad():
+        err = (model(x).double() - copy.deepcopy(model).double()(x.double())).abs().max().item()
+    assert err < 2e-5
+    b0 = edgeffnet.create_model("b0,res=64")  # EfficientNet's init is untouched
+    assert any(m.dw.conv.weight.min() < 0 for m in b0.modules() if isinstance(m, MBConv))
+    assert not any(isinstance(m, Bottleneck) for m in b0.modules())
+
+
 # -- the CLI ---------------------------------------------------------------------------------------------
 
 def _cli(*args, env=None):
