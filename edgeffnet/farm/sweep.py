@@ -23,7 +23,7 @@ from .. import bundle, logs, targets
 from ..errors import UserError
 from ..files import atomic_write_json
 from ..measure import bench, console, records
-from ..measure.sweep import Item, done, plan
+from ..measure.sweep import Item, done, plan, settings_per_mode
 from ..pipeline import build, require_build_side
 from . import cluster, device, resource
 
@@ -107,12 +107,7 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
         raise UserError("--cluster needs --target: the devices' targets, comma-separated (e.g. jetson,cpu)")
     profiles = list({p.name: p for p in map(targets.load, target_names)}.values())
     pairs = [(replace(i, precision=p.check_precision(i.precision)), p) for p in profiles for i in items]
-    for m in modes or [""]:
-        if m not in bench.MODES:
-            raise UserError(f"--mode takes {', '.join(bench.MODES)} (comma-separated), not '{m}'")
-    runs = [replace(settings, mode=m) for m in modes]
-    for s in runs:
-        s.check()
+    runs = settings_per_mode(settings, modes)
     if timeout <= 0:
         raise UserError(f"--task-timeout must be positive, got {timeout:g}")
 

@@ -107,6 +107,17 @@ def done(bundle_dir: Path, settings: bench.Settings, baselines: list[str]) -> bo
                for rt in bench.runtimes(manifest["target"]["backend"], baselines))
 
 
+def settings_per_mode(settings: bench.Settings, modes: list[str]) -> list[bench.Settings]:
+    """One checked bench Settings per mode asked (what both the local and the farm sweep measure)."""
+    for m in modes or [""]:
+        if m not in bench.MODES:
+            raise UserError(f"--mode takes {', '.join(bench.MODES)} (comma-separated), not '{m}'")
+    runs = [replace(settings, mode=m) for m in modes]
+    for s in runs:
+        s.check()
+    return runs
+
+
 def run(items: list[Item], target: str, out: Path, modes: list[str], baselines: list[str], settings: bench.Settings,
         progress=None) -> dict:
     """Build and bench each item; a failing item is reported and skipped. Returns what happened."""
@@ -116,12 +127,7 @@ def run(items: list[Item], target: str, out: Path, modes: list[str], baselines: 
     profile = targets.load(target)
     for p in dict.fromkeys(i.precision for i in items):
         profile.check_precision(p)
-    for m in modes or [""]:
-        if m not in bench.MODES:
-            raise UserError(f"--mode takes {', '.join(bench.MODES)} (comma-separated), not '{m}'")
-    runs = [replace(settings, mode=m) for m in modes]
-    for s in runs:
-        s.check()
+    runs = settings_per_mode(settings, modes)
     bench.runtimes(profile.backend, baselines)  # an unknown baseline fails before any work
     say(f"sweep: {len(items)} items on {profile.name}, {', '.join(modes)}"
          + (f" with baselines {', '.join(baselines)}" if baselines else "") + f" -> {out}")
