@@ -37,7 +37,7 @@ from edgeffnet.bundle import Bundle
 from edgeffnet.preprocess import Preprocess
 from edgeffnet.scaling import parse_spec
 
-from conftest import FIXTURES
+from conftest import fixture_path
 
 SPEC = "b0,res=96"  # SE + SiLU, symmetric padding
 LITE = "lite0,res=96"  # ReLU6, no SE, TF "SAME" padding
@@ -385,7 +385,7 @@ def test_corrupt_checkpoint(env, tmp_path, kind):
     if kind == "garbage":
         ckpt.write_bytes(np.random.default_rng(0).bytes(4096))
     else:
-        ckpt.write_bytes((FIXTURES / "torchvision_efficientnet_b0.pt").read_bytes()[:1_000_000])
+        ckpt.write_bytes(fixture_path("torchvision_efficientnet_b0.pt").read_bytes()[:1_000_000])
     dest = tmp_path / "b"
     line = _refused(_cli(env, "build", SPEC, "--weights", str(ckpt), "-o", str(dest)), dest, "cannot read checkpoint",
                     str(ckpt))
@@ -403,7 +403,7 @@ def test_checkpoint_of_another_architecture(env, tmp_path, spec, state):
     if state == "resnet":
         torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(1000, 512)}, ckpt)
     else:
-        torch.save(torch.load(FIXTURES / "torchvision_efficientnet_b0.pt", weights_only=True)["state_dict"], ckpt)
+        torch.save(torch.load(fixture_path("torchvision_efficientnet_b0.pt"), weights_only=True)["state_dict"], ckpt)
     dest = tmp_path / "b"
     _refused(_cli(env, "build", spec, "--weights", str(ckpt), "-o", str(dest)), dest)
     assert not dest.exists()

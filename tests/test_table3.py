@@ -18,7 +18,7 @@ from edgeffnet.info import describe, table3
 from edgeffnet.model import build
 from edgeffnet.scaling import TABLE3, parse_spec, table3_specs
 
-from conftest import FIXTURES, fixture
+from conftest import fixture, fixture_path
 
 # Parameter counts of the reference implementations (torchvision 0.29.1 / timm 1.0.31), from issue 14.
 REFERENCE_PARAMS = {"mobilenetv1": 4_231_976, "mobilenetv2": 3_504_872, "resnet50": 25_557_032}
@@ -28,9 +28,7 @@ LAYOUTS = {"mobilenetv1": "timm mobilenetv1_100", "mobilenetv2": "torchvision mo
 
 @pytest.fixture(scope="module")
 def layouts() -> dict:
-    path = FIXTURES / "table3_layouts.json"
-    assert path.is_file(), f"parity fixture {path} is missing (set EDGEFFNET_FIXTURES to the fixtures folder)"
-    return json.loads(path.read_text())
+    return json.loads(fixture_path("table3_layouts.json").read_text())
 
 
 # -- specs, parameters, MACs ----------------------------------------------------------------------------
