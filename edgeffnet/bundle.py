@@ -154,6 +154,16 @@ class Bundle:
 
 def check_destination(final: Path) -> None:
     """Refuse early, before any work: an existing non-bundle, or a place that cannot be written."""
+    if final.is_symlink() and not final.exists():
+        raise UserError(f"-o {final} is a symbolic link to {os.readlink(final)}, which does not exist; "
+                        f"remove the link or choose another path")
+    if final.exists() and (os.path.ismount(final) or final.resolve() == Path.cwd().resolve()
+                           or final.name in ("", ".", "..")):
+        # A bundle replaces its directory by renaming; neither a mount point nor the directory the build
+        # runs in can be renamed over.
+        what = "a mount point" if os.path.ismount(final) else "the current directory"
+        raise UserError(f"-o {final} is {what}, which a bundle cannot replace; name a directory inside it, "
+                        f"e.g. -o {final / 'bundle'}")
     if final.exists():
         if not final.is_dir():
             raise UserError(f"-o {final} exists and is a file, not a bundle directory; choose another path")

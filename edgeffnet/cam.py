@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import UserError
-from .preprocess import Preprocess, normalise, resize_and_crop, to_rgb
+from .preprocess import ImageTooLarge, Preprocess, normalise, read_image, resize_and_crop
 
 DISPLAY = 224  # pixels per panel: maps of models at different resolutions line up on one grid
 
@@ -235,12 +235,12 @@ def bundle_sources(bundle_dir: str | Path) -> tuple[Source, Source]:
 
 def load_photo(path: str | Path) -> Image.Image:
     try:
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb(img)
+        return read_image(path)[0]
     except FileNotFoundError:
         raise UserError(f"image '{path}' does not exist") from None
-    except (UnidentifiedImageError, OSError) as e:
+    except ImageTooLarge as e:
+        raise UserError(f"image '{path}' is too large ({e}); pass a smaller image") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
         raise UserError(f"cannot read image '{path}' ({type(e).__name__}); pass a jpg/png/bmp/webp file") from None
 
 

@@ -6,6 +6,7 @@ User errors (UserError) are caught once, in `main`, and printed as one line on s
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import click
@@ -13,12 +14,39 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import UserError
-from .pipeline.options import BuildOptions
+from .pipeline.options import BOUNDS, BuildOptions
 from .scaling import SPEC_FORMS, __doc__ as SPEC_GRAMMAR
 
 # Piped output gets wide tables: a log or a grep should not see names broken across lines.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
+
+
+class FiniteFloat(click.FloatRange):
+    """A float that is a real number: click's float takes "nan" and "inf", and nan passes every bound."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv
+
+
+class Whole(click.IntRange):
+    name = "whole number"  # click's "integer range" reads oddly in "'1e7' is not a valid ..."
+
+
+def _whole(name: str) -> click.IntRange:
+    """A build option's whole-number type with the bounds of pipeline/options.py."""
+    return Whole(*BOUNDS[name])
+
+
+FINITE = FiniteFloat()
+SECONDS = FiniteFloat(0, 86400)  # a measurement's seconds: up to a day
+COUNT = Whole(1, 10_000_000)  # iterations, top-k: whole numbers a run can reach
+THREADS = Whole(1, 1024)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,7 +65,7 @@ def _spec_help() -> str:
 
 @cli.command(epilog=_spec_help())
 @click.argument("spec", required=False)
-@click.option("--num-classes", type=int, default=1000, show_default=True, help="Classifier width.")
+@click.option("--num-classes", type=_whole("num_classes"), default=1000, show_default=True, help="Classifier width.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("--table3", is_flag=True, help="The paper's Table 3 (MobileNetV1/V2, ResNet-50 scaled): its FLOPS "
                                              "beside the counted MACs of each row's spec.")
@@ -151,25 +179,25 @@ _D = BuildOptions()  # every default written once, in pipeline/options.py
 @click.option("--target", "-t", default="cpu", show_default=True, help="Target name or path to a profile .toml.")
 @click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), help="Default: the target's default.")
 @click.option("--weights", "-w", help="Checkpoint (.pth/.pt) or 'pretrained' (lite0..lite2). Default: seeded random.")
-@click.option("--num-classes", type=int, help="Classifier width (random init; must match a checkpoint).")
-@click.option("--resolution", type=int, help="Input resolution in pixels (default: the spec's).")
-@click.option("--batch", type=int, default=_D.batch, show_default=True, help="Static batch size.")
+@click.option("--num-classes", type=_whole("num_classes"), help="Classifier width (random init; must match a checkpoint).")
+@click.option("--resolution", type=_whole("resolution"), help="Input resolution in pixels (default: the spec's).")
+@click.option("--batch", type=_whole("batch"), default=_D.batch, show_default=True, help="Static batch size.")
 @click.option("--dynamic-batch", is_flag=True, help="Export with a dynamic batch dimension.")
-@click.option("--opset", type=int, default=_D.opset, show_default=True, help="ONNX opset (13 is read by every target).")
-@click.option("--seed", type=int, default=_D.seed, show_default=True, help="Seed for random weights.")
-@click.option("--views", type=int, default=_D.views, show_default=True, help="Real-photo views used for parity checks.")
+@click.option("--opset", type=_whole("opset"), default=_D.opset, show_default=True, help="ONNX opset (13 is read by every target).")
+@click.option("--seed", type=_whole("seed"), default=_D.seed, show_default=True, help="Seed for random weights.")
+@click.option("--views", type=_whole("views"), default=_D.views, show_default=True, help="Real-photo views used for parity checks.")
 @click.option("--no-cache", is_flag=True, help="Rebuild every stage instead of reusing finished ones.")
 @click.option("--require-engine", is_flag=True, help="Fail instead of leaving a TensorRT engine pending on a host without TensorRT.")
 @click.option("--calib", type=click.Path(), help="INT8 calibration data: a folder of images (jpg/png/bmp/webp, "
                                                   "searched recursively) or an .npy/.npz of preprocessed tensors. "
                                                   "Default: the real photos in calibration/photos.toml.")
-@click.option("--calib-size", type=int, default=_D.calib_size, show_default=True, help="Calibration views.")
+@click.option("--calib-size", type=_whole("calib_size"), default=_D.calib_size, show_default=True, help="Calibration views.")
 @click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]),
               help="INT8 range method (default: the one that measures best).")
-@click.option("--min-agreement", type=float, default=_D.min_agreement, show_default=True,
+@click.option("--min-agreement", type=FiniteFloat(0, 1), default=_D.min_agreement, show_default=True,
               help="INT8 of trained weights fails below this top-1 agreement with FP32 on verification views.")
 @click.option("--allow-drop", is_flag=True, help="Keep an INT8 build whose agreement is below --min-agreement.")
-@click.option("--fidelity-views", type=int,
+@click.option("--fidelity-views", type=_whole("fidelity_views"),
               help="Verification views for the fidelity report (FP16/INT8); default 200 for trained weights, "
                    "48 for random ones (which make no agreement claim).")
 @click.option("-o", "--output", type=click.Path(), help="Bundle directory (default build/SPEC-TARGET-PRECISION).")
@@ -185,7 +213,7 @@ def build(spec, target, precision, weights, output, no_cache, **options) -> None
 @cli.command()
 @click.argument("bundle_dir", type=click.Path())
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--top", default=5, show_default=True, help="How many classes to print per image.")
+@click.option("--top", type=COUNT, default=5, show_default=True, help="How many classes to print per image.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def predict(bundle_dir, images, top, as_json) -> None:
     """Run a bundle's compiled artifact on IMAGES with the bundle's preprocessing; print the top classes."""
@@ -220,13 +248,13 @@ def _interrupted(what: str) -> None:
 @click.option("--mode", type=click.Choice(["latency", "throughput"]), default="latency", show_default=True,
               help="latency: batch 1, one synchronous inference at a time; throughput: the backend's best "
                    "(OpenVINO: THROUGHPUT hint, asynchronous requests).")
-@click.option("--iterations", "-n", type=int, default=1024, show_default=True,
+@click.option("--iterations", "-n", type=COUNT, default=1024, show_default=True,
               help="Time at least this many inferences (MLPerf single-stream's minimum)...")
-@click.option("--seconds", "-s", type=float, default=10.0, show_default=True, help="...and for at least this long.")
-@click.option("--warmup", type=float, default=2.0, show_default=True, help="Untimed seconds of inference first.")
-@click.option("--threads", type=int, help="Inference threads (default: the runtime's choice).")
-@click.option("--streams", type=int, help="OpenVINO streams (default: what the mode's hint picks).")
-@click.option("--batch", type=int, help="Throughput mode on a --dynamic-batch bundle: images per request.")
+@click.option("--seconds", "-s", type=SECONDS, default=10.0, show_default=True, help="...and for at least this long.")
+@click.option("--warmup", type=SECONDS, default=2.0, show_default=True, help="Untimed seconds of inference first.")
+@click.option("--threads", type=THREADS, help="Inference threads (default: the runtime's choice).")
+@click.option("--streams", type=THREADS, help="OpenVINO streams (default: what the mode's hint picks).")
+@click.option("--batch", type=_whole("batch"), help="Throughput mode on a --dynamic-batch bundle: images per request.")
 @click.option("--baseline", default="", help="Also measure the same model in pytorch and/or onnxruntime (CPU), "
                                              "comma-separated.")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
@@ -266,16 +294,16 @@ def bench_cmd(bundle_dir, mode, iterations, seconds, warmup, threads, streams, b
 @click.option("--precision", "-p", help="Comma-separated, e.g. fp32,int8 (default: the target's default).")
 @click.option("--mode", default="latency,throughput", show_default=True, help="Bench modes, comma-separated.")
 @click.option("--baseline", default="", help="Also measure pytorch and/or onnxruntime (CPU), comma-separated.")
-@click.option("--iterations", "-n", type=int, default=200, show_default=True, help="Minimum timed inferences per bench.")
-@click.option("--seconds", "-s", type=float, default=3.0, show_default=True, help="Minimum seconds per bench.")
-@click.option("--warmup", type=float, default=1.0, show_default=True, help="Untimed seconds before each bench.")
-@click.option("--threads", type=int, help="Inference threads (default: the runtime's choice).")
+@click.option("--iterations", "-n", type=COUNT, default=200, show_default=True, help="Minimum timed inferences per bench.")
+@click.option("--seconds", "-s", type=SECONDS, default=3.0, show_default=True, help="Minimum seconds per bench.")
+@click.option("--warmup", type=SECONDS, default=1.0, show_default=True, help="Untimed seconds before each bench.")
+@click.option("--threads", type=THREADS, help="Inference threads (default: the runtime's choice).")
 @click.option("-o", "--output", default="results", show_default=True, type=click.Path(),
               help="Directory for the bundles (OUTPUT/bundles) and the report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON at the end.")
 @click.option("--cluster", help="Ray head HOST:PORT of a device farm (edgeffnet farm join): each bundle is measured on "
                                 "a device of its target; --target then takes a comma-separated list.")
-@click.option("--task-timeout", type=float, default=1800.0, show_default=True,
+@click.option("--task-timeout", type=FiniteFloat(0, min_open=True), default=1800.0, show_default=True,
               help="With --cluster: seconds one device may take for a bundle (compile, verify, bench).")
 def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline, iterations, seconds, warmup, threads,
               output, as_json, cluster, task_timeout) -> None:
@@ -346,8 +374,8 @@ def report_cmd(paths, output, as_json) -> None:
 @click.argument("args", nargs=-1, required=True, metavar="[MODEL|BUNDLE] IMAGE...")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Directory for the PNGs and cam.json.")
 @click.option("--weights", "-w", help="Checkpoint or 'pretrained' for a MODEL spec (default with --compare: pretrained).")
-@click.option("--top", default=3, show_default=True, help="Maps of the top-k classes per image.")
-@click.option("--class", "klass", type=int, help="The map of this class (ImageNet index) instead of the top-k.")
+@click.option("--top", type=COUNT, default=3, show_default=True, help="Maps of the top-k classes per image.")
+@click.option("--class", "klass", type=Whole(0, BOUNDS["num_classes"][1] - 1), help="The map of this class (ImageNet index) instead of the top-k.")
 @click.option("--compare", help="Comma-separated specs: each one's top-1 map on the same photos, one grid "
                                 "(the paper's Figure 7: --compare lite0,lite1,lite2). All arguments are images.")
 def cam_cmd(args, output, weights, top, klass, compare) -> None:
@@ -384,12 +412,12 @@ def compile_cmd(bundle_dir) -> None:
 
 def _bench_options(fn):
     for option in reversed((
-            click.option("--iterations", "-n", type=int, default=200, show_default=True,
+            click.option("--iterations", "-n", type=COUNT, default=200, show_default=True,
                          help="Minimum timed inferences per measurement."),
-            click.option("--seconds", "-s", type=float, default=3.0, show_default=True,
+            click.option("--seconds", "-s", type=SECONDS, default=3.0, show_default=True,
                          help="Minimum seconds per measurement."),
-            click.option("--warmup", type=float, default=1.0, show_default=True, help="Untimed seconds first."),
-            click.option("--threads", type=int, help="Inference threads (default: the runtime's choice)."),
+            click.option("--warmup", type=SECONDS, default=1.0, show_default=True, help="Untimed seconds first."),
+            click.option("--threads", type=THREADS, help="Inference threads (default: the runtime's choice)."),
             click.option("--metric", type=click.Choice(["p50", "p90", "p99"]), default="p50", show_default=True,
                          help="The latency that counts."))):
         fn = option(fn)
@@ -400,24 +428,24 @@ def _bench_options(fn):
 @click.argument("base", default="b0")
 @click.option("--target", "-t", default="cpu", show_default=True, help="Target name or path to a profile .toml.")
 @click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), help="Default: the target's default.")
-@click.option("--phi", type=float, default=1.0, show_default=True, help="The phi at which splits are compared.")
-@click.option("--step", type=float, default=0.05, show_default=True, help="Grid step of alpha, beta and gamma.")
-@click.option("--tol", type=float, default=0.1, show_default=True, help="Keep |alpha*beta^2*gamma^2 - ratio| <= tol.")
-@click.option("--flops-ratio", type=float, default=2.0, show_default=True, help="FLOPS multiplier per unit of phi.")
-@click.option("--weight", "-w", type=float, default=-0.07, show_default=True, help="w in ACC x (LAT/T)^w.")
-@click.option("--latency-target", type=float, help="T in ms (default: the paper's coefficients' measured latency).")
+@click.option("--phi", type=FINITE, default=1.0, show_default=True, help="The phi at which splits are compared.")
+@click.option("--step", type=FINITE, default=0.05, show_default=True, help="Grid step of alpha, beta and gamma.")
+@click.option("--tol", type=FINITE, default=0.1, show_default=True, help="Keep |alpha*beta^2*gamma^2 - ratio| <= tol.")
+@click.option("--flops-ratio", type=FINITE, default=2.0, show_default=True, help="FLOPS multiplier per unit of phi.")
+@click.option("--weight", "-w", type=FINITE, default=-0.07, show_default=True, help="w in ACC x (LAT/T)^w.")
+@click.option("--latency-target", type=FINITE, help="T in ms (default: the paper's coefficients' measured latency).")
 @click.option("--evaluate", help="Accuracy from your command: {spec} and {output} are replaced; it writes "
                                  "{\"accuracy\": FRACTION} to {output}.")
 @click.option("--data", type=click.Path(), help="Accuracy by training each candidate on this ImageFolder...")
 @click.option("--val", type=click.Path(), help="...and scoring it (top-1) on this one.")
-@click.option("--epochs", type=int, default=1, show_default=True, help="Training epochs per candidate (--data).")
+@click.option("--epochs", type=Whole(1, 10_000), default=1, show_default=True, help="Training epochs per candidate (--data).")
 @click.option("--init", type=click.Choice(["scratch", "pretrained"]), default="scratch", show_default=True,
               help="--data training from scratch (as the paper) or from the base's pretrained weights (lite0).")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="--data training batch size.")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="--data training learning rate (AdamW).")
-@click.option("--finalists", type=int, default=3, show_default=True,
+@click.option("--batch-size", type=_whole("batch"), default=32, show_default=True, help="--data training batch size.")
+@click.option("--lr", type=FINITE, default=1e-3, show_default=True, help="--data training learning rate (AdamW).")
+@click.option("--finalists", type=Whole(1, 1000), default=3, show_default=True,
               help="How many of the best are timed again against the paper's network before the choice.")
-@click.option("--confirm-rounds", type=int, default=3, show_default=True,
+@click.option("--confirm-rounds", type=Whole(0, 1000), default=3, show_default=True,
               help="Alternating rounds of that re-timing (0: choose on the first measurements).")
 @_bench_options
 @click.option("-o", "--output", default="search", show_default=True, type=click.Path(), help="Results directory.")
@@ -471,11 +499,11 @@ def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, lat
 @click.option("--coefficients", help="alpha,beta,gamma (default the paper's 1.2,1.1,1.15).")
 @click.option("--target", "-t", default="cpu", show_default=True, help="Target name or path to a profile .toml.")
 @click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), help="Default: the target's default.")
-@click.option("--latency-ms", type=float, help="The budget: the largest phi whose measured latency is within it.")
+@click.option("--latency-ms", type=FINITE, help="The budget: the largest phi whose measured latency is within it.")
 @click.option("--budgets", help="Several budgets, e.g. 2,5,10,20: the device's own family.")
-@click.option("--phi-step", type=float, default=0.05, show_default=True, help="Resolution of phi.")
-@click.option("--phi-min", type=float, default=-4.0, show_default=True, help="Smallest phi considered.")
-@click.option("--phi-max", type=float, default=8.0, show_default=True, help="Largest phi considered.")
+@click.option("--phi-step", type=FINITE, default=0.05, show_default=True, help="Resolution of phi.")
+@click.option("--phi-min", type=FINITE, default=-4.0, show_default=True, help="Smallest phi considered.")
+@click.option("--phi-max", type=FINITE, default=8.0, show_default=True, help="Largest phi considered.")
 @_bench_options
 @click.option("-o", "--output", default="fit", show_default=True, type=click.Path(),
               help="Directory for the bundles, measurements, fit.json/csv/png.")

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from .bundle import Bundle
 from .errors import UserError
-from .preprocess import Preprocess, preprocess_image
+from .preprocess import ImageTooLarge, Preprocess, preprocess_image, read_image
 from .resources import package_file
 from .verify import run_batched
 
@@ -25,15 +25,16 @@ def predict(bundle_or_path: Bundle | str | Path, images: list[str], top: int = 5
     batch = []
     for name in images:
         try:
-            with Image.open(name) as img:
-                img.load()
-                batch.append(preprocess_image(img, recipe))
+            rgb = read_image(name)[0]
         except FileNotFoundError:
             raise UserError(f"image '{name}' does not exist") from None
         except IsADirectoryError:
             raise UserError(f"'{name}' is a directory; pass image files") from None
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        except ImageTooLarge as e:
+            raise UserError(f"image '{name}' is too large ({e}); pass a smaller image") from None
+        except (UnidentifiedImageError, OSError, ValueError) as e:
             raise UserError(f"cannot read image '{name}' ({type(e).__name__}); pass a jpg/png/bmp/webp file") from None
+        batch.append(preprocess_image(rgb, recipe))
     runner = b.runner()
     logits = run_batched(runner.run, np.stack(batch), b.manifest.input["batch"])
     names = class_names(logits.shape[1])

@@ -6,11 +6,17 @@ torchvision/timm weights, (x - 127) / 128 for the TF-ported Lite weights.
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+# What one image may decode to: PIL's own decompression-bomb bound (about 89 megapixels, 268 MB as RGB).
+# A JPEG over it is decoded at 1/2, 1/4 or 1/8 scale instead; anything else over it is refused.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -85,7 +91,39 @@ def preprocess_image(img: Image.Image, recipe: Preprocess) -> np.ndarray:
     return normalise(resize_and_crop(to_rgb(img), recipe), recipe)
 
 
-def load_image(path: str | Path, recipe: Preprocess) -> np.ndarray:
-    with Image.open(path) as img:
+class ImageTooLarge(ValueError):
+    """An image that would decode to more than MAX_PIXELS (a decompression bomb, or simply huge)."""
+
+
+def read_image(path: str | Path, short_side: int | None = None) -> tuple[Image.Image, str]:
+    """The image at `path` as 8-bit RGB, and the mode it was stored in, decoded within bounded memory.
+
+    With `short_side`, a larger image is shrunk (a JPEG while decoding, others by whole-pixel box
+    averaging) to no less than twice that: what a set of many images keeps in memory stays small.
+    Raises ImageTooLarge, PIL's UnidentifiedImageError, or OSError (missing, unreadable, truncated)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below, once
+        try:
+            img = Image.open(path)
+        except Image.DecompressionBombError:
+            raise ImageTooLarge(f"more than {2 * MAX_PIXELS / 1e6:.0f} megapixels") from None
+    with img:
+        w, h = img.size
+        if img.format == "JPEG":
+            if short_side and min(w, h) >= 4 * short_side:
+                img.draft(None, (2 * short_side, 2 * short_side))
+            elif w * h > MAX_PIXELS:
+                scale = next((s for s in (2, 4, 8) if (w / s) * (h / s) <= MAX_PIXELS), 8)
+                img.draft(None, (max(1, w // scale), max(1, h // scale)))
+        if img.width * img.height > MAX_PIXELS:
+            raise ImageTooLarge(f"{w}x{h} pixels, more than {MAX_PIXELS / 1e6:.0f} megapixels")
         img.load()
-        return preprocess_image(img, recipe)
+        mode = img.mode
+        rgb = to_rgb(img)
+    if short_side and min(rgb.size) >= 4 * short_side:
+        rgb = rgb.reduce(min(rgb.size) // (2 * short_side))
+    return rgb, mode
+
+
+def load_image(path: str | Path, recipe: Preprocess) -> np.ndarray:
+    return preprocess_image(read_image(path)[0], recipe)

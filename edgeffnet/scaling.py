@@ -21,11 +21,14 @@ Spec grammar (also printed by `edgeffnet info --help`)::
     resnet50,phi=2           compound scaling of ResNet-50 with alpha, beta, gamma (1.2, 1.1, 1.15)
 
 Values given explicitly (w, d, r, res, dropout) override what the base and phi produce.
+Bounds: phi -12..12, alpha/beta/gamma 0.1..10, w 0.05..16, d 0.05..32, res 32..4096 pixels, dropout
+[0, 1); numbers are plain ASCII decimals (1.5, -1, 2e-1), a spec at most 256 characters.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 
 from .errors import UserError
@@ -279,8 +282,19 @@ _ALIASES = {"width": "w", "depth": "d", "resolution": "res"}
 _ONLY = {"depth", "width", "resolution"}
 
 
+SPEC_MAX_CHARS = 256  # longer is a paste accident: no valid spec comes near it
+COEFFICIENT_RANGE = (0.1, 10.0)  # alpha, beta, gamma: wide, yet any power of them with |phi| <= 12 stays finite
+# Plain ASCII decimals only: float() would also take "nan", "1_0" and full-width digits, none of which a
+# person means in a spec.
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 60 else f"{text[:40]}...{text[-12:]} ({len(text)} characters)"
+
+
 def _bad(text: str, why: str) -> UserError:
-    return UserError(f"bad model spec '{text}': {why}; valid forms: {SPEC_FORMS}")
+    return UserError(f"bad model spec '{_shown(text)}': {why}; valid forms: {SPEC_FORMS}")
 
 
 def preset_name(token: str) -> str | None:
@@ -298,6 +312,8 @@ def parse_spec(text: str) -> ModelSpec:
         return text
     if not isinstance(text, str) or not text.strip():
         raise _bad(str(text), "empty spec")
+    if len(text) > SPEC_MAX_CHARS:
+        raise _bad(text, f"longer than {SPEC_MAX_CHARS} characters")
     tokens = [t.strip() for t in text.split(",")]
     base = "b0"
     if "=" not in tokens[0]:
@@ -310,7 +326,7 @@ def parse_spec(text: str) -> ModelSpec:
         key, sep, val = tok.partition("=")
         key = _ALIASES.get(key.strip().lower(), key.strip().lower())
         if not sep or key not in _KEYS or not val.strip():
-            raise _bad(text, f"'{tok}' is not KEY=VALUE with KEY one of {', '.join(sorted(_KEYS))}")
+            raise _bad(text, f"'{_shown(tok)}' is not KEY=VALUE with KEY one of {', '.join(sorted(_KEYS))}")
         if key in values:
             raise _bad(text, f"'{key}' given twice")
         values[key] = val.strip().lower()
@@ -320,10 +336,9 @@ def parse_spec(text: str) -> ModelSpec:
 def _number(text: str, values: dict[str, str], key: str, positive: bool = True) -> float | None:
     if key not in values:
         return None
-    try:
-        v = float(values[key])
-    except ValueError:
-        raise _bad(text, f"{key}={values[key]} is not a number") from None
+    if not _DECIMAL.fullmatch(values[key]):
+        raise _bad(text, f"{key}={_shown(values[key])} is not a plain decimal number (such as 1.5, -1 or 2e-1)")
+    v = float(values[key])
     if not math.isfinite(v) or (positive and v <= 0):
         raise _bad(text, f"{key}={values[key]} must be a positive number")
     return v
@@ -343,6 +358,9 @@ def _resolve(text: str, base: str, values: dict[str, str]) -> ModelSpec:
         raise _bad(text, "alpha/beta/gamma/only need phi=")
     if only is not None and only not in _ONLY:
         raise _bad(text, f"only={only} must be one of depth, width, resolution")
+    for name, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
+        if not COEFFICIENT_RANGE[0] <= v <= COEFFICIENT_RANGE[1]:
+            raise _bad(text, f"{name}={v:g} is outside {COEFFICIENT_RANGE[0]:g}..{COEFFICIENT_RANGE[1]:g}")
     if phi is not None:
         if base != BASELINES[family.name]:
             raise _bad(text, f"phi scales the family baseline; write '{BASELINES[family.name]},phi=...'")

@@ -27,6 +27,9 @@ def default_output(spec_name: str, target: str, precision: str) -> Path:
 
 
 BUILD_SIDE = ("torch", "onnx", "onnxsim")
+# An ONNX file stops at 2 GB (protobuf): a network past this many FP32 parameters cannot be exported, and
+# would have filled the memory before the export said so.
+MAX_PARAMS = 400_000_000
 
 
 def require_build_side(what: str = "building") -> None:
@@ -62,7 +65,21 @@ def prepare(spec: str, target: str = "cpu", precision: str | None = None, weight
     w = _weights.resolve(weights, s)
     if w is not None:
         check_weights(s, w)
-    return BuildContext(spec=s, target=t, precision=p, weights=w, options=o, output=out, log=logs.logger())
+    _check_size(s, o, p, w)
+    ctx = BuildContext(spec=s, target=t, precision=p, weights=w, options=o, output=out, log=logs.logger())
+    if p != "fp32" and o.calib is not None:
+        ctx.calibration  # bad calibration data fails here, before the first stage, and is kept for that stage
+    return ctx
+
+
+def _check_size(spec, o: BuildOptions, precision: str, weights) -> None:
+    from ..info import describe
+
+    o.check_memory(spec.resolution, precision, weights is not None)
+    params = describe(spec, o.num_classes or (weights.num_classes if weights else 1000))["params"]
+    if params > MAX_PARAMS:
+        raise UserError(f"{spec.name} has {params:,} parameters; a build takes at most {MAX_PARAMS:,} (an ONNX "
+                        f"file stops at 2 GB): choose smaller w or d")
 
 
 def run(ctx: BuildContext) -> Bundle:

@@ -9,6 +9,22 @@ from ..errors import UserError
 
 CALIB_METHODS = ("minmax", "percentile", "entropy")
 
+# The bounds of every whole-number option (the CLI's click.IntRange reads them too). Past them a build
+# cannot be what anyone meant: a 10^20-wide classifier, or a batch no memory holds.
+BOUNDS = {
+    "num_classes": (1, 100_000),
+    "resolution": (32, 4096),
+    "batch": (1, 1024),
+    "opset": (7, 25),
+    "seed": (0, 2**63 - 1),
+    "views": (1, 10_000),
+    "calib_size": (1, 10_000),
+    "fidelity_views": (1, 10_000),
+}
+# Tensors one build holds at once (a batch, the parity views, the calibration or fidelity set), each checked
+# before any work: --calib-size 10000 at 4096 px would be 2 TB.
+TENSOR_BYTES_MAX = 4 << 30
+
 
 @dataclass(frozen=True)
 class BuildOptions:
@@ -30,14 +46,12 @@ class BuildOptions:
     fidelity_views: int | None = None  # None: FIDELITY_VIEWS_TRAINED or FIDELITY_VIEWS_RANDOM
 
     def __post_init__(self):
-        for name in ("batch", "views", "calib_size"):
+        for name, (low, high) in BOUNDS.items():
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {v!r}")
-        for name in ("num_classes", "resolution", "fidelity_views", "opset"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise UserError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {v!r}")
+            if v is None and name in ("num_classes", "resolution", "fidelity_views"):
+                continue
+            if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+                raise UserError(f"--{name.replace('_', '-')} must be a whole number in {low}..{high}, got {v!r}")
         if not (isinstance(self.min_agreement, (int, float)) and math.isfinite(self.min_agreement)
                 and 0.0 <= self.min_agreement <= 1.0):
             raise UserError(f"--min-agreement is a fraction between 0 and 1, got {self.min_agreement}")
@@ -51,6 +65,17 @@ class BuildOptions:
         if unknown:
             raise UserError(f"unknown build option '{unknown[0]}'; known: {', '.join(sorted(known))}")
         return cls(**options)
+
+    def check_memory(self, resolution: int, precision: str, trained: bool) -> None:
+        """Refuse, before any work, a set of tensors that no memory holds (N x 3 x res x res float32)."""
+        one = 3 * resolution * resolution * 4
+        sets = {"--batch": self.batch, "--views": self.views}
+        if precision != "fp32":
+            sets |= {"--calib-size": self.calib_size, "--fidelity-views": self.fidelity_view_count(trained)}
+        for option, n in sets.items():
+            if n * one > TENSOR_BYTES_MAX:
+                raise UserError(f"{option} {n} at {resolution} px needs {n * one / 2**30:.1f} GiB of input tensors; "
+                                f"at most {TENSOR_BYTES_MAX // one} fit in {TENSOR_BYTES_MAX >> 30} GiB: ask for fewer")
 
     def fidelity_view_count(self, trained: bool) -> int:
         return self.fidelity_views or (FIDELITY_VIEWS_TRAINED if trained else FIDELITY_VIEWS_RANDOM)

@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import UserError
 from ..photos import calibration_photos, to_input, views
-from ..preprocess import Preprocess, to_rgb
+from ..preprocess import MAX_PIXELS, ImageTooLarge, Preprocess, read_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -55,29 +55,31 @@ def _digest(x: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
 
 
-def _mode_name(img: Image.Image) -> str | None:
-    if img.mode == "RGB":
+def _mode_name(mode: str) -> str | None:
+    if mode == "RGB":
         return None
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
         return "16-bit"
     return {"L": "grayscale", "LA": "grayscale", "1": "grayscale", "P": "palette", "PA": "palette",
-            "RGBA": "RGBA", "CMYK": "CMYK"}.get(img.mode, img.mode)
+            "RGBA": "RGBA", "CMYK": "CMYK"}.get(mode, mode)
 
 
-def _read_folder(folder: Path) -> tuple[list[Image.Image], Counter, Counter]:
+def _read_folder(folder: Path, recipe: Preprocess) -> tuple[list[Image.Image], Counter, Counter]:
     images, skipped, converted = [], Counter(), Counter()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             skipped["not an image"] += 1
             continue
         try:
-            with Image.open(path) as img:
-                img.load()
-                mode = _mode_name(img)
-                rgb = to_rgb(img)
+            # Shrunk to twice the recipe's resize at most: three hundred phone photos stay a few hundred MB.
+            rgb, stored = read_image(path, short_side=recipe.resize)
+        except ImageTooLarge:
+            skipped[f"over {MAX_PIXELS / 1e6:.0f} megapixels"] += 1
+            continue
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             skipped["corrupt"] += 1
             continue
+        mode = _mode_name(stored)
         if mode:
             converted[mode] += 1
         images.append(rgb)
@@ -86,7 +88,7 @@ def _read_folder(folder: Path) -> tuple[list[Image.Image], Counter, Counter]:
 
 def _from_array(path: Path, count: int, recipe: Preprocess) -> CalibrationSet:
     try:
-        loaded = np.load(path, allow_pickle=False)
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r")  # only the first `count` samples are read
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read calibration tensors '{path}': {e}") from None
     if isinstance(loaded, np.lib.npyio.NpzFile):
@@ -103,6 +105,10 @@ def _from_array(path: Path, count: int, recipe: Preprocess) -> CalibrationSet:
     if len(x) == 0:
         raise UserError(f"calibration file '{path}' holds no samples")
     x = np.ascontiguousarray(x[:count], dtype=np.float32)
+    bad = int(np.count_nonzero(~np.isfinite(x).all(axis=(1, 2, 3))))
+    if bad:  # one NaN poisons every range it reaches, and the INT8 model with it
+        raise UserError(f"calibration tensors in '{path}': {bad} of {len(x)} samples hold NaN or Inf; "
+                        f"pass finite, preprocessed tensors")
     warnings = [] if len(x) >= count else [f"calibration: {len(x)} tensors in {path.name}, {count} asked; using {len(x)}"]
     return CalibrationSet(x, f"tensors:{path}", _digest(x), len(x), count, warnings=warnings)
 
@@ -122,7 +128,7 @@ def load(source: str | Path | None, count: int, recipe: Preprocess) -> Calibrati
         if path.suffix.lower() not in (".npy", ".npz"):
             raise UserError(f"calibration source '{path}' is a file but not .npy/.npz; pass a folder of images")
         return _from_array(path, count, recipe)
-    images, skipped, converted = _read_folder(path)
+    images, skipped, converted = _read_folder(path, recipe)
     if not images:
         what = f" ({sum(skipped.values())} files skipped: {dict(skipped)})" if skipped else ""
         raise UserError(f"no readable image in calibration folder '{path}'{what}; "
