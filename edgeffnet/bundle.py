@@ -69,7 +69,43 @@ class Manifest:
             why = f"lacks {', '.join(missing[:3])}" if missing else f"has bundle format {fmt}"
             raise UserError(f"{where} {why}; this edgeffnet reads bundle format {FORMAT}: rebuild the bundle "
                             f"with edgeffnet build")
+        _check_entries(d, where)
         return cls(**{k: v for k, v in d.items() if k in names}, extra={k: v for k, v in d.items() if k not in names})
+
+
+# What the bundle side reads from a manifest's entries: a hand-edited or damaged manifest that lacks one is
+# refused when opened, not met as a KeyError halfway through a bench.
+_ENTRIES = {
+    "spec": ("spec", "resolution"),
+    "target": ("name", "backend", "device", "description", "peak", "memory", "options"),
+    "input": ("batch", "dynamic_batch", "shape"),
+    "preprocess": ("resize", "crop", "interpolation", "mean", "std"),
+    "weights": (),
+    "stages": (),
+}
+
+
+def _check_entries(d: dict, where: str) -> None:
+    def damaged(why: str) -> UserError:
+        return UserError(f"{where}: {why}; rebuild the bundle with edgeffnet build")
+
+    for entry, keys in _ENTRIES.items():
+        if not isinstance(d[entry], dict):
+            raise damaged(f"its '{entry}' entry is not an object")
+        missing = [k for k in keys if k not in d[entry]]
+        if missing:
+            raise damaged(f"its '{entry}' entry lacks {', '.join(missing)}")
+    for entry, kind in (("precision", str), ("files", list), ("target", dict)):
+        if not isinstance(d[entry], kind):
+            raise damaged(f"its '{entry}' entry is not a {kind.__name__}")
+    p = d["preprocess"]
+    try:
+        ok = (len(p["mean"]) == len(p["std"]) == 3 and p["interpolation"] in ("bicubic", "bilinear")
+              and int(p["crop"]) >= 1 and int(p["resize"]) >= 1)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise damaged("its 'preprocess' entry is damaged")
 
 
 def is_bundle(path: Path) -> bool:

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import pickle
 import re
-import zipfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -54,8 +53,10 @@ def _read(path: Path) -> object:
     if not path.is_file():
         raise UserError(f"weights file '{path}' does not exist; pass a .pth/.pt checkpoint or 'pretrained'")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols are no help with a broken file
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - weights_only runs no code: whatever fails here, the file is at fault
         text = str(e)
         if "WeightsUnpickler error:" in text:  # skip torch's weights_only preamble: it fits any bad file
             text = text.split("WeightsUnpickler error:", 1)[1]
@@ -78,7 +79,8 @@ def find_state_dict(obj: object) -> tuple[dict[str, torch.Tensor], dict]:
         if inner is None:
             break
         obj = inner
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if (not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values())
+            or not all(isinstance(k, str) for k in obj)):
         raise UserError("checkpoint holds no state_dict (a dict of tensors, or one under 'state_dict'/'model'); "
                         "save it with torch.save(model.state_dict(), path)")
     sd = {k: v for k, v in obj.items()}
@@ -247,13 +249,21 @@ def numerics_for(layout: str, meta: dict) -> Numerics:
     if layout == "timm" and str(meta.get("arch", "")).startswith("tf_"):
         return TF_NUMERICS  # timm's tf_* ports keep TF padding and epsilon
     if layout == "edgeffnet" and "numerics" in meta.get("edgeffnet", {}):
-        return Numerics(**meta["edgeffnet"]["numerics"])
+        try:
+            return Numerics(**meta["edgeffnet"]["numerics"])
+        except (TypeError, ValueError):
+            raise UserError("checkpoint's edgeffnet numerics entry is damaged; save it again with "
+                            "edgeffnet.weights.save") from None
     return TORCH_NUMERICS
 
 
 def layout_recipe(layout: str, numerics: Numerics, spec: ModelSpec, meta: dict) -> Preprocess:
     if layout == "edgeffnet" and "preprocess" in meta.get("edgeffnet", {}):
-        return Preprocess.from_dict(meta["edgeffnet"]["preprocess"])
+        try:
+            return Preprocess.from_dict(meta["edgeffnet"]["preprocess"])
+        except (KeyError, TypeError, ValueError):
+            raise UserError("checkpoint's edgeffnet preprocess entry is damaged; save it again with "
+                            "edgeffnet.weights.save") from None
     if numerics == TF_NUMERICS and spec.family == "lite":
         return tf_lite_recipe(spec.resolution)
     return imagenet_recipe(spec.resolution)
