@@ -95,7 +95,7 @@ def _check_entries(d: dict, where: str) -> None:
         missing = [k for k in keys if k not in d[entry]]
         if missing:
             raise damaged(f"its '{entry}' entry lacks {', '.join(missing)}")
-    for entry, kind in (("precision", str), ("files", list), ("target", dict)):
+    for entry, kind in (("precision", str), ("files", list)):
         if not isinstance(d[entry], kind):
             raise damaged(f"its '{entry}' entry is not a {kind.__name__}")
     p = d["preprocess"]

@@ -42,12 +42,23 @@ def _from_file(path: Path) -> Target:
     missing = [k for k in ("name", "backend", "device", "precisions") if k not in d]
     if missing:
         raise UserError(f"target profile '{path}' lacks {', '.join(missing)}; see targets/cpu.toml for the format")
+    for key in ("name", "backend", "device"):
+        if not isinstance(d[key], str) or not d[key]:
+            raise UserError(f"target profile '{path}': {key} must be a non-empty string")
+    if not isinstance(d["precisions"], list) or not d["precisions"]:
+        raise UserError(f"target profile '{path}': precisions must list at least one of {', '.join(PRECISIONS)}")
     if d["backend"] not in BACKENDS:
         raise UserError(f"target profile '{path}': backend '{d['backend']}' is not one of {', '.join(BACKENDS)}")
     bad = [p for p in d["precisions"] if p not in PRECISIONS]
     if bad:
         raise UserError(f"target profile '{path}': precision {bad[0]} is not one of {', '.join(PRECISIONS)}")
     default = d.get("default_precision", d["precisions"][0])
+    if default not in d["precisions"]:
+        raise UserError(f"target profile '{path}': default_precision {default!r} is not one of its precisions "
+                        f"({', '.join(d['precisions'])})")
+    for key in ("peak", "memory", "options"):
+        if not isinstance(d.get(key, {}), dict):
+            raise UserError(f"target profile '{path}': [{key}] must be a table")
     return Target(
         name=d["name"], backend=d["backend"], device=d["device"], precisions=tuple(d["precisions"]),
         default_precision=default, description=d.get("description", d["name"]), peak=d.get("peak", {}),

@@ -50,6 +50,8 @@ def sha256_file(path: Path) -> str:
 
 
 def _read(path: Path) -> object:
+    if path.is_dir():
+        raise UserError(f"weights '{path}' is a directory; pass a .pth/.pt checkpoint file or 'pretrained'")
     if not path.is_file():
         raise UserError(f"weights file '{path}' does not exist; pass a .pth/.pt checkpoint or 'pretrained'")
     try:

@@ -84,7 +84,39 @@ class Record:
             why = f"lacks {', '.join(missing[:3])}" if missing else f"has record format {d.get('format')}"
             raise UserError(f"{where} {why}; this edgeffnet reads bench record format {RECORD_FORMAT}: measure "
                             f"again with edgeffnet bench")
+        _check_entries(d, where)
         return cls(**{k: v for k, v in d.items() if k in names}, extra={k: v for k, v in d.items() if k not in names})
+
+
+# What a report reads inside a record, and which of it are numbers: a record edited by hand or cut short
+# is refused with what it lacks, not met as a KeyError in the middle of a table.
+_ENTRIES = {
+    "model": (("spec", "family", "resolution"), ("macs", "params", "flops")),
+    "device": (("name", "kind", "cpu"), ()),
+    "stats": ((), ("count", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")),
+    "settings": ((), ()),
+    "tools": ((), ()),
+    "host": ((), ()),
+}
+
+
+def _check_entries(d: dict, where: str) -> None:
+    def damaged(why: str) -> UserError:
+        return UserError(f"{where}: {why}; measure again with edgeffnet bench")
+
+    for entry, (keys, numbers) in _ENTRIES.items():
+        value = d[entry]
+        if not isinstance(value, dict):
+            raise damaged(f"its '{entry}' entry is not an object")
+        missing = [k for k in keys + numbers if k not in value]
+        if missing:
+            raise damaged(f"its '{entry}' entry lacks {', '.join(missing)}")
+        bad = [k for k in numbers if isinstance(value[k], bool) or not isinstance(value[k], (int, float))]
+        if bad:
+            raise damaged(f"its '{entry}' entry has a {bad[0]} that is not a number")
+    for entry in ("bundle", "runtime", "mode", "precision", "created", "target"):
+        if not isinstance(d[entry], str):
+            raise damaged(f"its '{entry}' entry is not text")
 
 
 def record_path(bundle_dir: Path, runtime: str, mode: str) -> Path:

@@ -48,10 +48,11 @@ def collect(paths: list[str | Path]) -> list[dict]:
     for p in map(Path, paths):
         if not p.exists():
             raise UserError(f"'{p}' does not exist; pass bundles, directories or bench record files")
-        if p.is_file():
-            rec = _load(p)
-            if rec is None:
-                raise UserError(f"'{p}' is not an edgeffnet bench record")
+        if p.is_file():  # named on purpose: say what is wrong with it, rather than skip it
+            try:
+                rec = records.Record.from_dict(json.loads(p.read_text()), f"'{p}'").to_dict()
+            except (OSError, ValueError):
+                raise UserError(f"'{p}' is not an edgeffnet bench record (not readable JSON)") from None
             candidates = [(p, rec)]
         else:
             candidates = [(f, r) for f in _search(p) if (r := _load(f)) is not None]
