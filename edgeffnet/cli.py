@@ -45,7 +45,8 @@ def _whole(name: str) -> click.IntRange:
 
 FINITE = FiniteFloat()
 SECONDS = FiniteFloat(0, 86400)  # a measurement's seconds: up to a day
-COUNT = Whole(1, 10_000_000)  # iterations, top-k: whole numbers a run can reach
+COUNT = Whole(1, 10_000_000)  # iterations: whole numbers a run can reach
+TOP = Whole(None, 100_000)  # top-k; below 1 the command says so in one line
 THREADS = Whole(1, 1024)
 
 
@@ -213,7 +214,7 @@ def build(spec, target, precision, weights, output, no_cache, **options) -> None
 @cli.command()
 @click.argument("bundle_dir", type=click.Path())
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--top", type=COUNT, default=5, show_default=True, help="How many classes to print per image.")
+@click.option("--top", type=TOP, default=5, show_default=True, help="How many classes to print per image.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def predict(bundle_dir, images, top, as_json) -> None:
     """Run a bundle's compiled artifact on IMAGES with the bundle's preprocessing; print the top classes."""
@@ -374,7 +375,7 @@ def report_cmd(paths, output, as_json) -> None:
 @click.argument("args", nargs=-1, required=True, metavar="[MODEL|BUNDLE] IMAGE...")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Directory for the PNGs and cam.json.")
 @click.option("--weights", "-w", help="Checkpoint or 'pretrained' for a MODEL spec (default with --compare: pretrained).")
-@click.option("--top", type=COUNT, default=3, show_default=True, help="Maps of the top-k classes per image.")
+@click.option("--top", type=TOP, default=3, show_default=True, help="Maps of the top-k classes per image.")
 @click.option("--class", "klass", type=Whole(0, BOUNDS["num_classes"][1] - 1), help="The map of this class (ImageNet index) instead of the top-k.")
 @click.option("--compare", help="Comma-separated specs: each one's top-1 map on the same photos, one grid "
                                 "(the paper's Figure 7: --compare lite0,lite1,lite2). All arguments are images.")
