@@ -45,8 +45,8 @@ def _whole(name: str) -> click.IntRange:
 
 FINITE = FiniteFloat()
 SECONDS = FiniteFloat(0, 86400)  # a measurement's seconds: up to a day
-COUNT = Whole(1, 10_000_000)  # iterations: whole numbers a run can reach
-TOP = Whole(None, 100_000)  # top-k; below 1 the command says so in one line
+COUNT = Whole(1, 10_000_000)  # iterations: as many as a run can reach
+TOP = Whole(1, 100_000)  # top-k
 THREADS = Whole(1, 1024)
 
 
@@ -565,6 +565,11 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("edgeffnet: interrupted; nothing half-written was left behind", markup=False)
         sys.exit(130)
+    except click.UsageError as e:
+        # One line like every other refusal: click's usage block would bury the reason under the synopsis.
+        where = f" (see {e.ctx.command_path} --help)" if e.ctx else ""
+        err.print(f"edgeffnet: error: {e.format_message().rstrip('.')}{where}", markup=False)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
