@@ -6,7 +6,6 @@ torchvision/timm weights, (x - 127) / 128 for the TF-ported Lite weights.
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path

@@ -720,3 +720,17 @@ def test_the_html_report_escapes_every_user_string(record, tmp_path):
     assert "&lt;script&gt;alert(&#x27;spec&#x27;)&lt;/script&gt;" in page
     assert "&lt;script&gt;alert(&#x27;device&#x27;)" in page and "&lt;script&gt;alert(&#x27;host&#x27;)" in page
     assert rep["rows"][0]["model"] == hostile.format("spec")  # the data keeps what was written; the page escapes it
+
+
+@pytest.mark.parametrize("bad,why", [("bomb", "too large"), ("huge_rgb", "too large"), ("corrupt", "cannot read image")])
+def test_a_bad_image_in_search_training_data_is_one_error(tmp_path, hostile_images, bad, why):
+    from edgeffnet.search.train import train_and_evaluate
+
+    for split in ("train", "val"):
+        for label in ("cat", "dog"):
+            (tmp_path / split / label).mkdir(parents=True)
+            shutil.copy(hostile_images["ok"], tmp_path / split / label / "ok.jpg")
+    source = hostile_images[bad]
+    shutil.copy(source, tmp_path / "train" / "dog" / f"bad{source.suffix}")
+    with pytest.raises(UserError, match=why):
+        train_and_evaluate("b0,res=32", tmp_path / "train", tmp_path / "val", epochs=1)

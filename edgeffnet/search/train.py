@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import UserError
 from ..reference import input_recipe
 from ..model import TORCH_NUMERICS, EfficientNet
-from ..preprocess import Preprocess, normalise, resize_and_crop, to_rgb
+from ..preprocess import ImageTooLarge, Preprocess, normalise, read_image, resize_and_crop
 from ..scaling import BASELINES, parse_spec
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -57,9 +57,10 @@ class _Images(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         path, label = self.items[i]
         try:
-            with Image.open(path) as img:
-                view = resize_and_crop(to_rgb(img), self.recipe)
-        except OSError as e:
+            view = resize_and_crop(read_image(path)[0], self.recipe)
+        except ImageTooLarge as e:
+            raise UserError(f"image '{path}' is too large ({e}); remove it from the folder") from None
+        except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
             raise UserError(f"cannot read image '{path}' ({e}); remove it from the folder") from None
         if self.flip and np.random.default_rng([self.seed, self.epoch, i]).random() < 0.5:
             view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
