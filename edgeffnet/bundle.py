@@ -193,8 +193,7 @@ def check_destination(final: Path) -> None:
     if final.is_symlink() and not final.exists():
         raise UserError(f"-o {final} is a symbolic link to {os.readlink(final)}, which does not exist; "
                         f"remove the link or choose another path")
-    if final.exists() and (os.path.ismount(final) or final.resolve() == Path.cwd().resolve()
-                           or final.name in ("", ".", "..")):
+    if final.exists() and (os.path.ismount(final) or final.resolve() == Path.cwd().resolve()):
         # A bundle replaces its directory by renaming; neither a mount point nor the directory the build
         # runs in can be renamed over.
         what = "a mount point" if os.path.ismount(final) else "the current directory"
