@@ -57,6 +57,7 @@ def prepare(spec: str, target: str = "cpu", precision: str | None = None, weight
         raise UserError(f"target '{t.name}' runs static shapes only; drop --dynamic-batch")
     if output is not None and str(output) == "":
         raise UserError("-o is empty; name a bundle directory or leave -o out for the default")
+    stages.check_val(o, p)
     out = Path(output) if output is not None else default_output(s.name, t.name, p)
     bundle.check_destination(out)
     w = _weights.resolve(weights, s)
