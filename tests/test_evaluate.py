@@ -191,7 +191,8 @@ def test_drop_gate_passes_fails_and_allows():
         ev.drop_gate(_result(b=2, c=0), 1.0, allow_drop=False, trained=True, precision="int8")
     msg = str(e.value)
     assert msg.startswith("INT8 top-1 accuracy drop +5.00 points (95% interval ") and "Newcombe paired" in msg
-    assert "on 40 labelled images, above --max-drop 1; pass --allow-drop" in msg and "\n" not in msg
+    assert "on 40 labelled images, above --max-drop 1 (one image of 40 is 2.50 points" in msg and "\n" not in msg
+    assert msg.endswith("; pass --allow-drop to keep it or --max-drop to change the bar")
     v = ev.drop_gate(_result(b=2, c=0), 1.0, allow_drop=True, trained=True, precision="int8")
     assert v["gated"] and not v["passed"] and v["drop_points"] == pytest.approx(5.0)
     v = ev.drop_gate(_result(b=2, c=0), 1.0, allow_drop=False, trained=False, precision="int8")
@@ -353,7 +354,7 @@ def test_build_val_gate_fails_in_one_line_without_a_bundle(bundle, pool, env, tm
     assert r.returncode == 1, r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("edgeffnet: error: INT8 top-1 accuracy drop +100.00 points (95% interval ")
-    assert "INT8 openvino CPU artifact" in last and "above --max-drop 1; pass --allow-drop" in last
+    assert "INT8 openvino CPU artifact" in last and "above --max-drop 1" in last and "; pass --allow-drop" in last
     assert "accuracy on --val" in r.stderr  # every row is printed before the gate
     assert not (tmp_path / "failed").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".failed")]
 
@@ -371,3 +372,21 @@ def test_build_val_refusals_are_one_line_before_any_work(env, tmp_path, extra, w
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     (line,) = r.stderr.strip().splitlines()
     assert words in line and not (tmp_path / "b").exists()
+
+
+def test_ctrl_c_during_eval_saves_the_partial_result(bundle, pool, tmp_path):
+    from contextlib import contextmanager
+
+    @contextmanager
+    def progress(label):
+        def tick(fraction):
+            raise KeyboardInterrupt  # after the first batch
+
+        yield tick
+
+    data = _labelled(pool[:10], tmp_path / "part", lambda p: True)
+    result, saved = ev.evaluate(bundle, data, batch=4, progress=progress)
+    assert result["partial"] and result["images"] == 4 and result["images_total"] == 10
+    on_disk = json.loads(saved.read_text())
+    assert saved == bundle / "eval" / "part.json" and on_disk["partial"] and on_disk["images"] == 4
+    assert not [p for p in saved.parent.iterdir() if p.name.startswith(".")]  # no temporary file left

@@ -405,7 +405,10 @@ def drop_gate(result: dict, max_drop_points: float, allow_drop: bool, trained: b
         return {"gated": False, "reason": "random-init weights: numbers reported, no accuracy claim", **verdict}
     verdict |= {"gated": True, "passed": verdict["drop_points"] <= max_drop_points}
     if not verdict["passed"] and not allow_drop:
-        raise FidelityTooLow(f"{precision.upper()} {drop_line(verdict)}, above --max-drop {max_drop_points:g}; "
+        # A set too small to resolve the bar is said: one image then moves the drop by more than the bar.
+        coarse = (f" (one image of {verdict['images']} is {100 / verdict['images']:.2f} points: more labelled "
+                  f"images resolve the bar)" if 100 / verdict["images"] > max_drop_points else "")
+        raise FidelityTooLow(f"{precision.upper()} {drop_line(verdict)}, above --max-drop {max_drop_points:g}{coarse}; "
                              f"pass --allow-drop to keep it or --max-drop to change the bar")
     return verdict
 
