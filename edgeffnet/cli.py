@@ -245,8 +245,9 @@ def eval_cmd(bundle_dir, data, classes, batch, as_json) -> None:
     if result["images"]:
         err.print(f"saved {saved}" if saved else "warning: could not save the result into the bundle", markup=False)
     if result["partial"]:
-        _interrupted(f"the partial result ({result['images']} of {result['images_total']} images) was saved, "
-                     f"marked partial" if saved else "nothing was measured")
+        done = f"the partial result ({result['images']} of {result['images_total']} images)"
+        _interrupted(f"{done} was saved, marked partial" if saved else
+                     f"{done} could not be saved" if result["images"] else "nothing was measured")
 
 
 def _csv_list(text: str | None) -> list[str]:

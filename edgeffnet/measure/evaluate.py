@@ -374,6 +374,9 @@ def evaluate(bundle_dir: str | Path, data: str | Path, classes: str | Path | Non
                                            "ImageNet" if imagenet else "class indices"},
               "notes": notes}
     if result["images"] == 0:
+        if not result["partial"]:
+            raise UserError(f"none of the {len(dataset.items)} images in {data} could be read (e.g. "
+                            f"{result['skipped_unreadable'][0]}); give jpg, png, bmp or webp files")
         return result, None
     dest = b.path / "eval" / f"{result_name(data)}.json"
     try:
