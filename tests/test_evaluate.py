@@ -398,3 +398,19 @@ def test_ctrl_c_during_eval_saves_the_partial_result(bundle, pool, tmp_path):
     on_disk = json.loads(saved.read_text())
     assert saved == bundle / "eval" / "part.json" and on_disk["partial"] and on_disk["images"] == 4
     assert not [p for p in saved.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_ctrl_c_on_the_eval_command_exits_130_with_the_partial_result(bundle, pool, env, tmp_path):
+    data = _labelled(pool[:10], tmp_path / "sig", lambda p: True)
+    # A real SIGINT, sent by the process to itself while it loads the 7th image (the third batch of 3).
+    prelude = ("import os, signal; import edgeffnet.measure.evaluate as e; "
+               "signal.signal(signal.SIGINT, signal.default_int_handler); n = [0]; real = e.load_image; "
+               "e.load_image = lambda p, r: (n.__setitem__(0, n[0] + 1), n[0] == 7 and os.kill(os.getpid(), "
+               "signal.SIGINT), real(p, r))[-1]; ")
+    r = _cli(env, "eval", str(bundle), "--data", str(data), "--batch", "3", cwd=tmp_path, prelude=prelude)
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == ("edgeffnet: interrupted; the partial result (6 of 10 images) was "
+                                                 "saved, marked partial")
+    assert "6 images, PARTIAL" in r.stdout
+    saved = json.loads((bundle / "eval" / "sig.json").read_text())
+    assert saved["partial"] and saved["images"] == 6 and saved["reference"]["top1"]["correct"] == 6
