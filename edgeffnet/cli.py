@@ -176,7 +176,8 @@ _D = BuildOptions()  # every default written once, in pipeline/options.py
               help="Labelled validation images (as edgeffnet eval --data): FP16/INT8 are then gated on their top-1 "
                    "accuracy drop against FP32 instead of agreement.")
 @click.option("--max-drop", type=float, default=_D.max_drop, show_default=True,
-              help="With --val: the largest top-1 accuracy drop, in percentage points, a build may keep.")
+              help="With --val: the largest top-1 accuracy drop, in percentage points, a build may keep "
+                   "(--allow-drop keeps a larger one).")
 @click.option("-o", "--output", type=click.Path(), help="Bundle directory (default build/SPEC-TARGET-PRECISION).")
 def build(spec, target, precision, weights, output, no_cache, **options) -> None:
     """Build SPEC for a target: export, simplify, verify and compile into a bundle directory."""
