@@ -201,6 +201,12 @@ _D = BuildOptions()  # every default written once, in pipeline/options.py
 @click.option("--fidelity-views", type=_whole("fidelity_views"),
               help="Verification views for the fidelity report (FP16/INT8); default 200 for trained weights, "
                    "48 for random ones (which make no agreement claim).")
+@click.option("--val", type=click.Path(),
+              help="Labelled validation images (as edgeffnet eval --data): FP16/INT8 are then gated on their top-1 "
+                   "accuracy drop against FP32 instead of agreement.")
+@click.option("--max-drop", type=float, default=_D.max_drop, show_default=True,
+              help="With --val: the largest top-1 accuracy drop, in percentage points, a build may keep "
+                   "(--allow-drop keeps a larger one).")
 @click.option("-o", "--output", type=click.Path(), help="Bundle directory (default build/SPEC-TARGET-PRECISION).")
 def build(spec, target, precision, weights, output, no_cache, **options) -> None:
     """Build SPEC for a target: export, simplify, verify and compile into a bundle directory."""
@@ -233,6 +239,45 @@ def predict(bundle_dir, images, top, as_json) -> None:
         out.print(f"{r['image']}  ({r['runtime']})", markup=False)
         for c in r["top"]:
             out.print(f"  {c['probability']:7.2%}  {c['class']:4d}  {c['name']}", markup=False)
+
+
+@cli.command("eval")
+@click.argument("bundle_dir", type=click.Path())
+@click.option("--data", required=True, type=click.Path(),
+              help="Images: a folder with one sub-folder per class (named by WordNet ID, class index or class "
+                   "name), a CSV of path,label rows, or a folder of unlabelled images (agreement only).")
+@click.option("--classes", type=click.Path(), help="A fine-tuned head's class names, one per line, in its order.")
+@click.option("--batch", type=int, default=32, show_default=True, help="Images loaded and run per step.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def eval_cmd(bundle_dir, data, classes, batch, as_json) -> None:
+    """Accuracy of BUNDLE's artifacts on your images, paired with its FP32 ONNX graph (onnxruntime).
+
+    Top-1/top-5 of FP32 and of each artifact (precision graph, compiled artifact), the accuracy drop with
+    Newcombe's paired 95% interval and the exact McNemar p-value, and agreement with FP32. The result is
+    saved as BUNDLE/eval/NAME.json; Ctrl-C keeps what was measured, marked partial.
+    """
+    from .measure import console, evaluate
+
+    result, saved = evaluate.evaluate(bundle_dir, data, classes, batch,
+                                      progress=lambda label: console.progress_bar(err, label))
+    if as_json:
+        click.echo(json.dumps(result | {"saved": str(saved or "")}, indent=1))
+    elif result["images"]:
+        out.print(evaluate.table(result))
+    for note in result["notes"]:
+        err.print(f"note: {note}", markup=False)
+    if result["model"]["random_weights"]:
+        err.print("warning: this bundle has seeded random weights (a latency study): its accuracy means nothing",
+                  markup=False)
+    if result["skipped_count"]:
+        err.print(f"warning: {result['skipped_count']} unreadable image(s) skipped, e.g. "
+                  f"{result['skipped_unreadable'][0]}", markup=False)
+    if result["images"]:
+        err.print(f"saved {saved}" if saved else "warning: could not save the result into the bundle", markup=False)
+    if result["partial"]:
+        done = f"the partial result ({result['images']} of {result['images_total']} images)"
+        _interrupted(f"{done} was saved, marked partial" if saved else
+                     f"{done} could not be saved" if result["images"] else "nothing was measured")
 
 
 def _csv_list(text: str | None) -> list[str]:

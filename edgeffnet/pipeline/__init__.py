@@ -60,6 +60,7 @@ def prepare(spec: str, target: str = "cpu", precision: str | None = None, weight
         raise UserError(f"target '{t.name}' runs static shapes only; drop --dynamic-batch")
     if output is not None and str(output) == "":
         raise UserError("-o is empty; name a bundle directory or leave -o out for the default")
+    stages.check_val(o, p)
     out = Path(output) if output is not None else default_output(s.name, t.name, p)
     bundle.check_destination(out)
     w = _weights.resolve(weights, s)
@@ -138,5 +139,6 @@ def build(spec: str, target: str = "cpu", precision: str | None = None, weights:
     """Build `spec` for `target` into a verified bundle (the Python API of `edgeffnet build`).
 
     `options` are BuildOptions fields (batch, dynamic_batch, opset, seed, views, cache, require_engine,
-    calib, calib_size, calib_method, min_agreement, allow_drop, fidelity_views, num_classes, resolution)."""
+    calib, calib_size, calib_method, min_agreement, allow_drop, fidelity_views, val, max_drop, num_classes,
+    resolution)."""
     return run(prepare(spec, target, precision, weights, output, BuildOptions.from_kwargs(options)))

@@ -44,6 +44,8 @@ class BuildOptions:
     min_agreement: float = 0.98  # INT8 of trained weights fails below this top-1 agreement with FP32
     allow_drop: bool = False  # keep an INT8 build under min_agreement
     fidelity_views: int | None = None  # None: FIDELITY_VIEWS_TRAINED or FIDELITY_VIEWS_RANDOM
+    val: str | None = None  # labelled images: fp16/int8 are gated on the top-1 accuracy drop instead
+    max_drop: float = 1.0  # with val: the largest top-1 accuracy drop (percentage points) a build keeps
 
     def __post_init__(self):
         for name, (low, high) in BOUNDS.items():
@@ -55,6 +57,9 @@ class BuildOptions:
         if not (isinstance(self.min_agreement, (int, float)) and math.isfinite(self.min_agreement)
                 and 0.0 <= self.min_agreement <= 1.0):
             raise UserError(f"--min-agreement is a fraction between 0 and 1, got {self.min_agreement}")
+        if not (isinstance(self.max_drop, (int, float)) and not isinstance(self.max_drop, bool)
+                and math.isfinite(self.max_drop) and 0.0 <= self.max_drop <= 100.0):
+            raise UserError(f"--max-drop is in percentage points between 0 and 100, got {self.max_drop}")
         if self.calib_method not in (None, *CALIB_METHODS):
             raise UserError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, got {self.calib_method!r}")
 
@@ -89,7 +94,8 @@ class BuildOptions:
         if precision == "fp32":
             return graph
         return graph | {k: d[k] for k in ("calib", "calib_size", "calib_method", "min_agreement", "allow_drop",
-                                         "fidelity_views")}
+                                         "fidelity_views")} | (
+            {"val": self.val, "max_drop": self.max_drop} if self.val else {})
 
 
 FIDELITY_VIEWS_TRAINED = 200

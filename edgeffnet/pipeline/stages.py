@@ -158,6 +158,57 @@ def fidelity_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> 
         for line in fidelity.table(rows):
             ctx.log.info("  " + line)
     o = ctx.options
+    if o.val is not None:  # labelled data: the gate is what users care about, the accuracy drop
+        return {"rows": rows, **labelled_verdict(ctx, graph, compiled)}
     verdict = (fidelity.gate(rows, ctx.trained, o.min_agreement, o.allow_drop)
                if ctx.precision == "int8" and rows else {"gated": False})
     return {"rows": rows, **verdict}
+
+
+def val_dataset(val: str, num_classes: int):
+    """`--val`'s labelled images, every label resolved: a bad folder fails in one line."""
+    from ..measure import evaluate
+
+    names, imagenet = evaluate.class_list(num_classes)
+    data = evaluate.open_dataset(val, evaluate.Labels(names, imagenet), "--val")
+    if not data.labelled:
+        raise UserError(f"--val {val} has no labels (images directly in the folder); give one sub-folder per "
+                        f"class or a CSV of path,label (edgeffnet eval --data measures agreement on unlabelled images)")
+    return data
+
+
+def check_val(options, precision: str) -> None:
+    """Read before any work, so a wrong --val fails before the build rather than after it."""
+    if options.val is None:
+        return
+    if precision == "fp32":
+        raise UserError("--val gates an FP16 or INT8 build on its accuracy drop against FP32; an FP32 build has "
+                        "nothing to gate: drop --val, or build --precision fp16/int8")
+    val_dataset(options.val, options.num_classes or 1000)
+
+
+def labelled_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> dict:
+    """`build --val`: the FP32 graph, the precision graph and the compiled artifact on the user's labelled
+    images; the gate is the top-1 accuracy drop (FP32 minus artifact) against --max-drop. The result is
+    kept in the bundle as eval/NAME.json, as `edgeffnet eval` writes it."""
+    from ..backends import RunSettings
+    from ..backends import onnxruntime as ort_backend
+    from ..files import atomic_write_json, utc_now
+    from ..measure import evaluate
+
+    o = ctx.options
+    num_classes = ort_backend.Runner(ctx.dir / SIM_GRAPH).session.get_outputs()[0].shape[-1]
+    data = val_dataset(o.val, num_classes)
+    reference, artifacts, notes = evaluate.artifact_models(
+        ctx.dir, graph.path.name, ctx.target, ctx.precision, ctx.fixed_batch, bool(compiled.record.get("pending")),
+        RunSettings(cpu_fallback=True))
+    result = evaluate.measure(data, ctx.preprocess, reference, artifacts)
+    if result["partial"]:
+        raise KeyboardInterrupt  # a build is whole or not at all
+    ctx.log.info(f"accuracy on --val {o.val} ({result['images']} labelled images, {ctx.precision}):")
+    for line in evaluate.lines(result):
+        ctx.log.info("  " + line)
+    (ctx.dir / "eval").mkdir(exist_ok=True)
+    atomic_write_json(ctx.dir / "eval" / f"{evaluate.result_name(o.val)}.json",
+                      {"kind": "edgeffnet build --val", "created": utc_now(), **result, "notes": notes})
+    return evaluate.drop_gate(result, o.max_drop, o.allow_drop, ctx.trained, ctx.precision)
