@@ -204,7 +204,7 @@ _D = BuildOptions()  # every default written once, in pipeline/options.py
 @click.option("--val", type=click.Path(),
               help="Labelled validation images (as edgeffnet eval --data): FP16/INT8 are then gated on their top-1 "
                    "accuracy drop against FP32 instead of agreement.")
-@click.option("--max-drop", type=float, default=_D.max_drop, show_default=True,
+@click.option("--max-drop", type=FiniteFloat(0, 100), default=_D.max_drop, show_default=True,
               help="With --val: the largest top-1 accuracy drop, in percentage points, a build may keep "
                    "(--allow-drop keeps a larger one).")
 @click.option("-o", "--output", type=click.Path(), help="Bundle directory (default build/SPEC-TARGET-PRECISION).")
@@ -247,7 +247,7 @@ def predict(bundle_dir, images, top, as_json) -> None:
               help="Images: a folder with one sub-folder per class (named by WordNet ID, class index or class "
                    "name), a CSV of path,label rows, or a folder of unlabelled images (agreement only).")
 @click.option("--classes", type=click.Path(), help="A fine-tuned head's class names, one per line, in its order.")
-@click.option("--batch", type=int, default=32, show_default=True, help="Images loaded and run per step.")
+@click.option("--batch", type=_whole("batch"), default=32, show_default=True, help="Images loaded and run per step.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def eval_cmd(bundle_dir, data, classes, batch, as_json) -> None:
     """Accuracy of BUNDLE's artifacts on your images, paired with its FP32 ONNX graph (onnxruntime).

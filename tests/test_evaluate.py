@@ -370,7 +370,7 @@ def test_build_val_gate_fails_in_one_line_without_a_bundle(bundle, pool, env, tm
 @pytest.mark.parametrize("extra, words", [
     (["--precision", "fp32", "--val", "{data}"], "an FP32 build has nothing to gate"),
     (["--precision", "int8", "--val", "{loose}"], "has no labels"),
-    (["--precision", "int8", "--val", "{data}", "--max-drop", "-1"], "--max-drop is in percentage points"),
+    (["--precision", "int8", "--val", "{data}", "--max-drop", "-1"], "'--max-drop': -1.0 is not in the range 0<=x<=100"),
 ])
 def test_build_val_refusals_are_one_line_before_any_work(env, tmp_path, extra, words):
     _png(tmp_path / "data" / "kittens" / "a.png")
