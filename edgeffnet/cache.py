@@ -35,7 +35,20 @@ def key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 class StageCache:
+    """Stage entries: the stage's files and record.json, which holds each file's size and sha256.
+
+    A fetched file is checked against them, so a truncated or swapped file (a full disk, a killed copy,
+    a hand edit) is a miss and the stage runs again; its verified figures never travel with other bytes."""
+
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
         self.dir = root() / "stages"
@@ -45,12 +58,21 @@ class StageCache:
         entry = self.dir / stage / k
         if not self.enabled or not (entry / "record.json").is_file():
             return None
+        copied = []
         try:
             record = json.loads((entry / "record.json").read_text())
-            for name in record.get("files", []):
-                shutil.copy2(entry / name, dest / name)
-        except (OSError, ValueError):
-            return None  # a damaged entry is a miss; the stage simply runs again
+            sums = record.pop("sha256")
+            for name in record["files"]:
+                copied.append(dest / name)
+                shutil.copyfile(entry / name, dest / name)
+                # The copy is checked, not the entry: what lands in the bundle is what was verified.
+                if (dest / name).stat().st_size != sums[name]["size"] or file_digest(dest / name) != sums[name]["sha256"]:
+                    raise ValueError(f"{name} differs from what was stored")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            for path in copied:  # a damaged entry is a miss: the stage runs again and stores a good one
+                path.unlink(missing_ok=True)
+            shutil.rmtree(entry, ignore_errors=True)
+            return None
         return record
 
     def store(self, stage: str, k: str, src: Path, record: dict) -> None:
@@ -61,12 +83,14 @@ class StageCache:
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{k}.", dir=entry.parent))
+            sums = {}
             for name in record.get("files", []):
-                shutil.copy2(src / name, tmp / name)
-            (tmp / "record.json").write_text(json.dumps(record, default=str))
-            if entry.exists():
+                shutil.copyfile(src / name, tmp / name)
+                sums[name] = {"size": (tmp / name).stat().st_size, "sha256": file_digest(tmp / name)}
+            (tmp / "record.json").write_text(json.dumps({**record, "sha256": sums}, default=str))
+            if entry.exists():  # a damaged entry (a good one would have been fetched); another build's is as good
                 shutil.rmtree(entry, ignore_errors=True)
-            tmp.rename(entry)
+            tmp.rename(entry)  # fails when a concurrent build stored the same key first: theirs is kept
         except OSError:  # a cache is an optimisation: failing to store only costs the next build time
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)

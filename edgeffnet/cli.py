@@ -6,6 +6,7 @@ User errors (UserError) are caught once, in `main`, and printed as one line on s
 from __future__ import annotations
 
 import json
+import signal
 import sys
 
 import click
@@ -519,9 +520,18 @@ from .farm.commands import farm  # noqa: E402  (edgeffnet farm join/status)
 cli.add_command(farm)
 
 
+class _Terminated(BaseException):
+    """SIGTERM (what `timeout` and service managers send) unwinds like Ctrl-C, so staging directories go."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def main() -> None:
     from . import logs
 
+    signal.signal(signal.SIGTERM, _on_sigterm)
     log = logs.logger()
     log.addHandler(logs.console_handler(sys.stderr))
     log.propagate = False
@@ -536,6 +546,9 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("edgeffnet: interrupted; nothing half-written was left behind", markup=False)
         sys.exit(130)
+    except _Terminated:
+        err.print("edgeffnet: terminated; nothing half-written was left behind", markup=False)
+        sys.exit(143)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
