@@ -183,7 +183,7 @@ def check_destination(final: Path) -> None:
 STALE_SECONDS = 24 * 3600  # debris of a live PID this old is a reused PID's, not a running build's
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -219,7 +219,7 @@ def clean_debris(final: Path) -> list[str]:
         except OSError:
             continue
         pid = int(m.group(2))
-        if pid != os.getpid() and _alive(pid) and age < STALE_SECONDS:
+        if pid != os.getpid() and pid_alive(pid) and age < STALE_SECONDS:
             continue
         try:
             if m.group(1) == "old" and not final.exists() and is_bundle(path):

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -41,6 +42,20 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _clean_debris(stage_dir: Path) -> None:
+    """Remove half-stored entries (`.KEY.PID-*`) whose builder was killed before renaming them in."""
+    from .bundle import STALE_SECONDS, pid_alive
+
+    for path in stage_dir.glob(".*.*-*"):
+        try:
+            pid = int(path.name.split(".")[2].split("-")[0])
+            stale = pid != os.getpid() and (not pid_alive(pid) or time.time() - path.stat().st_mtime > STALE_SECONDS)
+        except (ValueError, IndexError, OSError):
+            continue
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class StageCache:
@@ -82,7 +97,8 @@ class StageCache:
         tmp = None
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{k}.", dir=entry.parent))
+            _clean_debris(entry.parent)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{k}.{os.getpid()}-", dir=entry.parent))
             sums = {}
             for name in record.get("files", []):
                 shutil.copyfile(src / name, tmp / name)

@@ -42,9 +42,10 @@ def compare(ref: np.ndarray, got: np.ndarray) -> Parity:
     got = np.asarray(got, np.float64)
     if ref.shape != got.shape:
         raise StageFailed(f"output shape {got.shape} differs from the reference {ref.shape}")
-    diff = np.abs(ref - got)
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
-    cos = np.sum(ref * got, axis=1) / np.maximum(norms, 1e-30)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf outputs: check() reports them
+        diff = np.abs(ref - got)
+        norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
+        cos = np.sum(ref * got, axis=1) / np.maximum(norms, 1e-30)
     k = min(5, ref.shape[1])
     top_ref = np.argsort(-ref, axis=1)[:, :k]
     top_got = np.argsort(-got, axis=1)[:, :k]
