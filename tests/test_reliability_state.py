@@ -219,8 +219,11 @@ def test_nan_weights_fail_the_build_in_one_line(base, cache, tmp_path):
 def test_predict_refuses_a_bundle_that_outputs_nan(base, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(base, broken)
-    size = (broken / "model.bin").stat().st_size
-    (broken / "model.bin").write_bytes(np.full(size // 4, np.nan, np.float32).tobytes() + b"\0" * (size % 4))
+    weights = bytearray((broken / "model.bin").read_bytes())
+    xml = (broken / "model.xml").read_text()
+    for offset, size in re.findall(r'element_type="f32" shape="[^"]*" offset="(\d+)" size="(\d+)"', xml):
+        weights[int(offset):int(offset) + int(size)] = np.full(int(size) // 4, np.nan, np.float32).tobytes()
+    (broken / "model.bin").write_bytes(bytes(weights))
     from PIL import Image
 
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(tmp_path / "grey.png")
