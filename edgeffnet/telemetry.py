@@ -3,7 +3,9 @@ outside -o, the cache and the temp directory.
 
 OpenVINO's tools and NNCF send usage events (and keep a client id and counters under ~/intel) unless a
 consent file says no; there is no environment switch, so its consent check is made to decline as its
-module loads. ONNX Runtime's telemetry events are switched off as it loads. Neither is imported here:
+module loads. ONNX Runtime (1.32 on Linux too) keeps a device id and an event store under ~/.cache/Microsoft
+unless ORT_DISABLE_TELEMETRY is set: it is set (a user's own value wins), and its telemetry events are
+switched off as it loads. Neither is imported here:
 `import edgeffnet` stays light, and the switch happens only if and when the library is used.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
+import os
 import sys
 
 
@@ -52,6 +55,7 @@ class _OptOut(importlib.abc.MetaPathFinder):
 
 def off() -> None:
     """Install the switch once (before either library is imported) and apply it to any already loaded."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     if not any(isinstance(f, _OptOut) for f in sys.meta_path):
         sys.meta_path.insert(0, _OptOut())
     for name, switch in AFTER_LOAD.items():
