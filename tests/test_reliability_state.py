@@ -370,6 +370,19 @@ def test_two_builds_sharing_a_cold_cache(tmp_path):
 
 # -- nothing written outside -o, the cache and TMPDIR ------------------------------------------------------
 
+def test_telemetry_is_declined_without_importing_the_libraries():
+    probe = ("import os, sys, edgeffnet\n"
+             "assert not {'torch', 'onnx', 'openvino', 'onnxruntime', 'openvino_telemetry'} & set(sys.modules)\n"
+             "assert os.environ['ORT_DISABLE_TELEMETRY'] == '1'\n"
+             "from openvino_telemetry.utils.opt_in_checker import OptInChecker, ConsentCheckResult\n"
+             "assert OptInChecker().check(False, False) == ConsentCheckResult.DECLINED\n"
+             "import nncf.telemetry.wrapper as w\n"
+             "assert not getattr(getattr(w.telemetry, '_impl', None), 'consent', False)\n")
+    env = {k: v for k, v in _env(Path("unused")).items() if k not in ("ORT_DISABLE_TELEMETRY", "CI")}
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+
+
 def test_build_and_predict_write_nothing_outside(tmp_path):
     home, cwd, tmp, out = (tmp_path / n for n in ("home", "cwd", "tmp", "out"))
     for d in (home, cwd, tmp, out):
