@@ -83,10 +83,11 @@ class StageCache:
                 # The copy is checked, not the entry: what lands in the bundle is what was verified.
                 if (dest / name).stat().st_size != sums[name]["size"] or file_digest(dest / name) != sums[name]["sha256"]:
                     raise ValueError(f"{name} differs from what was stored")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            for path in copied:  # a damaged entry is a miss: the stage runs again and stores a good one
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            for path in copied:  # a miss: the stage runs again (and stores a good entry in place of a damaged one)
                 path.unlink(missing_ok=True)
-            shutil.rmtree(entry, ignore_errors=True)
+            if not isinstance(e, OSError) or isinstance(e, FileNotFoundError):  # not e.g. a full disk at dest
+                shutil.rmtree(entry, ignore_errors=True)
             return None
         return record
 
@@ -104,9 +105,9 @@ class StageCache:
                 shutil.copyfile(src / name, tmp / name)
                 sums[name] = {"size": (tmp / name).stat().st_size, "sha256": file_digest(tmp / name)}
             (tmp / "record.json").write_text(json.dumps({**record, "sha256": sums}, default=str))
-            if entry.exists():  # a damaged entry (a good one would have been fetched); another build's is as good
-                shutil.rmtree(entry, ignore_errors=True)
-            tmp.rename(entry)  # fails when a concurrent build stored the same key first: theirs is kept
+            # Fails when a concurrent build stored the same key first: theirs is kept, whole, and a build
+            # copying from it meanwhile is not disturbed (fetch removes damaged entries itself).
+            tmp.rename(entry)
         except OSError:  # a cache is an optimisation: failing to store only costs the next build time
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
