@@ -8,6 +8,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"  # before the imports below: they read it
 
+from . import telemetry  # noqa: E402
+
+telemetry.off()  # before anything imports OpenVINO, NNCF or ONNX Runtime
+
 from .bundle import Bundle  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .measure.bench import bench  # noqa: E402

@@ -1,16 +1,21 @@
 """A bundle is a directory of artifacts plus manifest.json; it appears whole or not at all.
 
-Everything is written into a hidden temporary directory beside the destination and renamed into place
-when complete, so a failed or interrupted build leaves nothing that looks like a bundle. This module is
+Everything is written into a hidden temporary directory beside the destination (`.NAME.partial-PID-*`)
+and renamed into place when complete, so a failed or interrupted build leaves nothing that looks like a
+bundle; what a killed build leaves (its PID is dead) the next build into that place removes. Replacing a
+bundle keeps the user's files in it: the manifest lists what the bundle wrote, anything else is theirs. This module is
 the bundle side: it imports no torch, so `Bundle.open(path).runner()` works on a device-only install.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import MISSING as _MISSING
 from dataclasses import asdict, dataclass, field, fields
@@ -215,33 +220,149 @@ def check_destination(final: Path) -> None:
     # Try it rather than ask os.access: root passes every permission check, and /proc or a read-only
     # mount refuse only when something is created.
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=f".{final.name}.probe-", dir=parent))
+        os.rmdir(tempfile.mkdtemp(prefix=f".{final.name}.probe-{os.getpid()}-", dir=parent))
     except OSError as e:
         raise UserError(f"cannot write to {parent} ({e.strerror or e}); choose a writable -o directory") from None
+
+
+STALE_SECONDS = 24 * 3600  # debris of a live PID this old is a reused PID's, not a running build's
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid > 0
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def clean_debris(final: Path) -> list[str]:
+    """Remove the staging, probe and swapped-out directories that killed builds (SIGKILL, a power cut)
+    left beside `final`; those of running builds stay. A previous bundle a build was killed while
+    swapping out goes back in place. Returns the names removed or restored."""
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.(partial|probe|old)-(\d+)(-.*)?")
+    done = []
+    try:
+        entries = list(final.parent.iterdir())
+    except OSError:
+        return done
+    for path in entries:
+        m = pattern.fullmatch(path.name)
+        if not m:
+            continue
+        try:
+            age = time.time() - path.lstat().st_mtime
+        except OSError:
+            continue
+        pid = int(m.group(2))
+        if pid != os.getpid() and pid_alive(pid) and age < STALE_SECONDS:
+            continue
+        try:
+            if m.group(1) == "old" and not final.exists() and is_bundle(path):
+                path.rename(final)
+            else:
+                _remove(path)
+        except OSError:
+            continue
+        done.append(path.name)
+    return done
+
+
+def owned_files(path: Path) -> set[str] | None:
+    """What the bundle at `path` wrote (its manifest's file list), or None when it is no bundle."""
+    try:
+        d = json.loads((Path(path) / MANIFEST).read_text())
+        return set(d["files"]) | {MANIFEST} if d.get("bundle_format") == FORMAT else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+@contextmanager
+def _swap_lock(parent: Path):
+    """Serialise the swap step of builds into one parent directory (two builds to one -o at once)."""
+    try:
+        import fcntl
+        fd = os.open(parent, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield  # no flock here: a lost race still ends in a clear refusal below
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    """Rename the finished `tmp` to `final`. An existing bundle there is replaced; the entries in it that it
+    did not write (the user's checkpoint, notes) move into the new bundle. Any failure leaves the old one."""
+    def refusal(e: OSError) -> UserError:
+        if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            return UserError(f"-o {final} changed while this build ran (another build or program writes there); "
+                             f"it was left as it is: build again, or choose another -o")
+        return UserError(f"cannot put the bundle in place at -o {final} ({e.strerror or e}); whatever was there "
+                         f"is unchanged")
+
+    with _swap_lock(final.parent):
+        owned = owned_files(final) if final.is_dir() and not final.is_symlink() else None
+        if owned is None:  # nothing there, or an empty directory (check_destination refused anything else)
+            try:
+                tmp.rename(final)
+            except OSError as e:
+                raise refusal(e) from None
+            return
+        users = sorted(p.name for p in final.iterdir() if p.name not in owned)
+        clash = [n for n in users if (tmp / n).exists()]
+        if clash:
+            raise UserError(f"-o {final} holds {clash[0]}, which is not the old bundle's but the new bundle writes "
+                            f"a file of that name; move it away and build again (the old bundle is unchanged)")
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        final.rename(old)  # a directory cannot be renamed over a full one: the old bundle steps aside
+        moved = []
+        try:
+            for name in users:
+                (old / name).rename(tmp / name)
+                moved.append(name)
+            tmp.rename(final)
+        except BaseException as e:
+            for name in moved:
+                (tmp / name).rename(old / name)
+            if not final.exists():
+                old.rename(final)  # the previous bundle stays, whole
+            if isinstance(e, OSError):
+                raise refusal(e) from None
+            raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextmanager
 def staging(final: Path):
     """Yield a temporary directory; on success it replaces `final` atomically, on any failure it is removed."""
+    final = Path(os.path.realpath(final))  # -o a symlink: the bundle replaces its target, the link stays
     check_destination(final)
+    clean_debris(final)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-{os.getpid()}-", dir=final.parent))
     except OSError as e:
         raise UserError(f"cannot write to {final.parent}: {e.strerror or e}; choose a writable -o directory") from None
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make the bundle private to its builder
-    old = None
     try:
         yield tmp
-        if final.exists():  # a directory cannot be renamed over a full one: move the old bundle aside first
-            old = final.parent / f".{final.name}.old-{os.getpid()}"
-            final.rename(old)
-        tmp.rename(final)
+        _swap_in(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not final.exists():
-            old.rename(final)  # the previous bundle stays, whole
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,7 +36,34 @@ def key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _clean_debris(stage_dir: Path) -> None:
+    """Remove half-stored entries (`.KEY.PID-*`) whose builder was killed before renaming them in."""
+    from .bundle import STALE_SECONDS, pid_alive
+
+    for path in stage_dir.glob(".*.*-*"):
+        try:
+            pid = int(path.name.split(".")[2].split("-")[0])
+            stale = pid != os.getpid() and (not pid_alive(pid) or time.time() - path.stat().st_mtime > STALE_SECONDS)
+        except (ValueError, IndexError, OSError):
+            continue
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 class StageCache:
+    """Stage entries: the stage's files and record.json, which holds each file's size and sha256.
+
+    A fetched file is checked against them, so a truncated or swapped file (a full disk, a killed copy,
+    a hand edit) is a miss and the stage runs again; its verified figures never travel with other bytes."""
+
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
         self.dir = root() / "stages"
@@ -45,12 +73,22 @@ class StageCache:
         entry = self.dir / stage / k
         if not self.enabled or not (entry / "record.json").is_file():
             return None
+        copied = []
         try:
             record = json.loads((entry / "record.json").read_text())
-            for name in record.get("files", []):
-                shutil.copy2(entry / name, dest / name)
-        except (OSError, ValueError):
-            return None  # a damaged entry is a miss; the stage simply runs again
+            sums = record.pop("sha256")
+            for name in record["files"]:
+                copied.append(dest / name)
+                shutil.copyfile(entry / name, dest / name)
+                # The copy is checked, not the entry: what lands in the bundle is what was verified.
+                if (dest / name).stat().st_size != sums[name]["size"] or file_digest(dest / name) != sums[name]["sha256"]:
+                    raise ValueError(f"{name} differs from what was stored")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            for path in copied:  # a miss: the stage runs again (and stores a good entry in place of a damaged one)
+                path.unlink(missing_ok=True)
+            if not isinstance(e, OSError) or isinstance(e, FileNotFoundError):  # not e.g. a full disk at dest
+                shutil.rmtree(entry, ignore_errors=True)
+            return None
         return record
 
     def store(self, stage: str, k: str, src: Path, record: dict) -> None:
@@ -60,12 +98,15 @@ class StageCache:
         tmp = None
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{k}.", dir=entry.parent))
+            _clean_debris(entry.parent)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{k}.{os.getpid()}-", dir=entry.parent))
+            sums = {}
             for name in record.get("files", []):
-                shutil.copy2(src / name, tmp / name)
-            (tmp / "record.json").write_text(json.dumps(record, default=str))
-            if entry.exists():
-                shutil.rmtree(entry, ignore_errors=True)
+                shutil.copyfile(src / name, tmp / name)
+                sums[name] = {"size": (tmp / name).stat().st_size, "sha256": file_digest(tmp / name)}
+            (tmp / "record.json").write_text(json.dumps({**record, "sha256": sums}, default=str))
+            # Fails when a concurrent build stored the same key first: theirs is kept, whole, and a build
+            # copying from it meanwhile is not disturbed (fetch removes damaged entries itself).
             tmp.rename(entry)
         except OSError:  # a cache is an optimisation: failing to store only costs the next build time
             if tmp is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 
 import click
@@ -593,9 +594,18 @@ from .farm.commands import farm  # noqa: E402  (edgeffnet farm join/status)
 cli.add_command(farm)
 
 
+class _Terminated(BaseException):
+    """SIGTERM (what `timeout` and service managers send) unwinds like Ctrl-C, so staging directories go."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def main() -> None:
     from . import logs
 
+    signal.signal(signal.SIGTERM, _on_sigterm)
     log = logs.logger()
     log.addHandler(logs.console_handler(sys.stderr))
     log.propagate = False
@@ -615,6 +625,9 @@ def main() -> None:
         where = f" (see {e.ctx.command_path} --help)" if e.ctx else ""
         err.print(f"edgeffnet: error: {e.format_message().rstrip('.')}{where}", markup=False)
         sys.exit(e.exit_code)
+    except _Terminated:
+        err.print("edgeffnet: terminated; nothing half-written was left behind", markup=False)
+        sys.exit(143)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

@@ -25,6 +25,15 @@ def recipe() -> dict:
     return read_toml(data_dir("calibration") / "photos.toml")
 
 
+def _package_dir(name: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"the verification photos need the {name} package; install it: pip install {name}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def load_photo(ref: str) -> Image.Image:
     """'skimage:chelsea', 'sklearn:china.jpg' or 'matplotlib:grace_hopper.jpg' -> RGB PIL image."""
     package, _, name = ref.partition(":")
@@ -32,14 +41,12 @@ def load_photo(ref: str) -> Image.Image:
         import skimage.data
 
         return to_rgb(Image.fromarray(getattr(skimage.data, name)()))
+    # The sample files are located, not imported: importing matplotlib creates ~/.config/matplotlib, and a
+    # build writes nothing outside -o, the cache and the temp directory.
     if package == "sklearn":
-        import sklearn.datasets
-
-        path = Path(sklearn.datasets.__file__).parent / "images" / name
+        path = _package_dir("sklearn") / "datasets" / "images" / name
     elif package == "matplotlib":
-        import matplotlib
-
-        path = Path(matplotlib.get_data_path()) / "sample_data" / name
+        path = _package_dir("matplotlib") / "mpl-data" / "sample_data" / name
     else:
         raise UserError(f"unknown photo source '{ref}'; use skimage:, sklearn: or matplotlib:")
     with Image.open(path) as img:

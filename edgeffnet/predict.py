@@ -37,6 +37,9 @@ def predict(bundle_or_path: Bundle | str | Path, images: list[str], top: int = 5
         batch.append(preprocess_image(rgb, recipe))
     runner = b.runner()
     logits = run_batched(runner.run, np.stack(batch), b.manifest.input["batch"])
+    if not np.all(np.isfinite(logits)):  # softmax of NaN is NaN: a percentage would be printed as 'nan%'
+        raise UserError(f"the model in {b.path} gives NaN or Inf for these images; its weights are damaged: "
+                        f"rebuild the bundle from a good checkpoint")
     names = class_names(logits.shape[1])
     results = []
     for name, row in zip(images, logits):

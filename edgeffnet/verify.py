@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -41,9 +42,10 @@ def compare(ref: np.ndarray, got: np.ndarray) -> Parity:
     got = np.asarray(got, np.float64)
     if ref.shape != got.shape:
         raise StageFailed(f"output shape {got.shape} differs from the reference {ref.shape}")
-    diff = np.abs(ref - got)
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
-    cos = np.sum(ref * got, axis=1) / np.maximum(norms, 1e-30)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf outputs: check() reports them
+        diff = np.abs(ref - got)
+        norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
+        cos = np.sum(ref * got, axis=1) / np.maximum(norms, 1e-30)
     k = min(5, ref.shape[1])
     top_ref = np.argsort(-ref, axis=1)[:, :k]
     top_got = np.argsort(-got, axis=1)[:, :k]
@@ -60,7 +62,11 @@ def check(stage: str, parity: Parity, precision: str, trained: bool = True) -> N
 
     Random weights (`trained` False) are judged on cosine alone at FP16: their top classes sit on
     near-ties that FP16 rounding flips, so top-1 says nothing about the artifact (INT8 likewise makes no
-    agreement claim for them)."""
+    agreement claim for them). NaN or Inf anywhere fails at every precision: NaN compares false with
+    every tolerance, so without this check it would pass them all."""
+    if not all(math.isfinite(v) for v in (parity.max_abs, parity.mean_abs, parity.cosine_min, parity.cosine_mean)):
+        raise StageFailed(f"{stage}: the outputs hold NaN or Inf on the verification views (max |logit difference| "
+                          f"{parity.max_abs}); check the weights for NaN/Inf values")
     if precision == "fp32" and parity.max_abs > FP32_MAX_ABS:
         raise StageFailed(f"{stage}: max |logit difference| {parity.max_abs:.3e} exceeds the FP32 tolerance "
                           f"{FP32_MAX_ABS:g} ({parity.summary()})")

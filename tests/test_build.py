@@ -34,6 +34,7 @@ from edgeffnet.reference import create_model
 from edgeffnet.model import EfficientNet, count_macs, count_params
 from edgeffnet.photos import to_input, verification_views
 from edgeffnet.bundle import Bundle
+from edgeffnet.errors import UserError
 from edgeffnet.preprocess import Preprocess
 from edgeffnet.scaling import parse_spec
 
@@ -276,12 +277,15 @@ def test_stages_cached_by_other_code_are_not_reused(env, out, b0, monkeypatch, c
 
 # -- atomicity -------------------------------------------------------------------------------------------
 
-def test_rebuilding_over_a_bundle_replaces_it(env, out, b0):
+def test_rebuilding_over_a_bundle_replaces_it_and_keeps_the_users_files(env, out, b0):
+    """The manifest lists what the bundle wrote; anything else in the directory is the user's and stays."""
     dest = out / "replaced"
     shutil.copytree(b0.path, dest)
-    (dest / "stale.txt").write_text("from the previous bundle")
+    (dest / "notes.txt").write_text("the user's")
+    (dest / "model.xml").write_text("stale")  # the old bundle's: replaced
     b = _build(env, SPEC, "--batch", "2", "-o", str(dest))
-    assert not (dest / "stale.txt").exists() and b.manifest["input"]["batch"] == 2
+    assert (dest / "notes.txt").read_text() == "the user's" and b.manifest["input"]["batch"] == 2
+    assert (dest / "model.xml").read_text() != "stale" and "notes.txt" not in b.manifest["files"]
     assert _leftovers(out) == []
 
 
@@ -313,7 +317,7 @@ def test_a_failed_swap_puts_the_old_bundle_back(env, out, b0, monkeypatch):
         return rename(self, target)
 
     monkeypatch.setattr(bundle.Path, "rename", failing)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="No space left on device"):
         build(SPEC, output=dest)  # every stage comes from the cache
     assert (dest / "marker").read_text() == "old" and is_bundle(dest) and _leftovers(out) == []
 

@@ -7,7 +7,8 @@ them, so a rebuild never recalibrates and trying all three methods costs one cal
 from __future__ import annotations
 
 import hashlib
-import pickle
+import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,24 +42,49 @@ def graph_digest(model: onnx.ModelProto) -> str:
 
 
 def statistics(model: onnx.ModelProto, data: np.ndarray, data_sha: str, use_cache: bool = True) -> tuple[dict, bool]:
-    """Calibration statistics for every quantizable activation, from the cache when it has them."""
+    """Calibration statistics for every quantizable activation, from the cache when it has them.
+
+    Stored as plain arrays (.npz read without pickle): a file in the cache is data, and loading it must
+    never run code, whoever put it there."""
     tensors = qdq.candidates(model)
-    path = cache.root() / "calibration" / f"{cache.key(graph_digest(model), data_sha, tensors, 'hist-v2', ranges.BINS)}.pkl"
+    path = cache.root() / "calibration" / f"{cache.key(graph_digest(model), data_sha, tensors, 'hist-v2', ranges.BINS)}.npz"
     if use_cache and path.is_file():
-        try:
-            return pickle.loads(path.read_bytes()), True
-        except (OSError, pickle.UnpicklingError, EOFError):
-            pass
+        stats = _read_statistics(path, tensors)
+        if stats is not None:
+            return stats, True
     stats = ranges.collect(model, tensors, data)
     if use_cache:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{np.random.randint(1 << 30)}")
-            tmp.write_bytes(pickle.dumps(stats))
-            tmp.replace(path)
-        except OSError:
-            pass  # the cache is an optimisation
+        _write_statistics(path, stats)
     return stats, False
+
+
+def _write_statistics(path: Path, stats: dict) -> None:
+    arrays = {"tensors": np.array(stats["tensors"], dtype=str), "absmax": stats["absmax"], "hist": stats["hist"]}
+    arrays.update({f"mean_{i}": stats["means"][t] for i, t in enumerate(stats["tensors"])})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # the cache is an optimisation
+
+
+def _read_statistics(path: Path, tensors: list[str]) -> dict | None:
+    """The stored statistics, or None when the file is damaged or is not for these tensors (then recompute)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            names = [str(t) for t in f["tensors"]]
+            absmax, hist = np.asarray(f["absmax"], np.float64), np.asarray(f["hist"], np.float64)
+            means = {t: np.asarray(f[f"mean_{i}"], np.float32) for i, t in enumerate(names)}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    n = len(tensors)
+    if (names != list(tensors) or absmax.shape != (n,) or hist.ndim != 2 or hist.shape[:1] != (n,)
+            or not (np.all(np.isfinite(absmax)) and np.all(np.isfinite(hist)))):
+        return None
+    return {"tensors": names, "absmax": absmax, "hist": hist, "means": means}
 
 
 class _Evaluator:
