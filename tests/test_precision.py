@@ -480,7 +480,7 @@ def test_int8_build_below_threshold_fails_with_one_line_and_no_bundle(int8_runs)
     assert last.startswith("edgeffnet: error: INT8 of ") and "misses the gate" in last
     assert "over all 96 views" in last and "needs 100%" in last and "--allow-drop" in last
     # A trained model is escalated before it fails: its most damaging layers back in float, re-measured.
-    assert "escalation:" in failed.stderr and f"after keeping up to {escalate.MAX_LAYERS}" in last
+    assert "escalation:" in failed.stderr and "after keeping up to" in last
     # The table comes first, so the user sees every row the gate judged, not only the worst.
     table = failed.stderr[failed.stderr.index("fidelity against FP32"):]
     assert "Q/DQ ONNX (onnxruntime)" in table and "openvino CPU artifact" in table

@@ -37,15 +37,21 @@ def escalate(ctx, store, simplified, graph, miss: FidelityTooLow, steps: tuple[i
     settings = RunSettings(cpu_fallback=True)
     # The artifact that missed stays loaded (its files are about to be replaced) for the latency comparison.
     before = backend.load(ctx.dir, ctx.target, ctx.precision, settings)
-    model = onnx.load(str(simplified.path))
-    cal = ctx.calibration
-    stats, _ = int8.statistics(model, cal.data, cal.sha256, o.cache)
-    method = o.calib_method or graph.record["method"]
-    ranked = [(name, gain) for name, gain in int8.rank_layers(model, stats, cal.tuning(ctx.preprocess), method)
-              if gain > 0][:MAX_LAYERS]
+    # The layers the sensitivity pass kept stay float; the rest are ranked by the pass's own measurement,
+    # or measured now where the pass had nothing to do (its tuning cosine was already above target).
+    kept = [k["node"] for k in graph.record.get("kept_float", [])]
+    ranking = [(r["node"], r["cosine_gain"]) for r in graph.record.get("sensitivity_ranking", [])]
+    if not ranking:
+        model = onnx.load(str(simplified.path))
+        cal = ctx.calibration
+        stats, _ = int8.statistics(model, cal.data, cal.sha256, o.cache)
+        ranking = int8.rank_layers(model, stats, cal.tuning(ctx.preprocess), graph.record["method"], tuple(kept))
+    ranked = [(name, gain) for name, gain in ranking if gain > 0 and name not in kept][:MAX_LAYERS]
+    # The range method the first build chose stays: the escalation changes which layers are float, nothing else.
+    options = dataclasses.replace(o, calib_method=graph.record["method"])
     tried = []
     for k in sorted({min(k, len(ranked)) for k in steps} - {0}):
-        c = dataclasses.replace(ctx, keep_float=tuple(name for name, _ in ranked[:k]))
+        c = dataclasses.replace(ctx, options=options, keep_float=tuple(kept + [name for name, _ in ranked[:k]]))
         graph = stages.precision(c, store, simplified)
         compiled = stages.compile(c, store, graph)
         try:
@@ -57,12 +63,12 @@ def escalate(ctx, store, simplified, graph, miss: FidelityTooLow, steps: tuple[i
             continue
         tried.append({"layers": k, "passed": True})
         after = backend.load(c.dir, c.target, c.precision, settings)
-        x = cal.tuning(ctx.preprocess)[: ctx.fixed_batch or 1]
+        x = ctx.calibration.tuning(ctx.preprocess)[: ctx.fixed_batch or 1]
         lat = interleaved_p50({"before": before.bound(x), "after": after.bound(x)})
         verdict["escalation"] = {
             "kept_float": [{"node": name, "rank_cosine_gain": round(gain, 6)} for name, gain in ranked[:k]],
             "ranked_by": "mean cosine gain with the layer alone in float, calibration tuning views",
-            "steps": tried, "latency_p50_ms": {"all_int8": round(lat["before"], 4), "escalated": round(lat["after"], 4)},
+            "steps": tried, "latency_p50_ms": {"before": round(lat["before"], 4), "escalated": round(lat["after"], 4)},
             "latency_cost": round(lat["after"] / lat["before"], 3), "measured_on": after.device}
         ctx.log.info(f"escalation: passes with {k} layer(s) in float "
                      f"({', '.join(n for n, _ in ranked[:k])}); p50 {lat['before']:.3f} -> {lat['after']:.3f} ms")

@@ -21,7 +21,7 @@ def cache_parts(ctx) -> dict:
     from . import int8
 
     return {"precision": "int8", "pass": int8.VERSION, "calib": ctx.calibration.sha256,
-            "method": ctx.options.calib_method, "sensitivity": ctx.trained, "fidelity_views": views,
+            "method": ctx.options.calib_method, "sensitivity": ctx.trained and not ctx.keep_float, "fidelity_views": views,
             "escalated_float": list(ctx.keep_float)}
 
 
@@ -58,8 +58,9 @@ def _int8(ctx, simplified: Path) -> dict:
     stats, cached = int8.statistics(model, cal.data, cal.sha256, o.cache)
     ctx.log.info(f"calibration statistics {'reused from cache' if cached else 'collected'} "
                  f"({len(cal.data)} views, {cal.source})")
-    result = int8.quantize_model(model, stats, cal.tuning(ctx.preprocess), o.calib_method, ctx.trained,
-                                 ctx.keep_float)
+    # An escalation (pipeline/escalate.py) names every layer to keep in float itself: no sensitivity pass.
+    result = int8.quantize_model(model, stats, cal.tuning(ctx.preprocess), o.calib_method,
+                                 ctx.trained and not ctx.keep_float, ctx.keep_float)
     counts = int8.write(result, ctx.dir / INT8_GRAPH)
     x, ref = ctx.fidelity_data
     # literal: ORT's extended optimisations replace a DequantizeLinear feeding a Conv by their own
@@ -73,6 +74,7 @@ def _int8(ctx, simplified: Path) -> dict:
                                 f"{int8.TARGET_COSINE}" if ctx.trained else "skipped: random-init weights",
             "quantized_nodes": len(result.plan.nodes), "kept_float": result.kept_float,
             "escalated_float": list(ctx.keep_float),
+            "sensitivity_ranking": [{"node": n, "cosine_gain": round(g, 6)} for n, g in result.ranking[:16]],
             "tuning": result.tuning, "qdq": counts, "scheme": {
                 "activations": "int8 per-tensor symmetric, zero point 0",
                 "weights": "int8 per-output-channel symmetric (axis 0; Gemm output axis), zero point 0",

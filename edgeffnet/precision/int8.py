@@ -33,6 +33,7 @@ class Int8Result:
     method_scores: dict
     plan: qdq.Plan
     kept_float: list = field(default_factory=list)  # [{"node":..., "cosine_gain":...}]
+    ranking: list = field(default_factory=list)  # [(node, cosine gain alone in float)], most damaging first
     tuning: dict = field(default_factory=dict)
 
 
@@ -101,6 +102,7 @@ def quantize_model(model: onnx.ModelProto, stats: dict, tuning_x: np.ndarray, me
     chosen = method or max(scores, key=lambda m: scores[m]["cosine_mean"])
 
     kept: list[dict] = []
+    gains: list[tuple[float, str]] = []
     current = ev.score(plan, chosen)
     if sensitivity and current.cosine_mean < TARGET_COSINE:
         base = ev.score(plan, chosen, RANK_VIEWS).cosine_mean
@@ -114,7 +116,7 @@ def quantize_model(model: onnx.ModelProto, stats: dict, tuning_x: np.ndarray, me
             plan = qdq.plan(model, frozenset(excluded))
             current = ev.score(plan, chosen)
             kept.append({"node": name, "rank_cosine_gain": round(gain, 6), "tuning_cosine_after": current.cosine_mean})
-    return Int8Result(ev.quantized(plan, chosen), chosen, scores, plan, kept,
+    return Int8Result(ev.quantized(plan, chosen), chosen, scores, plan, kept, [(n, g) for g, n in gains],
                       {"views": len(tuning_x), "top1_agreement": current.top1_agreement,
                        "cosine_mean": current.cosine_mean})
 
