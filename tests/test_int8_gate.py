@@ -110,7 +110,7 @@ def _conv_graph() -> onnx.ModelProto:
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
 
 
-def test_seven_bit_weights_rescale_only_per_channel_weight_scales():
+def test_seven_bit_weights_rescale_only_dense_per_channel_weight_scales():
     m = _conv_graph()
     out, changed = routes.seven_bit_weights(m)
     assert changed == 1
@@ -120,6 +120,9 @@ def test_seven_bit_weights_rescale_only_per_channel_weight_scales():
     w = after["w"]
     codes = np.round(w / after["ws"][:, None, None, None])
     assert np.abs(codes).max() <= 63  # 2 * 255 * 63 fits pmaddubsw's int16 sums
+    conv = next(n for n in m.graph.node if n.op_type == "Conv")
+    conv.attribute.append(helper.make_attribute("group", 3))  # depthwise-like: keeps 8 bits
+    assert routes.seven_bit_weights(m)[1] == 0
 
 
 # -- escalation --------------------------------------------------------------------------------------------
