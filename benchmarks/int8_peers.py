@@ -31,6 +31,7 @@ import numpy as np
 
 import edgeffnet
 from edgeffnet.backends import onnxruntime as ort_backend
+from edgeffnet.errors import FidelityTooLow
 from edgeffnet.measure.timing import interleaved_p50
 from edgeffnet.pipeline.options import BuildOptions
 from edgeffnet.precision import calibration, fidelity
@@ -92,8 +93,14 @@ def row(ref: np.ndarray, got: np.ndarray) -> dict:
 def peers(spec: str, views: int, work: Path) -> dict:
     import openvino as ov
 
-    bundle = edgeffnet.build(spec, weights="pretrained", precision="int8", target="cpu", output=work / spec,
-                             allow_drop=True)
+    # As a user builds it: gated, escalated if it misses; a build that still misses is kept to compare.
+    try:
+        bundle = edgeffnet.build(spec, weights="pretrained", precision="int8", target="cpu", output=work / spec)
+        gate = "passed"
+    except FidelityTooLow:
+        bundle = edgeffnet.build(spec, weights="pretrained", precision="int8", target="cpu",
+                                 output=work / f"{spec}-kept", allow_drop=True)
+        gate = "missed"
     recipe = Preprocess.from_dict(bundle.manifest.preprocess)
     sim = bundle.path / "model.sim.onnx"
     cal = calibration.load(None, BuildOptions().calib_size, recipe)
@@ -112,7 +119,8 @@ def peers(spec: str, views: int, work: Path) -> dict:
     for k in rows:
         rows[k] |= {"latency_p50_ms": lat[k], "vs_fp32": lat[k] / lat["fp32"]}
     compile_record = bundle.manifest.stages["compile"]
-    return {"spec": spec, "views": len(x), "calibration_views": len(cal.data), "validation_views": len(tuning),
+    escalation = (bundle.manifest.fidelity or {}).get("escalation")
+    return {"spec": spec, "gate": gate, "escalation": escalation, "views": len(x), "calibration_views": len(cal.data), "validation_views": len(tuning),
             "fp32_latency_p50_ms": lat["fp32"], "edgeffnet_route": compile_record.get("int8_route"),
             "edgeffnet_kept_float": [k["node"] for k in bundle.manifest.stages["precision"].get("kept_float", [])],
             "rows": rows}
@@ -130,7 +138,9 @@ def main() -> int:
             r = peers(spec, args.views, Path(tmp))
             results.append(r)
             print(f"\n{spec}: {r['views']} verification views, {r['calibration_views']} calibration views, "
-                  f"FP32 p50 {r['fp32_latency_p50_ms']:.2f} ms (OpenVINO CPU); edgeffnet route {r['edgeffnet_route']}")
+                  f"FP32 p50 {r['fp32_latency_p50_ms']:.2f} ms (OpenVINO CPU); edgeffnet route {r['edgeffnet_route']}, "
+                  f"gate {r['gate']}, escalated layers "
+                  f"{len(r['escalation']['kept_float']) if r['escalation'] else 0}")
             print(f"{'quantizer':12s} {'top-1':>7s} {'confident':>15s} {'cosine':>8s} {'p50 ms':>7s} {'/FP32':>6s}")
             for k, v in r["rows"].items():
                 sure = f"{v['confident_top1_agreement']:.1%} of {v['confident_views']}"
