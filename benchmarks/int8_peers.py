@@ -49,7 +49,8 @@ def outputs(cm, x: np.ndarray) -> np.ndarray:
     return np.concatenate([np.array(req.infer({0: x[i:i + 1]})[0]) for i in range(len(x))])
 
 
-def nncf_models(fp32_onnx: Path, cal: np.ndarray, val_x: np.ndarray, val_labels: np.ndarray) -> dict:
+def nncf_models(fp32_onnx: Path, cal: np.ndarray, val_x: np.ndarray, val_labels: np.ndarray,
+                with_ac: bool = True) -> dict:
     import nncf
     import openvino as ov
 
@@ -62,10 +63,11 @@ def nncf_models(fp32_onnx: Path, cal: np.ndarray, val_x: np.ndarray, val_labels:
         return float(np.mean([np.argmax(req.infer({0: x[None]})[0]) == y for x, y in items]))
 
     with contextlib.redirect_stdout(sys.stderr):
-        default = nncf.quantize(model, cal_set, subset_size=len(cal))
-        ac = nncf.quantize_with_accuracy_control(model, cal_set, val_set, agreement, max_drop=0.01,
-                                                 drop_type=nncf.DropType.ABSOLUTE, subset_size=len(cal))
-    return {"nncf": default, "nncf-ac": ac}
+        out = {"nncf": nncf.quantize(model, cal_set, subset_size=len(cal))}
+        if with_ac:  # ranks every quantizer by re-validation: the slowest part of this script by far
+            out["nncf-ac"] = nncf.quantize_with_accuracy_control(model, cal_set, val_set, agreement, max_drop=0.01,
+                                                                 drop_type=nncf.DropType.ABSOLUTE, subset_size=len(cal))
+    return out
 
 
 def ort_static(fp32_onnx: Path, cal: np.ndarray, out: Path):
@@ -90,7 +92,7 @@ def row(ref: np.ndarray, got: np.ndarray) -> dict:
     return {k: r[k] for k in ("top1_agreement", "confident_top1_agreement", "confident_views", "cosine_mean")}
 
 
-def peers(spec: str, views: int, work: Path) -> dict:
+def peers(spec: str, views: int, work: Path, with_ac: bool = True) -> dict:
     import openvino as ov
 
     # As a user builds it: gated, escalated if it misses; a build that still misses is kept to compare.
@@ -109,7 +111,7 @@ def peers(spec: str, views: int, work: Path) -> dict:
     ref = ort_backend.run_all(sim, x)
     models = {"fp32": ov.convert_model(io.BytesIO(sim.read_bytes())),
               "edgeffnet": ov.Core().read_model(str(bundle.path / "model.xml"))}
-    models.update(nncf_models(sim, cal.data, tuning, ort_backend.run_all(sim, tuning).argmax(axis=1)))
+    models.update(nncf_models(sim, cal.data, tuning, ort_backend.run_all(sim, tuning).argmax(axis=1), with_ac))
     models["ort-static"] = ort_static(sim, cal.data, work / f"{spec}.ort-static.onnx")
     cms = {k: compiled(m) for k, m in models.items()}
     rows = {k: row(ref, outputs(cm, x)) for k, cm in cms.items() if k != "fp32"}
@@ -131,11 +133,13 @@ def main() -> int:
     ap.add_argument("--specs", default="lite0,lite1")
     ap.add_argument("--views", type=int, default=200, help="verification views for fidelity")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--no-accuracy-control", action="store_true",
+                    help="leave out nncf-ac (it re-validates once per quantizer it ranks: minutes per model)")
     args = ap.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="int8-peers-") as tmp:
         for spec in args.specs.split(","):
-            r = peers(spec, args.views, Path(tmp))
+            r = peers(spec, args.views, Path(tmp), not args.no_accuracy_control)
             results.append(r)
             print(f"\n{spec}: {r['views']} verification views, {r['calibration_views']} calibration views, "
                   f"FP32 p50 {r['fp32_latency_p50_ms']:.2f} ms (OpenVINO CPU); edgeffnet route {r['edgeffnet_route']}, "
