@@ -138,3 +138,52 @@ def test_escalation_applies_only_to_gated_int8_builds():
     assert not escalate.applies(Ctx("int8", False, False))  # random weights are not gated
     assert not escalate.applies(Ctx("int8", True, True))  # the user accepted the drop
     assert not escalate.applies(Ctx("fp16", True, False))
+
+
+def test_escalation_keeps_the_top_ranked_layers_until_the_gate_passes(monkeypatch, tmp_path):
+    """Stages stubbed: the gate passes once 3 layers beyond the sensitivity pass's are float."""
+    import logging
+    from dataclasses import dataclass, field
+
+    from edgeffnet.pipeline.context import Artifact
+    from edgeffnet.pipeline.options import BuildOptions
+
+    @dataclass(frozen=True)
+    class Ctx:
+        options: BuildOptions
+        dir: object
+        precision: str = "int8"
+        trained: bool = True
+        fixed_batch: int = 1
+        keep_float: tuple = ()
+        target: object = type("T", (), {"backend": "openvino"})()
+        log: logging.Logger = logging.getLogger("test")
+        preprocess: object = None
+        calibration: object = field(default_factory=lambda: type("C", (), {"tuning": lambda self, p: np.zeros((2, 1))})())
+
+    graph = Artifact("precision", tmp_path / "g.onnx", {"method": "entropy", "kept_float": [{"node": "k"}],
+                                                        "sensitivity_ranking": [{"node": n, "cosine_gain": g} for n, g in
+                                                                                (("a", .3), ("k", .2), ("b", .1), ("c", .05), ("d", -.01))]})
+    seen = []
+    monkeypatch.setattr(escalate.stages, "precision", lambda c, store, sim: (seen.append(c), graph)[1])
+    monkeypatch.setattr(escalate.stages, "compile", lambda c, store, g: g)
+
+    def verdict(c, g, comp):
+        if len(c.keep_float) < 4:
+            raise fidelity.FidelityTooLow(f"{len(c.keep_float)} float: misses")
+        return {"passed": True}
+
+    monkeypatch.setattr(escalate.stages, "fidelity_verdict", verdict)
+    runner = type("R", (), {"device": "CPU", "bound": lambda self, x: (lambda: None)})()
+    monkeypatch.setattr("edgeffnet.backends.get", lambda name: type("B", (), {"load": staticmethod(lambda *a: runner)}))
+    ctx = Ctx(options=BuildOptions(), dir=tmp_path)
+    c, g, comp, v = escalate.escalate(ctx, None, None, graph, fidelity.FidelityTooLow("first miss"))
+    assert [s.keep_float for s in seen] == [("k", "a"), ("k", "a", "b", "c")]  # steps 1, 3 (d helps nothing)
+    assert all(s.options.calib_method == "entropy" for s in seen)  # the first build's method stays
+    e = v["escalation"]
+    assert [k["node"] for k in e["kept_float"]] == ["a", "b", "c"] and e["steps"][-1] == {"layers": 3, "passed": True}
+    assert e["latency_p50_ms"]["before"] > 0 and e["latency_cost"] > 0
+    with pytest.raises(fidelity.FidelityTooLow, match="after keeping up to 3"):
+        monkeypatch.setattr(escalate.stages, "fidelity_verdict",
+                            lambda c, g, comp: (_ for _ in ()).throw(fidelity.FidelityTooLow("misses")))
+        escalate.escalate(ctx, None, None, graph, fidelity.FidelityTooLow("first miss"))
