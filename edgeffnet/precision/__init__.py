@@ -80,5 +80,6 @@ def _int8(ctx, simplified: Path) -> dict:
                 "weights": "int8 per-output-channel symmetric (axis 0; Gemm output axis), zero point 0",
                 "bias_correction": True},
             "fidelity": row, "parity": parity, "verified_with": "onnxruntime CPU",
-            "summary": f"{result.method}, {len(result.plan.nodes)} layers int8, {len(result.kept_float)} kept float, "
+            "summary": f"{result.method}, {len(result.plan.nodes)} layers int8, "
+                       f"{len(result.kept_float) + len(ctx.keep_float)} kept float, "
                        f"top-1 {row['top1_agreement']:.1%} over {row['views']} views"}
