@@ -9,3 +9,9 @@ class UserError(Exception):
     """Bad input: the message says what was wrong and what to do instead."""
 
     exit_code = 2
+
+
+class FidelityTooLow(UserError):
+    """A reduced-precision build of trained weights misses the fidelity gate (precision/fidelity.py)."""
+
+    exit_code = 1

@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgeffnet.backends import onnxruntime as ort_backend
 from edgeffnet.errors import UserError
+from edgeffnet.pipeline import escalate
 from edgeffnet.precision import calibration, fidelity, fp16, int8, qdq, ranges
 from edgeffnet.backends.openvino import int8_routes as ov_int8
 from edgeffnet.preprocess import Preprocess
@@ -35,8 +36,9 @@ def cache_dir(tmp_path_factory):
 
 def _cli(cache, *args) -> subprocess.CompletedProcess:
     env = {**os.environ, "EDGEFFNET_CACHE": str(cache)}
+    # 1200 s: the INT8 build held to 100% agreement escalates (three more precision+compile rounds) first.
     return subprocess.run([sys.executable, "-m", "edgeffnet.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=600)
+                          timeout=1200)
 
 
 @pytest.fixture(scope="module")
@@ -418,7 +420,8 @@ def test_bias_correction_changes_quantized_conv_biases_only(calibrated):
 
 def _row(agreement: float, artifact: str = "Q/DQ ONNX (onnxruntime)") -> dict:
     return {"artifact": artifact, "views": 200, "top1_agreement": agreement, "top5_overlap": 0.96,
-            "cosine_mean": 0.9971, "cosine_min": 0.95, "max_abs": 1.5}
+            "cosine_mean": 0.9971, "cosine_min": 0.95, "max_abs": 1.5, "confident_prob": 0.3, "confident_views": 150,
+            "confident_top1_agreement": agreement}
 
 
 def test_gate_fails_trained_weights_below_the_threshold():
@@ -438,7 +441,7 @@ def test_gate_passes_with_allow_drop_and_above_the_threshold():
     v = fidelity.gate([_row(0.9)], trained=True, min_agreement=0.98, allow_drop=True)
     assert v["gated"] and not v["passed"] and v["top1_agreement"] == 0.9
     v = fidelity.gate([_row(0.98), _row(1.0)], trained=True, min_agreement=0.98, allow_drop=False)
-    assert v["gated"] and v["passed"] and v["top1_agreement"] == 0.98
+    assert v["gated"] and v["passed"] and v["judged_agreement"] == 0.98
 
 
 def test_gate_does_not_judge_random_init():
@@ -475,8 +478,10 @@ def test_int8_build_below_threshold_fails_with_one_line_and_no_bundle(int8_runs)
     base, failed, _ = int8_runs
     assert failed.returncode == 1, failed.stderr
     last = failed.stderr.strip().splitlines()[-1]
-    assert last.startswith("edgeffnet: error: INT8 top-1 agreement with FP32 is ")
-    assert "on 96 verification views" in last and "below the 100% threshold" in last and "--allow-drop" in last
+    assert last.startswith("edgeffnet: error: INT8 of ") and "misses the gate" in last
+    assert "over all 96 views" in last and "needs 100%" in last and "--allow-drop" in last
+    # A trained model is escalated before it fails: its most damaging layers back in float, re-measured.
+    assert "escalation:" in failed.stderr and "after keeping up to" in last
     # The table comes first, so the user sees every row the gate judged, not only the worst.
     table = failed.stderr[failed.stderr.index("fidelity against FP32"):]
     assert "Q/DQ ONNX (onnxruntime)" in table and "openvino CPU artifact" in table
@@ -494,8 +499,8 @@ def test_int8_build_with_allow_drop_records_everything(int8_runs):
     assert [r["artifact"] for r in fid["rows"]] == ["Q/DQ ONNX (onnxruntime)", "openvino CPU artifact"]
     assert all(r["views"] == 96 for r in fid["rows"])
     assert fid["gated"] and not fid["passed"] and fid["min_agreement"] == 1.0
-    assert fid["top1_agreement"] == min(r["top1_agreement"] for r in fid["rows"]) < 1.0
-    assert f"{fid['top1_agreement']:.1%}" in failed.stderr.strip().splitlines()[-1]  # the numbers that failed
+    assert fid["judged_agreement"] < 1.0 and fid["worst"] in [r["artifact"] for r in fid["rows"]]
+    assert all(r["confident_views"] <= r["views"] for r in fid["rows"])
 
     pre = m["stages"]["precision"]
     assert pre["method"] in ranges.METHODS and set(pre["method_scores"]) == set(ranges.METHODS)
@@ -511,8 +516,9 @@ def test_int8_build_with_allow_drop_records_everything(int8_runs):
     check_qdq(graph, excluded=kept_names)
 
     comp = m["stages"]["compile"]
-    assert comp["int8_route"] in ("qdq-onnx", "nncf")
-    assert set(comp["int8_routes"]) == {"qdq-onnx", "nncf"}
+    assert comp["int8_route"] in comp["int8_routes"]
+    expected = {"qdq-onnx", "nncf"} | (set() if ov_int8.has_vnni() else {"qdq-onnx-w7"})
+    assert set(comp["int8_routes"]) == expected and comp["cpu_vnni"] == ov_int8.has_vnni()
     assert comp["uint8_activations"] > 0
     for route in comp["int8_routes"].values():
         assert route["latency_p50_ms"] > 0 and 0.9 < route["tuning_cosine_mean"] <= 1.0 + 1e-6

@@ -16,7 +16,7 @@ from .. import __version__, bundle, cache, host, logs, targets
 from ..bundle import Bundle, Manifest
 from ..errors import UserError
 from ..files import utc_now
-from . import stages
+from . import escalate, stages
 from .context import BuildContext
 from .options import BuildOptions
 
@@ -96,7 +96,12 @@ def run(ctx: BuildContext) -> Bundle:
         simplified = stages.simplify(c, store, exported)
         graph = stages.precision(c, store, simplified)
         compiled = stages.compile(c, store, graph)
-        fidelity = stages.fidelity_verdict(c, graph, compiled)
+        try:
+            fidelity = stages.fidelity_verdict(c, graph, compiled)
+        except escalate.FidelityTooLow as miss:
+            if not escalate.applies(c):
+                raise
+            c, graph, compiled, fidelity = escalate.escalate(c, store, simplified, graph, miss)
         done = [ref, exported, simplified] + ([graph] if graph is not simplified else []) + [compiled]
         manifest = _manifest(c, {a.stage: a.record for a in done}, graph.path.name, fidelity,
                              time.perf_counter() - t0)

@@ -43,6 +43,7 @@ class BuildContext:
     output: Path  # where the bundle ends up
     log: logging.Logger
     dir: Path | None = None  # the staging directory stages write into
+    keep_float: tuple[str, ...] = ()  # INT8 layers the escalation (pipeline/escalate.py) keeps in float
     _loaded: dict = field(default_factory=dict, repr=False, compare=False)
 
     def in_dir(self, staging: Path) -> "BuildContext":

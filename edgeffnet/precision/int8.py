@@ -21,7 +21,7 @@ from ..verify import compare
 from . import qdq, ranges
 
 METHODS = ranges.METHODS
-VERSION = "qdq-4"  # part of the stage cache key: bump when the pass changes what it writes
+VERSION = "qdq-5"  # part of the stage cache key: bump when the pass changes what it writes
 RANK_VIEWS = 24  # views for ranking single-layer sensitivity (one network run per quantized layer)
 MAX_FLOAT_LAYERS = 4
 TARGET_COSINE = 0.998  # measured on pretrained Lite0: below it, top-1 agreement on photos falls under 99%
@@ -34,6 +34,7 @@ class Int8Result:
     method_scores: dict
     plan: qdq.Plan
     kept_float: list = field(default_factory=list)  # [{"node":..., "cosine_gain":...}]
+    ranking: list = field(default_factory=list)  # [(node, cosine gain alone in float)], most damaging first
     tuning: dict = field(default_factory=dict)
 
 
@@ -96,7 +97,7 @@ class _Evaluator:
 
     @staticmethod
     def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-        return ort_backend.run_all(model, x)
+        return ort_backend.run_all(model, x, literal=True)  # the graph as written (see fidelity row)
 
     def quantized(self, plan: qdq.Plan, method: str) -> onnx.ModelProto:
         return qdq.quantize(self.model, plan, ranges.thresholds(self.stats, method), self.stats["means"])
@@ -107,7 +108,7 @@ class _Evaluator:
 
 
 def quantize_model(model: onnx.ModelProto, stats: dict, tuning_x: np.ndarray, method: str | None,
-                   sensitivity: bool) -> Int8Result:
+                   sensitivity: bool, exclude: tuple[str, ...] = ()) -> Int8Result:
     """Q/DQ graph for `model`.
 
     method None: each method is tried and the one whose logits follow FP32 best (mean cosine on the
@@ -118,7 +119,7 @@ def quantize_model(model: onnx.ModelProto, stats: dict, tuning_x: np.ndarray, me
     """
     model = qdq.name_nodes(model)
     ev = _Evaluator(model, stats, tuning_x)
-    plan = qdq.plan(model)
+    plan = qdq.plan(model, frozenset(exclude))
 
     scores = {}
     for m in ([method] if method else METHODS):
@@ -127,12 +128,13 @@ def quantize_model(model: onnx.ModelProto, stats: dict, tuning_x: np.ndarray, me
     chosen = method or max(scores, key=lambda m: scores[m]["cosine_mean"])
 
     kept: list[dict] = []
+    gains: list[tuple[float, str]] = []
     current = ev.score(plan, chosen)
     if sensitivity and current.cosine_mean < TARGET_COSINE:
         base = ev.score(plan, chosen, RANK_VIEWS).cosine_mean
-        gains = sorted(((ev.score(qdq.plan(model, frozenset([name])), chosen, RANK_VIEWS).cosine_mean - base, name)
-                        for name in plan.nodes), reverse=True)
-        excluded: set[str] = set()
+        gains = sorted(((ev.score(qdq.plan(model, frozenset([*exclude, name])), chosen, RANK_VIEWS).cosine_mean - base,
+                         name) for name in plan.nodes), reverse=True)
+        excluded: set[str] = set(exclude)
         for gain, name in gains[:MAX_FLOAT_LAYERS]:
             if gain <= 0 or current.cosine_mean >= TARGET_COSINE:
                 break
@@ -140,9 +142,22 @@ def quantize_model(model: onnx.ModelProto, stats: dict, tuning_x: np.ndarray, me
             plan = qdq.plan(model, frozenset(excluded))
             current = ev.score(plan, chosen)
             kept.append({"node": name, "rank_cosine_gain": round(gain, 6), "tuning_cosine_after": current.cosine_mean})
-    return Int8Result(ev.quantized(plan, chosen), chosen, scores, plan, kept,
+    return Int8Result(ev.quantized(plan, chosen), chosen, scores, plan, kept, [(n, g) for g, n in gains],
                       {"views": len(tuning_x), "top1_agreement": current.top1_agreement,
                        "cosine_mean": current.cosine_mean})
+
+
+def rank_layers(model: onnx.ModelProto, stats: dict, tuning_x: np.ndarray, method: str,
+                exclude: tuple[str, ...] = (), views: int = RANK_VIEWS) -> list[tuple[str, float]]:
+    """Quantized layers, most damaging first: each one's measured gain in mean cosine with FP32 on the
+    tuning (calibration) views when it alone returns to float, the layers in `exclude` staying float."""
+    model = qdq.name_nodes(model)
+    ev = _Evaluator(model, stats, tuning_x[:views])
+    plan = qdq.plan(model, frozenset(exclude))
+    base = ev.score(plan, method).cosine_mean
+    gains = [(name, ev.score(qdq.plan(model, frozenset([*exclude, name])), method).cosine_mean - base)
+             for name in plan.nodes]
+    return sorted(gains, key=lambda g: -g[1])
 
 
 def write(result: Int8Result, path: Path) -> dict:

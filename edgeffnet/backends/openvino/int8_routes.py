@@ -1,9 +1,10 @@
-"""OpenVINO INT8 has two routes; each build measures both and keeps the better.
+"""OpenVINO INT8 has up to three routes; each build measures them and keeps the best.
 
 (a) the Q/DQ ONNX graph (the one every target gets) converted to IR, its non-negative activations
-re-encoded as uint8 (unsigned_where_nonnegative), or (b) NNCF quantizing the FP32 IR with its
-defaults and the same calibration data. The choice is by agreement with FP32 on the tuning
-views first (a clear gap wins), then by latency; the bundle records both measurements and the choice.
+re-encoded as uint8 (unsigned_where_nonnegative); (a7) the same with 7-bit dense-layer weights, measured only on
+x86 CPUs without VNNI (see seven_bit_weights); (b) NNCF quantizing the FP32 IR with its defaults and the same
+calibration data. The choice is by mean cosine with FP32 on the tuning views first (a clear gap wins),
+then by latency; the bundle records every measurement and the choice.
 """
 
 from __future__ import annotations
@@ -93,6 +94,52 @@ def unsigned_where_nonnegative(model: onnx.ModelProto) -> tuple[onnx.ModelProto,
     return m, changed
 
 
+def has_vnni(flags: set[str] | None = None) -> bool:
+    """Whether this x86 CPU has an int8 dot-product instruction (AVX-512 VNNI, AVX-VNNI or AMX); a CPU
+    that is not x86, or whose flags cannot be read, counts as having one (nothing to work around)."""
+    if flags is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return True
+        line = next((ln for ln in text.splitlines() if ln.startswith("flags")), None)
+        if line is None:
+            return True
+        flags = set(line.split(":", 1)[1].split())
+    if "avx2" not in flags:
+        return True  # not an AVX2 x86 (Arm, or too old for OpenVINO's int8 kernels): no pmaddubsw path
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8", "avx_vnni_int8"})
+
+
+def seven_bit_weights(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """A copy whose dense (non-depthwise) Conv and Gemm weights use 7 bits (per-channel scale amax/63:
+    codes in [-63, 63]), and how many layers it changed.
+
+    Without VNNI, OpenVINO's int8 convolution multiplies u8 activations by s8 weights with pmaddubsw,
+    which adds two products into a saturating int16: 255 * 127 * 2 = 64770 overflows it, 255 * 63 * 2 =
+    32130 does not. Measured on pretrained Lite0 on an AVX2 CPU without VNNI (100 verification views, mean
+    cosine with FP32): 8-bit IR 0.909 against 0.998 for the same graph in ONNX Runtime; 7-bit weights on
+    every layer 0.988, on the dense layers only 0.990 (7 bits cost resolution, so depthwise convs, which
+    this did not help, keep 8).
+    """
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    index = GraphIndex(m)
+    inits = index.initializers
+    dense = {n.input[1] for n in m.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 1
+             and next((a.i for a in n.attribute if a.name == "group"), 1) == 1}
+    changed = 0
+    for dq in m.graph.node:
+        if dq.op_type != "DequantizeLinear" or dq.output[0] not in dense or dq.input[1] not in inits:
+            continue
+        s = numpy_helper.to_array(inits[dq.input[1]])
+        if s.ndim != 1:
+            continue  # per-tensor: not one of this pass's per-channel weight scales
+        inits[dq.input[1]].CopyFrom(numpy_helper.from_array((s * (127.0 / 63.0)).astype(np.float32), dq.input[1]))
+        changed += 1
+    return m, changed
+
+
 def _nncf_ir(ctx, out_xml: Path) -> None:
     import nncf
     import openvino as ov
@@ -113,41 +160,59 @@ def _nncf_ir(ctx, out_xml: Path) -> None:
     ov.save_model(quantized, str(out_xml), compress_to_fp16=False)
 
 
-def compile_int8(ctx, qdq_graph: Path) -> dict:
-    """Both routes measured on the tuning views; the chosen IR is left in ctx.dir. Returns the record."""
+def choose(cos: dict[str, float], lat: dict[str, float]) -> tuple[str, str]:
+    """The route closest to FP32, or, among those within COSINE_GAP of it, the fastest."""
+    best = max(cos.values())
+    near = [k for k in cos if best - cos[k] <= COSINE_GAP]
+    if len(near) == 1:
+        return near[0], "closer to FP32 (mean cosine)"
+    return min(near, key=lat.get), "fastest of the routes at equal fidelity"
+
+
+def compile_int8(ctx, qdq_graph: Path, vnni: bool | None = None) -> dict:
+    """Every route measured on the tuning views; the chosen IR is left in ctx.dir. Returns the record."""
     from . import convert, load
 
+    vnni = has_vnni() if vnni is None else vnni
     alt = ctx.dir / ".routes"
     alt.mkdir()
     settings = RunSettings(cpu_fallback=True)
+    dirs = {"qdq-onnx": alt / "a", "qdq-onnx-w7": alt / "a7", "nncf": alt / "b"}
+    if vnni:
+        del dirs["qdq-onnx-w7"]
     try:
+        for d in dirs.values():
+            d.mkdir()
         # Route (a) reads the shared Q/DQ graph in OpenVINO's encoding: non-negative activations as uint8.
         graph, unsigned = unsigned_where_nonnegative(onnx.load(str(qdq_graph)))
-        onnx.save(graph, str(alt / qdq_graph.name))
-        info = convert(alt / qdq_graph.name, ctx.dir, compress_to_fp16=False)
-        info["converted_from"] = qdq_graph.name
+        onnx.save(graph, str(dirs["qdq-onnx"] / qdq_graph.name))
+        info = convert(dirs["qdq-onnx"] / qdq_graph.name, dirs["qdq-onnx"], compress_to_fp16=False)
+        if "qdq-onnx-w7" in dirs:
+            graph7, _ = seven_bit_weights(graph)
+            onnx.save(graph7, str(dirs["qdq-onnx-w7"] / qdq_graph.name))
+            convert(dirs["qdq-onnx-w7"] / qdq_graph.name, dirs["qdq-onnx-w7"], compress_to_fp16=False)
         t = time.perf_counter()
-        _nncf_ir(ctx, alt / "model.xml")
+        _nncf_ir(ctx, dirs["nncf"] / "model.xml")
         nncf_seconds = time.perf_counter() - t
         tuning = ctx.calibration.tuning(ctx.preprocess)
         ref = ort_backend.run_all(ctx.dir / "model.sim.onnx", tuning)
-        runners = {"qdq-onnx": load(ctx.dir, ctx.target, "int8", settings),
-                   "nncf": load(alt, ctx.target, "int8", settings)}
+        runners = {k: load(d, ctx.target, "int8", settings) for k, d in dirs.items()}
         cos = {k: compare(ref, run_batched(r.run, tuning, ctx.fixed_batch)).cosine_mean for k, r in runners.items()}
         x = tuning[: ctx.fixed_batch or 1]
         lat = interleaved_p50({k: r.bound(x) for k, r in runners.items()})
-        if abs(cos["qdq-onnx"] - cos["nncf"]) > COSINE_GAP:
-            chosen, why = max(cos, key=cos.get), "closer to FP32 (mean cosine)"
-        else:
-            chosen, why = min(lat, key=lat.get), "faster at equal fidelity"
-        if chosen == "nncf":
-            for name in ("model.xml", "model.bin"):
-                shutil.move(str(alt / name), str(ctx.dir / name))
+        chosen, why = choose(cos, lat)
+        device = runners["nncf"].device
+        del runners
+        for name in ("model.xml", "model.bin"):
+            shutil.move(str(dirs[chosen] / name), str(ctx.dir / name))
     finally:
         shutil.rmtree(alt, ignore_errors=True)
-    device = runners["nncf"].device
-    return {**info, "int8_route": chosen, "int8_route_reason": why, "converted_from": (
-                f"{qdq_graph.name} with its {len(unsigned)} non-negative activations as uint8 (zero point 0)"
-                if chosen == "qdq-onnx" else "model.sim.onnx via NNCF"), "int8_routes": {
-                k: {"latency_p50_ms": round(lat[k], 4), "tuning_cosine_mean": round(cos[k], 6)} for k in lat},
-            "int8_routes_measured_on": device, "uint8_activations": len(unsigned), "nncf_seconds": round(nncf_seconds, 2)}
+    info["files"] = ["model.xml", "model.bin"]
+    described = {"qdq-onnx": f"{qdq_graph.name} with its {len(unsigned)} non-negative activations as uint8 (zero point 0)",
+                 "qdq-onnx-w7": f"{qdq_graph.name} with its {len(unsigned)} non-negative activations as uint8 and "
+                                f"7-bit dense-layer weights (no VNNI on this CPU: int16 sums of u8 x s8 products would overflow)",
+                 "nncf": "model.sim.onnx via NNCF"}
+    return {**info, "int8_route": chosen, "int8_route_reason": why, "converted_from": described[chosen],
+            "int8_routes": {k: {"latency_p50_ms": round(lat[k], 4), "tuning_cosine_mean": round(cos[k], 6)} for k in lat},
+            "int8_routes_measured_on": device, "cpu_vnni": vnni, "uint8_activations": len(unsigned),
+            "nncf_seconds": round(nncf_seconds, 2)}
