@@ -44,5 +44,6 @@ def predict(bundle_or_path: Bundle | str | Path, images: list[str], top: int = 5
         order = np.argsort(-p)[:top]
         results.append({"image": str(name), "runtime": f"{runner.describe()['runtime']} {runner.device}",
                         "random_weights": b.random_weights,
+                        **({"warning": RANDOM_WEIGHTS} if b.random_weights else {}),
                         "top": [{"class": int(i), "name": names[i], "probability": float(p[i])} for i in order]})
     return results
