@@ -312,6 +312,8 @@ def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline,
         rep = None  # nothing measured yet
     if rep and not as_json:
         out.print(report.console_table(rep))
+        for note in rep["warnings"]:
+            err.print(f"warning: {note}", markup=False)
         err.print(f"report: {dest / 'report.html'} (and report.md, report.csv, report.json, latency_vs_flops.png)",
                   markup=False)
     elif rep:
@@ -341,6 +343,8 @@ def report_cmd(paths, output, as_json) -> None:
         click.echo(json.dumps(rep, indent=1))
         return
     out.print(report.console_table(rep))
+    for note in rep["warnings"]:
+        err.print(f"warning: {note}", markup=False)
     for f in rep["files"]:
         err.print(f"wrote {f}", markup=False)
 

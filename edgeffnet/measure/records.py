@@ -45,6 +45,9 @@ class Record:
     fraction_of_peak: float | None
     interrupted: bool
     samples_ms: list = field(repr=False)
+    # What the measured bundle computes, so a report can say it beside the speed (older records lack them):
+    weights: dict = field(default_factory=dict)  # source, random_init
+    fidelity: dict | None = None  # the manifest's fidelity row that agrees least with FP32 (FP16/INT8)
     record: str = RECORD
     format: int = RECORD_FORMAT
     extra: dict = field(default_factory=dict)  # keys others add (a farm's node, ...), kept as they were
