@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .bundle import Bundle
+from .bundle import RANDOM_WEIGHTS, Bundle
 from .errors import UserError
 from .preprocess import Preprocess, preprocess_image
 from .resources import package_file
