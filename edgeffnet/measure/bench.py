@@ -133,21 +133,7 @@ def make_record(b: Bundle, runtime: str, s: Settings, batch: int, m: Measurement
         tools=host.tools(), host=host.describe(), stats=stats, seconds=round(m.seconds, 4), throughput_ips=ips,
         achieved_gflops=achieved, peak=pk, fraction_of_peak=achieved / pk["gflops"] if achieved and pk else None,
         interrupted=m.interrupted, samples_ms=[round(x, 5) for x in m.samples_ms],
-        weights=weights_of(manifest), fidelity=None if baseline else worst_fidelity(manifest))
-
-
-def weights_of(manifest: dict) -> dict:
-    w = manifest.get("weights") or {}
-    return {"source": w.get("source", "unknown"), "random_init": bool(w.get("random_init"))}
-
-
-def worst_fidelity(manifest: dict) -> dict | None:
-    """The fidelity row (precision graph or compiled artifact) that agrees least with FP32; None for FP32."""
-    rows = (manifest.get("fidelity") or {}).get("rows") or []
-    if not rows:
-        return None
-    worst = min(rows, key=lambda r: (r["top1_agreement"], r["cosine_mean"]))
-    return {k: worst.get(k) for k in ("artifact", "views", "top1_agreement", "top5_overlap", "cosine_mean")}
+        weights=records.weights_of(manifest), fidelity=None if baseline else records.worst_fidelity(manifest))
 
 
 def run(bundle: Bundle | str | Path, s: Settings, baselines: list[str] = (), progress=None,

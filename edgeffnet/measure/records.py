@@ -90,6 +90,21 @@ class Record:
         return cls(**{k: v for k, v in d.items() if k in names}, extra={k: v for k, v in d.items() if k not in names})
 
 
+def weights_of(manifest: dict) -> dict:
+    w = manifest.get("weights") or {}
+    return {"source": w.get("source", "unknown"), "random_init": bool(w.get("random_init"))}
+
+
+def worst_fidelity(manifest: dict) -> dict | None:
+    """The fidelity row (precision graph or compiled artifact) that agrees least with FP32; None for FP32."""
+    rows = (manifest.get("fidelity") or {}).get("rows") or []
+    if not rows:
+        return None
+    worst = min(rows, key=lambda r: (r["top1_agreement"], r["cosine_mean"]))
+    return {k: worst.get(k) for k in ("artifact", "views", "top1_agreement", "top5_overlap", "cosine_mean")}
+
+
+
 def record_path(bundle_dir: Path, runtime: str, mode: str) -> Path:
     return Path(bundle_dir) / "bench" / f"{runtime}-{mode}.json"
 

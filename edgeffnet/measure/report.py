@@ -24,7 +24,7 @@ import numpy as np
 from .. import __version__
 from ..errors import UserError
 from ..files import atomic_write_text, utc_now
-from . import bench, records
+from . import records
 from .console import ms
 
 FILES = ("report.md", "report.csv", "report.json", "report.html", "latency_vs_flops.png")
@@ -105,8 +105,7 @@ def weights_of(r: dict) -> dict:
     """The record's weights; a record older than the field gets them from its bundle, where it still is."""
     if r.get("weights"):
         return r["weights"]
-    w = _manifest(r["bundle"]).get("weights") or {}
-    return {"source": w.get("source", "unknown"), "random_init": bool(w.get("random_init"))}
+    return records.weights_of(_manifest(r["bundle"]))
 
 
 def weights_label(w: dict) -> str:
@@ -161,7 +160,7 @@ def fidelity_of(r: dict) -> tuple[str, dict]:
             f" [{interval[0] * 100:.2f}, {interval[1] * 100:.2f}]" if isinstance(interval, list) and len(interval) == 2
             else "") + (f", top-1 {drop['top1']:.1%}" if drop["top1"] is not None else "")
         return text, {"accuracy_drop": drop["drop"]}
-    f = r.get("fidelity") or bench.worst_fidelity(_manifest(r["bundle"]))
+    f = r.get("fidelity") or records.worst_fidelity(_manifest(r["bundle"]))
     if not f:
         return "not measured", {}
     text = f"agreement {f['top1_agreement']:.1%}, cosine {f['cosine_mean']:.3f} ({f['views']} views)"
