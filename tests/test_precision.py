@@ -557,9 +557,10 @@ def test_random_weight_int8_graph_follows_its_fp32(cache_dir, tmp_path_factory):
     """A latency study's INT8 graph must compute what its FP32 computes (random init with residual branches
     near the identity, as training leaves them); the outputs mean nothing, the arithmetic still must."""
     out = tmp_path_factory.mktemp("random-int8") / "b0"
-    r = _cli(cache_dir, "build", "b0,res=96", "--precision", "int8", "--calib-size", "64", "-o", str(out))
+    r = _cli(cache_dir, "build", "b0,res=96", "--precision", "int8", "-o", str(out))
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "manifest.json").read_text())
     assert m["weights"]["random_init"] and not m["fidelity"]["gated"]
     rows = m["fidelity"]["rows"]
-    assert len(rows) == 2 and all(row["cosine_mean"] >= 0.9 for row in rows), rows
+    cosines = {row["artifact"]: row["cosine_mean"] for row in rows}
+    assert len(rows) == 2 and min(cosines.values()) >= 0.9, cosines
