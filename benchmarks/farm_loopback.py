@@ -132,7 +132,7 @@ def main() -> None:
     rep = report.write(report.collect([out / "bundles"]), out)
     print(f"\nreport: {out / 'report.html'}, report.md, report.csv, report.json")
     for r in rep["rows"]:
-        print(f"  {r['model']:14s} {r['precision']} {r['device']:70s} p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms")
+        print(f"  {r['model']:14s} {r['precision']} {r['mode']:10s} {r['device']:70s} p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms")
 
 
 if __name__ == "__main__":

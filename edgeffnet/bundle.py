@@ -30,6 +30,10 @@ MANIFEST = "manifest.json"
 FORMAT = 1
 
 
+# Said wherever a random-weight bundle's outputs are shown: build, predict, the report.
+RANDOM_WEIGHTS = "this bundle has seeded random weights (latency study: the outputs mean nothing)"
+
+
 @dataclass
 class Manifest:
     """What a bundle holds, from what, with which versions, verified how (manifest.json, format 1)."""

@@ -234,8 +234,7 @@ def predict(bundle_dir, images, top, as_json) -> None:
         click.echo(json.dumps(results, indent=2))
         return
     if results and results[0]["random_weights"]:
-        err.print("warning: this bundle has seeded random weights (a latency study): the outputs mean nothing",
-                  markup=False)
+        err.print(f"warning: {results[0]['warning']}", markup=False)
     for r in results:
         out.print(f"{r['image']}  ({r['runtime']})", markup=False)
         for c in r["top"]:
@@ -347,13 +346,17 @@ def bench_cmd(bundle_dir, mode, iterations, seconds, warmup, threads, streams, b
 @click.option("--threads", type=THREADS, help="Inference threads (default: the runtime's choice).")
 @click.option("-o", "--output", default="results", show_default=True, type=click.Path(),
               help="Directory for the bundles (OUTPUT/bundles) and the report.")
+@click.option("--weights", "-w", type=click.Choice(["pretrained", "random"]), default="pretrained",
+              show_default=True, help="pretrained: the real weights where they exist here (lite0..lite2 with their "
+                                      "package installed), seeded random for the rest; random: all random (a "
+                                      "latency study: the outputs mean nothing).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON at the end.")
 @click.option("--cluster", help="Ray head HOST:PORT of a device farm (edgeffnet farm join): each bundle is measured on "
                                 "a device of its target; --target then takes a comma-separated list.")
 @click.option("--task-timeout", type=FiniteFloat(0, min_open=True), default=1800.0, show_default=True,
               help="With --cluster: seconds one device may take for a bundle (compile, verify, bench).")
 def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline, iterations, seconds, warmup, threads,
-              output, as_json, cluster, task_timeout) -> None:
+              output, weights, as_json, cluster, task_timeout) -> None:
     """Build (through the stage cache) and bench models x precisions on a target, then write the report.
 
     Run the same command again to continue an interrupted sweep: finished items are skipped.
@@ -373,10 +376,10 @@ def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline,
         from .farm.sweep import run_command
 
         result = run_command(models, specs, scaling, _csv_list(target), _csv_list(precision), _csv_list(mode),
-                             _csv_list(baseline), settings, dest, cluster, task_timeout)
+                             _csv_list(baseline), settings, dest, cluster, task_timeout, weights)
     else:
         precisions = _csv_list(precision) or [targets.load(target).default_precision]
-        result = sweep.run(sweep.plan(models, specs, scaling, precisions), target, dest, _csv_list(mode),
+        result = sweep.run(sweep.plan(models, specs, scaling, precisions, weights), target, dest, _csv_list(mode),
                            _csv_list(baseline), settings, progress=lambda label: console.progress_bar(err, label))
     try:
         rep = report.write(report.collect([dest / "bundles"]), dest)
@@ -384,6 +387,8 @@ def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline,
         rep = None  # nothing measured yet
     if rep and not as_json:
         out.print(report.console_table(rep))
+        for note in rep["warnings"]:
+            err.print(f"warning: {note}", markup=False)
         err.print(f"report: {dest / 'report.html'} (and report.md, report.csv, report.json, latency_vs_flops.png)",
                   markup=False)
     elif rep:
@@ -413,6 +418,8 @@ def report_cmd(paths, output, as_json) -> None:
         click.echo(json.dumps(rep, indent=1))
         return
     out.print(report.console_table(rep))
+    for note in rep["warnings"]:
+        err.print(f"warning: {note}", markup=False)
     for f in rep["files"]:
         err.print(f"wrote {f}", markup=False)
 

@@ -189,6 +189,10 @@ def build(spec: ModelSpec, num_classes: int = 1000, numerics: Numerics = TORCH_N
     return EfficientNet(spec, num_classes, numerics).eval()
 
 
+# Random EfficientNet and Lite weights: the scale of each residual branch's last BatchNorm (see randomise).
+RESIDUAL_GAMMA = 0.05
+
+
 def randomise(model: EfficientNet, seed: int, images: torch.Tensor) -> EfficientNet:
     """Seeded random weights whose activations keep a trained network's scale on real images.
 
@@ -199,12 +203,13 @@ def randomise(model: EfficientNet, seed: int, images: torch.Tensor) -> Efficient
     (normalised photos of the model's input size).
     """
     gen = torch.Generator().manual_seed(seed)
-    # Table 3's families get two guards against a deep random network amplifying FP32 rounding past the
-    # 1e-4 parity tolerance (EfficientNet and Lite keep the init their measurements were made with):
-    # depthwise kernels of one sign, and residual branches scaled down (below). A zero-mean 3x3 kernel
-    # nearly cancels on a smooth (photo) input; BatchNorm then rescales that channel by its small output,
-    # which amplifies rounding noise (white, not smooth) layer after layer: in MobileNetV1 d=1.4, w=1.2,
-    # r=1.3 (40 convs, no skip) FP32 against FP64 reached 8.8e-5 with zero-mean kernels, 6e-6 without.
+    # Depthwise kernels of one sign guard Table 3's families (not EfficientNet and Lite) against a deep
+    # random network amplifying FP32 rounding past the 1e-4 parity tolerance. A zero-mean 3x3 kernel nearly
+    # cancels on a smooth (photo) input; BatchNorm then rescales that channel by its small output, which
+    # amplifies rounding noise (white, not smooth) layer after layer: in MobileNetV1 d=1.4, w=1.2, r=1.3
+    # (40 convs, no skip) FP32 against FP64 reached 8.8e-5 with zero-mean kernels, 6e-6 without. In
+    # EfficientNet (squeeze-excitation, SiLU) one-sign kernels make the stream's mean run away on photos
+    # other than the statistics images: B1's INT8 graph then had cosine 0.0 with its FP32.
     table3_family = model.spec.family not in EFFICIENTNET_FAMILIES
     with torch.no_grad():
         for m in model.modules():
@@ -223,15 +228,20 @@ def randomise(model: EfficientNet, seed: int, images: torch.Tensor) -> Efficient
                 m.reset_parameters()
                 m.momentum = None  # cumulative average: one pass gives the batch's exact statistics
         # A residual block adds a unit-variance branch to its stream, so a deep random network's stream
-        # grows block after block and its sensitivity to rounding with it: FP32 against FP64 in PyTorch
-        # alone reached 1.1e-4 on ResNet-50's logits at 64 px and 3.2e-4 on MobileNetV2 d=4 (61 residual
-        # blocks), past the whole FP32 tolerance. The branch's last BatchNorm scale at 1/sqrt(residual
-        # blocks) (the gamma Goyal et al. zero-initialise, scaled as Fixup does) keeps the blocks near the
-        # identity: 5e-6 for ResNet-50, 1.6e-6 for MobileNetV2 d=4.
+        # grows block after block and its sensitivity to perturbations with it. Rounding: FP32 against
+        # FP64 in PyTorch alone reached 1.1e-4 on ResNet-50's logits at 64 px and 3.2e-4 on MobileNetV2
+        # d=4 (61 residual blocks), past the whole FP32 tolerance. Quantization: the INT8 graph of random
+        # B1 (96 px, percentile ranges) had mean cosine 0.51 with its FP32, where a trained network's
+        # stays near 1. The branch's last BatchNorm scale (the gamma Goyal et al. zero-initialise) keeps
+        # the blocks near the identity, as training leaves them. Table 3's families take 1/sqrt(residual
+        # blocks), as Fixup scales it: 5e-6 for ResNet-50, 1.6e-6 for MobileNetV2 d=4. EfficientNet and
+        # Lite need it smaller for INT8: B0 at 96 px, mean cosine of INT8 with FP32 0.91 at 1/sqrt(9),
+        # 0.935 at 0.15, 0.94 at RESIDUAL_GAMMA.
         residual = [m.restore.bn if isinstance(m, Bottleneck) else m.project.bn for m in model.modules()
-                    if table3_family and (isinstance(m, Bottleneck) or (isinstance(m, MBConv) and m.residual))]
+                    if isinstance(m, Bottleneck) or (isinstance(m, MBConv) and m.residual)]
+        gamma = 1.0 / math.sqrt(max(len(residual), 1)) if table3_family else RESIDUAL_GAMMA
         for bn in residual:
-            bn.weight.fill_(1.0 / math.sqrt(len(residual)))
+            bn.weight.fill_(gamma)
         model.train()
         model(images)
         for m in model.modules():

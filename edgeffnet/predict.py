@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import UnidentifiedImageError
 
-from .bundle import Bundle
+from .bundle import RANDOM_WEIGHTS, Bundle
 from .errors import UserError
 from .preprocess import ImageTooLarge, Preprocess, preprocess_image, read_image
 from .resources import package_file
@@ -48,5 +48,6 @@ def predict(bundle_or_path: Bundle | str | Path, images: list[str], top: int = 5
         order = np.argsort(-p)[:top]
         results.append({"image": str(name), "runtime": f"{runner.describe()['runtime']} {runner.device}",
                         "random_weights": b.random_weights,
+                        **({"warning": RANDOM_WEIGHTS} if b.random_weights else {}),
                         "top": [{"class": int(i), "name": names[i], "probability": float(p[i])} for i in order]})
     return results

@@ -198,6 +198,14 @@ def test_record_numbers(tmp_path):
     b = bench.make_record(fake_bundle(tmp_path, manifest()), "onnxruntime", bench.Settings(), 1,
                           timing.Measurement([5.0], 0.005, 1), {"runtime": "onnxruntime"})
     assert b.baseline and b.precision == "fp32" and b.device["kind"] == "CPU"
+    row = {"artifact": "openvino CPU artifact", "views": 48, "top1_agreement": 0.5, "top5_overlap": 0.6,
+           "cosine_mean": 0.93, "cosine_min": 0.8, "max_abs": 1.0}
+    random = manifest() | {"precision": "int8", "weights": {"source": "random", "random_init": True, "seed": 0},
+                           "fidelity": {"rows": [row | {"artifact": "Q/DQ", "top1_agreement": 0.7}, row]}}
+    r = bench.make_record(fake_bundle(tmp_path, random), "openvino", bench.Settings(), 1,
+                          timing.Measurement([5.0], 0.005, 1), {"device": "CPU"})
+    assert r.weights == {"source": "random", "random_init": True}  # what the bench measured computes
+    assert r.fidelity == {k: row[k] for k in ("artifact", "views", "top1_agreement", "top5_overlap", "cosine_mean")}
 
 
 def test_batch_rules():

@@ -183,10 +183,10 @@ def test_sweep_across_three_devices_and_resume(lab, lab_targets, tmp_path):
     assert [i["status"] for i in summary["items"]] == ["measured"] * len(TARGETS)
     # The device side ran with the bundle side of edgeffnet only.
     assert [i["heavy_modules"] for i in summary["items"]] == [[]] * len(TARGETS)
-    # The report: one row per device, each its own series.
+    # The report: one row per device and mode, each device its own series.
     rep = report.write(report.collect([out / "bundles"]), out)
     rows = rep["rows"]
-    assert len(rows) == len(TARGETS)
+    assert len(rows) == 2 * len(TARGETS) and sorted({r["mode"] for r in rows}) == ["latency", "throughput"]
     assert len({r["series"] for r in rows}) == len(TARGETS)
     assert all(node_of[r["target"]][:8] in r["device"] for r in rows)
     # The same bundle measured by two nodes that share a hostname (as on one machine): two rows.

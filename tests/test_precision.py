@@ -557,3 +557,18 @@ def test_eltwise_plan_quantizes_squeeze_excitation_mul_but_not_silu():
     assert "se_mul" in p.others and "silu_mul" not in p.others
     assert {"a", "g"} <= set(p.activations) and "sc" not in p.activations
     assert "se_mul" not in qdq.plan(model, eltwise=False).others
+
+
+def test_random_weight_int8_graph_follows_its_fp32(cache_dir, tmp_path_factory):
+    """A latency study's INT8 graph must compute what its FP32 computes (random init with residual branches
+    near the identity, as training leaves them); the outputs mean nothing, the arithmetic still must."""
+    out = tmp_path_factory.mktemp("random-int8") / "b0"
+    r = _cli(cache_dir, "build", "b0,res=96", "--precision", "int8", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["weights"]["random_init"] and not m["fidelity"]["gated"]
+    rows = m["fidelity"]["rows"]
+    cosines = {row["artifact"]: row["cosine_mean"] for row in rows}
+    # The INT8 graph itself; OpenVINO's compiled artifact (its own int8 kernels) is reported beside it and the
+    # report says where a row falls below 0.9.
+    assert len(rows) == 2 and cosines["Q/DQ ONNX (onnxruntime)"] >= 0.9, cosines

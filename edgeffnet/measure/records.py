@@ -45,6 +45,9 @@ class Record:
     fraction_of_peak: float | None
     interrupted: bool
     samples_ms: list = field(repr=False)
+    # What the measured bundle computes, so a report can say it beside the speed (older records lack them):
+    weights: dict = field(default_factory=dict)  # source, random_init
+    fidelity: dict | None = None  # the manifest's fidelity row that agrees least with FP32 (FP16/INT8)
     record: str = RECORD
     format: int = RECORD_FORMAT
     extra: dict = field(default_factory=dict)  # keys others add (a farm's node, ...), kept as they were
@@ -117,6 +120,22 @@ def _check_entries(d: dict, where: str) -> None:
     for entry in ("bundle", "runtime", "mode", "precision", "created", "target"):
         if not isinstance(d[entry], str):
             raise damaged(f"its '{entry}' entry is not text")
+
+
+def weights_of(manifest: dict) -> dict:
+    w = manifest.get("weights") or {}
+    return {"source": w.get("source", "unknown"), "random_init": bool(w.get("random_init"))}
+
+
+def worst_fidelity(manifest: dict) -> dict | None:
+    """The fidelity row (precision graph or compiled artifact) that agrees least with FP32; None for FP32."""
+    rows = (manifest.get("fidelity") or {}).get("rows") or []
+    if not rows:
+        return None
+    worst = min(rows, key=lambda r: (r["top1_agreement"], r["cosine_mean"]))
+    return {k: worst.get(k) for k in ("artifact", "views", "top1_agreement", "top5_overlap", "cosine_mean",
+                                       "confident_views", "confident_top1_agreement")}
+
 
 
 def record_path(bundle_dir: Path, runtime: str, mode: str) -> Path:

