@@ -281,11 +281,17 @@ def clean_debris(final: Path) -> list[str]:
     return done
 
 
+# What edgeffnet writes into a bundle after its build: bench records, eval results, an engine finished on
+# the device. They describe the old artifacts, so a rebuild drops them like the manifest's own files.
+WRITTEN_LATER = {"bench", "eval", "model.engine", "model.engine.json"}
+
+
 def owned_files(path: Path) -> set[str] | None:
-    """What the bundle at `path` wrote (its manifest's file list), or None when it is no bundle."""
+    """What the bundle at `path` wrote (its manifest's file list and what edgeffnet's commands add later),
+    or None when it is no bundle."""
     try:
         d = json.loads((Path(path) / MANIFEST).read_text())
-        return set(d["files"]) | {MANIFEST} if d.get("bundle_format") == FORMAT else None
+        return set(d["files"]) | {MANIFEST} | WRITTEN_LATER if d.get("bundle_format") == FORMAT else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 

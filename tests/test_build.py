@@ -283,7 +283,10 @@ def test_rebuilding_over_a_bundle_replaces_it_and_keeps_the_users_files(env, out
     shutil.copytree(b0.path, dest)
     (dest / "notes.txt").write_text("the user's")
     (dest / "model.xml").write_text("stale")  # the old bundle's: replaced
+    (dest / "bench").mkdir()  # measurements of the old artifacts: dropped with them
+    (dest / "bench" / "openvino-latency.json").write_text("{}")
     b = _build(env, SPEC, "--batch", "2", "-o", str(dest))
+    assert not (dest / "bench").exists()
     assert (dest / "notes.txt").read_text() == "the user's" and b.manifest["input"]["batch"] == 2
     assert (dest / "model.xml").read_text() != "stale" and "notes.txt" not in b.manifest["files"]
     assert _leftovers(out) == []

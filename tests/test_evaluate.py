@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -318,7 +319,7 @@ def test_eval_cli_unlabelled_folder_gives_agreement_only(bundle, pool, env, tmp_
     (lambda d: _png(d / "kittens" / "a.png"), [], "edgeffnet: error: 1 folder name(s)"),
     (lambda d: (d / "n01440764").mkdir(parents=True) or (d / "n01440764" / "a.png").write_text("not a png"), [],
      "edgeffnet: error: none of the 1 images"),
-    (lambda d: _png(d / "0" / "a.png"), ["--batch", "0"], "edgeffnet: error: --batch must be"),
+    (lambda d: _png(d / "0" / "a.png"), ["--batch", "0"], "edgeffnet: error: Invalid value for '--batch': 0 is not in the range"),
     (lambda d: _png(d / "0" / "a.png"), ["--classes", "{missing}"], "edgeffnet: error: cannot read --classes"),
 ])
 def test_eval_cli_refusals_are_one_line(bundle, env, tmp_path, make, args, words):
@@ -361,8 +362,10 @@ def test_build_val_gate_fails_in_one_line_without_a_bundle(bundle, pool, env, tm
     r = _cli(env, *args, "-o", str(tmp_path / "failed"), cwd=tmp_path)
     assert r.returncode == 1, r.stderr
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("edgeffnet: error: INT8 top-1 accuracy drop +100.00 points (95% interval ")
-    assert "INT8 openvino CPU artifact" in last and "above --max-drop 1" in last and "; pass --allow-drop" in last
+    # every image is one the artifact got wrong; escalation keeps layers in float, which wins some back
+    assert re.match(r"edgeffnet: error: INT8 top-1 accuracy drop \+\d+\.\d\d points \(95% interval ", last), last
+    assert "after keeping up to 6 of the most damaging layers in float" in last
+    assert " for the INT8 " in last and "above --max-drop 1" in last and "; pass --allow-drop" in last
     assert "accuracy on --val" in r.stderr  # every row is printed before the gate
     assert not (tmp_path / "failed").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".failed")]
 

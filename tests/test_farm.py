@@ -57,6 +57,11 @@ class LoopbackFarm:
     def __init__(self):
         # Ray's socket paths must stay short (AF_UNIX allows ~107 bytes): a short temporary root.
         self.temp_dir = tempfile.mkdtemp(prefix="efray-", dir="/tmp")
+        # Ray writes the cluster's address to $RAY_TMPDIR/ray (else $TMPDIR/ray, else /tmp/ray), whatever
+        # temp_dir says, and does not create that directory: point it into this cluster's own.
+        self.ray_tmpdir = os.environ.get("RAY_TMPDIR")
+        os.environ["RAY_TMPDIR"] = self.temp_dir
+        os.mkdir(os.path.join(self.temp_dir, "ray"))
         self.cluster = Cluster(initialize_head=True, shutdown_at_exit=True, head_node_args=dict(
             node_ip_address="127.0.0.1", num_cpus=0, include_dashboard=False, temp_dir=self.temp_dir))
         self.address = self.cluster.address
@@ -82,6 +87,10 @@ class LoopbackFarm:
             ray.shutdown()
         self.cluster.shutdown()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+        if self.ray_tmpdir is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = self.ray_tmpdir
 
 
 @pytest.fixture(scope="module")

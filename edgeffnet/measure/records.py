@@ -133,8 +133,8 @@ def worst_fidelity(manifest: dict) -> dict | None:
     if not rows:
         return None
     worst = min(rows, key=lambda r: (r["top1_agreement"], r["cosine_mean"]))
-    return {k: worst.get(k) for k in ("artifact", "views", "top1_agreement", "top5_overlap", "cosine_mean",
-                                       "confident_views", "confident_top1_agreement")}
+    return {k: worst[k] for k in ("artifact", "views", "top1_agreement", "top5_overlap", "cosine_mean",
+                                       "confident_views", "confident_top1_agreement") if k in worst}
 
 
 
