@@ -12,6 +12,8 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+from .files import sha256_file
+
 
 def root() -> Path:
     return Path(os.environ.get("EDGEFFNET_CACHE") or Path.home() / ".cache" / "edgeffnet")
@@ -34,14 +36,6 @@ def code_digest() -> str:
 
 def key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _clean_debris(stage_dir: Path) -> None:
@@ -81,7 +75,7 @@ class StageCache:
                 copied.append(dest / name)
                 shutil.copyfile(entry / name, dest / name)
                 # The copy is checked, not the entry: what lands in the bundle is what was verified.
-                if (dest / name).stat().st_size != sums[name]["size"] or file_digest(dest / name) != sums[name]["sha256"]:
+                if (dest / name).stat().st_size != sums[name]["size"] or sha256_file(dest / name) != sums[name]["sha256"]:
                     raise ValueError(f"{name} differs from what was stored")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             for path in copied:  # a miss: the stage runs again (and stores a good entry in place of a damaged one)
@@ -103,7 +97,7 @@ class StageCache:
             sums = {}
             for name in record.get("files", []):
                 shutil.copyfile(src / name, tmp / name)
-                sums[name] = {"size": (tmp / name).stat().st_size, "sha256": file_digest(tmp / name)}
+                sums[name] = {"size": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
             (tmp / "record.json").write_text(json.dumps({**record, "sha256": sums}, default=str))
             # Fails when a concurrent build stored the same key first: theirs is kept, whole, and a build
             # copying from it meanwhile is not disturbed (fetch removes damaged entries itself).

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
+
+
+def sha256_file(path: Path) -> str:
+    """The file's sha256, read in 1 MiB blocks (checkpoints and cached graphs can be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def utc_now() -> str:

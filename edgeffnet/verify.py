@@ -37,6 +37,13 @@ class Parity:
                 f" over {self.views} views")
 
 
+def row_cosine(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """The cosine between each row (view) of two logit arrays, in float64."""
+    ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
+    return np.sum(ref * got, axis=1) / np.maximum(norms, 1e-30)
+
+
 def compare(ref: np.ndarray, got: np.ndarray) -> Parity:
     ref = np.asarray(ref, np.float64)
     got = np.asarray(got, np.float64)
@@ -44,8 +51,7 @@ def compare(ref: np.ndarray, got: np.ndarray) -> Parity:
         raise StageFailed(f"output shape {got.shape} differs from the reference {ref.shape}")
     with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf outputs: check() reports them
         diff = np.abs(ref - got)
-        norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
-        cos = np.sum(ref * got, axis=1) / np.maximum(norms, 1e-30)
+        cos = row_cosine(ref, got)
     k = min(5, ref.shape[1])
     top_ref = np.argsort(-ref, axis=1)[:, :k]
     top_got = np.argsort(-got, axis=1)[:, :k]

@@ -10,7 +10,6 @@ with; both travel with the loaded weights.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import re
 import warnings
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .files import sha256_file
 from .model import TF_NUMERICS, TORCH_NUMERICS, Numerics
 from .preprocess import Preprocess, imagenet_recipe, tf_lite_recipe
 from .scaling import PRESETS, ModelSpec
@@ -39,14 +39,6 @@ class Weights:
     preprocess: Preprocess
     num_classes: int
     meta: dict = field(default_factory=dict)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read(path: Path) -> object:

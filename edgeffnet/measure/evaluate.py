@@ -29,7 +29,7 @@ from ..errors import UserError
 from ..files import atomic_write_json, utc_now
 from ..preprocess import Preprocess, load_image
 from ..resources import package_file
-from ..verify import run_batched
+from ..verify import row_cosine, run_batched
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: two-sided 95% intervals
@@ -289,12 +289,6 @@ def summarise(reference: str, ref_top: np.ndarray, artifacts: dict, labels: np.n
 
 # -- the measurement ------------------------------------------------------------------------------------
 
-def _cosine(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
-    ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
-    return np.sum(ref * got, axis=1) / np.maximum(norms, 1e-30)
-
-
 def _top(logits: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-logits, axis=1, kind="stable")[:, :k]
 
@@ -325,7 +319,7 @@ def measure(data: Dataset, recipe: Preprocess, reference: Model, artifacts: list
                 labels += chunk_labels
                 for name, got in outs.items():
                     tops[name].append(_top(got, k))
-                    cosines[name].append(_cosine(ref, got))
+                    cosines[name].append(row_cosine(ref, got))
             if progress:
                 progress(min(1.0, (start + batch) / len(data.items)))
     except KeyboardInterrupt:
