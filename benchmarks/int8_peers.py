@@ -6,7 +6,9 @@
 Four INT8 models of each pretrained spec, all run by OpenVINO's CPU plugin (the cpu target):
   edgeffnet     the bundle `edgeffnet build SPEC --weights pretrained -p int8` writes (its chosen route)
   nncf          nncf.quantize with its defaults
-  nncf-ac       nncf.quantize_with_accuracy_control, max 1 point drop of top-1 agreement with FP32
+  nncf-ac       nncf.quantize_with_accuracy_control, max 1 point drop of top-1 agreement with FP32, bounded
+                (AC_LIMITS): ranking on the 16 validation views it finds most damaged, one ranking worker,
+                at most 6 layers back in float (edgeffnet's escalation limit, pipeline/escalate.py)
   ort-static    onnxruntime.quantization.quantize_static: QDQ, int8 symmetric activations and weights,
                 per-channel weights, then read by OpenVINO like any Q/DQ graph
 Every quantizer gets edgeffnet's default calibration set (the same views, the same preprocessing);
@@ -49,10 +51,17 @@ def outputs(cm, x: np.ndarray) -> np.ndarray:
     return np.concatenate([np.array(req.infer({0: x[i:i + 1]})[0]) for i in range(len(x))])
 
 
+# nncf's defaults rank every quantizer group on every validation view (compile + validate per group), re-rank
+# after each step that made the drop worse, and revert layers until none is left: over 10 minutes per model
+# on 2 cores. These bounds rank on the views it finds most damaged and stop where edgeffnet's escalation stops.
+AC_LIMITS = {"ranking_subset_size": 16, "num_ranking_workers": 1, "max_num_iterations": 6}
+
+
 def nncf_models(fp32_onnx: Path, cal: np.ndarray, val_x: np.ndarray, val_labels: np.ndarray,
                 with_ac: bool = True) -> dict:
     import nncf
     import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     model = ov.convert_model(io.BytesIO(fp32_onnx.read_bytes()))
     cal_set = nncf.Dataset([cal[i:i + 1] for i in range(len(cal))])
@@ -65,8 +74,9 @@ def nncf_models(fp32_onnx: Path, cal: np.ndarray, val_x: np.ndarray, val_labels:
     with contextlib.redirect_stdout(sys.stderr):
         out = {"nncf": nncf.quantize(model, cal_set, subset_size=len(cal))}
         if with_ac:  # ranks every quantizer by re-validation: the slowest part of this script by far
-            out["nncf-ac"] = nncf.quantize_with_accuracy_control(model, cal_set, val_set, agreement, max_drop=0.01,
-                                                                 drop_type=nncf.DropType.ABSOLUTE, subset_size=len(cal))
+            out["nncf-ac"] = nncf.quantize_with_accuracy_control(
+                model, cal_set, val_set, agreement, max_drop=0.01, drop_type=nncf.DropType.ABSOLUTE,
+                subset_size=len(cal), advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(**AC_LIMITS))
     return out
 
 
