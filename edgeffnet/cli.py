@@ -208,6 +208,8 @@ _D = BuildOptions()  # every default written once, in pipeline/options.py
 @click.option("--max-drop", type=FiniteFloat(0, 100), default=_D.max_drop, show_default=True,
               help="With --val: the largest top-1 accuracy drop, in percentage points, a build may keep "
                    "(--allow-drop keeps a larger one).")
+@click.option("--classes", type=click.Path(),
+              help="With --val: a fine-tuned head's class names, one per line, in its order (as edgeffnet eval --classes).")
 @click.option("-o", "--output", type=click.Path(), help="Bundle directory (default build/SPEC-TARGET-PRECISION).")
 def build(spec, target, precision, weights, output, no_cache, **options) -> None:
     """Build SPEC for a target: export, simplify, verify and compile into a bundle directory."""

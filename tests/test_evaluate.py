@@ -374,15 +374,40 @@ def test_build_val_gate_fails_in_one_line_without_a_bundle(bundle, pool, env, tm
     (["--precision", "fp32", "--val", "{data}"], "an FP32 build has nothing to gate"),
     (["--precision", "int8", "--val", "{loose}"], "has no labels"),
     (["--precision", "int8", "--val", "{data}", "--max-drop", "-1"], "'--max-drop': -1.0 is not in the range 0<=x<=100"),
+    (["--precision", "int8", "--classes", "{classes}"], "--classes names the classes of --val's labels; give --val"),
+    (["--precision", "int8", "--val", "{data}", "--classes", "{classes}"],
+     "lists 2 names but the bundle's head has 1000 classes"),  # pretrained Lite0: ImageNet's head
+    (["--precision", "int8", "--val", "{data}", "--classes", "{missing}"], "cannot read --classes"),
 ])
 def test_build_val_refusals_are_one_line_before_any_work(env, tmp_path, extra, words):
     _png(tmp_path / "data" / "kittens" / "a.png")
     _png(tmp_path / "loose" / "a.png")
-    extra = [e.format(data=tmp_path / "data", loose=tmp_path / "loose") for e in extra]
+    (tmp_path / "classes.txt").write_text("kittens\npuppies\n")
+    extra = [e.format(data=tmp_path / "data", loose=tmp_path / "loose", classes=tmp_path / "classes.txt",
+                      missing=tmp_path / "none.txt") for e in extra]
     r = _cli(env, "build", SPEC, "--weights", "pretrained", *extra, "-o", str(tmp_path / "b"), cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     (line,) = r.stderr.strip().splitlines()
     assert words in line and not (tmp_path / "b").exists()
+
+
+def test_build_val_reads_a_fine_tuned_heads_labels_from_classes(env, tmp_path):
+    # A 3-class head (random init, FP16: the quickest gated path) whose folders are named by its own classes;
+    # without --classes the names 'kittens', 'puppies' are no class of a 3-wide head and the build refuses.
+    (tmp_path / "classes.txt").write_text("kittens\npuppies\ngoldfish\n")
+    for i, name in enumerate(("kittens", "Puppies", "2")):  # by name (any case) or by index, as eval reads them
+        _png(tmp_path / "val" / name / "a.png", i)
+    args = ["build", "b0,res=96", "--num-classes", "3", "--precision", "fp16", "--views", "2",
+            "--fidelity-views", "4", "--val", str(tmp_path / "val")]
+    refused = _cli(env, *args, "-o", str(tmp_path / "no"), cwd=tmp_path)
+    assert refused.returncode == 2 and "not classes of this bundle" in refused.stderr and "--classes" in refused.stderr
+    r = _cli(env, *args, "--classes", str(tmp_path / "classes.txt"), "-o", str(tmp_path / "b"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    saved = json.loads((tmp_path / "b" / "eval" / "val.json").read_text())
+    assert saved["data"]["classes"] == f"--classes {tmp_path / 'classes.txt'}"
+    assert saved["images"] == 3 and saved["data"]["classes_present"] == 3
+    options = json.loads((tmp_path / "b" / "manifest.json").read_text())["options"]
+    assert options["classes"] == str(tmp_path / "classes.txt")
 
 
 def test_ctrl_c_during_eval_saves_the_partial_result(bundle, pool, tmp_path):

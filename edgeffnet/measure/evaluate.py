@@ -91,6 +91,11 @@ def class_list(num_classes: int, classes_file: str | Path | None = None) -> tupl
     return names, False
 
 
+def classes_source(classes_file: str | Path | None, imagenet: bool) -> str:
+    """Where the labels' class names came from, as a result records it."""
+    return f"--classes {classes_file}" if classes_file else "ImageNet" if imagenet else "class indices"
+
+
 # -- the data -------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -364,8 +369,7 @@ def evaluate(bundle_dir: str | Path, data: str | Path, classes: str | Path | Non
     result = {"kind": "edgeffnet eval", "created": utc_now(), "bundle": str(b.path),
               "model": {"spec": m.spec.get("spec"), "precision": m.precision, "target": m.target.get("name"),
                         "random_weights": b.random_weights},
-              **result, "data": dataset.record() | {"classes": "--classes " + str(classes) if classes else
-                                           "ImageNet" if imagenet else "class indices"},
+              **result, "data": dataset.record() | {"classes": classes_source(classes, imagenet)},
               "notes": notes}
     if result["images"] == 0:
         if not result["partial"]:

@@ -60,12 +60,13 @@ def prepare(spec: str, target: str = "cpu", precision: str | None = None, weight
         raise UserError(f"target '{t.name}' runs static shapes only; drop --dynamic-batch")
     if output is not None and str(output) == "":
         raise UserError("-o is empty; name a bundle directory or leave -o out for the default")
-    stages.check_val(o, p)
     out = Path(output) if output is not None else default_output(s.name, t.name, p)
     bundle.check_destination(out)
     w = _weights.resolve(weights, s)
     if w is not None:
         check_weights(s, w)
+    # After the weights: a checkpoint's head width is what --classes must list.
+    stages.check_val(o, p, o.num_classes or (w.num_classes if w else 1000))
     _check_size(s, o, p, w)
     ctx = BuildContext(spec=s, target=t, precision=p, weights=w, options=o, output=out, log=logs.logger())
     if p != "fp32" and o.calib is not None:

@@ -46,6 +46,7 @@ class BuildOptions:
     fidelity_views: int | None = None  # None: FIDELITY_VIEWS_TRAINED or FIDELITY_VIEWS_RANDOM
     val: str | None = None  # labelled images: fp16/int8 are gated on the top-1 accuracy drop instead
     max_drop: float = 1.0  # with val: the largest top-1 accuracy drop (percentage points) a build keeps
+    classes: str | None = None  # with val: a fine-tuned head's class names, one per line (as eval --classes)
 
     def __post_init__(self):
         for name, (low, high) in BOUNDS.items():
@@ -95,7 +96,7 @@ class BuildOptions:
             return graph
         return graph | {k: d[k] for k in ("calib", "calib_size", "calib_method", "min_agreement", "allow_drop",
                                          "fidelity_views")} | (
-            {"val": self.val, "max_drop": self.max_drop} if self.val else {})
+            {"val": self.val, "max_drop": self.max_drop, "classes": self.classes} if self.val else {})
 
 
 FIDELITY_VIEWS_TRAINED = 200

@@ -165,26 +165,29 @@ def fidelity_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> 
     return {"rows": rows, **verdict}
 
 
-def val_dataset(val: str, num_classes: int):
-    """`--val`'s labelled images, every label resolved: a bad folder fails in one line."""
+def val_dataset(val: str, num_classes: int, classes: str | None = None):
+    """`--val`'s labelled images, every label resolved (against --classes where given), and where the class
+    names came from: a bad folder fails in one line."""
     from ..measure import evaluate
 
-    names, imagenet = evaluate.class_list(num_classes)
+    names, imagenet = evaluate.class_list(num_classes, classes)
     data = evaluate.open_dataset(val, evaluate.Labels(names, imagenet), "--val")
     if not data.labelled:
         raise UserError(f"--val {val} has no labels (images directly in the folder); give one sub-folder per "
                         f"class or a CSV of path,label (edgeffnet eval --data measures agreement on unlabelled images)")
-    return data
+    return data, evaluate.classes_source(classes, imagenet)
 
 
-def check_val(options, precision: str) -> None:
-    """Read before any work, so a wrong --val fails before the build rather than after it."""
+def check_val(options, precision: str, num_classes: int) -> None:
+    """Read before any work, so a wrong --val (or --classes) fails before the build rather than after it."""
     if options.val is None:
+        if options.classes is not None:
+            raise UserError("--classes names the classes of --val's labels; give --val DIR too, or drop --classes")
         return
     if precision == "fp32":
         raise UserError("--val gates an FP16 or INT8 build on its accuracy drop against FP32; an FP32 build has "
                         "nothing to gate: drop --val, or build --precision fp16/int8")
-    val_dataset(options.val, options.num_classes or 1000)
+    val_dataset(options.val, num_classes, options.classes)
 
 
 def labelled_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> dict:
@@ -198,11 +201,12 @@ def labelled_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> 
 
     o = ctx.options
     num_classes = ort_backend.Runner(ctx.dir / SIM_GRAPH).session.get_outputs()[0].shape[-1]
-    data = val_dataset(o.val, num_classes)
+    data, classes = val_dataset(o.val, num_classes, o.classes)
     reference, artifacts, notes = evaluate.artifact_models(
         ctx.dir, graph.path.name, ctx.target, ctx.precision, ctx.fixed_batch, bool(compiled.record.get("pending")),
         RunSettings(cpu_fallback=True))
     result = evaluate.measure(data, ctx.preprocess, reference, artifacts)
+    result["data"]["classes"] = classes
     if result["partial"]:
         raise KeyboardInterrupt  # a build is whole or not at all
     ctx.log.info(f"accuracy on --val {o.val} ({result['images']} labelled images, {ctx.precision}):")
