@@ -174,16 +174,17 @@ def test_escalation_keeps_the_top_ranked_layers_until_the_gate_passes(monkeypatc
         return {"passed": True}
 
     monkeypatch.setattr(escalate.stages, "fidelity_verdict", verdict)
+    monkeypatch.setattr(escalate, "artifact_maker", lambda ctx, compiled: None)  # the recorded ranking, no OpenVINO
     runner = type("R", (), {"device": "CPU", "bound": lambda self, x: (lambda: None)})()
     monkeypatch.setattr("edgeffnet.backends.get", lambda name: type("B", (), {"load": staticmethod(lambda *a: runner)}))
     ctx = Ctx(options=BuildOptions(), dir=tmp_path)
-    c, g, comp, v = escalate.escalate(ctx, None, None, graph, fidelity.FidelityTooLow("first miss"))
+    c, g, comp, v = escalate.escalate(ctx, None, None, graph, graph, fidelity.FidelityTooLow("first miss"))
     assert [s.keep_float for s in seen] == [("k", "a"), ("k", "a", "b", "c")]  # steps 1, 3 (d helps nothing)
     assert all(s.options.calib_method == "entropy" for s in seen)  # the first build's method stays
     e = v["escalation"]
     assert [k["node"] for k in e["kept_float"]] == ["a", "b", "c"] and e["steps"][-1] == {"layers": 3, "passed": True}
     assert e["latency_p50_ms"]["before"] > 0 and e["latency_cost"] > 0
-    with pytest.raises(fidelity.FidelityTooLow, match="after keeping up to 3"):
+    with pytest.raises(fidelity.FidelityTooLow, match="after keeping up to 3 of the most damaging layers in float; the limit is 15"):
         monkeypatch.setattr(escalate.stages, "fidelity_verdict",
                             lambda c, g, comp: (_ for _ in ()).throw(fidelity.FidelityTooLow("misses")))
-        escalate.escalate(ctx, None, None, graph, fidelity.FidelityTooLow("first miss"))
+        escalate.escalate(ctx, None, None, graph, graph, fidelity.FidelityTooLow("first miss"))

@@ -102,7 +102,7 @@ def run(ctx: BuildContext) -> Bundle:
         except escalate.FidelityTooLow as miss:
             if not escalate.applies(c):
                 raise
-            c, graph, compiled, fidelity = escalate.escalate(c, store, simplified, graph, miss)
+            c, graph, compiled, fidelity = escalate.escalate(c, store, simplified, graph, compiled, miss)
         done = [ref, exported, simplified] + ([graph] if graph is not simplified else []) + [compiled]
         manifest = _manifest(c, {a.stage: a.record for a in done}, graph.path.name, fidelity,
                              time.perf_counter() - t0)
