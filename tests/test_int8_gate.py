@@ -188,3 +188,50 @@ def test_escalation_keeps_the_top_ranked_layers_until_the_gate_passes(monkeypatc
         monkeypatch.setattr(escalate.stages, "fidelity_verdict",
                             lambda c, g, comp: (_ for _ in ()).throw(fidelity.FidelityTooLow("misses")))
         escalate.escalate(ctx, None, None, graph, graph, fidelity.FidelityTooLow("first miss"))
+
+
+def _three_convs() -> onnx.ModelProto:
+    """input -> Conv c1 -> Relu -> Conv c2 -> Relu -> Conv c3 -> GlobalAveragePool -> Flatten (8 outputs)."""
+    rng = np.random.default_rng(0)
+    inits, nodes, prev = [], [], "input"
+    for i, (cin, cout) in enumerate(((3, 8), (8, 8), (8, 8)), 1):
+        inits += [numpy_helper.from_array(rng.normal(0, 0.5, (cout, cin, 3, 3)).astype(np.float32), f"w{i}"),
+                  numpy_helper.from_array(rng.normal(0, 0.1, cout).astype(np.float32), f"b{i}")]
+        nodes.append(helper.make_node("Conv", [prev, f"w{i}", f"b{i}"], [f"c{i}"], name=f"c{i}", pads=[1] * 4))
+        prev = f"c{i}"
+        if i < 3:
+            nodes.append(helper.make_node("Relu", [prev], [f"r{i}"], name=f"r{i}"))
+            prev = f"r{i}"
+    nodes += [helper.make_node("GlobalAveragePool", [prev], ["p"], name="pool"),
+              helper.make_node("Flatten", ["p"], ["logits"], name="flat")]
+    graph = helper.make_graph(nodes, "three", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 8])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_ranking_on_the_artifact_follows_what_the_artifact_does():
+    """An artifact that mangles c2 whenever c2 is int8 (as OpenVINO's 7-bit route hurts some layers more
+    than ONNX Runtime shows) puts c2 first, whatever ONNX Runtime's own ranking says."""
+    from edgeffnet.backends import onnxruntime as ort_backend
+    from edgeffnet.precision import int8
+
+    model = _three_convs()
+    x = np.random.default_rng(1).normal(0, 1, (16, 3, 8, 8)).astype(np.float32)
+    stats, _ = int8.statistics(model, x, "three-convs", use_cache=False)
+
+    def make(graph):
+        g = onnx.ModelProto()
+        g.CopyFrom(graph)
+        w2 = next(n.input[1] for n in g.graph.node if n.name == "c2")
+        for n in g.graph.node:  # c2's weights sign-flipped on half its channels where they are quantized
+            if n.op_type == "DequantizeLinear" and n.output[0] == w2:
+                scale = numpy_helper.to_array(next(t for t in g.graph.initializer if t.name == n.input[1]))
+                flip = np.where(np.arange(8) % 2, -1, 1).astype(np.float32)
+                g.graph.initializer.append(numpy_helper.from_array(scale * flip, "w2_flipped"))
+                n.input[1] = "w2_flipped"
+        return lambda v: ort_backend.run_all(g, v, literal=True)
+
+    ranking = escalate.rank_on_artifact(model, stats, "minmax", (), x, make)
+    assert sorted(n for n, _ in ranking) == ["c1", "c2", "c3"]
+    assert ranking[0][0] == "c2" and ranking[0][1] > 10 * max(abs(g) for _, g in ranking[1:])
+    assert "c2" not in [n for n, _ in escalate.rank_on_artifact(model, stats, "minmax", ("c2",), x, make)]
