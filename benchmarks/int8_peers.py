@@ -8,7 +8,7 @@ Four INT8 models of each pretrained spec, all run by OpenVINO's CPU plugin (the 
   nncf          nncf.quantize with its defaults
   nncf-ac       nncf.quantize_with_accuracy_control, max 1 point drop of top-1 agreement with FP32, bounded
                 (AC_LIMITS): ranking on the 16 validation views it finds most damaged, one ranking worker,
-                at most 6 layers back in float (edgeffnet's escalation limit, pipeline/escalate.py)
+                at most 6 groups of layers back in float
   ort-static    onnxruntime.quantization.quantize_static: QDQ, int8 symmetric activations and weights,
                 per-channel weights, then read by OpenVINO like any Q/DQ graph
 Every quantizer gets edgeffnet's default calibration set (the same views, the same preprocessing);
@@ -53,7 +53,8 @@ def outputs(cm, x: np.ndarray) -> np.ndarray:
 
 # nncf's defaults rank every quantizer group on every validation view (compile + validate per group), re-rank
 # after each step that made the drop worse, and revert layers until none is left: over 10 minutes per model
-# on 2 cores. These bounds rank on the views it finds most damaged and stop where edgeffnet's escalation stops.
+# on 2 cores. These bounds rank on the 16 views it finds most damaged and stop after 6 reverted groups: a few
+# minutes per model on 2 shared cores (lite0 and lite1 at 224 px, all four quantizers, in about 20 minutes each).
 AC_LIMITS = {"ranking_subset_size": 16, "num_ranking_workers": 1, "max_num_iterations": 6}
 
 
