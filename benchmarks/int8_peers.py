@@ -53,8 +53,9 @@ def outputs(cm, x: np.ndarray) -> np.ndarray:
 
 # nncf's defaults rank every quantizer group on every validation view (compile + validate per group), re-rank
 # after each step that made the drop worse, and revert layers until none is left: over 10 minutes per model
-# on 2 cores. These bounds rank on the 16 views it finds most damaged and stop after 6 reverted groups: a few
-# minutes per model on 2 shared cores (the whole script: 19 min for lite0, 24 for lite1, at 224 px).
+# on 2 cores. These bounds rank on the 16 views it finds most damaged and stop after 6 reverted groups: the
+# whole script (edgeffnet's build and all four quantizers) then took 19 min for lite0, 24 for lite1, at 224 px
+# on 2 cores shared with other work.
 AC_LIMITS = {"ranking_subset_size": 16, "num_ranking_workers": 1, "max_num_iterations": 6}
 
 
