@@ -78,7 +78,8 @@ def nncf_models(fp32_onnx: Path, cal: np.ndarray, val_x: np.ndarray, val_labels:
         if with_ac:  # ranks every quantizer by re-validation: the slowest part of this script by far
             out["nncf-ac"] = nncf.quantize_with_accuracy_control(
                 model, cal_set, val_set, agreement, max_drop=0.01, drop_type=nncf.DropType.ABSOLUTE,
-                subset_size=len(cal), advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(**AC_LIMITS))
+                subset_size=len(cal),
+                advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(**AC_LIMITS))
     return out
 
 

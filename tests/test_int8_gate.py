@@ -184,7 +184,8 @@ def test_escalation_keeps_the_top_ranked_layers_until_the_gate_passes(monkeypatc
     e = v["escalation"]
     assert [k["node"] for k in e["kept_float"]] == ["a", "b", "c"] and e["steps"][-1] == {"layers": 3, "passed": True}
     assert e["latency_p50_ms"]["before"] > 0 and e["latency_cost"] > 0
-    with pytest.raises(fidelity.FidelityTooLow, match="after keeping up to 3 of the most damaging layers in float; the limit is 15"):
+    with pytest.raises(fidelity.FidelityTooLow, match="after keeping up to 3 of the most damaging layers in float; "
+                                                      "the limit is 15"):
         monkeypatch.setattr(escalate.stages, "fidelity_verdict",
                             lambda c, g, comp: (_ for _ in ()).throw(fidelity.FidelityTooLow("misses")))
         escalate.escalate(ctx, None, None, graph, graph, fidelity.FidelityTooLow("first miss"))
@@ -204,7 +205,8 @@ def _three_convs() -> onnx.ModelProto:
             prev = f"r{i}"
     nodes += [helper.make_node("GlobalAveragePool", [prev], ["p"], name="pool"),
               helper.make_node("Flatten", ["p"], ["logits"], name="flat")]
-    graph = helper.make_graph(nodes, "three", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 3, 8, 8])],
+    graph = helper.make_graph(nodes, "three",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 3, 8, 8])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 8])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 

@@ -65,7 +65,8 @@ def artifact_maker(ctx, compiled):
         model, _ = int8_routes.unsigned_where_nonnegative(model)
         if route == "qdq-onnx-w7":
             model, _ = int8_routes.seven_bit_weights(model)
-        request = core().compile_model(ov.convert_model(io.BytesIO(model.SerializeToString())), device).create_infer_request()
+        ir = ov.convert_model(io.BytesIO(model.SerializeToString()))
+        request = core().compile_model(ir, device).create_infer_request()
         return lambda x: run_batched(lambda b: np.array(request.infer({0: b})[0], np.float32), x, batch)
 
     return f"OpenVINO {device}, route {route}", make
@@ -109,7 +110,8 @@ def _ranking(ctx, simplified, graph, compiled, kept: list[str]) -> tuple[list[tu
     on = "ONNX Runtime" if maker is None else maker[0]
     ranked_by = f"mean cosine gain with the layer alone in float, {on}, {len(tuning)} calibration tuning views"
     # One ranking compiles every layer's variant (minutes): a rebuild of the same graph reads it back.
-    path = cache.root() / "escalation" / f"{cache.key(int8.graph_digest(model), cal.sha256, method, kept, on, cache.code_digest(), _runtime_version())}.json"
+    key = cache.key(int8.graph_digest(model), cal.sha256, method, kept, on, cache.code_digest(), _runtime_version())
+    path = cache.root() / "escalation" / f"{key}.json"
     if ctx.options.cache:
         try:
             return [(str(n), float(g)) for n, g in json.loads(path.read_text())], ranked_by
