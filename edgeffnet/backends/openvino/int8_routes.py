@@ -1,10 +1,12 @@
-"""OpenVINO INT8 has up to three routes; each build measures them and keeps the best.
+"""OpenVINO INT8 has up to four routes; each build measures them and keeps the best.
 
 (a) the Q/DQ ONNX graph (the one every target gets) converted to IR, its non-negative activations
 re-encoded as uint8 (unsigned_where_nonnegative); (a7) the same with 7-bit dense-layer weights, measured only on
-x86 CPUs without VNNI (see seven_bit_weights); (b) NNCF quantizing the FP32 IR with its defaults and the same
-calibration data. The choice is by mean cosine with FP32 on the tuning views first (a clear gap wins),
-then by latency; the bundle records every measurement and the choice.
+x86 CPUs without VNNI (see seven_bit_weights); (all-int8) when the precision stage kept layers in float for
+ONNX Runtime's sake, the better of (a)/(a7) for this CPU with those layers quantized too (without_kept_float);
+(b) NNCF quantizing the FP32 IR with its defaults and the same calibration data. The choice is by mean cosine
+with FP32 on the tuning views first (a clear gap wins), then by latency; the bundle records every
+measurement and the choice.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from onnx import numpy_helper
 
 from ...measure.timing import interleaved_p50
 from ...onnx_index import GraphIndex
-from ...precision import qdq
+from ...precision import qdq, ranges
 from ...verify import compare, run_batched
 from .. import RunSettings
 from .. import onnxruntime as ort_backend
@@ -147,6 +149,10 @@ def seven_bit_weights(model: onnx.ModelProto, input_means: dict[str, np.ndarray]
             _correct_bias(m, index, layers[dq.output[0]], dq, s, s7, input_means)
         inits[dq.input[1]].CopyFrom(numpy_helper.from_array(s7, dq.input[1]))
         changed += 1
+    used = {i for n in m.graph.node for i in n.input} | {o.name for o in m.graph.output}
+    kept = [t for t in m.graph.initializer if t.name in used]  # the 8-bit biases replaced above go
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(kept)
     onnx.checker.check_model(m)
     return m, changed
 
@@ -210,7 +216,51 @@ def choose(cos: dict[str, float], lat: dict[str, float]) -> tuple[str, str]:
     return min(near, key=lat.get), "fastest of the routes at equal fidelity"
 
 
-def compile_int8(ctx, qdq_graph: Path, vnni: bool | None = None) -> dict:
+def _statistics(ctx) -> dict:
+    """The precision stage's calibration statistics (from the cache when it kept them)."""
+    from ...precision import int8
+
+    cal = ctx.calibration
+    return int8.statistics(onnx.load(str(ctx.dir / "model.sim.onnx")), cal.data, cal.sha256, ctx.options.cache)[0]
+
+
+def without_kept_float(ctx, stats: dict, method: str) -> onnx.ModelProto:
+    """model.sim.onnx quantized as the precision stage did, but with only the escalation's layers in float.
+
+    The precision stage keeps layers in float while ONNX Runtime's cosine on the tuning views is below
+    its target; in OpenVINO each float layer also costs two layout and precision changes around it. On
+    pretrained Lite0 the two it keeps are the 112x112 stage-1 layers: their FP32 convolutions, two f32->u8
+    Reorders and an f32 stem output made the IR about 5% slower than NNCF's (per-node CPU profile), while
+    their fidelity gain (cosine +0.0014 on 200 views in the 7-bit route) is below COSINE_GAP."""
+    model = qdq.name_nodes(onnx.load(str(ctx.dir / "model.sim.onnx")))
+    return qdq.quantize(model, qdq.plan(model, frozenset(ctx.keep_float)), ranges.thresholds(stats, method),
+                        stats["means"])
+
+
+def route_graphs(ctx, qdq_graph: Path, precision_record: dict, vnni: bool) -> tuple[dict, dict]:
+    """The ONNX graph of each Q/DQ route, in OpenVINO's encoding, and each one's description."""
+    graph, unsigned = unsigned_where_nonnegative(onnx.load(str(qdq_graph)))
+    graphs = {"qdq-onnx": graph}
+    u8 = f"its {len(unsigned)} non-negative activations as uint8 (zero point 0)"
+    w7 = "7-bit dense-layer weights, bias-corrected (no VNNI on this CPU: int16 sums of u8 x s8 products would overflow)"
+    described = {"qdq-onnx": f"{qdq_graph.name} with {u8}", "qdq-onnx-w7": f"{qdq_graph.name} with {u8} and {w7}"}
+    kept = [k["node"] for k in precision_record.get("kept_float", [])]
+    if vnni and not kept:
+        return graphs, described
+    stats = _statistics(ctx)
+    if not vnni:
+        graphs["qdq-onnx-w7"] = seven_bit_weights(graph, stats["means"])[0]
+    if kept:
+        own = "qdq-onnx" if vnni else "qdq-onnx-w7"  # the encoding this CPU runs well
+        full, unsigned_full = unsigned_where_nonnegative(without_kept_float(ctx, stats, precision_record["method"]))
+        graphs[f"{own}-all-int8"] = full if vnni else seven_bit_weights(full, stats["means"])[0]
+        described[f"{own}-all-int8"] = (
+            f"model.sim.onnx quantized as {qdq_graph.name} but with its {len(kept)} sensitivity-kept float layers "
+            f"in int8 too, {len(unsigned_full)} non-negative activations as uint8" + ("" if vnni else f" and {w7}"))
+    return graphs, described
+
+
+def compile_int8(ctx, qdq_graph: Path, precision_record: dict, vnni: bool | None = None) -> dict:
     """Every route measured on the tuning views; the chosen IR is left in ctx.dir. Returns the record."""
     from . import convert, load
 
@@ -218,20 +268,14 @@ def compile_int8(ctx, qdq_graph: Path, vnni: bool | None = None) -> dict:
     alt = ctx.dir / ".routes"
     alt.mkdir()
     settings = RunSettings(cpu_fallback=True)
-    dirs = {"qdq-onnx": alt / "a", "qdq-onnx-w7": alt / "a7", "nncf": alt / "b"}
-    if vnni:
-        del dirs["qdq-onnx-w7"]
     try:
-        for d in dirs.values():
-            d.mkdir()
-        # Route (a) reads the shared Q/DQ graph in OpenVINO's encoding: non-negative activations as uint8.
-        graph, unsigned = unsigned_where_nonnegative(onnx.load(str(qdq_graph)))
-        onnx.save(graph, str(dirs["qdq-onnx"] / qdq_graph.name))
-        info = convert(dirs["qdq-onnx"] / qdq_graph.name, dirs["qdq-onnx"], compress_to_fp16=False)
-        if "qdq-onnx-w7" in dirs:
-            graph7, _ = seven_bit_weights(graph)
-            onnx.save(graph7, str(dirs["qdq-onnx-w7"] / qdq_graph.name))
-            convert(dirs["qdq-onnx-w7"] / qdq_graph.name, dirs["qdq-onnx-w7"], compress_to_fp16=False)
+        graphs, described = route_graphs(ctx, qdq_graph, precision_record, vnni)
+        dirs = {k: alt / f"r{i}" for i, k in enumerate([*graphs, "nncf"])}
+        for k, g in graphs.items():
+            dirs[k].mkdir()
+            onnx.save(g, str(dirs[k] / qdq_graph.name))
+            convert(dirs[k] / qdq_graph.name, dirs[k], compress_to_fp16=False)
+        dirs["nncf"].mkdir()
         t = time.perf_counter()
         _nncf_ir(ctx, dirs["nncf"] / "model.xml")
         nncf_seconds = time.perf_counter() - t
@@ -248,12 +292,10 @@ def compile_int8(ctx, qdq_graph: Path, vnni: bool | None = None) -> dict:
             shutil.move(str(dirs[chosen] / name), str(ctx.dir / name))
     finally:
         shutil.rmtree(alt, ignore_errors=True)
-    info["files"] = ["model.xml", "model.bin"]
-    described = {"qdq-onnx": f"{qdq_graph.name} with its {len(unsigned)} non-negative activations as uint8 (zero point 0)",
-                 "qdq-onnx-w7": f"{qdq_graph.name} with its {len(unsigned)} non-negative activations as uint8 and "
-                                f"7-bit dense-layer weights (no VNNI on this CPU: int16 sums of u8 x s8 products would overflow)",
-                 "nncf": "model.sim.onnx via NNCF"}
-    return {**info, "int8_route": chosen, "int8_route_reason": why, "converted_from": described[chosen],
+    described["nncf"] = "model.sim.onnx via NNCF"
+    return {"files": ["model.xml", "model.bin"], "compress_to_fp16": False, "int8_route": chosen, "int8_route_reason": why, "converted_from": described[chosen],
             "int8_routes": {k: {"latency_p50_ms": round(lat[k], 4), "tuning_cosine_mean": round(cos[k], 6)} for k in lat},
-            "int8_routes_measured_on": device, "cpu_vnni": vnni, "uint8_activations": len(unsigned),
+            "int8_routes_measured_on": device, "cpu_vnni": vnni,
+            "uint8_activations": sum(1 for n in graphs["qdq-onnx"].graph.node if n.op_type == "QuantizeLinear"
+                                     and ZERO_UINT8 in n.input),
             "nncf_seconds": round(nncf_seconds, 2)}
