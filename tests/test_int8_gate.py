@@ -272,3 +272,11 @@ def test_route_graphs_add_an_all_int8_route_only_where_layers_were_kept_float(tm
                                    ["qdq-onnx-all-int8"], "conv1")
     assert set(routes.route_graphs(ctx, tmp_path / "model.int8.onnx", {"method": "minmax", "kept_float": []},
                                    vnni=True)[0]) == {"qdq-onnx"}
+
+
+def test_a_route_with_float_layers_leaves_the_latency_race_to_its_as_faithful_all_int8_twin():
+    cos = {"qdq-onnx": 0.90, "qdq-onnx-w7": 0.9955, "qdq-onnx-w7-all-int8": 0.9944, "nncf": 0.95}
+    assert routes.float_twins(cos) == {"qdq-onnx-w7"}
+    cos["qdq-onnx-w7-all-int8"] = 0.990  # clearly less faithful: the float layers earn their time
+    assert routes.float_twins(cos) == set()
+    assert routes.float_twins({"qdq-onnx": 0.99, "nncf": 0.99}) == set()
