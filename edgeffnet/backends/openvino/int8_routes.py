@@ -294,7 +294,8 @@ def compile_int8(ctx, qdq_graph: Path, precision_record: dict, vnni: bool | None
         cos = {k: compare(ref, run_batched(r.run, tuning, ctx.fixed_batch)).cosine_mean for k, r in runners.items()}
         x = tuning[: ctx.fixed_batch or 1]
         lat = interleaved_p50({k: r.bound(x) for k, r in runners.items()})
-        chosen, why = choose({k: c for k, c in cos.items() if k not in float_twins(cos)}, lat)
+        twins = float_twins(cos)
+        chosen, why = choose({k: c for k, c in cos.items() if k not in twins}, lat)
         device = runners["nncf"].device
         del runners
         for name in ("model.xml", "model.bin"):
@@ -302,7 +303,10 @@ def compile_int8(ctx, qdq_graph: Path, precision_record: dict, vnni: bool | None
     finally:
         shutil.rmtree(alt, ignore_errors=True)
     described["nncf"] = "model.sim.onnx via NNCF"
-    return {"files": ["model.xml", "model.bin"], "compress_to_fp16": False, "int8_route": chosen, "int8_route_reason": why, "converted_from": described[chosen],
+    if twins:
+        why += f" (left out as float twins of all-int8 routes: {', '.join(sorted(twins))})"
+    return {"files": ["model.xml", "model.bin"], "compress_to_fp16": False, "int8_route": chosen,
+            "int8_route_reason": why, "converted_from": described[chosen],
             "int8_routes": {k: {"latency_p50_ms": round(lat[k], 4), "tuning_cosine_mean": round(cos[k], 6)} for k in lat},
             "int8_routes_measured_on": device, "cpu_vnni": vnni,
             "uint8_activations": sum(1 for n in graphs["qdq-onnx"].graph.node if n.op_type == "QuantizeLinear"
