@@ -229,9 +229,9 @@ def without_kept_float(ctx, stats: dict, method: str) -> onnx.ModelProto:
 
     The precision stage keeps layers in float while ONNX Runtime's cosine on the tuning views is below
     its target; in OpenVINO each float layer also costs two layout and precision changes around it. On
-    pretrained Lite0 the two it keeps are the 112x112 stage-1 layers: their FP32 convolutions, two f32->u8
-    Reorders and an f32 stem output made the IR about 5% slower than NNCF's (per-node CPU profile), while
-    their fidelity gain (cosine +0.0014 on 200 views in the 7-bit route) is below COSINE_GAP."""
+    pretrained Lite0 the two it keeps run at 112x112: their FP32 convolutions, two f32->u8 Reorders and an
+    f32 stem output made the IR 7% slower than NNCF's, whose runtime graph has every convolution in u8,
+    while their fidelity gain (cosine +0.0014 on 200 views in the 7-bit route) is below COSINE_GAP."""
     model = qdq.name_nodes(onnx.load(str(ctx.dir / "model.sim.onnx")))
     return qdq.quantize(model, qdq.plan(model, frozenset(ctx.keep_float)), ranges.thresholds(stats, method),
                         stats["means"])
@@ -264,8 +264,8 @@ def float_twins(cos: dict[str, float]) -> set[str]:
     """Routes whose all-int8 variant is as faithful (within COSINE_GAP): the same graph with some layers in
     float, which only adds work in OpenVINO (FP32 convolutions, Reorders around them), so they are left out
     of the latency comparison, where a busy host's noise could pick them. Measured in one run with the
-    order alternating (lite0, lite1 on this 2-core CPU): p50 of the twin 1.07 and 0.99 of NNCF's, of the
-    all-int8 route 0.96 and 0.96."""
+    order alternating (pretrained lite0, lite1, AVX2 without VNNI, idle host): p50 of the twin 1.07 and
+    1.01 of NNCF's, of the all-int8 route 0.98 and 0.98; under load the build's own timing picked the twin."""
     return {k for k in cos if f"{k}-all-int8" in cos and cos[k] - cos[f"{k}-all-int8"] <= COSINE_GAP}
 
 
