@@ -322,3 +322,10 @@ def test_cli_json_and_bad_input(tiny, tmp_path):
                  ["bench", str(tiny), "--baseline", "tf"], ["bench", str(tiny), "-n", "0"]):
         r = _cli(*args, cache=tmp_path)
         assert r.returncode == 2 and r.stderr.startswith("edgeffnet: error:") and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_interleaved_p50_alternates_the_order_of_its_callables():
+    order: list[str] = []
+    p50 = timing.interleaved_p50({k: (lambda k=k: order.append(k)) for k in "abc"}, warmup=0, max_runs=4)
+    assert set(p50) == set("abc") and all(v >= 0 for v in p50.values())
+    assert order == list("abccbaabccba")  # no callable always runs first, or always right after another

@@ -9,6 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgeffnet.backends.openvino import int8_routes as routes
 from edgeffnet.errors import UserError
+from edgeffnet.onnx_index import GraphIndex
 from edgeffnet.pipeline import escalate
 from edgeffnet.precision import fidelity
 
@@ -237,3 +238,95 @@ def test_ranking_on_the_artifact_follows_what_the_artifact_does():
     assert sorted(n for n, _ in ranking) == ["c1", "c2", "c3"]
     assert ranking[0][0] == "c2" and ranking[0][1] > 10 * max(abs(g) for _, g in ranking[1:])
     assert "c2" not in [n for n, _ in escalate.rank_on_artifact(model, stats, "minmax", ("c2",), x, make)]
+
+
+def _dense_layers_graph() -> tuple[onnx.ModelProto, np.ndarray]:
+    """x -> 1x1 Conv (bias) -> Relu -> 1x1 Conv (no bias) -> y, trained-looking weights, and the
+    per-channel input means it is calibrated with (positive, as after an activation)."""
+    rng = np.random.default_rng(1)
+    w1, b1 = rng.normal(size=(8, 6, 1, 1)).astype(np.float32), rng.normal(size=8).astype(np.float32)
+    w2 = rng.normal(size=(5, 8, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["y"], name="conv2")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 3, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 3, 3])],
+                          [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(b1, "b1"),
+                           numpy_helper.from_array(w2, "w2")])
+    mean = (rng.integers(30, 90, 6) * np.float32(4 / 127)).astype(np.float32)  # on x's quantization grid below
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), mean
+
+
+def test_seven_bit_weights_with_means_keep_the_mean_output_of_eight_bit_weights():
+    from edgeffnet.backends import onnxruntime as ort_backend
+    from edgeffnet.precision import qdq
+
+    model, mean = _dense_layers_graph()
+    x = np.broadcast_to(mean[None, :, None, None], (1, 6, 3, 3)).astype(np.float32)  # the input at its mean
+    p = qdq.plan(model)
+    means = {"x": mean}  # r1's mean unknown: conv2 keeps its bias (it has none)
+    eight = qdq.quantize(model, p, {"x": 4.0, "r1": 40.0}, means)
+    seven, changed = routes.seven_bit_weights(eight, means)
+    uncorrected, _ = routes.seven_bit_weights(eight)
+    assert changed == 2
+
+    def first_layer(m):
+        out = onnx.ModelProto()
+        out.CopyFrom(m)
+        del out.graph.output[:]
+        out.graph.output.append(helper.make_tensor_value_info("c1", TensorProto.FLOAT, [1, 8, 3, 3]))
+        return ort_backend.run_all(out, x, literal=True)
+
+    y8, y7, y7_raw = first_layer(eight), first_layer(seven), first_layer(uncorrected)
+    assert np.abs(y7 - y8).max() < 1e-4 and np.abs(y7_raw - y8).max() > 1e-3  # 7-bit rounding's mean shift removed
+    conv2 = next(n for n in seven.graph.node if n.name == "conv2")
+    assert len(conv2.input) == 2  # no input mean for r1: no bias made up
+    names = [t.name for t in seven.graph.initializer]
+    assert "w1_bias_w7" in names and "w1_bias_corrected" not in names  # the replaced 8-bit bias goes
+
+
+def test_route_graphs_add_an_all_int8_route_only_where_layers_were_kept_float(tmp_path):
+    from types import SimpleNamespace
+
+    from edgeffnet.precision import int8, qdq, ranges
+
+    model, _ = _dense_layers_graph()
+    onnx.save(model, str(tmp_path / "model.sim.onnx"))
+    data = np.random.default_rng(2).uniform(0, 2, (16, 6, 3, 3)).astype(np.float32)
+    ctx = SimpleNamespace(dir=tmp_path, keep_float=(), options=SimpleNamespace(cache=False),
+                          calibration=SimpleNamespace(data=data, sha256="test"))
+    stats, _ = int8.statistics(model, data, "test", use_cache=False)
+    named = qdq.name_nodes(onnx.load(str(tmp_path / "model.sim.onnx")))
+    kept = qdq.quantize(named, qdq.plan(named, frozenset({"conv1"})), ranges.thresholds(stats, "minmax"), stats["means"])
+    onnx.save(kept, str(tmp_path / "model.int8.onnx"))
+    record = {"method": "minmax", "kept_float": [{"node": "conv1"}]}
+
+    graphs, described = routes.route_graphs(ctx, tmp_path / "model.int8.onnx", record, vnni=False)
+    assert set(graphs) == {"qdq-onnx", "qdq-onnx-w7", "qdq-onnx-w7-all-int8"} and set(described) >= set(graphs)
+
+    def weight_is_quantized(g, conv):
+        index = GraphIndex(g)
+        node = next(n for n in g.graph.node if n.name == conv)
+        return index.producer.get(node.input[1]) is not None
+
+    assert not weight_is_quantized(graphs["qdq-onnx-w7"], "conv1")
+    full = graphs["qdq-onnx-w7-all-int8"]
+    assert weight_is_quantized(full, "conv1") and weight_is_quantized(full, "conv2")
+    w1_scale = next(numpy_helper.to_array(t) for t in full.graph.initializer if t.name == "w1_wscale")
+    assert np.allclose(w1_scale, np.abs(numpy_helper.to_array(model.graph.initializer[0])).reshape(8, -1).max(1) / 63)
+
+    graphs, _ = routes.route_graphs(ctx, tmp_path / "model.int8.onnx", record, vnni=True)
+    assert set(graphs) == {"qdq-onnx", "qdq-onnx-all-int8"}
+    ctx.keep_float = ("conv1",)  # an escalation's layers stay float in every route
+    assert not weight_is_quantized(routes.route_graphs(ctx, tmp_path / "model.int8.onnx", record, True)[0]
+                                   ["qdq-onnx-all-int8"], "conv1")
+    assert set(routes.route_graphs(ctx, tmp_path / "model.int8.onnx", {"method": "minmax", "kept_float": []},
+                                   vnni=True)[0]) == {"qdq-onnx"}
+
+
+def test_a_route_with_float_layers_leaves_the_latency_race_to_its_as_faithful_all_int8_twin():
+    cos = {"qdq-onnx": 0.90, "qdq-onnx-w7": 0.9955, "qdq-onnx-w7-all-int8": 0.9944, "nncf": 0.95}
+    assert routes.float_twins(cos) == {"qdq-onnx-w7"}
+    cos["qdq-onnx-w7-all-int8"] = 0.990  # clearly less faithful: the float layers earn their time
+    assert routes.float_twins(cos) == set()
+    assert routes.float_twins({"qdq-onnx": 0.99, "nncf": 0.99}) == set()

@@ -116,16 +116,21 @@ def measure_async(queue, lim: Limits, tick=None) -> Measurement:
 def interleaved_p50(calls: dict[str, Callable], seconds: float = 1.5, min_runs: int = 20, warmup: int = 5,
                     max_runs: int | None = None) -> dict[str, float]:
     """Median ms per callable, timed in turns (one call of each per round) for about `seconds` each and
-    at least `min_runs` rounds (exactly `max_runs` when given: a fixed count, as benchmarks want)."""
+    at least `min_runs` rounds (exactly `max_runs` when given: a fixed count, as benchmarks want).
+
+    Every other round runs them in reverse order: on a shared CPU the call right after another one's
+    (cache, frequency, a neighbour's burst) is not the same as the first, and no callable should always
+    hold the same place."""
     for call in calls.values():
         for _ in range(warmup):
             call()
     times: dict[str, list[float]] = {k: [] for k in calls}
+    items = list(calls.items())
     end = time.perf_counter() + seconds * len(calls)
     with _no_gc():
         rounds = 0
         while (rounds < max_runs) if max_runs else (time.perf_counter() < end or rounds < min_runs):
-            for k, call in calls.items():
+            for k, call in (items if rounds % 2 == 0 else items[::-1]):
                 t = time.perf_counter_ns()
                 call()
                 times[k].append(time.perf_counter_ns() - t)

@@ -143,8 +143,7 @@ def quantize(model: onnx.ModelProto, p: Plan, ranges: dict[str, float],
         new_inits.append(numpy_helper.from_array(scale, s_name))
         new_inits.append(numpy_helper.from_array(np.zeros(scale.shape, np.int8), z_name))
         if input_means is not None and source[name] in input_means:
-            wq = np.clip(np.round(w / np.expand_dims(scale, reduce)), -127, 127) * np.expand_dims(scale, reduce)
-            shift = _output_shift(n, wq - w, input_means[source[name]], axis)
+            shift = output_shift(n, rounded(w, scale, axis) - w, input_means[source[name]], axis)
             bias = (numpy_helper.to_array(inits[n.input[2]]).astype(np.float32) if len(n.input) > 2 and n.input[2]
                     else np.zeros(w.shape[axis], np.float32))
             b_name = f"{base}_bias_corrected"
@@ -183,7 +182,13 @@ def quantize(model: onnx.ModelProto, p: Plan, ranges: dict[str, float],
     return m
 
 
-def _output_shift(node: onnx.NodeProto, dw: np.ndarray, mean_in: np.ndarray, axis: int) -> np.ndarray:
+def rounded(w: np.ndarray, scale: np.ndarray, axis: int, qmax: int = 127) -> np.ndarray:
+    """What a per-channel symmetric Q/DQ pair makes of weight `w`: codes in [-qmax, qmax] times `scale`."""
+    s = np.expand_dims(scale, tuple(a for a in range(w.ndim) if a != axis))
+    return np.clip(np.round(w / s), -qmax, qmax) * s
+
+
+def output_shift(node: onnx.NodeProto, dw: np.ndarray, mean_in: np.ndarray, axis: int) -> np.ndarray:
     """E[(Wq - W) x] per output channel, taking the input as its per-channel mean (borders ignored)."""
     if node.op_type == "Gemm":
         return (dw if axis == 0 else dw.T) @ mean_in

@@ -41,7 +41,7 @@ def compile(ctx, graph):
     if ctx.precision == "int8":
         from .int8_routes import compile_int8
 
-        return Artifact("compile", ctx.dir / IR, compile_int8(ctx, graph.path))
+        return Artifact("compile", ctx.dir / IR, compile_int8(ctx, graph.path, graph.record))
     # fp16: OpenVINO's own FP16 path (FP16-compressed IR from the FP32 graph) is what its plugins expect.
     source = ctx.dir / "model.sim.onnx" if ctx.precision == "fp16" else graph.path
     return Artifact("compile", ctx.dir / IR, convert(source, ctx.dir, compress_to_fp16=ctx.precision == "fp16"))
