@@ -222,7 +222,7 @@ def test_ranking_on_the_artifact_follows_what_the_artifact_does():
     x = np.random.default_rng(1).normal(0, 1, (16, 3, 8, 8)).astype(np.float32)
     stats, _ = int8.statistics(model, x, "three-convs", use_cache=False)
 
-    def make(graph):
+    def make(graph, means):
         g = onnx.ModelProto()
         g.CopyFrom(graph)
         w2 = next(n.input[1] for n in g.graph.node if n.name == "c2")

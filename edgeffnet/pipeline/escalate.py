@@ -40,8 +40,8 @@ def applies(ctx) -> bool:
 
 
 def artifact_maker(ctx, compiled):
-    """(what it runs, make): make(Q/DQ model) -> run(x) -> logits, the graph run as the target's compiled
-    artifact runs it; None where this host has no closer stand-in than ONNX Runtime (TensorRT)."""
+    """(what it runs, make): make(Q/DQ model, calibration input means) -> run(x) -> logits, the graph run
+    as the target's compiled artifact runs it; None where this host has no closer stand-in than ONNX Runtime (TensorRT)."""
     if ctx.target.backend != "openvino":
         return None
     import io
@@ -52,19 +52,16 @@ def artifact_maker(ctx, compiled):
     from ..backends.openvino.runner import available, core
     from ..verify import run_batched
 
-    rec = compiled.record
-    route = rec.get("int8_route")
-    if route not in ("qdq-onnx", "qdq-onnx-w7"):
-        # NNCF's route does not read the Q/DQ graph: only the Q/DQ routes change with what is float,
-        # and the escalated compile stage chooses among the routes again.
-        route = "qdq-onnx" if rec.get("cpu_vnni", True) else "qdq-onnx-w7"
+    # The escalated compile stage builds only this host's own Q/DQ route (int8_routes.route_graphs), so the
+    # ranking measures that route whichever route the first build chose (NNCF's ignores what is float).
+    route = int8_routes.host_route(compiled.record.get("cpu_vnni", int8_routes.has_vnni()))
     device = ctx.target.device if available(ctx.target.device) else "CPU"
     batch = ctx.fixed_batch or 1
 
-    def make(model):
+    def make(model, means):
         model, _ = int8_routes.unsigned_where_nonnegative(model)
         if route == "qdq-onnx-w7":
-            model, _ = int8_routes.seven_bit_weights(model)
+            model, _ = int8_routes.seven_bit_weights(model, means)
         ir = ov.convert_model(io.BytesIO(model.SerializeToString()))
         request = core().compile_model(ir, device).create_infer_request()
         return lambda x: run_batched(lambda b: np.array(request.infer({0: b})[0], np.float32), x, batch)
@@ -86,7 +83,7 @@ def rank_on_artifact(model, stats: dict, method: str, exclude: tuple[str, ...], 
 
     def cosine(excluded) -> float:
         graph = qdq.quantize(model, qdq.plan(model, frozenset(excluded)), thresholds, stats["means"])
-        return compare(ref, make(graph)(x)).cosine_mean
+        return compare(ref, make(graph, stats["means"])(x)).cosine_mean
 
     base = cosine(exclude)
     gains = [(name, cosine((*exclude, name)) - base) for name in qdq.plan(model, frozenset(exclude)).nodes]

@@ -244,6 +244,14 @@ def route_graphs(ctx, qdq_graph: Path, precision_record: dict, vnni: bool) -> tu
     u8 = f"its {len(unsigned)} non-negative activations as uint8 (zero point 0)"
     w7 = "7-bit dense-layer weights, bias-corrected (no VNNI on this CPU: int16 sums of u8 x s8 products would overflow)"
     described = {"qdq-onnx": f"{qdq_graph.name} with {u8}", "qdq-onnx-w7": f"{qdq_graph.name} with {u8} and {w7}"}
+    if ctx.keep_float:
+        # An escalation ranked its layers on this host's own Q/DQ route (pipeline/escalate.py): the route
+        # stays, or a step could swap in a route the ranking never measured (seen on Lite0 at 96 px: the
+        # 8-bit route won on tuning views by 0.001 and lost 4 points of agreement to the 7-bit one).
+        own = host_route(vnni)
+        if own == "qdq-onnx-w7":
+            graphs = {own: seven_bit_weights(graph, _statistics(ctx)["means"])[0]}
+        return graphs, {own: described[own]}
     kept = [k["node"] for k in precision_record.get("kept_float", [])]
     if vnni and not kept:
         return graphs, described
@@ -251,13 +259,18 @@ def route_graphs(ctx, qdq_graph: Path, precision_record: dict, vnni: bool) -> tu
     if not vnni:
         graphs["qdq-onnx-w7"] = seven_bit_weights(graph, stats["means"])[0]
     if kept:
-        own = "qdq-onnx" if vnni else "qdq-onnx-w7"  # the encoding this CPU runs well
+        own = host_route(vnni)
         full, unsigned_full = unsigned_where_nonnegative(without_kept_float(ctx, stats, precision_record["method"]))
         graphs[f"{own}-all-int8"] = full if vnni else seven_bit_weights(full, stats["means"])[0]
         described[f"{own}-all-int8"] = (
             f"model.sim.onnx quantized as {qdq_graph.name} but with its {len(kept)} sensitivity-kept float layers "
             f"in int8 too, {len(unsigned_full)} non-negative activations as uint8" + ("" if vnni else f" and {w7}"))
     return graphs, described
+
+
+def host_route(vnni: bool) -> str:
+    """The Q/DQ route this CPU runs well: 8-bit weights with VNNI, 7-bit dense weights without."""
+    return "qdq-onnx" if vnni else "qdq-onnx-w7"
 
 
 def float_twins(cos: dict[str, float]) -> set[str]:
@@ -284,9 +297,12 @@ def compile_int8(ctx, qdq_graph: Path, precision_record: dict, vnni: bool | None
             dirs[k].mkdir()
             onnx.save(g, str(dirs[k] / qdq_graph.name))
             convert(dirs[k] / qdq_graph.name, dirs[k], compress_to_fp16=False)
-        dirs["nncf"].mkdir()
         t = time.perf_counter()
-        _nncf_ir(ctx, dirs["nncf"] / "model.xml")
+        if ctx.keep_float:  # NNCF's route ignores which layers are float: an escalation has no use for it
+            del dirs["nncf"]
+        else:
+            dirs["nncf"].mkdir()
+            _nncf_ir(ctx, dirs["nncf"] / "model.xml")
         nncf_seconds = time.perf_counter() - t
         tuning = ctx.calibration.tuning(ctx.preprocess)
         ref = ort_backend.run_all(ctx.dir / "model.sim.onnx", tuning)
@@ -296,13 +312,15 @@ def compile_int8(ctx, qdq_graph: Path, precision_record: dict, vnni: bool | None
         lat = interleaved_p50({k: r.bound(x) for k, r in runners.items()})
         twins = float_twins(cos)
         chosen, why = choose({k: c for k, c in cos.items() if k not in twins}, lat)
-        device = runners["nncf"].device
+        if ctx.keep_float:
+            why = "escalation: the host's Q/DQ route, on which the layers kept in float were ranked"
+        device = next(iter(runners.values())).device
         del runners
         for name in ("model.xml", "model.bin"):
             shutil.move(str(dirs[chosen] / name), str(ctx.dir / name))
     finally:
         shutil.rmtree(alt, ignore_errors=True)
-    described["nncf"] = "model.sim.onnx via NNCF"
+    described.setdefault("nncf", "model.sim.onnx via NNCF")
     if twins:
         why += f" (left out as float twins of all-int8 routes: {', '.join(sorted(twins))})"
     return {"files": ["model.xml", "model.bin"], "compress_to_fp16": False, "int8_route": chosen,
