@@ -22,6 +22,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 TUNING_VIEWS = 64
+HELD_OUT_VIEWS = 64  # views that judge the self-distillation (precision/distill.py)
 
 
 @dataclass
@@ -44,6 +45,24 @@ class CalibrationSet:
             return to_input(tuning_views(count, preprocess), preprocess)
         step = max(1, len(self.data) // count)
         return self.data[::step][:count]
+
+    def distillation_split(self, preprocess: Preprocess, count: int = HELD_OUT_VIEWS) -> tuple[np.ndarray, np.ndarray, str]:
+        """(views to distil on, held-out views to judge the distillation on, what the held-out views are).
+
+        The held-out views must be ones neither the range statistics nor the distillation saw. For the
+        default set they are fresh crops of the calibration photos (another seed, and never a photo's
+        plain first view, which every seed shares); the verification photos stay the fidelity report's
+        alone. For the user's data, the last quarter of it is held out of the distillation (the range
+        statistics did see it: there is no other data to hold out)."""
+        if self.source.startswith("default"):
+            from ..photos import calibration_photos, recipe
+
+            photos = calibration_photos()
+            fresh = views(photos, len(photos) + count, preprocess, seed=recipe()["views"]["seed"] + 1)[len(photos):]
+            return self.data, to_input(fresh, preprocess), "fresh crops (another seed) of the calibration photos"
+        cut = len(self.data) - max(1, len(self.data) // 4)
+        return (self.data[:cut], self.data[cut:],
+                "the last quarter of the calibration views, left out of the distillation (not of the statistics)")
 
     def record(self) -> dict:
         return {"source": self.source, "sha256": self.sha256, "views": int(len(self.data)), "images": self.images,
