@@ -31,8 +31,11 @@ from ..verify import compare
 
 STEPS = 24  # measured on pretrained Lite0, 224 px, 2 CPU cores: ~3 s a step; a fixed count keeps builds reproducible
 BATCH = 8
-LR_SCALE = 2e-3  # Adam on log-scales: at most ~0.2% of a scale per step
-LR_BIAS = 2e-4
+# Adam on log-scales (at most ~0.2% of a scale a step) and on biases. Measured on pretrained Lite0, 24 steps,
+# held-out mean cosine 0.99624 before: these 0.99789; scales alone at 5e-3 0.99693; weight scales learned too
+# (2e-3) fell below the untuned graph.
+LR_SCALE = 2e-3
+LR_BIAS = 1e-4
 THREADS = 4
 SEED = 0
 
@@ -68,7 +71,7 @@ class QDQGraph(torch.nn.Module):
     OPS = {"Conv", "Gemm", "Add", "Mul", "Sigmoid", "Relu", "Clip", "GlobalAveragePool", "Flatten", "Reshape",
            "Pad", "Constant", "QuantizeLinear", "DequantizeLinear"}
 
-    def __init__(self, model: onnx.ModelProto):
+    def __init__(self, model: onnx.ModelProto, weight_scales: bool = False):
         super().__init__()
         g = model.graph
         unknown = sorted({n.op_type for n in g.node} - self.OPS)
@@ -81,7 +84,9 @@ class QDQGraph(torch.nn.Module):
         for n in g.node:
             for i in n.input:
                 readers[i] = readers.get(i, 0) + 1
-        scales = {n.input[1] for n in g.node if n.op_type == "QuantizeLinear"}
+        # Weight scales stay per channel at amax/127 unless asked: learning them undoes the bias correction's
+        # premise and, measured on Lite0, moved the held-out cosine down.
+        scales = {n.input[1] for n in g.node if n.op_type == "QuantizeLinear" and (weight_scales or n.input[0] not in inits)}
         quantized_weighted = {n.input[1]: n for n in g.node if n.op_type in ("Conv", "Gemm")}
         dq_out = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear"}
         biases = {n.input[2] for w, n in quantized_weighted.items()
@@ -209,7 +214,7 @@ class Tuned:
 
 
 def distill(qdq_model: onnx.ModelProto, teacher: np.ndarray, x: np.ndarray, steps: int = STEPS,
-            batch: int = BATCH) -> Tuned:
+            batch: int = BATCH, weight_scales: bool = False) -> Tuned:
     """Tune `qdq_model`'s scales and biases so its logits on views `x` approach `teacher` (FP32 logits).
 
     Loss: mean squared difference of the logits, each view's logits normalised by FP32's spread, so a
@@ -217,7 +222,7 @@ def distill(qdq_model: onnx.ModelProto, teacher: np.ndarray, x: np.ndarray, step
     start = time.perf_counter()
     with _threads(THREADS):
         torch.manual_seed(SEED)
-        net = QDQGraph(qdq_model)
+        net = QDQGraph(qdq_model, weight_scales)
         scales = [net.params[net.learned[n]] for n in net.scale_names]
         biases = [net.params[net.learned[n]] for n in net.bias_names]
         opt = torch.optim.Adam([{"params": scales, "lr": LR_SCALE}, {"params": biases, "lr": LR_BIAS}])
@@ -233,7 +238,7 @@ def distill(qdq_model: onnx.ModelProto, teacher: np.ndarray, x: np.ndarray, step
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         tuned = net.write_back(qdq_model)
     weight_scales = sum(1 for n in net.scale_names if net.const.get(n) is None and net.value(n).ndim > 0)
     learned = {"activation_scales": len(net.scale_names) - weight_scales, "weight_scales": weight_scales,
