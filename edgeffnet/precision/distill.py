@@ -260,7 +260,7 @@ def tune(qdq_model: onnx.ModelProto, fp32_model: onnx.ModelProto, train_x: np.nd
     teacher = ort_backend.run_all(fp32_model, train_x)
     held_ref = ort_backend.run_all(fp32_model, held_x)
     before = score(qdq_model, held_x, held_ref)
-    record = {"method": "self-distillation: activation and weight scales, biases; teacher FP32 logits",
+    record = {"method": "self-distillation: per-tensor activation scales and the quantized layers' biases learn; teacher FP32 logits",
               "train_views": int(len(train_x)), "held_out": held_what, "untuned": before}
     try:
         t = distill(qdq_model, teacher, train_x, steps)
