@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -18,7 +20,7 @@ from edgeffnet.simplify import simplify
 from edgeffnet.verify import compare
 
 
-def _graphs(spec: str, tmp: "Path") -> tuple[onnx.ModelProto, onnx.ModelProto, np.ndarray]:
+def _graphs(spec: str, tmp: Path) -> tuple[onnx.ModelProto, onnx.ModelProto, np.ndarray]:
     """FP32 and Q/DQ graphs of `spec` (random weights, 96 px) and 24 calibration-photo views."""
     model = create_model(spec, seed=0)
     export_onnx(model, tmp / "m.onnx", 96, 1, False, 13)
