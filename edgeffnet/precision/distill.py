@@ -29,8 +29,8 @@ from onnx import numpy_helper
 from ..backends import onnxruntime as ort_backend
 from ..verify import compare
 
-# Pretrained Lite0 at 224 px on a 2-core CPU: about 3 s a step (8 views, channels_last) with other jobs
-# beside it, 20 s at a load of 10. A fixed count, not a time budget, keeps builds reproducible.
+# Pretrained Lite0 at 224 px on a 2-core CPU: about 4 s a step (8 views, channels_last; 100 s for 24) idle,
+# 20 s at a load of 10. A fixed count, not a time budget, keeps builds reproducible.
 STEPS = 24
 BATCH = 8
 # Adam on log-scales (at most ~0.2% of a scale a step) and on biases. Measured on pretrained Lite0, 24 steps:
