@@ -199,6 +199,9 @@ _D = BuildOptions()  # every default written once, in pipeline/options.py
 @click.option("--min-agreement", type=FiniteFloat(0, 1), default=_D.min_agreement, show_default=True,
               help="INT8 of trained weights fails below this top-1 agreement with FP32 on verification views.")
 @click.option("--allow-drop", is_flag=True, help="Keep an INT8 build whose agreement is below --min-agreement.")
+@click.option("--distill", is_flag=True,
+              help="INT8 of trained weights: self-distil the Q/DQ activation scales and biases toward FP32 (about "
+                   "100 s on Lite0); kept only where it follows FP32 better on held-out photos.")
 @click.option("--fidelity-views", type=_whole("fidelity_views"),
               help="Verification views for the fidelity report (FP16/INT8); default 200 for trained weights, "
                    "48 for random ones (which make no agreement claim).")

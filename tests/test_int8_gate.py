@@ -317,11 +317,15 @@ def test_route_graphs_add_an_all_int8_route_only_where_layers_were_kept_float(tm
 
     graphs, _ = routes.route_graphs(ctx, tmp_path / "model.int8.onnx", record, vnni=True)
     assert set(graphs) == {"qdq-onnx", "qdq-onnx-all-int8"}
-    ctx.keep_float = ("conv1",)  # an escalation's layers stay float in every route
-    assert not weight_is_quantized(routes.route_graphs(ctx, tmp_path / "model.int8.onnx", record, True)[0]
-                                   ["qdq-onnx-all-int8"], "conv1")
     assert set(routes.route_graphs(ctx, tmp_path / "model.int8.onnx", {"method": "minmax", "kept_float": []},
                                    vnni=True)[0]) == {"qdq-onnx"}
+    # An escalation builds only the host's own route, the one its layers were ranked on, with them in float.
+    ctx.keep_float = ("conv1",)
+    escalated = {"method": "minmax", "kept_float": []}
+    for vnni, own in ((True, "qdq-onnx"), (False, "qdq-onnx-w7")):
+        graphs, described = routes.route_graphs(ctx, tmp_path / "model.int8.onnx", escalated, vnni)
+        assert set(graphs) == set(described) == {own} and routes.host_route(vnni) == own
+        assert not weight_is_quantized(graphs[own], "conv1") and weight_is_quantized(graphs[own], "conv2")
 
 
 def test_a_route_with_float_layers_leaves_the_latency_race_to_its_as_faithful_all_int8_twin():

@@ -467,12 +467,12 @@ def test_fp16_build_agrees_fully(fp16_build):
 
 @pytest.fixture(scope="module")
 def int8_runs(fp16_build, cache_dir, tmp_path_factory):
-    """The same INT8 build twice: held to 100% agreement (fails), then with --allow-drop (a bundle)."""
+    """The same INT8 build twice: held to 100% agreement (fails), then with --allow-drop and --distill (a bundle)."""
     base = tmp_path_factory.mktemp("int8")
     args = ["build", SPEC, "--weights", "pretrained", "--precision", "int8", "--calib-size", "32",
             "--fidelity-views", "96", "--min-agreement", "1.0"]
     failed = _cli(cache_dir, *args, "-o", str(base / "strict"))
-    kept = _cli(cache_dir, *args, "--allow-drop", "-o", str(base / "kept"))
+    kept = _cli(cache_dir, *args, "--allow-drop", "--distill", "-o", str(base / "kept"))
     return base, failed, kept
 
 
@@ -516,7 +516,11 @@ def test_int8_build_with_allow_drop_records_everything(int8_runs):
 
     graph = onnx.load(str(out / pre["graph"]))
     kept_names = {k["node"] for k in pre["kept_float"]}
-    check_qdq(graph, excluded=kept_names)
+    check_qdq(graph, excluded=kept_names)  # a self-distilled graph keeps every rule
+    sd = pre["self_distillation"]  # both graphs scored on held-out views, the better one kept
+    assert {"untuned", "tuned", "held_out"} <= set(sd) and sd["tuned"]["views"] == sd["untuned"]["views"] > 0
+    better = sd["tuned"]["cosine_mean"] > sd["untuned"]["cosine_mean"]
+    assert sd["kept"] == ("tuned" if better else "untuned")
 
     comp = m["stages"]["compile"]
     assert comp["int8_route"] in comp["int8_routes"]
@@ -612,6 +616,7 @@ def test_random_weight_int8_graph_follows_its_fp32(cache_dir, tmp_path_factory):
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "manifest.json").read_text())
     assert m["weights"]["random_init"] and not m["fidelity"]["gated"]
+    assert m["stages"]["precision"]["self_distillation"] == {"kept": "untuned", "reason": "skipped: random-init weights"}
     rows = m["fidelity"]["rows"]
     cosines = {row["artifact"]: row["cosine_mean"] for row in rows}
     # The INT8 graph itself; OpenVINO's compiled artifact (its own int8 kernels) is reported beside it and the

@@ -43,6 +43,7 @@ class BuildOptions:
     calib_method: str | None = None  # None: the range method that measures best
     min_agreement: float = 0.98  # INT8 of trained weights fails below this top-1 agreement with FP32
     allow_drop: bool = False  # keep an INT8 build under min_agreement
+    distill: bool = False  # INT8 of trained weights: try self-distilling the Q/DQ scales and biases (precision/distill.py)
     fidelity_views: int | None = None  # None: FIDELITY_VIEWS_TRAINED or FIDELITY_VIEWS_RANDOM
     val: str | None = None  # labelled images: fp16/int8 are gated on the top-1 accuracy drop instead
     max_drop: float = 1.0  # with val: the largest top-1 accuracy drop (percentage points) a build keeps
@@ -95,7 +96,7 @@ class BuildOptions:
         if precision == "fp32":
             return graph
         return graph | {k: d[k] for k in ("calib", "calib_size", "calib_method", "min_agreement", "allow_drop",
-                                         "fidelity_views")} | (
+                                         "distill", "fidelity_views")} | (
             {"val": self.val, "max_drop": self.max_drop, "classes": self.classes} if self.val else {})
 
 

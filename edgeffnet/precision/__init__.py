@@ -22,6 +22,7 @@ def cache_parts(ctx) -> dict:
 
     return {"precision": "int8", "pass": int8.VERSION, "calib": ctx.calibration.sha256,
             "method": ctx.options.calib_method, "sensitivity": ctx.trained and not ctx.keep_float, "fidelity_views": views,
+            "distill": ctx.options.distill and ctx.trained,
             "escalated_float": list(ctx.keep_float)}
 
 
@@ -61,6 +62,7 @@ def _int8(ctx, simplified: Path) -> dict:
     # An escalation (pipeline/escalate.py) names every layer to keep in float itself: no sensitivity pass.
     result = int8.quantize_model(model, stats, cal.tuning(ctx.preprocess), o.calib_method,
                                  ctx.trained and not ctx.keep_float, ctx.keep_float)
+    result.model, distilled = _self_distill(ctx, model, result.model)
     counts = int8.write(result, ctx.dir / INT8_GRAPH)
     x, ref = ctx.fidelity_data
     # literal: ORT's extended optimisations replace a DequantizeLinear feeding a Conv by their own
@@ -75,11 +77,36 @@ def _int8(ctx, simplified: Path) -> dict:
             "quantized_nodes": len(result.plan.nodes), "kept_float": result.kept_float,
             "escalated_float": list(ctx.keep_float),
             "sensitivity_ranking": [{"node": n, "cosine_gain": round(g, 6)} for n, g in result.ranking[:16]],
-            "tuning": result.tuning, "qdq": counts, "scheme": {
+            "tuning": result.tuning, "self_distillation": distilled, "qdq": counts, "scheme": {
                 "activations": "int8 per-tensor symmetric, zero point 0",
                 "weights": "int8 per-output-channel symmetric (axis 0; Gemm output axis), zero point 0",
                 "bias_correction": True},
             "fidelity": row, "parity": parity, "verified_with": "onnxruntime CPU",
-            "summary": f"{result.method}, {len(result.plan.nodes)} layers int8, "
+            "summary": f"{result.method}, {distilled['kept']} scales, {len(result.plan.nodes)} layers int8, "
                        f"{len(result.kept_float) + len(ctx.keep_float)} kept float, "
                        f"top-1 {row['top1_agreement']:.1%} over {row['views']} views"}
+
+
+def _self_distill(ctx, fp32_model, qdq_model):
+    """The Q/DQ graph tuned by self-distillation (precision/distill.py) when it follows FP32 more closely
+    on held-out views, else the graph as calibrated; and the record of both scores and the choice."""
+    import time
+
+    from . import distill
+
+    if not ctx.trained:  # random-init logits carry no meaning worth matching, and the time buys nothing
+        return qdq_model, {"kept": "untuned", "reason": "skipped: random-init weights"}
+    if not ctx.options.distill:
+        # Off by default: measured on pretrained Lite0/Lite1 it did not earn its ~100 s (README, INT8).
+        return qdq_model, {"kept": "untuned", "reason": "not asked (--distill)"}
+    train_x, held_x, held_what = ctx.calibration.distillation_split(ctx.preprocess)
+    if len(train_x) < distill.BATCH:
+        return qdq_model, {"kept": "untuned", "reason": f"skipped: {len(train_x)} calibration views, "
+                                                         f"fewer than one batch ({distill.BATCH})"}
+    start = time.perf_counter()
+    model, record = distill.tune(qdq_model, fp32_model, train_x, held_x, held_what)
+    record["stage_seconds"] = round(time.perf_counter() - start, 1)
+    ctx.log.info(f"self-distillation: held-out cosine {record['untuned']['cosine_mean']:.5f} untuned, "
+                 f"{record.get('tuned', {}).get('cosine_mean', float('nan')):.5f} tuned; kept {record['kept']} "
+                 f"({record['stage_seconds']:.0f}s)")
+    return model, record

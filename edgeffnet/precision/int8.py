@@ -21,7 +21,7 @@ from ..verify import compare
 from . import qdq, ranges
 
 METHODS = ranges.METHODS
-VERSION = "qdq-5"  # part of the stage cache key: bump when the pass changes what it writes
+VERSION = "qdq-6"  # part of the stage cache key: bump when the pass changes what it writes
 RANK_VIEWS = 24  # views for ranking single-layer sensitivity (one network run per quantized layer)
 MAX_FLOAT_LAYERS = 4
 TARGET_COSINE = 0.998  # measured on pretrained Lite0: below it, top-1 agreement on photos falls under 99%
