@@ -533,10 +533,10 @@ def test_int8_build_with_allow_drop_records_everything(int8_runs):
 
 
 # Pretrained Lite0 at 96 px (calibration 32 views) on this CPU without VNNI: the OpenVINO IR (7-bit dense
-# weights) agrees with FP32 on 88.3% of the 197 confident verification views, ONNX Runtime's Q/DQ graph on
-# 97.0%. Held to ESCALATED_GATE, the first build misses on the IR; with the IR's most damaging layer in float
-# it measured 90.4%, and 91.9% with three.
-ESCALATED_GATE = "0.90"
+# weights, bias-corrected) agrees with FP32 on 90.9% of the 197 confident verification views, ONNX Runtime's
+# Q/DQ graph on 97.0%. Held to ESCALATED_GATE, the first build misses on the IR; with the IR's most damaging
+# layer in float it measured 94.4%, with three 95.9% (a pass).
+ESCALATED_GATE = "0.95"
 
 
 @pytest.fixture(scope="module")

@@ -323,10 +323,11 @@ def compile_int8(ctx, qdq_graph: Path, precision_record: dict, vnni: bool | None
     described.setdefault("nncf", "model.sim.onnx via NNCF")
     if twins:
         why += f" (left out as float twins of all-int8 routes: {', '.join(sorted(twins))})"
+    encoded = graphs.get(chosen, graphs.get("qdq-onnx"))  # NNCF's route: the Q/DQ graph's own encoding
     return {"files": ["model.xml", "model.bin"], "compress_to_fp16": False, "int8_route": chosen,
             "int8_route_reason": why, "converted_from": described[chosen],
             "int8_routes": {k: {"latency_p50_ms": round(lat[k], 4), "tuning_cosine_mean": round(cos[k], 6)} for k in lat},
             "int8_routes_measured_on": device, "cpu_vnni": vnni,
-            "uint8_activations": sum(1 for n in graphs["qdq-onnx"].graph.node if n.op_type == "QuantizeLinear"
+            "uint8_activations": sum(1 for n in encoded.graph.node if n.op_type == "QuantizeLinear"
                                      and ZERO_UINT8 in n.input),
             "nncf_seconds": round(nncf_seconds, 2)}
