@@ -4,9 +4,9 @@
 weights', costs most of the INT8 agreement. Range methods choose each activation's threshold from its
 own histogram, blind to what the clipping and the rounding do to the logits; here the Q/DQ graph itself
 runs in torch with fake quantization (rounding passes gradients straight through, as in LSQ) and its
-per-tensor activation scales, per-channel weight scales and the biases of the quantized layers learn, by
-gradient descent, to bring its logits to the FP32 graph's on the calibration views (the teacher is the
-FP32 graph: no labels). Everything else stays TensorRT's: int8, symmetric, zero point 0, weights per
+per-tensor activation scales and the biases of the quantized layers learn (the per-channel weight scales
+only when asked: see LR_SCALE), by gradient descent, to bring its logits to the FP32 graph's on the
+calibration views (the teacher is the FP32 graph: no labels). Everything else stays TensorRT's: int8, symmetric, zero point 0, weights per
 output channel, activations per tensor; the learned values go back into the same initializers, so the
 graph's structure, and every runtime's reading of it, is unchanged.
 
