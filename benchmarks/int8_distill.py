@@ -20,24 +20,13 @@ import tempfile
 from pathlib import Path
 
 import edgeffnet
-from edgeffnet import precision
-
-
-def _untuned(ctx, fp32_model, qdq_model):
-    return qdq_model, {"kept": "untuned", "reason": "benchmark: self-distillation off"}
 
 
 def build(spec: str, weights: str, work: Path, tuned: bool) -> dict:
     name = "tuned" if tuned else "untuned"
     os.environ["EDGEFFNET_CACHE"] = str(work / f"cache-{name}")
-    real = precision._self_distill
-    if not tuned:
-        precision._self_distill = _untuned
-    try:
-        bundle = edgeffnet.build(spec, weights=weights, precision="int8", output=work / f"{spec}-{name}",
-                                 allow_drop=True)
-    finally:
-        precision._self_distill = real
+    bundle = edgeffnet.build(spec, weights=weights, precision="int8", output=work / f"{spec}-{name}",
+                             allow_drop=True, distill=tuned)
     stages = bundle.manifest.stages
     return {"variant": name, "precision_seconds": stages["precision"]["seconds"],
             "self_distillation": stages["precision"]["self_distillation"],

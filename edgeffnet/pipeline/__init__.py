@@ -147,6 +147,6 @@ def build(spec: str, target: str = "cpu", precision: str | None = None, weights:
     """Build `spec` for `target` into a verified bundle (the Python API of `edgeffnet build`).
 
     `options` are BuildOptions fields (batch, dynamic_batch, opset, seed, views, cache, require_engine,
-    calib, calib_size, calib_method, min_agreement, allow_drop, fidelity_views, val, max_drop, num_classes,
-    resolution)."""
+    calib, calib_size, calib_method, min_agreement, allow_drop, distill, fidelity_views, val, max_drop, classes,
+    num_classes, resolution)."""
     return run(prepare(spec, target, precision, weights, output, BuildOptions.from_kwargs(options)))
