@@ -469,6 +469,16 @@ def compile_cmd(bundle_dir) -> None:
 
 # -- search and fit: choosing for the device (edgeffnet/search/) -------------------------------------------
 
+def _refuse_ignored(used: dict[str, bool]) -> None:
+    """An option given on the command line that this run would not use is refused, not dropped silently."""
+    ctx = click.get_current_context()
+    for flag, applies in used.items():
+        name = flag.lstrip("-").replace("-", "_")
+        if not applies and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            needs = "--evaluate" if flag == "--evaluate-timeout" else "--data and --val"
+            raise UserError(f"{flag} applies only with {needs}, which this command does not give; drop it")
+
+
 def _bench_options(fn):
     for option in reversed((
             click.option("--iterations", "-n", type=COUNT, default=200, show_default=True,
@@ -495,6 +505,8 @@ def _bench_options(fn):
 @click.option("--latency-target", type=FINITE, help="T in ms (default: the paper's coefficients' measured latency).")
 @click.option("--evaluate", help="Accuracy from your command: {spec} and {output} are replaced; it writes "
                                  "{\"accuracy\": FRACTION} to {output}.")
+@click.option("--evaluate-timeout", type=FiniteFloat(0, 7 * 86400, min_open=True), default=7200.0, show_default=True,
+              help="Seconds one --evaluate run may take; then its process group is killed and the search stops.")
 @click.option("--data", type=click.Path(), help="Accuracy by training each candidate on this ImageFolder...")
 @click.option("--val", type=click.Path(), help="...and scoring it (top-1) on this one.")
 @click.option("--epochs", type=Whole(1, 10_000), default=1, show_default=True, help="Training epochs per candidate (--data).")
@@ -509,9 +521,9 @@ def _bench_options(fn):
 @_bench_options
 @click.option("-o", "--output", default="search", show_default=True, type=click.Path(), help="Results directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, latency_target, evaluate, data, val,
-               epochs, init, batch_size, lr, finalists, confirm_rounds, iterations, seconds, warmup, threads, metric, output,
-               as_json) -> None:
+def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, latency_target, evaluate, evaluate_timeout,
+               data, val, epochs, init, batch_size, lr, finalists, confirm_rounds, iterations, seconds, warmup, threads,
+               metric, output, as_json) -> None:
     """Step 1 on the device: alpha, beta, gamma under alpha*beta^2*gamma^2 ~= 2, each split built and timed.
 
     Candidates are ranked by ACC x (LAT/T)^w with LAT measured on the target; without --evaluate or --data,
@@ -528,8 +540,10 @@ def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, lat
                              ratio=flops_ratio, weight=weight, latency_target=latency_target, metric=metric,
                              confirm_rounds=confirm_rounds, finalists=finalists, out=Path(output),
                              settings=harness.BenchSettings(iterations, seconds, warmup, threads))
+    _refuse_ignored({"--evaluate-timeout": evaluate is not None,
+                     **dict.fromkeys(("--epochs", "--init", "--batch-size", "--lr"), bool(data))})
     evaluator = evaluators.choose(evaluate, data, val, epochs, init, batch_size, lr,
-                                  echo=lambda m: err.print(m, markup=False))
+                                  echo=lambda m: err.print(m, markup=False), timeout=evaluate_timeout)
     with console.candidate_progress(err, "search") as (on_candidate, echo):
         result = trials.run(plan, evaluator, echo=echo, on_candidate=on_candidate)
     err.print(f"{result['measured']} measured, {result['reused']} from disk, {len(result['failed'])} failed; "
