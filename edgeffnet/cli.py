@@ -11,16 +11,17 @@ import signal
 import sys
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from .errors import UserError
 from .pipeline.options import BOUNDS, BuildOptions
 from .scaling import SPEC_FORMS, __doc__ as SPEC_GRAMMAR
+from .user_text import TextConsole, one_line
 
 # Piped output gets wide tables: a log or a grep should not see names broken across lines.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
+# User text (paths, specs, record names) is printed as text: no markup, no emoji, control characters visible.
+out = TextConsole(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = TextConsole(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
 
 
 class FiniteFloat(click.FloatRange):
@@ -638,7 +639,7 @@ def main() -> None:
     try:
         cli(standalone_mode=False)
     except UserError as e:
-        err.print(f"edgeffnet: error: {e}", markup=False)
+        err.print(one_line(f"edgeffnet: error: {e}"))
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         err.print("edgeffnet: interrupted", markup=False)
@@ -649,7 +650,7 @@ def main() -> None:
     except click.UsageError as e:
         # One line like every other refusal: click's usage block would bury the reason under the synopsis.
         where = f" (see {e.ctx.command_path} --help)" if e.ctx else ""
-        err.print(f"edgeffnet: error: {e.format_message().rstrip('.')}{where}", markup=False)
+        err.print(one_line(f"edgeffnet: error: {e.format_message().rstrip('.')}{where}"))
         sys.exit(e.exit_code)
     except _Terminated:
         err.print("edgeffnet: terminated; nothing half-written was left behind", markup=False)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..untrusted import LOG_CAP
+from ..user_text import visible
 
 ERROR_LINE_CHARS = 300  # what of a failing command's last stderr line goes into the one-line error
 STDERR_TAIL_BYTES = 8192  # enough to hold that last line
@@ -25,8 +26,8 @@ STDERR_TAIL_BYTES = 8192  # enough to hold that last line
 
 def shown(text: str, limit: int = ERROR_LINE_CHARS) -> str:
     """User text for one line: control characters (ANSI escapes, newlines) made visible, length bounded."""
-    visible = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return visible if len(visible) <= limit else visible[:limit] + f"... ({len(visible) - limit:,} more characters)"
+    text = visible(text[:limit * 4 + 1], newlines=False)
+    return text if len(text) <= limit else text[:limit] + "... (cut)"
 
 
 class CappedLog:
