@@ -436,8 +436,10 @@ def report_cmd(paths, output, as_json) -> None:
 @click.option("--weights", "-w", help="Checkpoint or 'pretrained' for a MODEL spec (default with --compare: pretrained).")
 @click.option("--top", type=TOP, default=3, show_default=True, help="Maps of the top-k classes per image.")
 @click.option("--class", "klass", type=Whole(0, BOUNDS["num_classes"][1] - 1), help="The map of this class (ImageNet index) instead of the top-k.")
-@click.option("--compare", help="Comma-separated specs: each one's top-1 map on the same photos, one grid "
-                                "(the paper's Figure 7: --compare lite0,lite1,lite2). All arguments are images.")
+@click.option("--compare", multiple=True,
+              help="Specs: each one's top-1 map on the same photos, one grid (the paper's Figure 7: --compare "
+                   "lite0,lite1,lite2). A part with '=' belongs to the spec before it ('lite0,res=96,lite1' is two "
+                   "specs); ';' or a repeated --compare also separates. All arguments are images.")
 def cam_cmd(args, output, weights, top, klass, compare) -> None:
     """Class activation maps: where in each photo the network found its classes.
 
@@ -450,7 +452,7 @@ def cam_cmd(args, output, weights, top, klass, compare) -> None:
 
     out_dir = Path(output)
     if compare:
-        summary = cam.compare_models(_csv_list(compare), weights, list(args), out_dir, klass)
+        summary = cam.compare_models(cam.compare_specs(compare), weights, list(args), out_dir, klass)
     elif bundle.is_bundle(Path(args[0])):
         summary = cam.maps_of_bundle(args[0], list(args[1:]), out_dir, top, klass)
         err.print(f"artifact vs FP32 maps: mean correlation {summary['mean_correlation']:.4f}", markup=False)
