@@ -361,8 +361,10 @@ def bench_cmd(bundle_dir, mode, iterations, seconds, warmup, threads, streams, b
                                 "a device of its target; --target then takes a comma-separated list.")
 @click.option("--task-timeout", type=FiniteFloat(0, min_open=True), default=1800.0, show_default=True,
               help="With --cluster: seconds one device may take for a bundle (compile, verify, bench).")
+@click.option("--connect-timeout", type=FiniteFloat(0, 3600, min_open=True), default=15.0, show_default=True,
+              help="With --cluster: seconds to wait for the Ray head to answer before giving up with one line.")
 def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline, iterations, seconds, warmup, threads,
-              output, weights, as_json, cluster, task_timeout) -> None:
+              output, weights, as_json, cluster, task_timeout, connect_timeout) -> None:
     """Build (through the stage cache) and bench models x precisions on a target, then write the report.
 
     Run the same command again to continue an interrupted sweep: finished items are skipped.
@@ -376,13 +378,14 @@ def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline,
         from .scaling import table3_specs
 
         specs = tuple(specs) + tuple(table3_specs())
+    _refuse_ignored(dict.fromkeys(("--task-timeout", "--connect-timeout"), (bool(cluster), "--cluster")))
     settings = bench.Settings(iterations=iterations, seconds=seconds, warmup=warmup, threads=threads)
     dest = Path(output)
     if cluster:  # the device farm (edgeffnet/farm): the same items on every target's devices
         from .farm.sweep import run_command
 
         result = run_command(models, specs, scaling, _csv_list(target), _csv_list(precision), _csv_list(mode),
-                             _csv_list(baseline), settings, dest, cluster, task_timeout, weights)
+                             _csv_list(baseline), settings, dest, cluster, task_timeout, weights, connect_timeout)
     else:
         precisions = _csv_list(precision) or [targets.load(target).default_precision]
         result = sweep.run(sweep.plan(models, specs, scaling, precisions, weights), target, dest, _csv_list(mode),
@@ -472,13 +475,13 @@ def compile_cmd(bundle_dir) -> None:
 
 # -- search and fit: choosing for the device (edgeffnet/search/) -------------------------------------------
 
-def _refuse_ignored(used: dict[str, bool]) -> None:
-    """An option given on the command line that this run would not use is refused, not dropped silently."""
+def _refuse_ignored(used: dict[str, tuple[bool, str]]) -> None:
+    """An option given on the command line that this run would not use is refused, not dropped silently:
+    `used` maps each such option to (whether it applies, the option it needs)."""
     ctx = click.get_current_context()
-    for flag, applies in used.items():
+    for flag, (applies, needs) in used.items():
         name = flag.lstrip("-").replace("-", "_")
         if not applies and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
-            needs = "--evaluate" if flag == "--evaluate-timeout" else "--data and --val"
             raise UserError(f"{flag} applies only with {needs}, which this command does not give; drop it")
 
 
@@ -543,8 +546,8 @@ def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, lat
                              ratio=flops_ratio, weight=weight, latency_target=latency_target, metric=metric,
                              confirm_rounds=confirm_rounds, finalists=finalists, out=Path(output),
                              settings=harness.BenchSettings(iterations, seconds, warmup, threads))
-    _refuse_ignored({"--evaluate-timeout": evaluate is not None,
-                     **dict.fromkeys(("--epochs", "--init", "--batch-size", "--lr"), bool(data))})
+    _refuse_ignored({"--evaluate-timeout": (evaluate is not None, "--evaluate"),
+                     **dict.fromkeys(("--epochs", "--init", "--batch-size", "--lr"), (bool(data), "--data and --val"))})
     evaluator = evaluators.choose(evaluate, data, val, epochs, init, batch_size, lr,
                                   echo=lambda m: err.print(m, markup=False), timeout=evaluate_timeout)
     with console.candidate_progress(err, "search") as (on_candidate, echo):
