@@ -9,6 +9,7 @@ depth (alpha ~ 2) to all resolution (gamma ~ 1.41).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -77,31 +78,9 @@ def expected_size(step: float, tol: float, ratio: float) -> tuple[float, float]:
     return shell / step**3, pairs
 
 
-def _too_many(about: float, step: float, tol: float, ratio: float) -> UserError:
-    shell = _volume(ratio + tol) - _volume(max(1.0, ratio - tol))
-    coarser = (shell / MAX_CANDIDATES) ** (1 / 3) if shell > 0 else step
-    size = f"about {about:,.0f}" if about > MAX_CANDIDATES else f"more than {MAX_CANDIDATES:,}"
-    coarser = math.ceil(coarser * 1.1 * 1000) / 1000  # a margin: the estimate misses the grid's faces
-    change = (f"use --step {coarser:g} or coarser, or a smaller --tol" if coarser <= 0.5 else
-              "use a smaller --tol or --flops-ratio")
-    return UserError(f"--step {step:g} with --tol {tol:g} and --flops-ratio {ratio:g} gives {size} candidates, more "
-                     f"than the {MAX_CANDIDATES:,} a search measures; {change}")
-
-
-def grid(step: float = 0.05, tol: float = 0.1, ratio: float = 2.0) -> list[Candidate]:
-    """Every (alpha, beta, gamma) on multiples of `step`, each >= 1, with |alpha*beta^2*gamma^2 - ratio|
-    <= tol, plus the paper's (1.2, 1.1, 1.15) whether or not it lies on the grid. Paper first."""
-    if not 0.001 <= step <= 0.5:
-        raise UserError(f"--step must be between 0.001 and 0.5, got {step:g}")
-    if tol < 0 or ratio <= 1:
-        raise UserError(f"--tol must be >= 0 and --flops-ratio > 1 (got tol {tol:g}, ratio {ratio:g})")
-    about, pairs = expected_size(step, tol, ratio)
-    if about > 2 * MAX_CANDIDATES:  # the estimate is within a few percent at fine steps: clearly too many
-        raise _too_many(about, step, tol, ratio)
-    if pairs > MAX_PAIRS:
-        raise UserError(f"--step {step:g} with --flops-ratio {ratio:g} and --tol {tol:g} spans about {pairs:,.0f} "
-                        f"(alpha, beta) pairs to check, over {MAX_PAIRS:,}; use a coarser --step or a smaller "
-                        "--flops-ratio")
+def _listed(step: float, tol: float, ratio: float):
+    """The triples on the grid, one at a time: gamma runs only over its band sqrt((ratio-tol)/(alpha*beta^2))
+    .. sqrt(top/(alpha*beta^2)), so the work is the (alpha, beta) pairs plus the candidates found."""
     top = ratio + tol
     first = math.ceil(1 / step - 1e-9)  # the smallest multiple of step that is >= 1
 
@@ -111,16 +90,57 @@ def grid(step: float = 0.05, tol: float = 0.1, ratio: float = 2.0) -> list[Candi
             yield round(k * step, DIGITS)
             k += 1
 
-    # gamma runs only over its band sqrt((ratio-tol)/(alpha*beta^2)) .. sqrt(top/(alpha*beta^2)): the work is
-    # the pairs (bounded above) plus the candidates (bounded as they are found)
-    found: list[Candidate] = []
     for a in values(0, top):
         for b in values(0, math.sqrt(top / a)):
             for g in values((ratio - tol) / (a * b * b), math.sqrt(top / (a * b * b))):
                 if abs(a * b * b * g * g - ratio) <= tol + 1e-9:
-                    found.append(Candidate(a, b, g))
-                    if len(found) > MAX_CANDIDATES:
-                        raise _too_many(about, step, tol, ratio)
+                    yield Candidate(a, b, g)
+
+
+def _fits(step: float, tol: float, ratio: float, pairs_limit: float = MAX_PAIRS) -> bool:
+    about, pairs = expected_size(step, tol, ratio)
+    if about > 2 * MAX_CANDIDATES or pairs > pairs_limit:
+        return False
+    return sum(1 for _ in itertools.islice(_listed(step, tol, ratio), MAX_CANDIDATES + 1)) <= MAX_CANDIDATES
+
+
+def _coarser_step(step: float, tol: float, ratio: float) -> float | None:
+    """The finest step (to 0.001) found that gives at most the cap, checked by counting; None above 0.5."""
+    shell = _volume(ratio + tol) - _volume(max(1.0, ratio - tol))
+    s = max(step, (shell / MAX_CANDIDATES) ** (1 / 3) if shell > 0 else step)
+    for _ in range(60):
+        s = math.ceil(s * 1.05 * 1000) / 1000
+        if s > 0.5:
+            return None
+        if _fits(s, tol, ratio, MAX_PAIRS / 10):  # a tenth of the pairs: the suggestion is quick to find
+            return s
+    return None
+
+
+def _too_big(what: str, step: float, tol: float, ratio: float) -> UserError:
+    coarser = _coarser_step(step, tol, ratio)
+    change = (f"use --step {coarser:g} or coarser, or a smaller --tol" if coarser else
+              "use a smaller --tol or --flops-ratio")
+    return UserError(f"--step {step:g} with --tol {tol:g} and --flops-ratio {ratio:g} {what}; {change}")
+
+
+def grid(step: float = 0.05, tol: float = 0.1, ratio: float = 2.0) -> list[Candidate]:
+    """Every (alpha, beta, gamma) on multiples of `step`, each >= 1, with |alpha*beta^2*gamma^2 - ratio|
+    <= tol, plus the paper's (1.2, 1.1, 1.15) whether or not it lies on the grid. Paper first."""
+    if not 0.001 <= step <= 0.5:
+        raise UserError(f"--step must be between 0.001 and 0.5, got {step:g}")
+    if tol < 0 or ratio <= 1:
+        raise UserError(f"--tol must be >= 0 and --flops-ratio > 1 (got tol {tol:g}, ratio {ratio:g})")
+    cap = f"(a search measures at most {MAX_CANDIDATES:,})"
+    about, pairs = expected_size(step, tol, ratio)
+    if about > 2 * MAX_CANDIDATES:  # the estimate is within a few percent at fine steps: clearly too many
+        raise _too_big(f"gives about {about:,.0f} candidates {cap}", step, tol, ratio)
+    if pairs > MAX_PAIRS:
+        raise _too_big(f"spans about {pairs:,.0f} (alpha, beta) pairs to check (at most {MAX_PAIRS:,})", step, tol,
+                       ratio)
+    found = list(itertools.islice(_listed(step, tol, ratio), MAX_CANDIDATES + 1))
+    if len(found) > MAX_CANDIDATES:
+        raise _too_big(f"gives more than {MAX_CANDIDATES:,} candidates {cap}", step, tol, ratio)
     paper = Candidate(*PAPER)
     return [paper] + [c for c in found if c != paper]
 
