@@ -6,13 +6,13 @@ User errors (UserError) are caught once, in `main`, and printed as one line on s
 from __future__ import annotations
 
 import json
-import math
 import signal
 import sys
 
 import click
 from rich.table import Table
 
+from .cli_types import FiniteFloat
 from .errors import UserError
 from .pipeline.options import BOUNDS, BuildOptions
 from .scaling import SPEC_FORMS, __doc__ as SPEC_GRAMMAR
@@ -22,18 +22,6 @@ from .user_text import TextConsole, one_line
 # User text (paths, specs, record names) is printed as text: no markup, no emoji, control characters visible.
 out = TextConsole(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = TextConsole(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
-
-
-class FiniteFloat(click.FloatRange):
-    """A float that is a real number: click's float takes "nan" and "inf", and nan passes every bound."""
-
-    name = "number"
-
-    def convert(self, value, param, ctx):
-        rv = super().convert(value, param, ctx)
-        if not math.isfinite(rv):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
-        return rv
 
 
 class Whole(click.IntRange):

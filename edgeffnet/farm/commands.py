@@ -6,11 +6,12 @@ import json
 
 import click
 
+from ..cli_types import FiniteFloat
 from .probe import CONNECT_TIMEOUT_S
 
-# How long to wait for the head's first answer (probe.py); NaN is refused there.
+# How long to wait for the head's first answer (probe.py).
 connect_timeout_option = click.option(
-    "--connect-timeout", type=click.FloatRange(0, 3600, min_open=True), default=CONNECT_TIMEOUT_S, show_default=True,
+    "--connect-timeout", type=FiniteFloat(0, 3600, min_open=True), default=CONNECT_TIMEOUT_S, show_default=True,
     help="Seconds to wait for the Ray head to answer before giving up with one line.")
 
 
