@@ -534,7 +534,9 @@ def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, lat
                              ratio=flops_ratio, weight=weight, latency_target=latency_target, metric=metric,
                              confirm_rounds=confirm_rounds, finalists=finalists, out=Path(output),
                              settings=harness.BenchSettings(iterations, seconds, warmup, threads))
-    _refuse_ignored({"--evaluate-timeout": (evaluate is not None, "--evaluate"),
+    scored = (evaluate is not None or bool(data), "--evaluate or --data/--val")  # no accuracy: no objective
+    _refuse_ignored({"--evaluate-timeout": (evaluate is not None, "--evaluate"), "--weight": scored,
+                     "--latency-target": scored,
                      **dict.fromkeys(("--epochs", "--init", "--batch-size", "--lr"), (bool(data), "--data and --val"))})
     evaluator = evaluators.choose(evaluate, data, val, epochs, init, batch_size, lr,
                                   echo=lambda m: err.print(m, markup=False), timeout=evaluate_timeout)

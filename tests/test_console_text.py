@@ -83,3 +83,14 @@ def test_markup_in_a_saved_result_path_is_printed_after_saving(cli, tmp_path):
     assert json.loads((out / "cam.json").read_text())["images"]
     assert str(out) in done.err and "Traceback" not in done.err
     _plain(done.err)
+
+
+def test_log_lines_show_control_characters():
+    import logging
+
+    from edgeffnet import logs
+
+    buffer = io.StringIO()
+    handler = logs.console_handler(buffer)
+    handler.emit(logging.LogRecord("edgeffnet", logging.INFO, __file__, 1, "joining %s", ("\x1b]0;owned\x07",), None))
+    assert buffer.getvalue() == "joining \\x1b]0;owned\\x07\n"

@@ -147,6 +147,8 @@ def test_a_bad_output_is_one_line_and_the_next_run_is_clean(tmp_path, body, need
     (("--epochs", "3"), "--epochs applies only with --data"),
     (("--lr", "0.01"), "--lr applies only with --data"),
     (("--init", "pretrained"), "--init applies only with --data"),
+    (("--weight", "-0.1"), "--weight applies only with --evaluate or --data"),
+    (("--latency-target", "5"), "--latency-target applies only with --evaluate or --data"),
     (("--evaluate", "", "--data", "d", "--val", "v"), "one of them"),
 ])
 def test_cli_refuses_an_empty_or_ignored_evaluator_option(cli, tmp_path, args, needle):
