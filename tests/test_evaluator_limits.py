@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import textwrap
 import time
@@ -27,6 +28,7 @@ from edgeffnet.untrusted import LOG_CAP
 from one_line_cli import cli, refused  # noqa: F401  (cli is a fixture)
 
 PY = sys.executable
+DIRECTORY = "is a directory|not a regular file"  # untrusted.read_bytes's words for a folder where a file should be
 
 
 def _script(tmp_path: Path, name: str, body: str) -> Path:
@@ -122,7 +124,7 @@ def test_cli_refuses_a_bad_timeout(cli, tmp_path, bad):
 # -- what the command leaves at {output} -----------------------------------------------------------------
 
 @pytest.mark.parametrize("body,needle", [
-    ("import os, sys; os.makedirs(sys.argv[2] + '/inner')", "not a regular file"),
+    ("import os, sys; os.makedirs(sys.argv[2] + '/inner')", DIRECTORY),
     ("import os, sys; os.symlink('/etc/hostname', sys.argv[2])", "symbolic link"),
     ("import sys; open(sys.argv[2], 'w').write('{\"accuracy\": NaN}')", "NaN"),
     ("import sys; open(sys.argv[2], 'w').write('{\"accuracy\": Infinity}')", "Infinity"),
@@ -135,7 +137,7 @@ def test_a_bad_output_is_one_line_and_the_next_run_is_clean(tmp_path, body, need
     bad = _script(tmp_path, "bad.py", body)
     with pytest.raises(UserError) as e:
         _evaluator(bad)("b0,phi=1", tmp_path / "w")
-    assert needle in str(e.value) and "\n" not in str(e.value)
+    assert re.search(needle, str(e.value)) and "\n" not in str(e.value)
     good = _script(tmp_path, "good.py", GOOD)
     assert _evaluator(good)("b0,phi=1", tmp_path / "w") == 0.5  # what the bad one left is cleared first
 
@@ -192,7 +194,7 @@ SEARCH = ("search", "--step", "0.25", "--tol", "0.2", "--confirm-rounds", "1", "
 def test_an_evaluator_that_makes_output_a_directory_does_not_break_later_searches(cli, pretend, tmp_path):
     out = tmp_path / "s"
     maker = _script(tmp_path, "mkdir.py", "import os, sys; os.makedirs(sys.argv[2])")
-    refused(cli(*SEARCH, "--evaluate", f"{PY} {maker} {{spec}} {{output}}", "-o", out), "not a regular file")
+    assert re.search(DIRECTORY, refused(cli(*SEARCH, "--evaluate", f"{PY} {maker} {{spec}} {{output}}", "-o", out)))
     assert not (out / "search.json").exists()
     good = _script(tmp_path, "good.py", GOOD)
     done = cli(*SEARCH, "--evaluate", f"{PY} {good} {{spec}} {{output}}", "-o", out)
@@ -229,7 +231,7 @@ def test_a_damaged_candidate_file_is_one_line_and_never_ranked(cli, pretend, tmp
 
 
 @pytest.mark.parametrize("damage,needle", [
-    (lambda p: (p.unlink(), p.mkdir()), "not a regular file"),
+    (lambda p: (p.unlink(), p.mkdir()), DIRECTORY),
     (lambda p: p.write_text("[" * 500 + "]" * 500), "nests deeper"),
     (lambda p: p.write_text("{\"p50_ms\": 1"), "not valid JSON"),
     (lambda p: p.write_bytes(b"\xff\xfe{}"), "UTF-8"),
@@ -240,7 +242,7 @@ def test_a_candidate_file_that_is_not_a_json_file_is_one_line(cli, pretend, tmp_
     assert cli(*SEARCH, "-o", out).code == 0
     damage(_paper_file(out))
     started = time.monotonic()
-    refused(cli(*SEARCH, "-o", out), needle)
+    assert re.search(needle, refused(cli(*SEARCH, "-o", out)))
     assert time.monotonic() - started < 30
 
 
