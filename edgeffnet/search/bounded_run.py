@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,8 +120,9 @@ def run_bounded(argv: list[str], log_path: Path, timeout: float | None, cap: int
         _kill_group(proc)
         raise
     finally:
+        drained = time.monotonic() + 5  # a process that left the group (setsid) may hold the pipes: not forever
         for p in pumps:
-            p.join(timeout=5)  # a grandchild that kept the pipes open is in the killed group
+            p.join(timeout=max(0.0, drained - time.monotonic()))
         log.close()
     lines = err_tail.decode("utf-8", "replace").strip().splitlines()
     return Finished(code, lines[-1] if lines else "", log.dropped)
