@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from one_line_cli import cli, refused  # noqa: F401  (cli is a fixture)
 from PIL import Image
 
 import edgeffnet
 from edgeffnet import cam
-from one_line_cli import cli, refused  # noqa: F401  (cli is a fixture)
 
 SPEC = "lite0,res=64"
 

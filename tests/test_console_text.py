@@ -9,12 +9,12 @@ import json
 
 import numpy as np
 import pytest
+from one_line_cli import cli, refused  # noqa: F401  (cli is a fixture)
 from PIL import Image
 from rich.table import Table
 
 import edgeffnet
 from edgeffnet.user_text import TextConsole, one_line, visible
-from one_line_cli import cli, refused  # noqa: F401  (cli is a fixture)
 
 HOSTILE = ["[link=http://example.com/x]click[/link]", "[/bold]", ":cat: :thumbs_up:", "\x1b[31mred\x1b[0m",
            "\x1b]8;;http://example.com\x07hyper\x1b]8;;\x07", "bell\x07", "back\x08space", "\x9b2J"]

@@ -19,13 +19,13 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from one_line_cli import cli, refused  # noqa: F401  (cli is a fixture)
 
 from edgeffnet.errors import UserError
 from edgeffnet.scaling import parse_spec
 from edgeffnet.search import evaluators, fit, harness
 from edgeffnet.search.grid import PAPER, Candidate
 from edgeffnet.untrusted import LOG_CAP
-from one_line_cli import cli, refused  # noqa: F401  (cli is a fixture)
 
 PY = sys.executable
 DIRECTORY = "is a directory|not a regular file"  # untrusted.read_bytes's words for a folder where a file should be

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from one_line_cli import cli, refused  # noqa: F401  (cli is a fixture)
 
 from edgeffnet.farm import cluster
-from one_line_cli import cli, refused  # noqa: F401  (cli is a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 H2_SETTINGS = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])

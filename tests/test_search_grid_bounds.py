@@ -10,10 +10,10 @@ import time
 import tracemalloc
 
 import pytest
+from one_line_cli import cli, refused  # noqa: F401  (cli is a fixture)
 
 from edgeffnet.errors import UserError
 from edgeffnet.search.grid import MAX_CANDIDATES, PAPER, Candidate, expected_size, grid
-from one_line_cli import cli, refused  # noqa: F401  (cli is a fixture)
 
 
 def brute_force(step: float, tol: float, ratio: float) -> set[tuple[float, float, float]]:

@@ -55,7 +55,7 @@ def wait_for_head(address: str, host: str, port: int, seconds: float = CONNECT_T
                 raise UserError(silent)
             try:
                 block = sock.recv(9 - len(header))
-            except socket.timeout:
+            except TimeoutError:
                 continue  # back in Python: a pending SIGTERM or Ctrl-C is handled here
             except OSError:
                 raise UserError(alien) from None

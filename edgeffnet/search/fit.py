@@ -21,8 +21,8 @@ import numpy as np
 from ..errors import UserError
 from ..scaling import _ALIASES as _SPEC_ALIASES
 from ..scaling import ALPHA, BETA, GAMMA, parse_spec
-from . import harness
 from ..untrusted import field as typed_field
+from . import harness
 from .grid import baseline, network_key
 from .state_files import check_fields, read_state
 

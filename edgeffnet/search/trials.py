@@ -25,8 +25,8 @@ from ..errors import UserError
 from ..scaling import parse_spec
 from . import harness
 from .grid import Candidate, baseline, grid, network_key
-from .state_files import check_fields, read_state
 from .objective import DEFAULT_WEIGHT, objective, pareto_front, rank
+from .state_files import check_fields, read_state
 
 COLUMNS = ("alpha", "beta", "gamma", "flops_ratio", "depth_share", "width_share", "resolution_share", "spec",
            "resolution", "macs", "params", "p50_ms", "p90_ms", "p99_ms", "paper_p50_ms", "paper_p90_ms",
