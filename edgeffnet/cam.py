@@ -21,6 +21,7 @@ Sources of the feature map:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -33,6 +34,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import UserError
 from .preprocess import ImageTooLarge, Preprocess, normalise, read_image, resize_and_crop
+from .user_text import visible
 
 DISPLAY = 224  # pixels per panel: maps of models at different resolutions line up on one grid
 
@@ -290,12 +292,12 @@ def render(rows: list[list[Panel | Image.Image]], path: Path, title: str = "") -
             item = row[j]
             if isinstance(item, Panel):
                 ax.imshow(overlay(item))
-                ax.set_title(item.title, fontsize=7)
+                ax.set_title(visible(item.title), fontsize=7, parse_math=False)
             else:
                 ax.imshow(np.asarray(item.resize((DISPLAY, DISPLAY), Image.Resampling.BICUBIC)))
-                ax.set_title("photo", fontsize=7)
+                ax.set_title("photo", fontsize=7, parse_math=False)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(visible(title), fontsize=9, parse_math=False)  # "$x$" in a file name is not maths
     fig.tight_layout()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     os.close(fd)
@@ -327,7 +329,57 @@ def _classes(logits: np.ndarray, top: int, klass: int | None) -> list[int]:
 
 
 def _slug(path: str) -> str:
-    return Path(path).stem.replace(" ", "_") or "image"
+    stem = "".join(c if c.isprintable() and c not in " $" else "_" for c in Path(path).stem)
+    return stem or "image"
+
+
+def png_names(images: list[str]) -> list[str]:
+    """One PNG name per image, unique and the same on every run: IMAGE.cam.png, and where two images share
+    a name (a/same.jpg, b/same.jpg) a short hash of each one's folder too; a photo given twice gets -2."""
+    slugs = [_slug(i) for i in images]
+    names, taken = [], set()
+    for image, slug in zip(images, slugs):
+        if slugs.count(slug) > 1:
+            folder = str(Path(image).resolve().parent)
+            slug = f"{slug}-{hashlib.sha256(folder.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+        name, n = f"{slug}.cam.png", 1
+        while name in taken:
+            n += 1
+            name = f"{slug}-{n}.cam.png"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def compare_specs(values: list[str] | tuple[str, ...]) -> list[str]:
+    """--compare's specs. Each value holds one spec or several, separated by ';' or by commas: a comma
+    part with '=' continues the spec before it (the spec grammar's KEY=VALUE), one without starts the
+    next, so 'lite0,res=64,lite1' is two specs, lite0,res=64 and lite1. --compare may also be repeated."""
+    specs: list[str] = []
+    for value in values:
+        for group in value.split(";"):
+            current: list[str] = []
+            for part in (p.strip() for p in group.split(",")):
+                if not part:
+                    continue
+                if "=" in part and current:
+                    current.append(part)
+                else:
+                    if current:
+                        specs.append(",".join(current))
+                    current = [part]
+            if current:
+                specs.append(",".join(current))
+    return specs
+
+
+def _check_output(out: Path) -> None:
+    """-o must be a folder or a place one can be made: nothing on its way may be a file."""
+    for place in [out, *out.parents]:
+        if place.exists():
+            if not place.is_dir():
+                raise UserError(f"-o {visible(str(out))}: {visible(str(place))} is a file, not a folder; pass a folder")
+            return
 
 
 def _photos(images: list[str], top: int, out: Path) -> list[Image.Image]:
@@ -336,9 +388,15 @@ def _photos(images: list[str], top: int, out: Path) -> list[Image.Image]:
         raise UserError("no images given; pass one or more photos after the model")
     if top < 1:
         raise UserError(f"--top must be at least 1, got {top}")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"-o {out} exists and is a file; pass a directory")
+    _check_output(out)
     return [load_photo(p) for p in images]
+
+
+def _make(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"-o {visible(str(out))} cannot be made ({e.strerror or e}); pass a folder you can write") from None
 
 
 def _check_class(klass: int | None, num_classes: int) -> None:
@@ -358,10 +416,10 @@ def maps_of_model(spec: str, weights: str | None, images: list[str], out: Path, 
     photos = _photos(images, top, out)
     source = model_source(spec, weights)
     _check_class(klass, source.weights.shape[0])
-    out.mkdir(parents=True, exist_ok=True)
+    _make(out)
     names = _names(source.weights.shape[0])
     grid, records = [], []
-    for image, photo in zip(images, photos):
+    for image, photo, png in zip(images, photos, png_names(images)):
         crop, x = network_input(photo, source.preprocess)
         o = source.run(x)
         classes = _classes(o.logits, top, klass)
@@ -369,9 +427,9 @@ def maps_of_model(spec: str, weights: str | None, images: list[str], out: Path, 
         p = softmax(o.logits)
         panels = [Panel(crop, cam, f"{c} {_short(names[c])} {p[c]:.0%}") for c, cam in zip(classes, cams)]
         row = [crop] + panels
-        render([row], out / f"{_slug(image)}.cam.png", f"{source.label}: {Path(image).name}")
+        render([row], out / png, f"{source.label}: {Path(image).name}")
         grid.append(row)
-        records.append({"image": str(image), "png": f"{_slug(image)}.cam.png", "feature_map": list(o.features.shape),
+        records.append({"image": str(image), "png": png, "feature_map": list(o.features.shape),
                         "classes": [{"class": c, "name": names[c], "probability": float(p[c])} for c in classes]})
     render(grid, out / "grid.png", source.label)
     summary = {"source": source.info, "images": records, "grid": "grid.png"}
@@ -385,10 +443,10 @@ def maps_of_bundle(bundle_dir: str | Path, images: list[str], out: Path, top: in
     photos = _photos(images, top, out)
     fp32, artifact = bundle_sources(bundle_dir)
     _check_class(klass, fp32.weights.shape[0])
-    out.mkdir(parents=True, exist_ok=True)
+    _make(out)
     names = _names(fp32.weights.shape[0])
     grid, records = [], []
-    for image, photo in zip(images, photos):
+    for image, photo, png in zip(images, photos, png_names(images)):
         crop, x = network_input(photo, fp32.preprocess)
         ref, got = fp32.run(x), artifact.run(x)
         classes = _classes(ref.logits, top, klass)
@@ -399,10 +457,10 @@ def maps_of_bundle(bundle_dir: str | Path, images: list[str], out: Path, top: in
         ref_row = [crop] + [Panel(crop, cam, f"FP32 {c} {_short(names[c])} {p[c]:.0%}") for c, cam in zip(classes, ref_cams)]
         got_row = [crop] + [Panel(crop, cam, f"{artifact.info['precision']} {q[c]:.0%}, r={s:.3f}")
                             for c, cam, s in zip(classes, got_cams, sims)]
-        render([ref_row, got_row], out / f"{_slug(image)}.cam.png", f"{artifact.label} vs FP32: {Path(image).name}")
+        render([ref_row, got_row], out / png, f"{artifact.label} vs FP32: {Path(image).name}")
         grid.append([crop, ref_row[1], got_row[1]])
         records.append({
-            "image": str(image), "png": f"{_slug(image)}.cam.png", "feature_map": list(ref.features.shape),
+            "image": str(image), "png": png, "feature_map": list(ref.features.shape),
             "artifact_top1": int(np.argmax(got.logits)), "fp32_top1": int(np.argmax(ref.logits)),
             "classes": [{"class": c, "name": names[c], "fp32_probability": float(p[c]),
                          "artifact_probability": float(q[c]), "correlation": s,
@@ -420,15 +478,16 @@ def compare_models(specs: list[str], weights: str | None, images: list[str], out
                    klass: int | None = None) -> dict:
     """The seed's Figure 7: each model's top-1 (or --class) map on the same photos, one column per model."""
     if len(specs) < 2:
-        raise UserError("--compare takes two or more comma-separated specs, e.g. lite0,lite1,lite2")
+        raise UserError("--compare takes two or more specs, e.g. lite0,lite1,lite2 or 'lite0,res=96;lite1' "
+                        "(or --compare repeated)")
     photos = _photos(images, 1, out)
     sources = [model_source(s, weights or "pretrained") for s in specs]
     for source in sources:
         _check_class(klass, source.weights.shape[0])
-    out.mkdir(parents=True, exist_ok=True)
+    _make(out)
     grid, records = [], []
-    for image, photo in zip(images, photos):
-        row, entry = [], {"image": str(image), "png": f"{_slug(image)}.cam.png", "models": []}
+    for image, photo, png in zip(images, photos, png_names(images)):
+        row, entry = [], {"image": str(image), "png": png, "models": []}
         for source in sources:
             crop, x = network_input(photo, source.preprocess)
             o = source.run(x)

@@ -6,33 +6,22 @@ User errors (UserError) are caught once, in `main`, and printed as one line on s
 from __future__ import annotations
 
 import json
-import math
 import signal
 import sys
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from .cli_types import FiniteFloat
 from .errors import UserError
 from .pipeline.options import BOUNDS, BuildOptions
 from .scaling import SPEC_FORMS, __doc__ as SPEC_GRAMMAR
+from .user_text import TextConsole, one_line
 
 # Piped output gets wide tables: a log or a grep should not see names broken across lines.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
-
-
-class FiniteFloat(click.FloatRange):
-    """A float that is a real number: click's float takes "nan" and "inf", and nan passes every bound."""
-
-    name = "number"
-
-    def convert(self, value, param, ctx):
-        rv = super().convert(value, param, ctx)
-        if not math.isfinite(rv):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
-        return rv
+# User text (paths, specs, record names) is printed as text: no markup, no emoji, control characters visible.
+out = TextConsole(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = TextConsole(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
 
 
 class Whole(click.IntRange):
@@ -360,8 +349,10 @@ def bench_cmd(bundle_dir, mode, iterations, seconds, warmup, threads, streams, b
                                 "a device of its target; --target then takes a comma-separated list.")
 @click.option("--task-timeout", type=FiniteFloat(0, min_open=True), default=1800.0, show_default=True,
               help="With --cluster: seconds one device may take for a bundle (compile, verify, bench).")
+@click.option("--connect-timeout", type=FiniteFloat(0, 3600, min_open=True), default=15.0, show_default=True,
+              help="With --cluster: seconds to wait for the Ray head to answer before giving up with one line.")
 def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline, iterations, seconds, warmup, threads,
-              output, weights, as_json, cluster, task_timeout) -> None:
+              output, weights, as_json, cluster, task_timeout, connect_timeout) -> None:
     """Build (through the stage cache) and bench models x precisions on a target, then write the report.
 
     Run the same command again to continue an interrupted sweep: finished items are skipped.
@@ -375,13 +366,14 @@ def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline,
         from .scaling import table3_specs
 
         specs = tuple(specs) + tuple(table3_specs())
+    _refuse_ignored(dict.fromkeys(("--task-timeout", "--connect-timeout"), (bool(cluster), "--cluster")))
     settings = bench.Settings(iterations=iterations, seconds=seconds, warmup=warmup, threads=threads)
     dest = Path(output)
     if cluster:  # the device farm (edgeffnet/farm): the same items on every target's devices
         from .farm.sweep import run_command
 
         result = run_command(models, specs, scaling, _csv_list(target), _csv_list(precision), _csv_list(mode),
-                             _csv_list(baseline), settings, dest, cluster, task_timeout, weights)
+                             _csv_list(baseline), settings, dest, cluster, task_timeout, weights, connect_timeout)
     else:
         precisions = _csv_list(precision) or [targets.load(target).default_precision]
         result = sweep.run(sweep.plan(models, specs, scaling, precisions, weights), target, dest, _csv_list(mode),
@@ -435,8 +427,10 @@ def report_cmd(paths, output, as_json) -> None:
 @click.option("--weights", "-w", help="Checkpoint or 'pretrained' for a MODEL spec (default with --compare: pretrained).")
 @click.option("--top", type=TOP, default=3, show_default=True, help="Maps of the top-k classes per image.")
 @click.option("--class", "klass", type=Whole(0, BOUNDS["num_classes"][1] - 1), help="The map of this class (ImageNet index) instead of the top-k.")
-@click.option("--compare", help="Comma-separated specs: each one's top-1 map on the same photos, one grid "
-                                "(the paper's Figure 7: --compare lite0,lite1,lite2). All arguments are images.")
+@click.option("--compare", multiple=True,
+              help="Specs: each one's top-1 map on the same photos, one grid (the paper's Figure 7: --compare "
+                   "lite0,lite1,lite2). A part with '=' belongs to the spec before it ('lite0,res=96,lite1' is two "
+                   "specs); ';' or a repeated --compare also separates. All arguments are images.")
 def cam_cmd(args, output, weights, top, klass, compare) -> None:
     """Class activation maps: where in each photo the network found its classes.
 
@@ -449,7 +443,7 @@ def cam_cmd(args, output, weights, top, klass, compare) -> None:
 
     out_dir = Path(output)
     if compare:
-        summary = cam.compare_models(_csv_list(compare), weights, list(args), out_dir, klass)
+        summary = cam.compare_models(cam.compare_specs(compare), weights, list(args), out_dir, klass)
     elif bundle.is_bundle(Path(args[0])):
         summary = cam.maps_of_bundle(args[0], list(args[1:]), out_dir, top, klass)
         err.print(f"artifact vs FP32 maps: mean correlation {summary['mean_correlation']:.4f}", markup=False)
@@ -468,6 +462,16 @@ def compile_cmd(bundle_dir) -> None:
 
 
 # -- search and fit: choosing for the device (edgeffnet/search/) -------------------------------------------
+
+def _refuse_ignored(used: dict[str, tuple[bool, str]]) -> None:
+    """An option given on the command line that this run would not use is refused, not dropped silently:
+    `used` maps each such option to (whether it applies, the option it needs)."""
+    ctx = click.get_current_context()
+    for flag, (applies, needs) in used.items():
+        name = flag.lstrip("-").replace("-", "_")
+        if not applies and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            raise UserError(f"{flag} applies only with {needs}, which this command does not give; drop it")
+
 
 def _bench_options(fn):
     for option in reversed((
@@ -495,6 +499,8 @@ def _bench_options(fn):
 @click.option("--latency-target", type=FINITE, help="T in ms (default: the paper's coefficients' measured latency).")
 @click.option("--evaluate", help="Accuracy from your command: {spec} and {output} are replaced; it writes "
                                  "{\"accuracy\": FRACTION} to {output}.")
+@click.option("--evaluate-timeout", type=FiniteFloat(0, 7 * 86400, min_open=True), default=7200.0, show_default=True,
+              help="Seconds one --evaluate run may take; then its process group is killed and the search stops.")
 @click.option("--data", type=click.Path(), help="Accuracy by training each candidate on this ImageFolder...")
 @click.option("--val", type=click.Path(), help="...and scoring it (top-1) on this one.")
 @click.option("--epochs", type=Whole(1, 10_000), default=1, show_default=True, help="Training epochs per candidate (--data).")
@@ -509,9 +515,9 @@ def _bench_options(fn):
 @_bench_options
 @click.option("-o", "--output", default="search", show_default=True, type=click.Path(), help="Results directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, latency_target, evaluate, data, val,
-               epochs, init, batch_size, lr, finalists, confirm_rounds, iterations, seconds, warmup, threads, metric, output,
-               as_json) -> None:
+def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, latency_target, evaluate, evaluate_timeout,
+               data, val, epochs, init, batch_size, lr, finalists, confirm_rounds, iterations, seconds, warmup, threads,
+               metric, output, as_json) -> None:
     """Step 1 on the device: alpha, beta, gamma under alpha*beta^2*gamma^2 ~= 2, each split built and timed.
 
     Candidates are ranked by ACC x (LAT/T)^w with LAT measured on the target; without --evaluate or --data,
@@ -528,8 +534,12 @@ def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, lat
                              ratio=flops_ratio, weight=weight, latency_target=latency_target, metric=metric,
                              confirm_rounds=confirm_rounds, finalists=finalists, out=Path(output),
                              settings=harness.BenchSettings(iterations, seconds, warmup, threads))
+    scored = (evaluate is not None or bool(data), "--evaluate or --data/--val")  # no accuracy: no objective
+    _refuse_ignored({"--evaluate-timeout": (evaluate is not None, "--evaluate"), "--weight": scored,
+                     "--latency-target": scored,
+                     **dict.fromkeys(("--epochs", "--init", "--batch-size", "--lr"), (bool(data), "--data and --val"))})
     evaluator = evaluators.choose(evaluate, data, val, epochs, init, batch_size, lr,
-                                  echo=lambda m: err.print(m, markup=False))
+                                  echo=lambda m: err.print(m, markup=False), timeout=evaluate_timeout)
     with console.candidate_progress(err, "search") as (on_candidate, echo):
         result = trials.run(plan, evaluator, echo=echo, on_candidate=on_candidate)
     err.print(f"{result['measured']} measured, {result['reused']} from disk, {len(result['failed'])} failed; "
@@ -624,7 +634,7 @@ def main() -> None:
     try:
         cli(standalone_mode=False)
     except UserError as e:
-        err.print(f"edgeffnet: error: {e}", markup=False)
+        err.print(one_line(f"edgeffnet: error: {e}"))
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         err.print("edgeffnet: interrupted", markup=False)
@@ -635,7 +645,7 @@ def main() -> None:
     except click.UsageError as e:
         # One line like every other refusal: click's usage block would bury the reason under the synopsis.
         where = f" (see {e.ctx.command_path} --help)" if e.ctx else ""
-        err.print(f"edgeffnet: error: {e.format_message().rstrip('.')}{where}", markup=False)
+        err.print(one_line(f"edgeffnet: error: {e.format_message().rstrip('.')}{where}"))
         sys.exit(e.exit_code)
     except _Terminated:
         err.print("edgeffnet: terminated; nothing half-written was left behind", markup=False)

@@ -30,10 +30,19 @@ def logger() -> logging.Logger:
     return log
 
 
+class _Visible(logging.Formatter):
+    """Messages name user paths and specs: control characters in them are shown, not sent to the terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from .user_text import visible
+
+        return visible(super().format(record))
+
+
 def console_handler(stream) -> logging.Handler:
     """Messages as written, one per line, on `stream` (the CLI passes stderr)."""
     h = logging.StreamHandler(stream)
-    h.setFormatter(logging.Formatter("%(message)s"))
+    h.setFormatter(_Visible("%(message)s"))
     return h
 
 

@@ -11,14 +11,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from .. import logs
 from ..errors import UserError
 from . import RESOURCE_PREFIX, resource
+from .probe import CONNECT_TIMEOUT_S, wait_for_head
 
 PROBE_SECONDS = 30.0  # a node that cannot run a trivial task in this long is reported as not answering
 
@@ -43,25 +47,44 @@ def loopback(host: str) -> bool:
     return host == "localhost" or host == "::1" or host.startswith("127.")
 
 
-def check_reachable(address: str, seconds: float = 5.0) -> None:
-    """One clear line instead of Ray's minute of retries when nothing listens at ADDRESS."""
+def check_reachable(address: str, seconds: float = CONNECT_TIMEOUT_S) -> None:
+    """One clear line, within about `seconds`, instead of Ray's minutes of retries where no Ray head
+    answers at ADDRESS (nothing listens, or something that accepts and stays silent): probe.py."""
     host, port = split_address(address)
-    try:
-        socket.create_connection((host, port), timeout=seconds).close()
-    except OSError as e:
-        raise UserError(f"no Ray head answers at {address} ({e.strerror or e}); start one on the workstation with "
-                        f"`ray start --head --node-ip-address LAN_IP --port {port}` (README, Device farm)") from None
+    wait_for_head(address, host, port, seconds)
 
 
-def connect(address: str):
-    """ray, connected as a driver to the cluster whose head is at ADDRESS (HOST:PORT)."""
-    host, _ = split_address(address)
-    check_reachable(address)
-    if loopback(host):
-        # Ray rewrites 127.0.0.1 into this machine's LAN address unless told it runs single-host (the
-        # variable's name says Windows/OSX; on Linux it means just that). A loopback cluster (tests, one
-        # machine) listens on 127.0.0.1 only, so the driver must look for it there.
+def _loopback_setting(address: str) -> None:
+    """Ray rewrites 127.0.0.1 into this machine's LAN address unless told it runs single-host (the
+    variable's name says Windows/OSX; on Linux it means just that). A loopback cluster (tests, one
+    machine) listens on 127.0.0.1 only, so a driver or a joining node must look for it there."""
+    if loopback(split_address(address)[0]):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+@contextmanager
+def _keep_sigterm_handler():
+    """ray.init replaces the SIGTERM handler with a bare sys.exit (no line, no clean-up): the one that was
+    there (the CLI's: one `edgeffnet:` line) is put back, and a SIGTERM during init goes to it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    ours = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    except SystemExit as e:
+        if e.code == signal.SIGTERM and callable(ours):
+            ours(signal.SIGTERM, None)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, ours)
+
+
+def connect(address: str, timeout: float = CONNECT_TIMEOUT_S):
+    """ray, connected as a driver to the cluster whose head is at ADDRESS (HOST:PORT); a head that does not
+    answer within `timeout` seconds is one line."""
+    check_reachable(address, timeout)
+    _loopback_setting(address)
     ray = _ray()
     if ray.is_initialized():
         current = ray.get_runtime_context().gcs_address
@@ -69,7 +92,8 @@ def connect(address: str):
             raise UserError(f"this process is already connected to the Ray cluster at {current}, not {address}")
         return ray
     try:
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False, namespace="edgeffnet-farm")
+        with _keep_sigterm_handler():
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False, namespace="edgeffnet-farm")
     except (RuntimeError, ConnectionError) as e:  # Ray's version check and its connection errors
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"cannot connect to the Ray cluster at {address}: {first} (the workstation and every "
@@ -114,9 +138,9 @@ def describe_node() -> dict:
             "machine": platform.machine(), "versions": versions}
 
 
-def status(address: str) -> list[dict]:
+def status(address: str, timeout: float = CONNECT_TIMEOUT_S) -> list[dict]:
     """Every live node with its targets, and what a trivial task pinned to it reports (runtimes, versions)."""
-    ray = connect(address)
+    ray = connect(address, timeout)
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     found = nodes(ray)
@@ -155,13 +179,15 @@ def join_command(address: str, target_name: str, node_ip: str | None = None, blo
     return cmd + list(extra)
 
 
-def join(address: str, target: str, node_ip: str | None = None, block: bool = False, extra: list[str] = ()) -> int:
+def join(address: str, target: str, node_ip: str | None = None, block: bool = False, extra: list[str] = (),
+         timeout: float = CONNECT_TIMEOUT_S) -> int:
     """Start a Ray node on this device that advertises TARGET and joins the head at ADDRESS."""
     from .. import targets
 
     profile = targets.load(target)  # an unknown target fails here, before Ray is touched
     _ray()
-    check_reachable(address)
+    check_reachable(address, timeout)
+    _loopback_setting(address)  # `ray start` inherits it, as the driver in connect() has it
     cmd = join_command(address, profile.name, node_ip, block, extra)
     logs.logger().info(f"joining {address} as {resource(profile.name)}: {' '.join(cmd)}")
     code = subprocess.call(cmd)

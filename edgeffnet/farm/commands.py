@@ -6,6 +6,14 @@ import json
 
 import click
 
+from ..cli_types import FiniteFloat
+from .probe import CONNECT_TIMEOUT_S
+
+# How long to wait for the head's first answer (probe.py).
+connect_timeout_option = click.option(
+    "--connect-timeout", type=FiniteFloat(0, 3600, min_open=True), default=CONNECT_TIMEOUT_S, show_default=True,
+    help="Seconds to wait for the Ray head to answer before giving up with one line.")
+
 
 @click.group("farm")
 def farm() -> None:
@@ -23,8 +31,9 @@ def farm() -> None:
 @click.option("--node-ip-address", help="This device's address on the lab network, the one Ray gives the other "
                                         "nodes (default: the address that reaches the head).")
 @click.option("--block", is_flag=True, help="Stay in the foreground (for a systemd service); Ctrl-C leaves.")
+@connect_timeout_option
 @click.argument("ray_start_args", nargs=-1, type=click.UNPROCESSED)
-def join_cmd(address, target, node_ip_address, block, ray_start_args) -> None:
+def join_cmd(address, target, node_ip_address, block, connect_timeout, ray_start_args) -> None:
     """Join the Ray head at ADDRESS (HOST:PORT) as a device of TARGET: one task at a time runs here.
 
     Anything after `--` goes to `ray start` as it is (e.g. fixed ports for a firewall:
@@ -32,20 +41,21 @@ def join_cmd(address, target, node_ip_address, block, ray_start_args) -> None:
     """
     from .cluster import join
 
-    join(address, target, node_ip_address, block, list(ray_start_args))
+    join(address, target, node_ip_address, block, list(ray_start_args), connect_timeout)
 
 
 @farm.command("status")
 @click.argument("address")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def status_cmd(address, as_json) -> None:
+@connect_timeout_option
+def status_cmd(address, as_json, connect_timeout) -> None:
     """List the nodes of the cluster at ADDRESS: their targets, runtimes and versions."""
     from rich.table import Table
 
     from ..cli import out
     from .cluster import status
 
-    found = status(address)
+    found = status(address, connect_timeout)
     if as_json:
         click.echo(json.dumps(found, indent=1))
         return

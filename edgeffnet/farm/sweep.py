@@ -94,7 +94,8 @@ def _record(job: Job, result: dict) -> list[records.Record]:
 
 
 def run(items: list[Item], target_names: list[str], out: Path, modes: list[str], settings: bench.Settings,
-        address: str, baselines: list[str] = (), timeout: float = TASK_TIMEOUT) -> dict:
+        address: str, baselines: list[str] = (), timeout: float = TASK_TIMEOUT,
+        connect_timeout: float = cluster.CONNECT_TIMEOUT_S) -> dict:
     """Build ITEMS for every target, measure each on a device of that target, keep the records.
 
     An item without a precision takes each target's default. Returns what happened, like
@@ -111,7 +112,7 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
     if timeout <= 0:
         raise UserError(f"--task-timeout must be positive, got {timeout:g}")
 
-    ray = cluster.connect(address)
+    ray = cluster.connect(address, connect_timeout)
     have = cluster.capacity(ray)
     missing = [p.name for p in profiles if not have.get(p.name)]
     if missing:  # before anything is built
@@ -237,9 +238,9 @@ def write_summary(out: Path, address: str, result: dict) -> Path:
 
 def run_command(models, specs, scaling, target_names: list[str], precisions: list[str], modes: list[str],
                 baselines: list[str], settings: bench.Settings, out: Path, address: str, timeout: float,
-                weights: str = "pretrained") -> dict:
+                weights: str = "pretrained", connect_timeout: float = cluster.CONNECT_TIMEOUT_S) -> dict:
     """The CLI's entry: plan the items (each target's default precision when none is given), then run."""
     if not target_names:
         raise UserError("--cluster needs --target: the devices' targets, comma-separated (e.g. jetson,cpu)")
     items = plan(models, specs, scaling, precisions or [None], weights)
-    return run(items, target_names, out, modes, settings, address, baselines, timeout)
+    return run(items, target_names, out, modes, settings, address, baselines, timeout, connect_timeout)

@@ -16,7 +16,7 @@ def progress_bar(console, label: str):
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), TimeElapsedColumn(), console=console,
                   auto_refresh=False, transient=True) as bar:
         task = bar.add_task(label, total=1.0)
 

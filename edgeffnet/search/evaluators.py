@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
+import shutil
 from pathlib import Path
 
 from ..errors import UserError
+from ..untrusted import UntrustedFileError, read_json
+from .bounded_run import run_bounded, shown
 from .harness import atomic_write_text
+
+# Long enough for a short proxy training of one candidate (an epoch or two of a B0-sized network on a
+# GPU), short enough that a hung evaluator costs one evening rather than the whole search.
+DEFAULT_TIMEOUT_S = 7200.0
+OUTPUT_CAP = 1 << 20  # {"accuracy": 0.734} is 20 bytes
 
 
 class NoEvaluator:
@@ -29,50 +36,67 @@ class NoEvaluator:
 
 
 def _accuracy(value, source: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise UserError(f"{source}: 'accuracy' must be a fraction between 0 and 1 (got {value!r}); "
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:  # NaN fails too
+        raise UserError(f"{source}: 'accuracy' must be a fraction between 0 and 1 (got {shown(repr(value), 60)}); "
                         f"write e.g. {{\"accuracy\": 0.734}}")
     return float(value)
 
 
 class CommandEvaluator:
     """(a): `--evaluate CMD`. CMD is split like a shell line (no shell runs it); in each word {spec} becomes
-    the candidate's spec and {output} a JSON path the command must write {"accuracy": FRACTION} into."""
+    the candidate's spec and {output} a JSON path the command must write {"accuracy": FRACTION} into.
+    It runs for at most `timeout` seconds (its process group is killed then); its output goes to
+    evaluate.log, capped (bounded_run)."""
 
     kind = "command"
 
-    def __init__(self, template: str):
+    def __init__(self, template: str, timeout: float | None = DEFAULT_TIMEOUT_S):
         try:
             self.argv = shlex.split(template)
         except ValueError as e:
-            raise UserError(f"--evaluate '{template}' cannot be split into words ({e}); check its quotes") from None
+            raise UserError(f"--evaluate '{shown(template)}' cannot be split into words ({e}); check its quotes") from None
         if not self.argv or not any("{output}" in a for a in self.argv) or not any("{spec}" in a for a in self.argv):
             raise UserError("--evaluate needs a command with {spec} (the candidate's model spec) and {output} (where it "
                             "writes {\"accuracy\": ...}), e.g. --evaluate 'python train.py --spec {spec} --out {output}'")
-        self.template = template
+        if timeout is not None and not timeout > 0:
+            raise UserError(f"--evaluate-timeout is in seconds and must be positive, got {timeout:g}")
+        self.template, self.timeout = template, timeout
 
     def identity(self) -> dict:
-        return {"kind": self.kind, "command": self.template}
+        return {"kind": self.kind, "command": self.template}  # the time limit does not change a score
 
     def __call__(self, spec: str, workdir: Path) -> float:
-        workdir.mkdir(parents=True, exist_ok=True)
-        output = workdir / "accuracy.json"
-        output.unlink(missing_ok=True)
+        output, log = workdir / "accuracy.json", workdir / "evaluate.log"
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            for stale in (output, log):  # a previous evaluator may have left a directory or a link there
+                if stale.is_dir() and not stale.is_symlink():
+                    shutil.rmtree(stale)
+                else:
+                    stale.unlink(missing_ok=True)
+        except OSError as e:
+            raise UserError(f"--evaluate: cannot prepare {workdir} for {spec} ({e.strerror or e}); remove it and run "
+                            "again") from None
         argv = [a.replace("{spec}", spec).replace("{output}", str(output)) for a in self.argv]
         try:
-            done = subprocess.run(argv, capture_output=True, text=True)
+            done = run_bounded(argv, log, self.timeout)
         except OSError as e:
-            raise UserError(f"--evaluate: cannot run '{argv[0]}' ({e.strerror or e}); check the command") from None
-        (workdir / "evaluate.log").write_text(done.stdout + done.stderr)
+            raise UserError(f"--evaluate: cannot run '{shown(argv[0])}' ({e.strerror or e}); check the command") from None
+        if done.returncode is None:
+            raise UserError(f"--evaluate ran over {self.timeout:g} s for {spec} and was stopped (its process group "
+                            f"killed); raise --evaluate-timeout if it needs longer (log: {log})")
         if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise UserError(f"--evaluate exited {done.returncode} for {spec}: {last} (log: {workdir / 'evaluate.log'})")
+            raise UserError(f"--evaluate exited {done.returncode} for {spec}: {shown(done.last_stderr_line or 'no output')}"
+                            f" (log: {log})")
+        if output.is_symlink():  # the result is the command's own file, not one it points at
+            raise UserError(f"--evaluate ran for {spec} but {output} is a symbolic link; the command must write "
+                            "{\"accuracy\": FRACTION} into the {output} path itself")
         try:
-            result = json.loads(output.read_text())
-        except (OSError, ValueError):
-            raise UserError(f"--evaluate ran for {spec} but {output} holds no JSON; the command must write "
-                            f"{{\"accuracy\": FRACTION}} to the {{output}} path") from None
-        if not isinstance(result, dict) or "accuracy" not in result:
+            result = read_json(output, OUTPUT_CAP, "--evaluate output")
+        except UntrustedFileError as e:
+            raise UserError(f"--evaluate ran for {spec} but its {{output}} holds no JSON it may read ({e}); the "
+                            "command must write {\"accuracy\": FRACTION} to the {output} path") from None
+        if "accuracy" not in result:
             raise UserError(f"--evaluate wrote {output} without an 'accuracy' key; write {{\"accuracy\": FRACTION}}")
         return _accuracy(result["accuracy"], f"--evaluate for {spec}")
 
@@ -108,12 +132,13 @@ class TrainEvaluator:
 
 
 def choose(command: str | None, data: str | None, val: str | None, epochs: int = 1, init: str = "scratch",
-           batch_size: int = 32, lr: float = 1e-3, echo=None):
-    """The evaluator the options ask for; conflicting or half-given options are refused before any build."""
-    if command and (data or val):
+           batch_size: int = 32, lr: float = 1e-3, echo=None, timeout: float | None = DEFAULT_TIMEOUT_S):
+    """The evaluator the options ask for; conflicting or half-given options are refused before any build
+    (an empty --evaluate is a command with no words, not no command)."""
+    if command is not None and (data or val):
         raise UserError("--evaluate and --data/--val are two ways to get accuracy; give one of them")
-    if command:
-        return CommandEvaluator(command)
+    if command is not None:
+        return CommandEvaluator(command, timeout)
     if bool(data) != bool(val):
         raise UserError("--data (training folder) and --val (validation folder) go together; give both")
     if data:

@@ -19,9 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..scaling import _ALIASES as _SPEC_ALIASES
 from ..scaling import ALPHA, BETA, GAMMA, parse_spec
+from ..untrusted import field as typed_field
 from . import harness
 from .grid import baseline, network_key
+from .state_files import check_fields, read_state
 
 MAX_MEASUREMENTS = 40  # per budget; a bisection over the default range needs about a dozen
 
@@ -70,9 +73,19 @@ class FitPlan:
         return parse_spec(f"{self.base},phi={phi:g}{extra}").name
 
 
+FIT_KEYS = {"alpha", "beta", "gamma", "phi"}  # phi is what fit chooses; everything else would be dropped
+
+
 def coefficients_from_spec(text: str) -> tuple[str, tuple[float, float, float]]:
-    """A searched spec ('b0,alpha=1.25,beta=1.05,gamma=1.2,phi=1') -> (its baseline, its coefficients)."""
+    """A searched spec ('b0,alpha=1.25,beta=1.05,gamma=1.2,phi=1') -> (its baseline, its coefficients).
+    Keys fit would not carry over (res, w, d, r, only, dropout) are refused, not dropped."""
     s = parse_spec(text)
+    keys = [_SPEC_ALIASES.get(k, k) for k in (t.partition("=")[0].strip().lower() for t in text.split(",") if "=" in t)]
+    dropped = [k for k in keys if k not in FIT_KEYS]
+    if dropped:
+        raise UserError(f"fit --spec takes a base and alpha, beta, gamma (what search chose); it would drop "
+                        f"{', '.join(dropped)}: fit chooses phi and with it the resolution and sizes, so leave "
+                        f"{'it' if len(dropped) == 1 else 'them'} out")
     return baseline(text.split(",")[0] if "=" not in text.split(",")[0] else "b0"), (s.alpha, s.beta, s.gamma)
 
 
@@ -136,11 +149,20 @@ class Measurements:
         return self.dir / f"{key}.json"
 
     def known(self, i: int) -> dict | None:
-        try:
-            row = json.loads(self._path(self.network(i)[1]).read_text())
-        except (OSError, ValueError):
+        """The stored measurement of grid index i's network with these settings; a damaged one is refused."""
+        path = self._path(self.network(i)[1])
+        row = read_state(path, "fit measurement file")
+        if row is None or row.get("fingerprint") != self.fingerprint:
             return None
-        return row if row.get("fingerprint") == self.fingerprint else None
+        check_fields(row, path, positive=("p50_ms", "p90_ms", "p99_ms", "macs", "params"),
+                     whole=("macs", "params", "resolution"), text=("spec", "bundle", "network"))
+        history = typed_field(row, "history", list, str(path), default=[])
+        for past in history:
+            if not isinstance(past, dict):
+                raise UserError(f"{path}: 'history' holds a {type(past).__name__}, not a measurement; delete it and "
+                                "run again to measure that one anew")
+            check_fields(past, path, positive=("p50_ms", "p90_ms", "p99_ms"))
+        return row
 
     def measure(self, i: int, again: bool = False) -> dict:
         """The latest measurement of grid index i's network (timed now if there is none, or `again`)."""
@@ -163,7 +185,7 @@ class Measurements:
                                      "record", "measured")} | {"phi": self.plan.phi(i), "network": key,
                                                               "fingerprint": self.fingerprint}
         self.fresh += 1
-        harness.atomic_write_text(self._path(key), json.dumps(row, indent=1) + "\n")
+        harness.atomic_write_text(self._path(key), json.dumps(row, indent=1, allow_nan=False) + "\n")
         self.echo(f"  phi={self.plan.phi(i):g} {spec}: {self.plan.metric} {row[f'{self.plan.metric}_ms']:.3f} ms"
                   + (" (again)" if again else ""))
         return row
@@ -301,7 +323,7 @@ def write(plan: FitPlan, results: list[dict]) -> list[Path]:
     harness.atomic_write_text(out / "fit.json", json.dumps({"base": plan.base, "coefficients": plan.coefficients,
                                                              "target": plan.target, "precision": plan.precision,
                                                              "bench": plan.settings.to_dict(), "step": plan.step,
-                                                             "results": results}, indent=1) + "\n")
+                                                             "results": results}, indent=1, allow_nan=False) + "\n")
     lines = [f"budget_ms,phi,spec,{key},macs,params,resolution,next_phi,next_{key},bundle"]
     for r in results:
         lines.append(",".join(str(v) if v is not None else "" for v in (

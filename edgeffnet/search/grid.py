@@ -9,6 +9,7 @@ depth (alpha ~ 2) to all resolution (gamma ~ 1.41).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -59,6 +60,70 @@ def baseline(base: str) -> str:
     return spec.name
 
 
+MAX_CANDIDATES = 2000  # each is a build and a measurement: 2000 is already days on a slow device
+MAX_PAIRS = 2_000_000  # (alpha, beta) pairs visited to list the gammas: ~1 s of work
+
+
+def _volume(top: float) -> float:
+    """The volume of {alpha, beta, gamma >= 1 : alpha*beta^2*gamma^2 <= top}: integrated in closed form,
+    top - 1 - sqrt(top)*ln(top); candidates on a grid of step s number about (volume of the shell) / s^3."""
+    return 0.0 if top <= 1 else top - 1 - math.sqrt(top) * math.log(top)
+
+
+def expected_size(step: float, tol: float, ratio: float) -> tuple[float, float]:
+    """(about how many candidates, how many (alpha, beta) pairs listing them visits), counted before any
+    list is made: a fine step with a wide tolerance would otherwise fill memory before the size check."""
+    shell = _volume(ratio + tol) - _volume(max(1.0, ratio - tol))
+    pairs = (math.sqrt(ratio + tol) - 1) ** 2 / step**2  # the area of {alpha, beta >= 1 : alpha*beta^2 <= top}
+    return shell / step**3, pairs
+
+
+def _listed(step: float, tol: float, ratio: float):
+    """The triples on the grid, one at a time: gamma runs only over its band sqrt((ratio-tol)/(alpha*beta^2))
+    .. sqrt(top/(alpha*beta^2)), so the work is the (alpha, beta) pairs plus the candidates found."""
+    top = ratio + tol
+    first = math.ceil(1 / step - 1e-9)  # the smallest multiple of step that is >= 1
+
+    def values(low: float, limit: float):
+        k = max(first, math.ceil(math.sqrt(low) / step - 1e-9) if low > 0 else first)
+        while k * step <= limit + 1e-9:
+            yield round(k * step, DIGITS)
+            k += 1
+
+    for a in values(0, top):
+        for b in values(0, math.sqrt(top / a)):
+            for g in values((ratio - tol) / (a * b * b), math.sqrt(top / (a * b * b))):
+                if abs(a * b * b * g * g - ratio) <= tol + 1e-9:
+                    yield Candidate(a, b, g)
+
+
+def _fits(step: float, tol: float, ratio: float, pairs_limit: float = MAX_PAIRS) -> bool:
+    about, pairs = expected_size(step, tol, ratio)
+    if about > 2 * MAX_CANDIDATES or pairs > pairs_limit:
+        return False
+    return sum(1 for _ in itertools.islice(_listed(step, tol, ratio), MAX_CANDIDATES + 1)) <= MAX_CANDIDATES
+
+
+def _coarser_step(step: float, tol: float, ratio: float) -> float | None:
+    """The finest step (to 0.001) found that gives at most the cap, checked by counting; None above 0.5."""
+    shell = _volume(ratio + tol) - _volume(max(1.0, ratio - tol))
+    s = max(step, (shell / MAX_CANDIDATES) ** (1 / 3) if shell > 0 else step)
+    for _ in range(60):
+        s = math.ceil(s * 1.05 * 1000) / 1000
+        if s > 0.5:
+            return None
+        if _fits(s, tol, ratio, MAX_PAIRS / 10):  # a tenth of the pairs: the suggestion is quick to find
+            return s
+    return None
+
+
+def _too_big(what: str, step: float, tol: float, ratio: float) -> UserError:
+    coarser = _coarser_step(step, tol, ratio)
+    change = (f"use --step {coarser:g} or coarser, or a smaller --tol" if coarser else
+              "use a smaller --tol or --flops-ratio")
+    return UserError(f"--step {step:g} with --tol {tol:g} and --flops-ratio {ratio:g} {what}; {change}")
+
+
 def grid(step: float = 0.05, tol: float = 0.1, ratio: float = 2.0) -> list[Candidate]:
     """Every (alpha, beta, gamma) on multiples of `step`, each >= 1, with |alpha*beta^2*gamma^2 - ratio|
     <= tol, plus the paper's (1.2, 1.1, 1.15) whether or not it lies on the grid. Paper first."""
@@ -66,20 +131,16 @@ def grid(step: float = 0.05, tol: float = 0.1, ratio: float = 2.0) -> list[Candi
         raise UserError(f"--step must be between 0.001 and 0.5, got {step:g}")
     if tol < 0 or ratio <= 1:
         raise UserError(f"--tol must be >= 0 and --flops-ratio > 1 (got tol {tol:g}, ratio {ratio:g})")
-    top = ratio + tol
-    first = math.ceil(1 / step - 1e-9)  # the smallest multiple of step that is >= 1
-
-    def values(limit: float):
-        k = first
-        while k * step <= limit + 1e-9:
-            yield round(k * step, DIGITS)
-            k += 1
-
-    found = [Candidate(a, b, g) for a in values(top) for b in values(math.sqrt(top / a))
-             for g in values(math.sqrt(top / (a * b * b)))
-             if abs(a * b * b * g * g - ratio) <= tol + 1e-9]
-    if len(found) > 2000:
-        raise UserError(f"--step {step:g} gives {len(found)} candidates; use a coarser step (0.05 gives ~110)")
+    cap = f"(a search measures at most {MAX_CANDIDATES:,})"
+    about, pairs = expected_size(step, tol, ratio)
+    if about > 2 * MAX_CANDIDATES:  # the estimate is within a few percent at fine steps: clearly too many
+        raise _too_big(f"gives about {about:,.0f} candidates {cap}", step, tol, ratio)
+    if pairs > MAX_PAIRS:
+        raise _too_big(f"spans about {pairs:,.0f} (alpha, beta) pairs to check (at most {MAX_PAIRS:,})", step, tol,
+                       ratio)
+    found = list(itertools.islice(_listed(step, tol, ratio), MAX_CANDIDATES + 1))
+    if len(found) > MAX_CANDIDATES:
+        raise _too_big(f"gives more than {MAX_CANDIDATES:,} candidates {cap}", step, tol, ratio)
     paper = Candidate(*PAPER)
     return [paper] + [c for c in found if c != paper]
 

@@ -26,6 +26,7 @@ from ..scaling import parse_spec
 from . import harness
 from .grid import Candidate, baseline, grid, network_key
 from .objective import DEFAULT_WEIGHT, objective, pareto_front, rank
+from .state_files import check_fields, read_state
 
 COLUMNS = ("alpha", "beta", "gamma", "flops_ratio", "depth_share", "width_share", "resolution_share", "spec",
            "resolution", "macs", "params", "p50_ms", "p90_ms", "p99_ms", "paper_p50_ms", "paper_p90_ms",
@@ -83,15 +84,22 @@ class Store:
         return self.dir / f"{c.slug}.json"
 
     def load(self, c: Candidate, fingerprint: dict) -> dict | None:
-        try:
-            row = json.loads(self.path(c).read_text())
-        except (OSError, ValueError):
+        """The stored row of `c` if it was measured with these settings; a damaged one is refused (state_files)."""
+        path = self.path(c)
+        row = read_state(path, "search candidate file")
+        if row is None or row.get("fingerprint") != fingerprint:
             return None
-        return row if isinstance(row, dict) and row.get("fingerprint") == fingerprint else None
+        check_fields(row, path, positive=(*TIMES, *(f"paper_{t}" for t in TIMES), "alpha", "beta", "gamma"),
+                     whole=("macs", "params", "resolution"), text=("spec", "bundle", "network"),
+                     fraction_or_none=("accuracy",))
+        if (row["alpha"], row["beta"], row["gamma"]) != (c.alpha, c.beta, c.gamma) or row["macs"] <= 0:
+            raise UserError(f"{path} holds another candidate's result ({row['alpha']}, {row['beta']}, {row['gamma']}) "
+                            "or no MACs; delete it and run again to measure that one anew")
+        return row
 
     def save(self, row: dict) -> None:
         c = Candidate(row["alpha"], row["beta"], row["gamma"])
-        harness.atomic_write_text(self.path(c), json.dumps(row, indent=1) + "\n")
+        harness.atomic_write_text(self.path(c), json.dumps(row, indent=1, allow_nan=False) + "\n")
 
 
 def _row(c: Candidate, spec: str, network: str, fingerprint: dict) -> dict:
@@ -259,6 +267,6 @@ def write(plan: SearchPlan, rows: list[dict], summary: dict, started: float) -> 
         w.writerow(r)
     harness.atomic_write_text(out / "results.csv", buf.getvalue())
     summary = summary | {"wall_seconds_this_run": round(time.perf_counter() - started, 1)}
-    harness.atomic_write_text(out / "search.json", json.dumps(summary, indent=1) + "\n")
+    harness.atomic_write_text(out / "search.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
     png = search_plot(rows, summary, out / "search.png")
     return [out / "results.csv", out / "search.json", png]
