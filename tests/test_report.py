@@ -10,7 +10,7 @@ import os
 import re
 import subprocess
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,7 +32,7 @@ def latency_for(flops: float, precision: str) -> float:
     return 3.0 * (flops / 1e9) ** SLOPE / (2 if precision == "int8" else 1)
 
 
-@lru_cache(maxsize=None)
+@cache
 def described(spec: str) -> dict:
     return describe(parse_spec(spec))
 
