@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"  # before the imports below: they read it
 
-from . import telemetry  # noqa: E402
+from . import telemetry
 
 telemetry.off()  # before anything imports OpenVINO, NNCF or ONNX Runtime
 

@@ -43,7 +43,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
 
 
-def atomic_write_json(path: str | Path, obj, indent: int | None = 1) -> Path:
+def atomic_write_json(path: str | Path, obj: object, indent: int | None = 1) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent, default=str) + "\n")
 
 

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 LOGGER = "edgeffnet"
 
 
 class _Elapsed(logging.Formatter):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.t0 = time.perf_counter()
 
@@ -39,7 +41,7 @@ class _Visible(logging.Formatter):
         return visible(super().format(record))
 
 
-def console_handler(stream) -> logging.Handler:
+def console_handler(stream: IO[str]) -> logging.Handler:
     """Messages as written, one per line, on `stream` (the CLI passes stderr)."""
     h = logging.StreamHandler(stream)
     h.setFormatter(_Visible("%(message)s"))
@@ -47,7 +49,7 @@ def console_handler(stream) -> logging.Handler:
 
 
 @contextmanager
-def to_file(path: Path):
+def to_file(path: Path) -> Iterator[logging.Logger]:
     """Also log, with elapsed seconds, to `path` while the block runs (a bundle's build.log)."""
     h = logging.FileHandler(path, delay=True)
     h.setFormatter(_Elapsed())

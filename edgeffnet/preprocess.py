@@ -81,8 +81,8 @@ def resize_and_crop(img: Image.Image, recipe: Preprocess) -> Image.Image:
 
 def normalise(img: Image.Image, recipe: Preprocess) -> np.ndarray:
     """RGB image of the crop size -> float32 CHW array."""
-    x = np.asarray(img, dtype=np.float32)
-    x = (x - np.asarray(recipe.mean, np.float32)) / np.asarray(recipe.std, np.float32)
+    rgb = np.asarray(img, dtype=np.float32)
+    x = (rgb - np.asarray(recipe.mean, np.float32)) / np.asarray(recipe.std, np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 

@@ -52,7 +52,7 @@ def _from_file(path: Path) -> Target:
     bad = [p for p in d["precisions"] if p not in PRECISIONS]
     if bad:
         raise UserError(f"target profile '{path}': precision {bad[0]} is not one of {', '.join(PRECISIONS)}")
-    default = d.get("default_precision", d["precisions"][0])
+    default = d["default_precision"] if "default_precision" in d else d["precisions"][0]
     if default not in d["precisions"]:
         raise UserError(f"target profile '{path}': default_precision {default!r} is not one of its precisions "
                         f"({', '.join(d['precisions'])})")

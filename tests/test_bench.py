@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -308,19 +305,14 @@ def test_a_device_this_host_lacks_is_an_error_not_a_cpu_run(tiny, tmp_path):
     assert not (other / "bench").exists()
 
 
-def _cli(*args, cache):
-    env = dict(os.environ, EDGEFFNET_CACHE=str(cache))
-    return subprocess.run([sys.executable, "-m", "edgeffnet.cli", *args], capture_output=True, text=True, env=env)
-
-
-def test_cli_json_and_bad_input(tiny, tmp_path):
-    r = _cli("bench", str(tiny), "-n", "3", "-s", "0", "--warmup", "0", "--json", cache=tmp_path)
+def test_cli_json_and_bad_input(tiny, tmp_path, cli):
+    r = cli("bench", str(tiny), "-n", "3", "-s", "0", "--warmup", "0", "--json")
     assert r.returncode == 0, r.stderr
     (rec,) = json.loads(r.stdout)
     assert rec["record"] == "edgeffnet-bench" and rec["stats"]["count"] >= 3 and rec["runtime"] == "openvino"
     for args in (["bench", str(tmp_path / "missing")], ["bench", str(tmp_path)],
                  ["bench", str(tiny), "--baseline", "tf"], ["bench", str(tiny), "-n", "0"]):
-        r = _cli(*args, cache=tmp_path)
+        r = cli(*args)
         assert r.returncode == 2 and r.stderr.startswith("edgeffnet: error:") and r.stderr.count("\n") == 1, r.stderr
 
 

@@ -38,7 +38,7 @@ from edgeffnet.errors import UserError
 from edgeffnet.preprocess import Preprocess
 from edgeffnet.scaling import parse_spec
 
-from conftest import fixture_path
+from conftest import fixture_path, run_cli_process
 
 SPEC = "b0,res=96"  # SE + SiLU, symmetric padding
 LITE = "lite0,res=96"  # ReLU6, no SE, TF "SAME" padding
@@ -52,14 +52,9 @@ class Built:
     stderr: str
 
 
-def _cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgeffnet.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=600)
-
-
 def _build(env: dict, *args: str) -> Built:
     out = Path(args[args.index("-o") + 1])
-    r = _cli(env, "build", *args)
+    r = run_cli_process("build", *args, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(out)
     return Built(out, json.loads((out / "manifest.json").read_text()), r.stderr)
@@ -340,19 +335,19 @@ def _refused(r: subprocess.CompletedProcess, dest: Path, *words: str) -> str:
 
 def test_unknown_spec(env, tmp_path):
     dest = tmp_path / "b"
-    _refused(_cli(env, "build", "b9,res=96", "-o", str(dest)), dest, "b9")
+    _refused(run_cli_process("build", "b9,res=96", "-o", str(dest), env=env), dest, "b9")
     assert not dest.exists()
 
 
 def test_unknown_target_lists_the_known_ones(env, tmp_path):
     dest = tmp_path / "b"
-    _refused(_cli(env, "build", SPEC, "--target", "tpu", "-o", str(dest)), dest, "tpu", "cpu", "intel-gpu", "npu")
+    _refused(run_cli_process("build", SPEC, "--target", "tpu", "-o", str(dest), env=env), dest, "tpu", "cpu", "intel-gpu", "npu")
     assert not dest.exists()
 
 
 def test_a_precision_the_target_lacks(env, tmp_path):
     dest = tmp_path / "b"
-    _refused(_cli(env, "build", SPEC, "--target", "npu", "--precision", "fp32", "-o", str(dest)), dest,
+    _refused(run_cli_process("build", SPEC, "--target", "npu", "--precision", "fp32", "-o", str(dest), env=env), dest,
              "npu", "fp32", "--precision fp16")
     assert not dest.exists()
 
@@ -365,7 +360,7 @@ def test_unwritable_output(env, tmp_path, where):
         dest = tmp_path / "somefile" / "x"
     else:
         dest = Path("/proc/edgeffnet-bundle")
-    _refused(_cli(env, "build", SPEC, "-o", str(dest)), dest, str(dest.parent))
+    _refused(run_cli_process("build", SPEC, "-o", str(dest), env=env), dest, str(dest.parent))
     assert not dest.exists()
     if where == "under-a-file":
         assert (tmp_path / "somefile").read_text() == "not a directory"
@@ -379,7 +374,7 @@ def test_output_that_exists_and_is_not_a_bundle(env, tmp_path, kind):
         (dest / "notes.txt").write_text("keep me")
     else:
         dest.write_text("keep me")
-    _refused(_cli(env, "build", SPEC, "-o", str(dest)), dest, str(dest))
+    _refused(run_cli_process("build", SPEC, "-o", str(dest), env=env), dest, str(dest))
     assert (dest / "notes.txt" if kind == "directory" else dest).read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
     if kind == "directory":
@@ -394,7 +389,7 @@ def test_corrupt_checkpoint(env, tmp_path, kind):
     else:
         ckpt.write_bytes(fixture_path("torchvision_efficientnet_b0.pt").read_bytes()[:1_000_000])
     dest = tmp_path / "b"
-    line = _refused(_cli(env, "build", SPEC, "--weights", str(ckpt), "-o", str(dest)), dest, "cannot read checkpoint",
+    line = _refused(run_cli_process("build", SPEC, "--weights", str(ckpt), "-o", str(dest), env=env), dest, "cannot read checkpoint",
                     str(ckpt))
     assert "weights_only" not in line  # torch's advice to unpickle untrusted code is no help with a broken file
     assert not dest.exists()
@@ -412,7 +407,7 @@ def test_checkpoint_of_another_architecture(env, tmp_path, spec, state):
     else:
         torch.save(torch.load(fixture_path("torchvision_efficientnet_b0.pt"), weights_only=True)["state_dict"], ckpt)
     dest = tmp_path / "b"
-    _refused(_cli(env, "build", spec, "--weights", str(ckpt), "-o", str(dest)), dest)
+    _refused(run_cli_process("build", spec, "--weights", str(ckpt), "-o", str(dest), env=env), dest)
     assert not dest.exists()
 
 

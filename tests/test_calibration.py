@@ -188,7 +188,7 @@ def test_unusual_modes_are_converted_and_counted(tmp_path):
     files = {
         "grey.png": base.convert("L"),
         "rgba.png": base.convert("RGBA"),
-        "deep.png": Image.fromarray((np.asarray(base.convert("L"), np.uint16) * 257)),
+        "deep.png": Image.fromarray(np.asarray(base.convert("L"), np.uint16) * 257),
         "palette.png": base.convert("P", palette=Image.Palette.ADAPTIVE),
         "cmyk.jpg": base.convert("CMYK"),
         "plain.bmp": base,

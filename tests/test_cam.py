@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from conftest import run_cli_process
 
 import edgeffnet
 from edgeffnet import cam
@@ -107,17 +107,13 @@ def test_bundle_maps_from_the_compiled_ir_match_pytorch(fp32_bundle, photos):
         assert np.abs(out.logits[classes] - logits[classes]).max() <= 1e-4, source.label
 
 
-def _cli(env, *args):
-    return subprocess.run([sys.executable, "-m", "edgeffnet.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=900)
-
-
+@pytest.mark.slow
 def test_cam_of_an_int8_bundle_beside_fp32(env, tmp_path, photos):
     bundle = tmp_path / "int8"
-    r = _cli(env, "build", SPEC, "-p", "int8", "--calib-size", "32", "--fidelity-views", "16", "-o", str(bundle))
+    r = run_cli_process("build", SPEC, "-p", "int8", "--calib-size", "32", "--fidelity-views", "16", "-o", str(bundle), env=env, timeout=900)
     assert r.returncode == 0, r.stderr
     out = tmp_path / "maps"
-    r = _cli(env, "cam", str(bundle), *map(str, photos), "--top", "2", "-o", str(out))
+    r = run_cli_process("cam", str(bundle), *map(str, photos), "--top", "2", "-o", str(out), env=env, timeout=900)
     assert r.returncode == 0, r.stderr
     assert "mean correlation" in r.stderr
     summary = json.loads((out / "cam.json").read_text())
@@ -132,9 +128,10 @@ def test_cam_of_an_int8_bundle_beside_fp32(env, tmp_path, photos):
         assert png.size[1] > png.size[0] * 0.6  # two photos, three panels each
 
 
+@pytest.mark.slow
 def test_compare_pretrained_lite_models_on_the_same_photos(env, tmp_path, photos):
     out = tmp_path / "fig7"
-    r = _cli(env, "cam", "--compare", "lite0,lite1", str(photos[0]), "-o", str(out))
+    r = run_cli_process("cam", "--compare", "lite0,lite1", str(photos[0]), "-o", str(out), env=env, timeout=900)
     assert r.returncode == 0, r.stderr
     summary = json.loads((out / "cam.json").read_text())
     models = summary["images"][0]["models"]
@@ -153,7 +150,7 @@ def test_compare_pretrained_lite_models_on_the_same_photos(env, tmp_path, photos
 ])
 def test_bad_input_gets_one_line(env, tmp_path, photos, args, message):
     args = [a.replace("{photo}", str(photos[0])) for a in args]
-    r = _cli(env, "cam", *args, "-o", str(tmp_path / "out"))
+    r = run_cli_process("cam", *args, "-o", str(tmp_path / "out"), env=env, timeout=900)
     assert r.returncode == 2, r.stderr
     assert message in r.stderr and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert not (tmp_path / "out" / "cam.json").exists()

@@ -14,6 +14,8 @@ import pytest
 
 import edgeffnet
 
+pytestmark = pytest.mark.device_side  # a device-only install in its own environment
+
 REPO = Path(__file__).resolve().parents[1]
 
 

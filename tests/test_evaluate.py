@@ -7,13 +7,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from conftest import run_cli_process
 
 import edgeffnet
 from edgeffnet.errors import UserError
@@ -276,12 +276,6 @@ def _agree(p: dict) -> bool:
     return all(a == p["fp32"] for a in p["artifacts"])
 
 
-def _cli(env: dict, *args: str, cwd: Path, prelude: str = "") -> subprocess.CompletedProcess:
-    code = f"import sys; {prelude}from edgeffnet.cli import main; sys.argv = ['edgeffnet'] + sys.argv[1:]; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=1800)
-
-
 def test_eval_of_each_layout_gives_the_same_numbers(bundle, pool, tmp_path):
     results = []
     for layout in ("wnid", "index", "name"):
@@ -306,7 +300,7 @@ def test_eval_of_each_layout_gives_the_same_numbers(bundle, pool, tmp_path):
 def test_eval_cli_unlabelled_folder_gives_agreement_only(bundle, pool, env, tmp_path):
     for p in pool[:6]:
         shutil.copy(p["path"], tmp_path / p["path"].name)
-    r = _cli(env, "eval", str(bundle), "--data", str(tmp_path), "--json", cwd=tmp_path)
+    r = run_cli_process("eval", str(bundle), "--data", str(tmp_path), "--json", cwd=tmp_path, env=env, timeout=1800)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["data"]["layout"] == "unlabelled" and res["images"] == 6 and "top1" not in res["reference"]
@@ -325,7 +319,7 @@ def test_eval_cli_unlabelled_folder_gives_agreement_only(bundle, pool, env, tmp_
 def test_eval_cli_refusals_are_one_line(bundle, env, tmp_path, make, args, words):
     make(tmp_path / "data")
     args = [a.format(missing=tmp_path / "missing.txt") for a in args]
-    r = _cli(env, "eval", str(bundle), "--data", str(tmp_path / "data"), *args, cwd=tmp_path)
+    r = run_cli_process("eval", str(bundle), "--data", str(tmp_path / "data"), *args, cwd=tmp_path, env=env, timeout=1800)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     (line,) = r.stderr.strip().splitlines()
     assert line.startswith(words), line
@@ -333,14 +327,15 @@ def test_eval_cli_refusals_are_one_line(bundle, env, tmp_path, make, args, words
 
 def test_eval_runs_with_the_build_side_blocked(bundle, pool, env, tmp_path):
     data = _labelled(pool[:8], tmp_path / "val", lambda p: True)
-    r = _cli(env, "eval", str(bundle), "--data", str(data), "--batch", "3", "--json", cwd=tmp_path,
-             prelude="sys.modules.update(dict.fromkeys(['torch', 'onnx', 'onnxsim', 'nncf'])); ")
+    r = run_cli_process("eval", str(bundle), "--data", str(data), "--batch", "3", "--json", cwd=tmp_path,
+                        prelude="sys.modules.update(dict.fromkeys(['torch', 'onnx', 'onnxsim', 'nncf'])); ", env=env, timeout=1800)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["images"] == 8 and res["reference"]["top1"]["accuracy"] == 1.0
     assert "torch" not in r.stderr
 
 
+@pytest.mark.slow
 def test_build_val_gate_passes_and_is_recorded(bundle, pool, env, tmp_path):
     val = _labelled(pool, tmp_path / "val", _agree)
     assert len(list(val.rglob("*.png"))) >= 3, "too few views where every INT8 artifact agrees with FP32"
@@ -354,12 +349,13 @@ def test_build_val_gate_passes_and_is_recorded(bundle, pool, env, tmp_path):
     assert json.loads((b.path / "eval" / "val.json").read_text())["kind"] == "edgeffnet build --val"
 
 
+@pytest.mark.slow
 def test_build_val_gate_fails_in_one_line_without_a_bundle(bundle, pool, env, tmp_path):
     val = _labelled(pool, tmp_path / "val", lambda p: p["artifacts"][-1] != p["fp32"])
     assert any(val.rglob("*.png")), "INT8 at 96 px agreed with FP32 on every view: no drop to gate"
     args = ["build", SPEC, "--weights", "pretrained", "--precision", "int8", "--calib-size", "32",
             "--fidelity-views", "16", "--views", "2", "--val", str(val)]
-    r = _cli(env, *args, "-o", str(tmp_path / "failed"), cwd=tmp_path)
+    r = run_cli_process(*args, "-o", str(tmp_path / "failed"), cwd=tmp_path, env=env, timeout=1800)
     assert r.returncode == 1, r.stderr
     last = r.stderr.strip().splitlines()[-1]
     # every image is one the artifact got wrong; escalation keeps layers in float, which wins some back
@@ -385,12 +381,13 @@ def test_build_val_refusals_are_one_line_before_any_work(env, tmp_path, extra, w
     (tmp_path / "classes.txt").write_text("kittens\npuppies\n")
     extra = [e.format(data=tmp_path / "data", loose=tmp_path / "loose", classes=tmp_path / "classes.txt",
                       missing=tmp_path / "none.txt") for e in extra]
-    r = _cli(env, "build", SPEC, "--weights", "pretrained", *extra, "-o", str(tmp_path / "b"), cwd=tmp_path)
+    r = run_cli_process("build", SPEC, "--weights", "pretrained", *extra, "-o", str(tmp_path / "b"), cwd=tmp_path, env=env, timeout=1800)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     (line,) = r.stderr.strip().splitlines()
     assert words in line and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_build_val_reads_a_fine_tuned_heads_labels_from_classes(env, tmp_path):
     # A 3-class head (random init, FP16: the quickest gated path) whose folders are named by its own classes;
     # without --classes the names 'kittens', 'puppies' are no class of a 3-wide head and the build refuses.
@@ -399,9 +396,9 @@ def test_build_val_reads_a_fine_tuned_heads_labels_from_classes(env, tmp_path):
         _png(tmp_path / "val" / name / "a.png", i)
     args = ["build", "b0,res=96", "--num-classes", "3", "--precision", "fp16", "--views", "2",
             "--fidelity-views", "4", "--val", str(tmp_path / "val")]
-    refused = _cli(env, *args, "-o", str(tmp_path / "no"), cwd=tmp_path)
+    refused = run_cli_process(*args, "-o", str(tmp_path / "no"), cwd=tmp_path, env=env, timeout=1800)
     assert refused.returncode == 2 and "not classes of this bundle" in refused.stderr and "--classes" in refused.stderr
-    r = _cli(env, *args, "--classes", str(tmp_path / "classes.txt"), "-o", str(tmp_path / "b"), cwd=tmp_path)
+    r = run_cli_process(*args, "--classes", str(tmp_path / "classes.txt"), "-o", str(tmp_path / "b"), cwd=tmp_path, env=env, timeout=1800)
     assert r.returncode == 0, r.stderr
     saved = json.loads((tmp_path / "b" / "eval" / "val.json").read_text())
     assert saved["data"]["classes"] == f"--classes {tmp_path / 'classes.txt'}"
@@ -435,7 +432,7 @@ def test_ctrl_c_on_the_eval_command_exits_130_with_the_partial_result(bundle, po
                "signal.signal(signal.SIGINT, signal.default_int_handler); n = [0]; real = e.load_image; "
                "e.load_image = lambda p, r: (n.__setitem__(0, n[0] + 1), n[0] == 7 and os.kill(os.getpid(), "
                "signal.SIGINT), real(p, r))[-1]; ")
-    r = _cli(env, "eval", str(bundle), "--data", str(data), "--batch", "3", cwd=tmp_path, prelude=prelude)
+    r = run_cli_process("eval", str(bundle), "--data", str(data), "--batch", "3", cwd=tmp_path, prelude=prelude, env=env, timeout=1800)
     assert r.returncode == 130, r.stderr
     assert r.stderr.strip().splitlines()[-1] == ("edgeffnet: interrupted; the partial result (6 of 10 images) was "
                                                  "saved, marked partial")

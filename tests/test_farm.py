@@ -33,6 +33,8 @@ from edgeffnet.farm import sweep as farm  # noqa: E402
 from edgeffnet.measure import bench, records, report  # noqa: E402
 from edgeffnet.measure.sweep import Item  # noqa: E402
 
+pytestmark = pytest.mark.farm  # a Ray cluster on 127.0.0.1
+
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = ("lab-a", "lab-b", "lab-c")
 ITEMS = [Item("b0,res=64", "fp32")]

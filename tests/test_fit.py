@@ -94,6 +94,7 @@ def test_options():
         fit.plan_from_options(None, None, None, phi_min=2, phi_max=1)
 
 
+@pytest.mark.slow
 def test_fit_is_maximal_on_the_device(tmp_path, monkeypatch):
     """Real builds and timings: the answer is within the budget and the next phi step, measured, is not.
     The range's ends differ 16x in MACs, so a budget between them stays between them on a busy machine."""

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+from conftest import run_cli_process
 
 from edgeffnet.backends import onnxruntime as ort_backend
 from edgeffnet.errors import UserError
@@ -22,6 +21,9 @@ from edgeffnet.preprocess import Preprocess
 from edgeffnet.verify import compare
 
 SPEC = "lite0,res=96"
+# The INT8 build held to 100% agreement escalates first (a ranking that compiles every layer's variant,
+# then five more precision+compile rounds).
+BUILD_TIMEOUT = 1800
 
 
 # -- shared artifacts: one cache for the module, the real graph from a real build ---------------------------
@@ -35,19 +37,11 @@ def cache_dir(tmp_path_factory):
         yield path
 
 
-def _cli(cache, *args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "EDGEFFNET_CACHE": str(cache)}
-    # 1800 s: the INT8 build held to 100% agreement escalates first (a ranking that compiles every layer's
-    # variant, then five more precision+compile rounds).
-    return subprocess.run([sys.executable, "-m", "edgeffnet.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=1800)
-
-
 @pytest.fixture(scope="module")
 def fp16_build(cache_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("fp16") / "bundle"
-    r = _cli(cache_dir, "build", SPEC, "--weights", "pretrained", "--precision", "fp16", "--fidelity-views", "24",
-             "-o", str(out))
+    r = run_cli_process("build", SPEC, "--weights", "pretrained", "--precision", "fp16", "--fidelity-views", "24",
+                        "-o", str(out), cache=cache_dir, timeout=BUILD_TIMEOUT)
     assert r.returncode == 0, r.stderr
     return out, json.loads((out / "manifest.json").read_text()), r
 
@@ -454,6 +448,7 @@ def test_gate_does_not_judge_random_init():
 # -- end to end through the CLI ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fp16_build_agrees_fully(fp16_build):
     out, manifest, run = fp16_build
     rows = manifest["fidelity"]["rows"]
@@ -471,11 +466,12 @@ def int8_runs(fp16_build, cache_dir, tmp_path_factory):
     base = tmp_path_factory.mktemp("int8")
     args = ["build", SPEC, "--weights", "pretrained", "--precision", "int8", "--calib-size", "32",
             "--fidelity-views", "96", "--min-agreement", "1.0"]
-    failed = _cli(cache_dir, *args, "-o", str(base / "strict"))
-    kept = _cli(cache_dir, *args, "--allow-drop", "--distill", "-o", str(base / "kept"))
+    failed = run_cli_process(*args, "-o", str(base / "strict"), cache=cache_dir, timeout=BUILD_TIMEOUT)
+    kept = run_cli_process(*args, "--allow-drop", "--distill", "-o", str(base / "kept"), cache=cache_dir, timeout=BUILD_TIMEOUT)
     return base, failed, kept
 
 
+@pytest.mark.slow
 def test_int8_build_below_threshold_fails_with_one_line_and_no_bundle(int8_runs):
     base, failed, _ = int8_runs
     assert failed.returncode == 1, failed.stderr
@@ -493,6 +489,7 @@ def test_int8_build_below_threshold_fails_with_one_line_and_no_bundle(int8_runs)
     assert failed.stdout == ""  # NNCF's progress bars (the OpenVINO route choice) go to stderr, never stdout
 
 
+@pytest.mark.slow
 def test_int8_build_with_allow_drop_records_everything(int8_runs):
     base, failed, kept = int8_runs
     assert kept.returncode == 0, kept.stderr
@@ -542,11 +539,12 @@ ESCALATED_GATE = "0.95"
 @pytest.fixture(scope="module")
 def escalated(fp16_build, cache_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("escalated") / "bundle"
-    r = _cli(cache_dir, "build", SPEC, "--weights", "pretrained", "--precision", "int8", "--calib-size", "32",
-             "--min-agreement", ESCALATED_GATE, "-o", str(out))
+    r = run_cli_process("build", SPEC, "--weights", "pretrained", "--precision", "int8", "--calib-size", "32",
+                        "--min-agreement", ESCALATED_GATE, "-o", str(out), cache=cache_dir, timeout=BUILD_TIMEOUT)
     return out, r
 
 
+@pytest.mark.slow
 def test_int8_build_that_misses_is_escalated_until_it_passes_and_records_the_cost(escalated):
     out, r = escalated
     assert r.returncode == 0, r.stderr
@@ -573,11 +571,12 @@ def test_int8_build_that_misses_is_escalated_until_it_passes_and_records_the_cos
     assert lat["before"] > 0 and e["latency_cost"] == pytest.approx(lat["escalated"] / lat["before"], abs=2e-3)
 
 
+@pytest.mark.slow
 def test_build_with_an_unreadable_calibration_folder_is_one_line(fp16_build, cache_dir, tmp_path):
     (tmp_path / "calib").mkdir()
     (tmp_path / "calib" / "notes.txt").write_text("no images here")
-    r = _cli(cache_dir, "build", SPEC, "--weights", "pretrained", "--precision", "int8",
-             "--calib", str(tmp_path / "calib"), "-o", str(tmp_path / "out"))
+    r = run_cli_process("build", SPEC, "--weights", "pretrained", "--precision", "int8",
+                        "--calib", str(tmp_path / "calib"), "-o", str(tmp_path / "out"), cache=cache_dir, timeout=BUILD_TIMEOUT)
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("edgeffnet: error: no readable image in calibration folder") and "1 files skipped" in last
@@ -608,11 +607,12 @@ def test_eltwise_plan_quantizes_squeeze_excitation_mul_but_not_silu():
     assert "se_mul" not in qdq.plan(model, eltwise=False).others
 
 
+@pytest.mark.slow
 def test_random_weight_int8_graph_follows_its_fp32(cache_dir, tmp_path_factory):
     """A latency study's INT8 graph must compute what its FP32 computes (random init with residual branches
     near the identity, as training leaves them); the outputs mean nothing, the arithmetic still must."""
     out = tmp_path_factory.mktemp("random-int8") / "b0"
-    r = _cli(cache_dir, "build", "b0,res=96", "--precision", "int8", "-o", str(out))
+    r = run_cli_process("build", "b0,res=96", "--precision", "int8", "-o", str(out), cache=cache_dir, timeout=BUILD_TIMEOUT)
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "manifest.json").read_text())
     assert m["weights"]["random_init"] and not m["fidelity"]["gated"]

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +13,12 @@ import skimage.data
 import torch
 from PIL import Image
 
+from conftest import run_cli_process
+
 from edgeffnet.reference import create_model
 from edgeffnet.preprocess import load_image
 
 CATS = {282, 285}  # tiger cat, Egyptian cat
-
-
-def _cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgeffnet.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +29,7 @@ def env(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def lite0(env, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "lite0"
-    r = _cli(env, "build", "lite0", "--weights", "pretrained", "-o", str(out))
+    r = run_cli_process("build", "lite0", "--weights", "pretrained", "-o", str(out), env=env)
     assert r.returncode == 0, r.stderr
     return out
 
@@ -49,7 +44,7 @@ def photos(tmp_path_factory) -> dict[str, Path]:
 
 
 def _predict(env, bundle, *images, top: int = 5) -> list[dict]:
-    r = _cli(env, "predict", str(bundle), *map(str, images), "--top", str(top), "--json")
+    r = run_cli_process("predict", str(bundle), *map(str, images), "--top", str(top), "--json", env=env)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -84,7 +79,7 @@ def test_several_images_keep_their_order_and_any_pixel_format(env, lite0, photos
 
 
 def test_text_output_lists_classes_by_name(env, lite0, photos):
-    r = _cli(env, "predict", str(lite0), str(photos["chelsea"]))
+    r = run_cli_process("predict", str(lite0), str(photos["chelsea"]), env=env)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == f"{photos['chelsea']}  (openvino CPU)" and len(lines) == 6
@@ -103,7 +98,7 @@ def test_bad_input_is_one_line(env, lite0, photos, tmp_path, case):
         bundle = tmp_path
     else:
         extra = ["--top", "0"]
-    r = _cli(env, "predict", str(bundle), str(image), *extra)
+    r = run_cli_process("predict", str(bundle), str(image), *extra, env=env)
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgeffnet: error: "), r.stderr
@@ -111,11 +106,11 @@ def test_bad_input_is_one_line(env, lite0, photos, tmp_path, case):
 
 def test_random_weight_bundle_says_the_outputs_mean_nothing(env, photos, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "b0-random"
-    r = _cli(env, "build", "b0,res=96", "-o", str(out))
+    r = run_cli_process("build", "b0,res=96", "-o", str(out), env=env)
     assert r.returncode == 0, r.stderr
     assert "latency study: the outputs mean nothing" in r.stderr  # the build's summary says it
     assert "latency study: the outputs mean nothing" in (out / "build.log").read_text()
-    r = _cli(env, "predict", str(out), str(photos["chelsea"]))
+    r = run_cli_process("predict", str(out), str(photos["chelsea"]), env=env)
     assert r.returncode == 0 and r.stderr.startswith("warning: this bundle has seeded random weights (latency study: "
                                                      "the outputs mean nothing)")
     (result,) = _predict(env, out, photos["chelsea"])

@@ -20,7 +20,6 @@ import struct
 import subprocess
 import sys
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -29,8 +28,10 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import Ran, assert_refused, run_cli_process
+
 from edgeffnet import cli as edgeffnet_cli
-from edgeffnet import logs, weights
+from edgeffnet import weights
 from edgeffnet.errors import UserError
 from edgeffnet.measure import report
 from edgeffnet.precision import calibration
@@ -39,17 +40,6 @@ from edgeffnet.scaling import parse_spec
 
 SPEC = "b0,res=96"
 STAGE_NAMES = ("reference", "export", "simplify", "precision", "compile")
-
-
-@dataclass
-class Ran:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def lines(self) -> list[str]:
-        return [line for line in self.err.splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -62,45 +52,9 @@ def _own_cache(cache_dir, monkeypatch):
     monkeypatch.setenv("EDGEFFNET_CACHE", str(cache_dir))
 
 
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """Run `edgeffnet ARGS...` in this process as the console script does; return exit code and output."""
-
-    def run(*args: str) -> Ran:
-        log = logs.logger()
-        handlers = list(log.handlers)
-        monkeypatch.setattr(sys, "argv", ["edgeffnet", *args])
-        capsys.readouterr()
-        try:
-            edgeffnet_cli.main()
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-        finally:
-            log.handlers[:] = handlers  # main() adds a console handler per call
-        captured = capsys.readouterr()
-        return Ran(code, captured.out, captured.err)
-
-    return run
-
-
-def refused(r: Ran, *needles: str) -> str:
-    """One clear line, a non-zero exit, no traceback, nothing on stdout; the line names what was wrong."""
-    assert r.code not in (0, None), r
-    assert "Traceback" not in r.err and r.out == "", r
-    last = r.lines[-1]
-    assert last.startswith("edgeffnet: error: "), r.err  # click's usage errors too, as one line (cli.main)
-    # The only line (a progress label such as "openvino: loading" may stand before it).
-    assert sum("error" in line.lower() for line in r.lines) == 1, r.err
-    assert len(last) < 500, last
-    for n in needles:
-        assert n in last, (n, last)
-    return last
-
-
 def no_stage_ran(r: Ran) -> None:
     """Refused in prepare: no stage line (the first stage prints `reference  N.NNs ...`)."""
-    assert not any(line.split()[0] in STAGE_NAMES for line in r.lines if line.split()), r.err
+    assert not any(line.split()[0] in STAGE_NAMES for line in r.stderr.splitlines() if line.split()), r.stderr
 
 
 # -- 1. specs ------------------------------------------------------------------------------------
@@ -136,9 +90,9 @@ LONG_SPEC = "b0," + "w=1," * 5000 + "res=96"
     ("phi=1,alpha=0", "must be a positive number"),
 ])
 def test_a_bad_spec_is_one_line_before_any_work(cli, tmp_path, spec, why):
-    refused(cli("info", spec), why)
+    assert_refused(cli("info", spec), why)
     dest = tmp_path / "b"
-    refused(cli("build", spec, "-o", str(dest)), why)
+    assert_refused(cli("build", spec, "-o", str(dest)), why)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -155,9 +109,9 @@ def test_plain_decimals_still_parse():
 
 def test_a_network_too_large_to_export_is_refused_before_any_memory_is_taken(cli, tmp_path):
     # `info` describes it (counting needs no memory); a build would hold 38 billion parameters.
-    assert cli("info", "b0,w=16,d=32", "--json").code == 0
+    assert cli("info", "b0,w=16,d=32", "--json").returncode == 0
     r = cli("build", "b0,w=16,d=32", "-o", str(tmp_path / "b"))
-    refused(r, "parameters", "at most 400,000,000")
+    assert_refused(r, "parameters", "at most 400,000,000")
     no_stage_ran(r)
     assert list(tmp_path.iterdir()) == []
 
@@ -195,7 +149,7 @@ def test_a_network_too_large_to_export_is_refused_before_any_memory_is_taken(cli
     (("fit", "b0", "--phi-max", "nan"), "--phi-max"),
 ])
 def test_an_out_of_range_number_is_a_usage_error(cli, args, option):
-    refused(cli(*args), "Invalid value for", option)
+    assert_refused(cli(*args), "Invalid value for", option)
 
 
 def _options(group: click.Group, path=()) -> list[tuple[tuple[str, ...], click.Option]]:
@@ -214,7 +168,7 @@ def test_every_float_option_refuses_nan_and_inf(cli):
     for path, option in floats:
         assert isinstance(option.type, edgeffnet_cli.FiniteFloat), (path, option.name)
         for bad in ("nan", "inf", "-inf"):
-            refused(cli(*path, option.opts[0], bad), "Invalid value for", option.opts[0])
+            assert_refused(cli(*path, option.opts[0], bad), "Invalid value for", option.opts[0])
 
 
 def test_every_whole_number_option_is_bounded(cli):
@@ -222,12 +176,12 @@ def test_every_whole_number_option_is_bounded(cli):
     assert len(ints) >= 20
     for path, option in ints:
         assert isinstance(option.type, click.IntRange) and option.type.max is not None, (path, option.name)
-        refused(cli(*path, option.opts[0], "99999999999999999999"), "Invalid value for", option.opts[0])
+        assert_refused(cli(*path, option.opts[0], "99999999999999999999"), "Invalid value for", option.opts[0])
 
 
 def test_sets_that_no_memory_holds_are_refused_before_any_work(cli, tmp_path):
     r = cli("build", "b0,res=2048", "-p", "int8", "--calib-size", "5000", "-o", str(tmp_path / "b"))
-    refused(r, "--calib-size 5000 at 2048 px", "GiB")
+    assert_refused(r, "--calib-size 5000 at 2048 px", "GiB")
     no_stage_ran(r)
     assert list(tmp_path.iterdir()) == []
 
@@ -291,7 +245,7 @@ def test_a_bad_checkpoint_is_one_line_before_any_work(cli, tmp_path, b0_state, k
         torch.save({1: torch.zeros(1), 2: torch.zeros(1)}, ckpt)
     dest = tmp_path / "b"
     r = cli("build", "b2,res=96" if kind == "other-shapes" else SPEC, "-w", str(ckpt), "-o", str(dest))
-    line = refused(r, why)
+    line = assert_refused(r, why)
     assert "weights_only" not in line and "Weights only load failed" not in line
     no_stage_ran(r)
     assert not dest.exists()
@@ -330,7 +284,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(cli, tmp
         ckpt.write_bytes(pickle.dumps(payload))
     assert not marker.exists()
     dest = tmp_path / "b"
-    refused(cli("build", SPEC, "-w", str(ckpt), "-o", str(dest)), "cannot read checkpoint")
+    assert_refused(cli("build", SPEC, "-w", str(ckpt), "-o", str(dest)), "cannot read checkpoint")
     assert not marker.exists() and not dest.exists()
     pickle.loads(pickle.dumps(_RunsCode(marker)))  # the marker works: plain unpickling would have made it
     assert marker.exists()
@@ -438,7 +392,7 @@ def test_bad_calibration_data_is_refused_before_the_first_stage(cli, tmp_path, h
         source.write_text("1 2 3")
     dest = tmp_path / "out"
     r = cli("build", SPEC, "-p", "int8", "--calib", str(source), "-o", str(dest))
-    refused(r, why)
+    assert_refused(r, why)
     no_stage_ran(r)
     assert not dest.exists()
 
@@ -479,7 +433,7 @@ def test_output_at_an_existing_directory_that_is_not_a_bundle_deletes_nothing(cl
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     (mine / "sub").mkdir()
-    refused(cli("build", SPEC, "-o", str(mine)), str(mine), "not an edgeffnet bundle")
+    assert_refused(cli("build", SPEC, "-o", str(mine)), str(mine), "not an edgeffnet bundle")
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "sub"] and (mine / "notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
 
@@ -507,7 +461,7 @@ def test_an_output_that_cannot_be_a_bundle_is_one_line(cli, tmp_path, kind, why)
         dest = tmp_path / "link"
         dest.symlink_to(tmp_path / "gone" / "bundle")
     before = sorted(p.name for p in tmp_path.iterdir())
-    refused(cli("build", SPEC, "-o", str(dest)), why)
+    assert_refused(cli("build", SPEC, "-o", str(dest)), why)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     if kind in ("a file", "under a file"):
         assert (tmp_path / "file").read_text() == "keep me"
@@ -516,7 +470,7 @@ def test_an_output_that_cannot_be_a_bundle_is_one_line(cli, tmp_path, kind, why)
 def test_output_dot_in_an_empty_directory_is_refused(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for dest in (".", str(tmp_path)):
-        refused(cli("build", SPEC, "-o", dest), "the current directory", "bundle")
+        assert_refused(cli("build", SPEC, "-o", dest), "the current directory", "bundle")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -527,7 +481,7 @@ def test_output_at_a_mount_point_is_refused(cli, tmp_path, monkeypatch):
     mount.mkdir()
     real = os.path.ismount
     monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == mount or real(p))
-    refused(cli("build", SPEC, "-o", str(mount)), "a mount point", str(mount / "bundle"))
+    assert_refused(cli("build", SPEC, "-o", str(mount)), "a mount point", str(mount / "bundle"))
     assert list(mount.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["mnt"]
 
 
@@ -537,9 +491,7 @@ def test_output_at_a_mount_point_is_refused(cli, tmp_path, monkeypatch):
 def built(tmp_path_factory, cache_dir) -> Path:
     """A bundle at a path with spaces and commas: a real build through the console entry point works."""
     dest = tmp_path_factory.mktemp("bundles") / "my bundle, v1"
-    env = {**os.environ, "EDGEFFNET_CACHE": str(cache_dir)}
-    r = subprocess.run([sys.executable, "-m", "edgeffnet.cli", "build", SPEC, "-o", str(dest)], capture_output=True,
-                       text=True, env=env, timeout=600)
+    r = run_cli_process("build", SPEC, "-o", str(dest), env={**os.environ, "EDGEFFNET_CACHE": str(cache_dir)})
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(dest) and (dest / "manifest.json").is_file()
     return dest
@@ -547,15 +499,15 @@ def built(tmp_path_factory, cache_dir) -> Path:
 
 def test_an_output_with_spaces_and_commas_works(cli, built, hostile_images):
     r = cli("predict", str(built), str(hostile_images["ok"]), "--json")
-    assert r.code == 0, r.err
-    assert json.loads(r.out)[0]["image"] == str(hostile_images["ok"])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)[0]["image"] == str(hostile_images["ok"])
 
 
 @pytest.mark.parametrize("image", ["one_pixel", "huge", "sixteen_bit", "cmyk"])
 def test_predict_takes_odd_photos(cli, built, hostile_images, image):
     r = cli("predict", str(built), str(hostile_images[image]), "--json")
-    assert r.code == 0, r.err
-    assert np.isfinite([c["probability"] for c in json.loads(r.out)[0]["top"]]).all()
+    assert r.returncode == 0, r.stderr
+    assert np.isfinite([c["probability"] for c in json.loads(r.stdout)[0]["top"]]).all()
 
 
 @pytest.mark.parametrize("image,why", [
@@ -569,7 +521,7 @@ def test_predict_takes_odd_photos(cli, built, hostile_images, image):
 def test_predict_on_what_is_not_an_image(cli, built, hostile_images, tmp_path, image, why):
     path = {"missing": tmp_path / "nowhere.jpg", "directory": tmp_path,
             "huge.png": hostile_images["huge_rgb"]}.get(image) or hostile_images[image]
-    refused(cli("predict", str(built), str(path)), why)
+    assert_refused(cli("predict", str(built), str(path)), why)
 
 
 def _damaged(built: Path, tmp_path: Path, kind: str) -> Path:
@@ -636,7 +588,7 @@ def test_a_damaged_bundle_is_one_line(cli, built, hostile_images, tmp_path, comm
     r = cli(*args)
     # compile finishes TensorRT engines only: an OpenVINO bundle has nothing to compile, whole or damaged.
     why = "nothing to compile" if command == "compile" and kind in ARTIFACT_DAMAGE else DAMAGE[kind]
-    refused(r, why)
+    assert_refused(r, why)
     assert sorted(p.name for p in b.iterdir()) == before  # no bench record of a damaged bundle
 
 
@@ -646,8 +598,7 @@ def test_a_damaged_bundle_is_one_line(cli, built, hostile_images, tmp_path, comm
 def record(built, tmp_path_factory) -> dict:
     b = tmp_path_factory.mktemp("measured") / "b"
     shutil.copytree(built, b)
-    r = subprocess.run([sys.executable, "-m", "edgeffnet.cli", "bench", str(b), "-n", "5", "-s", "0", "--warmup", "0"],
-                       capture_output=True, text=True, timeout=300)
+    r = run_cli_process("bench", str(b), "-n", "5", "-s", "0", "--warmup", "0", timeout=300)
     assert r.returncode == 0, r.stderr
     return json.loads((b / "bench" / "openvino-latency.json").read_text())
 
@@ -667,14 +618,14 @@ def test_report_on_a_damaged_record_is_one_line(cli, record, tmp_path, damage, w
     damage(d)
     path = tmp_path / "record.json"
     path.write_text(json.dumps(d))
-    refused(cli("report", str(path), "-o", str(tmp_path / "report")), why)
+    assert_refused(cli("report", str(path), "-o", str(tmp_path / "report")), why)
     assert not (tmp_path / "report").exists()
 
 
 def test_report_on_a_file_that_is_not_json(cli, tmp_path):
     path = tmp_path / "record.json"
     path.write_text("{not json")
-    refused(cli("report", str(path), "-o", str(tmp_path / "r")), "not an edgeffnet bench record")
+    assert_refused(cli("report", str(path), "-o", str(tmp_path / "r")), "not an edgeffnet bench record")
 
 
 @pytest.mark.parametrize("profile,why", [
@@ -694,7 +645,7 @@ def test_a_bad_target_profile_is_one_line(cli, tmp_path, profile, why):
     path.write_text(profile)
     dest = tmp_path / "b"
     r = cli("build", SPEC, "--target", str(path), "-o", str(dest))
-    refused(r, why)
+    assert_refused(r, why)
     no_stage_ran(r)
     assert not dest.exists()
 

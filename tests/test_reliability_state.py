@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import run_cli_process
+
 from edgeffnet import verify
 from edgeffnet.bundle import Bundle, clean_debris, is_bundle
 from edgeffnet.precision import int8
@@ -34,11 +36,6 @@ def _env(cache: Path, **extra) -> dict:
     env = {**os.environ, "EDGEFFNET_CACHE": str(cache), **extra}
     env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE.parent)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     return env
-
-
-def _cli(env: dict, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgeffnet.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=600, cwd=cwd)
 
 
 def _popen(env: dict, *args: str) -> subprocess.Popen:
@@ -95,7 +92,7 @@ def cache(tmp_path_factory) -> Path:
 def base(cache, tmp_path_factory) -> Path:
     """One FP32 bundle built with this module's cache: later builds reuse its stages."""
     dest = tmp_path_factory.mktemp("base") / "b0"
-    _built(_cli(_env(cache), "build", SPEC, "-o", str(dest)))
+    _built(run_cli_process("build", SPEC, "-o", str(dest), env=_env(cache)))
     return dest
 
 
@@ -144,7 +141,7 @@ def test_int8_build_ignores_hostile_statistics_and_writes_nothing_outside(tmp_pa
         d.mkdir()
     cache = home / "edgeffnet-cache"
     env = _env(cache, HOME=str(home), TMPDIR=str(tmp))
-    _built(_cli(env, "build", SPEC, "-p", "int8", "--calib-size", "32", "-o", str(out / "first"), cwd=cwd))
+    _built(run_cli_process("build", SPEC, "-p", "int8", "--calib-size", "32", "-o", str(out / "first"), cwd=cwd, env=env))
     stats = list((cache / "calibration").glob("*.npz"))
     assert stats
     marker = tmp_path / "marker"
@@ -152,7 +149,7 @@ def test_int8_build_ignores_hostile_statistics_and_writes_nothing_outside(tmp_pa
         path.write_bytes(pickle.dumps(_Payload(marker)))
         path.with_suffix(".pkl").write_bytes(pickle.dumps(_Payload(marker)))
     shutil.rmtree(cache / "stages" / "precision")  # so the precision stage reads the statistics again
-    r = _cli(env, "build", SPEC, "-p", "int8", "--calib-size", "32", "-o", str(out / "second"), cwd=cwd)
+    r = run_cli_process("build", SPEC, "-p", "int8", "--calib-size", "32", "-o", str(out / "second"), cwd=cwd, env=env)
     _built(r)
     assert not marker.exists()
     assert "reused" not in _stage_lines(r.stderr)["precision"]
@@ -177,7 +174,7 @@ def test_a_truncated_cached_graph_is_rebuilt_not_shipped(base, cache, tmp_path):
     (entry,) = (cache / "stages" / "export").glob("*/model.onnx")
     with open(entry, "r+b") as f:
         f.truncate(1000)
-    r = _cli(_env(cache), "build", SPEC, "-o", str(tmp_path / "b"))
+    r = run_cli_process("build", SPEC, "-o", str(tmp_path / "b"), env=_env(cache))
     _built(r)
     assert "reused" not in _stage_lines(r.stderr)["export"]
     manifest = _assert_valid(tmp_path / "b")
@@ -188,12 +185,12 @@ def test_a_truncated_cached_graph_is_rebuilt_not_shipped(base, cache, tmp_path):
 
 def test_another_models_compile_entry_is_rebuilt_and_the_manifest_is_fresh(base, cache, tmp_path):
     env = _env(cache)
-    _built(_cli(env, "build", SPEC, "--batch", "2", "-o", str(tmp_path / "batch2")))
+    _built(run_cli_process("build", SPEC, "--batch", "2", "-o", str(tmp_path / "batch2"), env=env))
     key = json.loads((base / "manifest.json").read_text())["stages"]["compile"]["key"]
     entry = cache / "stages" / "compile" / key
     for name in ("model.xml", "model.bin"):
         shutil.copyfile(tmp_path / "batch2" / name, entry / name)
-    r = _cli(env, "build", SPEC, "-o", str(tmp_path / "again"))
+    r = run_cli_process("build", SPEC, "-o", str(tmp_path / "again"), env=env)
     _built(r)
     assert "reused" not in _stage_lines(r.stderr)["compile"]
     manifest = _assert_valid(tmp_path / "again")
@@ -224,7 +221,7 @@ def test_nan_weights_fail_the_build_in_one_line(base, cache, tmp_path):
         next(p for p in model.parameters() if p.dim() == 4).fill_(float("nan"))
     ckpt = tmp_path / "nan.pt"
     save_weights(model, ckpt)
-    r = _cli(_env(cache), "build", SPEC, "-w", str(ckpt), "-o", str(tmp_path / "b"))
+    r = run_cli_process("build", SPEC, "-w", str(ckpt), "-o", str(tmp_path / "b"), env=_env(cache))
     assert "NaN" in _one_line(r)
     assert not (tmp_path / "b").exists() and _debris(tmp_path) == []
 
@@ -240,7 +237,7 @@ def test_predict_refuses_a_bundle_that_outputs_nan(base, tmp_path):
     from PIL import Image
 
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(tmp_path / "grey.png")
-    r = _cli(_env(tmp_path / "c"), "predict", str(broken), str(tmp_path / "grey.png"))
+    r = run_cli_process("predict", str(broken), str(tmp_path / "grey.png"), env=_env(tmp_path / "c"))
     assert "NaN" in _one_line(r) and "nan%" not in r.stdout
 
 
@@ -251,10 +248,10 @@ def test_rebuild_keeps_the_checkpoint_and_notes_the_user_put_in_the_bundle(cache
 
     dest = tmp_path / "mine"
     env = _env(cache)
-    _built(_cli(env, "build", SPEC, "-o", str(dest)))
+    _built(run_cli_process("build", SPEC, "-o", str(dest), env=env))
     save_weights(create_model(SPEC), dest / "weights.pt")
     (dest / "notes.txt").write_text("keep me")
-    _built(_cli(env, "build", SPEC, "-w", str(dest / "weights.pt"), "-o", str(dest)))
+    _built(run_cli_process("build", SPEC, "-w", str(dest / "weights.pt"), "-o", str(dest), env=env))
     manifest = _assert_valid(dest)
     assert manifest["weights"]["random_init"] is False
     assert (dest / "notes.txt").read_text() == "keep me" and (dest / "weights.pt").is_file()
@@ -265,7 +262,7 @@ def test_a_directory_that_is_not_a_bundle_is_refused_and_untouched(cache, tmp_pa
     dest = tmp_path / "photos"
     dest.mkdir()
     (dest / "cat.jpg").write_bytes(b"not really")
-    r = _cli(_env(cache), "build", SPEC, "-o", str(dest))
+    r = run_cli_process("build", SPEC, "-o", str(dest), env=_env(cache))
     assert "not an edgeffnet bundle" in _one_line(r)
     assert [p.name for p in dest.iterdir()] == ["cat.jpg"] and _debris(tmp_path) == []
 
@@ -275,7 +272,7 @@ def test_a_symlinked_output_is_rebuilt_through_the_link(base, cache, tmp_path):
     shutil.copytree(base, target)
     link = tmp_path / "link"
     link.symlink_to(target)
-    _built(_cli(_env(cache), "build", SPEC, "--batch", "2", "-o", str(link)))
+    _built(run_cli_process("build", SPEC, "--batch", "2", "-o", str(link), env=_env(cache)))
     assert link.is_symlink() and json.loads((target / "manifest.json").read_text())["input"]["batch"] == 2
     assert _debris(tmp_path) == []
 
@@ -309,7 +306,7 @@ def test_a_killed_build_leaves_no_debris_after_the_next_build(base, cache, tmp_p
         assert rest.strip().endswith(line)
         assert _debris(tmp_path) == []
     assert not dest.exists()
-    _built(_cli(env, "build", SPEC, "--batch", batch, "-o", str(dest)))
+    _built(run_cli_process("build", SPEC, "--batch", batch, "-o", str(dest), env=env))
     assert _debris(tmp_path) == [] and _cache_debris(cache) == []
     assert _assert_valid(dest)["input"]["batch"] == int(batch)
 
@@ -364,9 +361,10 @@ def test_two_builds_sharing_a_cold_cache(tmp_path):
     for n in ("one", "two"):
         _assert_valid(tmp_path / n)
     assert _cache_debris(cache) == []
-    r = _cli(env, "build", SPEC, "-o", str(tmp_path / "three"))
+    r = run_cli_process("build", SPEC, "-o", str(tmp_path / "three"), env=env)
     _built(r)
-    assert all("reused" in line for line in _stage_lines(r.stderr).values())
+    stages = _stage_lines(r.stderr)
+    assert stages and all("reused" in line for line in stages.values()), r.stderr
     _assert_valid(tmp_path / "three")
 
 
@@ -390,11 +388,11 @@ def test_build_and_predict_write_nothing_outside(tmp_path):
     for d in (home, cwd, tmp, out):
         d.mkdir()
     env = _env(home / "cache", HOME=str(home), TMPDIR=str(tmp))
-    _built(_cli(env, "build", SPEC, "-o", str(out / "b"), cwd=cwd))
+    _built(run_cli_process("build", SPEC, "-o", str(out / "b"), cwd=cwd, env=env))
     from PIL import Image
 
     Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(out / "grey.png")
-    r = _cli(env, "predict", str(out / "b"), str(out / "grey.png"), cwd=cwd)
+    r = run_cli_process("predict", str(out / "b"), str(out / "grey.png"), cwd=cwd, env=env)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in home.iterdir()) == ["cache"]
     assert list(cwd.iterdir()) == [] and sorted(p.name for p in out.iterdir()) == ["b", "grey.png"]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from conftest import run_cli_process
 
 from edgeffnet.errors import UserError
 from edgeffnet.scaling import parse_spec
@@ -249,6 +249,7 @@ def _image_folder(root: Path, per_class: int, seed: int) -> None:
             Image.fromarray(v).save(root / name / f"{i}.png")
 
 
+@pytest.mark.slow
 def test_training_evaluator_trains_and_scores_for_real(tmp_path):
     _image_folder(tmp_path / "train", 8, seed=1)
     _image_folder(tmp_path / "val", 3, seed=2)
@@ -279,17 +280,12 @@ def test_pretrained_start_copies_what_fits_from_lite0():
 
 # -- the command -----------------------------------------------------------------------------------------
 
-def _cli(*args, cache):
-    env = dict(os.environ, EDGEFFNET_CACHE=str(cache), PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "edgeffnet.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=900)
-
-
+@pytest.mark.slow
 def test_cli_search_end_to_end_and_resumed(tmp_path):
     out = tmp_path / "search"
     args = ("search", "--phi", "-4", "--step", "0.25", "--tol", "0.1", "-n", "10", "-s", "0.05", "--warmup", "0.02",
             "--confirm-rounds", "1", "-o", str(out))
-    done = _cli(*args, cache=tmp_path / "cache")
+    done = run_cli_process(*args, cache=tmp_path / "cache", cwd=REPO, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "NO ACCURACY was measured" in done.stdout and "chosen: b0," in done.stdout
     assert "against the paper's (1.2, 1.1, 1.15)" in done.stdout or "paper's own network" in done.stdout
@@ -302,12 +298,12 @@ def test_cli_search_end_to_end_and_resumed(tmp_path):
         record = json.loads(Path(r["record"]).read_text())  # the bench record the result came from
         assert record["stats"]["p50_ms"] == r["p50_ms"] and record["model"]["spec"] == r["spec"]
 
-    again = _cli(*args, cache=tmp_path / "cache")
+    again = run_cli_process(*args, cache=tmp_path / "cache", cwd=REPO, timeout=900)
     assert again.returncode == 0 and "0 measured, 4 from disk" in again.stderr
 
     for bad, message in ((("search", "b3"), "family baseline"), (("search", "--metric", "p50", "--phi", "0"), "phi"),
                          (("search", "--evaluate", "x {spec} {output}", "--data", "d", "--val", "v"), "one of them"),
                          (("search", "--target", "nope"), "target")):
-        done = _cli(*bad, "-o", str(tmp_path / "bad"), cache=tmp_path / "cache")
+        done = run_cli_process(*bad, "-o", str(tmp_path / "bad"), cache=tmp_path / "cache", cwd=REPO, timeout=900)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not (tmp_path / "bad").exists()

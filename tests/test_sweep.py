@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -156,17 +153,11 @@ def test_bad_requests_fail_before_any_work(tmp_path):
     assert not (tmp_path / "bundles").exists()
 
 
-def test_cli_sweep_writes_the_report(tmp_path, cache):
-    env = dict(os.environ)
-
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "edgeffnet.cli", "sweep", *args], capture_output=True, text=True,
-                              env=env)
-
-    r = cli("--spec", SPECS[0], "-n", "3", "-s", "0", "--warmup", "0", "--mode", "latency", "-o", str(tmp_path))
+def test_cli_sweep_writes_the_report(tmp_path, cli):
+    r = cli("sweep", "--spec", SPECS[0], "-n", "3", "-s", "0", "--warmup", "0", "--mode", "latency", "-o", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "report.html").is_file() and (tmp_path / "latency_vs_flops.png").is_file()
     assert "lite0,res=96" in (tmp_path / "report.md").read_text()
     for args in (["--models", "b0-lite1"], ["--scaling", "b2:1"], ["--models", "b0", "--precision", "fp64"]):
-        r = cli(*args, "-o", str(tmp_path / "bad"))
+        r = cli("sweep", *args, "-o", str(tmp_path / "bad"))
         assert r.returncode == 2 and r.stderr.startswith("edgeffnet: error:") and r.stderr.count("\n") == 1, r.stderr

@@ -5,8 +5,6 @@ a small build of each family through every stage (export, simplify, FP16/INT8, O
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -18,7 +16,7 @@ from edgeffnet.info import describe, table3
 from edgeffnet.model import build
 from edgeffnet.scaling import TABLE3, parse_spec, table3_specs
 
-from conftest import fixture, fixture_path
+from conftest import fixture, fixture_path, run_cli
 
 # Parameter counts of the reference implementations (torchvision 0.29.1 / timm 1.0.31), from issue 14.
 REFERENCE_PARAMS = {"mobilenetv1": 4_231_976, "mobilenetv2": 3_504_872, "resnet50": 25_557_032}
@@ -169,7 +167,8 @@ def test_random_weights_of_deep_table3_networks_keep_fp32_rounding_small():
     model = edgeffnet.create_model("mobilenetv2,d=4,res=64")
     residual = [m.project.bn.weight for m in model.modules() if isinstance(m, MBConv) and m.residual]
     assert len(residual) == 61 and all(torch.all(w == 1 / 61 ** 0.5) for w in residual)
-    assert all(m.dw.conv.weight.min() >= 0 for m in model.modules() if isinstance(m, MBConv))
+    blocks = [m for m in model.modules() if isinstance(m, MBConv)]
+    assert blocks and all(m.dw.conv.weight.min() >= 0 for m in blocks)
     x = torch.from_numpy(to_input(verification_views(4, model.preprocess), model.preprocess))
     with torch.no_grad():
         err = (model(x).double() - copy.deepcopy(model).double()(x.double())).abs().max().item()
@@ -181,21 +180,16 @@ def test_random_weights_of_deep_table3_networks_keep_fp32_rounding_small():
 
 # -- the CLI ---------------------------------------------------------------------------------------------
 
-def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "edgeffnet.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=600)
-
-
 def test_info_table3_prints_paper_beside_counted():
-    r = _cli("info", "--table3")
+    r = run_cli("info", "--table3")
     assert r.returncode == 0, r.stderr
     assert "Scale MobileNetV2 by depth (d=4)" in r.stdout and "16.2 B" in r.stdout and "transposed" in r.stdout
-    rows = json.loads(_cli("info", "--table3", "--json").stdout)
+    rows = json.loads(run_cli("info", "--table3", "--json").stdout)
     assert [row["spec"] for row in rows] == table3_specs()
 
 
 def test_info_of_a_table3_spec():
-    r = _cli("info", "resnet50")
+    r = run_cli("info", "resnet50")
     assert r.returncode == 0, r.stderr
     assert "Bottleneck4" in r.stdout and "25,557,032" in r.stdout and "MaxPool" in r.stdout
 
@@ -205,7 +199,7 @@ def test_sweep_table3_plans_the_fourteen_rows():
 
     items = plan(None, tuple(table3_specs()), None, ["fp32"])  # what `sweep --table3` adds to the plan
     assert [i.spec for i in items] == table3_specs()
-    r = _cli("sweep", "--help")
+    r = run_cli("sweep", "--help")
     assert r.returncode == 0 and "--table3" in r.stdout
 
 

@@ -217,7 +217,7 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
                     fail(job, f"the device running it left the cluster and no other device advertises "
                               f"{job.target.name}")
     except KeyboardInterrupt:
-        for ref, job in running.items():
+        for ref in running:
             ray.cancel(ref, force=True)
         stopped = next(iter(running.values()), None) or next((q[0] for q in waiting.values() if q), None) \
             or (todo[0] if todo else None)

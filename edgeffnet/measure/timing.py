@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -36,7 +37,7 @@ class Measurement:
 
 
 @contextmanager
-def _no_gc():
+def _no_gc() -> Iterator[None]:
     was = gc.isenabled()
     gc.disable()
     try:
@@ -51,7 +52,8 @@ def _done(count: int, elapsed_ns: int, lim: Limits) -> float:
     return min(1.0, count / lim.iterations, elapsed_ns / (lim.seconds * 1e9) if lim.seconds else 1.0)
 
 
-def measure(fn: Callable, lim: Limits, tick=None, clock=time.perf_counter_ns) -> Measurement:
+def measure(fn: Callable[[], object], lim: Limits, tick: Callable[[float], object] | None = None,
+            clock: Callable[[], int] = time.perf_counter_ns) -> Measurement:
     """Time `fn()` one call at a time. Ctrl-C ends the run early and keeps what was measured."""
     samples: list[int] = []
     start = clock()
@@ -80,7 +82,7 @@ def measure(fn: Callable, lim: Limits, tick=None, clock=time.perf_counter_ns) ->
     return Measurement([x / 1e6 for x in samples], (end - start) / 1e9, len(samples), interrupted)
 
 
-def measure_async(queue, lim: Limits, tick=None) -> Measurement:
+def measure_async(queue: Any, lim: Limits, tick: Callable[[float], object] | None = None) -> Measurement:
     """Keep an asynchronous queue (backends.AsyncQueue) full; throughput counts from the first submission
     to the last completion. Per-request latencies are the runtime's own (queueing included), as
     benchmark_app reports them."""
@@ -113,7 +115,7 @@ def measure_async(queue, lim: Limits, tick=None) -> Measurement:
     return Measurement(lat, (clock() - begin) / 1e9, len(lat), interrupted)
 
 
-def interleaved_p50(calls: dict[str, Callable], seconds: float = 1.5, min_runs: int = 20, warmup: int = 5,
+def interleaved_p50(calls: dict[str, Callable[[], object]], seconds: float = 1.5, min_runs: int = 20, warmup: int = 5,
                     max_runs: int | None = None) -> dict[str, float]:
     """Median ms per callable, timed in turns (one call of each per round) for about `seconds` each and
     at least `min_runs` rounds (exactly `max_runs` when given: a fixed count, as benchmarks want).
