@@ -60,7 +60,11 @@ def _spec_help() -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("--table3", is_flag=True, help="The paper's Table 3 (MobileNetV1/V2, ResNet-50 scaled): its FLOPS "
                                              "beside the counted MACs of each row's spec.")
-def info(spec: str | None, num_classes: int, as_json: bool, table3: bool) -> None:
+@click.option("--target", "-t", help="Also the p50 this device's latency model predicts on TARGET (edgeffnet latency).")
+@click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), help="With --target (default its own).")
+@click.option("--latency-model", "latency_model", type=click.Path(dir_okay=False), help="With --target: a model file.")
+def info(spec: str | None, num_classes: int, as_json: bool, table3: bool, target: str | None = None,
+         precision: str | None = None, latency_model: str | None = None) -> None:
     """Show the scaled stage table, d/w/r, params, MACs and the 2^phi check for SPEC.
 
     Without SPEC, list the published presets.
@@ -92,10 +96,18 @@ def info(spec: str | None, num_classes: int, as_json: bool, table3: bool) -> Non
         out.print(f"Spec forms: {SPEC_FORMS} (see edgeffnet info --help)")
         return
     d = inf.describe(parse_spec(spec), num_classes)
+    predicted = None
+    if target:
+        from .latency.commands import prediction_line
+
+        predicted = prediction_line(d["spec"], target, precision, latency_model)
+        d["latency_prediction"] = predicted
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
     _print_info(d)
+    if predicted:
+        out.print(predicted, markup=False)
 
 
 def _print_info(d: dict) -> None:
@@ -512,12 +524,17 @@ def _bench_options(fn):
               help="How many of the best are timed again against the paper's network before the choice.")
 @click.option("--confirm-rounds", type=Whole(0, 1000), default=3, show_default=True,
               help="Alternating rounds of that re-timing (0: choose on the first measurements).")
+@click.option("--measure", type=Whole(0, 100_000), default=None,
+              help="Build and time only the best K splits by predicted latency (+ the paper's); 0: every split. "
+                   "Default 8 where this device has a latency model, else every split.")
+@click.option("--latency-model", "latency_model", type=click.Path(dir_okay=False),
+              help="The latency model file (default: this device's, under the cache).")
 @_bench_options
 @click.option("-o", "--output", default="search", show_default=True, type=click.Path(), help="Results directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, latency_target, evaluate, evaluate_timeout,
-               data, val, epochs, init, batch_size, lr, finalists, confirm_rounds, iterations, seconds, warmup, threads,
-               metric, output, as_json) -> None:
+               data, val, epochs, init, batch_size, lr, finalists, confirm_rounds, measure, latency_model, iterations,
+               seconds, warmup, threads, metric, output, as_json) -> None:
     """Step 1 on the device: alpha, beta, gamma under alpha*beta^2*gamma^2 ~= 2, each split built and timed.
 
     Candidates are ranked by ACC x (LAT/T)^w with LAT measured on the target; without --evaluate or --data,
@@ -533,7 +550,8 @@ def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, lat
     plan = trials.SearchPlan(base=base, target=target, precision=precision, phi=phi, step=step, tol=tol,
                              ratio=flops_ratio, weight=weight, latency_target=latency_target, metric=metric,
                              confirm_rounds=confirm_rounds, finalists=finalists, out=Path(output),
-                             settings=harness.BenchSettings(iterations, seconds, warmup, threads))
+                             settings=harness.BenchSettings(iterations, seconds, warmup, threads),
+                             measure=measure, latency_model=latency_model)
     scored = (evaluate is not None or bool(data), "--evaluate or --data/--val")  # no accuracy: no objective
     _refuse_ignored({"--evaluate-timeout": (evaluate is not None, "--evaluate"), "--weight": scored,
                      "--latency-target": scored,
@@ -543,12 +561,15 @@ def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, lat
     with console.candidate_progress(err, "search") as (on_candidate, echo):
         result = trials.run(plan, evaluator, echo=echo, on_candidate=on_candidate)
     err.print(f"{result['measured']} measured, {result['reused']} from disk, {len(result['failed'])} failed; "
-              f"grid of {len(plan.candidates)} candidates", markup=False)
+              f"grid of {len(plan.candidates)} candidates"
+              + (f", {len(plan.candidates) - len(result['rows'])} predicted only" if result["prediction"] else ""),
+              markup=False)
     if not result["rows"] or not any(r["paper"] for r in result["rows"]):
         if result["interrupted"]:
             _interrupted("run the same command again to continue")
         raise UserError("nothing to compare: the paper's coefficients could not be measured")
     summary = trials.summarize(plan, result["rows"])
+    summary["prediction"] = result["prediction"]
     summary["comparison"] = None if result["interrupted"] else trials.confirm(plan, summary)
     files = trials.write(plan, result["rows"], summary, started)
     if as_json:
@@ -573,12 +594,14 @@ def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, lat
 @click.option("--phi-step", type=FINITE, default=0.05, show_default=True, help="Resolution of phi.")
 @click.option("--phi-min", type=FINITE, default=-4.0, show_default=True, help="Smallest phi considered.")
 @click.option("--phi-max", type=FINITE, default=8.0, show_default=True, help="Largest phi considered.")
+@click.option("--latency-model", "latency_model", type=click.Path(dir_okay=False),
+              help="The latency model that proposes phi (default: this device's, under the cache, where there is one).")
 @_bench_options
 @click.option("-o", "--output", default="fit", show_default=True, type=click.Path(),
               help="Directory for the bundles, measurements, fit.json/csv/png.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def fit_cmd(base, searched, coefficients, target, precision, latency_ms, budgets, phi_step, phi_min, phi_max,
-            iterations, seconds, warmup, threads, metric, output, as_json) -> None:
+            latency_model, iterations, seconds, warmup, threads, metric, output, as_json) -> None:
     """Step 2 on the device: the largest phi whose measured latency on TARGET is within the budget.
 
     A latency model (log latency against log MACs) proposes, measurements decide by bisection, and the
@@ -590,7 +613,8 @@ def fit_cmd(base, searched, coefficients, target, precision, latency_ms, budgets
 
     plan = fit.plan_from_options(base, searched, coefficients, target=target, precision=precision, metric=metric,
                                  step=phi_step, phi_min=phi_min, phi_max=phi_max, out=Path(output),
-                                 settings=harness.BenchSettings(iterations, seconds, warmup, threads))
+                                 settings=harness.BenchSettings(iterations, seconds, warmup, threads),
+                                 latency_model=latency_model)
     wanted = fit.parse_budgets(latency_ms, budgets)
     results, failed = fit.fit_family(plan, wanted, echo=lambda m: err.print(m, markup=False))
     if not results:
@@ -614,6 +638,10 @@ def fit_cmd(base, searched, coefficients, target, precision, latency_ms, budgets
 from .farm.commands import farm  # noqa: E402  (edgeffnet farm join/status)
 
 cli.add_command(farm)
+
+from .latency.commands import latency  # noqa: E402  (edgeffnet latency fit/predict)
+
+cli.add_command(latency)
 
 
 class _Terminated(BaseException):

@@ -40,10 +40,11 @@ def trim_profile(profile: dict | None) -> dict | None:
 
 
 def row(spec: str, network: str, precision: str, p50_ms: float, source: str, *, reference: dict | None = None,
-        settings: dict | None = None, measured: str | None = None, profile: dict | None = None) -> dict:
+        settings: dict | None = None, measured: str | None = None, profile: dict | None = None,
+        bench_record: str | None = None) -> dict:
     return {"spec": spec, "network": network, "precision": precision, "p50_ms": p50_ms, "reference": reference,
             "source": source, "settings": settings or {}, "measured": measured or files.utc_now(),
-            "profile": trim_profile(profile)}
+            "profile": trim_profile(profile), "bench_record": bench_record}
 
 
 def _checked(d: object, where: str) -> dict:

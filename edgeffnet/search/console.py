@@ -50,8 +50,24 @@ def search_table(summary: dict) -> Table:
     return t
 
 
+def prediction_lines(summary: dict) -> list[str]:
+    """Which splits were predicted and which measured, and how far the predictor was off on the measured."""
+    p, e = summary.get("prediction"), summary.get("prediction_error")
+    if not p:
+        return []
+    measured = sorted({c["spec"] for c in p["candidates"] if c["measured"]})
+    lines = [f"predicted: {len(p['candidates'])} splits ranked by predicted latency (latency model {p['model']}, held-out "
+             f"RMSE {p['held_out_rmse_pct']:.1f}%); measured: the best {p['k']} distinct networks and the paper's "
+             f"({p['measured_networks']} networks): " + "; ".join(measured)]
+    if e:
+        lines.append(f"predictor on the {e['networks']} measured splits (as a ratio to the paper's network): RMSE "
+                     f"{e['rmse_pct']:.1f}%, max {e['max_abs_pct']:.1f}%, {e['within_10pct']:.0%} within +-10%; the machine "
+                     f"now runs at {e['machine_now']:.2f}x the model's time scale")
+    return lines
+
+
 def search_lines(summary: dict, comparison: dict | None) -> list[str]:
-    lines = [f"chosen: {summary['chosen_spec']}  ({summary['chosen_because']})"]
+    lines = prediction_lines(summary) + [f"chosen: {summary['chosen_spec']}  ({summary['chosen_because']})"]
     if summary["note"]:
         lines.append(summary["note"].replace("no accuracy", "NO ACCURACY", 1))
     if comparison and not comparison["same_network"]:

@@ -41,6 +41,7 @@ class FitPlan:
     phi_min: float = -4.0
     phi_max: float = 8.0
     out: Path = Path("fit")
+    latency_model: str | None = None  # a model file; None: this device's, under the cache, where there is one
 
     def check(self) -> None:
         self.base = baseline(self.base)
@@ -186,9 +187,33 @@ class Measurements:
                                                               "fingerprint": self.fingerprint}
         self.fresh += 1
         harness.atomic_write_text(self._path(key), json.dumps(row, indent=1, allow_nan=False) + "\n")
+        self._record(row)
         self.echo(f"  phi={self.plan.phi(i):g} {spec}: {self.plan.metric} {row[f'{self.plan.metric}_ms']:.3f} ms"
                   + (" (again)" if again else ""))
         return row
+
+
+    def _record(self, row: dict) -> None:
+        """Every measurement goes into the device's latency data (unpaired: fit times one network at a time)."""
+        from ..latency import use
+        from ..latency.store import row as data_row
+
+        use.record(self.plan.target, self.plan.precision, [data_row(
+            row["spec"], row["network"], self.plan.precision, row["p50_ms"], "fit", settings=self.fingerprint["bench"],
+            measured=row.get("measured"), bench_record=row.get("record"))])
+
+
+def model_anchors(plan: FitPlan, budget_ms: float, meas: Measurements, model) -> list[int]:
+    """Where measuring starts when the device has a latency model: the largest grid phi it predicts within
+    the budget, and the next step up (the pair that brackets the answer when the model is right)."""
+    lo, hi, best = plan.imin, plan.imax, plan.imin
+    while lo <= hi:  # predicted latency grows with phi
+        mid = (lo + hi) // 2
+        if model.predict(meas.network(mid)[0]) <= budget_ms:
+            best, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    return list(dict.fromkeys((best, min(best + 1, plan.imax))))
 
 
 class LatencyModel:
@@ -214,7 +239,7 @@ def anchors(plan: FitPlan) -> list[int]:
     return list(dict.fromkeys((first, second)))
 
 
-def fit_budget(plan: FitPlan, budget_ms: float, meas: Measurements, echo=None) -> dict:
+def fit_budget(plan: FitPlan, budget_ms: float, meas: Measurements, echo=None, predictor=None) -> dict:
     """The largest grid phi whose measured latency is <= budget_ms, with the next step measured above it."""
     if not budget_ms > 0:
         raise UserError(f"a latency budget is in milliseconds and must be positive, got {budget_ms:g}")
@@ -251,7 +276,11 @@ def fit_budget(plan: FitPlan, budget_ms: float, meas: Measurements, echo=None) -
                 right = mid - 1
         return best
 
-    for i in anchors(plan):
+    start = model_anchors(plan, budget_ms, meas, predictor) if predictor else anchors(plan)
+    if predictor:
+        echo(f"{budget_ms:g} ms: the latency model proposes phi={plan.phi(start[0]):g} "
+             f"({predictor.predict(meas.network(start[0])[0]):.3f} ms predicted); measuring it and the next step")
+    for i in start:
         measure(i)
     jump, confirms, used_model, neighbour, last = 1, 0, False, False, None
     while len(tried) < MAX_MEASUREMENTS:
@@ -285,7 +314,10 @@ def fit_budget(plan: FitPlan, budget_ms: float, meas: Measurements, echo=None) -
         raise UserError(f"no phi in range met {budget_ms:g} ms after {len(tried)} measurements; raise the budget")
     row = meas.known(lo)
     capped = hi is None and lo == plan.imax
-    result = {"budget_ms": budget_ms, "metric": plan.metric, "phi": plan.phi(lo), **{k: row[k] for k in (
+    result = {"budget_ms": budget_ms, "metric": plan.metric, "phi": plan.phi(lo),
+              "proposed_by_model": None if predictor is None else {
+                  "phi": plan.phi(start[0]), "predicted_ms": predictor.predict(meas.network(start[0])[0]),
+                  "model": predictor.path}, **{k: row[k] for k in (
         "spec", "macs", "params", "resolution", "bundle", "p50_ms", "p90_ms", "p99_ms")},
         "confirmed": row.get("history") is not None, "capped_at_phi_max": capped,
         "next_phi": None if hi is None else plan.phi(hi), "next_spec": None if hi is None else meas.network(hi)[0],
@@ -301,11 +333,14 @@ def fit_family(plan: FitPlan, budgets: list[float], echo=None) -> tuple[list[dic
     """(results, [(budget, why)] for budgets that could not be met): one unmeetable budget of a family
     does not stop the others, which share every measurement."""
     plan.check()
+    from ..latency.use import find_model
+
+    predictor = find_model(plan.target, plan.precision, plan.latency_model, echo)
     meas = Measurements(plan, echo=echo)
     results, failed = [], []
     for b in sorted(budgets):
         try:
-            results.append(fit_budget(plan, b, meas, echo))
+            results.append(fit_budget(plan, b, meas, echo, predictor))
         except UserError as e:
             if len(budgets) == 1:
                 raise

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..scaling import parse_spec
-from . import harness
-from .grid import Candidate, baseline, grid, network_key
+from . import harness, selection
+from .grid import PAPER, Candidate, baseline, grid, network_key
 from .objective import DEFAULT_WEIGHT, objective, pareto_front, rank
 from .state_files import check_fields, read_state
 
@@ -50,6 +50,8 @@ class SearchPlan:
     confirm_rounds: int = 3
     finalists: int = 3  # the best few are timed again against the paper's network before the choice
     out: Path = Path("search")
+    measure: int | None = None  # K: only the best K by predicted latency (selection.py); 0: all; None: default
+    latency_model: str | None = None  # a model file; None: this device's, under the cache
 
     def check(self) -> None:
         """Everything a user can get wrong, before any build."""
@@ -63,6 +65,8 @@ class SearchPlan:
             raise UserError(f"--latency-target is in milliseconds and must be positive, got {self.latency_target:g}")
         if self.weight > 0:
             raise UserError(f"--weight must be <= 0 (a slower model may not score higher), got {self.weight:g}")
+        if self.measure is not None and self.measure < 0:
+            raise UserError(f"--measure must be >= 0 (0: every split), got {self.measure}")
         if self.confirm_rounds < 0 or self.finalists < 1:
             raise UserError(f"--confirm-rounds must be >= 0 and --finalists >= 1 (got {self.confirm_rounds}, "
                             f"{self.finalists})")
@@ -110,18 +114,45 @@ def _row(c: Candidate, spec: str, network: str, fingerprint: dict) -> dict:
             "paper": c.is_paper, "same_network_as": None, "fingerprint": fingerprint}
 
 
+def plan_measurements(plan: SearchPlan, echo=print) -> tuple[dict[str, dict] | None, set[str] | None, dict | None]:
+    """(predictions by candidate slug, the networks to measure, about the model); (None, None, None):
+    measure every split (no model, or --measure 0)."""
+    model, k = selection.model_for(plan.target, plan.precision, plan.measure, plan.latency_model, echo)
+    if model is None:
+        return None, None, None
+    predicted = selection.predict_candidates(plan.candidates, plan.base, plan.phi, model)
+    keep = selection.choose_to_measure(predicted, k, plan.tol / plan.ratio)
+    about = {"model": model.path, "k": k, "held_out_rmse_pct": (model.errors.get("held_out") or {}).get("rmse_pct"),
+             "candidates": [p | {"measured": p["network"] in keep} for p in predicted], "measured_networks": len(keep)}
+    return {p["slug"]: p for p in predicted}, keep, about
+
+
+def _record(plan: SearchPlan, row: dict) -> None:
+    """The measurement goes into the device's latency data (paired with the paper's network timed after it)."""
+    from ..latency import use
+    from ..latency.store import row as data_row
+
+    use.record(plan.target, plan.precision, [data_row(
+        row["spec"], row["network"], plan.precision, row["p50_ms"], "search", settings=plan.settings.to_dict(),
+        reference={"spec": Candidate(*PAPER).spec(plan.base, plan.phi), "p50_ms": row["paper_p50_ms"]},
+        measured=row.get("measured"), bench_record=row.get("record"))])
+
+
 def run(plan: SearchPlan, evaluator, echo=print, on_candidate=None) -> dict:
-    """Build, time and score every candidate not on disk. Returns {"rows", "interrupted", "failed",
-    "measured", "reused"}; `on_candidate(done, total, label)` follows along."""
+    """Build, time and score every candidate not on disk (with a latency model: only those
+    `selection.choose_to_measure` keeps). Returns {"rows", "interrupted", "failed", "measured", "reused",
+    "prediction"}; `on_candidate(done, total, label)` follows along."""
     plan.check()
     fp = plan.fingerprint(evaluator)
     store = Store(plan.out)
     rows: list[dict] = []
     by_network: dict[str, dict] = {}
-    result = {"rows": rows, "interrupted": False, "failed": [], "measured": 0, "reused": 0}
-    total = len(plan.candidates)
+    predicted, keep, about = plan_measurements(plan, echo)
+    result = {"rows": rows, "interrupted": False, "failed": [], "measured": 0, "reused": 0, "prediction": about}
+    todo = [c for c in plan.candidates if keep is None or predicted[c.slug]["network"] in keep]
+    total = len(todo)
     paper_bundle = None  # the paper's candidate comes first (grid order), so it is set before it is needed
-    for n, c in enumerate(plan.candidates, 1):
+    for n, c in enumerate(todo, 1):
         spec = c.spec(plan.base, plan.phi)
         network = network_key(parse_spec(spec))
         if on_candidate:
@@ -158,9 +189,12 @@ def run(plan: SearchPlan, evaluator, echo=print, on_candidate=None) -> dict:
                 result["failed"].append((spec, str(e)))
                 continue
             store.save(row)
+            _record(plan, row)
             result["measured"] += 1
             echo(f"{spec}: {plan.metric} {row[f'{plan.metric}_ms']:.3f} ms, {row['macs'] / 1e6:.0f} M MACs"
                  + (f", accuracy {row['accuracy']:.4f}" if row["accuracy"] is not None else ""))
+        if predicted is not None:
+            row["predicted_ms"] = predicted[c.slug]["predicted_ms"]
         rows.append(row)
         by_network.setdefault(network, row)
         if c.is_paper:
@@ -209,6 +243,7 @@ def summarize(plan: SearchPlan, rows: list[dict]) -> dict:
         "paper": _brief(paper, key),
         "pareto_front": [_brief(r, key) for r in front],
         "least_latency_per_mac": [_brief(r, key) | {"ms_per_gmac": r[key] / r["macs"] * 1e9} for r in fastest_split],
+        "prediction_error": selection.prediction_errors(rows, key),
     }
 
 

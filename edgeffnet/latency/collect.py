@@ -1,0 +1,117 @@
+"""Collecting a device's model: build and time the designed set, each network against a reference.
+
+Resumable: each network's measurement is appended to the device's data as soon as it is taken, and a
+rerun skips every designed network already there with the same bench settings. Ctrl-C keeps what was
+measured. Each network is timed, then the reference network right after it (paired timing, as search
+does; store.paired_p50 takes the drift out). A network's bundle is removed once it is timed (the stage
+cache keeps its artifacts), so a collection's disk use stays one bundle and the reference.
+
+Profiles: where `edgeffnet.bench` takes `profile=True` (the profiling work, PROFILE_SCHEMA.md), each
+network also gets one profiled run and its per-layer times go into the data with it; elsewhere the model
+is fitted on whole-network p50s alone.
+"""
+
+from __future__ import annotations
+
+import inspect
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import edgeffnet
+
+from ..errors import UserError
+from ..scaling import parse_spec
+from ..search import harness
+from ..search.grid import network_key
+from . import device, store
+from .design import DEFAULT_NETWORKS, design
+
+REFERENCE = "b0,phi=-1"  # mid-sized in the designed set: its time drifts with the machine, not with the design
+
+
+def quick_settings() -> harness.BenchSettings:
+    """Shorter than search's: a p50 settles within a second at these sizes, and collection must stay
+    within half an hour for the default design on a 2-core CPU (two timings per network)."""
+    return harness.BenchSettings(iterations=50, seconds=1.0, warmup=0.3)
+
+
+@dataclass
+class Collection:
+    target: str
+    precision: str
+    networks: int = DEFAULT_NETWORKS
+    settings: harness.BenchSettings = field(default_factory=quick_settings)
+    reference: str = REFERENCE
+    profile: bool = True  # profile where bench can
+
+    def specs(self) -> list[str]:
+        return design(self.networks)
+
+
+def bench_profiles() -> bool:
+    """Whether this edgeffnet's bench takes profile=True (the hook for the profiling work)."""
+    return "profile" in inspect.signature(edgeffnet.bench).parameters
+
+
+def profile_of(bundle: Path, settings: harness.BenchSettings) -> dict | None:
+    """One profiled run's profile (PROFILE_SCHEMA.md), or None where bench cannot profile."""
+    if not bench_profiles():
+        return None
+    b = edgeffnet.Bundle.open(bundle)
+    with harness.device_lock(b.target.name):
+        r = edgeffnet.bench(b, mode="latency", iterations=settings.iterations, seconds=settings.seconds,
+                            warmup=settings.warmup, threads=settings.threads, save=False, profile=True)
+    return r.to_dict().get("profile") or getattr(r, "profile", None)
+
+
+def measure_one(spec: str, c: Collection, workdir: Path, reference_bundle: Path) -> dict:
+    """Build, time, time the reference; the store row (the bundle removed after)."""
+    dest = workdir / spec.replace(",", "_").replace("=", "")
+    try:
+        path = harness.build_bundle(spec, c.target, c.precision, dest)
+        m = harness.time_bundle(path, c.settings)
+        ref = harness.time_bundle(reference_bundle, c.settings)
+        prof = profile_of(path, c.settings) if c.profile else None
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+    return store.row(spec, network_key(parse_spec(spec)), c.precision, m["p50_ms"], "design",
+                     reference={"spec": c.reference, "p50_ms": ref["p50_ms"]}, settings=c.settings.to_dict(),
+                     measured=m["measured"], profile=prof)
+
+
+def run(c: Collection, echo=None, on_network=None, measure=measure_one) -> dict:
+    """Measure every designed network not yet in the device's data. Returns {"measured", "skipped",
+    "failed", "interrupted", "seconds", "data"}; `on_network(done, total, spec)` follows along."""
+    echo = echo or (lambda m: None)
+    ident = device.identity(c.target)
+    data = device.data_path(ident, c.precision)
+    have = {r["network"] for r in store.read(data)[0]
+            if r.get("source") == "design" and r.get("settings") == c.settings.to_dict()}
+    specs = c.specs()
+    todo = [s for s in specs if network_key(parse_spec(s)) not in have]
+    result = {"measured": 0, "skipped": len(specs) - len(todo), "failed": [], "interrupted": False,
+              "data": str(data), "seconds": 0.0}
+    started = time.perf_counter()
+    workdir = device.folder(ident, c.precision) / "bundles"
+    try:
+        reference = harness.build_bundle(c.reference, c.target, c.precision, workdir / "reference") if todo else None
+        for n, spec in enumerate(todo):
+            if on_network:
+                on_network(result["skipped"] + n, len(specs), spec)
+            try:
+                row = measure(spec, c, workdir, reference)
+            except UserError as e:
+                echo(f"{spec}: failed: {e}")
+                result["failed"].append((spec, str(e)))
+                continue
+            store.append(data, [row])
+            result["measured"] += 1
+            echo(f"{spec}: p50 {row['p50_ms']:.3f} ms (reference {row['reference']['p50_ms']:.3f} ms)")
+    except KeyboardInterrupt:
+        result["interrupted"] = True
+    if on_network and not result["interrupted"]:
+        on_network(len(specs), len(specs), "")
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
