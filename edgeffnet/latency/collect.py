@@ -45,9 +45,10 @@ class Collection:
     settings: harness.BenchSettings = field(default_factory=quick_settings)
     reference: str = REFERENCE
     profile: bool = True  # profile where bench can
+    only: tuple[str, ...] = ()  # these specs instead of the design (tests, benchmarks)
 
     def specs(self) -> list[str]:
-        return design(self.networks)
+        return list(self.only) if self.only else design(self.networks)
 
 
 def bench_profiles() -> bool:
@@ -78,7 +79,7 @@ def measure_one(spec: str, c: Collection, workdir: Path, reference_bundle: Path)
         shutil.rmtree(dest, ignore_errors=True)
     return store.row(spec, network_key(parse_spec(spec)), c.precision, m["p50_ms"], "design",
                      reference={"spec": c.reference, "p50_ms": ref["p50_ms"]}, settings=c.settings.to_dict(),
-                     measured=m["measured"], profile=prof)
+                     measured=m["measured"], profile=prof)  # the bundle and its record went with it
 
 
 def run(c: Collection, echo=None, on_network=None, measure=measure_one) -> dict:

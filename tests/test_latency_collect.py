@@ -1,0 +1,89 @@
+"""Collecting a device's latency model: resumable (an interrupted collection measures only the rest),
+and, for real on this CPU, a handful of tiny networks built, timed against a reference and fitted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgeffnet.latency import collect, device, store
+from edgeffnet.latency.model import fit
+from edgeffnet.search import harness
+
+from latency_truth import Truth
+
+
+def test_an_interrupted_collection_measures_only_the_rest(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEFFNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(harness, "build_bundle", lambda spec, target, precision, dest: Path(dest))
+    truth = Truth(seed=8)
+    measured: list[str] = []
+
+    def pretend(spec, c, workdir, reference, stop_after=None):
+        if stop_after is not None and len(measured) == stop_after:
+            raise KeyboardInterrupt  # Ctrl-C while the next network is built
+        measured.append(spec)
+        row = truth.rows([spec], noise=0.01)[0]
+        return row | {"settings": c.settings.to_dict(), "reference": {"spec": c.reference, "p50_ms": 5.0}}
+
+    c = collect.Collection(target="cpu", precision="fp32", networks=8)
+    first = collect.run(c, measure=lambda *a: pretend(*a, stop_after=3))
+    assert first["interrupted"] and first["measured"] == 3 == len(measured)
+    data = device.data_path(device.identity("cpu"), "fp32")
+    assert len(store.read(data)[0]) == 3  # each network kept as it completed
+
+    again = collect.run(c, measure=pretend)
+    assert not again["interrupted"] and again["skipped"] == 3 and again["measured"] == 5
+    assert measured == c.specs()  # each designed network measured once, in design order
+    assert collect.run(c, measure=pretend)["measured"] == 0  # all there: nothing to do
+
+    longer = collect.Collection(target="cpu", precision="fp32", networks=8, settings=harness.BenchSettings(iterations=7))
+    assert collect.run(longer, measure=pretend)["measured"] == 8  # other bench settings: measured again
+
+
+def test_the_design_spreads_over_the_grid_and_both_families():
+    specs = collect.Collection(target="cpu", precision="fp32").specs()
+    assert len(specs) == len(set(specs)) == 48 and specs == collect.Collection("cpu", "fp32").specs()
+    from edgeffnet.scaling import parse_spec
+
+    parsed = [parse_spec(s) for s in specs]
+    assert {p.family for p in parsed} == {"efficientnet", "lite"}
+    phis = sorted(p.phi for p in parsed)
+    assert phis[0] < -3.5 and phis[-1] > 0.5
+    assert max(p.alpha for p in parsed) > 1.7 and max(p.gamma for p in parsed) > 1.3
+    assert len({p.resolution for p in parsed}) > 15
+
+
+SMALL = ("b0,phi=-4,res=64", "lite0,phi=-3,res=64", "b0,phi=-3,alpha=1.5,beta=1.05,gamma=1.1,res=96",
+         "lite0,phi=-4,res=96", "b0,phi=-4,alpha=1.1,beta=1.2,gamma=1.1,res=80")
+HELD_OUT = "lite0,phi=-3.5,res=80"
+
+
+def test_real_collection_of_tiny_networks_fits_and_predicts_loosely(tmp_path, monkeypatch):
+    """Real builds and timings (fp32, tiny). On a shared machine the checks are loose: a model comes out,
+    every coefficient a cost, and a network it never saw predicted within 2x of its paired measurement."""
+    monkeypatch.setenv("EDGEFFNET_CACHE", str(tmp_path / "cache"))
+    quick = harness.BenchSettings(iterations=20, seconds=0.3, warmup=0.1)
+    c = collect.Collection(target="cpu", precision="fp32", settings=quick, reference="b0,phi=-4,res=64",
+                           only=SMALL)
+    result = collect.run(c)
+    assert result["measured"] == len(SMALL) and not result["failed"]
+    here = device.identity("cpu")
+    rows, _ = store.read(device.data_path(here, "fp32"))
+    assert all(r["reference"]["spec"] == c.reference and r["p50_ms"] > 0 for r in rows)
+    assert not list((device.folder(here, "fp32") / "bundles").glob("b0,*")) and \
+        len(list((device.folder(here, "fp32") / "bundles").iterdir())) == 1  # only the reference stays
+    if collect.bench_profiles():  # on a branch whose bench profiles, the layer times come along
+        assert all(r["profile"] and r["profile"].get("by_role") for r in rows)
+    m = fit(rows, "fp32", here)
+    assert m.data["networks"] == len(SMALL) and all(v >= 0 for g in m.groups.values() for v in g.values())
+    if collect.bench_profiles():
+        assert m.data["profiled_networks"] == len(SMALL)
+
+    check = collect.run(collect.Collection(target="cpu", precision="fp32", settings=quick, reference=c.reference,
+                                           only=(HELD_OUT,)))
+    assert check["measured"] == 1
+    rows, _ = store.read(device.data_path(here, "fp32"))
+    measured = store.paired_p50(rows)[-1]
+    assert 0.5 < m.predict(HELD_OUT) / measured < 2.0
