@@ -36,6 +36,7 @@ def point(u: list[float], family: str) -> str:
 
 
 def design(n: int = DEFAULT_NETWORKS, seed: int = SEED) -> list[str]:
-    """n specs, families alternating, in an order where any prefix is itself spread over the space."""
+    """n specs, families alternating. The hypercube's rows come in random order, so the networks measured
+    before a collection is cut short are a random part of the design, not one corner of it."""
     u = qmc.LatinHypercube(d=4, seed=seed).random(n)
     return [point(list(row), FAMILIES[i % len(FAMILIES)]) for i, row in enumerate(u)]
