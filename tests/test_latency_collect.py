@@ -87,3 +87,26 @@ def test_real_collection_of_tiny_networks_fits_and_predicts_loosely(tmp_path, mo
     rows, _ = store.read(device.data_path(here, "fp32"))
     measured = store.paired_p50(rows)[-1]
     assert 0.5 < m.predict(HELD_OUT) / measured < 2.0
+
+
+def test_sweep_search_and_fit_measurements_join_the_device_data(tmp_path, monkeypatch):
+    """Latency records with a bench record on disk go into the data; baselines, interrupted runs and
+    stand-ins (no record file) do not."""
+    from types import SimpleNamespace
+
+    from edgeffnet.latency import use
+
+    monkeypatch.setenv("EDGEFFNET_CACHE", str(tmp_path / "cache"))
+    saved = tmp_path / "openvino-latency.json"
+    saved.write_text("{}")
+
+    def rec(**kw):
+        base = dict(mode="latency", baseline=False, interrupted=False, batch=1, saved_to=saved, target="cpu",
+                    precision="fp32", model={"spec": "b0,phi=-2"}, stats={"p50_ms": 3.5}, settings={},
+                    created="2026-01-01T00:00:00Z", extra={})
+        return SimpleNamespace(**(base | kw))
+
+    use.record_bench([rec(), rec(baseline=True), rec(interrupted=True), rec(mode="throughput"), rec(saved_to=None)])
+    use.record("cpu", "fp32", [store.row("b0", "n", "fp32", 1.0, "search", bench_record="")])  # a stand-in's
+    rows, _ = store.read(device.data_path(device.identity("cpu"), "fp32"))
+    assert [(r["spec"], r["source"], r["p50_ms"]) for r in rows] == [("b0,phi=-2", "sweep", 3.5)]

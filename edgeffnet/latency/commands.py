@@ -83,7 +83,7 @@ def fit_cmd(target, precision, networks, refit, seconds, model_file) -> None:
 def predict_cmd(specs, target, precision, model_file, as_json) -> None:
     """Predicted p50 of each SPEC on TARGET, with the 90% interval of the model's held-out errors; nothing
     is built."""
-    from ..model import count_macs
+    from ..layers import spec_layers
     from ..scaling import parse_spec
     from . import device
     from .use import find_model
@@ -95,7 +95,8 @@ def predict_cmd(specs, target, precision, model_file, as_json) -> None:
         spec = parse_spec(text)
         ms = model.predict(spec.name)
         lo, hi = model.interval(ms)
-        rows.append({"spec": spec.name, "macs": count_macs(spec), "predicted_p50_ms": ms, "low_ms": lo, "high_ms": hi})
+        rows.append({"spec": spec.name, "macs": sum(layer.macs for layer in spec_layers(spec)), "predicted_p50_ms": ms,
+                     "low_ms": lo, "high_ms": hi})
     if as_json:
         click.echo(json.dumps({"target": target, "precision": precision, "model": model.path, "predictions": rows},
                               indent=1))

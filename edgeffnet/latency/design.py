@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import math
 
-from scipy.stats import qmc
-
 from ..scaling import parse_spec
 
 DEFAULT_NETWORKS = 48
@@ -38,5 +36,7 @@ def point(u: list[float], family: str) -> str:
 def design(n: int = DEFAULT_NETWORKS, seed: int = SEED) -> list[str]:
     """n specs, families alternating. The hypercube's rows come in random order, so the networks measured
     before a collection is cut short are a random part of the design, not one corner of it."""
+    from scipy.stats import qmc  # the build side's (collection builds networks)
+
     u = qmc.LatinHypercube(d=4, seed=seed).random(n)
     return [point(list(row), FAMILIES[i % len(FAMILIES)]) for i, row in enumerate(u)]

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import nnls
 
 from .. import __version__, files
 from ..errors import UserError
@@ -138,6 +137,8 @@ def _matrix(rows: list[Example], groups: list[str]) -> tuple[np.ndarray, np.ndar
 
 def solve(rows: list[Example], groups: list[str]) -> np.ndarray:
     """Weighted, column-scaled NNLS with a small ridge: the coefficients [c0, a, b, k per group]."""
+    from scipy.optimize import nnls  # the build side's: a device-side install predicts with numpy alone
+
     x, y, w = _matrix(rows, groups)
     xw, yw = x * w[:, None], y * w
     scale = np.abs(xw).max(axis=0)

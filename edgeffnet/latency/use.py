@@ -48,3 +48,18 @@ def record(target: str, precision: str, rows: list[dict]) -> None:
         store.append(device.data_path(device.identity(target), precision), rows)
     except OSError:
         pass
+
+
+def record_bench(records) -> None:
+    """Sweep's latency records (batch 1, the bundle's own runtime, complete) into the device's data."""
+    from ..scaling import parse_spec
+    from ..search.grid import network_key
+
+    for r in records:
+        if r.mode != "latency" or r.baseline or r.interrupted or r.batch != 1 or not getattr(r, "saved_to", None):
+            continue
+        spec = r.model["spec"]
+        record(r.target, r.precision, [store.row(
+            spec, network_key(parse_spec(spec)), r.precision, r.stats["p50_ms"], "sweep", settings=r.settings,
+            measured=r.created, profile=(getattr(r, "extra", None) or {}).get("profile"),
+            bench_record=str(r.saved_to))])

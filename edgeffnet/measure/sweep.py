@@ -16,6 +16,7 @@ from ..pipeline import build, require_build_side
 from ..errors import UserError
 from ..scaling import BASELINES, PRESETS, parse_spec
 from ..scaling import preset_name as _preset
+from ..latency.use import record_bench
 from . import bench, console, records
 
 DEFAULT_MODELS = "b0-b3,lite0"
@@ -188,6 +189,7 @@ def run(items: list[Item], target: str, out: Path, modes: list[str], baselines: 
                 recs, interrupted = bench.run(dest, s, baselines, progress=progress)
                 for r in recs:
                     say(f"  {r.runtime:12s} {s.mode:10s} " + console.summary(r))
+                record_bench(recs)  # the device's latency data grows with every sweep (edgeffnet/latency)
                 if interrupted:
                     raise KeyboardInterrupt
         except UserError as e:
