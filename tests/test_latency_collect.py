@@ -110,3 +110,32 @@ def test_sweep_search_and_fit_measurements_join_the_device_data(tmp_path, monkey
     use.record("cpu", "fp32", [store.row("b0", "n", "fp32", 1.0, "search", bench_record="")])  # a stand-in's
     rows, _ = store.read(device.data_path(device.identity("cpu"), "fp32"))
     assert [(r["spec"], r["source"], r["p50_ms"]) for r in rows] == [("b0,phi=-2", "sweep", 3.5)]
+
+
+def test_cli_refit_writes_the_cache_model_and_a_copy(tmp_path, monkeypatch):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from edgeffnet.latency.design import design
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("EDGEFFNET_CACHE", str(tmp_path / "cache"))
+    env = os.environ | {"PYTHONPATH": str(repo)}
+    here = device.identity("cpu")
+    store.append(device.data_path(here, "fp32"), Truth(seed=9).rows(design(12)))
+    cached = device.model_path(here, "fp32")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "edgeffnet.cli", "latency", "fit", *args], capture_output=True,
+                              text=True, env=env, cwd=repo, timeout=300)
+
+    done = cli("--target", "cpu", "--refit", "-o", str(tmp_path / "copy.json"))
+    assert done.returncode == 0, done.stderr
+    assert "fitted on 12 networks" in done.stdout and "held-out RMSE" in done.stdout
+    assert json.loads(cached.read_text())["groups"] == json.loads((tmp_path / "copy.json").read_text())["groups"]
+    done = cli("--target", "cpu", "--precision", "int8", "--refit")
+    assert done.returncode == 2 and "too few to fit" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    done = cli("--target", "nope", "--refit")
+    assert done.returncode == 2 and "unknown target" in done.stderr and "Traceback" not in done.stderr
