@@ -41,9 +41,9 @@ class Truth:
 
     def profile(self, spec: str, kind: str, precision: str = "fp32") -> dict:
         """A profile as `bench --profile` writes it: per layer (with an overhead row) or per role only."""
-        layers = [{"name": l.name, "role": l.role, "time_ms": self.layer_ms(l, precision), "fused": [],
-                   "share": 0.0, "macs": l.macs, "bytes": l.bytes_moved(precision), "intensity": 0.0, "gops": 0.0,
-                   "exec_type": "jit_avx2", "precision": "f32", "nodes": [l.name]} for l in features.network_layers(spec)]
+        layers = [{"name": x.name, "role": x.role, "time_ms": self.layer_ms(x, precision), "fused": [],
+                   "share": 0.0, "macs": x.macs, "bytes": x.bytes_moved(precision), "intensity": 0.0, "gops": 0.0,
+                   "exec_type": "jit_avx2", "precision": "f32", "nodes": [x.name]} for x in features.network_layers(spec)]
         layers.append({"name": "Reorder_1", "role": "overhead", "time_ms": self.scale * OVERHEAD_MS, "fused": []})
         by_role: dict[str, float] = {}
         for r in layers:

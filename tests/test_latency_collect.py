@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 
 from edgeffnet.latency import collect, device, store
 from edgeffnet.latency.model import fit

@@ -4,7 +4,6 @@ never saw, keeps its errors, and refuses model files from another device or dama
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
