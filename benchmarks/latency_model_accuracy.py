@@ -12,7 +12,8 @@ held-out (leave-one-out) figures. Goal: >= 90% within +-10% at fp32 and int8, on
 
     python benchmarks/latency_model_accuracy.py                          # fp32 and int8, 30 test networks
     python benchmarks/latency_model_accuracy.py --precision fp32 --test 20
-    python benchmarks/latency_model_accuracy.py --no-collect             # measure the test set only / report
+    python benchmarks/latency_model_accuracy.py --no-collect             # fit on the design data already there
+    python benchmarks/latency_model_accuracy.py --no-collect --report-only   # score what was measured so far
 
 Test measurements are kept in OUT/test-PRECISION.jsonl (a rerun measures only what is missing); the
 design measurements go to the device's data under the cache, as `edgeffnet latency fit` keeps them.
@@ -72,7 +73,7 @@ def evaluate(precision: str, args, out: Path) -> dict:
     fitted = c.specs()
     tests = test_specs(args.test, fitted)
     test_path = out / f"test-{precision}.jsonl"
-    test_seconds = measure_tests(c, tests, test_path)
+    test_seconds = 0.0 if args.report_only else measure_tests(c, tests, test_path)
     design_nets = {network_key(parse_spec(s)) for s in fitted}
     rows = [r for r in store.read(device.data_path(here, precision))[0]
             if r.get("source") == "design" and r["network"] in design_nets]
@@ -104,6 +105,8 @@ def main() -> None:
     ap.add_argument("--design", type=int, default=DEFAULT_NETWORKS, help="Networks in the designed (fit) set.")
     ap.add_argument("--test", type=int, default=30, help="Networks never used in fitting.")
     ap.add_argument("--no-collect", action="store_true", help="Fit on the design rows already in the device's data.")
+    ap.add_argument("--report-only", action="store_true", help="Measure nothing: fit and score the test networks "
+                                                                  "measured so far (a run cut short).")
     ap.add_argument("--out", type=Path, default=Path("latency-accuracy"))
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
