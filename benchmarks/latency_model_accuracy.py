@@ -75,14 +75,15 @@ def evaluate(precision: str, args, out: Path) -> dict:
     test_path = out / f"test-{precision}.jsonl"
     test_seconds = 0.0 if args.report_only else measure_tests(c, tests, test_path)
     design_nets = {network_key(parse_spec(s)) for s in fitted}
-    rows = [r for r in store.read(device.data_path(here, precision))[0]
-            if r.get("source") == "design" and r["network"] in design_nets]
+    rows = [r for r in store.read(device.data_path(here, precision))[0]  # the design, timed as collect times now
+            if r.get("source") == "design" and r["network"] in design_nets
+            and r.get("settings", {}).get("timing") == collect.TIMING["timing"]]
     model = fit(rows, precision, here)
     model.save(out / f"model-{precision}.json")
     ref_pred = model.predict(c.reference)
     errors = []
     for r in store.read(test_path)[0]:
-        if r["spec"] not in tests:
+        if r["spec"] not in tests or r.get("settings", {}).get("timing") != collect.TIMING["timing"]:
             continue
         predicted_ratio = model.predict(r["spec"]) / ref_pred
         measured_ratio = r["p50_ms"] / r["reference"]["p50_ms"]

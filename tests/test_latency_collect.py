@@ -24,7 +24,7 @@ def test_an_interrupted_collection_measures_only_the_rest(tmp_path, monkeypatch)
             raise KeyboardInterrupt  # Ctrl-C while the next network is built
         measured.append(spec)
         row = truth.rows([spec], noise=0.01)[0]
-        return row | {"settings": c.settings.to_dict(), "reference": {"spec": c.reference, "p50_ms": 5.0}}
+        return row | {"settings": c.settings.to_dict() | collect.TIMING, "reference": {"spec": c.reference, "p50_ms": 5.0}}
 
     c = collect.Collection(target="cpu", precision="fp32", networks=8)
     first = collect.run(c, measure=lambda *a: pretend(*a, stop_after=3))

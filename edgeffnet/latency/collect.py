@@ -2,8 +2,11 @@
 
 Resumable: each network's measurement is appended to the device's data as soon as it is taken, and a
 rerun skips every designed network already there with the same bench settings. Ctrl-C keeps what was
-measured. Each network is timed, then the reference network right after it (paired timing, as search
-does; store.paired_p50 takes the drift out). A network's bundle is removed once it is timed (the stage
+measured. Each network is timed in turns with the reference network, one call of each per round
+(measure/timing.py interleaved_p50): on a shared CPU, load that comes and goes within a second falls on
+both alike, which timing one for a second and then the other does not achieve (measured here under a
+load average of 20 on 2 cores: ms per GMAC of the designed networks spread 10x with block-wise pairing).
+store.paired_p50 then takes the drift between networks out. A network's bundle is removed once it is timed (the stage
 cache keeps its artifacts), so a collection's disk use stays one bundle and the reference.
 
 Profiles: where `edgeffnet.bench` takes `profile=True` (the profiling work, PROFILE_SCHEMA.md), each
@@ -28,13 +31,14 @@ from ..search.grid import network_key
 from . import device, store
 from .design import DEFAULT_NETWORKS, design
 
-REFERENCE = "b0,phi=-1"  # mid-sized in the designed set: its time drifts with the machine, not with the design
+REFERENCE = "b0,phi=-1"
+TIMING = {"timing": "interleaved with the reference"}  # part of the settings a resumed collection must match  # mid-sized in the designed set: its time drifts with the machine, not with the design
 
 
 def quick_settings() -> harness.BenchSettings:
     """Shorter than search's: a p50 settles within a second at these sizes, and collection must stay
-    within half an hour for the default design on a 2-core CPU (two timings per network)."""
-    return harness.BenchSettings(iterations=50, seconds=1.0, warmup=0.3)
+    within half an hour for the default design on a 2-core CPU (each network timed with the reference)."""
+    return harness.BenchSettings(iterations=30, seconds=1.0, warmup=0.3)
 
 
 @dataclass
@@ -67,19 +71,36 @@ def profile_of(bundle: Path, settings: harness.BenchSettings) -> dict | None:
     return r.to_dict().get("profile") or getattr(r, "profile", None)
 
 
+def interleaved(bundle: Path, reference: Path, settings: harness.BenchSettings) -> tuple[float, float]:
+    """(p50 ms of the network, of the reference), timed in turns under the device lock: batch 1, synchronous,
+    each on its bundle's own backend, for about `settings.seconds` each and at least `settings.iterations`
+    rounds."""
+    from ..measure import bench
+    from ..measure.timing import interleaved_p50
+
+    calls = {}
+    for name, path in (("network", bundle), ("reference", reference)):
+        b = edgeffnet.Bundle.open(path)
+        runner = bench.load_runner(b, b.target.backend, bench.Settings(threads=settings.threads), 1)
+        calls[name] = runner.bound(bench.sample_input(b, 1))
+    with harness.device_lock(edgeffnet.Bundle.open(bundle).target.name):
+        t = interleaved_p50(calls, seconds=settings.seconds, min_runs=settings.iterations,
+                            warmup=max(3, int(settings.warmup * 20)))
+    return t["network"], t["reference"]
+
+
 def measure_one(spec: str, c: Collection, workdir: Path, reference_bundle: Path) -> dict:
-    """Build, time, time the reference; the store row (the bundle removed after)."""
+    """Build, time in turns with the reference; the store row (the bundle removed after)."""
     dest = workdir / spec.replace(",", "_").replace("=", "")
     try:
         path = harness.build_bundle(spec, c.target, c.precision, dest)
-        m = harness.time_bundle(path, c.settings)
-        ref = harness.time_bundle(reference_bundle, c.settings)
+        p50, ref = interleaved(path, reference_bundle, c.settings)
         prof = profile_of(path, c.settings) if c.profile else None
     finally:
         shutil.rmtree(dest, ignore_errors=True)
-    return store.row(spec, network_key(parse_spec(spec)), c.precision, m["p50_ms"], "design",
-                     reference={"spec": c.reference, "p50_ms": ref["p50_ms"]}, settings=c.settings.to_dict(),
-                     measured=m["measured"], profile=prof)  # the bundle and its record went with it
+    return store.row(spec, network_key(parse_spec(spec)), c.precision, p50, "design",
+                     reference={"spec": c.reference, "p50_ms": ref}, settings=c.settings.to_dict() | TIMING,
+                     profile=prof)
 
 
 def run(c: Collection, echo=None, on_network=None, measure=measure_one) -> dict:
@@ -89,7 +110,7 @@ def run(c: Collection, echo=None, on_network=None, measure=measure_one) -> dict:
     ident = device.identity(c.target)
     data = device.data_path(ident, c.precision)
     have = {r["network"] for r in store.read(data)[0]
-            if r.get("source") == "design" and r.get("settings") == c.settings.to_dict()}
+            if r.get("source") == "design" and r.get("settings") == c.settings.to_dict() | TIMING}
     specs = c.specs()
     todo = [s for s in specs if network_key(parse_spec(s)) not in have]
     result = {"measured": 0, "skipped": len(specs) - len(todo), "failed": [], "interrupted": False,
