@@ -614,7 +614,7 @@ def fit_cmd(base, searched, coefficients, target, precision, latency_ms, budgets
     plan = fit.plan_from_options(base, searched, coefficients, target=target, precision=precision, metric=metric,
                                  step=phi_step, phi_min=phi_min, phi_max=phi_max, out=Path(output),
                                  settings=harness.BenchSettings(iterations, seconds, warmup, threads),
-                                 latency_model=latency_model)
+                                 latency_model=latency_model or "auto")
     wanted = fit.parse_budgets(latency_ms, budgets)
     results, failed = fit.fit_family(plan, wanted, echo=lambda m: err.print(m, markup=False))
     if not results:

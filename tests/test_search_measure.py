@@ -104,16 +104,20 @@ def test_measure_0_is_the_exhaustive_search_and_k_needs_a_model(tmp_path, device
     assert result["prediction"] is None and len(result["rows"]) == len(plan.candidates)
     assert len(pretend.built) == len({network_key(parse_spec(c.spec("b0", 1.0))) for c in plan.candidates})
 
+    auto = trials.run(_plan(tmp_path / "auto", measure=None), evaluators.NoEvaluator(), echo=lambda m: None)
+    assert auto["prediction"]["k"] == selection.DEFAULT_MEASURE  # the command's default where a model exists
+
     monkeypatch.setenv("EDGEFFNET_CACHE", str(tmp_path / "empty"))
     with pytest.raises(UserError, match="no latency model"):
         trials.run(_plan(tmp_path / "k", measure=2), evaluators.NoEvaluator(), echo=lambda m: None)
-    default = trials.run(_plan(tmp_path / "d"), evaluators.NoEvaluator(), echo=lambda m: None)
-    assert default["prediction"] is None  # no model on this device: every split, as before
+    default = trials.run(_plan(tmp_path / "d", measure=None), evaluators.NoEvaluator(), echo=lambda m: None)
+    assert default["prediction"] is None  # the command's default, on a device without a model: every split
 
 
 def test_fit_starts_where_the_model_puts_the_budget(tmp_path, device_with_model):
     pretend = device_with_model
-    plan = fit.FitPlan(out=tmp_path / "f", settings=QUICK, precision="fp32", phi_min=-4, phi_max=2)
+    plan = fit.FitPlan(out=tmp_path / "f", settings=QUICK, precision="fp32", phi_min=-4, phi_max=2,
+                       latency_model="auto")
     plan.check()
     budget = pretend.truth.ms("b0,phi=-1")
     lines: list[str] = []

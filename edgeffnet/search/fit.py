@@ -41,7 +41,9 @@ class FitPlan:
     phi_min: float = -4.0
     phi_max: float = 8.0
     out: Path = Path("fit")
-    latency_model: str | None = None  # a model file; None: this device's, under the cache, where there is one
+    # The latency model that proposes where to start: a file, "auto" (this device's, under the cache, where
+    # there is one: the command's default) or None (none: the Python API's default).
+    latency_model: str | None = None
 
     def check(self) -> None:
         self.base = baseline(self.base)
@@ -335,7 +337,8 @@ def fit_family(plan: FitPlan, budgets: list[float], echo=None) -> tuple[list[dic
     plan.check()
     from ..latency.use import find_model
 
-    predictor = find_model(plan.target, plan.precision, plan.latency_model, echo)
+    predictor = None if plan.latency_model is None else find_model(
+        plan.target, plan.precision, None if plan.latency_model == "auto" else plan.latency_model, echo)
     meas = Measurements(plan, echo=echo)
     results, failed = [], []
     for b in sorted(budgets):

@@ -50,7 +50,9 @@ class SearchPlan:
     confirm_rounds: int = 3
     finalists: int = 3  # the best few are timed again against the paper's network before the choice
     out: Path = Path("search")
-    measure: int | None = None  # K: only the best K by predicted latency (selection.py); 0: all; None: default
+    # K: only the best K splits by predicted latency (selection.py). 0 (the Python API's default): every split;
+    # None (the command's default): selection.DEFAULT_MEASURE where this device has a latency model.
+    measure: int | None = 0
     latency_model: str | None = None  # a model file; None: this device's, under the cache
 
     def check(self) -> None:
