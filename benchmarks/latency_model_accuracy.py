@@ -53,7 +53,7 @@ def measure_tests(c: collect.Collection, specs: list[str], path: Path) -> float:
         if spec in done:
             continue
         try:
-            row = collect.measure_one(spec, c, work, reference)
+            row = collect.measure_one(spec, c, work, reference)  # Ctrl-C: what was stored stays
         except UserError as e:
             print(f"{spec}: failed: {e}", flush=True)
             continue
@@ -69,6 +69,8 @@ def evaluate(precision: str, args, out: Path) -> dict:
     collected = None
     if not args.no_collect:
         r = collect.run(c, echo=lambda m: print(m, flush=True))
+        if r["interrupted"]:
+            raise SystemExit(f"interrupted after {r['measured']} designed networks; run again to continue")
         collected = {k: r[k] for k in ("measured", "skipped", "seconds")} | {"failed": len(r["failed"])}
     fitted = c.specs()
     tests = test_specs(args.test, fitted)
