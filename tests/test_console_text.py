@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from one_line_cli import cli, refused  # noqa: F401  (cli is a fixture)
+from conftest import assert_refused as refused
 from PIL import Image
 from rich.table import Table
 
@@ -79,10 +79,10 @@ def test_markup_in_a_saved_result_path_is_printed_after_saving(cli, tmp_path):
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(photo)
     out = tmp_path / "maps [/bold] :cat: [link=http://example.com]x"
     done = cli("cam", "lite0,res=64", "-w", weights, photo, "--top", "1", "-o", out)
-    assert done.code == 0, done.err
+    assert done.returncode == 0, done.stderr
     assert json.loads((out / "cam.json").read_text())["images"]
-    assert str(out) in done.err and "Traceback" not in done.err
-    _plain(done.err)
+    assert str(out) in done.stderr and "Traceback" not in done.stderr
+    _plain(done.stderr)
 
 
 def test_log_lines_show_control_characters():

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from one_line_cli import cli, refused  # noqa: F401  (cli is a fixture)
+from conftest import assert_refused as refused
 
 from edgeffnet.farm import cluster
 
@@ -131,7 +131,7 @@ def test_join_applies_the_loopback_setting_connect_applies(cli, server, monkeypa
 
     monkeypatch.setattr(cluster.subprocess, "call", ray_start)
     done = cli("farm", "join", server.address, "--target", "cpu", "--connect-timeout", "5")
-    assert done.code == 0, done.err
+    assert done.returncode == 0, done.stderr
     assert seen["env"] == "0" and f"--address={server.address}" in seen["cmd"]
 
 

@@ -10,7 +10,7 @@ import time
 import tracemalloc
 
 import pytest
-from one_line_cli import cli, refused  # noqa: F401  (cli is a fixture)
+from conftest import assert_refused as refused
 
 from edgeffnet.errors import UserError
 from edgeffnet.search.grid import MAX_CANDIDATES, PAPER, Candidate, expected_size, grid
