@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from ..scaling import _ALIASES as _SPEC_ALIASES
 from ..scaling import ALPHA, BETA, GAMMA, parse_spec
 from ..untrusted import field as typed_field
 from . import harness
+from .executors import Job, LocalExecutor, placement_note
 from .grid import baseline, network_key
 from .state_files import check_fields, read_state
 
@@ -135,6 +137,7 @@ class Measurements:
         self.fingerprint = {"target": plan.target, "precision": plan.precision, "bench": plan.settings.to_dict()}
         self._macs: dict[int, tuple[str, str, int]] = {}
         self.fresh = 0
+        self.executor = LocalExecutor()  # where networks are built and timed (the farm sets its own)
 
     def network(self, i: int) -> tuple[str, str, int]:
         """(spec, network key, MACs) of grid index i, counted without building."""
@@ -172,22 +175,28 @@ class Measurements:
         spec, key, _ = self.network(i)
         first = self.known(i)
         if first is not None:  # timed again: keep its bundle, add a measurement
-            m = harness.time_bundle(Path(first["bundle"]), self.plan.settings,
-                                    keep=self.dir / "records" / f"{key}-{len(first.get('history', [])) + 2}.json")
+            (m,) = self.executor.time([Path(first["bundle"])], self.plan.settings,
+                                      [self.dir / "records" / f"{key}-{len(first.get('history', [])) + 2}.json"])
             row = first | {k: m[k] for k in ("p50_ms", "p90_ms", "p99_ms", "record", "measured")}
             row["history"] = first.get("history", []) + [{k: first[k] for k in ("p50_ms", "p90_ms", "p99_ms")}]
         else:
             slug = spec.replace(",", "-").replace("=", "").replace(".", "p")
             dest = Path(self.plan.out) / "bundles" / f"{slug}-{self.plan.target}-{self.plan.precision}"
-            m = harness.build_and_measure(spec, self.plan.target, self.plan.precision, dest, self.plan.settings,
-                                          keep=self.dir / "records" / f"{key}-1.json")
+            job = Job(spec, dest, keep=self.dir / "records" / f"{key}-1.json")
+            with closing(self.executor.measure([job], self.plan.target, self.plan.precision,
+                                               self.plan.settings)) as measured:
+                ((_, m),) = list(measured)
+            if isinstance(m, UserError):
+                raise m
             row = {k: m[k] for k in ("spec", "macs", "params", "resolution", "bundle", "p50_ms", "p90_ms", "p99_ms",
                                      "record", "measured")} | {"phi": self.plan.phi(i), "network": key,
                                                               "fingerprint": self.fingerprint}
+        if m.get("placement"):
+            row["placement"] = row.get("placement", {}) | m["placement"]  # a confirmation: where it was timed
         self.fresh += 1
         harness.atomic_write_text(self._path(key), json.dumps(row, indent=1, allow_nan=False) + "\n")
         self.echo(f"  phi={self.plan.phi(i):g} {spec}: {self.plan.metric} {row[f'{self.plan.metric}_ms']:.3f} ms"
-                  + (" (again)" if again else ""))
+                  + (" (again)" if again else "") + placement_note(m))
         return row
 
 
@@ -297,11 +306,15 @@ def fit_budget(plan: FitPlan, budget_ms: float, meas: Measurements, echo=None) -
     return result
 
 
-def fit_family(plan: FitPlan, budgets: list[float], echo=None) -> tuple[list[dict], list[tuple[float, str]]]:
+def fit_family(plan: FitPlan, budgets: list[float], echo=None,
+               executor=None) -> tuple[list[dict], list[tuple[float, str]]]:
     """(results, [(budget, why)] for budgets that could not be met): one unmeetable budget of a family
-    does not stop the others, which share every measurement."""
+    does not stop the others, which share every measurement. `executor`: where networks are built and
+    timed (this machine unless given)."""
     plan.check()
     meas = Measurements(plan, echo=echo)
+    if executor is not None:
+        meas.executor = executor
     results, failed = [], []
     for b in sorted(budgets):
         try:
