@@ -482,9 +482,22 @@ def _bench_options(fn):
             click.option("--warmup", type=SECONDS, default=1.0, show_default=True, help="Untimed seconds first."),
             click.option("--threads", type=THREADS, help="Inference threads (default: the runtime's choice)."),
             click.option("--metric", type=click.Choice(["p50", "p90", "p99"]), default="p50", show_default=True,
-                         help="The latency that counts."))):
+                         help="The latency that counts."),
+            click.option("--cluster", help="Ray head HOST:PORT of a device farm: build on its build workers (farm "
+                                           "join --build), time on a device of --target (docs/farm-search.md)."),
+            click.option("--task-timeout", type=FiniteFloat(0, min_open=True), default=1800.0, show_default=True,
+                         help="With --cluster: seconds one build or one device task may take."))):
         fn = option(fn)
     return fn
+
+
+def _farm_executor(cluster, task_timeout):
+    """Where search and fit build and time: this machine (None) or the farm at --cluster."""
+    if not cluster:
+        return None
+    from .farm.search import FarmExecutor
+
+    return FarmExecutor(cluster, task_timeout)
 
 
 @cli.command("search")
@@ -517,7 +530,7 @@ def _bench_options(fn):
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, latency_target, evaluate, evaluate_timeout,
                data, val, epochs, init, batch_size, lr, finalists, confirm_rounds, iterations, seconds, warmup, threads,
-               metric, output, as_json) -> None:
+               metric, cluster, task_timeout, output, as_json) -> None:
     """Step 1 on the device: alpha, beta, gamma under alpha*beta^2*gamma^2 ~= 2, each split built and timed.
 
     Candidates are ranked by ACC x (LAT/T)^w with LAT measured on the target; without --evaluate or --data,
@@ -540,8 +553,9 @@ def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, lat
                      **dict.fromkeys(("--epochs", "--init", "--batch-size", "--lr"), (bool(data), "--data and --val"))})
     evaluator = evaluators.choose(evaluate, data, val, epochs, init, batch_size, lr,
                                   echo=lambda m: err.print(m, markup=False), timeout=evaluate_timeout)
+    executor = _farm_executor(cluster, task_timeout)
     with console.candidate_progress(err, "search") as (on_candidate, echo):
-        result = trials.run(plan, evaluator, echo=echo, on_candidate=on_candidate)
+        result = trials.run(plan, evaluator, echo=echo, on_candidate=on_candidate, executor=executor)
     err.print(f"{result['measured']} measured, {result['reused']} from disk, {len(result['failed'])} failed; "
               f"grid of {len(plan.candidates)} candidates", markup=False)
     if not result["rows"] or not any(r["paper"] for r in result["rows"]):
@@ -549,7 +563,8 @@ def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, lat
             _interrupted("run the same command again to continue")
         raise UserError("nothing to compare: the paper's coefficients could not be measured")
     summary = trials.summarize(plan, result["rows"])
-    summary["comparison"] = None if result["interrupted"] else trials.confirm(plan, summary)
+    summary["cluster"] = cluster
+    summary["comparison"] = None if result["interrupted"] else trials.confirm(plan, summary, executor)
     files = trials.write(plan, result["rows"], summary, started)
     if as_json:
         click.echo(json.dumps(summary, indent=1))
@@ -578,7 +593,7 @@ def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, lat
               help="Directory for the bundles, measurements, fit.json/csv/png.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def fit_cmd(base, searched, coefficients, target, precision, latency_ms, budgets, phi_step, phi_min, phi_max,
-            iterations, seconds, warmup, threads, metric, output, as_json) -> None:
+            iterations, seconds, warmup, threads, metric, cluster, task_timeout, output, as_json) -> None:
     """Step 2 on the device: the largest phi whose measured latency on TARGET is within the budget.
 
     A latency model (log latency against log MACs) proposes, measurements decide by bisection, and the
@@ -592,7 +607,8 @@ def fit_cmd(base, searched, coefficients, target, precision, latency_ms, budgets
                                  step=phi_step, phi_min=phi_min, phi_max=phi_max, out=Path(output),
                                  settings=harness.BenchSettings(iterations, seconds, warmup, threads))
     wanted = fit.parse_budgets(latency_ms, budgets)
-    results, failed = fit.fit_family(plan, wanted, echo=lambda m: err.print(m, markup=False))
+    results, failed = fit.fit_family(plan, wanted, echo=lambda m: err.print(m, markup=False),
+                                     executor=_farm_executor(cluster, task_timeout))
     if not results:
         raise UserError(f"no budget could be met: {failed[0][1]}")
     files = fit.write(plan, results)

@@ -26,22 +26,24 @@ def farm() -> None:
 
 @farm.command("join", context_settings={"ignore_unknown_options": True})
 @click.argument("address")
-@click.option("--target", "-t", required=True,
-              help="This device's target: a name (edgeffnet targets) or a profile .toml.")
+@click.option("--target", "-t", help="This device's target: a name (edgeffnet targets) or a profile .toml.")
+@click.option("--build", is_flag=True, help="Also (or only) build candidates for search/fit --cluster: one build "
+                                            "per 2 cores and 3 GiB here; needs the build side installed.")
 @click.option("--node-ip-address", help="This device's address on the lab network, the one Ray gives the other "
                                         "nodes (default: the address that reaches the head).")
 @click.option("--block", is_flag=True, help="Stay in the foreground (for a systemd service); Ctrl-C leaves.")
 @connect_timeout_option
 @click.argument("ray_start_args", nargs=-1, type=click.UNPROCESSED)
-def join_cmd(address, target, node_ip_address, block, connect_timeout, ray_start_args) -> None:
-    """Join the Ray head at ADDRESS (HOST:PORT) as a device of TARGET: one task at a time runs here.
+def join_cmd(address, target, build, node_ip_address, block, connect_timeout, ray_start_args) -> None:
+    """Join the Ray head at ADDRESS (HOST:PORT) as a device of TARGET (one task at a time runs here),
+    as a build worker (--build), or both.
 
     Anything after `--` goes to `ray start` as it is (e.g. fixed ports for a firewall:
     -- --node-manager-port 6380 --object-manager-port 6381 --min-worker-port 10002 --max-worker-port 10100).
     """
     from .cluster import join
 
-    join(address, target, node_ip_address, block, list(ray_start_args), connect_timeout)
+    join(address, target, node_ip_address, block, list(ray_start_args), connect_timeout, build)
 
 
 @farm.command("status")
@@ -60,12 +62,12 @@ def status_cmd(address, as_json, connect_timeout) -> None:
         click.echo(json.dumps(found, indent=1))
         return
     t = Table(title=f"Ray cluster at {address}")
-    for col in ("node", "address", "host", "targets", "runtimes"):
+    for col in ("node", "address", "host", "targets", "builds", "runtimes"):
         t.add_column(col)
     for n in found:
         v = n.get("versions", {})
         runtimes = n.get("error") or ", ".join(f"{k} {v[k]}" for k in ("openvino", "tensorrt", "onnxruntime",
                                                                        "edgeffnet", "ray", "python") if k in v)
         t.add_row(n["node_id"][:8], n["ip"], n.get("hostname") or "", ", ".join(n["targets"]) or "none",
-                  runtimes)
+                  str(n["builds"] or ""), runtimes)
     out.print(t)

@@ -31,6 +31,15 @@ def archive(bundle_dir: Path, names: list[str]) -> bytes:
     return buf.getvalue()
 
 
+def shipped_files(path: Path, manifest: dict) -> list[str]:
+    """What a device needs: the compiled artifact and the reference outputs, or for a pending engine the
+    precision graph it is built from; not the intermediate graphs, the old records or hidden files."""
+    compile_stage = manifest["stages"]["compile"]
+    graph = compile_stage.get("graph") if compile_stage.get("pending") else None
+    return sorted(p.name for p in path.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and (not p.name.endswith(".onnx") or p.name == graph))
+
+
 def unpack(data: bytes, dest: Path) -> None:
     with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
         # The "data" filter refuses absolute paths, links out of DEST and device files.
@@ -66,10 +75,22 @@ def verify(b) -> dict:
                           not b.random_weights)
 
 
-def measure(data: bytes, name: str, modes: list[str], settings: dict) -> dict:
-    """The device task: returns {"node", "records" (dicts), "parity", "compiled", "files", "heavy_modules"}."""
+def ready(path: Path):
+    """(bundle, parity, compiled): the bundle unpacked at PATH made ready to run on this device: a pending
+    engine built (verified on the way), any other artifact verified."""
     from ..bundle import Bundle
     from ..compile_on_device import compile_on_device
+
+    b = Bundle.open(path)
+    compiled = bool(b.manifest.stages["compile"].get("pending"))
+    if compiled:  # TensorRT cross-built on the workstation: build the engine here, verified on the way
+        b = compile_on_device(b)
+        return b, b.manifest.stages["compile"]["parity"], compiled
+    return b, verify(b), compiled
+
+
+def measure(data: bytes, name: str, modes: list[str], settings: dict) -> dict:
+    """The device task: returns {"node", "records" (dicts), "parity", "compiled", "files", "heavy_modules"}."""
     from ..measure import bench
 
     with tempfile.TemporaryDirectory(prefix="edgeffnet-farm-") as tmp:
@@ -77,13 +98,7 @@ def measure(data: bytes, name: str, modes: list[str], settings: dict) -> dict:
         path.mkdir()
         unpack(data, path)
         before = _digests(path)
-        b = Bundle.open(path)
-        compiled = bool(b.manifest.stages["compile"].get("pending"))
-        if compiled:  # TensorRT cross-built on the workstation: build the engine here, verified on the way
-            b = compile_on_device(b)
-            parity = b.manifest.stages["compile"]["parity"]
-        else:
-            parity = verify(b)
+        b, parity, compiled = ready(path)
         records = []
         base = bench.Settings(**settings)
         for mode in modes:

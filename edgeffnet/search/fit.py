@@ -296,7 +296,7 @@ def fit_budget(plan: FitPlan, budget_ms: float, meas: Measurements, echo=None) -
     capped = hi is None and lo == plan.imax
     result = {"budget_ms": budget_ms, "metric": plan.metric, "phi": plan.phi(lo), **{k: row[k] for k in (
         "spec", "macs", "params", "resolution", "bundle", "p50_ms", "p90_ms", "p99_ms")},
-        "confirmed": row.get("history") is not None, "capped_at_phi_max": capped,
+        "confirmed": row.get("history") is not None, "capped_at_phi_max": capped, "placement": row.get("placement"),
         "next_phi": None if hi is None else plan.phi(hi), "next_spec": None if hi is None else meas.network(hi)[0],
         "next_ms": None if hi is None else lat[hi], "measurements": len(tried),
         "tried": [{"phi": plan.phi(i), "spec": meas.network(i)[0], key: lat[i], "macs": meas.network(i)[2],
