@@ -96,13 +96,16 @@ class FarmExecutor:
         return {"p50_ms": rec.p50_ms, "p90_ms": rec.p90_ms, "p99_ms": rec.p99_ms, "iterations": rec.stats["count"],
                 "record": str(keep or saved or ""), "measured": rec.created}
 
-    def _copy_here(self, job: Job, refs) -> None:
-        """The bundle a build worker made, whole, at job.dest (replaced atomically)."""
+    def _copy_here(self, job: Job, refs):
+        """The bundle a build worker made, whole, at job.dest (replaced atomically). Returns the device's
+        part put back into the object store by this process: the timing then does not depend on the build
+        worker staying alive (Ray would otherwise rebuild a lost archive from its lineage)."""
         shipped, rest = self.ray.get(list(refs), timeout=self.timeout)
         job.dest.parent.mkdir(parents=True, exist_ok=True)
         with bundle.staging(job.dest) as tmp:
             device.unpack(shipped, tmp)
             device.unpack(rest, tmp)
+        return self.ray.put(shipped)
 
     # -- the executor ------------------------------------------------------------------------------------
 
@@ -128,7 +131,7 @@ class FarmExecutor:
             if paired:
                 dests, archives = dests + [pair], archives + [paper["ref"]]
             pool.put(resource(target), ("timing", job, paired), self._timing(target, dests, settings, archives))
-            if mine:  # the others are timed against the archive the paper's build left in the object store
+            if mine:  # the others are timed against the paper's archive, put once
                 paper["ref"] = shipped
                 for waiting in held:
                     time_it(waiting)
@@ -158,9 +161,7 @@ class FarmExecutor:
                         except ray.exceptions.RayError as e:
                             raise UserError(f"{kind}: {tasks.reason(ray, e)}") from None
                         if kind == "build":
-                            refs = builds.pop(Path(job.dest))
-                            self._copy_here(job, refs[1:])
-                            built[Path(job.dest)] = (value, refs[1])
+                            built[Path(job.dest)] = (value, self._copy_here(job, builds.pop(Path(job.dest))[1:]))
                             time_it(job)
                             continue
                         m = self._measured(job, paired, pair, built.pop(Path(job.dest))[0], value)
