@@ -187,7 +187,7 @@ def test_search_on_the_farm(lab, tmp_path):
 
 
 def test_a_task_over_its_limit_is_cancelled(lab, tmp_path):
-    plan = fit.FitPlan(phi_min=-3.2, phi_max=-3.2, settings=QUICK, target="cpu", precision="fp32", out=tmp_path)
+    plan = fit.FitPlan(phi_min=-3.25, phi_max=-3.2, settings=QUICK, target="cpu", precision="fp32", out=tmp_path)
     t0 = time.monotonic()
     with pytest.raises(UserError, match=r"build: timed out after 2 s .*cancelled"):
         fit.fit_family(plan, [1e4], executor=FarmExecutor(lab.address, timeout=2))
