@@ -171,19 +171,54 @@ def test_search_on_the_farm(lab, tmp_path):
 
     assert names(here / "candidates") == names(out / "candidates")
 
-    # The command line resumes the farm's search (nothing built again) and confirms on the device.
+    # The command line resumes the farm's search and confirms on the device. One candidate's result is
+    # gone but its bundle is here (as after Ctrl-C between its build and its timing): timed, not rebuilt.
+    lost = next(r for r in rows if not r["paper"])
+    (out / "candidates" / f"{Path(lost['record']).stem}.json").unlink()
     env = dict(os.environ)
     args = [sys.executable, "-m", "edgeffnet.cli", "search", "--cluster", lab.address, "--target", "cpu", "-p", "fp32",
             "--phi", "-4", "--step", "0.25", "--tol", "0.1", "-n", "10", "-s", "0.05", "--warmup", "0.02",
             "--confirm-rounds", "1", "-o", str(out)]
     done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "0 measured, 4 from disk" in done.stderr
+    assert "1 measured, 3 from disk" in done.stderr and "built on an earlier run (on disk)" in done.stderr
     summary = json.loads((out / "search.json").read_text())
     assert summary["cluster"] == lab.address and summary["comparison"]["rounds"] == 1
     assert {p["spec"] for p in summary["placement"]} == {r["spec"] for r in rows}
+    again = next(p for p in summary["placement"] if p["spec"] == lost["spec"])
+    assert "node_id" not in again["built_on"] and again["timed_on"]["node_id"] == device
     confirmed = json.loads(Path(summary["paper"]["bundle"], "bench", "openvino-latency.json").read_text())
     assert confirmed["node"]["node_id"] == device  # the confirm round ran on the device
+
+
+class CtrlCAtTheSecond:
+    """An evaluator through which Ctrl-C arrives while the second candidate is being scored."""
+
+    kind = "ctrl-c"
+
+    def __init__(self):
+        self.calls = 0
+
+    def identity(self) -> dict:
+        return {"kind": self.kind}
+
+    def __call__(self, spec, workdir):
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyboardInterrupt
+        return 0.5
+
+
+def test_ctrl_c_keeps_what_finished_and_frees_the_farm(lab, tmp_path):
+    out = tmp_path / "interrupted"
+    result = trials.run(_plan(out), CtrlCAtTheSecond(), echo=lambda m: None,
+                        executor=FarmExecutor(lab.address, TIMEOUT))
+    assert result["interrupted"] and len(result["rows"]) == 1
+    assert [p.stem for p in (out / "candidates").glob("*.json")] == [Path(result["rows"][0]["record"]).stem]
+    deadline = time.monotonic() + 60  # what was in flight was cancelled: no build runs any more
+    while time.monotonic() < deadline and any(_building(n) for n in lab.cluster.worker_nodes):
+        time.sleep(0.5)
+    assert not any(_building(n) for n in lab.cluster.worker_nodes)
 
 
 def test_a_task_over_its_limit_is_cancelled(lab, tmp_path):

@@ -39,8 +39,8 @@ def _on_disk(job: Job, target: str, precision: str) -> bool:
     """An earlier run left this candidate's bundle here (built, not yet timed): time it, do not build it."""
     if not bundle.is_bundle(job.dest):
         return False
-    m = bundle.Bundle.open(job.dest).manifest
-    return (m.spec["spec"], m.target["name"], m.precision) == (job.spec, target, precision)
+    b = bundle.Bundle.open(job.dest)
+    return (b.manifest.spec["spec"], b.target.name, b.precision) == (job.spec, target, precision)
 
 
 class FarmExecutor:
