@@ -156,17 +156,17 @@ class FarmExecutor:
                     try:
                         if why:
                             raise UserError(f"{kind}: {why}")
-                        try:
-                            value = ray.get(ref, timeout=self.timeout)
-                        except ray.exceptions.RayError as e:
-                            raise UserError(f"{kind}: {tasks.reason(ray, e)}") from None
+                        value = ray.get(ref, timeout=self.timeout)
                         if kind == "build":
                             built[Path(job.dest)] = (value, self._copy_here(job, builds.pop(Path(job.dest))[1:]))
                             time_it(job)
                             continue
                         m = self._measured(job, paired, pair, built.pop(Path(job.dest))[0], value)
+                    except ray.exceptions.RayError as e:  # the task's own error, or what became of its node
+                        m = UserError(f"{kind}: {tasks.reason(ray, e)}")
                     except (UserError, OSError) as e:
-                        m = e if isinstance(e, UserError) else UserError(f"{job.spec}: {e}")
+                        m = e if isinstance(e, UserError) else UserError(f"{kind}: {e}")
+                    builds.pop(Path(job.dest), None)  # a failed build's archives leave the object store
                     paused = time.monotonic()
                     yield job, m
                     pool.credit(time.monotonic() - paused)
