@@ -27,6 +27,8 @@ from edgeffnet.farm import BUILD_RESOURCE, cluster as farm_cluster  # noqa: E402
 from edgeffnet.farm.search import FarmExecutor  # noqa: E402
 from edgeffnet.search import evaluators, fit, harness, trials  # noqa: E402
 
+pytestmark = pytest.mark.farm  # a Ray cluster on 127.0.0.1
+
 REPO = Path(__file__).resolve().parents[1]
 QUICK = harness.BenchSettings(iterations=10, seconds=0.05, warmup=0.02)
 TIMEOUT = 900.0  # a build on two cores shared with other work: generous, bounded
