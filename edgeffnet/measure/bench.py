@@ -164,7 +164,7 @@ def attach_profile(b: Bundle, runner, x: np.ndarray, rec: Record, iterations: in
     roof = {"compute_gops": (rec.peak or {}).get("gflops"), "compute_source": (rec.peak or {}).get("detail"),
             "ceilings_gops": ceilings, "bandwidth": sustained()}
     roof["bandwidth_gbs"] = roof["bandwidth"]["gbs"]
-    rec.extra["profile"] = profile.analyse(table, runs, b.precision, rec.runtime, float(np.median(unprofiled)), roof)
+    rec.extra["profile"] = profile.analyse(table, runs, b.precision, rec.runtime, unprofiled, roof)
     rec.extra["profile"]["bench_p50_ms"] = rec.stats["p50_ms"]
     if trace is not None:
         try:

@@ -135,6 +135,52 @@ class Runner:
     def queue(self, x: np.ndarray) -> None:
         return None  # one stream, one context: throughput mode times the synchronous loop
 
+    def _formats(self) -> dict[str, dict]:
+        """Each engine layer's type and datatype from the engine inspector (names only unless the engine was
+        built with detailed profiling verbosity; then the precision comes out empty)."""
+        from .profile import layer_formats
+
+        try:
+            inspector = self.engine.create_engine_inspector()
+            text = inspector.get_engine_information(self.trt.LayerInformationFormat.JSON)
+        except (AttributeError, RuntimeError):  # 8.2 has no inspector
+            return {}
+        from ...untrusted import UntrustedFileError, parse_json
+
+        try:
+            info = parse_json(text, "TensorRT engine inspector")
+        except UntrustedFileError:
+            return {}
+        return layer_formats(info) if isinstance(info, dict) else {}
+
+    def profile(self, x: np.ndarray, iterations: int, between=None, warmup: int = 3) -> list[list[dict]]:
+        """`iterations` inferences with an IProfiler on a second execution context (the timed context never
+        carries one: TensorRT synchronises after every layer while it does)."""
+        from .profile import layer_times, rows
+
+        context, self.context = self.context, self.engine.create_execution_context()
+        profiler = layer_times(self.trt)
+        try:
+            self.context.profiler = profiler
+            infer = self.bound(x)
+            for _ in range(warmup):
+                infer()
+            profiler.times.clear()
+            formats, runs = self._formats(), []
+            for _ in range(iterations):
+                if between:
+                    self.context, context = context, self.context
+                    try:
+                        between()
+                    finally:
+                        self.context, context = context, self.context
+                infer()
+                runs.append(rows(profiler.times, formats))
+                profiler.times.clear()
+        finally:
+            self.context = context
+        return runs
+
     def describe(self) -> dict:
         return {"runtime": "tensorrt", "version": self.trt.__version__, "device": self.device,
                 "device_name": self.gpu["name"], "compute_capability": self.gpu["compute_capability"],
