@@ -16,11 +16,12 @@ from edgeffnet.backends import onnxruntime as ort_backend
 from edgeffnet.bundle import LAYER_TABLE, Bundle
 from edgeffnet.layers import ROLES
 from edgeffnet.measure import bench, profile
+from edgeffnet.measure.timing import Limits, measure
 
 from profile_bundles import build
 
 ITERATIONS = 30  # profiled inferences: enough for a median and a least-disturbed minimum on a busy CPU
-QUICK = dict(iterations=10, seconds=0, warmup=0.2, threads=1)
+QUICK = dict(iterations=30, seconds=0, warmup=0.2, threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -80,15 +81,8 @@ def test_onnxruntime_profile_maps_to_the_layer_table(bundles, precision):
     b = Bundle.open(bundles[precision])
     runner = ort_backend.load(b.path, b.target, precision, None)
     x = bench.sample_input(b, 1)
-    timed, unprofiled = runner.bound(x), []
-
-    def between():
-        import time
-        t = time.perf_counter_ns()
-        timed()
-        unprofiled.append((time.perf_counter_ns() - t) / 1e6)
-
-    runs = runner.profile(x, ITERATIONS, between)
+    unprofiled = measure(runner.bound(x), Limits(ITERATIONS, 0, 0.2)).samples_ms
+    runs = runner.profile(x, ITERATIONS)
     assert len(runs) == ITERATIONS and all(len(r) == len(runs[0]) for r in runs)
     p = profile.analyse(b.layer_table(), runs, precision, "onnxruntime", unprofiled)
     _check(p, b.layer_table(), "onnxruntime")

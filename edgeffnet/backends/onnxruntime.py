@@ -57,10 +57,9 @@ class Runner:
     def queue(self, x: np.ndarray) -> None:
         return None  # the Python API runs one request at a time
 
-    def profile(self, x: np.ndarray, iterations: int, between=None, warmup: int = 3) -> list[list[dict]]:
+    def profile(self, x: np.ndarray, iterations: int, warmup: int = 3) -> list[list[dict]]:
         """`iterations` inferences with ONNX Runtime's session profiler, in a session of its own (the
-        profiler costs time, the timed session never has it), read back from the JSON it writes;
-        `between()` runs before each (the bench times the unprofiled session there, under the same load)."""
+        profiler costs time, the timed session never has it), read back from the JSON it writes."""
         import tempfile
 
         from ..untrusted import read_json
@@ -75,9 +74,7 @@ class Runner:
             opts.profile_file_prefix = str(Path(tmp) / "ort")
             session = ort.InferenceSession(self.source, opts, providers=["CPUExecutionProvider"])
             feed = {self.input_name: np.ascontiguousarray(x.astype(self.input_dtype, copy=False))}
-            for i in range(warmup + iterations):  # the warm-up's runs (first-run weight packing) are dropped
-                if between and i >= warmup:
-                    between()
+            for _ in range(warmup + iterations):  # the warm-up's runs (first-run weight packing) are dropped
                 session.run(None, feed)
             events = read_json(session.end_profiling(), cap=1 << 30, what="ONNX Runtime profile", kind=list)
         return profile_runs(events)[warmup:]

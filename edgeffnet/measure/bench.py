@@ -10,7 +10,6 @@ asynchronous requests) and counts images per second.
 from __future__ import annotations
 
 import math
-import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -143,8 +142,12 @@ def make_record(b: Bundle, runtime: str, s: Settings, batch: int, m: Measurement
 
 def attach_profile(b: Bundle, runner, x: np.ndarray, rec: Record, iterations: int, trace: Path | None = None) -> None:
     """record["profile"]: the runtime's per-node profile mapped onto the bundle's layer table, checked
-    against the record's own (unprofiled) p50, with the device's roofline; `trace`: one inference as
-    Chrome trace JSON."""
+    against the record's own unprofiled inferences (timed just before, by the same runner), with the
+    device's roofline; `trace`: one inference as Chrome trace JSON.
+
+    The unprofiled inferences are not interleaved with the profiled ones: the profiled model is a second
+    compiled model, and alternating two models on a busy CPU slowed the unprofiled one 2-3x (its threads
+    and caches cold after the other's turn: min 11 ms against 4 ms back to back, Lite0 at 64 px here)."""
     from ..files import atomic_write_json
     from . import profile
     from .bandwidth import sustained
@@ -152,20 +155,12 @@ def attach_profile(b: Bundle, runner, x: np.ndarray, rec: Record, iterations: in
     if not hasattr(runner, "profile"):
         raise UserError(f"{rec.runtime} has no profiler edgeffnet reads; bench without --profile")
     table = b.layer_table()
-    timed, unprofiled = runner.bound(x), []
-
-    def between() -> None:  # one unprofiled inference before each profiled one: both see the same load
-        t = time.perf_counter_ns()
-        timed()
-        unprofiled.append((time.perf_counter_ns() - t) / 1e6)
-
-    runs = runner.profile(x, iterations, between)
+    runs = runner.profile(x, iterations)
     ceilings = {p: (peak(b.manifest.to_dict(), p, False) or {}).get("gflops") for p in b.target.precisions}
     roof = {"compute_gops": (rec.peak or {}).get("gflops"), "compute_source": (rec.peak or {}).get("detail"),
             "ceilings_gops": ceilings, "bandwidth": sustained()}
     roof["bandwidth_gbs"] = roof["bandwidth"]["gbs"]
-    rec.extra["profile"] = profile.analyse(table, runs, b.precision, rec.runtime, unprofiled, roof)
-    rec.extra["profile"]["bench_p50_ms"] = rec.stats["p50_ms"]
+    rec.extra["profile"] = profile.analyse(table, runs, b.precision, rec.runtime, rec.samples_ms, roof)
     if trace is not None:
         try:
             atomic_write_json(trace, profile.trace(runs, rec.extra["profile"]), indent=None)

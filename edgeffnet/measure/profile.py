@@ -64,8 +64,8 @@ def _classify(node: dict, exact: dict[str, str], overhead: set[str], rows: dict[
 
 def analyse(table: dict, runs: list[list[dict]], bundle_precision: str, runtime: str,
             unprofiled_ms: list[float], roof: dict | None = None) -> dict:
-    """The profile record (PROFILE_SCHEMA.md) from the table, the profiled inferences and the unprofiled
-    inferences' latencies (ms) timed between them."""
+    """The profile record (PROFILE_SCHEMA.md) from the table, the profiled inferences and the latencies
+    (ms) of unprofiled inferences of the same run."""
     unprofiled_p50_ms = _st.median(unprofiled_ms) if unprofiled_ms else None
     unprofiled_min = min(unprofiled_ms) if unprofiled_ms else None
     rows = {r["name"]: r for r in table["layers"]}
@@ -118,6 +118,7 @@ def analyse(table: dict, runs: list[list[dict]], bundle_precision: str, runtime:
     record = {
         "format": FORMAT, "runtime": runtime, "iterations": len(runs), "layers": out_rows,
         "by_role": {k: round(v, 5) for k, v in by_role.items()},
+        "flops_by_role": _flops_by_role(table["layers"]),
         "mapped_fraction": explained / rows_total, "layer_fraction": in_layers / rows_total,
         "unmapped_nodes": sorted(n for n, (_, _, known) in placed.items() if not known),
         "runtime_nodes": len(placed), "profiled_sum_ms": round(profiled_sum, 5),
@@ -134,6 +135,14 @@ def analyse(table: dict, runs: list[list[dict]], bundle_precision: str, runtime:
     if roof:
         record["roofline"] = place_on_roof(out_rows, roof)
     return record
+
+
+def _flops_by_role(layers: list[dict]) -> dict[str, int]:
+    """2 x MACs per role over the whole table (a fused layer's work still counts for its own role)."""
+    out: dict[str, int] = {}
+    for r in layers:
+        out[r["role"]] = out.get(r["role"], 0) + 2 * r["macs"]
+    return out
 
 
 def place_on_roof(rows: list[dict], roof: dict) -> dict:

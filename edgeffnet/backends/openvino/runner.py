@@ -64,8 +64,8 @@ class Runner:
         q.set_callback(lambda req, _: done.append(req.latency))
         return AsyncQueue(q.start_async, q.wait_all, done, len(q))
 
-    def profile(self, x: np.ndarray, iterations: int, between=None) -> list[list[dict]]:
-        return profile(self, x, iterations, between)
+    def profile(self, x: np.ndarray, iterations: int) -> list[list[dict]]:
+        return profile(self, x, iterations)
 
     def describe(self) -> dict:
         props = {}
@@ -102,10 +102,9 @@ def profile_nodes(compiled, request) -> list[dict]:
     return rows
 
 
-def profile(runner: "Runner", x: np.ndarray, iterations: int, between=None, warmup: int = 3) -> list[list[dict]]:
+def profile(runner: "Runner", x: np.ndarray, iterations: int, warmup: int = 3) -> list[list[dict]]:
     """`iterations` inferences of `x` with PERF_COUNT on, in a model compiled apart (the counters cost
-    time, so the timed runner never has them), after `warmup` runs (weight reorders happen on the first);
-    `between()` runs before each (the bench times the unprofiled model there, under the same load)."""
+    time, so the timed runner never has them), after `warmup` runs (weight reorders happen on the first)."""
     compiled = core().compile_model(runner.model, runner.device, runner.config | {"PERF_COUNT": True})
     request = compiled.create_infer_request()
     request.set_input_tensor(ov.Tensor(np.ascontiguousarray(x, dtype=np.float32)))
@@ -113,8 +112,6 @@ def profile(runner: "Runner", x: np.ndarray, iterations: int, between=None, warm
         request.infer()
     runs = []
     for _ in range(iterations):
-        if between:
-            between()
         request.infer()
         runs.append(profile_nodes(compiled, request))
     return runs

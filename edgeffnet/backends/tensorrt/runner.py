@@ -153,7 +153,7 @@ class Runner:
             return {}
         return layer_formats(info) if isinstance(info, dict) else {}
 
-    def profile(self, x: np.ndarray, iterations: int, between=None, warmup: int = 3) -> list[list[dict]]:
+    def profile(self, x: np.ndarray, iterations: int, warmup: int = 3) -> list[list[dict]]:
         """`iterations` inferences with an IProfiler on a second execution context (the timed context never
         carries one: TensorRT synchronises after every layer while it does)."""
         from .profile import layer_times, rows
@@ -168,12 +168,6 @@ class Runner:
             profiler.times.clear()
             formats, runs = self._formats(), []
             for _ in range(iterations):
-                if between:
-                    self.context, context = context, self.context
-                    try:
-                        between()
-                    finally:
-                        self.context, context = context, self.context
                 infer()
                 runs.append(rows(profiler.times, formats))
                 profiler.times.clear()
