@@ -186,6 +186,9 @@ class Bundle:
         """layers.json, checked (torch- and onnx-free: it is read on the device when profiling)."""
         from .layer_table import read
 
+        if not (self.path / LAYER_TABLE).exists():
+            raise UserError(f"{self.path} has no {LAYER_TABLE} (built by an edgeffnet that wrote no layer table); "
+                            f"rebuild it with edgeffnet build to profile it")
         return read(self.path / LAYER_TABLE)
 
     def reference(self) -> tuple[np.ndarray, np.ndarray]:

@@ -54,8 +54,12 @@ def _check(p: dict, table: dict, runtime: str) -> None:
         assert r["exec_type"] and r["precision"] != "unknown" and r["nodes"]
         if r["macs"] and r["time_ms"] > 0:
             assert r["gops"] == pytest.approx(names[r["name"]]["ops"] / r["time_ms"] / 1e6)
-    # the sum check: the profiled inference is the unprofiled one (SUM_TOLERANCE says why on the minima)
-    assert p["sum_check"]["holds"], (p["profiled_min_ms"], p["unprofiled_min_ms"])
+    # the profile is the inference: its nodes fit inside each profiled inference's wall time, and on a CPU
+    # the bench has to itself they cover most of it and agree with the unprofiled latency (profile.py's
+    # COVERAGE_MIN and SUM_TOLERANCE say why); on an oversubscribed one the record says so and holds neither
+    assert p["coverage"]["median"] <= profile.COVERAGE_MAX
+    if p["load_per_cpu"] is not None and p["load_per_cpu"] < 1:
+        assert p["coverage"]["holds"] and p["sum_check"]["holds"], (p["coverage"], p["sum_check"])
     assert p["unprofiled_p50_ms"] > 0 and p["profiler_overhead"] is not None
 
 
@@ -82,9 +86,10 @@ def test_onnxruntime_profile_maps_to_the_layer_table(bundles, precision):
     runner = ort_backend.load(b.path, b.target, precision, None)
     x = bench.sample_input(b, 1)
     unprofiled = measure(runner.bound(x), Limits(ITERATIONS, 0, 0.2)).samples_ms
-    runs = runner.profile(x, ITERATIONS)
-    assert len(runs) == ITERATIONS and all(len(r) == len(runs[0]) for r in runs)
-    p = profile.analyse(b.layer_table(), runs, precision, "onnxruntime", unprofiled)
+    profiled = runner.profile(x, ITERATIONS)
+    runs = profiled.runs
+    assert len(runs) == len(profiled.wall_ms) == ITERATIONS and all(len(r) == len(runs[0]) for r in runs)
+    p = profile.analyse(b.layer_table(), runs, precision, "onnxruntime", unprofiled, None, profiled.wall_ms)
     _check(p, b.layer_table(), "onnxruntime")
 
 
@@ -114,7 +119,7 @@ def test_a_layer_kept_in_float_shows_as_f32_and_is_named(bundles, tmp_path):
     assert rows["head"]["precision"] in ("f32", "bf16") and "head" in p["ran_wider"] and "head" in p["warning"]
     assert rows["stages.5.1.expand"]["precision"] == "i8" and "stages.5.1.expand" not in p["ran_wider"]
     runner = ort_backend.load(kept.path, kept.target, "int8", None)
-    runs = runner.profile(bench.sample_input(kept, 1), 3)
+    runs = runner.profile(bench.sample_input(kept, 1), 3).runs
     ort = profile.analyse(kept.layer_table(), runs, "int8", "onnxruntime", [1.0])
     assert {r["name"]: r["precision"] for r in ort["layers"]}["head"] == "f32" and "head" in ort["ran_wider"]
 

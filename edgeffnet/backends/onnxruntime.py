@@ -7,12 +7,13 @@ graph for a precision (model.sim.onnx for fp32, the baseline the bench compares 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from . import RunSettings
+from . import Profiled, RunSettings
 
 GRAPHS = {"fp32": "model.sim.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
@@ -57,7 +58,7 @@ class Runner:
     def queue(self, x: np.ndarray) -> None:
         return None  # the Python API runs one request at a time
 
-    def profile(self, x: np.ndarray, iterations: int, warmup: int = 3) -> list[list[dict]]:
+    def profile(self, x: np.ndarray, iterations: int, warmup: int = 3) -> Profiled:
         """`iterations` inferences with ONNX Runtime's session profiler, in a session of its own (the
         profiler costs time, the timed session never has it), read back from the JSON it writes."""
         import tempfile
@@ -74,10 +75,13 @@ class Runner:
             opts.profile_file_prefix = str(Path(tmp) / "ort")
             session = ort.InferenceSession(self.source, opts, providers=["CPUExecutionProvider"])
             feed = {self.input_name: np.ascontiguousarray(x.astype(self.input_dtype, copy=False))}
+            wall = []
             for _ in range(warmup + iterations):  # the warm-up's runs (first-run weight packing) are dropped
+                t = time.perf_counter_ns()
                 session.run(None, feed)
+                wall.append((time.perf_counter_ns() - t) / 1e6)
             events = read_json(session.end_profiling(), cap=1 << 30, what="ONNX Runtime profile", kind=list)
-        return profile_runs(events)[warmup:]
+        return Profiled(profile_runs(events)[warmup:], wall[warmup:])
 
     def describe(self) -> dict:
         return {"runtime": "onnxruntime", "version": ort.__version__, "provider": "CPUExecutionProvider",

@@ -152,18 +152,21 @@ def attach_profile(b: Bundle, runner, x: np.ndarray, rec: Record, iterations: in
     from . import profile
     from .bandwidth import sustained
 
-    if not hasattr(runner, "profile"):
+    from ..backends import Profiling
+
+    if not isinstance(runner, Profiling):
         raise UserError(f"{rec.runtime} has no profiler edgeffnet reads; bench without --profile")
     table = b.layer_table()
-    runs = runner.profile(x, iterations)
+    profiled = runner.profile(x, iterations)
     ceilings = {p: (peak(b.manifest.to_dict(), p, False) or {}).get("gflops") for p in b.target.precisions}
     roof = {"compute_gops": (rec.peak or {}).get("gflops"), "compute_source": (rec.peak or {}).get("detail"),
             "ceilings_gops": ceilings, "bandwidth": sustained()}
     roof["bandwidth_gbs"] = roof["bandwidth"]["gbs"]
-    rec.extra["profile"] = profile.analyse(table, runs, b.precision, rec.runtime, rec.samples_ms, roof)
+    rec.extra["profile"] = profile.analyse(table, profiled.runs, b.precision, rec.runtime, rec.samples_ms, roof,
+                                             profiled.wall_ms)
     if trace is not None:
         try:
-            atomic_write_json(trace, profile.trace(runs, rec.extra["profile"]), indent=None)
+            atomic_write_json(trace, profile.trace(profiled.runs, rec.extra["profile"]), indent=None)
         except OSError as e:
             raise UserError(f"cannot write --trace {trace}: {e.strerror or e}") from None
 

@@ -76,10 +76,12 @@ def profile_tables(p: dict, top: int = 15):
                   f"{r['intensity']:.1f}" if r["role"] != "overhead" else "", r.get("bound", ""),
                   r["exec_type"], r["precision"])
     total = sum(p["by_role"].values()) or 1.0
-    roles = Table(title=f"time by role: {p['profiled_sum_ms']:.3f} ms profiled (median; min {p['profiled_min_ms']:.3f}), "
-                        f"unprofiled p50 {(p['unprofiled_p50_ms'] or 0):.3f} ms (min {(p['unprofiled_min_ms'] or 0):.3f}: "
-                        f"{'within' if check.get('holds') else 'OUTSIDE'} {check.get('tolerance', 0):.0%}); mapped "
-                        f"{p['mapped_fraction']:.1%}, in layers {p['layer_fraction']:.1%}")
+    cov = p.get("coverage") or {}
+    roles = Table(title=f"time by role: {p['profiled_sum_ms']:.3f} ms profiled (median), unprofiled p50 "
+                        f"{(p['unprofiled_p50_ms'] or 0):.3f} ms ({'within' if check.get('holds') else 'OUTSIDE'} "
+                        f"{check.get('tolerance', 0):.0%}); nodes cover "
+                        f"{cov.get('median', 0):.0%} of each profiled inference; mapped {p['mapped_fraction']:.1%}, "
+                        f"in layers {p['layer_fraction']:.1%}")
     for col in ("role", "ms", "share"):
         roles.add_column(col, justify="left" if col == "role" else "right")
     for role, v in sorted(p["by_role"].items(), key=lambda kv: -kv[1]):

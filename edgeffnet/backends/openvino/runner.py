@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
 
-from .. import AsyncQueue, RunSettings
+from .. import AsyncQueue, Profiled, RunSettings
 
 _core: ov.Core | None = None
 
@@ -64,7 +65,7 @@ class Runner:
         q.set_callback(lambda req, _: done.append(req.latency))
         return AsyncQueue(q.start_async, q.wait_all, done, len(q))
 
-    def profile(self, x: np.ndarray, iterations: int) -> list[list[dict]]:
+    def profile(self, x: np.ndarray, iterations: int) -> Profiled:
         return profile(self, x, iterations)
 
     def describe(self) -> dict:
@@ -102,7 +103,7 @@ def profile_nodes(compiled, request) -> list[dict]:
     return rows
 
 
-def profile(runner: "Runner", x: np.ndarray, iterations: int, warmup: int = 3) -> list[list[dict]]:
+def profile(runner: "Runner", x: np.ndarray, iterations: int, warmup: int = 3) -> Profiled:
     """`iterations` inferences of `x` with PERF_COUNT on, in a model compiled apart (the counters cost
     time, so the timed runner never has them), after `warmup` runs (weight reorders happen on the first)."""
     compiled = core().compile_model(runner.model, runner.device, runner.config | {"PERF_COUNT": True})
@@ -110,8 +111,10 @@ def profile(runner: "Runner", x: np.ndarray, iterations: int, warmup: int = 3) -
     request.set_input_tensor(ov.Tensor(np.ascontiguousarray(x, dtype=np.float32)))
     for _ in range(warmup):
         request.infer()
-    runs = []
+    out = Profiled([], [])
     for _ in range(iterations):
+        t = time.perf_counter_ns()
         request.infer()
-        runs.append(profile_nodes(compiled, request))
-    return runs
+        out.wall_ms.append((time.perf_counter_ns() - t) / 1e6)
+        out.runs.append(profile_nodes(compiled, request))
+    return out

@@ -7,6 +7,7 @@ set_binding_shape, execute_async_v2; what 8.2 on JetPack 4.6 has).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -153,9 +154,10 @@ class Runner:
             return {}
         return layer_formats(info) if isinstance(info, dict) else {}
 
-    def profile(self, x: np.ndarray, iterations: int, warmup: int = 3) -> list[list[dict]]:
+    def profile(self, x: np.ndarray, iterations: int, warmup: int = 3):
         """`iterations` inferences with an IProfiler on a second execution context (the timed context never
         carries one: TensorRT synchronises after every layer while it does)."""
+        from .. import Profiled
         from .profile import layer_times, rows
 
         context, self.context = self.context, self.engine.create_execution_context()
@@ -166,14 +168,16 @@ class Runner:
             for _ in range(warmup):
                 infer()
             profiler.times.clear()
-            formats, runs = self._formats(), []
+            formats, out = self._formats(), Profiled([], [])
             for _ in range(iterations):
+                t = time.perf_counter_ns()
                 infer()
-                runs.append(rows(profiler.times, formats))
+                out.wall_ms.append((time.perf_counter_ns() - t) / 1e6)
+                out.runs.append(rows(profiler.times, formats))
                 profiler.times.clear()
         finally:
             self.context = context
-        return runs
+        return out
 
     def describe(self) -> dict:
         return {"runtime": "tensorrt", "version": self.trt.__version__, "device": self.device,
