@@ -36,12 +36,13 @@ def _profiled(path, **settings):
     return records[0]
 
 
-def _check(p: dict, table: dict, runtime: str) -> None:
+def _check(p: dict, table: dict, runtime: str, min_in_layers: float = 0.9) -> None:
     assert p["format"] == profile.FORMAT and p["runtime"] == runtime and p["iterations"] == ITERATIONS
     assert p["mapped_fraction"] >= 0.95, p["unmapped_nodes"]
     names = {r["name"]: r for r in table["layers"]}
     rows = [r for r in p["layers"] if r["role"] != "overhead"]
-    assert sum(r["time_ms"] for r in rows) >= 0.9 * sum(r["time_ms"] for r in p["layers"])
+    assert sum(r["time_ms"] for r in rows) >= min_in_layers * sum(r["time_ms"] for r in p["layers"])
+    assert p["layer_fraction"] == pytest.approx(sum(r["time_ms"] for r in rows) / sum(r["time_ms"] for r in p["layers"]))
     assert all(r["name"] in names and r["role"] == names[r["name"]]["role"] for r in rows)
     ran = {r["name"] for r in rows} | {f for r in rows for f in r["fused"]}
     heavy = {n for n, r in names.items() if r["macs"]}
@@ -90,7 +91,13 @@ def test_onnxruntime_profile_maps_to_the_layer_table(bundles, precision):
     runs = profiled.runs
     assert len(runs) == len(profiled.wall_ms) == ITERATIONS and all(len(r) == len(runs[0]) for r in runs)
     p = profile.analyse(b.layer_table(), runs, precision, "onnxruntime", unprofiled, None, profiled.wall_ms)
-    _check(p, b.layer_table(), "onnxruntime")
+    # ONNX Runtime runs most convs of this Q/DQ graph as DequantizeLinear -> float Conv -> QuantizeLinear
+    # (the swish between conv and Q blocks its QLinearConv fusion): the Q/DQ kernels are a third of the
+    # time, rightly overhead rows, not layers; so an int8 profile is judged on what it explains
+    _check(p, b.layer_table(), "onnxruntime", 0.9 if precision == "fp32" else 0.5)
+    if precision == "int8":
+        overhead = [r for r in p["layers"] if r["role"] == "overhead"]
+        assert overhead and all(r["known"] for r in overhead)
 
 
 def _keep_float(src: Bundle, dest, layer: str) -> Bundle:
