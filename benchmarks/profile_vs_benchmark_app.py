@@ -4,8 +4,9 @@ Claim (issue 24): the per-role totals of edgeffnet's profile (OpenVINO's counter
 model, mapped onto the bundle's layer table) agree within 10% with the same mapping applied to
 benchmark_app's detailed counters (`-pc -report_type detailed_counters`: one row per executed runtime
 node) for every role holding at least --min-share of the time, and for the total. The two run in
-alternating rounds, so load from other processes hits both alike; per role the verdict is the ratio of the
-medians over the rounds.
+alternating rounds, so load from other processes hits both alike; per role the verdict is the median over
+the rounds of the per-round ratio (each pair ran back to back). The ratio of each role's share of its
+tool's total is printed too: it is immune to the load changing between the two halves of a round.
 
 benchmark_app's CSV gives node names, types and kernels but not the ONNX layers a node fused, so its rows
 map by name alone (layer_table.layer_of): a difference in the split would show a node our mapping puts
@@ -84,19 +85,22 @@ def main() -> int:
         theirs.append(app["by_role"])
         print(f"  round {i + 1}: edgeffnet {sum(ours[-1].values()):.3f} ms, benchmark_app {sum(theirs[-1].values()):.3f} ms")
     roles = list(dict.fromkeys([*ours[0], *theirs[0]]))
-    a_total = statistics.median(sum(r.values()) for r in ours)
-    b_total = statistics.median(sum(r.values()) for r in theirs)
+    for r in ours + theirs:
+        r["total"] = sum(v for k, v in r.items() if k != "total")
     ok = True
-    print(f"{'role':12s} {'edgeffnet ms':>13s} {'benchmark_app':>14s} {'ratio':>7s}  share")
+    print(f"{'role':12s} {'edgeffnet ms':>13s} {'benchmark_app':>14s} {'paired ratio':>13s} {'share ratio':>12s}  share")
     for role in roles + ["total"]:
-        a = a_total if role == "total" else statistics.median(r.get(role, 0.0) for r in ours)
-        c = b_total if role == "total" else statistics.median(r.get(role, 0.0) for r in theirs)
-        share = a / a_total if a_total else 0.0
+        a = statistics.median(r.get(role, 0.0) for r in ours)
+        c = statistics.median(r.get(role, 0.0) for r in theirs)
+        # each round's pair ran back to back under the same load: the ratio per round, then its median
+        paired = statistics.median(x.get(role, 0.0) / y[role] for x, y in zip(ours, theirs) if y.get(role))
+        shares = statistics.median((x.get(role, 0.0) / x["total"]) / (y[role] / y["total"])
+                                   for x, y in zip(ours, theirs) if y.get(role))
+        share = a / statistics.median(r["total"] for r in ours)
         judged = role == "total" or share >= args.min_share
-        ratio = a / c if c else float("inf")
-        within = abs(ratio - 1) <= args.tolerance
+        within = abs(paired - 1) <= args.tolerance
         ok &= within or not judged
-        print(f"{role:12s} {a:13.3f} {c:14.3f} {ratio:7.3f}  {share:5.1%}"
+        print(f"{role:12s} {a:13.3f} {c:14.3f} {paired:13.3f} {shares:12.3f}  {share:5.1%}"
               + ("" if not judged else "  ok" if within else "  OUTSIDE"))
     print(f"verdict: {'every judged role within' if ok else 'some role OUTSIDE'} {args.tolerance:.0%}; "
           f"device {rec.device['name']}, openvino {rec.tools.get('openvino')}")
