@@ -18,6 +18,9 @@ from pathlib import Path
 import numpy as np
 
 MIN_BUFFER = 64 << 20
+# Three buffers live at once (triad): capped so a server with a huge LLC does not allocate gigabytes; at
+# 512 MiB a buffer is still beyond any LLC shipped today by a factor of 1.5 or more.
+MAX_BUFFER = 512 << 20
 
 
 def llc_bytes() -> tuple[int | None, str]:
@@ -51,7 +54,7 @@ def _best(fn, passes: int) -> float:
 def stream(kernel: str = "copy", buffer_bytes: int | None = None, passes: int = 10) -> dict:
     """GB/s of one streaming kernel over float64 arrays of `buffer_bytes` each (default: 4x LLC)."""
     llc, llc_source = llc_bytes()
-    size = buffer_bytes or max(MIN_BUFFER, 4 * (llc or 0))
+    size = buffer_bytes or min(MAX_BUFFER, max(MIN_BUFFER, 4 * (llc or 0)))
     n = size // 8
     a = np.full(n, 1.0)
     b = np.empty(n)
