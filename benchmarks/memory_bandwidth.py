@@ -3,7 +3,7 @@
 Claim (issue 24): the sustained-bandwidth figure a profiled bench record carries (the better of numpy's
 copy and triad over buffers of 4x the last-level cache, best of 10 passes) agrees with a second,
 independent method on the same buffers: libc's memmove (glibc picks its own vector loop and non-temporal
-stores for copies this large) through ctypes, timed in rounds alternating with numpy's kernels, and `dd` streaming zeroes through a buffer of the same size
+stores for copies this large) through ctypes, and `dd` streaming zeroes through a buffer of the same size
 into /dev/null (kernel copy into the buffer: a write stream, reported for reference). The verdict compares
 the same stream done two ways, numpy's copy (the record's copy kernel) against memmove's, both counted as
 one read and one write per byte and timed in alternating rounds; within --tolerance (default 25%: glibc's
