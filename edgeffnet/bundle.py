@@ -27,6 +27,7 @@ from .errors import UserError
 from .files import atomic_write_json
 
 MANIFEST = "manifest.json"
+LAYER_TABLE = "layers.json"  # every layer with its cost and ONNX nodes (layer_table.py), written at build time
 FORMAT = 1
 
 
@@ -180,6 +181,15 @@ class Bundle:
 
         t = self.target
         return get(t.backend).load(self.path, t, self.precision, settings)
+
+    def layer_table(self) -> dict:
+        """layers.json, checked (torch- and onnx-free: it is read on the device when profiling)."""
+        from .layer_table import read
+
+        if not (self.path / LAYER_TABLE).exists():
+            raise UserError(f"{self.path} has no {LAYER_TABLE} (built by an edgeffnet that wrote no layer table); "
+                            f"rebuild it with edgeffnet build to profile it")
+        return read(self.path / LAYER_TABLE)
 
     def reference(self) -> tuple[np.ndarray, np.ndarray]:
         """The verification views (preprocessed) and the FP32 PyTorch logits the build stored for them."""

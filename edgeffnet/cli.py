@@ -298,7 +298,13 @@ def _interrupted(what: str) -> None:
 @click.option("--baseline", default="", help="Also measure the same model in pytorch and/or onnxruntime (CPU), "
                                              "comma-separated.")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
-def bench_cmd(bundle_dir, mode, iterations, seconds, warmup, threads, streams, batch, baseline, as_json) -> None:
+@click.option("--profile", "profile", is_flag=True, help="Then profile the artifact per layer with its runtime's own "
+                                                         "profiler (perturbs timing: off by default).")
+@click.option("--profile-iterations", type=COUNT, default=50, show_default=True, help="Profiled inferences of --profile.")
+@click.option("--trace", type=click.Path(dir_okay=False), help="With --profile: write one profiled inference as Chrome "
+                                                              "trace JSON (chrome://tracing, Perfetto).")
+def bench_cmd(bundle_dir, mode, iterations, seconds, warmup, threads, streams, batch, baseline, as_json,
+              profile, profile_iterations, trace) -> None:
     """Measure BUNDLE on its device: latency percentiles or images/s, GFLOP/s against the device's peak.
 
     The record (device, tool versions, settings, statistics) is saved as BUNDLE/bench/RUNTIME-MODE.json.
@@ -306,16 +312,25 @@ def bench_cmd(bundle_dir, mode, iterations, seconds, warmup, threads, streams, b
     """
     from .measure import bench, console
 
+    from pathlib import Path
+
+    if trace and not profile:
+        raise UserError("--trace writes a profiled inference; add --profile")
     s = bench.Settings(mode=mode, iterations=iterations, seconds=seconds, warmup=warmup, threads=threads,
-                       streams=streams, batch=batch)
+                       streams=streams, batch=batch, profile=profile_iterations if profile else 0)
     records, interrupted = bench.run(bundle_dir, s, _csv_list(baseline),
-                                     progress=lambda label: console.progress_bar(err, label))
+                                     progress=lambda label: console.progress_bar(err, label),
+                                     trace=Path(trace) if trace else None)
     if as_json:
         click.echo(json.dumps([r.to_dict() | {"saved": str(r.saved_to or "")} for r in records], indent=1,
                               default=str))
     elif records:
         out.print(console.table(records))
         for r in records:
+            if r.profile:
+                out.print(console.profile_tables(r.profile))
+                if r.profile.get("warning"):
+                    err.print(f"warning: {r.profile['warning']}", markup=False)
             err.print(f"saved {r.saved_to}" if r.saved_to else
                       f"warning: could not save the {r.runtime} record into the bundle", markup=False)
     if interrupted:

@@ -42,7 +42,7 @@ from conftest import fixture_path, run_cli_process
 
 SPEC = "b0,res=96"  # SE + SiLU, symmetric padding
 LITE = "lite0,res=96"  # ReLU6, no SE, TF "SAME" padding
-STAGES = ("reference", "export", "simplify", "compile")
+STAGES = ("reference", "export", "simplify", "compile", "layers")
 
 
 @dataclass
@@ -95,7 +95,7 @@ def b0(env, out) -> Built:
 def test_bundle_holds_the_artifacts_and_nothing_else(b0, out):
     names = sorted(p.name for p in b0.path.iterdir())
     assert names == sorted(["model.onnx", "model.sim.onnx", "model.xml", "model.bin", "reference.npz",
-                            "manifest.json", "build.log"])
+                            "layers.json", "manifest.json", "build.log"])
     assert sorted(b0.manifest["files"]) == names
     assert is_bundle(b0.path) and _leftovers(out) == []
     umask = os.umask(0)
@@ -196,7 +196,7 @@ def test_pretrained_fp16_build_records_weights_and_fp16_parity(env, out):
     assert w["numerics"] == {"padding": "same", "bn_eps": 1e-3}
     assert b.manifest["preprocess"]["mean"] == [127.0] * 3 and b.manifest["preprocess"]["std"] == [128.0] * 3
     stages = b.manifest["stages"]
-    assert list(stages) == ["reference", "export", "simplify", "precision", "compile"]
+    assert list(stages) == ["reference", "export", "simplify", "precision", "compile", "layers"]
     for name in ("export", "simplify"):  # the FP32 graphs stay within the FP32 tolerance of trained weights too
         assert stages[name]["parity"]["max_abs"] <= verify.FP32_MAX_ABS
     p = stages["compile"]["parity"]

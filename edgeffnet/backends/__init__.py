@@ -9,6 +9,14 @@ zero-argument callable doing one synchronous inference on pre-bound input (what 
 `queue(x)` returns the runtime's asynchronous request queue bound to `x`, or None where the runtime has
 none (throughput mode then times the synchronous loop); `describe()` says what ran where, with which
 settings. Outputs are compared with the reference apart from the backends (edgeffnet.verify).
+
+A runner whose runtime has a per-node profiler is also `Profiling`: `profile(x, iterations)` runs
+`iterations` inferences with it (on a model or session of its own: the timed one never carries the
+profiler) and returns a `Profiled`: each inference's host-clock latency, and the nodes the runtime
+executed in it, each a dict {node, type, time_ms,
+exec_type, precision, original_names} (and start_ms where the runtime gives start times): `original_names`
+are the ONNX node names the node came from (fused nodes list several), `precision` the element type it
+computed in as the runtime says it. measure/profile.py maps them onto the bundle's layer table.
 """
 
 from __future__ import annotations
@@ -60,6 +68,19 @@ class Runner(Protocol):
     def queue(self, x: np.ndarray) -> AsyncQueue | None: ...
 
     def describe(self) -> dict: ...
+
+
+@dataclass
+class Profiled:
+    """Profiled inferences: per inference, the runtime's node rows and the host's wall time around it."""
+
+    runs: list  # list[list[dict]]
+    wall_ms: list  # list[float], one per run
+
+
+@runtime_checkable
+class Profiling(Protocol):
+    def profile(self, x: np.ndarray, iterations: int) -> Profiled: ...
 
 
 class Backend(Protocol):

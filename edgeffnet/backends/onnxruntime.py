@@ -7,12 +7,13 @@ graph for a precision (model.sim.onnx for fp32, the baseline the bench compares 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from . import RunSettings
+from . import Profiled, RunSettings
 
 GRAPHS = {"fp32": "model.sim.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
@@ -35,6 +36,7 @@ class Runner:
                                          else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if exact
                                          else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         self.path = Path("<in memory>") if isinstance(path, bytes) else Path(path)  # bytes: a serialized graph
+        self.source = path if isinstance(path, bytes) else str(path)
         self.session = ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts,
                                             providers=["CPUExecutionProvider"])
         inp = self.session.get_inputs()[0]
@@ -56,9 +58,63 @@ class Runner:
     def queue(self, x: np.ndarray) -> None:
         return None  # the Python API runs one request at a time
 
+    def profile(self, x: np.ndarray, iterations: int, warmup: int = 3) -> Profiled:
+        """`iterations` inferences with ONNX Runtime's session profiler, in a session of its own (the
+        profiler costs time, the timed session never has it), read back from the JSON it writes."""
+        import tempfile
+
+        from ..untrusted import read_json
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+        opts.graph_optimization_level = self.session.get_session_options().graph_optimization_level
+        with tempfile.TemporaryDirectory(prefix="edgeffnet-ort-profile-") as tmp:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = str(Path(tmp) / "ort")
+            session = ort.InferenceSession(self.source, opts, providers=["CPUExecutionProvider"])
+            feed = {self.input_name: np.ascontiguousarray(x.astype(self.input_dtype, copy=False))}
+            wall = []
+            for _ in range(warmup + iterations):  # the warm-up's runs (first-run weight packing) are dropped
+                t = time.perf_counter_ns()
+                session.run(None, feed)
+                wall.append((time.perf_counter_ns() - t) / 1e6)
+            events = read_json(session.end_profiling(), cap=1 << 30, what="ONNX Runtime profile", kind=list)
+        return Profiled(profile_runs(events)[warmup:], wall[warmup:])
+
     def describe(self) -> dict:
         return {"runtime": "onnxruntime", "version": ort.__version__, "provider": "CPUExecutionProvider",
                 "threads": self.threads or os.cpu_count(), "graph": self.path.name}
+
+
+def _precision(args: dict) -> str:
+    """The element type a node computed in: its first input's (ONNX Runtime's profiler lists types)."""
+    for key in ("input_type_shape", "output_type_shape"):
+        for entry in args.get(key) or []:
+            if isinstance(entry, dict) and entry:
+                return next(iter(entry))
+    return ""
+
+
+def profile_runs(events: list) -> list[list[dict]]:
+    """ONNX Runtime's profile JSON as runtime node rows, one list per inference (its model_run events
+    bound them; node events are `<node>_kernel_time`, with op_name and input types in their args)."""
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                  if isinstance(e, dict) and e.get("cat") == "Session" and e.get("name") == "model_run")
+    out: list[list[dict]] = [[] for _ in runs]
+    for e in events:
+        if not (isinstance(e, dict) and e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")):
+            continue
+        args = e.get("args") or {}
+        node = e["name"][: -len("_kernel_time")]
+        for i, (start, end) in enumerate(runs):
+            if start <= e["ts"] <= end:
+                out[i].append({"node": node, "type": args.get("op_name", ""), "time_ms": e["dur"] / 1e3,
+                               "start_ms": e["ts"] / 1e3, "exec_type": f"{args.get('provider', '')}:{args.get('op_name', '')}",
+                               "precision": _precision(args), "original_names": [node]})
+                break
+    return out
 
 
 def compile(ctx, graph):

@@ -28,6 +28,7 @@ from .statistics import statistics
 from .timing import Limits, Measurement, measure, measure_async
 
 BASELINES = ("pytorch", "onnxruntime")
+PROFILE_ITERATIONS = 50  # profiled inferences of --profile: a median per layer that one slow run cannot move
 MODES = ("latency", "throughput")
 
 
@@ -43,6 +44,7 @@ class Settings:
     threads: int | None = None
     streams: int | None = None
     batch: int | None = None  # throughput mode on a dynamic-batch bundle; latency mode is always 1
+    profile: int = 0  # after the timed run, this many inferences with the runtime's profiler (0: off)
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -53,6 +55,8 @@ class Settings:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 86400:
                 raise UserError(f"--{name} must be a number of seconds between 0 and 86400, got {v!r}")
+        if not isinstance(self.profile, int) or isinstance(self.profile, bool) or self.profile < 0:
+            raise UserError(f"--profile-iterations must be a whole number of at least 1, got {self.profile!r}")
         for name in ("threads", "streams", "batch"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):
@@ -136,8 +140,39 @@ def make_record(b: Bundle, runtime: str, s: Settings, batch: int, m: Measurement
         weights=records.weights_of(manifest), fidelity=None if baseline else records.worst_fidelity(manifest))
 
 
+def attach_profile(b: Bundle, runner, x: np.ndarray, rec: Record, iterations: int, trace: Path | None = None) -> None:
+    """record["profile"]: the runtime's per-node profile mapped onto the bundle's layer table, checked
+    against the record's own unprofiled inferences (timed just before, by the same runner), with the
+    device's roofline; `trace`: one inference as Chrome trace JSON.
+
+    The unprofiled inferences are not interleaved with the profiled ones: the profiled model is a second
+    compiled model, and alternating two models on a busy CPU slowed the unprofiled one 2-3x (its threads
+    and caches cold after the other's turn: min 11 ms against 4 ms back to back, Lite0 at 64 px here)."""
+    from ..files import atomic_write_json
+    from . import profile
+    from .bandwidth import sustained
+
+    from ..backends import Profiling
+
+    if not isinstance(runner, Profiling):
+        raise UserError(f"{rec.runtime} has no profiler edgeffnet reads; bench without --profile")
+    table = b.layer_table()
+    profiled = runner.profile(x, iterations)
+    ceilings = {p: (peak(b.manifest.to_dict(), p, False) or {}).get("gflops") for p in b.target.precisions}
+    roof = {"compute_gops": (rec.peak or {}).get("gflops"), "compute_source": (rec.peak or {}).get("detail"),
+            "ceilings_gops": ceilings, "bandwidth": sustained()}
+    roof["bandwidth_gbs"] = roof["bandwidth"]["gbs"]
+    rec.extra["profile"] = profile.analyse(table, profiled.runs, b.precision, rec.runtime, rec.samples_ms, roof,
+                                             profiled.wall_ms)
+    if trace is not None:
+        try:
+            atomic_write_json(trace, profile.trace(profiled.runs, rec.extra["profile"]), indent=None)
+        except OSError as e:
+            raise UserError(f"cannot write --trace {trace}: {e.strerror or e}") from None
+
+
 def run(bundle: Bundle | str | Path, s: Settings, baselines: list[str] = (), progress=None,
-        save_records: bool = True) -> tuple[list[Record], bool]:
+        save_records: bool = True, trace: Path | None = None) -> tuple[list[Record], bool]:
     """Measure the bundle's artifact (then each baseline); save and return (records, interrupted).
 
     `progress(label)` is a context manager yielding a tick(fraction) callable. After Ctrl-C the partial
@@ -162,6 +197,8 @@ def run(bundle: Bundle | str | Path, s: Settings, baselines: list[str] = (), pro
         if not m.samples_ms:  # interrupted during warm-up: nothing to keep
             return out, True
         rec = make_record(b, runtime, s, batch, m, runner.describe(), queue.requests if queue else None)
+        if s.profile and runtime == b.target.backend and not m.interrupted:
+            attach_profile(b, runner, x, rec, s.profile, trace)
         rec.saved_to = records.save(b.path, rec) if save_records else None
         out.append(rec)
         if m.interrupted:
@@ -171,13 +208,17 @@ def run(bundle: Bundle | str | Path, s: Settings, baselines: list[str] = (), pro
 
 def bench(bundle: Bundle | str | Path, mode: str = "latency", iterations: int | None = None,
           seconds: float | None = None, warmup: float | None = None, threads: int | None = None,
-          streams: int | None = None, batch: int | None = None, save: bool = True) -> Record:
+          streams: int | None = None, batch: int | None = None, save: bool = True, profile: bool | int = False,
+          trace: str | Path | None = None) -> Record:
     """Measure a bundle's artifact on its device (the Python API of `edgeffnet bench`); None: the default.
 
     Ctrl-C raises KeyboardInterrupt after saving the partial record."""
     given = {k: v for k, v in dict(iterations=iterations, seconds=seconds, warmup=warmup, threads=threads,
                                    streams=streams, batch=batch).items() if v is not None}
-    recs, interrupted = run(bundle, Settings(mode=mode, **given), save_records=save)
+    if profile or trace:  # True: the default count of profiled inferences
+        given["profile"] = PROFILE_ITERATIONS if profile is True or not profile else int(profile)
+    recs, interrupted = run(bundle, Settings(mode=mode, **given), save_records=save,
+                            trace=Path(trace) if trace else None)
     if interrupted:
         raise KeyboardInterrupt
     return recs[0]

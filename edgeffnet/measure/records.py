@@ -69,6 +69,11 @@ class Record:
     def images_per_s(self) -> float | None:
         return self.throughput_ips
 
+    @property
+    def profile(self) -> dict | None:
+        """Where the time went (bench --profile): layers, by_role, mapped_fraction, roofline; else None."""
+        return self.extra.get("profile")
+
     # -- JSON ------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = asdict(self)

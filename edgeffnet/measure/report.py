@@ -24,7 +24,7 @@ import numpy as np
 from .. import __version__
 from ..errors import UserError
 from ..files import atomic_write_text, utc_now
-from . import records
+from . import profile_report, records
 from .console import ms
 
 FILES = ("report.md", "report.csv", "report.json", "report.html", "latency_vs_flops.png")
@@ -434,7 +434,8 @@ def write(records: list[dict], out_dir: str | Path) -> dict:
         md += [f"## {title}", "", _markdown_table(header, body), ""]
     md += ["## Machines", "", _markdown_table(["device", "host", "cpu", "peak", "tools"],
                                                [list(m.values()) for m in report["machines"]]), ""]
-    atomic_write_text(out / "report.md", "\n".join(md))
+    profile_md, profile_html, profile_files = profile_report.section(records, out, bool(plots))
+    atomic_write_text(out / "report.md", "\n".join(md + profile_md))
     embedded = {n: base64.b64encode((out / n).read_bytes()).decode() for n in plots}  # no file beside the page
     images = "".join(f'<p><img alt="{n}" src="data:image/png;base64,{data}"></p>' for n, data in embedded.items())
     body = "".join(f"<h2>{html.escape(t)}</h2>{_html_table(h, b)}" for t, h, b in text)
@@ -445,8 +446,8 @@ def write(records: list[dict], out_dir: str | Path) -> dict:
         out / "report.html",
         f"<!doctype html><html><head><meta charset='utf-8'><title>edgeffnet latency report</title>"
         f"<style>{CSS}</style></head><body><h1>edgeffnet latency report</h1><p class='note'>{html.escape(intro)}</p>"
-        f"{warned}{images}{body}</body></html>\n")
-    report["files"] = [str(out / n) for n in (*FILES, *plots) if (out / n).exists()]
+        f"{warned}{images}{body}{profile_html}</body></html>\n")
+    report["files"] = [str(out / n) for n in (*FILES, *plots, *profile_files) if (out / n).exists()]
     report["files"] = list(dict.fromkeys(report["files"]))
     return report
 

@@ -103,7 +103,8 @@ def run(ctx: BuildContext) -> Bundle:
             if not escalate.applies(c):
                 raise
             c, graph, compiled, fidelity = escalate.escalate(c, store, simplified, graph, compiled, miss)
-        done = [ref, exported, simplified] + ([graph] if graph is not simplified else []) + [compiled]
+        layers = stages.layer_table(c, store, ref, graph, compiled)
+        done = [ref, exported, simplified] + ([graph] if graph is not simplified else []) + [compiled, layers]
         manifest = _manifest(c, {a.stage: a.record for a in done}, graph.path.name, fidelity,
                              time.perf_counter() - t0)
         bundle.write_manifest(tmp, manifest)

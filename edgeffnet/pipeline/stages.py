@@ -146,6 +146,36 @@ def compile(ctx: BuildContext, store: cache.StageCache, graph: Artifact) -> Arti
     return artifact
 
 
+def layer_table(ctx: BuildContext, store: cache.StageCache, ref: Artifact, graph: Artifact,
+                compiled: Artifact) -> Artifact:
+    """layers.json: every layer of the spec with its cost and the ONNX nodes of the graph the target runs
+    (the one its compile stage converted; the precision graph where it names none), so a profile on the
+    device maps runtime nodes back to layers without ONNX or PyTorch there."""
+    from ..bundle import LAYER_TABLE
+
+    converted = str(compiled.record.get("converted_from") or "").split(" ")[0]
+    source = ctx.dir / converted if converted.endswith(".onnx") and (ctx.dir / converted).is_file() else graph.path
+
+    def make() -> dict:
+        import onnx
+
+        from .. import layer_table as table
+
+        model = onnx.load(str(source), load_external_data=False)
+        nodes = [(n.name, n.op_type) for n in model.graph.node]
+        outputs = {o.name for o in model.graph.output}
+        aliases = {n.name: out for n in model.graph.node for out in n.output if out in outputs}
+        t = table.make(ctx.spec, ref.record["num_classes"], ctx.precision, nodes, aliases) | {"graph": source.name}
+        table.write(ctx.dir / LAYER_TABLE, t)
+        mapped = sum(len(r["onnx_nodes"]) for r in t["layers"])
+        return {"files": [LAYER_TABLE], "artifact": LAYER_TABLE, "graph": source.name, "layers": len(t["layers"]),
+                "nodes_mapped": mapped, "nodes_qdq": len(t["overhead_nodes"]),
+                "nodes_unassigned": len(t["unassigned_nodes"]),
+                "summary": f"{len(t['layers'])} layers, {mapped} of {len(nodes)} nodes of {source.name} in them"}
+
+    return _cached(ctx, store, "layers", compiled, {"graph": source.name}, make)
+
+
 def fidelity_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> dict | None:
     """The fidelity rows of the precision graph and the compiled artifact; INT8 of trained weights is gated."""
     if ctx.precision == "fp32":
