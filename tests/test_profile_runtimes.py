@@ -13,7 +13,7 @@ import pytest
 
 from edgeffnet import layer_table
 from edgeffnet.backends import onnxruntime as ort_backend
-from edgeffnet.bundle import LAYER_TABLE, Bundle
+from edgeffnet.bundle import Bundle
 from edgeffnet.layers import ROLES
 from edgeffnet.measure import bench, profile
 from edgeffnet.measure.timing import Limits, measure
