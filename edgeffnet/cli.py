@@ -138,7 +138,7 @@ def _print_table3(rows: list[dict], as_json: bool) -> None:
                   f"{r['macs'] / 1e9:.3f} B", f"{r['deviation']:+.1%}", verdict)
     out.print(t)
     for note in dict.fromkeys(r["note"] for r in rows if r["note"]):
-        out.print(f"note: {note} (see README, Table 3)")
+        out.print(f"note: {note} (see docs/spec.md, Table 3)")
 
 
 @cli.command("targets")

@@ -5,7 +5,7 @@ builds that line from a target profile so the resource name is always the profil
 worker (`join --build`) advertises `edgeffnet-build`, one unit per build it can run at once
 (`build_slots`: one per two cores, and per 3 GiB of memory).
 `--node-ip-address` names the address a node gives the others (a lab address, never a public one);
-where Ray listens is the firewall's business (README, Device farm).
+where Ray listens is the firewall's business (docs/farm.md, Security).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ def farm() -> None:
     """A device farm on Ray: devices join with their target; `sweep --cluster` measures on all of them.
 
     Ray's ports must not face the internet: anyone who reaches them runs code on every device. Keep
-    the head and the devices on the lab network behind a firewall (README, Device farm).
+    the head and the devices on the lab network behind a firewall (docs/farm.md).
     """
 
 

@@ -97,7 +97,8 @@ def _self_distill(ctx, fp32_model, qdq_model):
     if not ctx.trained:  # random-init logits carry no meaning worth matching, and the time buys nothing
         return qdq_model, {"kept": "untuned", "reason": "skipped: random-init weights"}
     if not ctx.options.distill:
-        # Off by default: measured on pretrained Lite0/Lite1 it did not earn its ~100 s (README, INT8).
+        # Off by default: on pretrained Lite0/Lite1 it did not earn its ~100 s
+        # (docs/results/self-distillation.md).
         return qdq_model, {"kept": "untuned", "reason": "not asked (--distill)"}
     train_x, held_x, held_what = ctx.calibration.distillation_split(ctx.preprocess)
     if len(train_x) < distill.BATCH:
