@@ -84,10 +84,11 @@ def usable_cpus() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
-def cpu_frequency(root: Path = CPU_ROOT) -> dict | None:
+def cpu_frequency(root: Path | None = None) -> dict | None:
     """The governors in use, the current clocks (min/mean/max over CPUs), the hardware's maximum and the
     policy's cap, in MHz; `pinned` when every CPU's minimum equals its maximum (jetson_clocks, or a
     `performance` setup that locks the clock)."""
+    root = root or CPU_ROOT
     governors: dict[str, int] = {}
     cur, hw_max, cap, pinned = [], [], [], []
     for cpu in _entries(root, r"cpu\d+"):
@@ -112,10 +113,10 @@ def cpu_frequency(root: Path = CPU_ROOT) -> dict | None:
             "pinned": all(pinned) if pinned else None}
 
 
-def temperatures(root: Path = THERMAL_ROOT) -> list[dict] | None:
+def temperatures(root: Path | None = None) -> list[dict] | None:
     """Each thermal zone's type and temperature in degrees Celsius (the kernel reports millidegrees)."""
     out = []
-    for zone in _entries(root, r"thermal_zone\d+"):
+    for zone in _entries(root or THERMAL_ROOT, r"thermal_zone\d+"):
         milli = _number(zone / "temp")
         if milli is not None:
             out.append({"zone": zone.name, "type": _read(zone / "type"), "celsius": round(milli / 1000, 1)})
@@ -147,7 +148,7 @@ def jetson_power_mode() -> dict | None:
 _GPU = re.compile(r"gpu|ga10b|gv11b|gp10b|gm20b")  # the Jetson GPUs' devfreq names (Orin, Xavier, TX2, Nano)
 
 
-def jetson_clocks(cpu_root: Path = CPU_ROOT, devfreq_root: Path = DEVFREQ_ROOT) -> dict | None:
+def jetson_clocks(cpu_root: Path | None = None, devfreq_root: Path | None = None) -> dict | None:
     """Whether jetson_clocks is on: every CPU's and the GPU's minimum clock raised to its maximum. From
     `jetson_clocks --show` where it answers (it wants root), else from cpufreq and devfreq directly."""
     text = _tool("jetson_clocks", "--show")
@@ -157,7 +158,7 @@ def jetson_clocks(cpu_root: Path = CPU_ROOT, devfreq_root: Path = DEVFREQ_ROOT) 
             return {"on": all(a == b for a, b in pairs), "how": "jetson_clocks --show: MinFreq == MaxFreq everywhere"}
     cpus = cpu_frequency(cpu_root)
     gpus = []
-    for dev in _entries(devfreq_root, r".+"):
+    for dev in _entries(devfreq_root or DEVFREQ_ROOT, r".+"):
         if _GPU.search(dev.name):
             low, high = _number(dev / "min_freq"), _number(dev / "max_freq")
             if low is not None and high is not None:
@@ -172,10 +173,10 @@ def is_jetson() -> bool:
     return Path("/etc/nv_tegra_release").is_file() or shutil.which("nvpmodel") is not None
 
 
-def _cpu_times(cpus: list[int], proc: Path = PROC) -> tuple[float, float] | None:
+def _cpu_times(cpus: list[int]) -> tuple[float, float] | None:
     """(busy, total) seconds of the given CPUs since boot, from /proc/stat. Busy counts user, nice, system,
     irq, softirq and steal (time the hypervisor gave away is time this process could not have)."""
-    text = _read(proc / "stat")
+    text = _read(PROC / "stat")
     if not text:
         return None
     want = {f"cpu{i}" for i in cpus}
@@ -251,7 +252,7 @@ def busy(load_before: list | None, load_after: list | None, others_share: float 
 
 # -- the process's memory -------------------------------------------------------------------------------
 
-def _status_kib(field: str, proc: Path = PROC) -> int | None:
+def _status_kib(field: str, proc: Path) -> int | None:
     text = _read(proc / "self" / "status")
     m = re.search(rf"^{field}:\s+(\d+)\s+kB", text or "", re.M)
     return int(m.group(1)) if m else None
@@ -268,8 +269,8 @@ class Memory:
     reset first (writing 5 to /proc/self/clear_refs), so the peak is this span's, not a build's before it;
     where that is not possible the peak is getrusage's ru_maxrss over the process's life, and says so."""
 
-    def __init__(self, proc: Path = PROC):
-        self._proc = proc
+    def __init__(self, proc: Path | None = None):
+        self._proc = proc = proc or PROC
         try:
             with open(proc / "self" / "clear_refs", "w") as f:
                 f.write("5")
