@@ -253,12 +253,14 @@ def state_warnings(table: list[dict]) -> list[str]:
     return out
 
 
-def start_table(table: list[dict]) -> tuple[str, list[str], list[list[str]]]:
-    """Load time, cold latency and peak memory beside p50, with the device's state (busy rows marked)."""
+def start_table(table: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Load time, cold latency and peak memory beside p50, with the device's state (busy rows marked), for
+    the rows whose records have them (none: no table)."""
     def mib(v):
         return "" if v is None else f"{v:.0f}"
 
-    return ("Start-up, memory and the device's state (load: reading and compiling the artifact; first: the cold "
+    measured = [r for r in table if r["load_ms"] is not None or r["rounds"] is not None]
+    return [] if not measured else [("Start-up, memory and the device's state (load: reading and compiling the artifact; first: the cold "
             "first inference; p50 interval: across interleaved rounds)",
             ["model", "precision", "runtime", "mode", "p50 ms", "p50 interval ms", "rounds", "load ms",
              "first inference ms", "peak MiB", "+MiB over baseline", "artifact MB", "load avg before/after",
@@ -270,7 +272,7 @@ def start_table(table: list[dict]) -> tuple[str, list[str], list[list[str]]]:
               mib(r["memory_increase_mib"]), _num(r["artifact_bytes"] and r["artifact_bytes"] / 1e6, ".1f"),
               "" if r["load_before"] is None else f"{r['load_before']:.2f} / {_num(r['load_after'], '.2f')}",
               _num(r["others_cpu_share"], ".0%"), {True: "busy", False: "no", None: ""}[r["busy"]]]
-             for r in table])
+             for r in measured])]
 
 
 def fits(table: list[dict], y: str = "p50", mode: str = "latency") -> list[dict]:
@@ -389,7 +391,7 @@ def tables(table: list[dict], lat_fits: list[dict], tput_fits: list[dict]) -> li
               ["series", "mode", "points", "slope", "R^2"],
               [[f["series"], f["mode"], str(f["points"]), _num(f["slope"], ".3f"), _num(f["r2"], ".3f")]
                for f in [*lat_fits, *tput_fits] if f["points"]])
-    out = [slopes, results, start_table(table)]
+    out = [slopes, results, *start_table(table)]
     scaled = [r for r in table if r["mode"] == "latency" and (r["phi"] is not None or r["model"] in ("b0", "lite0"))]
     if any(r["only"] for r in scaled):  # a scaling sweep: the paper's Table 3, in milliseconds
         scaled.sort(key=lambda r: (r["series"], r["family"], r["phi"] or 0, _variant(r)))
