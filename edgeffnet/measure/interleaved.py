@@ -80,21 +80,24 @@ def load(items: list[tuple[str, Path]], s: bench.Settings, baselines: list[str],
     """Every runtime of every bundle, loaded once: (entries, their inputs by bundle path, failures)."""
     entries, inputs, failed = [], {}, []
     for label, dest in items:
+        mine = []
         try:
             b = Bundle.open(dest)
             batch = bench.batch_for(b.manifest.to_dict(), s)
-            inputs[str(b.path)] = x = bench.sample_input(b, batch)
+            x = bench.sample_input(b, batch)
             for runtime in bench.runtimes(b.target.backend, baselines):
                 before = memory.rss_mib()
                 runner, load_ms, first_ms = bench.cold_start(b, runtime, s, batch, x)
                 after = memory.rss_mib()
-                entries.append(Entry(f"{label} {runtime}", b, runtime, batch, runner, load_ms, first_ms,
-                                     round(after - before, 1) if before is not None and after is not None else None))
+                mine.append(Entry(f"{label} {runtime}", b, runtime, batch, runner, load_ms, first_ms,
+                                  round(after - before, 1) if before is not None and after is not None else None))
                 say(f"  {label} {runtime}: loaded in {load_ms:.0f} ms, first inference {first_ms:.1f} ms")
         except UserError as e:
             say(f"  {label}: failed: {e}")
-            entries = [e_ for e_ in entries if e_.bundle.path != Path(dest)]
             failed.append((label, str(e)))
+            continue  # its runners loaded so far are dropped with `mine`
+        inputs[str(b.path)] = x
+        entries += mine
     return entries, inputs, failed
 
 

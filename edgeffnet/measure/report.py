@@ -214,26 +214,36 @@ def rows(records: list[dict]) -> list[dict]:
 def start_and_state(r: dict) -> dict:
     """The row's start-up, memory, artifact and device-state columns; None where the record lacks them
     (format 1, or a probe this device does not answer)."""
-    mem, art, state, rounds = (r.get(k) or {} for k in ("memory", "artifact", "device_state", "rounds"))
-    before, after = ((state.get(k) or {}).get("load_average") or [None] for k in ("before", "after"))
-    interval = rounds.get("interval_ms") or [None, None]
-    return {"load_ms": r.get("load_ms"), "first_inference_ms": r.get("first_inference_ms"),
-            "peak_mib": mem.get("peak_mib"), "memory_increase_mib": mem.get("increase_mib"),
-            "runners_loaded": mem.get("runners_loaded"), "artifact_bytes": art.get("bytes"),
-            "load_before": before[0], "load_after": after[0], "others_cpu_share": state.get("others_cpu_share"),
-            "busy": state.get("busy"), "rounds": rounds.get("count"), "p50_low": interval[0], "p50_high": interval[1],
-            "p50_coverage": rounds.get("coverage")}
+    def entry(key: str) -> dict:
+        v = r.get(key)
+        return v if isinstance(v, dict) else {}
+
+    def number(v):  # a record from elsewhere: a figure that is not a number is left out, not fatal
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    mem, art, state, rounds = (entry(k) for k in ("memory", "artifact", "device_state", "rounds"))
+    loads = [(s if isinstance(s, dict) else {}).get("load_average") for s in (state.get("before"), state.get("after"))]
+    before, after = (number(v[0]) if isinstance(v, list) and v else None for v in loads)
+    interval = rounds.get("interval_ms") if isinstance(rounds.get("interval_ms"), list) else [None, None]
+    return {"load_ms": number(r.get("load_ms")), "first_inference_ms": number(r.get("first_inference_ms")),
+            "peak_mib": number(mem.get("peak_mib")), "memory_increase_mib": number(mem.get("increase_mib")),
+            "runners_loaded": number(mem.get("runners_loaded")), "artifact_bytes": number(art.get("bytes")),
+            "load_before": before, "load_after": after, "others_cpu_share": number(state.get("others_cpu_share")),
+            "busy": state.get("busy") if isinstance(state.get("busy"), bool) else None,
+            "rounds": number(rounds.get("count")), "p50_low": number(interval[0]), "p50_high": number(interval[-1]),
+            "p50_coverage": number(rounds.get("coverage"))}
 
 
 def overlapping(table: list[dict]) -> list[tuple[dict, dict]]:
     """Neighbouring models of a series (by FLOPs) whose intervals for the median overlap: the spread across
-    rounds is wider than the gap between them, so the order of their latencies is not established."""
+    rounds is wider than the gap between them, so the order of their latencies is not established. Latency
+    rows only: a throughput row's figure is images/s, not its requests' p50."""
     out = []
     for name in dict.fromkeys(r["series"] for r in table):
-        for mode in ("latency", "throughput"):
-            pts = sorted((r for r in table if r["series"] == name and r["mode"] == mode and r["p50_low"] is not None),
-                         key=lambda r: (r["flops"], r["model"]))
-            out += [(a, b) for a, b in zip(pts, pts[1:]) if a["p50_low"] <= b["p50_high"] and b["p50_low"] <= a["p50_high"]]
+        pts = sorted((r for r in table if r["series"] == name and r["mode"] == "latency"
+                      and r["p50_low"] is not None and r["p50_high"] is not None),
+                     key=lambda r: (r["flops"], r["model"]))
+        out += [(a, b) for a, b in zip(pts, pts[1:]) if a["p50_low"] <= b["p50_high"] and b["p50_low"] <= a["p50_high"]]
     return out
 
 
@@ -249,7 +259,7 @@ def state_warnings(table: list[dict]) -> list[str]:
         out.append("Spread wider than the gap (p50 intervals across interleaved rounds overlap, so which is faster is "
                    "not established): " + "; ".join(
                        f"{a['model']} [{ms(a['p50_low'])}, {ms(a['p50_high'])}] and {b['model']} "
-                       f"[{ms(b['p50_low'])}, {ms(b['p50_high'])}] ms ({a['series']}, {a['mode']})" for a, b in pairs) + ".")
+                       f"[{ms(b['p50_low'])}, {ms(b['p50_high'])}] ms ({a['series']})" for a, b in pairs) + ".")
     return out
 
 
@@ -266,8 +276,9 @@ def start_table(table: list[dict]) -> list[tuple[str, list[str], list[list[str]]
              "first inference ms", "peak MiB", "+MiB over baseline", "artifact MB", "load avg before/after",
              "others' CPU", "busy"],
             [[r["model"], r["precision"], r["runtime"], r["mode"], ms(r["p50"]),
-              "" if r["p50_low"] is None else f"{ms(r['p50_low'])} - {ms(r['p50_high'])} ({r['p50_coverage']:.0%})",
-              _num(r["rounds"], "d"), _num(r["load_ms"], ".0f"), ms(r["first_inference_ms"]),
+              "" if r["p50_low"] is None else f"{ms(r['p50_low'])} - {ms(r['p50_high'])}"
+              + (f" ({r['p50_coverage']:.0%})" if r["p50_coverage"] is not None else ""),
+              _num(r["rounds"], "g"), _num(r["load_ms"], ".0f"), ms(r["first_inference_ms"]),
               mib(r["peak_mib"]) + (f" ({r['runners_loaded']} loaded)" if r["runners_loaded"] else ""),
               mib(r["memory_increase_mib"]), _num(r["artifact_bytes"] and r["artifact_bytes"] / 1e6, ".1f"),
               "" if r["load_before"] is None else f"{r['load_before']:.2f} / {_num(r['load_after'], '.2f')}",

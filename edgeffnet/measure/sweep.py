@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from .. import bundle, logs, targets
+from .. import bundle, host, logs, targets
 from ..pipeline import build, require_build_side
 from ..errors import UserError
 from ..scaling import BASELINES, PRESETS, parse_spec
@@ -171,8 +171,6 @@ MEMORY_SHARE = 0.25
 def groups_of(items: list[Item], out: Path, target: str, runtimes: int, budget: float | None = None) -> list[list[Item]]:
     """The items measured together in interleaved rounds: all of them, in plan order, split only where their
     artifacts (times the runtimes measuring each) would pass MEMORY_SHARE of this host's memory."""
-    from .. import host
-
     if budget is None:
         total = host.memory_gb()
         budget = MEMORY_SHARE * total * 2**30 if total else 2 * 2**30
