@@ -252,7 +252,8 @@ def state_warnings(table: list[dict]) -> list[str]:
     busy = [r for r in table if r["busy"]]
     if busy:
         out.append(f"Measured on a busy machine ({', '.join(sorted({r['model'] + ' ' + r['precision'] for r in busy}))}): "
-                   f"{device_state.BUSY_RULE} (see the start-up table); their latencies are slower and noisier than "
+                   f"other processes used at least {device_state.BUSY_SHARE:.0%} of its CPUs while they were measured "
+                   f"(each record's device_state says by which rule); their latencies are slower and noisier than "
                    f"the device's own.")
     pairs = overlapping(table)
     if pairs:
