@@ -13,7 +13,6 @@ from edgeffnet.measure import bench, interleaved, report, sweep
 from edgeffnet.measure.statistics import median_interval
 from edgeffnet.measure.timing import Limits, Measurement, interleaved_rounds, measure
 
-
 # -- the rounds, on fake runners and a fake clock ----------------------------------------------------------
 
 def test_rounds_alternate_their_order_and_only_the_first_warms_up():
@@ -52,7 +51,10 @@ class FakeDevice:
 
 def test_each_rounds_p50_and_the_interval_across_rounds():
     dev = FakeDevice({"b0": 10.0, "b1": 12.0})
-    slices = {k: (lambda call: lambda lim: measure(call, lim, clock=dev.clock))(dev.runner(k)) for k in dev.base}
+    def slice_of(call):
+        return lambda lim: measure(call, lim, clock=dev.clock)
+
+    slices = {k: slice_of(dev.runner(k)) for k in dev.base}
 
     def next_round(r, order, measured):
         dev.drift += 1.0
@@ -72,9 +74,11 @@ def test_each_rounds_p50_and_the_interval_across_rounds():
 
 
 def test_ctrl_c_keeps_the_rounds_measured():
-    def interrupted_in_round_two(lim, n=[0]):
-        n[0] += 1
-        if n[0] == 2:
+    calls = []
+
+    def interrupted_in_round_two(lim):
+        calls.append(lim)
+        if len(calls) == 2:
             raise KeyboardInterrupt
         return Measurement([1.0], 0.001, 1)
 

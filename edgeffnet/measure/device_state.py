@@ -128,7 +128,8 @@ def _tool(*args: str) -> str | None:
     if shutil.which(args[0]) is None:
         return None
     try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        done = subprocess.run(args, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, stdin=subprocess.DEVNULL,
+                              check=False)
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
     return done.stdout if done.returncode == 0 else None
@@ -140,7 +141,7 @@ def jetson_power_mode() -> dict | None:
     if not text:
         return None
     name = re.search(r"NV Power Mode:\s*(\S+)", text)
-    number = re.search(r"^\s*(\d+)\s*$", text, re.M)
+    number = re.search(r"^\s*(\d+)\s*$", text, re.MULTILINE)
     return {"name": name.group(1) if name else None, "id": int(number.group(1)) if number else None,
             "raw": text.strip()[:200]}
 
@@ -254,7 +255,7 @@ def busy(load_before: list | None, load_after: list | None, others_share: float 
 
 def _status_kib(field: str, proc: Path) -> int | None:
     text = _read(proc / "self" / "status")
-    m = re.search(rf"^{field}:\s+(\d+)\s+kB", text or "", re.M)
+    m = re.search(rf"^{field}:\s+(\d+)\s+kB", text or "", re.MULTILINE)
     return int(m.group(1)) if m else None
 
 

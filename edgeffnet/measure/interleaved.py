@@ -26,7 +26,6 @@ import numpy as np
 from ..bundle import Bundle
 from ..errors import UserError
 from . import bench, console, device_state, records
-from .records import Record
 from .statistics import median_interval, percentile
 from .timing import Limits, Measurement, interleaved_rounds, measure, measure_async
 

@@ -15,6 +15,7 @@ import base64
 import csv
 import io
 import html
+import itertools
 import json
 import math
 from pathlib import Path
@@ -243,7 +244,7 @@ def overlapping(table: list[dict]) -> list[tuple[dict, dict]]:
         pts = sorted((r for r in table if r["series"] == name and r["mode"] == "latency"
                       and r["p50_low"] is not None and r["p50_high"] is not None),
                      key=lambda r: (r["flops"], r["model"]))
-        out += [(a, b) for a, b in zip(pts, pts[1:]) if a["p50_low"] <= b["p50_high"] and b["p50_low"] <= a["p50_high"]]
+        out += [(a, b) for a, b in itertools.pairwise(pts) if a["p50_low"] <= b["p50_high"] and b["p50_low"] <= a["p50_high"]]
     return out
 
 
@@ -271,8 +272,10 @@ def start_table(table: list[dict]) -> list[tuple[str, list[str], list[list[str]]
         return "" if v is None else f"{v:.0f}"
 
     measured = [r for r in table if r["load_ms"] is not None or r["rounds"] is not None]
-    return [] if not measured else [("Start-up, memory and the device's state (load: reading and compiling the artifact; first: the cold "
-            "first inference; p50 interval: across interleaved rounds)",
+    title = ("Start-up, memory and the device's state (load: reading and compiling the artifact; first: the cold "
+             "first inference; p50 interval: across interleaved rounds)")
+    return [] if not measured else [(
+            title,
             ["model", "precision", "runtime", "mode", "p50 ms", "p50 interval ms", "rounds", "load ms",
              "first inference ms", "peak MiB", "+MiB over baseline", "artifact MB", "load avg before/after",
              "others' CPU", "busy"],
