@@ -167,7 +167,7 @@ def test_a_real_sweep_interleaves_its_items_and_resumes(tmp_path, monkeypatch, c
     assert any(line.startswith("  round 1/2 (forward): b0,res=64 fp32 openvino") and "lite0,res=64" in line
                for line in lines)
     assert any(line.startswith("  round 2/2 (reversed): lite0,res=64 fp32 openvino") for line in lines)
-    for spec, name in zip(SPECS, ("b0-res64-cpu-fp32", "lite0-res64-cpu-fp32")):
+    for name in ("b0-res64-cpu-fp32", "lite0-res64-cpu-fp32"):
         rec = json.loads((out / "bundles" / name / "bench" / "openvino-latency.json").read_text())
         r = rec["rounds"]
         assert r["count"] == r["planned"] == 2 and len(r["p50_ms"]) == 2 and rec["settings"]["rounds"] == 2

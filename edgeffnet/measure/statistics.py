@@ -32,7 +32,7 @@ def median_interval(values: list[float], coverage: float = 0.95) -> dict:
     s, n = sorted(values), len(values)
 
     def covered(k: int) -> float:
-        return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
+        return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2.0**n
 
     k = 1
     while k + 1 <= (n + 1) // 2 and covered(k + 1) >= coverage:

@@ -140,8 +140,12 @@ def interleaved_p50(calls: dict[str, Callable[[], object]], seconds: float = 1.5
     return {k: float(np.median(v) / 1e6) for k, v in times.items()}
 
 
-def interleaved_rounds(slices: dict, rounds: int, per_round: Limits, warmup: float = 0.0,
-                       on_round=None) -> tuple[dict[object, list[Measurement]], bool]:
+Slice = Callable[[Limits], Measurement]
+OnRound = Callable[[int, list[Any], dict[Any, list[Measurement]]], None]
+
+
+def interleaved_rounds(slices: dict[Any, Slice], rounds: int, per_round: Limits, warmup: float = 0.0,
+                       on_round: OnRound | None = None) -> tuple[dict[Any, list[Measurement]], bool]:
     """Measure each of several things once per round, in turns: `slices[key](limits)` times one slice of
     `key` (`measure` or `measure_async` on its runner). Every other round runs them in reverse order, as
     `interleaved_p50` does, so no item always follows the same one, and drift over the run (a neighbour's
@@ -151,7 +155,7 @@ def interleaved_rounds(slices: dict, rounds: int, per_round: Limits, warmup: flo
     `on_round(index, order, measured)` runs after each round. Returns the measurements per key (one per
     round, a slice without samples left out) and whether Ctrl-C stopped it early."""
     keys = list(slices)
-    out: dict[object, list[Measurement]] = {k: [] for k in keys}
+    out: dict[Any, list[Measurement]] = {k: [] for k in keys}
     try:
         for r in range(rounds):
             order = keys if r % 2 == 0 else keys[::-1]
