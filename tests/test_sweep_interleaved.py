@@ -8,6 +8,7 @@ import json
 import logging
 
 import pytest
+from conftest import assert_refused
 
 from edgeffnet.measure import bench, interleaved, report, sweep
 from edgeffnet.measure.statistics import median_interval
@@ -195,3 +196,8 @@ def test_ctrl_c_in_a_round_saves_partial_records_that_are_measured_again(tmp_pat
     result, builds, loads = _sweep(out, monkeypatch, rounds=3)
     assert builds == [] and loads == list(SPECS) and result["interrupted"] is None
     assert not any(json.loads(p.read_text())["interrupted"] for p in out.glob("bundles/*/bench/openvino-latency.json"))
+
+
+def test_rounds_are_refused_where_they_would_be_ignored(cli):
+    assert_refused(cli("sweep", "--spec", SPECS[0], "--cluster", "127.0.0.1:1", "--rounds", "3"), "--rounds", "--cluster")
+    assert_refused(cli("sweep", "--spec", SPECS[0], "--rounds", "0"), "--rounds")
