@@ -353,6 +353,8 @@ def bench_cmd(bundle_dir, mode, iterations, seconds, warmup, threads, streams, b
 @click.option("--seconds", "-s", type=SECONDS, default=3.0, show_default=True, help="Minimum seconds per bench.")
 @click.option("--warmup", type=SECONDS, default=1.0, show_default=True, help="Untimed seconds before each bench.")
 @click.option("--threads", type=THREADS, help="Inference threads (default: the runtime's choice).")
+@click.option("--rounds", type=COUNT, default=6, show_default=True,
+              help="Interleaved rounds per series: each model measured in turns, so drift cancels between them.")
 @click.option("-o", "--output", default="results", show_default=True, type=click.Path(),
               help="Directory for the bundles (OUTPUT/bundles) and the report.")
 @click.option("--weights", "-w", type=click.Choice(["pretrained", "random"]), default="pretrained",
@@ -367,7 +369,7 @@ def bench_cmd(bundle_dir, mode, iterations, seconds, warmup, threads, streams, b
 @click.option("--connect-timeout", type=FiniteFloat(0, 3600, min_open=True), default=15.0, show_default=True,
               help="With --cluster: seconds to wait for the Ray head to answer before giving up with one line.")
 def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline, iterations, seconds, warmup, threads,
-              output, weights, as_json, cluster, task_timeout, connect_timeout) -> None:
+              rounds, output, weights, as_json, cluster, task_timeout, connect_timeout) -> None:
     """Build (through the stage cache) and bench models x precisions on a target, then write the report.
 
     Run the same command again to continue an interrupted sweep: finished items are skipped.
@@ -382,6 +384,9 @@ def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline,
 
         specs = tuple(specs) + tuple(table3_specs())
     _refuse_ignored(dict.fromkeys(("--task-timeout", "--connect-timeout"), (bool(cluster), "--cluster")))
+    if cluster and click.get_current_context().get_parameter_source("rounds") == click.core.ParameterSource.COMMANDLINE:
+        raise UserError("--rounds applies to a sweep on this host; with --cluster each device measures its bundles "
+                        "one at a time: drop it")
     settings = bench.Settings(iterations=iterations, seconds=seconds, warmup=warmup, threads=threads)
     dest = Path(output)
     if cluster:  # the device farm (edgeffnet/farm): the same items on every target's devices
@@ -392,7 +397,8 @@ def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline,
     else:
         precisions = _csv_list(precision) or [targets.load(target).default_precision]
         result = sweep.run(sweep.plan(models, specs, scaling, precisions, weights), target, dest, _csv_list(mode),
-                           _csv_list(baseline), settings, progress=lambda label: console.progress_bar(err, label))
+                           _csv_list(baseline), settings, progress=lambda label: console.progress_bar(err, label),
+                           rounds=rounds)
     try:
         rep = report.write(report.collect([dest / "bundles"]), dest)
     except UserError:

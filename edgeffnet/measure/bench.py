@@ -10,6 +10,7 @@ asynchronous requests) and counts images per second.
 from __future__ import annotations
 
 import math
+import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from ..backends import RunSettings, get
 from ..bundle import Bundle
 from ..errors import UserError
 from ..files import utc_now
-from . import records
+from . import device_state, records
 from .peak import peak
 from .records import Record
 from .statistics import statistics
@@ -171,6 +172,51 @@ def attach_profile(b: Bundle, runner, x: np.ndarray, rec: Record, iterations: in
             raise UserError(f"cannot write --trace {trace}: {e.strerror or e}") from None
 
 
+def cold_start(b: Bundle, runtime: str, s: Settings, batch: int, x: np.ndarray):
+    """(runner, load ms, first inference ms): what a device pays before its first answer. Loading reads and
+    compiles the artifact; the first inference, before any warm-up, meets cold caches and lazy kernels."""
+    t0 = time.perf_counter_ns()
+    runner = load_runner(b, runtime, s, batch)
+    t1 = time.perf_counter_ns()
+    infer = runner.bound(x)  # binding the input is not inference: outside the timed call
+    t2 = time.perf_counter_ns()
+    infer()
+    t3 = time.perf_counter_ns()
+    return runner, round((t1 - t0) / 1e6, 3), round((t3 - t2) / 1e6, 3)
+
+
+# A compile stage writes notes for people beside its artifact (an engine's facts, a README): not loaded.
+NOTES = (".json", ".md", ".txt", ".log")
+
+
+def artifact_of(b: Bundle, runtime: str, described: dict) -> dict | None:
+    """The files `runtime` loads from the bundle, with their sizes on disk: for the bundle's own backend the
+    compile stage's files less its notes (an IR's .xml and .bin, an engine) or the graph it runs as it is;
+    for a baseline the graph its runner names. None: it loads no file of the bundle (PyTorch builds its
+    module from the spec and weights)."""
+    manifest = b.manifest.to_dict()
+    compiled = (manifest.get("stages") or {}).get("compile") or {}
+    if runtime == manifest["target"]["backend"]:
+        names = [n for n in compiled.get("files") or [] if not str(n).endswith(NOTES)] or [compiled.get("runs")]
+    else:
+        names = [described.get("graph")]
+    sizes = {}
+    for name in names:
+        if not isinstance(name, str) or not name or Path(name).name != name:
+            continue  # a bare file name of the bundle's, nothing else
+        path = Path(b.path) / name
+        if path.is_file():
+            sizes[name] = path.stat().st_size
+    return {"files": sizes, "bytes": sum(sizes.values())} if sizes else None
+
+
+def add_start_and_state(rec: Record, b: Bundle, load_ms: float, first_ms: float, memory: dict,
+                        state: dict) -> None:
+    """Record format 2's fields: start-up, peak memory, the artifact's size, the device's state around it."""
+    rec.load_ms, rec.first_inference_ms, rec.memory, rec.device_state = load_ms, first_ms, memory, state
+    rec.artifact = artifact_of(b, rec.runtime, rec.device.get("runner") or {})
+
+
 def run(bundle: Bundle | str | Path, s: Settings, baselines: list[str] = (), progress=None,
         save_records: bool = True, trace: Path | None = None) -> tuple[list[Record], bool]:
     """Measure the bundle's artifact (then each baseline); save and return (records, interrupted).
@@ -186,7 +232,8 @@ def run(bundle: Bundle | str | Path, s: Settings, baselines: list[str] = (), pro
     out: list[Record] = []
     for runtime in names:
         logs.logger().info(f"{runtime}: loading")
-        runner = load_runner(b, runtime, s, batch)
+        state, memory = device_state.Window(), device_state.Memory()
+        runner, load_ms, first_ms = cold_start(b, runtime, s, batch, x)
         label = f"{b.manifest.spec['spec']} {runtime} {s.mode}"
         with (progress(label) if progress else nullcontext()) as tick:
             queue = runner.queue(x) if s.mode == "throughput" else None
@@ -197,8 +244,11 @@ def run(bundle: Bundle | str | Path, s: Settings, baselines: list[str] = (), pro
         if not m.samples_ms:  # interrupted during warm-up: nothing to keep
             return out, True
         rec = make_record(b, runtime, s, batch, m, runner.describe(), queue.requests if queue else None)
+        # The device's state and peak memory are the timed run's: the profiler compiles a second model after it.
+        add_start_and_state(rec, b, load_ms, first_ms, memory.peak(), state.close())
         if s.profile and runtime == b.target.backend and not m.interrupted:
             attach_profile(b, runner, x, rec, s.profile, trace)
+        runner = queue = None  # the next runtime's memory is its own
         rec.saved_to = records.save(b.path, rec) if save_records else None
         out.append(rec)
         if m.interrupted:

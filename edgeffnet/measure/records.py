@@ -1,8 +1,9 @@
 """A measurement is a record: device, tool versions, settings, statistics, every sample.
 
-Saved as BUNDLE/bench/RUNTIME-MODE.json (the newest replaces the previous one). The JSON keeps the
-layout of record format 1; `Record.from_dict` reads it back, and a file of another format is one line
-saying so.
+Saved as BUNDLE/bench/RUNTIME-MODE.json (the newest replaces the previous one). Format 2 adds the start-up
+(load time, first inference), the process's peak memory, the artifact's size, the device's state around
+the measurement and, from an interleaved sweep, the spread across rounds; format 1 records (without them)
+are still read. `Record.from_dict` reads a record back, and a file of another format is one line saying so.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from ..errors import UserError
 from ..files import atomic_write_json
 
 RECORD = "edgeffnet-bench"
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 
 @dataclass
@@ -48,6 +50,13 @@ class Record:
     # What the measured bundle computes, so a report can say it beside the speed (older records lack them):
     weights: dict = field(default_factory=dict)  # source, random_init
     fidelity: dict | None = None  # the manifest's fidelity row that agrees least with FP32 (FP16/INT8)
+    # Format 2: how the measurement started and what surrounded it (None in format 1 records):
+    load_ms: float | None = None  # reading and compiling the artifact: the backend's load, timed
+    first_inference_ms: float | None = None  # the first inference after loading (cold), before any warm-up
+    memory: dict | None = None  # device_state.Memory.peak(): baseline, peak and increase in MiB, and how
+    artifact: dict | None = None  # files: {name: bytes} the runtime loads from the bundle, bytes: their sum
+    device_state: dict | None = None  # device_state.Window.close(): before, after, others' CPU share, busy
+    rounds: dict | None = None  # an interleaved sweep's per-round p50s and the interval for the median
     record: str = RECORD
     format: int = RECORD_FORMAT
     extra: dict = field(default_factory=dict)  # keys others add (a farm's node, ...), kept as they were
@@ -88,10 +97,10 @@ class Record:
         names = {f.name for f in fields(cls)} - {"extra"}
         required = [f.name for f in fields(cls) if f.name != "extra" and f.default is f.default_factory is _MISSING]
         missing = [k for k in required if k not in d]
-        if d.get("format") != RECORD_FORMAT or missing:
+        if d.get("format") not in READABLE_FORMATS or missing:
             why = f"lacks {', '.join(missing[:3])}" if missing else f"has record format {d.get('format')}"
-            raise UserError(f"{where} {why}; this edgeffnet reads bench record format {RECORD_FORMAT}: measure "
-                            f"again with edgeffnet bench")
+            raise UserError(f"{where} {why}; this edgeffnet reads bench record formats "
+                            f"{', '.join(map(str, READABLE_FORMATS))}: measure again with edgeffnet bench")
         _check_entries(d, where)
         return cls(**{k: v for k, v in d.items() if k in names}, extra={k: v for k, v in d.items() if k not in names})
 
@@ -125,6 +134,22 @@ def _check_entries(d: dict, where: str) -> None:
     for entry in ("bundle", "runtime", "mode", "precision", "created", "target"):
         if not isinstance(d[entry], str):
             raise damaged(f"its '{entry}' entry is not text")
+    _check_format2(d, damaged)
+
+
+def _check_format2(d: dict, damaged) -> None:
+    """Format 2's entries are optional (None: not measured), but of their type where present."""
+    for entry in ("load_ms", "first_inference_ms"):
+        v = d.get(entry)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise damaged(f"its '{entry}' entry is not a number")
+    for entry in ("memory", "artifact", "device_state", "rounds"):
+        if d.get(entry) is not None and not isinstance(d[entry], dict):
+            raise damaged(f"its '{entry}' entry is not an object")
+    interval = (d.get("rounds") or {}).get("interval_ms")
+    if interval is not None and not (isinstance(interval, list) and len(interval) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in interval)):
+        raise damaged("its 'rounds' entry has an interval that is not two numbers")
 
 
 def weights_of(manifest: dict) -> dict:

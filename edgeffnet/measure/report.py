@@ -15,6 +15,7 @@ import base64
 import csv
 import io
 import html
+import itertools
 import json
 import math
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 from .. import __version__
 from ..errors import UserError
 from ..files import atomic_write_text, utc_now
-from . import profile_report, records
+from . import device_state, profile_report, records
 from .console import ms
 
 FILES = ("report.md", "report.csv", "report.json", "report.html", "latency_vs_flops.png")
@@ -198,6 +199,7 @@ def rows(records: list[dict]) -> list[dict]:
             "scaling_baseline": check.get("baseline"), "two_pow_phi": check.get("two_pow_phi"),
             "predicted_mult": check.get("predicted"), "actual_mult": check.get("mac_ratio"),
             "latency_mult": None, "interrupted": r["interrupted"], "bundle": r["bundle"],
+            **start_and_state(r),
         })
     # Latency multiplier: against the family baseline (b0 / lite0) measured in the same series and mode.
     base = {(r["series"], r["mode"], r["model"]): r["p50"] for r in out}
@@ -206,6 +208,86 @@ def rows(records: list[dict]) -> list[dict]:
         if b and r["p50"]:
             r["latency_mult"] = r["p50"] / b
     return sorted(out, key=lambda r: (r["series"], r["flops"], r["model"], r["mode"]))
+
+
+# -- start-up, memory, the device's state and the spread across rounds (record format 2) ------------------
+
+def start_and_state(r: dict) -> dict:
+    """The row's start-up, memory, artifact and device-state columns; None where the record lacks them
+    (format 1, or a probe this device does not answer)."""
+    def entry(key: str) -> dict:
+        v = r.get(key)
+        return v if isinstance(v, dict) else {}
+
+    def number(v):  # a record from elsewhere: a figure that is not a number is left out, not fatal
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    mem, art, state, rounds = (entry(k) for k in ("memory", "artifact", "device_state", "rounds"))
+    loads = [(s if isinstance(s, dict) else {}).get("load_average") for s in (state.get("before"), state.get("after"))]
+    before, after = (number(v[0]) if isinstance(v, list) and v else None for v in loads)
+    interval = rounds.get("interval_ms") if isinstance(rounds.get("interval_ms"), list) else [None, None]
+    return {"load_ms": number(r.get("load_ms")), "first_inference_ms": number(r.get("first_inference_ms")),
+            "peak_mib": number(mem.get("peak_mib")), "memory_increase_mib": number(mem.get("increase_mib")),
+            "runners_loaded": number(mem.get("runners_loaded")), "artifact_bytes": number(art.get("bytes")),
+            "load_before": before, "load_after": after, "others_cpu_share": number(state.get("others_cpu_share")),
+            "busy": state.get("busy") if isinstance(state.get("busy"), bool) else None,
+            "rounds": number(rounds.get("count")), "p50_low": number(interval[0]), "p50_high": number(interval[-1]),
+            "p50_coverage": number(rounds.get("coverage"))}
+
+
+def overlapping(table: list[dict]) -> list[tuple[dict, dict]]:
+    """Neighbouring models of a series (by FLOPs) whose intervals for the median overlap: the spread across
+    rounds is wider than the gap between them, so the order of their latencies is not established. Latency
+    rows only: a throughput row's figure is images/s, not its requests' p50."""
+    out = []
+    for name in dict.fromkeys(r["series"] for r in table):
+        pts = sorted((r for r in table if r["series"] == name and r["mode"] == "latency"
+                      and r["p50_low"] is not None and r["p50_high"] is not None),
+                     key=lambda r: (r["flops"], r["model"]))
+        out += [(a, b) for a, b in itertools.pairwise(pts) if a["p50_low"] <= b["p50_high"] and b["p50_low"] <= a["p50_high"]]
+    return out
+
+
+def state_warnings(table: list[dict]) -> list[str]:
+    out = []
+    busy = [r for r in table if r["busy"]]
+    if busy:
+        out.append(f"Measured on a busy machine ({', '.join(sorted({r['model'] + ' ' + r['precision'] for r in busy}))}): "
+                   f"other processes used at least {device_state.BUSY_SHARE:.0%} of its CPUs while they were measured "
+                   f"(each record's device_state says by which rule); their latencies are slower and noisier than "
+                   f"the device's own.")
+    pairs = overlapping(table)
+    if pairs:
+        out.append("Spread wider than the gap (p50 intervals across interleaved rounds overlap, so which is faster is "
+                   "not established): " + "; ".join(
+                       f"{a['model']} [{ms(a['p50_low'])}, {ms(a['p50_high'])}] and {b['model']} "
+                       f"[{ms(b['p50_low'])}, {ms(b['p50_high'])}] ms ({a['series']})" for a, b in pairs) + ".")
+    return out
+
+
+def start_table(table: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Load time, cold latency and peak memory beside p50, with the device's state (busy rows marked), for
+    the rows whose records have them (none: no table)."""
+    def mib(v):
+        return "" if v is None else f"{v:.0f}"
+
+    measured = [r for r in table if r["load_ms"] is not None or r["rounds"] is not None]
+    title = ("Start-up, memory and the device's state (load: reading and compiling the artifact; first: the cold "
+             "first inference; p50 interval: across interleaved rounds)")
+    return [] if not measured else [(
+            title,
+            ["model", "precision", "runtime", "mode", "p50 ms", "p50 interval ms", "rounds", "load ms",
+             "first inference ms", "peak MiB", "+MiB over baseline", "artifact MB", "load avg before/after",
+             "others' CPU", "busy"],
+            [[r["model"], r["precision"], r["runtime"], r["mode"], ms(r["p50"]),
+              "" if r["p50_low"] is None else f"{ms(r['p50_low'])} - {ms(r['p50_high'])}"
+              + (f" ({r['p50_coverage']:.0%})" if r["p50_coverage"] is not None else ""),
+              _num(r["rounds"], "g"), _num(r["load_ms"], ".0f"), ms(r["first_inference_ms"]),
+              mib(r["peak_mib"]) + (f" ({r['runners_loaded']} loaded)" if r["runners_loaded"] else ""),
+              mib(r["memory_increase_mib"]), _num(r["artifact_bytes"] and r["artifact_bytes"] / 1e6, ".1f"),
+              "" if r["load_before"] is None else f"{r['load_before']:.2f} / {_num(r['load_after'], '.2f')}",
+              _num(r["others_cpu_share"], ".0%"), {True: "busy", False: "no", None: ""}[r["busy"]]]
+             for r in measured])]
 
 
 def fits(table: list[dict], y: str = "p50", mode: str = "latency") -> list[dict]:
@@ -312,7 +394,8 @@ def tables(table: list[dict], lat_fits: list[dict], tput_fits: list[dict]) -> li
                ["model", "weights", "precision", "runtime", "mode", "batch", "device", "MACs (G)", "params (M)",
                 "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s", "of peak", "fidelity to FP32", "2^phi",
                 "(a*b^2*g^2)^phi", "actual MAC x", "latency x"],
-               [[r["model"] + (" (interrupted)" if r["interrupted"] else ""), r["weights"], r["precision"],
+               [[r["model"] + (" (interrupted)" if r["interrupted"] else "") + (" (busy)" if r["busy"] else ""),
+                 r["weights"], r["precision"],
                  r["runtime"], r["mode"], str(r["batch"]), r["device"], f"{r['macs'] / 1e9:.3f}",
                  f"{r['params'] / 1e6:.2f}", ms(r["p50"]), ms(r["p90"]), ms(r["p99"]), _num(r["throughput_ips"], ".1f"),
                  _num(r["gflops"], ".1f"), _num(r["fraction_of_peak"], ".1%"),
@@ -323,7 +406,7 @@ def tables(table: list[dict], lat_fits: list[dict], tput_fits: list[dict]) -> li
               ["series", "mode", "points", "slope", "R^2"],
               [[f["series"], f["mode"], str(f["points"]), _num(f["slope"], ".3f"), _num(f["r2"], ".3f")]
                for f in [*lat_fits, *tput_fits] if f["points"]])
-    out = [slopes, results]
+    out = [slopes, results, *start_table(table)]
     scaled = [r for r in table if r["mode"] == "latency" and (r["phi"] is not None or r["model"] in ("b0", "lite0"))]
     if any(r["only"] for r in scaled):  # a scaling sweep: the paper's Table 3, in milliseconds
         scaled.sort(key=lambda r: (r["series"], r["family"], r["phi"] or 0, _variant(r)))
@@ -408,7 +491,7 @@ def write(records: list[dict], out_dir: str | Path) -> dict:
     for name, (y, ylabel, title, f) in plots.items():
         plot(f, y, ylabel, title, out / name)
     generated = utc_now()
-    notes = warnings(table)
+    notes = warnings(table) + state_warnings(table)
     report = {"report": "edgeffnet-report", "edgeffnet": __version__, "generated": generated, "rows": table,
               "warnings": notes,
               "series": lat_fits, "throughput_series": tput_fits, "machines": machines(records),
@@ -464,7 +547,8 @@ def console_table(report: dict):
                      no_wrap=h in ("model", "runtime"))
     for r in report["rows"]:
         t.add_row(r["model"] + (" (random)" if r["weights"] == "random" else "")
-                  + (" (interrupted)" if r["interrupted"] else ""), f"{r['runtime']} {r['precision']}",
+                  + (" (interrupted)" if r["interrupted"] else "") + (" (busy)" if r["busy"] else ""),
+                  f"{r['runtime']} {r['precision']}",
                   r["mode"][:4], f"{r['macs'] / 1e9:.3f}", ms(r["p50"]), ms(r["p90"]), _num(r["throughput_ips"], ".1f"),
                   _num(r["gflops"], ".1f"), _num(r["fraction_of_peak"], ".0%"))
     return t

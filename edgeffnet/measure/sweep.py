@@ -4,6 +4,11 @@ Resumable by construction: a bundle appears whole or not at all and a bench reco
 the files under the output directory are the sweep's state. Running the same command again skips every
 item whose bundle and records exist for the same measurement settings and goes on from the first that
 does not; an interrupted measurement is saved marked as such and is measured again.
+
+Every item is built first; then the items are measured together in interleaved rounds
+(measure/interleaved.py), so drift over the sweep lands on every model alike (split into groups only where
+their runners would not fit in memory: `groups_of`). A record counts as done only when measured with the same number of rounds; a resumed sweep
+interleaves the items still to measure, not the ones kept.
 """
 
 from __future__ import annotations
@@ -11,12 +16,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from .. import bundle, logs, targets
+from .. import bundle, host, logs, targets
 from ..pipeline import build, require_build_side
 from ..errors import UserError
 from ..scaling import BASELINES, PRESETS, parse_spec
 from ..scaling import preset_name as _preset
-from . import bench, console, records
+from . import bench, interleaved, records
 
 DEFAULT_MODELS = "b0-b3,lite0"
 VARIANTS = ("width", "depth", "resolution")
@@ -115,12 +120,15 @@ def same_weights(manifest: dict, item: Item) -> bool:
     return bool((manifest.get("weights") or {}).get("random_init")) == (item.weights is None)
 
 
-def _same(record: records.Record | None, manifest: dict, s: bench.Settings) -> bool:
-    """A record counts as done when it is complete, of this build, and measured with these settings."""
+def _same(record: records.Record | None, manifest: dict, s: bench.Settings, rounds: int | None = None) -> bool:
+    """A record counts as done when it is complete, of this build, and measured with these settings (and,
+    where `rounds` is given, in that many interleaved rounds)."""
     if not record or record.interrupted or record.bundle_created != manifest.get("created"):
         return False
     want = asdict(s)
     want.pop("batch")
+    if rounds is not None:
+        want["rounds"] = rounds
     return all(record.settings.get(k) == v for k, v in want.items())
 
 
@@ -135,11 +143,11 @@ def built(bundle_dir: Path, item: Item) -> dict | None:
     return manifest if same_weights(manifest, item) else None
 
 
-def done(bundle_dir: Path, settings: bench.Settings, baselines: list[str], item: Item) -> bool:
+def done(bundle_dir: Path, settings: bench.Settings, baselines: list[str], item: Item, rounds: int | None = None) -> bool:
     manifest = built(bundle_dir, item)
     if manifest is None:
         return False
-    return all(_same(records.load(records.record_path(bundle_dir, rt, settings.mode)), manifest, settings)
+    return all(_same(records.load(records.record_path(bundle_dir, rt, settings.mode)), manifest, settings, rounds)
                for rt in bench.runtimes(manifest["target"]["backend"], baselines))
 
 
@@ -154,10 +162,37 @@ def settings_per_mode(settings: bench.Settings, modes: list[str]) -> list[bench.
     return runs
 
 
+# What a group of loaded runners may hold, against the host's memory: a loaded runner takes about one to three
+# times its artifact (weights repacked for the kernels, activations), so a quarter keeps the group well inside
+# memory. B0-B3 and Lite0 at fp32 and int8 with both baselines stay far below it on a 24 GB host.
+MEMORY_SHARE = 0.25
+
+
+def groups_of(items: list[Item], out: Path, target: str, runtimes: int, budget: float | None = None) -> list[list[Item]]:
+    """The items measured together in interleaved rounds: all of them, in plan order, split only where their
+    artifacts (times the runtimes measuring each) would pass MEMORY_SHARE of this host's memory."""
+    if budget is None:
+        total = host.memory_gb()
+        budget = MEMORY_SHARE * total * 2**30 if total else 2 * 2**30
+    groups: list[list[Item]] = [[]]
+    held = 0
+    for item in items:
+        size = runtimes * sum(f.stat().st_size for f in item.bundle_dir(out, target).glob("model*") if f.is_file())
+        if groups[-1] and held + size > budget:
+            groups.append([])
+            held = 0
+        groups[-1].append(item)
+        held += size
+    return [g for g in groups if g]
+
+
 def run(items: list[Item], target: str, out: Path, modes: list[str], baselines: list[str], settings: bench.Settings,
-        progress=None) -> dict:
-    """Build and bench each item; a failing item is reported and skipped. Returns what happened."""
+        progress=None, rounds: int = interleaved.ROUNDS) -> dict:
+    """Build each item, then measure them together in interleaved rounds; a failing item is reported
+    and skipped. Returns what happened."""
     say = logs.logger().info
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
+        raise UserError(f"--rounds must be a whole number of at least 1, got {rounds!r}")
     if not all(built(i.bundle_dir(out, targets.load(target).name), i) for i in items):
         require_build_side("edgeffnet sweep")
     profile = targets.load(target)
@@ -166,36 +201,51 @@ def run(items: list[Item], target: str, out: Path, modes: list[str], baselines: 
     runs = settings_per_mode(settings, modes)
     bench.runtimes(profile.backend, baselines)  # an unknown baseline fails before any work
     say(f"sweep: {len(items)} items on {profile.name}, {', '.join(modes)}"
-         + (f" with baselines {', '.join(baselines)}" if baselines else "") + f" -> {out}")
+         + (f" with baselines {', '.join(baselines)}" if baselines else "")
+         + f", {rounds} interleaved rounds -> {out}")
     random = sorted({i.spec for i in items if i.weights is None})
     if random:
         say(f"sweep: seeded random weights for {', '.join(random)} (a latency study: the outputs mean nothing)")
     result = {"done": [], "skipped": [], "failed": [], "interrupted": None}
+    pending: list[Item] = []
     for n, item in enumerate(items, 1):
         label = f"[{n}/{len(items)}] {item.spec} {item.precision} ({item.weights or 'random'} weights)"
         dest = item.bundle_dir(out, profile.name)
-        if all(done(dest, s, baselines, item) for s in runs):
+        if all(done(dest, s, baselines, item, rounds) for s in runs):
             say(f"{label}: measured before, skipped")
             result["skipped"].append(item)
             continue
-        say(f"{label}")
         try:
             if built(dest, item) is None:
+                say(f"{label}: building")
                 build(item.spec, target=target, precision=item.precision, weights=item.weights, output=dest)
-            for s in runs:
-                if done(dest, s, baselines, item):
-                    continue
-                recs, interrupted = bench.run(dest, s, baselines, progress=progress)
-                for r in recs:
-                    say(f"  {r.runtime:12s} {s.mode:10s} " + console.summary(r))
-                if interrupted:
-                    raise KeyboardInterrupt
         except UserError as e:
-            say(f"  failed: {e}")
+            say(f"{label}: failed: {e}")
             result["failed"].append((item, str(e)))
             continue
         except KeyboardInterrupt:
             result["interrupted"] = item
             return result
-        result["done"].append(item)
+        pending.append(item)
+    failed: dict[Item, str] = {}
+    for group in groups_of(pending, out, profile.name, len(bench.runtimes(profile.backend, baselines))):
+        for s in runs:
+            todo = [i for i in group if i not in failed and not done(i.bundle_dir(out, profile.name), s, baselines, i, rounds)]
+            if not todo:
+                continue
+            say(f"{s.mode}: {len(todo)} items in {rounds} interleaved rounds")
+            by_label = {f"{i.spec} {i.precision}": i for i in todo}
+            try:
+                got = interleaved.measure_group([(k, i.bundle_dir(out, profile.name)) for k, i in by_label.items()],
+                                                 s, baselines, say, rounds, progress)
+            except KeyboardInterrupt:
+                got = {"interrupted": True, "failed": []}
+            for label, why in got["failed"]:
+                failed[by_label[label]] = why
+            if got["interrupted"]:
+                result["interrupted"] = todo[0]
+                result["failed"] += list(failed.items())
+                return result
+    result["failed"] += list(failed.items())
+    result["done"] = [i for i in pending if i not in failed]
     return result
