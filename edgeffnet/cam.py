@@ -11,12 +11,12 @@ Sources of the feature map:
 - a model spec with weights: PyTorch, `model.features`.
 - a bundle: the compiled artifact itself, with the pooled tensor added as a second output at load time
   (the backends' RunSettings.outputs: OpenVINO adds it to the shipped IR; ONNX Runtime to the precision
-  graph where the artifact is a TensorRT engine). Why an extra output rather than a sibling graph cut at the feature map: the map
-  then comes from exactly the weights, quantization and compiler the bundle ships, nothing is rebuilt,
-  and the logits it reports beside the map are the artifact's own. The FP32 map comes the same way from
-  `model.sim.onnx` in ONNX Runtime. Both use the FP32 classifier weights (from `model.sim.onnx`), so the
-  two maps differ only by what the reduced precision did to the features: does quantization move the
-  attention? Their similarity is the Pearson correlation of the two maps over the feature-map cells.
+  graph where the artifact is a TensorRT engine). Why an extra output rather than a sibling graph cut at
+  the feature map: the map then comes from exactly the weights, quantization and compiler the bundle
+  ships, nothing is rebuilt, and the logits it reports beside the map are the artifact's own. The FP32
+  map comes the same way from `model.sim.onnx` in ONNX Runtime. Both use the FP32 classifier weights
+  (from `model.sim.onnx`), so the two maps differ only by what the reduced precision did to the
+  features: does quantization move the attention? Their similarity is the Pearson correlation of the two maps over the feature-map cells.
 """
 
 from __future__ import annotations

@@ -115,8 +115,8 @@ def with_outputs(graph: str | Path | bytes, names: tuple[str, ...]) -> tuple[byt
     or the graph's own tensor names) among its outputs, and the tensor each name resolved to."""
     import onnx
 
-    from . import FEATURES
     from ..errors import UserError
+    from . import FEATURES
 
     model = onnx.load_from_string(graph) if isinstance(graph, bytes) else onnx.load(str(graph))
     g = model.graph
