@@ -16,7 +16,8 @@ Sources of the feature map:
   ships, nothing is rebuilt, and the logits it reports beside the map are the artifact's own. The FP32
   map comes the same way from `model.sim.onnx` in ONNX Runtime. Both use the FP32 classifier weights
   (from `model.sim.onnx`), so the two maps differ only by what the reduced precision did to the
-  features: does quantization move the attention? Their similarity is the Pearson correlation of the two maps over the feature-map cells.
+  features: does quantization move the attention? Their similarity is the Pearson correlation of the
+  two maps over the feature-map cells.
 """
 
 from __future__ import annotations
