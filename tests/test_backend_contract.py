@@ -7,11 +7,12 @@ import ast
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
 import edgeffnet
-from edgeffnet import backends, host
+from edgeffnet import backends, cam, host
 from edgeffnet.backends import FEATURES, RunSettings
 from edgeffnet.backends import onnxruntime as ort_backend
 from edgeffnet.backends.openvino import int8_routes
@@ -64,21 +65,15 @@ def test_extra_outputs_keep_the_logits_and_add_the_feature_map(bundles, feature_
 def test_the_feature_map_is_what_the_classifier_pools(bundles):
     """FP32: the exposed tensor's spatial mean through the classifier gives the logits, so it is the map a
     class activation map needs, not some other pooled tensor (a squeeze-excitation's)."""
-    from edgeffnet import cam
-
     bundle = bundles["fp32"]
     runner = backends.get("openvino").load(bundle.path, bundle.target, "fp32", RunSettings(outputs=(FEATURES,)))
     logits, named = runner.run_outputs(_x(bundle))
-    import onnx
-
     w, b = cam._classifier(onnx.load(str(bundle.path / "model.sim.onnx")).graph)
     pooled = named[FEATURES].mean(axis=(2, 3))
     np.testing.assert_allclose(pooled @ w.T + b, logits, rtol=0, atol=1e-4 * max(1.0, float(np.abs(logits).max())))
 
 
 def test_ort_exposes_a_graph_tensor_by_name_and_refuses_an_unknown_one(bundles):
-    import onnx
-
     graph = bundles["fp32"].path / "model.sim.onnx"
     model = onnx.load(str(graph))
     conv = next(n for n in model.graph.node if n.op_type == "Conv")
