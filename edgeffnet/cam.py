@@ -10,13 +10,14 @@ So a map needs two things: the final feature map (what pooling reads) and the cl
 Sources of the feature map:
 - a model spec with weights: PyTorch, `model.features`.
 - a bundle: the compiled artifact itself, with the pooled tensor added as a second output at load time
-  (OpenVINO `Model.add_outputs` on the shipped IR; ONNX Runtime on the precision graph where the artifact
-  is a TensorRT engine). Why an extra output rather than a sibling graph cut at the feature map: the map
-  then comes from exactly the weights, quantization and compiler the bundle ships, nothing is rebuilt,
-  and the logits it reports beside the map are the artifact's own. The FP32 map comes the same way from
-  `model.sim.onnx` in ONNX Runtime. Both use the FP32 classifier weights (from `model.sim.onnx`), so the
-  two maps differ only by what the reduced precision did to the features: does quantization move the
-  attention? Their similarity is the Pearson correlation of the two maps over the feature-map cells.
+  (the backends' RunSettings.outputs: OpenVINO adds it to the shipped IR; ONNX Runtime to the precision
+  graph where the artifact is a TensorRT engine). Why an extra output rather than a sibling graph cut at
+  the feature map: the map then comes from exactly the weights, quantization and compiler the bundle
+  ships, nothing is rebuilt, and the logits it reports beside the map are the artifact's own. The FP32
+  map comes the same way from `model.sim.onnx` in ONNX Runtime. Both use the FP32 classifier weights
+  (from `model.sim.onnx`), so the two maps differ only by what the reduced precision did to the
+  features: does quantization move the attention? Their similarity is the Pearson correlation of the
+  two maps over the feature-map cells.
 """
 
 from __future__ import annotations
@@ -103,23 +104,6 @@ def model_source(spec: str, weights: str | None, label: str | None = None) -> So
                   {"spec": model.spec.name, "weights": model.weights_info.source, "runtime": f"PyTorch {torch.__version__}"})
 
 
-def _onnx_feature_name(graph) -> str:
-    """The tensor the final global pooling reads: walk back from the graph's output to the first pool."""
-    producers = {out: node for node in graph.node for out in node.output}
-    frontier, seen = [graph.output[0].name], set()
-    while frontier:
-        name = frontier.pop(0)
-        node = producers.get(name)
-        if node is None or name in seen:
-            continue
-        seen.add(name)
-        if node.op_type in ("GlobalAveragePool", "ReduceMean"):
-            return node.input[0]
-        frontier += list(node.input)
-    raise UserError("the bundle's graph has no global average pooling before its classifier; a class "
-                    "activation map needs one")
-
-
 def _classifier(graph) -> tuple[np.ndarray, np.ndarray]:
     """The final Gemm's weights as (num_classes, C) and its bias, from the FP32 graph."""
     from onnx import numpy_helper
@@ -137,72 +121,40 @@ def _classifier(graph) -> tuple[np.ndarray, np.ndarray]:
     return w.astype(np.float32), bias.astype(np.float32)
 
 
-def _onnx_runner(path: Path, label: str):
-    """ONNX Runtime on a graph with the pooled feature map as a second output."""
-    import onnx
-    import onnxruntime as ort
-
-    model = onnx.load(str(path))
-    feature = _onnx_feature_name(model.graph)
-    typed = onnx.shape_inference.infer_shapes(model).graph.value_info  # an FP16 graph's features are float16
-    elem = next((v.type.tensor_type.elem_type for v in typed if v.name == feature), onnx.TensorProto.FLOAT)
-    model.graph.output.append(onnx.helper.make_tensor_value_info(feature, elem, None))
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+def _features_and_logits(runner) -> Callable[[np.ndarray], Output]:
+    """A backend runner loaded with the FEATURES output, as a source's run."""
+    from .backends import FEATURES
 
     def run(x: np.ndarray) -> Output:
-        logits, feats = session.run(None, {name: x})
-        return Output(np.asarray(feats[0], np.float32), np.asarray(logits[0], np.float32))
+        logits, named = runner.run_outputs(x)
+        return Output(named[FEATURES][0], logits[0])
 
-    return run, {"runtime": f"onnxruntime {ort.__version__}", "graph": path.name, "feature_tensor": feature,
-                 "label": label}
+    return run
 
 
-def _openvino_pooled_input(model):
-    """The output the IR's final pooling reads (a FakeQuantize's in an INT8 IR): breadth-first from the
-    result, so the classifier's own pooling is found before any squeeze-excitation pool upstream."""
-    frontier, seen = [model.get_results()[0].input_value(0)], set()
-    while frontier:
-        value = frontier.pop(0)
-        node = value.get_node()
-        if node.get_friendly_name() in seen:
-            continue
-        seen.add(node.get_friendly_name())
-        if node.get_type_name() in ("ReduceMean", "AvgPool", "AdaptiveAvgPool"):
-            return node.input_value(0)
-        frontier += [node.input_value(i) for i in range(node.get_input_size())]
-    raise UserError("the bundle's IR has no global average pooling before its classifier; a class activation "
-                    "map needs one")
+def _onnx_runner(path: Path, label: str):
+    """ONNX Runtime on a graph with the pooled feature map as a second output."""
+    from .backends import FEATURES
+    from .backends import onnxruntime as ort_backend
+
+    runner = ort_backend.Runner(path, outputs=(FEATURES,))
+    info = {"runtime": f"onnxruntime {runner.describe()['version']}", "graph": path.name,
+            "feature_tensor": runner.output_tensors[FEATURES], "label": label}
+    return _features_and_logits(runner), info
 
 
 def _openvino_runner(bundle_dir: Path, manifest: dict):
-    """The bundle's IR, compiled as the bundle runs it (device and inference precision of its profile),
-    with the pooled feature map added as a second output."""
-    import openvino as ov
-
+    """The bundle's IR, loaded as `build` verifies it (the profile's device and inference precision, the
+    CPU where this host lacks the device), with the pooled feature map added as a second output."""
     from . import targets
-    from .backends import openvino as ov_backend
+    from .backends import FEATURES, RunSettings, get
 
-    target = targets.of_bundle(manifest)
-    precision = manifest["precision"]
-    hint = target.options.get("inference_precision", {}).get(precision)
-    device = target.device
-    if not ov_backend.available(device):  # as `build` verifies it: the CPU reads the IR itself
-        device, hint = "CPU", ("f32" if hint not in ("f32", None) else hint)
-    model = ov_backend.core().read_model(str(bundle_dir / "model.xml"))
-    pooled = _openvino_pooled_input(model)
-    model.add_outputs([pooled])
-    config = {"PERFORMANCE_HINT": "LATENCY"} | ({"INFERENCE_PRECISION_HINT": hint} if hint else {})
-    compiled = ov_backend.core().compile_model(model, device, config)
-    request = compiled.create_infer_request()
-    logits_port, feature_port = compiled.outputs[0], compiled.outputs[-1]
-
-    def run(x: np.ndarray) -> Output:
-        out = request.infer({0: np.ascontiguousarray(x, np.float32)})
-        return Output(np.asarray(out[feature_port], np.float32)[0].copy(), np.asarray(out[logits_port], np.float32)[0].copy())
-
-    return run, {"runtime": f"openvino {ov.get_version()}", "device": device, "inference_precision": hint,
-                 "artifact": "model.xml", "feature_tensor": pooled.get_node().get_friendly_name()}
+    runner = get("openvino").load(bundle_dir, targets.of_bundle(manifest), manifest["precision"],
+                                  RunSettings(cpu_fallback=True, outputs=(FEATURES,)))
+    info = {"runtime": f"openvino {runner.describe()['version']}", "device": runner.device,
+            "inference_precision": runner.config.get("INFERENCE_PRECISION_HINT"), "artifact": "model.xml",
+            "feature_tensor": runner.output_tensors[FEATURES]}
+    return _features_and_logits(runner), info
 
 
 def bundle_sources(bundle_dir: str | Path) -> tuple[Source, Source]:

@@ -30,10 +30,17 @@ def _cpuinfo() -> str:
 
 
 @lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (x86 "flags", Arm "Features"), read once: every rule that depends on the
+    instruction set asks here. Empty where /proc/cpuinfo cannot be read."""
+    found = re.search(r"^(?:flags|Features)\s*:\s*(.+)$", _cpuinfo(), re.M)
+    return frozenset(found.group(1).split()) if found else frozenset()
+
+
+@lru_cache(maxsize=1)
 def cpu() -> dict:
     info = _cpuinfo()
     model = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
-    flags = re.search(r"^flags\s*:\s*(.+)$", info, re.M)
     mhz = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)$", info, re.M)]
     physical = {(p, c) for p, c in re.findall(r"physical id\s*:\s*(\d+).*?core id\s*:\s*(\d+)", info, re.S)}
     logical = os.cpu_count() or 1
@@ -41,7 +48,7 @@ def cpu() -> dict:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = logical
-    flagset = set(flags.group(1).split()) if flags else set()
+    flagset = cpu_flags()
     return {
         "model": model.group(1).strip() if model else platform.processor() or platform.machine(),
         "arch": platform.machine(),

@@ -20,7 +20,7 @@ GRAPHS = {"fp32": "model.sim.onnx", "fp16": "model.fp16.onnx", "int8": "model.in
 
 class Runner:
     def __init__(self, path: str | Path | bytes, threads: int | None = None, exact: bool = False,
-                 literal: bool = False):
+                 literal: bool = False, outputs: tuple[str, ...] = ()):
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if threads:
@@ -35,8 +35,13 @@ class Runner:
         opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if literal
                                          else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if exact
                                          else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+        named, self.output_tensors = path, {}
+        if outputs:  # a session returns only its graph's outputs: the named tensors become outputs first
+            path, self.output_tensors = with_outputs(path, outputs)
         self.path = Path("<in memory>") if isinstance(path, bytes) else Path(path)  # bytes: a serialized graph
         self.source = path if isinstance(path, bytes) else str(path)
+        if outputs and not isinstance(named, bytes):
+            self.path = Path(named)
         self.session = ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts,
                                             providers=["CPUExecutionProvider"])
         inp = self.session.get_inputs()[0]
@@ -54,6 +59,13 @@ class Runner:
         feed = {self.input_name: np.ascontiguousarray(x.astype(self.input_dtype, copy=False))}
         run = self.session.run
         return lambda: run(None, feed)
+
+    def run_outputs(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The logits and each tensor named at construction, as float32, from one inference."""
+        fetch = [self.session.get_outputs()[0].name, *self.output_tensors.values()]
+        logits, *named = self.session.run(fetch, {self.input_name: x.astype(self.input_dtype, copy=False)})
+        return (np.asarray(logits, np.float32),
+                {k: np.asarray(v, np.float32) for k, v in zip(self.output_tensors, named)})
 
     def queue(self, x: np.ndarray) -> None:
         return None  # the Python API runs one request at a time
@@ -130,7 +142,53 @@ def load(bundle: Path, target, precision: str, settings: RunSettings | None = No
         from ..errors import UserError
 
         raise UserError(f"{bundle} has no {graph.name}; rebuild the bundle with edgeffnet build")
-    return Runner(graph, (settings or RunSettings()).threads)
+    s = settings or RunSettings()
+    return Runner(graph, s.threads, outputs=s.outputs)
+
+
+def feature_tensor(graph) -> str:
+    """The tensor the final global pooling reads (FEATURES): walk back from the graph's output to the
+    first pool, breadth-first, so the classifier's own pooling is found before a squeeze-excitation pool."""
+    from ..errors import UserError
+
+    producers = {out: node for node in graph.node for out in node.output}
+    frontier, seen = [graph.output[0].name], set()
+    while frontier:
+        name = frontier.pop(0)
+        node = producers.get(name)
+        if node is None or name in seen:
+            continue
+        seen.add(name)
+        if node.op_type in ("GlobalAveragePool", "ReduceMean"):
+            return node.input[0]
+        frontier += list(node.input)
+    raise UserError("the ONNX graph has no global average pooling before its classifier: it has no feature "
+                    "map to expose (a class activation map needs one)")
+
+
+def with_outputs(graph: str | Path | bytes, names: tuple[str, ...]) -> tuple[bytes, dict[str, str]]:
+    """A serialized copy of an ONNX graph (a path or serialized bytes) with the named tensors (FEATURES
+    or the graph's own tensor names) among its outputs, and the tensor each name resolved to."""
+    import onnx
+
+    from ..errors import UserError
+    from . import FEATURES
+
+    model = onnx.load_from_string(graph) if isinstance(graph, bytes) else onnx.load(str(graph))
+    g = model.graph
+    tensors = {name: feature_tensor(g) if name == FEATURES else name for name in names}
+    known = {o for n in g.node for o in n.output} | {i.name for i in g.input}
+    missing = [n for n, t in tensors.items() if t not in known]
+    if missing:
+        raise UserError(f"the graph has no tensor {', '.join(map(repr, missing))} to expose as an output")
+    have = {o.name for o in g.output}
+    # Output types from shape inference: an FP16 graph's activations are float16, and ONNX Runtime
+    # refuses an output declared with another type.
+    typed = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    for tensor in dict.fromkeys(tensors.values()):
+        if tensor not in have:
+            g.output.append(onnx.helper.make_tensor_value_info(tensor, typed.get(tensor, onnx.TensorProto.FLOAT), None))
+    return model.SerializeToString(), tensors
 
 
 def free_batch(model):

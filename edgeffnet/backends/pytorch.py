@@ -71,4 +71,6 @@ def compile(ctx, graph):
 def load(bundle: Path, target, precision: str, settings: RunSettings | None = None) -> Runner:
     from ..bundle import Bundle
 
+    if settings is not None and settings.outputs:
+        raise UserError("the PyTorch baseline exposes no extra outputs; load the bundle with onnxruntime or openvino")
     return Runner(Bundle.open(bundle).manifest.to_dict(), (settings or RunSettings()).threads)

@@ -100,15 +100,9 @@ def unsigned_where_nonnegative(model: onnx.ModelProto) -> tuple[onnx.ModelProto,
 def has_vnni(flags: set[str] | None = None) -> bool:
     """Whether this x86 CPU has an int8 dot-product instruction (AVX-512 VNNI, AVX-VNNI or AMX); a CPU
     that is not x86, or whose flags cannot be read, counts as having one (nothing to work around)."""
-    if flags is None:
-        try:
-            text = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return True
-        line = next((ln for ln in text.splitlines() if ln.startswith("flags")), None)
-        if line is None:
-            return True
-        flags = set(line.split(":", 1)[1].split())
+    from ...host import cpu_flags  # host reads the flags once; unreadable flags are empty: no avx2
+
+    flags = cpu_flags() if flags is None else flags
     if "avx2" not in flags:
         return True  # not an AVX2 x86 (Arm, or too old for OpenVINO's int8 kernels): no pmaddubsw path
     return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8", "avx_vnni_int8"})

@@ -9,6 +9,7 @@ import numpy as np
 import openvino as ov
 
 from .. import AsyncQueue, Profiled, RunSettings
+from .outputs import add_outputs
 
 _core: ov.Core | None = None
 
@@ -29,6 +30,8 @@ class Runner:
                  settings: RunSettings | None = None, note: str | None = None):
         s = settings or RunSettings()
         model = core().read_model(str(xml))
+        # Before compiling: a compiled model returns only the outputs it was compiled with.
+        self.output_tensors, self._output_index = add_outputs(model, s.outputs) if s.outputs else ({}, {})
         if s.batch is not None and model.inputs[0].partial_shape[0].is_dynamic:
             shape = model.inputs[0].partial_shape
             shape[0] = s.batch
@@ -49,6 +52,15 @@ class Runner:
     def run(self, x: np.ndarray) -> np.ndarray:
         out = self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
         return np.asarray(out[self.compiled.outputs[0]], dtype=np.float32).copy()
+
+    def run_outputs(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The logits and each tensor named in settings.outputs, as float32, from one inference."""
+        out = self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+
+        def take(i: int) -> np.ndarray:
+            return np.asarray(out[self.compiled.outputs[i]], dtype=np.float32).copy()
+
+        return take(0), {name: take(i) for name, i in self._output_index.items()}
 
     def bound(self, x: np.ndarray):
         self.request.set_input_tensor(ov.Tensor(np.ascontiguousarray(x, dtype=np.float32)))

@@ -153,6 +153,9 @@ def load(bundle_dir: Path, target, precision: str, settings: RunSettings | None 
     """The bundle's engine on this host's GPU. There is no fallback device: an engine runs where it was
     built or nowhere (settings.cpu_fallback does not apply)."""
     bundle_dir = Path(bundle_dir)
+    if settings is not None and settings.outputs:
+        raise UserError("a TensorRT engine cannot grow an output after it is built; run its precision graph "
+                        "with onnxruntime for extra outputs")
     engine_file, facts = bundle_dir / ENGINE, bundle_dir / FACTS
     if not engine_file.is_file():
         readme = bundle_dir / README
