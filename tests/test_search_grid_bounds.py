@@ -1,4 +1,4 @@
-"""Issue 22: `search` counts its grid before it lists it. A fine step with a wide tolerance is refused in one
+"""`search` counts its grid before it lists it. A fine step with a wide tolerance is refused in one
 line, at once and in little memory, naming the count and what to change; grids under the cap are the same
 as a plain enumeration of the constraint."""
 
