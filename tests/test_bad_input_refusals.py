@@ -1,4 +1,4 @@
-"""hostile and careless inputs, as a person at a terminal would give them.
+"""Hostile and careless inputs, as a person at a terminal would give them.
 
 Every bad input must end in one clear line on stderr (`edgeffnet: error: ...`, click's usage errors
 included), a non-zero exit, no traceback and nothing half-written; the few inputs that

@@ -1,4 +1,4 @@
-"""what a build leaves and reuses when the cache is damaged or hostile, when a
+"""What a build leaves and reuses when the cache is damaged or hostile, when a
 build is killed, when two builds race, and where it writes.
 
 Builds run through the real CLI in subprocesses, against a cache of this module's own (`b0,res=96`, FP32;

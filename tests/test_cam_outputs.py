@@ -1,4 +1,4 @@
-"""what `edgeffnet cam` writes and where. Two photos of one name get two PNGs (names that are the
+"""What `edgeffnet cam` writes and where. Two photos of one name get two PNGs (names that are the
 same on every run), -o under a file is one line, --compare keeps specs that hold commas, and an image
 name with matplotlib maths or rich markup in it is drawn as text."""
 

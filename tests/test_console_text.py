@@ -1,4 +1,4 @@
-"""user text (paths, specs, names) is printed as text. No rich markup (`[link=...]`, `[/bold]`),
+"""User text (paths, specs, names) is printed as text. No rich markup (`[link=...]`, `[/bold]`),
 no emoji (`:cat:`), and control characters (ANSI escapes, BEL, newlines in a file name) are shown, not
 sent to the terminal; an error is still exactly one line."""
 

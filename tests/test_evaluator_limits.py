@@ -1,4 +1,4 @@
-"""what an `--evaluate` command, and the files a search or fit leaves, can do to edgeffnet.
+"""What an `--evaluate` command, and the files a search or fit leaves, can do to edgeffnet.
 
 An evaluator is someone else's program: its output is capped in memory and in evaluate.log (head and
 tail kept, the drop said), its error line is bounded, it has a time limit that kills its whole process

@@ -1,4 +1,4 @@
-"""every wait for a Ray head is bounded and ends in one line. No Ray cluster is started here:
+"""Every wait for a Ray head is bounded and ends in one line. No Ray cluster is started here:
 stand-in servers on 127.0.0.1 accept and stay silent, hang up, answer in another protocol, or greet like a
 gRPC server (an HTTP/2 SETTINGS frame), and are stopped at the end of each test."""
 
