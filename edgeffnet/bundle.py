@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-from .files import atomic_write_json
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.files import atomic_write_json
 
 MANIFEST = "manifest.json"
 LAYER_TABLE = "layers.json"  # every layer with its cost and ONNX nodes (layer_table.py), written at build time
@@ -163,7 +163,7 @@ class Bundle:
 
     @property
     def target(self):
-        from .targets import of_bundle
+        from edgeffnet.specs.targets import of_bundle
 
         return of_bundle(self.manifest.to_dict())
 
@@ -177,14 +177,14 @@ class Bundle:
 
     def runner(self, settings=None):
         """The compiled artifact, loaded on this host's device (backends.RunSettings for the knobs)."""
-        from .backends import get
+        from edgeffnet.backends import get
 
         t = self.target
         return get(t.backend).load(self.path, t, self.precision, settings)
 
     def layer_table(self) -> dict:
         """layers.json, checked (torch- and onnx-free: it is read on the device when profiling)."""
-        from .layer_table import read
+        from edgeffnet.specs.layer_table import read
 
         if not (self.path / LAYER_TABLE).exists():
             raise UserError(f"{self.path} has no {LAYER_TABLE} (built by an edgeffnet that wrote no layer table); "
@@ -193,8 +193,8 @@ class Bundle:
 
     def reference(self) -> tuple[np.ndarray, np.ndarray]:
         """The verification views (preprocessed) and the FP32 PyTorch logits the build stored for them."""
-        from .photos import to_input
-        from .preprocess import Preprocess
+        from edgeffnet.network.photos import to_input
+        from edgeffnet.core.preprocess import Preprocess
 
         try:
             data = np.load(self.path / "reference.npz")

@@ -12,11 +12,11 @@ import sys
 import click
 from rich.table import Table
 
-from .cli_types import FiniteFloat
-from .errors import UserError
-from .pipeline.options import BOUNDS, BuildOptions
-from .scaling import SPEC_FORMS, __doc__ as SPEC_GRAMMAR
-from .user_text import TextConsole, one_line
+from edgeffnet.cli_types import FiniteFloat
+from edgeffnet.core.errors import UserError
+from edgeffnet.pipeline.options import BOUNDS, BuildOptions
+from edgeffnet.specs.scaling import SPEC_FORMS, __doc__ as SPEC_GRAMMAR
+from edgeffnet.core.user_text import TextConsole, one_line
 
 # Piped output gets wide tables: a log or a grep should not see names broken across lines.
 # User text (paths, specs, record names) is printed as text: no markup, no emoji, control characters visible.
@@ -65,11 +65,11 @@ def info(spec: str | None, num_classes: int, as_json: bool, table3: bool) -> Non
 
     Without SPEC, list the published presets.
     """
-    from .pipeline import require_build_side
+    from edgeffnet.pipeline import require_build_side
 
     require_build_side("edgeffnet info")
-    from . import info as inf
-    from .scaling import parse_spec
+    from edgeffnet.workflows import info as inf
+    from edgeffnet.specs.scaling import parse_spec
 
     if table3:
         _print_table3(inf.table3(), as_json)
@@ -147,7 +147,7 @@ def targets_cmd(as_json: bool) -> None:
     """List the device profiles (targets/*.toml); --target also takes a path to your own profile."""
     from dataclasses import asdict
 
-    from . import targets
+    from edgeffnet.specs import targets
 
     profiles = targets.known()
     if as_json:
@@ -205,7 +205,7 @@ _D = BuildOptions()  # every default written once, in pipeline/options.py
 @click.option("-o", "--output", type=click.Path(), help="Bundle directory (default build/SPEC-TARGET-PRECISION).")
 def build(spec, target, precision, weights, output, no_cache, **options) -> None:
     """Build SPEC for a target: export, simplify, verify and compile into a bundle directory."""
-    from .pipeline import build as run_build
+    from edgeffnet.pipeline import build as run_build
 
     b = run_build(spec, target=target, precision=precision, weights=weights, output=output, cache=not no_cache,
                   **options)
@@ -219,7 +219,7 @@ def build(spec, target, precision, weights, output, no_cache, **options) -> None
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def predict(bundle_dir, images, top, as_json) -> None:
     """Run a bundle's compiled artifact on IMAGES with the bundle's preprocessing; print the top classes."""
-    from .predict import predict as run_predict
+    from edgeffnet.workflows.predict import predict as run_predict
 
     if top < 1:
         raise UserError(f"--top must be at least 1, got {top}")
@@ -250,7 +250,7 @@ def eval_cmd(bundle_dir, data, classes, batch, as_json) -> None:
     Newcombe's paired 95% interval and the exact McNemar p-value, and agreement with FP32. The result is
     saved as BUNDLE/eval/NAME.json; Ctrl-C keeps what was measured, marked partial.
     """
-    from .measure import console, evaluate
+    from edgeffnet.measure import console, evaluate
 
     result, saved = evaluate.evaluate(bundle_dir, data, classes, batch,
                                       progress=lambda label: console.progress_bar(err, label))
@@ -310,7 +310,7 @@ def bench_cmd(bundle_dir, mode, iterations, seconds, warmup, threads, streams, b
     The record (device, tool versions, settings, statistics) is saved as BUNDLE/bench/RUNTIME-MODE.json.
     Ctrl-C stops early and keeps what was measured, marked interrupted.
     """
-    from .measure import bench, console
+    from edgeffnet.measure import bench, console
 
     from pathlib import Path
 
@@ -376,11 +376,12 @@ def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline,
     """
     from pathlib import Path
 
-    from . import targets
-    from .measure import bench, console, report, sweep
+    from edgeffnet.specs import targets
+    from edgeffnet.measure import bench, console, report
+    from edgeffnet.workflows import sweep
 
     if table3:
-        from .scaling import table3_specs
+        from edgeffnet.specs.scaling import table3_specs
 
         specs = tuple(specs) + tuple(table3_specs())
     _refuse_ignored(dict.fromkeys(("--task-timeout", "--connect-timeout"), (bool(cluster), "--cluster")))
@@ -390,7 +391,7 @@ def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline,
     settings = bench.Settings(iterations=iterations, seconds=seconds, warmup=warmup, threads=threads)
     dest = Path(output)
     if cluster:  # the device farm (edgeffnet/farm): the same items on every target's devices
-        from .farm.sweep import run_command
+        from edgeffnet.farm.sweep import run_command
 
         result = run_command(models, specs, scaling, _csv_list(target), _csv_list(precision), _csv_list(mode),
                              _csv_list(baseline), settings, dest, cluster, task_timeout, weights, connect_timeout)
@@ -429,7 +430,7 @@ def report_cmd(paths, output, as_json) -> None:
     PATHS are bundles, directories (searched) or bench record files. Writes report.md, report.csv,
     report.json, latency_vs_flops.png and report.html (self-contained) into OUTPUT.
     """
-    from .measure import report
+    from edgeffnet.measure import report
 
     rep = report.write(report.collect(list(paths)), output)
     if as_json:
@@ -460,7 +461,9 @@ def cam_cmd(args, output, weights, top, klass, compare) -> None:
     """
     from pathlib import Path
 
-    from . import bundle, cam
+    from edgeffnet import bundle
+
+    from edgeffnet.workflows import cam
 
     out_dir = Path(output)
     if compare:
@@ -477,7 +480,7 @@ def cam_cmd(args, output, weights, top, klass, compare) -> None:
 @click.argument("bundle_dir", type=click.Path())
 def compile_cmd(bundle_dir) -> None:
     """Finish BUNDLE's pending TensorRT engine on this device: build, verify against the bundle, update it."""
-    from .compile_on_device import compile_on_device
+    from edgeffnet.workflows.compile_on_device import compile_on_device
 
     out.print(str(compile_on_device(bundle_dir).path), markup=False)
 
@@ -516,7 +519,7 @@ def _farm_executor(cluster, task_timeout):
     """Where search and fit build and time: this machine (None) or the farm at --cluster."""
     if not cluster:
         return None
-    from .farm.search import FarmExecutor
+    from edgeffnet.farm.search import FarmExecutor
 
     return FarmExecutor(cluster, task_timeout)
 
@@ -561,7 +564,7 @@ def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, lat
     import time
     from pathlib import Path
 
-    from .search import console, evaluators, harness, trials
+    from edgeffnet.search import console, evaluators, harness, trials
 
     started = time.perf_counter()
     plan = trials.SearchPlan(base=base, target=target, precision=precision, phi=phi, step=step, tol=tol,
@@ -622,7 +625,7 @@ def fit_cmd(base, searched, coefficients, target, precision, latency_ms, budgets
     """
     from pathlib import Path
 
-    from .search import console, fit, harness
+    from edgeffnet.search import console, fit, harness
 
     plan = fit.plan_from_options(base, searched, coefficients, target=target, precision=precision, metric=metric,
                                  step=phi_step, phi_min=phi_min, phi_max=phi_max, out=Path(output),
@@ -648,7 +651,7 @@ def fit_cmd(base, searched, coefficients, target, precision, latency_ms, budgets
 # -- end of search and fit -------------------------------------------------------------------------------
 
 
-from .farm.commands import farm  # noqa: E402  (edgeffnet farm join/status)
+from edgeffnet.farm.commands import farm  # noqa: E402  (edgeffnet farm join/status)
 
 cli.add_command(farm)
 
@@ -662,7 +665,7 @@ def _on_sigterm(signum, frame):
 
 
 def main() -> None:
-    from . import logs
+    from edgeffnet.core import logs
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     log = logs.logger()

@@ -26,7 +26,7 @@ import torch
 from click.testing import CliRunner
 
 from edgeffnet import cli as edgeffnet_cli
-from edgeffnet import logs
+from edgeffnet.core import logs
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,11 +12,13 @@ import pytest
 import torch
 
 import edgeffnet
-from edgeffnet import backends, cam, host
+from edgeffnet import backends
+from edgeffnet.workflows import cam
+from edgeffnet.core import host
 from edgeffnet.backends import FEATURES, RunSettings
 from edgeffnet.backends import onnxruntime as ort_backend
 from edgeffnet.backends.openvino import int8_routes
-from edgeffnet.errors import UserError
+from edgeffnet.core.errors import UserError
 
 SPEC = "b0,res=64"
 PACKAGE = Path(edgeffnet.__file__).resolve().parent

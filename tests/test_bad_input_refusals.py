@@ -31,12 +31,12 @@ from PIL import Image
 from conftest import Ran, assert_refused, run_cli_process
 
 from edgeffnet import cli as edgeffnet_cli
-from edgeffnet import weights
-from edgeffnet.errors import UserError
+from edgeffnet.network import weights
+from edgeffnet.core.errors import UserError
 from edgeffnet.measure import report
 from edgeffnet.precision import calibration
-from edgeffnet.preprocess import MAX_PIXELS, ImageTooLarge, imagenet_recipe, read_image
-from edgeffnet.scaling import parse_spec
+from edgeffnet.core.preprocess import MAX_PIXELS, ImageTooLarge, imagenet_recipe, read_image
+from edgeffnet.specs.scaling import parse_spec
 
 SPEC = "b0,res=96"
 STAGE_NAMES = ("reference", "export", "simplify", "precision", "compile")
@@ -206,7 +206,7 @@ class _RunsCode:
 
 @pytest.fixture(scope="module")
 def b0_state() -> dict:
-    from edgeffnet.reference import create_model
+    from edgeffnet.network.reference import create_model
 
     return create_model(SPEC).state_dict()
 
@@ -418,7 +418,7 @@ def test_a_huge_jpeg_is_decoded_small(hostile_images):
 def test_reading_a_huge_jpeg_takes_bounded_memory(hostile_images):
     # Decoded whole it is 432 MB of RGB; at the decoder's 1/8 scale, 7 MB. The peak resident memory of a
     # fresh process (VmHWM: getrusage's maxrss would carry this test process's peak across exec).
-    code = ("import re, sys; from pathlib import Path; from edgeffnet.preprocess import read_image; "
+    code = ("import re, sys; from pathlib import Path; from edgeffnet.core.preprocess import read_image; "
             "read_image(sys.argv[1], short_side=110); "
             "print(int(re.search(r'VmHWM:\\s+(\\d+)', Path('/proc/self/status').read_text())[1]) // 1024)")
     peak_mb = int(subprocess.run([sys.executable, "-c", code, str(hostile_images["huge"])], capture_output=True,

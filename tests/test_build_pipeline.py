@@ -24,19 +24,23 @@ import onnx
 import pytest
 import torch
 
-from edgeffnet import bundle, cache, verify
+from edgeffnet import bundle
+
+from edgeffnet.pipeline import cache
+
+from edgeffnet.core import verify
 from edgeffnet.backends import onnxruntime as ort_backend
 from edgeffnet.pipeline import build
 from edgeffnet.pipeline.options import BuildOptions
 from edgeffnet.bundle import is_bundle
-from edgeffnet.export import export_onnx
-from edgeffnet.reference import create_model
-from edgeffnet.model import EfficientNet, count_macs, count_params
-from edgeffnet.photos import to_input, verification_views
+from edgeffnet.network.export import export_onnx
+from edgeffnet.network.reference import create_model
+from edgeffnet.network.model import EfficientNet, count_macs, count_params
+from edgeffnet.network.photos import to_input, verification_views
 from edgeffnet.bundle import Bundle
-from edgeffnet.errors import UserError
-from edgeffnet.preprocess import Preprocess
-from edgeffnet.scaling import parse_spec
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.preprocess import Preprocess
+from edgeffnet.specs.scaling import parse_spec
 
 from conftest import fixture_path, run_cli_process
 

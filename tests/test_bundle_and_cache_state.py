@@ -24,7 +24,7 @@ import pytest
 
 from conftest import run_cli_process
 
-from edgeffnet import verify
+from edgeffnet.core import verify
 from edgeffnet.bundle import Bundle, clean_debris, is_bundle
 from edgeffnet.precision import int8
 

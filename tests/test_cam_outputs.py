@@ -13,7 +13,7 @@ from conftest import assert_refused as refused
 from PIL import Image
 
 import edgeffnet
-from edgeffnet import cam
+from edgeffnet.workflows import cam
 
 SPEC = "lite0,res=64"
 

@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 import edgeffnet
-from edgeffnet.errors import UserError
-from edgeffnet.preprocess import preprocess_image
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.preprocess import preprocess_image
 
 from conftest import fixture
 

@@ -3,10 +3,10 @@ import math
 import pytest
 
 import edgeffnet
-from edgeffnet.errors import UserError
-from edgeffnet.info import describe
-from edgeffnet.model import build
-from edgeffnet.scaling import ALPHA, BETA, GAMMA, parse_spec, round_channels, round_layers
+from edgeffnet.core.errors import UserError
+from edgeffnet.workflows.info import describe
+from edgeffnet.network.model import build
+from edgeffnet.specs.scaling import ALPHA, BETA, GAMMA, parse_spec, round_channels, round_layers
 
 # Parameter counts of the reference implementations (torchvision / timm / efficientnet_lite_pytorch).
 REFERENCE_PARAMS = {

@@ -14,7 +14,7 @@ from PIL import Image
 from rich.table import Table
 
 import edgeffnet
-from edgeffnet.user_text import TextConsole, one_line, visible
+from edgeffnet.core.user_text import TextConsole, one_line, visible
 
 HOSTILE = ["[link=http://example.com/x]click[/link]", "[/bold]", ":cat: :thumbs_up:", "\x1b[31mred\x1b[0m",
            "\x1b]8;;http://example.com\x07hyper\x1b]8;;\x07", "bell\x07", "back\x08space", "\x9b2J"]
@@ -88,7 +88,7 @@ def test_markup_in_a_saved_result_path_is_printed_after_saving(cli, tmp_path):
 def test_log_lines_show_control_characters():
     import logging
 
-    from edgeffnet import logs
+    from edgeffnet.core import logs
 
     buffer = io.StringIO()
     handler = logs.console_handler(buffer)

@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import run_cli_process
 
 import edgeffnet
-from edgeffnet.errors import UserError
+from edgeffnet.core.errors import UserError
 from edgeffnet.measure import evaluate as ev
 from edgeffnet.precision.fidelity import FidelityTooLow
 
@@ -218,7 +218,7 @@ def test_ctrl_c_keeps_the_whole_batches_marked_partial(tmp_path):
             raise KeyboardInterrupt  # mid-batch: that batch's reference outputs must not be kept
         return reference(x)
 
-    from edgeffnet.preprocess import tf_lite_recipe
+    from edgeffnet.core.preprocess import tf_lite_recipe
 
     recipe = tf_lite_recipe(32)
     r = ev.measure(data, recipe, ev.Model("FP32", reference, None), [ev.Model("INT8", artifact, None)], batch=4)
@@ -245,8 +245,8 @@ def bundle(env, tmp_path_factory) -> Path:
 def pool(bundle, tmp_path_factory) -> list[dict]:
     """Views of the photos edgeffnet ships, saved as PNGs, with each model's top-1 on them."""
     from edgeffnet.bundle import Bundle
-    from edgeffnet.photos import calibration_photos, load_photo, recipe, views
-    from edgeffnet.preprocess import Preprocess, load_image
+    from edgeffnet.network.photos import calibration_photos, load_photo, recipe, views
+    from edgeffnet.core.preprocess import Preprocess, load_image
 
     b = Bundle.open(bundle)
     pre = Preprocess.from_dict(b.manifest.preprocess)

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from conftest import assert_refused as refused
 
-from edgeffnet.errors import UserError
-from edgeffnet.scaling import parse_spec
+from edgeffnet.core.errors import UserError
+from edgeffnet.specs.scaling import parse_spec
 from edgeffnet.search import evaluators, fit, harness
 from edgeffnet.search.grid import PAPER, Candidate
-from edgeffnet.untrusted import LOG_CAP
+from edgeffnet.core.untrusted import LOG_CAP
 
 PY = sys.executable
 DIRECTORY = "is a directory|not a regular file"  # untrusted.read_bytes's words for a folder where a file should be

@@ -26,12 +26,13 @@ ray = pytest.importorskip("ray", reason="Ray is the [farm] extra: pip install -e
 from ray.cluster_utils import Cluster  # noqa: E402
 
 import edgeffnet  # noqa: E402
-from edgeffnet import bundle, targets  # noqa: E402
-from edgeffnet.errors import UserError  # noqa: E402
+from edgeffnet import bundle  # noqa: E402
+from edgeffnet.specs import targets  # noqa: E402
+from edgeffnet.core.errors import UserError  # noqa: E402
 from edgeffnet.farm import cluster as farm_cluster, device, resource  # noqa: E402
 from edgeffnet.farm import sweep as farm  # noqa: E402
 from edgeffnet.measure import bench, records, report  # noqa: E402
-from edgeffnet.measure.sweep import Item  # noqa: E402
+from edgeffnet.workflows.sweep import Item  # noqa: E402
 
 pytestmark = pytest.mark.farm  # a Ray cluster on 127.0.0.1
 

@@ -22,7 +22,7 @@ ray = pytest.importorskip("ray", reason="Ray is the [farm] extra: pip install -e
 
 from test_farm import LoopbackFarm, _descendants, _listening_addresses  # noqa: E402
 
-from edgeffnet.errors import UserError  # noqa: E402
+from edgeffnet.core.errors import UserError  # noqa: E402
 from edgeffnet.farm import BUILD_RESOURCE, cluster as farm_cluster  # noqa: E402
 from edgeffnet.farm.search import FarmExecutor  # noqa: E402
 from edgeffnet.search import evaluators, fit, harness, trials  # noqa: E402

@@ -8,8 +8,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeffnet.backends.openvino import int8_routes as routes
-from edgeffnet.errors import UserError
-from edgeffnet.onnx_index import GraphIndex
+from edgeffnet.core.errors import UserError
+from edgeffnet.graph.onnx_index import GraphIndex
 from edgeffnet.pipeline import escalate
 from edgeffnet.precision import fidelity
 

@@ -9,11 +9,11 @@ import sys
 import onnx
 import pytest
 
-from edgeffnet import layer_table
+from edgeffnet.specs import layer_table
 from edgeffnet.bundle import LAYER_TABLE, Bundle
-from edgeffnet.layers import spec_layers
-from edgeffnet.scaling import parse_spec
-from edgeffnet.untrusted import UntrustedFileError
+from edgeffnet.specs.layers import spec_layers
+from edgeffnet.specs.scaling import parse_spec
+from edgeffnet.core.untrusted import UntrustedFileError
 
 from profile_bundles import SPEC, build
 

@@ -35,6 +35,6 @@ def test_wheel_runs_info_and_targets_from_another_directory(tmp_path):
         r = subprocess.run([sys.executable, "-c", code, *args], cwd=elsewhere, env=env, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         assert expect in r.stdout
-    r = subprocess.run([sys.executable, "-c", "from edgeffnet.photos import recipe; print(len(recipe()['verification']['photos']))"],
+    r = subprocess.run([sys.executable, "-c", "from edgeffnet.network.photos import recipe; print(len(recipe()['verification']['photos']))"],
                        cwd=elsewhere, env=env, capture_output=True, text=True)
     assert r.returncode == 0 and int(r.stdout) > 0, r.stderr

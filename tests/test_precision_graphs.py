@@ -13,12 +13,12 @@ from onnx import TensorProto, helper, numpy_helper
 from conftest import run_cli_process
 
 from edgeffnet.backends import onnxruntime as ort_backend
-from edgeffnet.errors import UserError
+from edgeffnet.core.errors import UserError
 from edgeffnet.pipeline import escalate
 from edgeffnet.precision import calibration, fidelity, fp16, int8, qdq, ranges
 from edgeffnet.backends.openvino import int8_routes as ov_int8
-from edgeffnet.preprocess import Preprocess
-from edgeffnet.verify import compare
+from edgeffnet.core.preprocess import Preprocess
+from edgeffnet.core.verify import compare
 
 SPEC = "lite0,res=96"
 # The INT8 build held to 100% agreement escalates first (a ranking that compiles every layer's variant,

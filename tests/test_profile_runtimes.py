@@ -11,10 +11,10 @@ import numpy as np
 import onnx
 import pytest
 
-from edgeffnet import layer_table
+from edgeffnet.specs import layer_table
 from edgeffnet.backends import onnxruntime as ort_backend
 from edgeffnet.bundle import Bundle
-from edgeffnet.layers import ROLES
+from edgeffnet.specs.layers import ROLES
 from edgeffnet.measure import bench, profile
 from edgeffnet.measure.timing import Limits, measure
 

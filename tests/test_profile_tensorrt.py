@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from edgeffnet import layer_table
+from edgeffnet.specs import layer_table
 from edgeffnet.backends.tensorrt import profile as trt_profile
 from edgeffnet.measure import profile
-from edgeffnet.scaling import parse_spec
-from edgeffnet.untrusted import UntrustedFileError
+from edgeffnet.specs.scaling import parse_spec
+from edgeffnet.core.untrusted import UntrustedFileError
 
 STEM = "/stem/conv/Conv + /stem/act/Sigmoid + /stem/act/Mul"
 DW = "/stages/stages.0/stages.0.0/dw/conv/Conv + /stages/stages.0/stages.0.0/dw/act/Mul"

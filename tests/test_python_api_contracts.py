@@ -13,14 +13,15 @@ import pytest
 from onnx import TensorProto, helper
 
 import edgeffnet
-from edgeffnet import backends, files
+from edgeffnet import backends
+from edgeffnet.core import files
 from edgeffnet.backends import AsyncQueue, Runner
 from edgeffnet.bundle import Bundle, Manifest
-from edgeffnet.errors import UserError
+from edgeffnet.core.errors import UserError
 from edgeffnet.measure.records import Record
-from edgeffnet.onnx_index import GraphIndex
+from edgeffnet.graph.onnx_index import GraphIndex
 from edgeffnet.pipeline.options import BuildOptions
-from edgeffnet.verify import run_batched
+from edgeffnet.core.verify import run_batched
 
 SPEC = "b0,res=64"
 HEAVY = ("torch", "onnxsim", "nncf", "onnx")

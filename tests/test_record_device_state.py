@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import edgeffnet
-from edgeffnet.errors import UserError
+from edgeffnet.core.errors import UserError
 from edgeffnet.measure import bench, device_state, records, report
 from edgeffnet.measure.records import Record
 

@@ -12,7 +12,7 @@ import tracemalloc
 import pytest
 from conftest import assert_refused as refused
 
-from edgeffnet.errors import UserError
+from edgeffnet.core.errors import UserError
 from edgeffnet.search.grid import MAX_CANDIDATES, PAPER, Candidate, expected_size, grid
 
 

@@ -11,13 +11,13 @@ import torch
 from onnx import numpy_helper
 
 from edgeffnet.backends import onnxruntime as ort_backend
-from edgeffnet.export import export_onnx
-from edgeffnet.photos import calibration_photos, to_input, views
+from edgeffnet.network.export import export_onnx
+from edgeffnet.network.photos import calibration_photos, to_input, views
 from edgeffnet.precision import distill, qdq, ranges
-from edgeffnet.preprocess import imagenet_recipe
-from edgeffnet.reference import create_model
-from edgeffnet.simplify import simplify
-from edgeffnet.verify import compare
+from edgeffnet.core.preprocess import imagenet_recipe
+from edgeffnet.network.reference import create_model
+from edgeffnet.graph.simplify import simplify
+from edgeffnet.core.verify import compare
 
 
 def _graphs(spec: str, tmp: Path) -> tuple[onnx.ModelProto, onnx.ModelProto, np.ndarray]:

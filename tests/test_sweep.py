@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from edgeffnet.measure import bench, sweep
-from edgeffnet.errors import UserError
-from edgeffnet.info import describe
-from edgeffnet.scaling import parse_spec
+from edgeffnet.measure import bench
+
+from edgeffnet.workflows import sweep
+from edgeffnet.core.errors import UserError
+from edgeffnet.workflows.info import describe
+from edgeffnet.specs.scaling import parse_spec
 
 
 def test_model_ranges():

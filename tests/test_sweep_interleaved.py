@@ -10,7 +10,9 @@ import logging
 import pytest
 from conftest import assert_refused
 
-from edgeffnet.measure import bench, interleaved, report, sweep
+from edgeffnet.measure import bench, interleaved, report
+
+from edgeffnet.workflows import sweep
 from edgeffnet.measure.statistics import median_interval
 from edgeffnet.measure.timing import Limits, Measurement, interleaved_rounds, measure
 

@@ -19,11 +19,11 @@ import pytest
 from onnx import TensorProto as T
 from onnx import helper, numpy_helper
 
-from edgeffnet import targets
+from edgeffnet.specs import targets
 from edgeffnet.backends.tensorrt.engine import PLAN_TAG, mismatch, plan_version
 from edgeffnet.backends.tensorrt.plan import parse_version, plan, trtexec_line
 from edgeffnet.backends.tensorrt.rules import violations
-from edgeffnet.errors import UserError
+from edgeffnet.core.errors import UserError
 
 JETSONS = ["jetson-nano", "jetson-tx2", "jetson-xavier-nx", "jetson-agx-xavier", "jetson-orin-nano",
            "jetson-orin-nx", "jetson-agx-orin"]

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from edgeffnet import layer_table
+from edgeffnet.specs import layer_table
 from edgeffnet.measure import profile
-from edgeffnet.scaling import parse_spec
+from edgeffnet.specs.scaling import parse_spec
 
 from profile_bundles import build
 

@@ -8,7 +8,7 @@ A Runner runs the artifact: `run(x)` returns outputs for a float32 NCHW batch; `
 zero-argument callable doing one synchronous inference on pre-bound input (what the latency loop times);
 `queue(x)` returns the runtime's asynchronous request queue bound to `x`, or None where the runtime has
 none (throughput mode then times the synchronous loop); `describe()` says what ran where, with which
-settings. Outputs are compared with the reference apart from the backends (edgeffnet.verify).
+settings. Outputs are compared with the reference apart from the backends (edgeffnet.core.verify).
 
 A runner whose runtime has a per-node profiler is also `Profiling`: `profile(x, iterations)` runs
 `iterations` inferences with it (on a model or session of its own: the timed one never carries the
@@ -35,7 +35,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import UserError
+from edgeffnet.core.errors import UserError
 
 NAMES = ("openvino", "tensorrt", "onnxruntime", "pytorch")
 # An extra output every backend that has them resolves in its own form of the graph: the feature map the

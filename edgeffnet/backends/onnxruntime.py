@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from . import Profiled, RunSettings
+from edgeffnet.backends import Profiled, RunSettings
 
 GRAPHS = {"fp32": "model.sim.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
@@ -75,7 +75,7 @@ class Runner:
         profiler costs time, the timed session never has it), read back from the JSON it writes."""
         import tempfile
 
-        from ..untrusted import read_json
+        from edgeffnet.core.untrusted import read_json
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
@@ -131,7 +131,7 @@ def profile_runs(events: list) -> list[list[dict]]:
 
 def compile(ctx, graph):
     """ONNX Runtime runs the ONNX graph as it is."""
-    from ..pipeline.context import Artifact
+    from edgeffnet.pipeline.context import Artifact
 
     return Artifact("compile", graph.path, {"files": [], "runs": graph.path.name})
 
@@ -139,7 +139,7 @@ def compile(ctx, graph):
 def load(bundle: Path, target, precision: str, settings: RunSettings | None = None) -> Runner:
     graph = Path(bundle) / GRAPHS[precision]
     if not graph.is_file():
-        from ..errors import UserError
+        from edgeffnet.core.errors import UserError
 
         raise UserError(f"{bundle} has no {graph.name}; rebuild the bundle with edgeffnet build")
     s = settings or RunSettings()
@@ -149,7 +149,7 @@ def load(bundle: Path, target, precision: str, settings: RunSettings | None = No
 def feature_tensor(graph) -> str:
     """The tensor the final global pooling reads (FEATURES): walk back from the graph's output to the
     first pool, breadth-first, so the classifier's own pooling is found before a squeeze-excitation pool."""
-    from ..errors import UserError
+    from edgeffnet.core.errors import UserError
 
     producers = {out: node for node in graph.node for out in node.output}
     frontier, seen = [graph.output[0].name], set()
@@ -171,8 +171,8 @@ def with_outputs(graph: str | Path | bytes, names: tuple[str, ...]) -> tuple[byt
     or the graph's own tensor names) among its outputs, and the tensor each name resolved to."""
     import onnx
 
-    from ..errors import UserError
-    from . import FEATURES
+    from edgeffnet.core.errors import UserError
+    from edgeffnet.backends import FEATURES
 
     model = onnx.load_from_string(graph) if isinstance(graph, bytes) else onnx.load(str(graph))
     g = model.graph

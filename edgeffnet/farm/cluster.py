@@ -21,10 +21,10 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from .. import logs
-from ..errors import UserError
-from . import BUILD_RESOURCE, RESOURCE_PREFIX, resource
-from .probe import CONNECT_TIMEOUT_S, wait_for_head
+from edgeffnet.core import logs
+from edgeffnet.core.errors import UserError
+from edgeffnet.farm import BUILD_RESOURCE, RESOURCE_PREFIX, resource
+from edgeffnet.farm.probe import CONNECT_TIMEOUT_S, wait_for_head
 
 # A build (export, simplify, compile, verify) keeps about two threads busy and holds up to a few GB.
 CORES_PER_BUILD = 2
@@ -207,8 +207,8 @@ def join(address: str, target: str | None, node_ip: str | None = None, block: bo
          timeout: float = CONNECT_TIMEOUT_S, build: bool = False) -> int:
     """Start a Ray node on this machine that joins the head at ADDRESS and advertises TARGET (a device),
     builds (a build worker, `build_slots()` at once), or both."""
-    from .. import targets
-    from ..pipeline import require_build_side
+    from edgeffnet.specs import targets
+    from edgeffnet.pipeline import require_build_side
 
     if not target and not build:
         raise UserError("farm join needs --target (this machine is a device of it), --build (it builds "

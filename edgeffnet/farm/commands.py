@@ -6,8 +6,8 @@ import json
 
 import click
 
-from ..cli_types import FiniteFloat
-from .probe import CONNECT_TIMEOUT_S
+from edgeffnet.cli_types import FiniteFloat
+from edgeffnet.farm.probe import CONNECT_TIMEOUT_S
 
 # How long to wait for the head's first answer (probe.py).
 connect_timeout_option = click.option(
@@ -41,7 +41,7 @@ def join_cmd(address, target, build, node_ip_address, block, connect_timeout, ra
     Anything after `--` goes to `ray start` as it is (e.g. fixed ports for a firewall:
     -- --node-manager-port 6380 --object-manager-port 6381 --min-worker-port 10002 --max-worker-port 10100).
     """
-    from .cluster import join
+    from edgeffnet.farm.cluster import join
 
     join(address, target, node_ip_address, block, list(ray_start_args), connect_timeout, build)
 
@@ -54,8 +54,8 @@ def status_cmd(address, as_json, connect_timeout) -> None:
     """List the nodes of the cluster at ADDRESS: their targets, runtimes and versions."""
     from rich.table import Table
 
-    from ..cli import out
-    from .cluster import status
+    from edgeffnet.cli import out
+    from edgeffnet.farm.cluster import status
 
     found = status(address, connect_timeout)
     if as_json:

@@ -68,7 +68,7 @@ def verify(b) -> dict:
     """The bundle's artifact, run here by its runtime on its device, against the bundle's own reference
     outputs with the precision's tolerance (fp32 1e-4, fp16 cosine; int8 is reported, not judged here:
     its agreement was gated at build time)."""
-    from ..verify import verify as verify_outputs
+    from edgeffnet.core.verify import verify as verify_outputs
 
     x, ref = b.reference()
     return verify_outputs("device", b.runner().run, x, ref, b.manifest.input["batch"], b.precision,
@@ -78,8 +78,8 @@ def verify(b) -> dict:
 def ready(path: Path):
     """(bundle, parity, compiled): the bundle unpacked at PATH made ready to run on this device: a pending
     engine built (verified on the way), any other artifact verified."""
-    from ..bundle import Bundle
-    from ..compile_on_device import compile_on_device
+    from edgeffnet.bundle import Bundle
+    from edgeffnet.workflows.compile_on_device import compile_on_device
 
     b = Bundle.open(path)
     compiled = bool(b.manifest.stages["compile"].get("pending"))
@@ -91,7 +91,7 @@ def ready(path: Path):
 
 def measure(data: bytes, name: str, modes: list[str], settings: dict) -> dict:
     """The device task: returns {"node", "records" (dicts), "parity", "compiled", "files", "heavy_modules"}."""
-    from ..measure import bench
+    from edgeffnet.measure import bench
 
     with tempfile.TemporaryDirectory(prefix="edgeffnet-farm-") as tmp:
         path = Path(tmp) / name

@@ -14,7 +14,7 @@ import os
 import socket
 import time
 
-from ..errors import UserError
+from edgeffnet.core.errors import UserError
 
 CONNECT_TIMEOUT_S = 15.0  # a GCS answers in milliseconds on a lab network; seconds under load or over Wi-Fi
 SLICE_S = 0.2  # how often a pending wait returns to Python (signal handlers)

@@ -20,13 +20,15 @@ import json
 import time
 from pathlib import Path
 
-from .. import bundle, logs
-from ..errors import UserError
-from ..measure import records
-from ..search import harness
-from ..search.executors import Job
-from . import BUILD_RESOURCE, cluster, describe, device, resource, search_tasks, tasks
-from .tasks import RETRIES, TASK_TIMEOUT
+from edgeffnet import bundle
+
+from edgeffnet.core import logs
+from edgeffnet.core.errors import UserError
+from edgeffnet.measure import records
+from edgeffnet.search import harness
+from edgeffnet.search.executors import Job
+from edgeffnet.farm import BUILD_RESOURCE, cluster, describe, device, resource, search_tasks, tasks
+from edgeffnet.farm.tasks import RETRIES, TASK_TIMEOUT
 
 WAIT = 1.0  # seconds one look at the tasks in flight may block
 

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import device
+from edgeffnet.farm import device
 
 
 def node_name(node: dict) -> str:
@@ -30,9 +30,9 @@ def node_name(node: dict) -> str:
 
 def build_candidate(spec: str, target: str, precision: str) -> tuple[dict, bytes, bytes]:
     """(where and how long, the device's files as a tar, the other files as a tar)."""
-    from .. import bundle
-    from ..pipeline import require_build_side
-    from ..search import harness
+    from edgeffnet import bundle
+    from edgeffnet.pipeline import require_build_side
+    from edgeffnet.search import harness
 
     require_build_side("a build worker (farm join --build)")
     t0 = time.monotonic()
@@ -50,7 +50,7 @@ def time_bundles(names: list[str], order: list[int], settings: dict, *archives: 
     """ARCHIVES (one per name) timed in ORDER (indices, repeats allowed). Returns {"node", "timings": [{p50_ms,
     p90_ms, p99_ms, iterations, "record": the record as a dict}] in ORDER, "parity": per bundle, "seconds",
     "heavy_modules"}."""
-    from ..search import harness
+    from edgeffnet.search import harness
 
     t0 = time.monotonic()
     how = harness.BenchSettings(**settings)

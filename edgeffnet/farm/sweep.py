@@ -19,15 +19,19 @@ from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .. import bundle, logs, targets
-from ..errors import UserError
-from ..files import atomic_write_json
-from ..measure import bench, console, records
-from ..measure.sweep import Item, built, done, plan, settings_per_mode
-from ..pipeline import build, require_build_side
-from . import cluster, describe, device, resource, tasks
-from .device import shipped_files
-from .tasks import RETRIES, TASK_TIMEOUT
+from edgeffnet import bundle
+
+from edgeffnet.core import logs
+
+from edgeffnet.specs import targets
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.files import atomic_write_json
+from edgeffnet.measure import bench, console, records
+from edgeffnet.workflows.sweep import Item, built, done, plan, settings_per_mode
+from edgeffnet.pipeline import build, require_build_side
+from edgeffnet.farm import cluster, describe, device, resource, tasks
+from edgeffnet.farm.device import shipped_files
+from edgeffnet.farm.tasks import RETRIES, TASK_TIMEOUT
 
 SUMMARY = "farm.json"
 

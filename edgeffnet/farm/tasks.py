@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import UserError
+from edgeffnet.core.errors import UserError
 
 TASK_TIMEOUT = 1800.0  # a TensorRT engine build for a big model on a Nano takes minutes, not half an hour
 RETRIES = 2  # Ray re-runs a task whose node or worker died, on any node offering the task's resource

@@ -17,16 +17,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, host, logs
-from ..backends import RunSettings, get
-from ..bundle import Bundle
-from ..errors import UserError
-from ..files import utc_now
-from . import device_state, records
-from .peak import peak
-from .records import Record
-from .statistics import statistics
-from .timing import Limits, Measurement, measure, measure_async
+from edgeffnet import __version__
+
+from edgeffnet.core import host
+
+from edgeffnet.core import logs
+from edgeffnet.backends import RunSettings, get
+from edgeffnet.bundle import Bundle
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.files import utc_now
+from edgeffnet.measure import device_state, records
+from edgeffnet.measure.peak import peak
+from edgeffnet.measure.records import Record
+from edgeffnet.measure.statistics import statistics
+from edgeffnet.measure.timing import Limits, Measurement, measure, measure_async
 
 BASELINES = ("pytorch", "onnxruntime")
 PROFILE_ITERATIONS = 50  # profiled inferences of --profile: a median per layer that one slow run cannot move
@@ -149,11 +153,11 @@ def attach_profile(b: Bundle, runner, x: np.ndarray, rec: Record, iterations: in
     The unprofiled inferences are not interleaved with the profiled ones: the profiled model is a second
     compiled model, and alternating two models on a busy CPU slowed the unprofiled one 2-3x (its threads
     and caches cold after the other's turn: min 11 ms against 4 ms back to back, Lite0 at 64 px here)."""
-    from ..files import atomic_write_json
-    from . import profile
-    from .bandwidth import sustained
+    from edgeffnet.core.files import atomic_write_json
+    from edgeffnet.measure import profile
+    from edgeffnet.measure.bandwidth import sustained
 
-    from ..backends import Profiling
+    from edgeffnet.backends import Profiling
 
     if not isinstance(runner, Profiling):
         raise UserError(f"{rec.runtime} has no profiler edgeffnet reads; bench without --profile")

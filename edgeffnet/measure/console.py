@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from .records import Record
+from edgeffnet.measure.records import Record
 
 
 @contextmanager

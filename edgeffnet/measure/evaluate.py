@@ -25,11 +25,11 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from ..errors import UserError
-from ..files import atomic_write_json, utc_now
-from ..preprocess import Preprocess, load_image
-from ..resources import package_file
-from ..verify import row_cosine, run_batched
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.files import atomic_write_json, utc_now
+from edgeffnet.core.preprocess import Preprocess, load_image
+from edgeffnet.core.resources import package_file
+from edgeffnet.core.verify import row_cosine, run_batched
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: two-sided 95% intervals
@@ -188,7 +188,7 @@ class Model:
 
 def _onnx_runner(graph: Path):
     try:
-        from ..backends import onnxruntime as ort_backend
+        from edgeffnet.backends import onnxruntime as ort_backend
     except ImportError:
         raise UserError("eval runs the bundle's FP32 ONNX graph in ONNX Runtime, which this install lacks; "
                         "pip install 'edgeffnet[onnxruntime]'") from None
@@ -211,7 +211,7 @@ def artifact_models(directory: Path, graph: str, target, precision: str, batch: 
     elif pending:
         notes.append(f"the {target.backend} engine is pending (finish it with edgeffnet compile): not evaluated")
     else:
-        from ..backends import get
+        from edgeffnet.backends import get
 
         runner = get(target.backend).load(directory, target, precision, settings)
         artifacts.append(Model(f"{precision.upper()} {target.backend} {runner.device} artifact", runner.run, batch))
@@ -353,7 +353,7 @@ def evaluate(bundle_dir: str | Path, data: str | Path, classes: str | Path | Non
     """Evaluate a bundle on `data`; write the result into BUNDLE/eval/<name>.json. Returns (result, saved)."""
     from contextlib import nullcontext
 
-    from ..bundle import Bundle
+    from edgeffnet.bundle import Bundle
 
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise UserError(f"--batch must be a whole number of at least 1, got {batch!r}")
@@ -390,7 +390,7 @@ def evaluate(bundle_dir: str | Path, data: str | Path, classes: str | Path | Non
 def drop_gate(result: dict, max_drop_points: float, allow_drop: bool, trained: bool, precision: str) -> dict:
     """The labelled gate of `build --val`: each artifact's top-1 accuracy drop against FP32, in points,
     at most `max_drop_points` (the point estimate; the interval is reported beside it)."""
-    from ..precision.fidelity import FidelityTooLow
+    from edgeffnet.precision.fidelity import FidelityTooLow
 
     rows = [r for r in result["artifacts"] if "top1_drop" in r]
     if not rows:

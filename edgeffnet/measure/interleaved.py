@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import Bundle
-from ..errors import UserError
-from . import bench, console, device_state, records
-from .statistics import median_interval, percentile
-from .timing import Limits, Measurement, interleaved_rounds, measure, measure_async
+from edgeffnet.bundle import Bundle
+from edgeffnet.core.errors import UserError
+from edgeffnet.measure import bench, console, device_state, records
+from edgeffnet.measure.statistics import median_interval, percentile
+from edgeffnet.measure.timing import Limits, Measurement, interleaved_rounds, measure, measure_async
 
 ROUNDS = 6  # the range of 6 per-round p50s covers their median with 96.9% confidence (5: 93.8%)
 ORDER = "forward in even rounds, reversed in odd rounds"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import statistics as _st
 
-from ..layer_table import is_qdq, layer_of
+from edgeffnet.specs.layer_table import is_qdq, layer_of
 
 FORMAT = "edgeffnet-profile/1"
 # Node types that are conversions, not layers (OpenVINO layerType, ONNX Runtime op_name, TensorRT's reformats).

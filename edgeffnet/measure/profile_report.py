@@ -13,7 +13,7 @@ import base64
 import html
 from pathlib import Path
 
-from .console import ms
+from edgeffnet.measure.console import ms
 
 TOP = 10
 # One colour per role, the same in every plot (matplotlib's tab20 order; overhead in grey).

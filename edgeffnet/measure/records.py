@@ -13,8 +13,8 @@ from dataclasses import MISSING as _MISSING
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..errors import UserError
-from ..files import atomic_write_json
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.files import atomic_write_json
 
 RECORD = "edgeffnet-bench"
 RECORD_FORMAT = 2

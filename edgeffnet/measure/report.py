@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..errors import UserError
-from ..files import atomic_write_text, utc_now
-from . import device_state, profile_report, records
-from .console import ms
+from edgeffnet import __version__
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.files import atomic_write_text, utc_now
+from edgeffnet.measure import device_state, profile_report, records
+from edgeffnet.measure.console import ms
 
 FILES = ("report.md", "report.csv", "report.json", "report.html", "latency_vs_flops.png")
 

@@ -22,10 +22,10 @@ import time
 
 import numpy as np
 
-from .. import cache
-from ..errors import FidelityTooLow
-from ..files import atomic_write_json
-from . import stages
+from edgeffnet.pipeline import cache
+from edgeffnet.core.errors import FidelityTooLow
+from edgeffnet.core.files import atomic_write_json
+from edgeffnet.pipeline import stages
 
 # Layers kept in float at each re-measurement; the last is the limit. On Lite0 at 96 px the OpenVINO
 # ranking's agreement went 84.8% -> 90.4% -> 93.4% -> 92.4% -> 97.0% -> 96.4% at 0, 1, 3, 6, 10, 15
@@ -48,9 +48,9 @@ def artifact_maker(ctx, compiled):
 
     import openvino as ov
 
-    from ..backends.openvino import int8_routes
-    from ..backends.openvino.runner import available, core
-    from ..verify import run_batched
+    from edgeffnet.backends.openvino import int8_routes
+    from edgeffnet.backends.openvino.runner import available, core
+    from edgeffnet.core.verify import run_batched
 
     # The escalated compile stage builds only this host's own Q/DQ route (int8_routes.route_graphs), so the
     # ranking measures that route whichever route the first build chose (NNCF's ignores what is float).
@@ -73,9 +73,9 @@ def rank_on_artifact(model, stats: dict, method: str, exclude: tuple[str, ...], 
                      make) -> list[tuple[str, float]]:
     """Quantized layers, most damaging first: each one's gain in mean cosine with FP32 on `x` when it alone
     returns to float, measured on what `make` turns the Q/DQ graph into (the layers in `exclude` stay float)."""
-    from ..backends import onnxruntime as ort_backend
-    from ..precision import qdq, ranges
-    from ..verify import compare
+    from edgeffnet.backends import onnxruntime as ort_backend
+    from edgeffnet.precision import qdq, ranges
+    from edgeffnet.core.verify import compare
 
     model = qdq.name_nodes(model)
     ref = ort_backend.run_all(model, x)
@@ -93,7 +93,7 @@ def rank_on_artifact(model, stats: dict, method: str, exclude: tuple[str, ...], 
 def _ranking(ctx, simplified, graph, compiled, kept: list[str]) -> tuple[list[tuple[str, float]], str]:
     import onnx
 
-    from ..precision import int8
+    from edgeffnet.precision import int8
 
     cal = ctx.calibration
     tuning = cal.tuning(ctx.preprocess)
@@ -138,8 +138,8 @@ def _runtime_version() -> str:
 
 def escalate(ctx, store, simplified, graph, compiled, miss: FidelityTooLow, steps: tuple[int, ...] = STEPS):
     """(ctx, graph, compiled, verdict) of the first step that passes the gate; the last miss otherwise."""
-    from ..backends import RunSettings, get
-    from ..measure.timing import interleaved_p50
+    from edgeffnet.backends import RunSettings, get
+    from edgeffnet.measure.timing import interleaved_p50
 
     o = ctx.options
     ctx.log.info(f"escalation: {miss}")

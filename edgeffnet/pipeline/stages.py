@@ -14,9 +14,13 @@ from dataclasses import asdict
 
 import numpy as np
 
-from .. import __version__, cache, host
-from ..errors import UserError
-from .context import Artifact, BuildContext
+from edgeffnet import __version__
+
+from edgeffnet.pipeline import cache
+
+from edgeffnet.core import host
+from edgeffnet.core.errors import UserError
+from edgeffnet.pipeline.context import Artifact, BuildContext
 
 SIM_GRAPH = "model.sim.onnx"
 
@@ -50,8 +54,8 @@ def reference(ctx: BuildContext, store: cache.StageCache) -> Artifact:
     def make() -> dict:
         import torch
 
-        from ..model import count_params
-        from ..photos import to_input, verification_views
+        from edgeffnet.network.model import count_params
+        from edgeffnet.network.photos import to_input, verification_views
 
         views = verification_views(o.views, ctx.preprocess)
         with torch.no_grad():
@@ -73,8 +77,8 @@ def export(ctx: BuildContext, store: cache.StageCache, ref: Artifact) -> Artifac
     parts = {"batch": o.batch, "dynamic": o.dynamic_batch, "opset": o.opset}
 
     def make() -> dict:
-        from ..backends import onnxruntime as ort_backend
-        from ..export import export_onnx
+        from edgeffnet.backends import onnxruntime as ort_backend
+        from edgeffnet.network.export import export_onnx
 
         info = export_onnx(ctx.model, ctx.dir / "model.onnx", ctx.spec.resolution, o.batch, o.dynamic_batch, o.opset,
                            {"edgeffnet_spec": ctx.spec.name, "preprocess": asdict(ctx.preprocess)})
@@ -88,8 +92,8 @@ def export(ctx: BuildContext, store: cache.StageCache, ref: Artifact) -> Artifac
 
 def simplify(ctx: BuildContext, store: cache.StageCache, exported: Artifact) -> Artifact:
     def make() -> dict:
-        from ..backends import onnxruntime as ort_backend
-        from ..simplify import simplify as run_onnxsim
+        from edgeffnet.backends import onnxruntime as ort_backend
+        from edgeffnet.graph.simplify import simplify as run_onnxsim
 
         info = run_onnxsim(exported.path, ctx.dir / SIM_GRAPH)
         parity = ctx.verify("simplify", ort_backend.Runner(ctx.dir / SIM_GRAPH, exact=True).run, "fp32")
@@ -104,7 +108,7 @@ def precision(ctx: BuildContext, store: cache.StageCache, simplified: Artifact) 
     """fp32 compiles the simplified graph as it is; fp16 and int8 get a graph of their own."""
     if ctx.precision == "fp32":
         return simplified
-    from .. import precision as passes
+    from edgeffnet import precision as passes
 
     parts = passes.cache_parts(ctx)
     return _cached(ctx, store, "precision", simplified, parts, lambda: passes.make_graph(ctx, simplified.path))
@@ -112,7 +116,7 @@ def precision(ctx: BuildContext, store: cache.StageCache, simplified: Artifact) 
 
 def compile(ctx: BuildContext, store: cache.StageCache, graph: Artifact) -> Artifact:
     """The target's artifact from the precision graph, by the target's backend, verified on its runtime."""
-    from ..backends import RunSettings, get
+    from edgeffnet.backends import RunSettings, get
 
     t = ctx.target
     backend = get(t.backend)
@@ -130,8 +134,8 @@ def compile(ctx: BuildContext, store: cache.StageCache, graph: Artifact) -> Arti
                       summary=f"{t.backend} on {runner.device}, max|d| {parity['max_abs']:.1e}, "
                               f"cosine min {parity['cosine_min']:.6f}")
         if ctx.precision != "fp32":
-            from ..precision import fidelity
-            from ..verify import run_batched
+            from edgeffnet.precision import fidelity
+            from edgeffnet.core.verify import run_batched
 
             x, ref = ctx.fidelity_data
             record["fidelity"] = fidelity.report(ref, run_batched(runner.run, x, ctx.fixed_batch),
@@ -151,7 +155,7 @@ def layer_table(ctx: BuildContext, store: cache.StageCache, ref: Artifact, graph
     """layers.json: every layer of the spec with its cost and the ONNX nodes of the graph the target runs
     (the one its compile stage converted; the precision graph where it names none), so a profile on the
     device maps runtime nodes back to layers without ONNX or PyTorch there."""
-    from ..bundle import LAYER_TABLE
+    from edgeffnet.bundle import LAYER_TABLE
 
     converted = str(compiled.record.get("converted_from") or "").split(" ")[0]
     source = ctx.dir / converted if converted.endswith(".onnx") and (ctx.dir / converted).is_file() else graph.path
@@ -159,7 +163,7 @@ def layer_table(ctx: BuildContext, store: cache.StageCache, ref: Artifact, graph
     def make() -> dict:
         import onnx
 
-        from .. import layer_table as table
+        from edgeffnet.specs import layer_table as table
 
         model = onnx.load(str(source), load_external_data=False)
         nodes = [(n.name, n.op_type) for n in model.graph.node]
@@ -180,7 +184,7 @@ def fidelity_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> 
     """The fidelity rows of the precision graph and the compiled artifact; INT8 of trained weights is gated."""
     if ctx.precision == "fp32":
         return None
-    from ..precision import fidelity
+    from edgeffnet.precision import fidelity
 
     rows = [r for r in (graph.record.get("fidelity"), compiled.record.get("fidelity")) if r]
     if rows:  # printed before the gate: a build it stops shows every row, not just the worst
@@ -198,7 +202,7 @@ def fidelity_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> 
 def val_dataset(val: str, num_classes: int, classes: str | None = None):
     """`--val`'s labelled images, every label resolved (against --classes where given), and where the class
     names came from: a bad folder fails in one line."""
-    from ..measure import evaluate
+    from edgeffnet.measure import evaluate
 
     names, imagenet = evaluate.class_list(num_classes, classes)
     data = evaluate.open_dataset(val, evaluate.Labels(names, imagenet), "--val")
@@ -224,10 +228,10 @@ def labelled_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> 
     """`build --val`: the FP32 graph, the precision graph and the compiled artifact on the user's labelled
     images; the gate is the top-1 accuracy drop (FP32 minus artifact) against --max-drop. The result is
     kept in the bundle as eval/NAME.json, as `edgeffnet eval` writes it."""
-    from ..backends import RunSettings
-    from ..backends import onnxruntime as ort_backend
-    from ..files import atomic_write_json, utc_now
-    from ..measure import evaluate
+    from edgeffnet.backends import RunSettings
+    from edgeffnet.backends import onnxruntime as ort_backend
+    from edgeffnet.core.files import atomic_write_json, utc_now
+    from edgeffnet.measure import evaluate
 
     o = ctx.options
     num_classes = ort_backend.Runner(ctx.dir / SIM_GRAPH).session.get_outputs()[0].shape[-1]

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .. import cache
-from ..backends import onnxruntime as ort_backend
-from ..verify import compare
-from . import qdq, ranges
+from edgeffnet.pipeline import cache
+from edgeffnet.backends import onnxruntime as ort_backend
+from edgeffnet.core.verify import compare
+from edgeffnet.precision import qdq, ranges
 
 METHODS = ranges.METHODS
 VERSION = "qdq-6"  # part of the stage cache key: bump when the pass changes what it writes

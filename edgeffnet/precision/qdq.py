@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..onnx_index import GraphIndex
+from edgeffnet.graph.onnx_index import GraphIndex
 
 WEIGHTED = ("Conv", "Gemm")
 # Unweighted ops whose inputs are quantized too: GlobalAveragePool, and (see _eltwise) residual Adds

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..backends.onnxruntime import Runner, free_batch
+from edgeffnet.backends.onnxruntime import Runner, free_batch
 
 BINS = 2048
 PERCENTILE = 99.99

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import UserError
-from . import harness
+from edgeffnet.core.errors import UserError
+from edgeffnet.search import harness
 
 
 @dataclass

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from ..scaling import _ALIASES as _SPEC_ALIASES
-from ..scaling import ALPHA, BETA, GAMMA, parse_spec
-from ..untrusted import field as typed_field
-from . import harness
-from .executors import Job, LocalExecutor, placement_note
-from .grid import baseline, network_key
-from .state_files import check_fields, read_state
+from edgeffnet.core.errors import UserError
+from edgeffnet.specs.scaling import _ALIASES as _SPEC_ALIASES
+from edgeffnet.specs.scaling import ALPHA, BETA, GAMMA, parse_spec
+from edgeffnet.core.untrusted import field as typed_field
+from edgeffnet.search import harness
+from edgeffnet.search.executors import Job, LocalExecutor, placement_note
+from edgeffnet.search.grid import baseline, network_key
+from edgeffnet.search.state_files import check_fields, read_state
 
 MAX_MEASUREMENTS = 40  # per budget; a bisection over the default range needs about a dozen
 
@@ -142,7 +142,7 @@ class Measurements:
     def network(self, i: int) -> tuple[str, str, int]:
         """(spec, network key, MACs) of grid index i, counted without building."""
         if i not in self._macs:
-            from ..model import count_macs
+            from edgeffnet.network.model import count_macs
 
             spec = parse_spec(self.plan.spec(self.plan.phi(i)))
             self._macs[i] = (spec.name, network_key(spec), count_macs(spec))
@@ -329,7 +329,7 @@ def fit_family(plan: FitPlan, budgets: list[float], echo=None,
 
 def write(plan: FitPlan, results: list[dict]) -> list[Path]:
     """fit.json, fit.csv and fit.png into the output directory."""
-    from .plots import fit_plot
+    from edgeffnet.search.plots import fit_plot
 
     out = Path(plan.out)
     key = f"{plan.metric}_ms"

@@ -14,8 +14,8 @@ import json
 import math
 from dataclasses import dataclass
 
-from ..errors import UserError
-from ..scaling import ALPHA, BASELINES, BETA, GAMMA, ModelSpec, parse_spec
+from edgeffnet.core.errors import UserError
+from edgeffnet.specs.scaling import ALPHA, BASELINES, BETA, GAMMA, ModelSpec, parse_spec
 
 PAPER = (ALPHA, BETA, GAMMA)
 DIGITS = 6  # coefficients are multiples of the step; rounding to this many digits removes float dust

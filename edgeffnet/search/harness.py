@@ -19,11 +19,13 @@ from pathlib import Path
 
 import edgeffnet
 
-from .. import logs, targets
-from ..bundle import is_bundle
-from ..errors import UserError
-from .. import files
-from ..measure.bench import Settings
+from edgeffnet.core import logs
+
+from edgeffnet.specs import targets
+from edgeffnet.bundle import is_bundle
+from edgeffnet.core.errors import UserError
+from edgeffnet.core import files
+from edgeffnet.measure.bench import Settings
 
 METRICS = ("p50", "p90", "p99")
 

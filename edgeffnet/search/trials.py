@@ -25,13 +25,13 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
-from ..scaling import parse_spec
-from . import harness
-from .executors import Job, LocalExecutor, placement_note
-from .grid import Candidate, baseline, grid, network_key
-from .objective import DEFAULT_WEIGHT, objective, pareto_front, rank
-from .state_files import check_fields, read_state
+from edgeffnet.core.errors import UserError
+from edgeffnet.specs.scaling import parse_spec
+from edgeffnet.search import harness
+from edgeffnet.search.executors import Job, LocalExecutor, placement_note
+from edgeffnet.search.grid import Candidate, baseline, grid, network_key
+from edgeffnet.search.objective import DEFAULT_WEIGHT, objective, pareto_front, rank
+from edgeffnet.search.state_files import check_fields, read_state
 
 COLUMNS = ("alpha", "beta", "gamma", "flops_ratio", "depth_share", "width_share", "resolution_share", "spec",
            "resolution", "macs", "params", "p50_ms", "p90_ms", "p99_ms", "paper_p50_ms", "paper_p90_ms",
@@ -287,7 +287,7 @@ def confirm(plan: SearchPlan, summary: dict, executor=None) -> dict | None:
 
 def write(plan: SearchPlan, rows: list[dict], summary: dict, started: float) -> list[Path]:
     """results.csv, search.json and search.png into the output directory."""
-    from .plots import search_plot
+    from edgeffnet.search.plots import search_plot
 
     out = Path(plan.out)
     buf = io.StringIO()

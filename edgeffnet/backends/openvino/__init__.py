@@ -12,9 +12,9 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from ...errors import UserError
-from .. import RunSettings
-from .runner import Runner, available, core
+from edgeffnet.core.errors import UserError
+from edgeffnet.backends import RunSettings
+from edgeffnet.backends.openvino.runner import Runner, available, core
 
 IR = "model.xml"
 
@@ -36,10 +36,10 @@ def convert(graph: Path, out_dir: Path, compress_to_fp16: bool) -> dict:
 
 def compile(ctx, graph):
     """The compile stage's work for OpenVINO: an IR in ctx.dir from the precision stage's artifact."""
-    from ...pipeline.context import Artifact
+    from edgeffnet.pipeline.context import Artifact
 
     if ctx.precision == "int8":
-        from .int8_routes import compile_int8
+        from edgeffnet.backends.openvino.int8_routes import compile_int8
 
         return Artifact("compile", ctx.dir / IR, compile_int8(ctx, graph.path, graph.record))
     # fp16: OpenVINO's own FP16 path (FP16-compressed IR from the FP32 graph) is what its plugins expect.

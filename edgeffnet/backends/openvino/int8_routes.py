@@ -22,12 +22,12 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ...measure.timing import interleaved_p50
-from ...onnx_index import GraphIndex
-from ...precision import qdq, ranges
-from ...verify import compare, run_batched
-from .. import RunSettings
-from .. import onnxruntime as ort_backend
+from edgeffnet.measure.timing import interleaved_p50
+from edgeffnet.graph.onnx_index import GraphIndex
+from edgeffnet.precision import qdq, ranges
+from edgeffnet.core.verify import compare, run_batched
+from edgeffnet.backends import RunSettings
+from edgeffnet.backends import onnxruntime as ort_backend
 
 COSINE_GAP = 0.002  # a difference in mean cosine below this is noise on 64 views; then latency decides
 
@@ -100,7 +100,7 @@ def unsigned_where_nonnegative(model: onnx.ModelProto) -> tuple[onnx.ModelProto,
 def has_vnni(flags: set[str] | None = None) -> bool:
     """Whether this x86 CPU has an int8 dot-product instruction (AVX-512 VNNI, AVX-VNNI or AMX); a CPU
     that is not x86, or whose flags cannot be read, counts as having one (nothing to work around)."""
-    from ...host import cpu_flags  # host reads the flags once; unreadable flags are empty: no avx2
+    from edgeffnet.core.host import cpu_flags  # host reads the flags once; unreadable flags are empty: no avx2
 
     flags = cpu_flags() if flags is None else flags
     if "avx2" not in flags:
@@ -185,7 +185,7 @@ def _nncf_ir(ctx, out_xml: Path) -> None:
     import nncf
     import openvino as ov
 
-    from ...logs import quiet_third_party
+    from edgeffnet.core.logs import quiet_third_party
 
     quiet_third_party()
     cal = ctx.calibration
@@ -212,7 +212,7 @@ def choose(cos: dict[str, float], lat: dict[str, float]) -> tuple[str, str]:
 
 def _statistics(ctx) -> dict:
     """The precision stage's calibration statistics (from the cache when it kept them)."""
-    from ...precision import int8
+    from edgeffnet.precision import int8
 
     cal = ctx.calibration
     return int8.statistics(onnx.load(str(ctx.dir / "model.sim.onnx")), cal.data, cal.sha256, ctx.options.cache)[0]
@@ -278,7 +278,7 @@ def float_twins(cos: dict[str, float]) -> set[str]:
 
 def compile_int8(ctx, qdq_graph: Path, precision_record: dict, vnni: bool | None = None) -> dict:
     """Every route measured on the tuning views; the chosen IR is left in ctx.dir. Returns the record."""
-    from . import convert, load
+    from edgeffnet.backends.openvino import convert, load
 
     vnni = has_vnni() if vnni is None else vnni
     alt = ctx.dir / ".routes"

@@ -3,8 +3,8 @@ before it is compiled, so they come from exactly the weights, quantization and c
 
 from __future__ import annotations
 
-from ...errors import UserError
-from .. import FEATURES
+from edgeffnet.core.errors import UserError
+from edgeffnet.backends import FEATURES
 
 
 def pooled_input(model):

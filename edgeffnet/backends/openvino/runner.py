@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from .. import AsyncQueue, Profiled, RunSettings
-from .outputs import add_outputs
+from edgeffnet.backends import AsyncQueue, Profiled, RunSettings
+from edgeffnet.backends.openvino.outputs import add_outputs
 
 _core: ov.Core | None = None
 

@@ -16,10 +16,10 @@ import re
 import struct
 from pathlib import Path
 
-from ... import cache
-from ...errors import UserError
-from ...files import atomic_write_bytes
-from .plan import EnginePlan, batch_profile
+from edgeffnet.pipeline import cache
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.files import atomic_write_bytes
+from edgeffnet.backends.tensorrt.plan import EnginePlan, batch_profile
 
 PLAN_TAG = 0x74727466  # "ftrt": the first word of a serialized plan (TensorRT samples, sampleEngines.cpp)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ...untrusted import UntrustedFileError, field, read_json
+from edgeffnet.core.untrusted import UntrustedFileError, field, read_json
 
 _ONNX_TAG = re.compile(r"\[ONNX Layer: ([^\]]+)\]")
 _FOREIGN = re.compile(r"\{ForeignNode\[(.+)\]\}")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import UserError
-from .cuda import cuda
+from edgeffnet.core.errors import UserError
+from edgeffnet.backends.tensorrt.cuda import cuda
 
 
 class Runner:
@@ -139,14 +139,14 @@ class Runner:
     def _formats(self) -> dict[str, dict]:
         """Each engine layer's type and datatype from the engine inspector (names only unless the engine was
         built with detailed profiling verbosity; then the precision comes out empty)."""
-        from .profile import layer_formats
+        from edgeffnet.backends.tensorrt.profile import layer_formats
 
         try:
             inspector = self.engine.create_engine_inspector()
             text = inspector.get_engine_information(self.trt.LayerInformationFormat.JSON)
         except (AttributeError, RuntimeError):  # 8.2 has no inspector
             return {}
-        from ...untrusted import UntrustedFileError, parse_json
+        from edgeffnet.core.untrusted import UntrustedFileError, parse_json
 
         try:
             info = parse_json(text, "TensorRT engine inspector")
@@ -157,8 +157,8 @@ class Runner:
     def profile(self, x: np.ndarray, iterations: int, warmup: int = 3):
         """`iterations` inferences with an IProfiler on a second execution context (the timed context never
         carries one: TensorRT synchronises after every layer while it does)."""
-        from .. import Profiled
-        from .profile import layer_times, rows
+        from edgeffnet.backends import Profiled
+        from edgeffnet.backends.tensorrt.profile import layer_times, rows
 
         context, self.context = self.context, self.engine.create_execution_context()
         profiler = layer_times(self.trt)

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
-from .files import sha256_file
-from .model import TF_NUMERICS, TORCH_NUMERICS, Numerics
-from .preprocess import Preprocess, imagenet_recipe, tf_lite_recipe
-from .scaling import PRESETS, ModelSpec
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.files import sha256_file
+from edgeffnet.network.model import TF_NUMERICS, TORCH_NUMERICS, Numerics
+from edgeffnet.core.preprocess import Preprocess, imagenet_recipe, tf_lite_recipe
+from edgeffnet.specs.scaling import PRESETS, ModelSpec
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "weights", "ema_state_dict")
 
@@ -247,7 +247,7 @@ def numerics_for(layout: str, meta: dict) -> Numerics:
             return Numerics(**meta["edgeffnet"]["numerics"])
         except (TypeError, ValueError):
             raise UserError("checkpoint's edgeffnet numerics entry is damaged; save it again with "
-                            "edgeffnet.weights.save") from None
+                            "edgeffnet.network.weights.save") from None
     return TORCH_NUMERICS
 
 
@@ -257,7 +257,7 @@ def layout_recipe(layout: str, numerics: Numerics, spec: ModelSpec, meta: dict) 
             return Preprocess.from_dict(meta["edgeffnet"]["preprocess"])
         except (KeyError, TypeError, ValueError):
             raise UserError("checkpoint's edgeffnet preprocess entry is damaged; save it again with "
-                            "edgeffnet.weights.save") from None
+                            "edgeffnet.network.weights.save") from None
     if numerics == TF_NUMERICS and spec.family == "lite":
         return tf_lite_recipe(spec.resolution)
     return imagenet_recipe(spec.resolution)

@@ -12,7 +12,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from .files import sha256_file
+from edgeffnet.core.files import sha256_file
 
 
 def root() -> Path:
@@ -24,9 +24,9 @@ def code_digest() -> str:
     """A hash of edgeffnet's source and photo recipe. The version number alone does not follow an edited
     checkout: a graph stage cached by other code holds a reference from other weights (random init)
     than the model a later stage exports, and verification then fails on a difference nobody made."""
-    from .resources import data_dir
+    from edgeffnet.core.resources import data_dir
 
-    pkg = Path(__file__).resolve().parent
+    pkg = Path(__file__).resolve().parent.parent  # the whole package, not only pipeline/
     h = hashlib.sha256()
     for path in sorted(pkg.rglob("*.py")) + sorted(data_dir("calibration").glob("*.toml")):
         h.update(path.name.encode())
@@ -40,7 +40,7 @@ def key(*parts) -> str:
 
 def _clean_debris(stage_dir: Path) -> None:
     """Remove half-stored entries (`.KEY.PID-*`) whose builder was killed before renaming them in."""
-    from .bundle import STALE_SECONDS, pid_alive
+    from edgeffnet.bundle import STALE_SECONDS, pid_alive
 
     for path in stage_dir.glob(".*.*-*"):
         try:

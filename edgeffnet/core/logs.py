@@ -36,7 +36,7 @@ class _Visible(logging.Formatter):
     """Messages name user paths and specs: control characters in them are shown, not sent to the terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from .user_text import visible
+        from edgeffnet.core.user_text import visible
 
         return visible(super().format(record))
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import UserError
-from .preprocess import Preprocess, normalise, resize_and_crop, to_rgb
-from .resources import data_dir, read_toml
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.preprocess import Preprocess, normalise, resize_and_crop, to_rgb
+from edgeffnet.core.resources import data_dir, read_toml
 
 
 @lru_cache(maxsize=1)

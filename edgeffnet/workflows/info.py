@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .model import EfficientNet, count_macs, count_params
-from .scaling import BASELINES, EFFICIENTNET_FAMILIES, PRESETS, TABLE3, ModelSpec, parse_spec
+from edgeffnet.network.model import EfficientNet, count_macs, count_params
+from edgeffnet.specs.scaling import BASELINES, EFFICIENTNET_FAMILIES, PRESETS, TABLE3, ModelSpec, parse_spec
 
 
 def _params(spec: ModelSpec, num_classes: int) -> int:

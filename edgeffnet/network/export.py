@@ -14,7 +14,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from .errors import UserError
+from edgeffnet.core.errors import UserError
 
 OPSETS = range(13, 21)  # 13: per-axis Q/DQ and TensorRT 8.2; 20: the TorchScript exporter's newest
 INPUT, OUTPUT = "input", "logits"

@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import UserError
-from .preprocess import ImageTooLarge, Preprocess, normalise, read_image, resize_and_crop
-from .user_text import visible
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.preprocess import ImageTooLarge, Preprocess, normalise, read_image, resize_and_crop
+from edgeffnet.core.user_text import visible
 
 DISPLAY = 224  # pixels per panel: maps of models at different resolutions line up on one grid
 
@@ -87,7 +87,7 @@ def model_source(spec: str, weights: str | None, label: str | None = None) -> So
     """A spec with trained weights (a checkpoint or 'pretrained'), in PyTorch."""
     import torch
 
-    from .reference import create_model
+    from edgeffnet.network.reference import create_model
 
     if weights is None:
         raise UserError(f"a class activation map of '{spec}' needs trained weights: pass --weights PATH "
@@ -123,7 +123,7 @@ def _classifier(graph) -> tuple[np.ndarray, np.ndarray]:
 
 def _features_and_logits(runner) -> Callable[[np.ndarray], Output]:
     """A backend runner loaded with the FEATURES output, as a source's run."""
-    from .backends import FEATURES
+    from edgeffnet.backends import FEATURES
 
     def run(x: np.ndarray) -> Output:
         logits, named = runner.run_outputs(x)
@@ -134,8 +134,8 @@ def _features_and_logits(runner) -> Callable[[np.ndarray], Output]:
 
 def _onnx_runner(path: Path, label: str):
     """ONNX Runtime on a graph with the pooled feature map as a second output."""
-    from .backends import FEATURES
-    from .backends import onnxruntime as ort_backend
+    from edgeffnet.backends import FEATURES
+    from edgeffnet.backends import onnxruntime as ort_backend
 
     runner = ort_backend.Runner(path, outputs=(FEATURES,))
     info = {"runtime": f"onnxruntime {runner.describe()['version']}", "graph": path.name,
@@ -146,8 +146,8 @@ def _onnx_runner(path: Path, label: str):
 def _openvino_runner(bundle_dir: Path, manifest: dict):
     """The bundle's IR, loaded as `build` verifies it (the profile's device and inference precision, the
     CPU where this host lacks the device), with the pooled feature map added as a second output."""
-    from . import targets
-    from .backends import FEATURES, RunSettings, get
+    from edgeffnet.specs import targets
+    from edgeffnet.backends import FEATURES, RunSettings, get
 
     runner = get("openvino").load(bundle_dir, targets.of_bundle(manifest), manifest["precision"],
                                   RunSettings(cpu_fallback=True, outputs=(FEATURES,)))
@@ -161,7 +161,7 @@ def bundle_sources(bundle_dir: str | Path) -> tuple[Source, Source]:
     """(FP32 reference, compiled artifact) of a bundle; both read the FP32 classifier weights."""
     import onnx
 
-    from . import bundle
+    from edgeffnet import bundle
 
     path = Path(bundle_dir)
     manifest = bundle.read_manifest(path)
@@ -265,7 +265,7 @@ def render(rows: list[list[Panel | Image.Image]], path: Path, title: str = "") -
 # -- the command -----------------------------------------------------------------------------------
 
 def _names(n: int) -> list[str]:
-    from .predict import class_names
+    from edgeffnet.workflows.predict import class_names
 
     return class_names(n)
 

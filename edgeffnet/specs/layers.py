@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .scaling import ModelSpec, Stage
+from edgeffnet.specs.scaling import ModelSpec, Stage
 
 # Bytes per element of activations and weights at a bundle's precision. INT8 graphs keep int8 weights and
 # int8 activations between quantized layers (what the Q/DQ graph asks the runtime for).

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from . import weights as _weights
-from .errors import UserError
-from .model import TF_NUMERICS, TORCH_NUMERICS, EfficientNet, build, randomise
-from .preprocess import Preprocess, imagenet_recipe, tf_lite_recipe
-from .scaling import ModelSpec, parse_spec
+from edgeffnet.network import weights as _weights
+from edgeffnet.core.errors import UserError
+from edgeffnet.network.model import TF_NUMERICS, TORCH_NUMERICS, EfficientNet, build, randomise
+from edgeffnet.core.preprocess import Preprocess, imagenet_recipe, tf_lite_recipe
+from edgeffnet.specs.scaling import ModelSpec, parse_spec
 
 
 def make_model(spec: ModelSpec, w: _weights.Weights | None, num_classes: int | None = None, seed: int = 0) -> EfficientNet:
@@ -68,7 +68,7 @@ STATISTICS_SAMPLES = 1024
 def _statistics_images(spec: ModelSpec, recipe: Preprocess) -> torch.Tensor:
     """Real photos (the calibration set, never the verification one) for a random model's BN statistics:
     at least 8 views, more at low resolution so the smallest feature map still gives enough samples."""
-    from .photos import calibration_photos, to_input, views
+    from edgeffnet.network.photos import calibration_photos, to_input, views
 
     side = math.ceil(spec.resolution / spec.output_stride)
     count = max(8, math.ceil(STATISTICS_SAMPLES / side**2))

@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 import onnxsim
 
-from .verify import StageFailed
+from edgeffnet.core.verify import StageFailed
 
 
 def simplify(src: Path, dst: Path) -> dict:

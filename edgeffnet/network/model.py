@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .scaling import EFFICIENTNET_FAMILIES, ModelSpec, Stage
+from edgeffnet.specs.scaling import EFFICIENTNET_FAMILIES, ModelSpec, Stage
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .errors import UserError
+from edgeffnet.core.errors import UserError
 
 FP32_MAX_ABS = 1e-4
 FP16_MIN_COSINE = 0.999

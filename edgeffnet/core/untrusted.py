@@ -22,7 +22,7 @@ import stat
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import UserError
+from edgeffnet.core.errors import UserError
 
 # Caps by kind of file: generous for what edgeffnet writes, far below what would hurt a 2 GB device.
 JSON_CAP = 16 << 20  # manifests, records, eval results, state files

@@ -31,7 +31,7 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 
-from .errors import UserError
+from edgeffnet.core.errors import UserError
 
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15  # the paper's grid-searched coefficients
 

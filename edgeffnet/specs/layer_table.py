@@ -15,9 +15,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .files import atomic_write_json
-from .layers import ROLES, spec_layers
-from .untrusted import UntrustedFileError, field, read_json
+from edgeffnet.core.files import atomic_write_json
+from edgeffnet.specs.layers import ROLES, spec_layers
+from edgeffnet.core.untrusted import UntrustedFileError, field, read_json
 
 FORMAT = "edgeffnet-layers/1"
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 from PIL import UnidentifiedImageError
 
-from .bundle import RANDOM_WEIGHTS, Bundle
-from .errors import UserError
-from .preprocess import ImageTooLarge, Preprocess, preprocess_image, read_image
-from .resources import package_file
-from .verify import run_batched
+from edgeffnet.bundle import RANDOM_WEIGHTS, Bundle
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.preprocess import ImageTooLarge, Preprocess, preprocess_image, read_image
+from edgeffnet.core.resources import package_file
+from edgeffnet.core.verify import run_batched
 
 
 def class_names(n: int) -> list[str]:

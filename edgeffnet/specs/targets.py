@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
-from .resources import data_dir, read_toml
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.resources import data_dir, read_toml
 
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("openvino", "tensorrt")

@@ -16,12 +16,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from .. import bundle, host, logs, targets
-from ..pipeline import build, require_build_side
-from ..errors import UserError
-from ..scaling import BASELINES, PRESETS, parse_spec
-from ..scaling import preset_name as _preset
-from . import bench, interleaved, records
+from edgeffnet import bundle
+
+from edgeffnet.core import host
+
+from edgeffnet.core import logs
+
+from edgeffnet.specs import targets
+from edgeffnet.pipeline import build, require_build_side
+from edgeffnet.core.errors import UserError
+from edgeffnet.specs.scaling import BASELINES, PRESETS, parse_spec
+from edgeffnet.specs.scaling import preset_name as _preset
+from edgeffnet.measure import bench, interleaved, records
 
 DEFAULT_MODELS = "b0-b3,lite0"
 VARIANTS = ("width", "depth", "resolution")
@@ -81,7 +87,7 @@ class Item:
 
 
     def bundle_dir(self, out: Path, target: str) -> Path:
-        from ..pipeline import default_output
+        from edgeffnet.pipeline import default_output
 
         return Path(out) / "bundles" / default_output(self.spec, target, self.precision).name
 
@@ -91,7 +97,7 @@ def pretrained_available(spec: str) -> bool:
     is installed. Everything else has none, so a sweep measures it with seeded random weights."""
     import importlib.util
 
-    from ..weights import PRETRAINED
+    from edgeffnet.network.weights import PRETRAINED
 
     s = parse_spec(spec)
     base = s.name.split(",")[0]

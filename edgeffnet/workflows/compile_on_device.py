@@ -13,11 +13,15 @@ import shutil
 import time
 from pathlib import Path
 
-from . import bundle, host, logs
-from .bundle import Bundle
-from .errors import UserError
-from .files import utc_now
-from .verify import verify
+from edgeffnet import bundle
+
+from edgeffnet.core import host
+
+from edgeffnet.core import logs
+from edgeffnet.bundle import Bundle
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.files import utc_now
+from edgeffnet.core.verify import verify
 
 
 def compile_on_device(bundle_or_path: Bundle | str | Path) -> Bundle:
@@ -27,7 +31,7 @@ def compile_on_device(bundle_or_path: Bundle | str | Path) -> Bundle:
     if target.backend != "tensorrt":
         raise UserError(f"{b.path} is a bundle for {target.name} ({target.backend}); its artifact was compiled "
                         f"when it was built, so there is nothing to compile")
-    from .backends import tensorrt as trt_backend
+    from edgeffnet.backends import tensorrt as trt_backend
 
     stage = manifest.stages["compile"]
     reason = trt_backend.pending_reason(target, precision)
