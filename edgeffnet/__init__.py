@@ -6,7 +6,7 @@ runtime installed. The build side (`build`, `create_model`, ...) loads PyTorch w
 
 from __future__ import annotations
 
-__version__ = "0.1.0"  # before the imports below: they read it
+from edgeffnet.core.version import __version__  # noqa: F401  (edgeffnet.__version__)
 
 from edgeffnet.core import telemetry
 

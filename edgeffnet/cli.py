@@ -68,7 +68,7 @@ def info(spec: str | None, num_classes: int, as_json: bool, table3: bool) -> Non
     from edgeffnet.pipeline import require_build_side
 
     require_build_side("edgeffnet info")
-    from edgeffnet.workflows import info as inf
+    from edgeffnet.network import info as inf
     from edgeffnet.specs.scaling import parse_spec
 
     if table3:

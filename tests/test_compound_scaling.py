@@ -4,7 +4,7 @@ import pytest
 
 import edgeffnet
 from edgeffnet.core.errors import UserError
-from edgeffnet.workflows.info import describe
+from edgeffnet.network.info import describe
 from edgeffnet.network.model import build
 from edgeffnet.specs.scaling import ALPHA, BETA, GAMMA, parse_spec, round_channels, round_layers
 

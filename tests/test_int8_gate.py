@@ -146,7 +146,7 @@ def test_escalation_keeps_the_top_ranked_layers_until_the_gate_passes(monkeypatc
     import logging
     from dataclasses import dataclass, field
 
-    from edgeffnet.pipeline.context import Artifact
+    from edgeffnet.core.artifact import Artifact
     from edgeffnet.pipeline.options import BuildOptions
 
     @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from PIL import Image
 from edgeffnet.measure import bench, records, report, timing
 from edgeffnet.measure.records import Record
 from edgeffnet.core.errors import UserError
-from edgeffnet.workflows.info import describe
+from edgeffnet.network.info import describe
 from edgeffnet.specs.scaling import parse_spec
 
 SLOPE = 0.75

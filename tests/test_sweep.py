@@ -11,7 +11,7 @@ from edgeffnet.measure import bench
 
 from edgeffnet.workflows import sweep
 from edgeffnet.core.errors import UserError
-from edgeffnet.workflows.info import describe
+from edgeffnet.network.info import describe
 from edgeffnet.specs.scaling import parse_spec
 
 

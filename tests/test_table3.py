@@ -12,7 +12,7 @@ import torch
 import edgeffnet
 from edgeffnet.network import weights as _weights
 from edgeffnet.core.errors import UserError
-from edgeffnet.workflows.info import describe, table3
+from edgeffnet.network.info import describe, table3
 from edgeffnet.network.model import build
 from edgeffnet.specs.scaling import TABLE3, parse_spec, table3_specs
 

@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgeffnet.backends import Profiled, RunSettings
+from edgeffnet.core.artifact import Artifact
 
 GRAPHS = {"fp32": "model.sim.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
@@ -131,8 +132,6 @@ def profile_runs(events: list) -> list[list[dict]]:
 
 def compile(ctx, graph):
     """ONNX Runtime runs the ONNX graph as it is."""
-    from edgeffnet.pipeline.context import Artifact
-
     return Artifact("compile", graph.path, {"files": [], "runs": graph.path.name})
 
 
@@ -171,8 +170,8 @@ def with_outputs(graph: str | Path | bytes, names: tuple[str, ...]) -> tuple[byt
     or the graph's own tensor names) among its outputs, and the tensor each name resolved to."""
     import onnx
 
-    from edgeffnet.core.errors import UserError
     from edgeffnet.backends import FEATURES
+    from edgeffnet.core.errors import UserError
 
     model = onnx.load_from_string(graph) if isinstance(graph, bytes) else onnx.load(str(graph))
     g = model.graph

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeffnet.core.errors import UserError
 from edgeffnet.backends import RunSettings
+from edgeffnet.core.artifact import Artifact
+from edgeffnet.core.errors import UserError
 
 
 class Runner:
@@ -63,8 +64,6 @@ class Runner:
 
 def compile(ctx, graph):
     """Nothing to compile: PyTorch runs the module the reference stage built."""
-    from edgeffnet.pipeline.context import Artifact
-
     return Artifact("compile", None, {"files": [], "runs": "the PyTorch module from the manifest's spec and weights"})
 
 

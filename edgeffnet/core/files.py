@@ -51,3 +51,13 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def cache_root() -> Path:
+    """Where finished stages, calibration statistics and timing caches live (EDGEFFNET_CACHE overrides)."""
+    return Path(os.environ.get("EDGEFFNET_CACHE") or Path.home() / ".cache" / "edgeffnet")
+
+
+def digest_key(*parts: object) -> str:
+    """A short key for everything that determines a cached result (JSON of the parts, sha256)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]

@@ -17,15 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeffnet import __version__
-
-from edgeffnet.core import host
-
-from edgeffnet.core import logs
 from edgeffnet.backends import RunSettings, get
 from edgeffnet.bundle import Bundle
+from edgeffnet.core import host, logs
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import utc_now
+from edgeffnet.core.version import __version__
 from edgeffnet.measure import device_state, records
 from edgeffnet.measure.peak import peak
 from edgeffnet.measure.records import Record
@@ -153,11 +150,10 @@ def attach_profile(b: Bundle, runner, x: np.ndarray, rec: Record, iterations: in
     The unprofiled inferences are not interleaved with the profiled ones: the profiled model is a second
     compiled model, and alternating two models on a busy CPU slowed the unprofiled one 2-3x (its threads
     and caches cold after the other's turn: min 11 ms against 4 ms back to back, Lite0 at 64 px here)."""
+    from edgeffnet.backends import Profiling
     from edgeffnet.core.files import atomic_write_json
     from edgeffnet.measure import profile
     from edgeffnet.measure.bandwidth import sustained
-
-    from edgeffnet.backends import Profiling
 
     if not isinstance(runner, Profiling):
         raise UserError(f"{rec.runtime} has no profiler edgeffnet reads; bench without --profile")

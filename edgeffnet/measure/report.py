@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import base64
 import csv
-import io
 import html
+import io
 import itertools
 import json
 import math
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeffnet import __version__
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import atomic_write_text, utc_now
+from edgeffnet.core.version import __version__
 from edgeffnet.measure import device_state, profile_report, records
 from edgeffnet.measure.console import ms
 

@@ -12,21 +12,16 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from edgeffnet import __version__, bundle
-
-from edgeffnet.pipeline import cache
-
-from edgeffnet.core import host
-
-from edgeffnet.core import logs
-
-from edgeffnet.specs import targets
+from edgeffnet import bundle
 from edgeffnet.bundle import Bundle, Manifest
+from edgeffnet.core import host, logs
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import utc_now
-from edgeffnet.pipeline import escalate, stages
+from edgeffnet.core.version import __version__
+from edgeffnet.pipeline import cache, escalate, stages
 from edgeffnet.pipeline.context import BuildContext
 from edgeffnet.pipeline.options import BuildOptions
+from edgeffnet.specs import targets
 
 
 def default_output(spec_name: str, target: str, precision: str) -> Path:
@@ -83,7 +78,7 @@ def prepare(spec: str, target: str = "cpu", precision: str | None = None, weight
 
 
 def _check_size(spec, o: BuildOptions, precision: str, weights) -> None:
-    from edgeffnet.workflows.info import describe
+    from edgeffnet.network.info import describe
 
     o.check_memory(spec.resolution, precision, weights is not None)
     params = describe(spec, o.num_classes or (weights.num_classes if weights else 1000))["params"]
@@ -123,7 +118,7 @@ def run(ctx: BuildContext) -> Bundle:
 
 
 def _manifest(ctx: BuildContext, records: dict, graph: str, fidelity: dict | None, seconds: float) -> Manifest:
-    from edgeffnet.workflows.info import describe
+    from edgeffnet.network.info import describe
 
     w, s, t = ctx.weights, ctx.spec, ctx.target
     d = describe(s, records["reference"]["num_classes"])

@@ -12,11 +12,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from edgeffnet.core.files import sha256_file
-
-
-def root() -> Path:
-    return Path(os.environ.get("EDGEFFNET_CACHE") or Path.home() / ".cache" / "edgeffnet")
+from edgeffnet.core.files import cache_root, sha256_file
 
 
 @lru_cache(maxsize=1)
@@ -32,10 +28,6 @@ def code_digest() -> str:
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
-
-
-def key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def _clean_debris(stage_dir: Path) -> None:
@@ -60,7 +52,7 @@ class StageCache:
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
-        self.dir = root() / "stages"
+        self.dir = cache_root() / "stages"
 
     def fetch(self, stage: str, k: str, dest: Path) -> dict | None:
         """Copy a stored stage's files into `dest` and return its record, or None on a miss."""

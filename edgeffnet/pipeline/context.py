@@ -1,4 +1,4 @@
-"""The read-only context every build stage reads, and the artifact each stage hands to the next."""
+"""The read-only context every build stage reads (the artifact each stage hands on is core.artifact's)."""
 
 from __future__ import annotations
 
@@ -12,20 +12,6 @@ import numpy as np
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.verify import verify
 from edgeffnet.pipeline.options import BuildOptions
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """What a stage produced: the file the next stage reads (None for a TensorRT engine left pending),
-    and its record (files, parity, summary, seconds, cached, key) for the manifest."""
-
-    stage: str
-    path: Path | None
-    record: dict
-
-    @property
-    def key(self) -> str:
-        return self.record.get("key", "")
 
 
 @dataclass(frozen=True)

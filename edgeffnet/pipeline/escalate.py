@@ -22,10 +22,9 @@ import time
 
 import numpy as np
 
-from edgeffnet.pipeline import cache
 from edgeffnet.core.errors import FidelityTooLow
-from edgeffnet.core.files import atomic_write_json
-from edgeffnet.pipeline import stages
+from edgeffnet.core.files import atomic_write_json, cache_root, digest_key
+from edgeffnet.pipeline import cache, stages
 
 # Layers kept in float at each re-measurement; the last is the limit. On Lite0 at 96 px the OpenVINO
 # ranking's agreement went 84.8% -> 90.4% -> 93.4% -> 92.4% -> 97.0% -> 96.4% at 0, 1, 3, 6, 10, 15
@@ -74,8 +73,8 @@ def rank_on_artifact(model, stats: dict, method: str, exclude: tuple[str, ...], 
     """Quantized layers, most damaging first: each one's gain in mean cosine with FP32 on `x` when it alone
     returns to float, measured on what `make` turns the Q/DQ graph into (the layers in `exclude` stay float)."""
     from edgeffnet.backends import onnxruntime as ort_backend
-    from edgeffnet.precision import qdq, ranges
     from edgeffnet.core.verify import compare
+    from edgeffnet.precision import qdq, ranges
 
     model = qdq.name_nodes(model)
     ref = ort_backend.run_all(model, x)
@@ -107,8 +106,8 @@ def _ranking(ctx, simplified, graph, compiled, kept: list[str]) -> tuple[list[tu
     on = "ONNX Runtime" if maker is None else maker[0]
     ranked_by = f"mean cosine gain with the layer alone in float, {on}, {len(tuning)} calibration tuning views"
     # One ranking compiles every layer's variant (minutes): a rebuild of the same graph reads it back.
-    key = cache.key(int8.graph_digest(model), cal.sha256, method, kept, on, cache.code_digest(), _runtime_version())
-    path = cache.root() / "escalation" / f"{key}.json"
+    key = digest_key(int8.graph_digest(model), cal.sha256, method, kept, on, cache.code_digest(), _runtime_version())
+    path = cache_root() / "escalation" / f"{key}.json"
     if ctx.options.cache:
         try:
             return [(str(n), float(g)) for n, g in json.loads(path.read_text())], ranked_by

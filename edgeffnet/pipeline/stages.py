@@ -14,13 +14,13 @@ from dataclasses import asdict
 
 import numpy as np
 
-from edgeffnet import __version__
-
-from edgeffnet.pipeline import cache
-
 from edgeffnet.core import host
 from edgeffnet.core.errors import UserError
-from edgeffnet.pipeline.context import Artifact, BuildContext
+from edgeffnet.core.files import digest_key
+from edgeffnet.core.version import __version__
+from edgeffnet.pipeline import cache
+from edgeffnet.core.artifact import Artifact
+from edgeffnet.pipeline.context import BuildContext
 
 SIM_GRAPH = "model.sim.onnx"
 
@@ -28,7 +28,7 @@ SIM_GRAPH = "model.sim.onnx"
 def _cached(ctx: BuildContext, store: cache.StageCache, name: str, upstream: Artifact | None, parts: dict,
             make) -> Artifact:
     """The stage's record from the cache, or from `make()` (then stored); its files land in ctx.dir."""
-    k = cache.key(upstream.key if upstream else "", name, parts, host.tools(), cache.code_digest())
+    k = digest_key(upstream.key if upstream else "", name, parts, host.tools(), cache.code_digest())
     record = store.fetch(name, k, ctx.dir)
     if record is not None:
         record["cached"] = True
@@ -134,8 +134,8 @@ def compile(ctx: BuildContext, store: cache.StageCache, graph: Artifact) -> Arti
                       summary=f"{t.backend} on {runner.device}, max|d| {parity['max_abs']:.1e}, "
                               f"cosine min {parity['cosine_min']:.6f}")
         if ctx.precision != "fp32":
-            from edgeffnet.precision import fidelity
             from edgeffnet.core.verify import run_batched
+            from edgeffnet.precision import fidelity
 
             x, ref = ctx.fidelity_data
             record["fidelity"] = fidelity.report(ref, run_batched(runner.run, x, ctx.fixed_batch),

@@ -12,9 +12,10 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from edgeffnet.core.errors import UserError
 from edgeffnet.backends import RunSettings
 from edgeffnet.backends.openvino.runner import Runner, available, core
+from edgeffnet.core.artifact import Artifact
+from edgeffnet.core.errors import UserError
 
 IR = "model.xml"
 
@@ -36,8 +37,6 @@ def convert(graph: Path, out_dir: Path, compress_to_fp16: bool) -> dict:
 
 def compile(ctx, graph):
     """The compile stage's work for OpenVINO: an IR in ctx.dir from the precision stage's artifact."""
-    from edgeffnet.pipeline.context import Artifact
-
     if ctx.precision == "int8":
         from edgeffnet.backends.openvino.int8_routes import compile_int8
 

@@ -22,12 +22,12 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgeffnet.measure.timing import interleaved_p50
-from edgeffnet.graph.onnx_index import GraphIndex
-from edgeffnet.precision import qdq, ranges
-from edgeffnet.core.verify import compare, run_batched
 from edgeffnet.backends import RunSettings
 from edgeffnet.backends import onnxruntime as ort_backend
+from edgeffnet.core.verify import compare, run_batched
+from edgeffnet.graph.onnx_index import GraphIndex
+from edgeffnet.measure.timing import interleaved_p50
+from edgeffnet.precision import qdq, ranges
 
 COSINE_GAP = 0.002  # a difference in mean cosine below this is noise on 64 views; then latency decides
 

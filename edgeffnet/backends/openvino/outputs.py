@@ -3,8 +3,8 @@ before it is compiled, so they come from exactly the weights, quantization and c
 
 from __future__ import annotations
 
-from edgeffnet.core.errors import UserError
 from edgeffnet.backends import FEATURES
+from edgeffnet.core.errors import UserError
 
 
 def pooled_input(model):

@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgeffnet.core.errors import UserError
-from edgeffnet.core.files import atomic_write_json, atomic_write_text, utc_now
 from edgeffnet.backends import RunSettings
 from edgeffnet.backends.tensorrt.plan import ENGINE, parse_version, plan, trtexec_line
+from edgeffnet.core.artifact import Artifact
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.files import atomic_write_json, atomic_write_text, utc_now
 
 FACTS = "model.engine.json"  # what the engine was built with, beside it: load compares before deserializing
 README = "README.md"
@@ -101,16 +102,14 @@ def _readme(target, precision: str, graph: str, line: str, pending: str | None, 
 
 def compile(ctx, graph):
     """The compile stage for TensorRT: the engine from the precision graph, or its recipe when pending."""
-    from edgeffnet.pipeline.context import Artifact
-
     record = compile_graph(graph.path, ctx.dir, ctx.target, ctx.precision)
     return Artifact("compile", None if record["pending"] else ctx.dir / ENGINE, record)
 
 
 def compile_graph(graph: Path, out_dir: Path, target, precision: str) -> dict:
     """Check the graph against the profile's TensorRT rules, then build model.engine here or mark it pending."""
-    from edgeffnet.core.verify import StageFailed
     from edgeffnet.backends.tensorrt import rules
+    from edgeffnet.core.verify import StageFailed
 
     version = target.options.get("tensorrt")
     if not version:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeffnet.core.errors import UserError
 from edgeffnet.backends.tensorrt.cuda import cuda
+from edgeffnet.core.errors import UserError
 
 
 class Runner:
