@@ -25,9 +25,8 @@ import numpy as np
 
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import atomic_write_json
+from edgeffnet.core.layout import LAYER_TABLE, MANIFEST, SIMPLIFIED
 
-MANIFEST = "manifest.json"
-LAYER_TABLE = "layers.json"  # every layer with its cost and ONNX nodes (layer_table.py), written at build time
 FORMAT = 1
 
 
@@ -55,7 +54,7 @@ class Manifest:
     edgeffnet: str
     scaling_check: dict | None = None
     options: dict = field(default_factory=dict)
-    graph: str = "model.sim.onnx"  # the precision stage's ONNX graph; the compile record says what it converted
+    graph: str = SIMPLIFIED  # the precision stage's ONNX graph; the compile record says what it converted
     fidelity: dict | None = None
     build_seconds: float | None = None
     tools: dict = field(default_factory=dict)

@@ -14,6 +14,8 @@ import numpy as np
 from edgeffnet.backends import RunSettings
 from edgeffnet.core.artifact import Artifact
 from edgeffnet.core.errors import UserError
+from edgeffnet.core.layout import MANIFEST
+from edgeffnet.core.untrusted import read_json
 
 
 class Runner:
@@ -68,8 +70,8 @@ def compile(ctx, graph):
 
 
 def load(bundle: Path, target, precision: str, settings: RunSettings | None = None) -> Runner:
-    from edgeffnet.bundle import Bundle
-
     if settings is not None and settings.outputs:
         raise UserError("the PyTorch baseline exposes no extra outputs; load the bundle with onnxruntime or openvino")
-    return Runner(Bundle.open(bundle).manifest.to_dict(), (settings or RunSettings()).threads)
+    # The bench opened (and checked) the bundle before asking for a baseline; this reads the same manifest.
+    manifest = read_json(Path(bundle) / MANIFEST, what="bundle manifest")
+    return Runner(manifest, (settings or RunSettings()).threads)
