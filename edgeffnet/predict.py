@@ -25,7 +25,7 @@ def predict(bundle_or_path: Bundle | str | Path, images: list[str], top: int = 5
     batch = []
     for name in images:
         try:
-            rgb = read_image(name)[0]
+            batch.append(preprocess_image(read_image(name)[0], recipe))
         except FileNotFoundError:
             raise UserError(f"image '{name}' does not exist") from None
         except IsADirectoryError:
@@ -34,7 +34,6 @@ def predict(bundle_or_path: Bundle | str | Path, images: list[str], top: int = 5
             raise UserError(f"image '{name}' is too large ({e}); pass a smaller image") from None
         except (UnidentifiedImageError, OSError, ValueError) as e:
             raise UserError(f"cannot read image '{name}' ({type(e).__name__}); pass a jpg/png/bmp/webp file") from None
-        batch.append(preprocess_image(rgb, recipe))
     runner = b.runner()
     logits = run_batched(runner.run, np.stack(batch), b.manifest.input["batch"])
     if not np.all(np.isfinite(logits)):  # softmax of NaN is NaN: a percentage would be printed as 'nan%'

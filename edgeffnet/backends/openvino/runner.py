@@ -28,6 +28,8 @@ class Runner:
                  settings: RunSettings | None = None, note: str | None = None):
         s = settings or RunSettings()
         model = core().read_model(str(xml))
+        if len(model.inputs) != 1 or len(model.outputs) < 1:  # an edited IR: not a classifier edgeffnet built
+            raise ValueError(f"it has {len(model.inputs)} inputs and {len(model.outputs)} outputs, not 1 and 1")
         if s.batch is not None and model.inputs[0].partial_shape[0].is_dynamic:
             shape = model.inputs[0].partial_shape
             shape[0] = s.batch

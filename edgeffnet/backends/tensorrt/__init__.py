@@ -11,11 +11,11 @@ static checks of TensorRT's rules for the profile's version run first, wherever 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ...errors import UserError
 from ...files import atomic_write_json, atomic_write_text, utc_now
+from ...untrusted import read_json
 from .. import RunSettings
 from .plan import ENGINE, parse_version, plan, trtexec_line
 
@@ -164,7 +164,7 @@ def load(bundle_dir: Path, target, precision: str, settings: RunSettings | None 
     gpu, why = host_gpu()
     if gpu is None:
         raise UserError(why)
-    built = json.loads(facts.read_text()) if facts.is_file() else None
+    built = read_json(facts, what="engine facts") if facts.is_file() else None
     if built is None:
         raise UserError(f"{engine_file} has no {FACTS} saying what it was built with; rebuild it with "
                         f"`edgeffnet compile {bundle_dir}`")
