@@ -74,6 +74,8 @@ def read_bytes(path: str | Path, cap: int, what: str = "file") -> bytes:
         raise UntrustedFileError(f"{what} {_shown(path)} cannot be read: {e.strerror}") from None
     try:
         st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):  # Linux opens a directory read-only without complaint
+            raise UntrustedFileError(f"{what} {_shown(path)} is a directory, not a file")
         if not stat.S_ISREG(st.st_mode):
             raise UntrustedFileError(f"{what} {_shown(path)} is not a regular file (a device, FIFO or socket): "
                                      "give a plain file")
