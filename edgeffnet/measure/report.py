@@ -40,7 +40,7 @@ FILES = ("report.md", "report.csv", "report.json", "report.html", "latency_vs_fl
 def _search(folder: Path) -> list[Path]:
     """Every JSON file below `folder`, except in hidden directories (a bundle being written is hidden)."""
     return [p for p in sorted(folder.rglob("*.json"))
-            if not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+            if not any(part.startswith(".") for part in p.relative_to(folder).parts) and not p.is_dir()]
 
 
 def _renders(rec: dict, where: str) -> dict:
