@@ -17,6 +17,7 @@ from . import bundle, host, logs
 from .bundle import Bundle
 from .errors import UserError
 from .files import utc_now
+from .untrusted import confined
 from .verify import verify
 
 
@@ -29,7 +30,11 @@ def compile_on_device(bundle_or_path: Bundle | str | Path) -> Bundle:
                         f"when it was built, so there is nothing to compile")
     from .backends import tensorrt as trt_backend
 
-    stage = manifest.stages["compile"]
+    stage = manifest.stages.get("compile")
+    if not isinstance(stage, dict) or not isinstance(stage.get("graph"), str):
+        raise UserError(f"{b.path}/manifest.json has no compile record naming its graph; rebuild the bundle with "
+                        f"edgeffnet build")
+    confined(b.path, stage["graph"])  # a bundle's files are its own: the graph to compile too
     reason = trt_backend.pending_reason(target, precision)
     if reason:
         raise UserError(f"{reason}; run `edgeffnet compile {b.path}` on a {target.name} with TensorRT, or inside "
@@ -37,7 +42,7 @@ def compile_on_device(bundle_or_path: Bundle | str | Path) -> Bundle:
     t0 = time.perf_counter()
     with bundle.staging(b.path) as tmp:
         shutil.copytree(b.path, tmp, dirs_exist_ok=True)
-        info = trt_backend.compile_graph(tmp / stage["graph"], tmp, target, precision)
+        info = trt_backend.compile_graph(confined(tmp, stage["graph"]), tmp, target, precision)
         runner = trt_backend.load(tmp, target, precision)
         x, ref = Bundle(tmp, manifest).reference()
         parity = verify("compile", runner.run, x, ref, manifest.input["batch"], precision, not b.random_weights)
