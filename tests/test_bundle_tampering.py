@@ -240,3 +240,23 @@ def test_a_damaged_reference_is_one_line_and_never_unpickled(cli, built, other, 
     assert REFERENCE[kind] in str(e.value) and "\n" not in str(e.value)
     r = cli("bench", b, "-n", "2", "-s", "0", "--warmup", "0")
     assert r.code == 0 and "Traceback" not in r.err, r
+
+
+@pytest.mark.parametrize("kind,command", [("garbage model.xml", "predict"), ("model.xml with no inputs", "bench"),
+                                          ("garbage model.sim.onnx", "eval")])
+def test_the_runtime_prints_nothing_of_its_own_before_the_line(built, other, photo, tmp_path, kind, command):
+    """Run as a process: what the runtimes' C++ writes to the terminal (file descriptor 2) counts too."""
+    import subprocess
+    import sys
+
+    from hostile_cli import REPO
+
+    b = copy_bundle(built, tmp_path)
+    _damage(kind, b, other)
+    args = {"predict": ("predict", b, photo), "bench": ("bench", b, "-n", "2", "-s", "0"),
+            "eval": ("eval", b, "--data", photo.parent)}[command]
+    r = subprocess.run([sys.executable, "-m", "edgeffnet.cli", *map(str, args)], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    lines = [line for line in r.stderr.splitlines() if line.strip() and not line.endswith(": loading")]
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("edgeffnet: error: "), r.stderr
+    assert "damaged" in lines[0] and r.stdout == ""
