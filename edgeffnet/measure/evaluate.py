@@ -29,7 +29,7 @@ from ..errors import UserError
 from ..files import atomic_write_json, utc_now
 from ..preprocess import Preprocess, load_image
 from ..resources import package_file
-from ..untrusted import TEXT_CAP, read_text
+from ..untrusted import TEXT_CAP, UntrustedFileError, read_text
 from ..verify import row_cosine, run_batched
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -89,7 +89,11 @@ def class_list(num_classes: int, classes_file: str | Path | None = None) -> tupl
         if num_classes == len(names):
             return names, True
         return [str(i) for i in range(num_classes)], False
-    names = [line.strip() for line in read_text(classes_file, TEXT_CAP, "--classes").splitlines() if line.strip()]
+    try:
+        text = read_text(classes_file, TEXT_CAP, "--classes")
+    except UntrustedFileError as e:
+        raise UntrustedFileError(f"cannot read {e}; give a text file with one class name per line") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if len(names) != num_classes:
         raise UserError(f"--classes {classes_file} lists {len(names)} names but the bundle's head has {num_classes} "
                         f"classes; give one name per line, in the head's order")
