@@ -391,9 +391,9 @@ def result_path(eval_dir: Path, data: str | Path) -> Path:
 
     resolved = str(Path(data).resolve())
     plain = eval_dir / f"{result_name(data)}.json"
-    held = _saved_result(plain)
-    owner = ((held or {}).get("data") or {}) if isinstance((held or {}).get("data"), dict) else {}
-    if held is None or owner.get("resolved", resolved) == resolved:
+    held = (_saved_result(plain) or {}).get("data")
+    # A result older than the field, or none at all: this folder's to (re)write, as before.
+    if not isinstance(held, dict) or held.get("resolved", resolved) == resolved:
         return plain
     return eval_dir / f"{result_name(data)}-{hashlib.sha256(resolved.encode()).hexdigest()[:8]}.json"
 
