@@ -39,6 +39,9 @@ def predict(bundle_or_path: Bundle | str | Path, images: list[str], top: int = 5
     if not np.all(np.isfinite(logits)):  # softmax of NaN is NaN: a percentage would be printed as 'nan%'
         raise UserError(f"the model in {b.path} gives NaN or Inf for these images; its weights are damaged: "
                         f"rebuild the bundle from a good checkpoint")
+    if logits.ndim != 2 or logits.shape[1] != b.manifest.num_classes:
+        raise UserError(f"the model in {b.path} gives outputs of shape {tuple(logits.shape)} but its manifest says "
+                        f"{b.manifest.num_classes} classes: the bundle's files do not belong together; rebuild it")
     names = class_names(logits.shape[1])
     results = []
     for name, row in zip(images, logits):

@@ -63,6 +63,7 @@ NUMBERS = {
     "std zero": (_set("preprocess", "std", [0, 1, 1]), "std has a zero"),
     "num_classes as text": (_set("num_classes", "1000"), "'num_classes' is str, not int"),
     "num_classes zero": (_set("num_classes", 0), "'num_classes' is 0, outside 1..100,000"),
+    "num_classes of another head": (_set("num_classes", 10), "10 classes"),
     "input shape of another model": (_set("input", "shape", [1, 3, 96, 96]), "crops 64 pixels but the model takes 96x96"),
     "input shape not a list": (_set("input", "shape", "1x3x64x64"), "input shape is not [batch, 3, H, W]"),
     "input batch huge": (_set("input", "batch", 10 ** 9), "input batch is not a whole number"),
@@ -74,8 +75,13 @@ NUMBERS = {
 }
 
 
-@pytest.mark.parametrize("command", ["predict", "bench", "eval"])
-@pytest.mark.parametrize("kind", sorted(NUMBERS))
+# bench reads no class (a latency is a latency whatever the head's size): the head's size is checked where
+# classes are named, by predict and eval.
+READERS = [(kind, command) for kind in sorted(NUMBERS) for command in ("predict", "bench", "eval")
+           if not (kind == "num_classes of another head" and command == "bench")]
+
+
+@pytest.mark.parametrize("kind,command", READERS)
 def test_a_manifest_number_that_disagrees_with_the_model_is_one_line(cli, built, photo, tmp_path, command, kind):
     change, why = NUMBERS[kind]
     b = _edit(copy_bundle(built, tmp_path), change)

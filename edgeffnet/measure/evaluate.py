@@ -340,7 +340,7 @@ def measure(data: Dataset, recipe: Preprocess, reference: Model, artifacts: list
                 ref = run_batched(reference.run, x, reference.batch)
                 if num_classes is not None and ref.shape[1] != num_classes:
                     raise UserError(f"the FP32 graph outputs {ref.shape[1]} classes but the manifest says "
-                                    f"{num_classes}: the bundle's files do not belong together; rebuild it")
+                                    f"{num_classes} classes: the bundle's files do not belong together; rebuild it")
                 k = k or min(5, ref.shape[1])
                 outs = {m.name: run_batched(m.run, x, m.batch) for m in artifacts}
                 # Kept only once every model has its outputs: an interrupted batch leaves no unpaired rows.
