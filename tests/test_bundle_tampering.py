@@ -140,7 +140,7 @@ def _manifest_is(kind: str, b: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind,why", [
     ("a link to /dev/zero", "not a regular file"),
     ("a FIFO", "not a regular file"),
-    ("a directory", "not a regular file"),
+    ("a directory", "is a directory, not a file"),
     ("20 MB", "over the 16,777,216-byte limit"),
     ("nested 100000 deep", "nests deeper than 64 levels"),
     ("NaN in it", "not an edgeffnet bundle"),
