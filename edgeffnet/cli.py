@@ -266,12 +266,15 @@ def eval_cmd(bundle_dir, data, classes, batch, as_json) -> None:
     if result["skipped_count"]:
         err.print(f"warning: {result['skipped_count']} unreadable image(s) skipped, e.g. "
                   f"{result['skipped_unreadable'][0]}", markup=False)
-    if result["images"]:
-        err.print(f"saved {saved}" if saved else "warning: could not save the result into the bundle", markup=False)
+    if result["images"] and saved:
+        err.print(f"saved {saved}", markup=False)
     if result["partial"]:
         done = f"the partial result ({result['images']} of {result['images_total']} images)"
         _interrupted(f"{done} was saved, marked partial" if saved else
                      f"{done} could not be saved" if result["images"] else "nothing was measured")
+    if not saved:  # the table was shown, but a result that is not kept must not look like one that is
+        raise UserError(f"could not save the result into {bundle_dir}/eval (read-only or full); "
+                        f"the table above is all that is left of it")
 
 
 def _csv_list(text: str | None) -> list[str]:
@@ -432,7 +435,8 @@ def report_cmd(paths, output, as_json) -> None:
     """
     from edgeffnet.measure import report
 
-    rep = report.write(report.collect(list(paths)), output)
+    skipped: list[str] = []  # damaged records found in directories: skipped, counted in the warnings
+    rep = report.write(report.collect(list(paths), skipped), output, skipped)
     if as_json:
         click.echo(json.dumps(rep, indent=1))
         return

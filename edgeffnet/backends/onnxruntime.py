@@ -45,7 +45,10 @@ class Runner:
             self.path = Path(named)
         self.session = ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts,
                                             providers=["CPUExecutionProvider"])
-        inp = self.session.get_inputs()[0]
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:  # an edited graph: not a classifier edgeffnet built
+            raise ValueError(f"the graph has {len(inputs)} inputs, not 1")
+        inp = inputs[0]
         self.input_name = inp.name
         self.input_shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
         self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
@@ -142,7 +145,7 @@ def load(bundle: Path, target, precision: str, settings: RunSettings | None = No
 
         raise UserError(f"{bundle} has no {graph.name}; rebuild the bundle with edgeffnet build")
     s = settings or RunSettings()
-    return Runner(graph, s.threads, outputs=s.outputs)
+    return open_graph(graph, s.threads, outputs=s.outputs)
 
 
 def feature_tensor(graph) -> str:
@@ -188,6 +191,18 @@ def with_outputs(graph: str | Path | bytes, names: tuple[str, ...]) -> tuple[byt
         if tensor not in have:
             g.output.append(onnx.helper.make_tensor_value_info(tensor, typed.get(tensor, onnx.TensorProto.FLOAT), None))
     return model.SerializeToString(), tensors
+
+
+def open_graph(graph: Path, threads: int | None = None, exact: bool = False, outputs: tuple[str, ...] = ()) -> Runner:
+    """A Runner on a bundle's graph file; a damaged one (empty, garbage, no input) is one line."""
+    from edgeffnet.core.errors import UserError
+
+    try:
+        return Runner(graph, threads, exact, outputs=outputs)
+    except Exception as e:  # noqa: BLE001  (ONNX Runtime's own exception types are not RuntimeErrors)
+        why = " ".join(str(e).split())[:100] or type(e).__name__
+        raise UserError(f"ONNX Runtime cannot load {graph}: it is damaged or not an ONNX graph ({why}); rebuild "
+                        f"the bundle with edgeffnet build") from None
 
 
 def free_batch(model):

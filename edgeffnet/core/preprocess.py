@@ -14,8 +14,14 @@ import numpy as np
 from PIL import Image
 
 # What one image may decode to: PIL's own decompression-bomb bound (about 89 megapixels, 268 MB as RGB).
-# A JPEG over it is decoded at 1/2, 1/4 or 1/8 scale instead; anything else over it is refused.
+# A JPEG over it is decoded at 1/2, 1/4 or 1/8 scale instead (so up to 64 times that); anything else over
+# it is refused. The aspect-keeping resize gets the same budget: a 1 x 1,000,000 PNG is 1 megapixel, but
+# resizing its short side to 73 pixels would ask for 73 x 73,000,000 (16 GB).
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+MAX_JPEG_PIXELS = 64 * MAX_PIXELS
+# No photo is this elongated; refused when read, before any recipe is known (a resize of 73 keeps it
+# within a few megapixels).
+MAX_ASPECT = 1000
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -66,13 +72,22 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def resize_and_crop(img: Image.Image, recipe: Preprocess) -> Image.Image:
-    w, h = img.size
+def resized_size(w: int, h: int, recipe: Preprocess) -> tuple[int, int]:
+    """The size the aspect-keeping resize makes of a w x h image; ImageTooLarge where that is over
+    MAX_PIXELS (checked from the numbers, before any memory is taken)."""
     # The long side rounds to nearest (as the Lite reference does); truncating shifts the crop by a pixel.
     if w <= h:
         size = (recipe.resize, round(recipe.resize * h / w))
     else:
         size = (round(recipe.resize * w / h), recipe.resize)
+    if size[0] * size[1] > MAX_PIXELS:
+        raise ImageTooLarge(f"{w}x{h} pixels resized to a short side of {recipe.resize} would be "
+                            f"{size[0]}x{size[1]}, more than {MAX_PIXELS / 1e6:.0f} megapixels")
+    return size
+
+
+def resize_and_crop(img: Image.Image, recipe: Preprocess) -> Image.Image:
+    size = resized_size(*img.size, recipe)
     img = img.resize(size, _FILTERS[recipe.interpolation])
     left = int(round((size[0] - recipe.crop) / 2.0))
     top = int(round((size[1] - recipe.crop) / 2.0))
@@ -91,7 +106,26 @@ def preprocess_image(img: Image.Image, recipe: Preprocess) -> np.ndarray:
 
 
 class ImageTooLarge(ValueError):
-    """An image that would decode to more than MAX_PIXELS (a decompression bomb, or simply huge)."""
+    """An image that would decode, or resize, to more than MAX_PIXELS (a decompression bomb, or simply huge)."""
+
+
+def _open(path: str | Path) -> Image.Image:
+    """Image.open, except that a JPEG over PIL's bomb bound is opened too (its header only): it can be
+    decoded at reduced scale. Anything else over the bound is ImageTooLarge."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked by the caller
+        try:
+            return Image.open(path)
+        except Image.DecompressionBombError:
+            pass
+    from PIL import JpegImagePlugin
+
+    try:
+        # The plugin's own constructor parses the header without PIL's bomb check (Image.open adds it).
+        return JpegImagePlugin.JpegImageFile(str(path))
+    except (SyntaxError, OSError, ValueError):
+        raise ImageTooLarge(f"more than {2 * MAX_PIXELS / 1e6:.0f} megapixels and not a JPEG (only a JPEG "
+                            f"can be decoded at reduced scale)") from None
 
 
 def read_image(path: str | Path, short_side: int | None = None) -> tuple[Image.Image, str]:
@@ -100,14 +134,15 @@ def read_image(path: str | Path, short_side: int | None = None) -> tuple[Image.I
     With `short_side`, a larger image is shrunk (a JPEG while decoding, others by whole-pixel box
     averaging) to no less than twice that: what a set of many images keeps in memory stays small.
     Raises ImageTooLarge, PIL's UnidentifiedImageError, or OSError (missing, unreadable, truncated)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below, once
-        try:
-            img = Image.open(path)
-        except Image.DecompressionBombError:
-            raise ImageTooLarge(f"more than {2 * MAX_PIXELS / 1e6:.0f} megapixels") from None
+    img = _open(path)
     with img:
         w, h = img.size
+        if min(w, h) < 1 or max(w, h) > MAX_ASPECT * min(w, h):
+            raise ImageTooLarge(f"{w}x{h} pixels, more elongated than 1:{MAX_ASPECT} (no photo is): its "
+                                f"resize would not fit in memory")
+        if img.format == "JPEG" and w * h > MAX_JPEG_PIXELS:
+            raise ImageTooLarge(f"{w}x{h} pixels, more than {MAX_JPEG_PIXELS / 1e6:.0f} megapixels even at "
+                                f"1/8 scale")
         if img.format == "JPEG":
             if short_side and min(w, h) >= 4 * short_side:
                 img.draft(None, (2 * short_side, 2 * short_side))

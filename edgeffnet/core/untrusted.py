@@ -15,10 +15,13 @@ Every failure is an `UntrustedFileError` (a UserError): one line naming the file
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import stat
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -71,6 +74,8 @@ def read_bytes(path: str | Path, cap: int, what: str = "file") -> bytes:
         raise UntrustedFileError(f"{what} {_shown(path)} cannot be read: {e.strerror}") from None
     try:
         st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):  # Linux opens a directory read-only without complaint
+            raise UntrustedFileError(f"{what} {_shown(path)} is a directory, not a file")
         if not stat.S_ISREG(st.st_mode):
             raise UntrustedFileError(f"{what} {_shown(path)} is not a regular file (a device, FIFO or socket): "
                                      "give a plain file")
@@ -166,3 +171,32 @@ def field(d: dict, key: str, kind: type[T] | tuple[type, ...], source: str = "re
     if finite and isinstance(value, float) and not math.isfinite(value):
         raise UntrustedFileError(f"{source}: '{key}' is {value}, not a finite number")
     return value  # type: ignore[return-value]
+
+
+def _kinds_of(hint: Any) -> tuple[type, ...]:
+    """The runtime types a field's annotation admits: `dict | None` -> (dict, NoneType), `list[str]` -> (list,)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return tuple(k for arg in typing.get_args(hint) for k in _kinds_of(arg))
+    if hint is None or hint is type(None):
+        return (type(None),)
+    if origin is not None:
+        return (origin,)
+    return (hint,) if isinstance(hint, type) else (object,)
+
+
+def check_fields(cls: type, d: dict, source: str) -> None:
+    """Every key of `d` that names a field of dataclass `cls` holds the type that field declares (a manifest
+    or record edited by hand: `"num_classes": "1000"` is one line here, not a TypeError three calls on)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in d:
+            field(d, f.name, _kinds_of(hints[f.name]), source)
+
+
+def positive_int(d: dict, key: str, source: str, limit: int) -> int:
+    """`d[key]`, a whole number in 1..limit (a bool, a float or a 4300-digit number is refused)."""
+    value = field(d, key, int, source)
+    if not 1 <= value <= limit:
+        raise UntrustedFileError(f"{source}: '{key}' is {str(value)[:20]}, outside 1..{limit:,}")
+    return value

@@ -40,10 +40,37 @@ def shipped_files(path: Path, manifest: dict) -> list[str]:
                   if p.is_file() and not p.name.startswith(".") and (not p.name.endswith(".onnx") or p.name == graph))
 
 
+# A bundle's files: a B7 INT8 bundle is a few hundred MB; ten times that is no bundle's.
+MAX_ARCHIVE_FILES = 256
+MAX_ARCHIVE_BYTES = 4 << 30
+
+
 def unpack(data: bytes, dest: Path) -> None:
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
-        # The "data" filter refuses absolute paths, links out of DEST and device files.
-        tar.extractall(dest, filter="data")
+    """Unpack a bundle's archive into DEST: regular files and folders only, each inside DEST, at most
+    MAX_ARCHIVE_FILES of them and MAX_ARCHIVE_BYTES in all (checked from the headers before any is written)."""
+    from edgeffnet.core.errors import UserError
+    from edgeffnet.core.untrusted import confined
+
+    def refused(why: str) -> UserError:
+        return UserError(f"the bundle archive sent to this device {why}; send the bundle again")
+
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+            members = tar.getmembers()
+            if len(members) > MAX_ARCHIVE_FILES:
+                raise refused(f"holds {len(members)} entries, more than {MAX_ARCHIVE_FILES}")
+            total = 0
+            for m in members:
+                if not (m.isreg() or m.isdir()):
+                    raise refused(f"holds {m.name!r}, which is not a plain file (a link or device)")
+                confined(dest, m.name)  # no absolute path, no '..' out of DEST
+                total += m.size
+            if total > MAX_ARCHIVE_BYTES:
+                raise refused(f"unpacks to {total:,} bytes, more than {MAX_ARCHIVE_BYTES:,}")
+            # The "data" filter checks the same again as each member is written.
+            tar.extractall(dest, members=members, filter="data")
+    except (tarfile.TarError, OSError) as e:
+        raise refused(f"cannot be unpacked ({type(e).__name__})") from None
 
 
 def _digests(root: Path) -> dict[str, str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeffnet.backends import RunSettings, get
-from edgeffnet.bundle import Bundle
+from edgeffnet.bundle import Bundle, check_input
 from edgeffnet.core import host, logs
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import utc_now
@@ -97,7 +97,9 @@ def load_runner(b: Bundle, runtime: str, s: Settings, batch: int):
     (fp32, on this host's CPU)."""
     dynamic = b.manifest.input["dynamic_batch"]
     precision = b.precision if runtime == b.target.backend else "fp32"
-    return get(runtime).load(b.path, b.target, precision, s.run_settings(batch if dynamic else None))
+    runner = get(runtime).load(b.path, b.target, precision, s.run_settings(batch if dynamic else None))
+    check_input(runner, b.manifest.input["shape"], f"{b.path}'s {runtime} artifact")
+    return runner
 
 
 def sample_input(b: Bundle, batch: int) -> np.ndarray:

@@ -8,13 +8,13 @@ are still read. `Record.from_dict` reads a record back, and a file of another fo
 
 from __future__ import annotations
 
-import json
 from dataclasses import MISSING as _MISSING
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import atomic_write_json
+from edgeffnet.core.untrusted import check_fields, read_json
 
 RECORD = "edgeffnet-bench"
 RECORD_FORMAT = 2
@@ -102,6 +102,7 @@ class Record:
             raise UserError(f"{where} {why}; this edgeffnet reads bench record formats "
                             f"{', '.join(map(str, READABLE_FORMATS))}: measure again with edgeffnet bench")
         _check_entries(d, where)
+        check_fields(cls, d, where)
         return cls(**{k: v for k, v in d.items() if k in names}, extra={k: v for k, v in d.items() if k not in names})
 
 
@@ -134,6 +135,21 @@ def _check_entries(d: dict, where: str) -> None:
     for entry in ("bundle", "runtime", "mode", "precision", "created", "target"):
         if not isinstance(d[entry], str):
             raise damaged(f"its '{entry}' entry is not text")
+    # What a report writes as text and sorts by: a number or a list there would fail the whole report.
+    for entry, keys in (("model", ("spec", "family")), ("device", ("name", "kind"))):
+        bad = [k for k in keys if not isinstance(d[entry][k], str)]
+        if bad:
+            raise damaged(f"its '{entry}' entry has a {bad[0]} that is not text")
+    if not isinstance(d["model"]["resolution"], int) or isinstance(d["model"]["resolution"], bool):
+        raise damaged("its 'model' entry has a resolution that is not a whole number")
+    if d["mode"] not in ("latency", "throughput"):
+        raise damaged(f"its mode {d['mode'][:20]!r} is neither latency nor throughput")
+    stats = d["stats"]
+    if any(stats[k] < 0 for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "count")):
+        raise damaged("its 'stats' entry has a negative number")
+    cpu = d["device"]["cpu"]
+    if not isinstance(cpu, dict) or not isinstance(cpu.get("isa", []), list):
+        raise damaged("its 'device' entry has a cpu that is not an object")
     _check_format2(d, damaged)
 
 
@@ -160,6 +176,9 @@ def weights_of(manifest: dict) -> dict:
 def worst_fidelity(manifest: dict) -> dict | None:
     """The fidelity row (precision graph or compiled artifact) that agrees least with FP32; None for FP32."""
     rows = (manifest.get("fidelity") or {}).get("rows") or []
+    numbers = ("top1_agreement", "cosine_mean")
+    rows = [r for r in rows if isinstance(r, dict) and all(
+        isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool) for k in numbers)]
     if not rows:
         return None
     worst = min(rows, key=lambda r: (r["top1_agreement"], r["cosine_mean"]))
@@ -183,9 +202,19 @@ def save(bundle_dir: Path, record: Record) -> Path | None:
     return dest
 
 
+def read(path: Path) -> Record | None:
+    """The record in `path`; None for a JSON file that is no bench record (a manifest, an eval result); a
+    UserError for a record that is damaged, or a file that cannot be read as JSON (read by untrusted's
+    rules: a regular file, capped, bounded nesting)."""
+    d = read_json(path, what="bench record", kind=None)
+    if not isinstance(d, dict) or d.get("record") != RECORD:
+        return None
+    return Record.from_dict(d, f"'{path}'")
+
+
 def load(path: Path) -> Record | None:
     """The record in `path`, or None for a file that is not a readable record of this format."""
     try:
-        return Record.from_dict(json.loads(Path(path).read_text()), str(path))
-    except (OSError, ValueError, UserError, TypeError):
+        return read(path)
+    except UserError:
         return None

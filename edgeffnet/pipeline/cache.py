@@ -12,7 +12,9 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import cache_root, sha256_file
+from edgeffnet.core.untrusted import confined, read_json
 
 
 @lru_cache(maxsize=1)
@@ -61,15 +63,17 @@ class StageCache:
             return None
         copied = []
         try:
-            record = json.loads((entry / "record.json").read_text())
+            record = read_json(entry / "record.json", what="cache record")
             sums = record.pop("sha256")
             for name in record["files"]:
-                copied.append(dest / name)
-                shutil.copyfile(entry / name, dest / name)
+                # A stage's files are its own: a name that leads out of the entry or the destination is damage.
+                source, target = confined(entry, name), confined(dest, name)
+                copied.append(target)
+                shutil.copyfile(source, target)
                 # The copy is checked, not the entry: what lands in the bundle is what was verified.
-                if (dest / name).stat().st_size != sums[name]["size"] or sha256_file(dest / name) != sums[name]["sha256"]:
+                if target.stat().st_size != sums[name]["size"] or sha256_file(target) != sums[name]["sha256"]:
                     raise ValueError(f"{name} differs from what was stored")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, UserError) as e:
             for path in copied:  # a miss: the stage runs again (and stores a good entry in place of a damaged one)
                 path.unlink(missing_ok=True)
             if not isinstance(e, OSError) or isinstance(e, FileNotFoundError):  # not e.g. a full disk at dest

@@ -17,14 +17,14 @@ cost in latency (the compiled artifact before and after, interleaved on this hos
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 
 import numpy as np
 
-from edgeffnet.core.errors import FidelityTooLow
+from edgeffnet.core.errors import FidelityTooLow, UserError
 from edgeffnet.core.files import atomic_write_json, cache_root, digest_key
 from edgeffnet.pipeline import cache, stages
+from edgeffnet.core.untrusted import read_json
 
 # Layers kept in float at each re-measurement; the last is the limit. On Lite0 at 96 px the OpenVINO
 # ranking's agreement went 84.8% -> 90.4% -> 93.4% -> 92.4% -> 97.0% -> 96.4% at 0, 1, 3, 6, 10, 15
@@ -110,8 +110,8 @@ def _ranking(ctx, simplified, graph, compiled, kept: list[str]) -> tuple[list[tu
     path = cache_root() / "escalation" / f"{key}.json"
     if ctx.options.cache:
         try:
-            return [(str(n), float(g)) for n, g in json.loads(path.read_text())], ranked_by
-        except (OSError, ValueError, TypeError):
+            return [(str(n), float(g)) for n, g in read_json(path, what="cached ranking", kind=list)], ranked_by
+        except (UserError, ValueError, TypeError):
             pass  # absent or damaged: measure
     stats, _ = int8.statistics(model, cal.data, cal.sha256, ctx.options.cache)
     t = time.perf_counter()

@@ -221,7 +221,9 @@ def check_val(options, precision: str, num_classes: int) -> None:
     if precision == "fp32":
         raise UserError("--val gates an FP16 or INT8 build on its accuracy drop against FP32; an FP32 build has "
                         "nothing to gate: drop --val, or build --precision fp16/int8")
-    val_dataset(options.val, num_classes, options.classes)
+    from edgeffnet.measure import evaluate
+
+    evaluate.first_readable(val_dataset(options.val, num_classes, options.classes)[0], "--val")
 
 
 def labelled_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> dict:
@@ -243,6 +245,9 @@ def labelled_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> 
     result["data"]["classes"] = classes
     if result["partial"]:
         raise KeyboardInterrupt  # a build is whole or not at all
+    if result["images"] == 0:  # the images changed since the check before the stages, or none decodes whole
+        raise UserError(f"none of the {len(data.items)} images in --val {o.val} could be read (e.g. "
+                        f"{result['skipped_unreadable'][0]}); give jpg, png, bmp or webp files")
     ctx.log.info(f"accuracy on --val {o.val} ({result['images']} labelled images, {ctx.precision}):")
     for line in evaluate.lines(result):
         ctx.log.info("  " + line)

@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from edgeffnet.core.errors import UserError
 from edgeffnet.network.photos import calibration_photos, to_input, views
-from edgeffnet.core.preprocess import MAX_PIXELS, ImageTooLarge, Preprocess, read_image
+from edgeffnet.core.preprocess import MAX_PIXELS, ImageTooLarge, Preprocess, read_image, resized_size
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -98,6 +98,7 @@ def _read_folder(folder: Path, recipe: Preprocess) -> tuple[list[Image.Image], C
         try:
             # Shrunk to twice the recipe's resize at most: three hundred phone photos stay a few hundred MB.
             rgb, stored = read_image(path, short_side=recipe.resize)
+            resized_size(*rgb.size, recipe)  # its resize fits too (checked now: the views resize it later)
         except ImageTooLarge:
             skipped[f"over {MAX_PIXELS / 1e6:.0f} megapixels"] += 1
             continue

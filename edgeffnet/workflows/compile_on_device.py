@@ -14,13 +14,11 @@ import time
 from pathlib import Path
 
 from edgeffnet import bundle
-
-from edgeffnet.core import host
-
-from edgeffnet.core import logs
 from edgeffnet.bundle import Bundle
+from edgeffnet.core import host, logs
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import utc_now
+from edgeffnet.core.untrusted import confined
 from edgeffnet.core.verify import verify
 
 
@@ -33,7 +31,11 @@ def compile_on_device(bundle_or_path: Bundle | str | Path) -> Bundle:
                         f"when it was built, so there is nothing to compile")
     from edgeffnet.backends import tensorrt as trt_backend
 
-    stage = manifest.stages["compile"]
+    stage = manifest.stages.get("compile")
+    if not isinstance(stage, dict) or not isinstance(stage.get("graph"), str):
+        raise UserError(f"{b.path}/manifest.json has no compile record naming its graph; rebuild the bundle with "
+                        f"edgeffnet build")
+    confined(b.path, stage["graph"])  # a bundle's files are its own: the graph to compile too
     reason = trt_backend.pending_reason(target, precision)
     if reason:
         raise UserError(f"{reason}; run `edgeffnet compile {b.path}` on a {target.name} with TensorRT, or inside "
@@ -41,7 +43,7 @@ def compile_on_device(bundle_or_path: Bundle | str | Path) -> Bundle:
     t0 = time.perf_counter()
     with bundle.staging(b.path) as tmp:
         shutil.copytree(b.path, tmp, dirs_exist_ok=True)
-        info = trt_backend.compile_graph(tmp / stage["graph"], tmp, target, precision)
+        info = trt_backend.compile_graph(confined(tmp, stage["graph"]), tmp, target, precision)
         runner = trt_backend.load(tmp, target, precision)
         x, ref = Bundle(tmp, manifest).reference()
         parity = verify("compile", runner.run, x, ref, manifest.input["batch"], precision, not b.random_weights)

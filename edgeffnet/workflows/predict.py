@@ -25,7 +25,7 @@ def predict(bundle_or_path: Bundle | str | Path, images: list[str], top: int = 5
     batch = []
     for name in images:
         try:
-            rgb = read_image(name)[0]
+            batch.append(preprocess_image(read_image(name)[0], recipe))
         except FileNotFoundError:
             raise UserError(f"image '{name}' does not exist") from None
         except IsADirectoryError:
@@ -34,12 +34,14 @@ def predict(bundle_or_path: Bundle | str | Path, images: list[str], top: int = 5
             raise UserError(f"image '{name}' is too large ({e}); pass a smaller image") from None
         except (UnidentifiedImageError, OSError, ValueError) as e:
             raise UserError(f"cannot read image '{name}' ({type(e).__name__}); pass a jpg/png/bmp/webp file") from None
-        batch.append(preprocess_image(rgb, recipe))
     runner = b.runner()
     logits = run_batched(runner.run, np.stack(batch), b.manifest.input["batch"])
     if not np.all(np.isfinite(logits)):  # softmax of NaN is NaN: a percentage would be printed as 'nan%'
         raise UserError(f"the model in {b.path} gives NaN or Inf for these images; its weights are damaged: "
                         f"rebuild the bundle from a good checkpoint")
+    if logits.ndim != 2 or logits.shape[1] != b.manifest.num_classes:
+        raise UserError(f"the model in {b.path} gives outputs of shape {tuple(logits.shape)} but its manifest says "
+                        f"{b.manifest.num_classes} classes: the bundle's files do not belong together; rebuild it")
     names = class_names(logits.shape[1])
     results = []
     for name, row in zip(images, logits):

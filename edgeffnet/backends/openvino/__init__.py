@@ -69,6 +69,15 @@ def load(bundle: Path, target, precision: str, settings: RunSettings | None = No
             precision_hint = "f32"  # the CPU checks the IR itself, not the device's arithmetic
     try:
         return Runner(xml, device, precision_hint, s, note)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"OpenVINO cannot load {xml} ({first}); rebuild the bundle with edgeffnet build") from None
+    except Exception as e:  # noqa: BLE001  (whatever the runtime raises on a damaged file, one line says so)
+        raise UserError(f"OpenVINO cannot load {xml}: {damage(e)}; rebuild the bundle with edgeffnet build") from None
+
+
+def damage(e: Exception) -> str:
+    """What a runtime's exception says about a damaged file, in a few words: its own text is many lines of
+    C++ source locations and 'Check ... failed' frames, useless to a user, and only its gist is kept."""
+    text = " ".join(str(e).split())
+    for noise in ("Exception from src/", "Check '"):
+        text = text.split(noise)[0].strip(" :;,")
+    text = text or type(e).__name__
+    return "the IR is damaged or not an OpenVINO IR" + (f" ({text[:100]})" if text != type(e).__name__ else "")

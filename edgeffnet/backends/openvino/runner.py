@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import time
+import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +28,34 @@ def available(device: str) -> bool:
     return any(d == device or d.startswith(device + ".") for d in core().available_devices)
 
 
+@contextmanager
+def _runtime_stderr_dropped():
+    """Drop what the runtime's C++ writes to file descriptor 2 while it reads a model: on a damaged IR,
+    read_model tries every frontend it has, and TensorFlow's logs its own parse errors there, before the
+    exception the caller turns into one line."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class Runner:
     def __init__(self, xml: str | Path, device: str = "CPU", inference_precision: str | None = None,
                  settings: RunSettings | None = None, note: str | None = None):
         s = settings or RunSettings()
-        model = core().read_model(str(xml))
+        with _runtime_stderr_dropped():
+            model = core().read_model(str(xml))
+        if len(model.inputs) != 1 or len(model.outputs) < 1:  # an edited IR: not a classifier edgeffnet built
+            raise ValueError(f"it has {len(model.inputs)} inputs and {len(model.outputs)} outputs, not 1 and 1")
         # Before compiling: a compiled model returns only the outputs it was compiled with.
         self.output_tensors, self._output_index = add_outputs(model, s.outputs) if s.outputs else ({}, {})
         if s.batch is not None and model.inputs[0].partial_shape[0].is_dynamic:

@@ -11,7 +11,6 @@ static checks of TensorRT's rules for the profile's version run first, wherever 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edgeffnet.backends import RunSettings
@@ -19,6 +18,7 @@ from edgeffnet.backends.tensorrt.plan import ENGINE, parse_version, plan, trtexe
 from edgeffnet.core.artifact import Artifact
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import atomic_write_json, atomic_write_text, utc_now
+from edgeffnet.core.untrusted import read_json
 
 FACTS = "model.engine.json"  # what the engine was built with, beside it: load compares before deserializing
 README = "README.md"
@@ -166,7 +166,7 @@ def load(bundle_dir: Path, target, precision: str, settings: RunSettings | None 
     gpu, why = host_gpu()
     if gpu is None:
         raise UserError(why)
-    built = json.loads(facts.read_text()) if facts.is_file() else None
+    built = read_json(facts, what="engine facts") if facts.is_file() else None
     if built is None:
         raise UserError(f"{engine_file} has no {FACTS} saying what it was built with; rebuild it with "
                         f"`edgeffnet compile {bundle_dir}`")
