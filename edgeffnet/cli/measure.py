@@ -11,12 +11,12 @@ from edgeffnet.cli.options import (cluster_option, connect_timeout_option, csv_l
 from edgeffnet.cli.render import err, interrupted, out
 from edgeffnet.cli.types import COUNT, THREADS, whole
 from edgeffnet.core.errors import UserError
-from edgeffnet.measure.bench import PROFILE_ITERATIONS, SHORT, Settings
+from edgeffnet.measure.bench import MODES, PROFILE_ITERATIONS, SHORT, Settings
 
 
 @click.command("bench")
 @click.argument("bundle_dir", type=click.Path())
-@click.option("--mode", type=click.Choice(["latency", "throughput"]), default="latency", show_default=True,
+@click.option("--mode", type=click.Choice(list(MODES)), default=Settings().mode, show_default=True,
               help="latency: batch 1, one synchronous inference at a time; throughput: the backend's best "
                    "(OpenVINO: THROUGHPUT hint, asynchronous requests).")
 @timing_options(Settings(), iterations="Time at least this many inferences (MLPerf single-stream's minimum)...",
