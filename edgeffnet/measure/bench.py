@@ -72,6 +72,11 @@ class Settings:
         return RunSettings(hint=self.mode.upper(), threads=self.threads, streams=self.streams, batch=batch)
 
 
+# Runs of many models (sweep, search, fit) time each one for less than a lone `edgeffnet bench` does, so
+# that dozens of models finish in minutes.
+SHORT = Settings(iterations=200, seconds=3.0, warmup=1.0)
+
+
 def runtimes(backend_name: str, baselines: list[str]) -> list[str]:
     """What a bench runs: the bundle's own backend, then the baselines asked for."""
     bad = [b for b in baselines if b not in BASELINES]

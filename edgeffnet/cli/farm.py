@@ -1,4 +1,4 @@
-"""`edgeffnet farm join` and `edgeffnet farm status`; registered in edgeffnet/cli.py."""
+"""`edgeffnet farm join` and `edgeffnet farm status`: devices and build workers of a Ray farm."""
 
 from __future__ import annotations
 
@@ -6,13 +6,8 @@ import json
 
 import click
 
-from edgeffnet.cli_types import FiniteFloat
-from edgeffnet.farm.probe import CONNECT_TIMEOUT_S
-
-# How long to wait for the head's first answer (probe.py).
-connect_timeout_option = click.option(
-    "--connect-timeout", type=FiniteFloat(0, 3600, min_open=True), default=CONNECT_TIMEOUT_S, show_default=True,
-    help="Seconds to wait for the Ray head to answer before giving up with one line.")
+from edgeffnet.cli.options import connect_timeout_option, json_option
+from edgeffnet.cli.render import print_farm_status
 
 
 @click.group("farm")
@@ -32,7 +27,7 @@ def farm() -> None:
 @click.option("--node-ip-address", help="This device's address on the lab network, the one Ray gives the other "
                                         "nodes (default: the address that reaches the head).")
 @click.option("--block", is_flag=True, help="Stay in the foreground (for a systemd service); Ctrl-C leaves.")
-@connect_timeout_option
+@connect_timeout_option()
 @click.argument("ray_start_args", nargs=-1, type=click.UNPROCESSED)
 def join_cmd(address, target, build, node_ip_address, block, connect_timeout, ray_start_args) -> None:
     """Join the Ray head at ADDRESS (HOST:PORT) as a device of TARGET (one task at a time runs here),
@@ -48,26 +43,17 @@ def join_cmd(address, target, build, node_ip_address, block, connect_timeout, ra
 
 @farm.command("status")
 @click.argument("address")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-@connect_timeout_option
+@json_option()
+@connect_timeout_option()
 def status_cmd(address, as_json, connect_timeout) -> None:
     """List the nodes of the cluster at ADDRESS: their targets, runtimes and versions."""
-    from rich.table import Table
-
-    from edgeffnet.cli import out
     from edgeffnet.farm.cluster import status
 
     found = status(address, connect_timeout)
     if as_json:
         click.echo(json.dumps(found, indent=1))
         return
-    t = Table(title=f"Ray cluster at {address}")
-    for col in ("node", "address", "host", "targets", "builds", "runtimes"):
-        t.add_column(col)
-    for n in found:
-        v = n.get("versions", {})
-        runtimes = n.get("error") or ", ".join(f"{k} {v[k]}" for k in ("openvino", "tensorrt", "onnxruntime",
-                                                                       "edgeffnet", "ray", "python") if k in v)
-        t.add_row(n["node_id"][:8], n["ip"], n.get("hostname") or "", ", ".join(n["targets"]) or "none",
-                  str(n["builds"] or ""), runtimes)
-    out.print(t)
+    print_farm_status(address, found)
+
+
+COMMANDS = (farm,)
