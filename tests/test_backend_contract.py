@@ -17,7 +17,7 @@ from edgeffnet.workflows import cam
 from edgeffnet.core import host
 from edgeffnet.backends import FEATURES, RunSettings
 from edgeffnet.backends import onnxruntime as ort_backend
-from edgeffnet.backends.openvino import int8_routes
+from edgeffnet.backends.openvino import encoding
 from edgeffnet.core.errors import UserError
 
 SPEC = "b0,res=64"
@@ -104,17 +104,9 @@ HOME = {"onnxruntime": "backends/onnxruntime.py", "openvino": "backends/openvino
 # Calls that compile or load with a runtime (ov.Core's, ONNX Runtime's, TensorRT's): only backends make them.
 LOADING_CALLS = {"InferenceSession", "compile_model", "read_model", "convert_model", "deserialize_cuda_engine",
                  "Core"}
-# What still reaches around the contract, and why: (file, runtime or call). Each entry is work to do,
+# What may reach around the contract, and why: (file, runtime or call). Each entry would be work to do,
 # not a permission; the test fails when an entry is no longer needed, so the list only shrinks.
-ALLOWED = {
-    # Escalation's ranking compiles each layer's variant as OpenVINO IR (artifact_maker): to move into
-    # backends/openvino as the backend's "Q/DQ graph -> runnable on the host's route" (issue 23, the lead).
-    ("pipeline/escalate.py", "openvino"),
-    ("pipeline/escalate.py", "convert_model"),
-    ("pipeline/escalate.py", "compile_model"),
-    # Escalation's ranking-cache key names the runtimes' versions: a version probe, to become host.tools().
-    ("pipeline/escalate.py", "onnxruntime"),
-}
+ALLOWED: set[tuple[str, str]] = set()  # nothing reaches around the contract
 
 
 def _runtime(module: str | None) -> str | None:
@@ -186,7 +178,7 @@ def fake_cpuinfo(monkeypatch):
 def test_cpu_flags_are_read_once_and_every_isa_rule_asks_host(fake_cpuinfo):
     reads = fake_cpuinfo("model name : test cpu\nflags : fpu avx2 fma\n")
     assert host.cpu_flags() == {"fpu", "avx2", "fma"}
-    assert not int8_routes.has_vnni() and not int8_routes.has_vnni()  # AVX2 without VNNI, from host's flags
+    assert not encoding.has_vnni() and not encoding.has_vnni()  # AVX2 without VNNI, from host's flags
     assert host.cpu_flags() == {"fpu", "avx2", "fma"}
     assert len(reads) == 1
     assert host.cpu()["isa"] == ["avx2", "fma"]
@@ -196,4 +188,4 @@ def test_cpu_flags_are_read_once_and_every_isa_rule_asks_host(fake_cpuinfo):
                                        ("", True), ("flags : avx avx2\n", False)])
 def test_has_vnni_follows_hosts_flags(fake_cpuinfo, text, vnni):
     fake_cpuinfo(text)
-    assert int8_routes.has_vnni() is vnni
+    assert encoding.has_vnni() is vnni

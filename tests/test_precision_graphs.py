@@ -16,7 +16,7 @@ from edgeffnet.backends import onnxruntime as ort_backend
 from edgeffnet.core.errors import UserError
 from edgeffnet.pipeline import escalate
 from edgeffnet.precision import calibration, fidelity, fp16, int8, qdq, ranges
-from edgeffnet.backends.openvino import int8_routes as ov_int8
+from edgeffnet.backends.openvino import encoding as ov_int8
 from edgeffnet.core.preprocess import Preprocess
 from edgeffnet.core.verify import compare
 

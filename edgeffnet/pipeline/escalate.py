@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from edgeffnet.core import host
 from edgeffnet.core.errors import FidelityTooLow, UserError
 from edgeffnet.core.files import atomic_write_json, cache_root, digest_key
 from edgeffnet.pipeline import cache, stages
@@ -43,29 +44,18 @@ def artifact_maker(ctx, compiled):
     as the target's compiled artifact runs it; None where this host has no closer stand-in than ONNX Runtime (TensorRT)."""
     if ctx.target.backend != "openvino":
         return None
-    import io
-
-    import openvino as ov
-
-    from edgeffnet.backends.openvino import int8_routes
-    from edgeffnet.backends.openvino.runner import available, core
-    from edgeffnet.core.verify import run_batched
+    from edgeffnet.backends.openvino import graph_runner, placed
+    from edgeffnet.backends.openvino.encoding import encode, has_vnni, host_route
 
     # The escalated compile stage builds only this host's own Q/DQ route (int8_routes.route_graphs), so the
     # ranking measures that route whichever route the first build chose (NNCF's ignores what is float).
-    route = int8_routes.host_route(compiled.record.get("cpu_vnni", int8_routes.has_vnni()))
-    device = ctx.target.device if available(ctx.target.device) else "CPU"
+    route = host_route(compiled.record.get("cpu_vnni", has_vnni()))
     batch = ctx.fixed_batch or 1
 
     def make(model, means):
-        model, _ = int8_routes.unsigned_where_nonnegative(model)
-        if route == "qdq-onnx-w7":
-            model, _ = int8_routes.seven_bit_weights(model, means)
-        ir = ov.convert_model(io.BytesIO(model.SerializeToString()))
-        request = core().compile_model(ir, device).create_infer_request()
-        return lambda x: run_batched(lambda b: np.array(request.infer({0: b})[0], np.float32), x, batch)
+        return graph_runner(encode(model, route, means).SerializeToString(), ctx.target, batch)
 
-    return f"OpenVINO {device}, route {route}", make
+    return f"OpenVINO {placed(ctx.target)}, route {route}", make
 
 
 def rank_on_artifact(model, stats: dict, method: str, exclude: tuple[str, ...], x: np.ndarray,
@@ -129,10 +119,9 @@ def _ranking(ctx, simplified, graph, compiled, kept: list[str]) -> tuple[list[tu
 
 
 def _runtime_version() -> str:
-    import onnxruntime
-    import openvino
-
-    return f"ort {onnxruntime.__version__}, openvino {openvino.get_version()}"
+    """The runtimes a ranking was measured with (from the installed packages' metadata: nothing imported)."""
+    tools = host.tools()
+    return f"ort {tools.get('onnxruntime')}, openvino {tools.get('openvino')}"
 
 
 def escalate(ctx, store, simplified, graph, compiled, miss: FidelityTooLow, steps: tuple[int, ...] = STEPS):

@@ -124,7 +124,14 @@ def compile(ctx: BuildContext, store: cache.StageCache, graph: Artifact) -> Arti
              "graph": graph.path.name}
 
     def make() -> dict:
-        artifact = backend.compile(ctx, graph)
+        if ctx.precision == "int8" and t.backend == "openvino":
+            # OpenVINO has several INT8 encodings of the one Q/DQ graph: the build measures them and keeps
+            # the best (the build's policy; the backend encodes, converts and loads each route)
+            from edgeffnet.pipeline import int8_routes
+
+            artifact = Artifact("compile", ctx.dir / "model.xml", int8_routes.compile_int8(ctx, graph.path, graph.record))
+        else:
+            artifact = backend.compile(ctx, graph)
         record = {**artifact.record, "artifact": artifact.path.name if artifact.path else None}
         if record.get("pending"):  # cross-building for a device whose compiler is not on this host
             return record
