@@ -31,11 +31,11 @@ sys.path.insert(0, str(REPO))
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from edgeffnet import logs  # noqa: E402
+from edgeffnet.core import logs  # noqa: E402
 from edgeffnet.farm import resource  # noqa: E402
 from edgeffnet.farm import sweep as farm  # noqa: E402
 from edgeffnet.measure import bench, report  # noqa: E402
-from edgeffnet.measure.sweep import Item  # noqa: E402
+from edgeffnet.workflows.sweep import Item  # noqa: E402
 
 TARGETS = ("lab-a", "lab-b", "lab-c")
 

@@ -28,11 +28,11 @@ from scipy.special import ndtr
 
 import edgeffnet
 from edgeffnet.backends import onnxruntime as ort_backend
-from edgeffnet.backends.openvino.int8_routes import unsigned_where_nonnegative
+from edgeffnet.backends.openvino.encoding import unsigned_where_nonnegative
 from edgeffnet.pipeline.options import FIDELITY_VIEWS_TRAINED, BuildOptions
 from edgeffnet.precision import calibration, fidelity, int8, qdq, ranges
-from edgeffnet.preprocess import Preprocess
-from edgeffnet.verify import compare
+from edgeffnet.core.preprocess import Preprocess
+from edgeffnet.core.verify import compare
 
 
 def simulate(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:

@@ -33,11 +33,11 @@ import numpy as np
 
 import edgeffnet
 from edgeffnet.backends import onnxruntime as ort_backend
-from edgeffnet.errors import FidelityTooLow
+from edgeffnet.core.errors import FidelityTooLow
 from edgeffnet.measure.timing import interleaved_p50
 from edgeffnet.pipeline.options import BuildOptions
 from edgeffnet.precision import calibration, fidelity
-from edgeffnet.preprocess import Preprocess
+from edgeffnet.core.preprocess import Preprocess
 
 
 def compiled(model):

@@ -26,7 +26,7 @@ from edgeffnet.backends.openvino.runner import Runner
 from edgeffnet.measure.timing import interleaved_p50
 from edgeffnet.pipeline.options import BuildOptions
 from edgeffnet.precision import calibration
-from edgeffnet.preprocess import Preprocess
+from edgeffnet.core.preprocess import Preprocess
 
 SPECS = [("lite0", "pretrained"), ("b0", None)]
 

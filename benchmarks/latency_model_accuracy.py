@@ -29,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeffnet.errors import UserError
-from edgeffnet.latency import collect, device, store
+from edgeffnet.core.errors import UserError
+from edgeffnet.latency import device, store
+from edgeffnet.search import latency_collect as collect
 from edgeffnet.latency.design import DEFAULT_NETWORKS, SEED, design
 from edgeffnet.latency.model import fit
-from edgeffnet.scaling import parse_spec
+from edgeffnet.specs.scaling import parse_spec
 from edgeffnet.search.grid import network_key
 
 

@@ -6,43 +6,43 @@ runtime installed. The build side (`build`, `create_model`, ...) loads PyTorch w
 
 from __future__ import annotations
 
-__version__ = "0.1.0"  # before the imports below: they read it
+from edgeffnet.core.version import __version__  # noqa: F401  (edgeffnet.__version__)
 
-from . import telemetry
+from edgeffnet.core import telemetry
 
 telemetry.off()  # before anything imports OpenVINO, NNCF or ONNX Runtime
 
-from .bundle import Bundle  # noqa: E402
-from .errors import UserError  # noqa: E402
-from .measure.bench import bench  # noqa: E402
-from .measure.records import Record  # noqa: E402
+from edgeffnet.bundle import Bundle  # noqa: E402
+from edgeffnet.core.errors import UserError  # noqa: E402
+from edgeffnet.measure.bench import bench  # noqa: E402
+from edgeffnet.measure.records import Record  # noqa: E402
 __all__ = ["build", "Bundle", "bench", "Record", "compile", "spec", "create_model", "save_weights", "ModelSpec",
            "EfficientNet", "Numerics", "Preprocess", "UserError", "count_macs", "count_params", "BuildOptions"]
 
 # name -> module that defines it; imported on first access (PEP 562), so `import edgeffnet` stays light.
-_LAZY = {"create_model": "reference", "save_weights": "reference", "EfficientNet": "model", "Numerics": "model",
-         "count_macs": "model", "count_params": "model", "Preprocess": "preprocess", "ModelSpec": "scaling",
+_LAZY = {"create_model": "network.reference", "save_weights": "network.reference", "EfficientNet": "network.model", "Numerics": "network.model",
+         "count_macs": "network.model", "count_params": "network.model", "Preprocess": "core.preprocess", "ModelSpec": "specs.scaling",
          "BuildOptions": "pipeline.options"}
 
 
 def build(spec: str, target: str = "cpu", precision: str | None = None, weights: str | None = None,
           output=None, **options) -> Bundle:
     """Build `spec` for `target` into a verified bundle; see edgeffnet.pipeline.build."""
-    from .pipeline import build as _build
+    from edgeffnet.pipeline import build as _build
 
     return _build(spec, target, precision, weights, output, **options)
 
 
 def compile(bundle) -> Bundle:  # noqa: A001 - the command's name
     """Finish a bundle's pending TensorRT engine on this device (build, verify, update the bundle)."""
-    from .compile_on_device import compile_on_device
+    from edgeffnet.workflows.compile_on_device import compile_on_device
 
     return compile_on_device(bundle)
 
 
 def spec(text):
     """The scaled specification for a model-spec string (see `edgeffnet info --help` for the grammar)."""
-    from .scaling import parse_spec
+    from edgeffnet.specs.scaling import parse_spec
 
     return parse_spec(text)
 

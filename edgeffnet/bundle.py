@@ -10,7 +10,6 @@ the bundle side: it imports no torch, so `Bundle.open(path).runner()` works on a
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import shutil
@@ -23,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-from .files import atomic_write_json
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.files import atomic_write_json
+from edgeffnet.core.layout import LAYER_TABLE, MANIFEST, SIMPLIFIED
+from edgeffnet.core.untrusted import JSON_CAP, UntrustedFileError, check_fields, confined, parse_json, positive_int, read_text
 
-MANIFEST = "manifest.json"
 FORMAT = 1
 
 
@@ -54,7 +54,7 @@ class Manifest:
     edgeffnet: str
     scaling_check: dict | None = None
     options: dict = field(default_factory=dict)
-    graph: str = "model.sim.onnx"  # the precision stage's ONNX graph; the compile record says what it converted
+    graph: str = SIMPLIFIED  # the precision stage's ONNX graph; the compile record says what it converted
     fidelity: dict | None = None
     build_seconds: float | None = None
     tools: dict = field(default_factory=dict)
@@ -79,6 +79,8 @@ class Manifest:
             raise UserError(f"{where} {why}; this edgeffnet reads bundle format {FORMAT}: rebuild the bundle "
                             f"with edgeffnet build")
         _check_entries(d, where)
+        check_fields(cls, d, where)
+        _check_numbers(d, where)
         return cls(**{k: v for k, v in d.items() if k in names}, extra={k: v for k, v in d.items() if k not in names})
 
 
@@ -117,11 +119,72 @@ def _check_entries(d: dict, where: str) -> None:
         raise damaged("its 'preprocess' entry is damaged")
 
 
+MAX_CLASSES = 100_000  # build's --num-classes bound
+MAX_SIDE = 4096  # build's --resolution bound
+# The short side is resized to crop / 0.875 for every recipe edgeffnet writes; timm's crop fractions run
+# from 0.8 to 1.0. Four times the crop leaves room for any recipe and keeps a resize small.
+MAX_RESIZE_OVER_CROP = 4
+
+
+def _check_numbers(d: dict, where: str) -> None:
+    """The numbers a bundle's reader acts on agree with the model the bundle holds: its input shape, its
+    head. An edited `resize` of 100000 would make every image a 100000-pixel one before it is cropped."""
+    def damaged(why: str) -> UserError:
+        return UserError(f"{where}: {why}; rebuild the bundle with edgeffnet build")
+
+    positive_int(d, "num_classes", where, MAX_CLASSES)
+    shape = d["input"]["shape"]
+    if (not isinstance(shape, list) or len(shape) != 4
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in shape[1:])
+            or shape[1] != 3 or not all(1 <= v <= MAX_SIDE for v in shape[2:])):
+        raise damaged("its input shape is not [batch, 3, H, W] with H and W in 1..4096")
+    batch = d["input"]["batch"]
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 1024):
+        raise damaged("its input batch is not a whole number in 1..1024 (or null: dynamic)")
+    p, source = d["preprocess"], f"{where} 'preprocess'"
+    crop = positive_int(p, "crop", source, MAX_SIDE)
+    resize = positive_int(p, "resize", source, MAX_SIDE * MAX_RESIZE_OVER_CROP)
+    if crop != shape[2] or crop != shape[3]:
+        raise damaged(f"its preprocessing crops {crop} pixels but the model takes {shape[2]}x{shape[3]}")
+    if not crop <= resize <= MAX_RESIZE_OVER_CROP * crop:
+        raise damaged(f"its preprocessing resizes to {resize} pixels for a {crop}-pixel crop (expected "
+                      f"{crop}..{MAX_RESIZE_OVER_CROP * crop})")
+    for key in ("mean", "std"):
+        values = p[key]
+        if not isinstance(values, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 255 for v in values):
+            raise damaged(f"its preprocessing {key} is not three numbers in 0..255")
+    if not all(v > 0 for v in p["std"]):
+        raise damaged("its preprocessing std has a zero")
+    for name in d["files"]:
+        if not isinstance(name, str):
+            raise damaged("its 'files' entry lists something that is not a file name")
+
+
+def _read_manifest_file(path: Path) -> dict | None:
+    """manifest.json of the directory `path` as a dict, or None where there is none or it is not JSON;
+    a manifest that is no regular file or is oversized is an UntrustedFileError."""
+    try:
+        text = read_text(path / MANIFEST, JSON_CAP, "bundle manifest")
+    except UntrustedFileError:
+        if not (path / MANIFEST).exists() and not (path / MANIFEST).is_symlink():
+            return None
+        raise
+    try:
+        d = parse_json(text, f"'{path / MANIFEST}'")
+    except UntrustedFileError as e:
+        if "nests deeper" in str(e):
+            raise
+        return None
+    return d
+
+
 def is_bundle(path: Path) -> bool:
     try:
-        return json.loads((Path(path) / MANIFEST).read_text()).get("bundle_format") == FORMAT
-    except (OSError, ValueError, AttributeError):
+        d = _read_manifest_file(Path(path))
+    except UserError:
         return False
+    return isinstance(d, dict) and d.get("bundle_format") == FORMAT
 
 
 def read_manifest(path: str | Path) -> dict:
@@ -135,14 +198,21 @@ def _open_manifest(path: str | Path) -> tuple[Path, Manifest]:
         path = path.parent
     if not path.exists():
         raise UserError(f"bundle '{path}' does not exist; build one with edgeffnet build")
-    try:
-        d = json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError):
+    if not path.is_dir():
+        raise UserError(f"'{path}' is not an edgeffnet bundle (a bundle is a directory); build one with "
+                        f"edgeffnet build")
+    d = _read_manifest_file(path)
+    if d is None:
         raise UserError(f"'{path}' is not an edgeffnet bundle (no readable {MANIFEST}); build one with "
-                        f"edgeffnet build") from None
+                        f"edgeffnet build")
     if not isinstance(d, dict):
         raise UserError(f"'{path}/{MANIFEST}' is not an edgeffnet manifest; rebuild the bundle with edgeffnet build")
-    return path, Manifest.from_dict(d, f"'{path}/{MANIFEST}'")
+    where = f"'{path}/{MANIFEST}'"
+    manifest = Manifest.from_dict(d, where)
+    # Every file a manifest names is the bundle's own: an edited `graph` of '/etc/x.onnx' or '../other' is
+    # refused before anything loads it.
+    confined(path, manifest.graph)
+    return path, manifest
 
 
 def write_manifest(path: Path, manifest: Manifest | dict) -> None:
@@ -162,7 +232,7 @@ class Bundle:
 
     @property
     def target(self):
-        from .targets import of_bundle
+        from edgeffnet.specs.targets import of_bundle
 
         return of_bundle(self.manifest.to_dict())
 
@@ -176,25 +246,80 @@ class Bundle:
 
     def runner(self, settings=None):
         """The compiled artifact, loaded on this host's device (backends.RunSettings for the knobs)."""
-        from .backends import get
+        from edgeffnet.backends import get
 
         t = self.target
-        return get(t.backend).load(self.path, t, self.precision, settings)
+        runner = get(t.backend).load(self.path, t, self.precision, settings)
+        check_input(runner, self.manifest.input["shape"], f"{self.path}'s {t.backend} artifact")
+        return runner
+
+    def layer_table(self) -> dict:
+        """layers.json, checked (torch- and onnx-free: it is read on the device when profiling)."""
+        from edgeffnet.specs.layer_table import read
+
+        if not (self.path / LAYER_TABLE).exists():
+            raise UserError(f"{self.path} has no {LAYER_TABLE} (built by an edgeffnet that wrote no layer table); "
+                            f"rebuild it with edgeffnet build to profile it")
+        return read(self.path / LAYER_TABLE)
 
     def reference(self) -> tuple[np.ndarray, np.ndarray]:
         """The verification views (preprocessed) and the FP32 PyTorch logits the build stored for them."""
-        from .photos import to_input
-        from .preprocess import Preprocess
+        from edgeffnet.network.photos import to_input
+        from edgeffnet.core.preprocess import Preprocess
 
-        try:
-            data = np.load(self.path / "reference.npz")
-            return to_input(data["views"], Preprocess.from_dict(self.manifest.preprocess)), data["logits"]
-        except (OSError, KeyError, ValueError) as e:
-            raise UserError(f"{self.path}/reference.npz is missing or damaged ({type(e).__name__}); rebuild the "
-                            f"bundle with edgeffnet build") from None
+        views, logits = read_reference(self.path / "reference.npz", self.manifest.preprocess["crop"],
+                                       self.manifest.num_classes)
+        return to_input(views, Preprocess.from_dict(self.manifest.preprocess)), logits
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, {self.manifest.spec.get('spec')}, {self.target.name}, {self.precision})"
+
+
+def check_input(runner, shape: list, what: str) -> None:
+    """The loaded artifact takes the H x W the manifest says (and its preprocessing crops to); an artifact
+    swapped for another model's is one line here, not a shape error from inside the runtime."""
+    got = tuple(getattr(runner, "input_shape", ()) or ())
+    if len(got) == 4 and any(g not in (-1, want) for g, want in zip(got[1:], shape[1:])):
+        raise UserError(f"{what} takes input {'x'.join(map(str, got[1:]))} but the manifest says "
+                        f"{'x'.join(map(str, shape[1:]))}: the bundle's files do not belong together; rebuild it "
+                        f"with edgeffnet build")
+
+
+REFERENCE_CAP = 1 << 30  # 10,000 views at 96 px and their logits are ~300 MB; a larger one is no bundle's
+
+
+def read_reference(path: Path, crop: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """reference.npz's uint8 views (N x crop x crop x 3) and FP32 logits (N x classes), checked: a regular
+    file under the cap, a zip of plain arrays (never a pickle), the shapes the manifest says."""
+    import io
+    import zipfile
+
+    def damaged(why: str) -> UserError:
+        return UserError(f"{path} {why}; rebuild the bundle with edgeffnet build")
+
+    data = read_bytes_or_none(path)
+    if data is None:
+        raise damaged("is missing")
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise damaged("is damaged (not an .npz archive)")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            views, logits = npz["views"], npz["logits"]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise damaged(f"is damaged ({type(e).__name__})") from None
+    if (views.dtype != np.uint8 or views.ndim != 4 or views.shape[1:] != (crop, crop, 3) or logits.ndim != 2
+            or logits.shape != (len(views), num_classes) or not np.issubdtype(logits.dtype, np.floating)):
+        raise damaged(f"holds views {views.shape} and logits {logits.shape}, not what the manifest says "
+                      f"(N x {crop} x {crop} x 3 and N x {num_classes})")
+    return views, logits
+
+
+def read_bytes_or_none(path: Path, cap: int = REFERENCE_CAP) -> bytes | None:
+    from edgeffnet.core.untrusted import read_bytes
+
+    if not path.exists() and not path.is_symlink():
+        return None
+    return read_bytes(path, cap, "bundle file")
 
 
 def check_destination(final: Path) -> None:
@@ -290,9 +415,11 @@ def owned_files(path: Path) -> set[str] | None:
     """What the bundle at `path` wrote (its manifest's file list and what edgeffnet's commands add later),
     or None when it is no bundle."""
     try:
-        d = json.loads((Path(path) / MANIFEST).read_text())
-        return set(d["files"]) | {MANIFEST} | WRITTEN_LATER if d.get("bundle_format") == FORMAT else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        d = _read_manifest_file(Path(path))
+        if not isinstance(d, dict) or d.get("bundle_format") != FORMAT:
+            return None
+        return {n for n in d["files"] if isinstance(n, str)} | {MANIFEST} | WRITTEN_LATER
+    except (UserError, KeyError, TypeError):
         return None
 
 

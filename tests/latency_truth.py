@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeffnet.latency import features, store
-from edgeffnet.scaling import parse_spec
+from edgeffnet.specs.scaling import parse_spec
 from edgeffnet.search.grid import network_key
 
 OVERHEAD_MS = 0.4

@@ -8,9 +8,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from edgeffnet.errors import UserError
+from edgeffnet.core.errors import UserError
 from edgeffnet.precision import calibration, int8
-from edgeffnet.preprocess import imagenet_recipe, preprocess_image, tf_lite_recipe
+from edgeffnet.core.preprocess import imagenet_recipe, preprocess_image, tf_lite_recipe
 
 RECIPE = tf_lite_recipe(32)
 

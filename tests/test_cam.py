@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import run_cli_process
 
 import edgeffnet
-from edgeffnet import cam
+from edgeffnet.workflows import cam
 
 SPEC = "mobilenetv2,res=96"  # ReLU6 inverted residuals with a 1x1 head: the pooled map is the head's
 

@@ -1,4 +1,4 @@
-"""Issue 22: what `edgeffnet cam` writes and where. Two photos of one name get two PNGs (names that are the
+"""What `edgeffnet cam` writes and where. Two photos of one name get two PNGs (names that are the
 same on every run), -o under a file is one line, --compare keeps specs that hold commas, and an image
 name with matplotlib maths or rich markup in it is drawn as text."""
 
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from one_line_cli import cli, refused  # noqa: F401  (cli is a fixture)
+from conftest import assert_refused as refused
 from PIL import Image
 
 import edgeffnet
-from edgeffnet import cam
+from edgeffnet.workflows import cam
 
 SPEC = "lite0,res=64"
 
@@ -40,14 +40,14 @@ def test_photos_of_one_name_get_one_png_each_and_the_same_names_again(cli, check
     photos.append(_photo(tmp_path / "other.png", 9))
     out = tmp_path / "out"
     done = cli("cam", SPEC, "-w", checkpoint, *photos, "--top", "1", "-o", out)
-    assert done.code == 0, done.err
+    assert done.returncode == 0, done.stderr
     names = _pngs(out)
     assert len(set(names)) == 4 and names[3] == "other.cam.png"
     assert all(n.startswith("same-") for n in names[:3])
     assert all((out / n).is_file() for n in names)
     assert sorted(p.name for p in out.glob("*.cam.png")) == sorted(names)
     done = cli("cam", SPEC, "-w", checkpoint, *photos, "--top", "1", "-o", out)  # again: the same files
-    assert done.code == 0 and _pngs(out) == names and len(list(out.glob("*.cam.png"))) == 4
+    assert done.returncode == 0 and _pngs(out) == names and len(list(out.glob("*.cam.png"))) == 4
 
 
 def test_png_names_are_unique_for_any_list():
@@ -64,8 +64,8 @@ def test_an_image_name_is_drawn_as_text(cli, checkpoint, tmp_path, name):
     photo = _photo(tmp_path / name, 1)
     out = tmp_path / "out"
     done = cli("cam", SPEC, "-w", checkpoint, photo, "--top", "1", "-o", out)
-    assert done.code == 0, done.err
-    assert "Traceback" not in done.err and "\x1b" not in done.err
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "\x1b" not in done.stderr
     (png,) = _pngs(out)
     assert (out / png).is_file() and (out / "grid.png").is_file()
 
@@ -104,6 +104,6 @@ def test_compare_models_at_two_resolutions(cli, checkpoint, tmp_path, compare):
     photo = _photo(tmp_path / "p.png", 4)
     out = tmp_path / "out"
     done = cli("cam", *compare, "-w", checkpoint, photo, "-o", out)
-    assert done.code == 0, done.err
+    assert done.returncode == 0, done.stderr
     (image,) = json.loads((out / "cam.json").read_text())["images"]
     assert [m["resolution"] for m in image["models"]] == [64, 96]

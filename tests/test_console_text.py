@@ -1,4 +1,4 @@
-"""Issue 22: user text (paths, specs, names) is printed as text. No rich markup (`[link=...]`, `[/bold]`),
+"""User text (paths, specs, names) is printed as text. No rich markup (`[link=...]`, `[/bold]`),
 no emoji (`:cat:`), and control characters (ANSI escapes, BEL, newlines in a file name) are shown, not
 sent to the terminal; an error is still exactly one line."""
 
@@ -9,12 +9,12 @@ import json
 
 import numpy as np
 import pytest
-from one_line_cli import cli, refused  # noqa: F401  (cli is a fixture)
+from conftest import assert_refused as refused
 from PIL import Image
 from rich.table import Table
 
 import edgeffnet
-from edgeffnet.user_text import TextConsole, one_line, visible
+from edgeffnet.core.user_text import TextConsole, one_line, visible
 
 HOSTILE = ["[link=http://example.com/x]click[/link]", "[/bold]", ":cat: :thumbs_up:", "\x1b[31mred\x1b[0m",
            "\x1b]8;;http://example.com\x07hyper\x1b]8;;\x07", "bell\x07", "back\x08space", "\x9b2J"]
@@ -79,16 +79,16 @@ def test_markup_in_a_saved_result_path_is_printed_after_saving(cli, tmp_path):
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(photo)
     out = tmp_path / "maps [/bold] :cat: [link=http://example.com]x"
     done = cli("cam", "lite0,res=64", "-w", weights, photo, "--top", "1", "-o", out)
-    assert done.code == 0, done.err
+    assert done.returncode == 0, done.stderr
     assert json.loads((out / "cam.json").read_text())["images"]
-    assert str(out) in done.err and "Traceback" not in done.err
-    _plain(done.err)
+    assert str(out) in done.stderr and "Traceback" not in done.stderr
+    _plain(done.stderr)
 
 
 def test_log_lines_show_control_characters():
     import logging
 
-    from edgeffnet import logs
+    from edgeffnet.core import logs
 
     buffer = io.StringIO()
     handler = logs.console_handler(buffer)

@@ -57,7 +57,7 @@ def test_device_side_runs_the_bundle(device_venv, bundle_dir, tmp_path):
     (rec,) = json.loads(r.stdout)
     assert rec["runtime"] == "openvino" and rec["stats"]["count"] >= 3 and "torch" not in rec["tools"]
 
-    from edgeffnet.photos import load_photo
+    from edgeffnet.network.photos import load_photo
 
     load_photo("skimage:chelsea").save(tmp_path / "cat.png")
     r = _run(device_venv, "predict", str(work), str(tmp_path / "cat.png"), "--json", cwd=tmp_path)

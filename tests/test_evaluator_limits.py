@@ -1,4 +1,4 @@
-"""Issue 22: what an `--evaluate` command, and the files a search or fit leaves, can do to edgeffnet.
+"""What an `--evaluate` command, and the files a search or fit leaves, can do to edgeffnet.
 
 An evaluator is someone else's program: its output is capped in memory and in evaluate.log (head and
 tail kept, the drop said), its error line is bounded, it has a time limit that kills its whole process
@@ -19,13 +19,13 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from one_line_cli import cli, refused  # noqa: F401  (cli is a fixture)
+from conftest import assert_refused as refused
 
-from edgeffnet.errors import UserError
-from edgeffnet.scaling import parse_spec
+from edgeffnet.core.errors import UserError
+from edgeffnet.specs.scaling import parse_spec
 from edgeffnet.search import evaluators, fit, harness
 from edgeffnet.search.grid import PAPER, Candidate
-from edgeffnet.untrusted import LOG_CAP
+from edgeffnet.core.untrusted import LOG_CAP
 
 PY = sys.executable
 DIRECTORY = "is a directory|not a regular file"  # untrusted.read_bytes's words for a folder where a file should be
@@ -198,7 +198,7 @@ def test_an_evaluator_that_makes_output_a_directory_does_not_break_later_searche
     assert not (out / "search.json").exists()
     good = _script(tmp_path, "good.py", GOOD)
     done = cli(*SEARCH, "--evaluate", f"{PY} {good} {{spec}} {{output}}", "-o", out)
-    assert done.code == 0, done.err
+    assert done.returncode == 0, done.stderr
     summary = json.loads((out / "search.json").read_text())
     assert summary["accuracy_measured"] and summary["chosen"]["accuracy"] == 0.5
 
@@ -220,7 +220,7 @@ def _paper_file(out: Path) -> Path:
 ])
 def test_a_damaged_candidate_file_is_one_line_and_never_ranked(cli, pretend, tmp_path, damage, needle):
     out = tmp_path / "s"
-    assert cli(*SEARCH, "-o", out).code == 0
+    assert cli(*SEARCH, "-o", out).returncode == 0
     before = (out / "search.json").read_bytes()
     path = _paper_file(out)
     path.write_text(json.dumps(damage(json.loads(path.read_text()))))  # json writes bare NaN / Infinity
@@ -239,7 +239,7 @@ def test_a_damaged_candidate_file_is_one_line_and_never_ranked(cli, pretend, tmp
 ])
 def test_a_candidate_file_that_is_not_a_json_file_is_one_line(cli, pretend, tmp_path, damage, needle):
     out = tmp_path / "s"
-    assert cli(*SEARCH, "-o", out).code == 0
+    assert cli(*SEARCH, "-o", out).returncode == 0
     damage(_paper_file(out))
     started = time.monotonic()
     assert re.search(needle, refused(cli(*SEARCH, "-o", out)))
@@ -248,11 +248,11 @@ def test_a_candidate_file_that_is_not_a_json_file_is_one_line(cli, pretend, tmp_
 
 def test_search_json_never_holds_nan(cli, pretend, tmp_path):
     out = tmp_path / "s"
-    assert cli(*SEARCH, "-o", out).code == 0
+    assert cli(*SEARCH, "-o", out).returncode == 0
     text = (out / "search.json").read_text()
     json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in search.json"))
     for p in (out / "candidates").glob("*.json"):
-        json.loads(p.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in {p}"))
+        json.loads(p.read_text(), parse_constant=lambda name, p=p: pytest.fail(f"{name} in {p}"))
 
 
 # -- fit: its state and its --spec -----------------------------------------------------------------------

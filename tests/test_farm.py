@@ -26,12 +26,13 @@ ray = pytest.importorskip("ray", reason="Ray is the [farm] extra: pip install -e
 from ray.cluster_utils import Cluster  # noqa: E402
 
 import edgeffnet  # noqa: E402
-from edgeffnet import bundle, targets  # noqa: E402
-from edgeffnet.errors import UserError  # noqa: E402
+from edgeffnet import bundle  # noqa: E402
+from edgeffnet.specs import targets  # noqa: E402
+from edgeffnet.core.errors import UserError  # noqa: E402
 from edgeffnet.farm import cluster as farm_cluster, device, resource  # noqa: E402
 from edgeffnet.farm import sweep as farm  # noqa: E402
 from edgeffnet.measure import bench, records, report  # noqa: E402
-from edgeffnet.measure.sweep import Item  # noqa: E402
+from edgeffnet.workflows.sweep import Item  # noqa: E402
 
 pytestmark = pytest.mark.farm  # a Ray cluster on 127.0.0.1
 
@@ -386,6 +387,6 @@ def test_device_refuses_an_archive_that_leaves_the_bundle(tmp_path):
         info.size = 2
         tar.addfile(info, io.BytesIO(b"hi"))
     (tmp_path / "bundle").mkdir()
-    with pytest.raises(tarfile.TarError):
+    with pytest.raises(UserError, match="leads outside"):  # refused from the headers, before any is written
         device.unpack(buf.getvalue(), tmp_path / "bundle")
     assert not (tmp_path / "escaped.txt").exists()

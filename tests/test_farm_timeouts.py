@@ -1,4 +1,4 @@
-"""Issue 22: every wait for a Ray head is bounded and ends in one line. No Ray cluster is started here:
+"""Every wait for a Ray head is bounded and ends in one line. No Ray cluster is started here:
 stand-in servers on 127.0.0.1 accept and stay silent, hang up, answer in another protocol, or greet like a
 gRPC server (an HTTP/2 SETTINGS frame), and are stopped at the end of each test."""
 
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from one_line_cli import cli, refused  # noqa: F401  (cli is a fixture)
+from conftest import assert_refused as refused
 
 from edgeffnet.farm import cluster
 
@@ -131,7 +131,7 @@ def test_join_applies_the_loopback_setting_connect_applies(cli, server, monkeypa
 
     monkeypatch.setattr(cluster.subprocess, "call", ray_start)
     done = cli("farm", "join", server.address, "--target", "cpu", "--connect-timeout", "5")
-    assert done.code == 0, done.err
+    assert done.returncode == 0, done.stderr
     assert seen["env"] == "0" and f"--address={server.address}" in seen["cmd"]
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeffnet.errors import UserError
-from edgeffnet.scaling import parse_spec
+from edgeffnet.core.errors import UserError
+from edgeffnet.specs.scaling import parse_spec
 from edgeffnet.search import fit, harness
 
 REPO = Path(__file__).resolve().parents[1]

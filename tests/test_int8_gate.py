@@ -7,9 +7,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeffnet.backends.openvino import int8_routes as routes
-from edgeffnet.errors import UserError
-from edgeffnet.onnx_index import GraphIndex
+from edgeffnet.backends.openvino import encoding
+from edgeffnet.pipeline import int8_routes as routes
+from edgeffnet.core.errors import UserError
+from edgeffnet.graph.onnx_index import GraphIndex
 from edgeffnet.pipeline import escalate
 from edgeffnet.precision import fidelity
 
@@ -83,9 +84,9 @@ def test_the_worst_row_is_the_one_that_fails():
 
 
 def test_vnni_flags():
-    assert not routes.has_vnni({"avx", "avx2", "fma"})
-    assert routes.has_vnni({"avx2", "avx512_vnni"}) and routes.has_vnni({"avx2", "avx_vnni"})
-    assert routes.has_vnni({"neon", "asimd"})  # not an AVX2 x86: nothing to work around
+    assert not encoding.has_vnni({"avx", "avx2", "fma"})
+    assert encoding.has_vnni({"avx2", "avx512_vnni"}) and encoding.has_vnni({"avx2", "avx_vnni"})
+    assert encoding.has_vnni({"neon", "asimd"})  # not an AVX2 x86: nothing to work around
 
 
 def test_choice_is_fidelity_first_then_latency():
@@ -113,7 +114,7 @@ def _conv_graph() -> onnx.ModelProto:
 
 def test_seven_bit_weights_rescale_only_dense_per_channel_weight_scales():
     m = _conv_graph()
-    out, changed = routes.seven_bit_weights(m)
+    out, changed = encoding.seven_bit_weights(m)
     assert changed == 1
     before = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
     after = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
@@ -123,7 +124,7 @@ def test_seven_bit_weights_rescale_only_dense_per_channel_weight_scales():
     assert np.abs(codes).max() <= 63  # 2 * 255 * 63 fits pmaddubsw's int16 sums
     conv = next(n for n in m.graph.node if n.op_type == "Conv")
     conv.attribute.append(helper.make_attribute("group", 3))  # depthwise-like: keeps 8 bits
-    assert routes.seven_bit_weights(m)[1] == 0
+    assert encoding.seven_bit_weights(m)[1] == 0
 
 
 # -- escalation --------------------------------------------------------------------------------------------
@@ -146,7 +147,7 @@ def test_escalation_keeps_the_top_ranked_layers_until_the_gate_passes(monkeypatc
     import logging
     from dataclasses import dataclass, field
 
-    from edgeffnet.pipeline.context import Artifact
+    from edgeffnet.core.artifact import Artifact
     from edgeffnet.pipeline.options import BuildOptions
 
     @dataclass(frozen=True)
@@ -266,8 +267,8 @@ def test_seven_bit_weights_with_means_keep_the_mean_output_of_eight_bit_weights(
     p = qdq.plan(model)
     means = {"x": mean}  # r1's mean unknown: conv2 keeps its bias (it has none)
     eight = qdq.quantize(model, p, {"x": 4.0, "r1": 40.0}, means)
-    seven, changed = routes.seven_bit_weights(eight, means)
-    uncorrected, _ = routes.seven_bit_weights(eight)
+    seven, changed = encoding.seven_bit_weights(eight, means)
+    uncorrected, _ = encoding.seven_bit_weights(eight)
     assert changed == 2
 
     def first_layer(m):

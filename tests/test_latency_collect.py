@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 
-from edgeffnet.latency import collect, device, store
+from edgeffnet.latency import device, store
+from edgeffnet.search import latency_collect as collect
 from edgeffnet.latency.model import fit
 from edgeffnet.search import harness
 
@@ -44,7 +45,7 @@ def test_an_interrupted_collection_measures_only_the_rest(tmp_path, monkeypatch)
 def test_the_design_spreads_over_the_grid_and_both_families():
     specs = collect.Collection(target="cpu", precision="fp32").specs()
     assert len(specs) == len(set(specs)) == 48 and specs == collect.Collection("cpu", "fp32").specs()
-    from edgeffnet.scaling import parse_spec
+    from edgeffnet.specs.scaling import parse_spec
 
     parsed = [parse_spec(s) for s in specs]
     assert {p.family for p in parsed} == {"efficientnet", "lite"}

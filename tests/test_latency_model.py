@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeffnet.errors import UserError
+from edgeffnet.core.errors import UserError
 from edgeffnet.latency import device, model as lm, store
 from edgeffnet.latency.design import design
-from edgeffnet.untrusted import UntrustedFileError
+from edgeffnet.core.untrusted import UntrustedFileError
 
 from latency_truth import Truth
 
@@ -144,7 +144,7 @@ def test_nan_and_non_files_are_refused(tmp_path):
     path.write_text(path.read_text().replace('"constant_ms": ', '"constant_ms": NaN, "was": ', 1))
     with pytest.raises(UntrustedFileError, match="NaN"):
         lm.LatencyModel.load(path)
-    with pytest.raises(UntrustedFileError, match="not a regular file"):
+    with pytest.raises(UntrustedFileError, match="is a directory, not a file"):
         lm.LatencyModel.load(tmp_path)
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(UntrustedFileError, match="list"):

@@ -15,8 +15,8 @@ from PIL import Image
 
 from conftest import run_cli_process
 
-from edgeffnet.reference import create_model
-from edgeffnet.preprocess import load_image
+from edgeffnet.network.reference import create_model
+from edgeffnet.core.preprocess import load_image
 
 CATS = {282, 285}  # tiger cat, Egyptian cat
 

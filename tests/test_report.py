@@ -20,9 +20,9 @@ from PIL import Image
 
 from edgeffnet.measure import bench, records, report, timing
 from edgeffnet.measure.records import Record
-from edgeffnet.errors import UserError
-from edgeffnet.info import describe
-from edgeffnet.scaling import parse_spec
+from edgeffnet.core.errors import UserError
+from edgeffnet.network.info import describe
+from edgeffnet.specs.scaling import parse_spec
 
 SLOPE = 0.75
 

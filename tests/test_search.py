@@ -13,8 +13,8 @@ import pytest
 
 from conftest import run_cli_process
 
-from edgeffnet.errors import UserError
-from edgeffnet.scaling import parse_spec
+from edgeffnet.core.errors import UserError
+from edgeffnet.specs.scaling import parse_spec
 from edgeffnet.search import evaluators, harness, objective, trials
 from edgeffnet.search.grid import PAPER, Candidate, grid, network_key
 
@@ -240,8 +240,8 @@ def _image_folder(root: Path, per_class: int, seed: int) -> None:
     """Two classes from the shipped photos: crops of the cat and of the coffee cup."""
     from PIL import Image
 
-    from edgeffnet.photos import load_photo, views
-    from edgeffnet.preprocess import imagenet_recipe
+    from edgeffnet.network.photos import load_photo, views
+    from edgeffnet.core.preprocess import imagenet_recipe
 
     for name, ref in (("cat", "skimage:chelsea"), ("coffee", "skimage:coffee")):
         (root / name).mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""Issue 22: `search` counts its grid before it lists it. A fine step with a wide tolerance is refused in one
+"""`search` counts its grid before it lists it. A fine step with a wide tolerance is refused in one
 line, at once and in little memory, naming the count and what to change; grids under the cap are the same
 as a plain enumeration of the constraint."""
 
@@ -10,9 +10,9 @@ import time
 import tracemalloc
 
 import pytest
-from one_line_cli import cli, refused  # noqa: F401  (cli is a fixture)
+from conftest import assert_refused as refused
 
-from edgeffnet.errors import UserError
+from edgeffnet.core.errors import UserError
 from edgeffnet.search.grid import MAX_CANDIDATES, PAPER, Candidate, expected_size, grid
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from edgeffnet.errors import UserError
+from edgeffnet.core.errors import UserError
 from edgeffnet.latency import device, model as lm, store
 from edgeffnet.latency.design import design
-from edgeffnet.scaling import parse_spec
+from edgeffnet.specs.scaling import parse_spec
 from edgeffnet.search import evaluators, fit, harness, selection, trials
+from edgeffnet.search.executors import LocalExecutor
 from edgeffnet.search.grid import network_key
 
 from latency_truth import Truth
@@ -27,7 +28,7 @@ class TruthDevice:
     def build_and_measure(self, spec, target, precision, dest, settings, keep=None):
         self.built.append(spec)
         s = parse_spec(spec)
-        from edgeffnet.model import count_macs
+        from edgeffnet.network.model import count_macs
 
         ms = self.truth.ms(spec)
         return {"spec": spec, "macs": count_macs(s), "params": 1000, "resolution": s.resolution,
@@ -128,3 +129,35 @@ def test_fit_starts_where_the_model_puts_the_budget(tmp_path, device_with_model)
     assert proposed and "the latency model proposes" in lines[0]
     assert pretend.built[0] == plan.spec(proposed["phi"])  # measuring began at the model's proposal
     assert abs(proposed["phi"] - r["phi"]) <= 0.5 and len(pretend.built) <= 6
+
+
+class ElsewhereExecutor:
+    """Jobs run as a farm's would: not this machine's LocalExecutor (the measurements are the pretend device's)."""
+
+    def __init__(self):
+        self.local = LocalExecutor()
+
+    def measure(self, *args, **kwargs):
+        return self.local.measure(*args, **kwargs)
+
+    def time(self, *args, **kwargs):
+        return self.local.time(*args, **kwargs)
+
+
+def test_on_a_cluster_this_machines_model_is_not_used(tmp_path, device_with_model):
+    pretend = device_with_model
+    with pytest.raises(UserError, match="--cluster"):
+        trials.run(_plan(tmp_path / "k", measure=2), evaluators.NoEvaluator(), echo=lambda m: None,
+                   executor=ElsewhereExecutor())
+    assert pretend.built == []  # refused before any build
+    plan = _plan(tmp_path / "all", measure=None)
+    result = trials.run(plan, evaluators.NoEvaluator(), echo=lambda m: None, executor=ElsewhereExecutor())
+    assert result["prediction"] is None and len(result["rows"]) == len(plan.candidates)
+
+    f = fit.FitPlan(out=tmp_path / "f", settings=QUICK, precision="fp32", phi_min=-4, phi_max=2,
+                    latency_model=str(tmp_path / "model.json"))
+    with pytest.raises(UserError, match="--cluster"):
+        fit.fit_family(f, [pretend.truth.ms("b0,phi=-1")], executor=ElsewhereExecutor())
+    f.latency_model = "auto"
+    results, _ = fit.fit_family(f, [pretend.truth.ms("b0,phi=-1")], executor=ElsewhereExecutor())
+    assert results[0]["proposed_by_model"] is None

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from edgeffnet.layers import ROLES, spec_layers, totals_by_role
-from edgeffnet.model import EfficientNet, count_macs
-from edgeffnet.scaling import parse_spec
+from edgeffnet.specs.layers import ROLES, spec_layers, totals_by_role
+from edgeffnet.network.model import EfficientNet, count_macs
+from edgeffnet.specs.scaling import parse_spec
 
 SPECS = ["b0", "b3", "lite0", "lite2,res=96", "phi=-2", "phi=2,only=width", "mobilenetv1,d=1.4,w=1.2,r=1.3",
          "mobilenetv2", "resnet50", "resnet50,w=0.5,res=64"]
@@ -61,6 +61,6 @@ def test_roles_and_bytes_follow_precision():
 
 
 def test_counting_imports_no_torch():
-    code = "import sys; import edgeffnet.layers as l, edgeffnet.scaling as s; l.spec_layers(s.parse_spec('b7'));" \
+    code = "import sys; import edgeffnet.specs.layers as l, edgeffnet.specs.scaling as s; l.spec_layers(s.parse_spec('b7'));" \
            "assert 'torch' not in sys.modules and 'onnx' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from edgeffnet.measure import bench, sweep
-from edgeffnet.errors import UserError
-from edgeffnet.info import describe
-from edgeffnet.scaling import parse_spec
+from edgeffnet.measure import bench
+
+from edgeffnet.workflows import sweep
+from edgeffnet.core.errors import UserError
+from edgeffnet.network.info import describe
+from edgeffnet.specs.scaling import parse_spec
 
 
 def test_model_ranges():
@@ -80,42 +82,44 @@ class Counter:
         return self.fn(*args, **kw)
 
 
-REAL_BUILD, REAL_BENCH = sweep.build, bench.run
+REAL_BUILD, REAL_LOAD = sweep.build, bench.cold_start
 
 
 def _run(out, monkeypatch, settings=QUICK, interrupt_on=None):
-    builds, benches = Counter(REAL_BUILD), Counter(REAL_BENCH, fail_on=interrupt_on)
+    """The sweep, counting builds and runner loads (each item's runner is loaded once per measurement)."""
+    builds, loads = Counter(REAL_BUILD), Counter(REAL_LOAD, fail_on=interrupt_on)
     monkeypatch.setattr(sweep, "build", builds)
-    monkeypatch.setattr(sweep.bench, "run", benches)
+    monkeypatch.setattr(bench, "cold_start", loads)
     items = sweep.plan(None, SPECS, None, ["fp32"])
     result = sweep.run(items, "cpu", out, ["latency"], [], settings)
-    return result, builds.calls, benches.calls
+    return result, builds.calls, loads.calls
 
 
 def test_resume_continues_where_it_stopped(tmp_path, monkeypatch, cache):
     out = tmp_path / "results"
 
-    def second(path):  # Ctrl-C while the second item is measured
-        return "res128" in str(path)
+    def second(b):  # Ctrl-C while the second item's runner loads: both are built, nothing measured
+        return "res128" in str(b.path)
 
-    result, builds, benches = _run(out, monkeypatch, interrupt_on=second)
-    assert result["interrupted"].spec == "lite0,res=128" and len(builds) == 2 and len(benches) == 2
+    result, builds, loads = _run(out, monkeypatch, interrupt_on=second)
+    assert result["interrupted"].spec == "lite0,res=96" and len(builds) == 2 and len(loads) == 2
     first = out / "bundles" / "lite0-res96-cpu-fp32" / "bench" / "openvino-latency.json"
-    assert first.is_file()
-    result, builds, benches = _run(out, monkeypatch)
-    assert builds == [] and len(benches) == 1 and "res128" in benches[0]  # only the unfinished item
-    assert [i.spec for i in result["skipped"]] == ["lite0,res=96"] and [i.spec for i in result["done"]] == [SPECS[1]]
-    result, builds, benches = _run(out, monkeypatch)
-    assert builds == [] and benches == [] and len(result["skipped"]) == 2
+    assert not first.exists()
+    result, builds, loads = _run(out, monkeypatch)
+    assert builds == [] and len(loads) == 2  # not built again; both measured, together
+    assert [i.spec for i in result["done"]] == list(SPECS) and first.is_file()
+    result, builds, loads = _run(out, monkeypatch)
+    assert builds == [] and loads == [] and len(result["skipped"]) == 2
 
     rec = json.loads(first.read_text())  # a measurement cut short by Ctrl-C is measured again
     first.write_text(json.dumps(rec | {"interrupted": True}))
-    result, builds, benches = _run(out, monkeypatch)
-    assert builds == [] and len(benches) == 1 and "res96" in benches[0]
+    result, builds, loads = _run(out, monkeypatch)
+    assert builds == [] and len(loads) == 1 and "res96" in loads[0]
+    assert [i.spec for i in result["skipped"]] == ["lite0,res=128"]
     assert not json.loads(first.read_text())["interrupted"]
 
-    result, builds, benches = _run(out, monkeypatch, settings=bench.Settings(iterations=4, seconds=0, warmup=0))
-    assert builds == [] and len(benches) == 2  # other settings: measured again, not rebuilt
+    result, builds, loads = _run(out, monkeypatch, settings=bench.Settings(iterations=4, seconds=0, warmup=0))
+    assert builds == [] and len(loads) == 2  # other settings: measured again, not rebuilt
 
 
 def test_records_carry_the_weights_and_other_weights_rebuild(tmp_path, monkeypatch, cache):

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import edgeffnet
-from edgeffnet import weights as _weights
-from edgeffnet.errors import UserError
-from edgeffnet.info import describe, table3
-from edgeffnet.model import build
-from edgeffnet.scaling import TABLE3, parse_spec, table3_specs
+from edgeffnet.network import weights as _weights
+from edgeffnet.core.errors import UserError
+from edgeffnet.network.info import describe, table3
+from edgeffnet.network.model import build
+from edgeffnet.specs.scaling import TABLE3, parse_spec, table3_specs
 
 from conftest import fixture, fixture_path, run_cli
 
@@ -161,8 +161,8 @@ def test_random_weights_of_deep_table3_networks_keep_fp32_rounding_small():
     Table 3 families only; they keep FP32 against FP64 far inside the 1e-4 parity tolerance."""
     import copy
 
-    from edgeffnet.model import Bottleneck, MBConv
-    from edgeffnet.photos import to_input, verification_views
+    from edgeffnet.network.model import Bottleneck, MBConv
+    from edgeffnet.network.photos import to_input, verification_views
 
     model = edgeffnet.create_model("mobilenetv2,d=4,res=64")
     residual = [m.project.bn.weight for m in model.modules() if isinstance(m, MBConv) and m.residual]
@@ -195,7 +195,7 @@ def test_info_of_a_table3_spec():
 
 
 def test_sweep_table3_plans_the_fourteen_rows():
-    from edgeffnet.measure.sweep import plan
+    from edgeffnet.workflows.sweep import plan
 
     items = plan(None, tuple(table3_specs()), None, ["fp32"])  # what `sweep --table3` adds to the plan
     assert [i.spec for i in items] == table3_specs()

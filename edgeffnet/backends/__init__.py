@@ -8,7 +8,22 @@ A Runner runs the artifact: `run(x)` returns outputs for a float32 NCHW batch; `
 zero-argument callable doing one synchronous inference on pre-bound input (what the latency loop times);
 `queue(x)` returns the runtime's asynchronous request queue bound to `x`, or None where the runtime has
 none (throughput mode then times the synchronous loop); `describe()` says what ran where, with which
-settings. Outputs are compared with the reference apart from the backends (edgeffnet.verify).
+settings. Outputs are compared with the reference apart from the backends (edgeffnet.core.verify).
+
+A runner whose runtime has a per-node profiler is also `Profiling`: `profile(x, iterations)` runs
+`iterations` inferences with it (on a model or session of its own: the timed one never carries the
+profiler) and returns a `Profiled`: each inference's host-clock latency, and the nodes the runtime
+executed in it, each a dict {node, type, time_ms,
+exec_type, precision, original_names} (and start_ms where the runtime gives start times): `original_names`
+are the ONNX node names the node came from (fused nodes list several), `precision` the element type it
+computed in as the runtime says it. measure/profile.py maps them onto the bundle's layer table.
+
+Extra outputs: a caller that needs a tensor inside the network (a class activation map's feature map,
+calibration's activations) names it in `RunSettings.outputs` and the backend adds it to what it loads;
+`run_outputs(x)` then returns the logits and each named tensor from one inference. The request belongs
+to loading, not to a run: a compiled OpenVINO model and an ONNX Runtime session return only the outputs
+they were built with. ONNX Runtime and OpenVINO can expose them; TensorRT (an engine cannot grow an
+output after it is built) and PyTorch refuse.
 """
 
 from __future__ import annotations
@@ -20,9 +35,12 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import UserError
+from edgeffnet.core.errors import UserError
 
 NAMES = ("openvino", "tensorrt", "onnxruntime", "pytorch")
+# An extra output every backend that has them resolves in its own form of the graph: the feature map the
+# final global average pooling reads (in an INT8 IR, its FakeQuantize's output).
+FEATURES = "features"
 
 
 @dataclass
@@ -47,6 +65,8 @@ class RunSettings:
     # Build-time verification of a bundle for a device this host lacks (an Intel GPU/NPU profile on a
     # workstation): check the artifact on the CPU, and say so. Never used for measurement.
     cpu_fallback: bool = False
+    # Tensors to expose beside the logits, for Runner.run_outputs: FEATURES or a tensor name of the graph.
+    outputs: tuple[str, ...] = ()
 
 
 @runtime_checkable
@@ -60,6 +80,29 @@ class Runner(Protocol):
     def queue(self, x: np.ndarray) -> AsyncQueue | None: ...
 
     def describe(self) -> dict: ...
+
+
+@dataclass
+class Profiled:
+    """Profiled inferences: per inference, the runtime's node rows and the host's wall time around it."""
+
+    runs: list  # list[list[dict]]
+    wall_ms: list  # list[float], one per run
+
+
+@runtime_checkable
+class Profiling(Protocol):
+    def profile(self, x: np.ndarray, iterations: int) -> Profiled: ...
+
+
+@runtime_checkable
+class OutputsRunner(Runner, Protocol):
+    """A runner loaded with RunSettings.outputs. `output_tensors` maps each requested name to the tensor
+    it resolved to in the runtime's graph."""
+
+    output_tensors: dict[str, str]
+
+    def run_outputs(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]: ...
 
 
 class Backend(Protocol):

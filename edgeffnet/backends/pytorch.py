@@ -11,8 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from . import RunSettings
+from edgeffnet.backends import RunSettings
+from edgeffnet.core.artifact import Artifact
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.layout import MANIFEST
+from edgeffnet.core.untrusted import read_json
 
 
 class Runner:
@@ -22,9 +25,9 @@ class Runner:
         except ImportError:
             raise UserError("the pytorch baseline needs PyTorch, which this device-side install lacks; "
                             "pip install 'edgeffnet[build]' or drop --baseline pytorch") from None
-        from .. import weights as _weights
-        from ..reference import make_model
-        from ..scaling import parse_spec, with_resolution
+        from edgeffnet.network import weights as _weights
+        from edgeffnet.network.reference import make_model
+        from edgeffnet.specs.scaling import parse_spec, with_resolution
 
         if threads:
             torch.set_num_threads(threads)
@@ -63,12 +66,12 @@ class Runner:
 
 def compile(ctx, graph):
     """Nothing to compile: PyTorch runs the module the reference stage built."""
-    from ..pipeline.context import Artifact
-
     return Artifact("compile", None, {"files": [], "runs": "the PyTorch module from the manifest's spec and weights"})
 
 
 def load(bundle: Path, target, precision: str, settings: RunSettings | None = None) -> Runner:
-    from ..bundle import Bundle
-
-    return Runner(Bundle.open(bundle).manifest.to_dict(), (settings or RunSettings()).threads)
+    if settings is not None and settings.outputs:
+        raise UserError("the PyTorch baseline exposes no extra outputs; load the bundle with onnxruntime or openvino")
+    # The bench opened (and checked) the bundle before asking for a baseline; this reads the same manifest.
+    manifest = read_json(Path(bundle) / MANIFEST, what="bundle manifest")
+    return Runner(manifest, (settings or RunSettings()).threads)

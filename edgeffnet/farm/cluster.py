@@ -1,9 +1,11 @@
 """The cluster as edgeffnet sees it: joining a device (`farm join`), connecting, and the nodes' targets.
 
 A device joins with `ray start --address HEAD --resources '{"edgeffnet-target:NAME": 1}'`; `join`
-builds that line from a target profile so the resource name is always the profile's name.
+builds that line from a target profile so the resource name is always the profile's name. A build
+worker (`join --build`) advertises `edgeffnet-build`, one unit per build it can run at once
+(`build_slots`: one per two cores, and per 3 GiB of memory).
 `--node-ip-address` names the address a node gives the others (a lab address, never a public one);
-where Ray listens is the firewall's business (README, Device farm).
+where Ray listens is the firewall's business (docs/farm.md, Security).
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from .. import logs
-from ..errors import UserError
-from . import RESOURCE_PREFIX, resource
-from .probe import CONNECT_TIMEOUT_S, wait_for_head
+from edgeffnet.core import logs
+from edgeffnet.core.errors import UserError
+from edgeffnet.farm import BUILD_RESOURCE, RESOURCE_PREFIX, resource
+from edgeffnet.farm.probe import CONNECT_TIMEOUT_S, wait_for_head
 
+# A build (export, simplify, compile, verify) keeps about two threads busy and holds up to a few GB.
+CORES_PER_BUILD = 2
+GIB_PER_BUILD = 3
 PROBE_SECONDS = 30.0  # a node that cannot run a trivial task in this long is reported as not answering
 
 
@@ -112,13 +117,31 @@ def nodes(ray) -> list[dict]:
         if not n.get("Alive"):
             continue
         out.append({"node_id": n["NodeID"], "ip": n["NodeManagerAddress"], "hostname": n.get("NodeManagerHostname"),
-                    "targets": sorted(_targets(n["Resources"]))})
+                    "targets": sorted(_targets(n["Resources"])), "builds": int(n["Resources"].get(BUILD_RESOURCE, 0))})
     return out
 
 
 def capacity(ray) -> dict[str, int]:
     """Devices per target among the live nodes (each advertises one unit)."""
     return {name: int(n) for name, n in _targets(ray.cluster_resources()).items()}
+
+
+def builds(ray) -> int:
+    """Builds the live build workers can run at once."""
+    return int(ray.cluster_resources().get(BUILD_RESOURCE, 0))
+
+
+def build_slots(cores: int | None = None, memory_bytes: int | None = None) -> int:
+    """How many builds this machine runs at once: one per CORES_PER_BUILD cores and per GIB_PER_BUILD of
+    memory, at least one."""
+    cores = cores or os.cpu_count() or 1
+    if memory_bytes is None:
+        try:
+            memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            memory_bytes = 0
+    by_memory = memory_bytes // (GIB_PER_BUILD * 2**30) if memory_bytes else cores
+    return max(1, min(cores // CORES_PER_BUILD, by_memory))
 
 
 def describe_node() -> dict:
@@ -164,13 +187,14 @@ def _ray_cli() -> str:
     return str(beside) if beside.exists() else (shutil.which("ray") or "ray")
 
 
-def join_command(address: str, target_name: str, node_ip: str | None = None, block: bool = False,
-                 extra: list[str] = ()) -> list[str]:
+def join_command(address: str, target_name: str | None, node_ip: str | None = None, block: bool = False,
+                 extra: list[str] = (), builds: int = 0) -> list[str]:
     split_address(address)
     if any(a.split("=")[0] in ("--resources", "--address", "--head") for a in extra):
         raise UserError("farm join sets --address and --resources itself (the target's resource); "
                         "pass other ray start flags after --")
-    cmd = [_ray_cli(), "start", f"--address={address}", f"--resources={json.dumps({resource(target_name): 1})}",
+    offered = ({resource(target_name): 1} if target_name else {}) | ({BUILD_RESOURCE: builds} if builds else {})
+    cmd = [_ray_cli(), "start", f"--address={address}", f"--resources={json.dumps(offered)}",
            "--disable-usage-stats"]
     if node_ip:
         cmd.append(f"--node-ip-address={node_ip}")
@@ -179,17 +203,26 @@ def join_command(address: str, target_name: str, node_ip: str | None = None, blo
     return cmd + list(extra)
 
 
-def join(address: str, target: str, node_ip: str | None = None, block: bool = False, extra: list[str] = (),
-         timeout: float = CONNECT_TIMEOUT_S) -> int:
-    """Start a Ray node on this device that advertises TARGET and joins the head at ADDRESS."""
-    from .. import targets
+def join(address: str, target: str | None, node_ip: str | None = None, block: bool = False, extra: list[str] = (),
+         timeout: float = CONNECT_TIMEOUT_S, build: bool = False) -> int:
+    """Start a Ray node on this machine that joins the head at ADDRESS and advertises TARGET (a device),
+    builds (a build worker, `build_slots()` at once), or both."""
+    from edgeffnet.specs import targets
+    from edgeffnet.pipeline import require_build_side
 
-    profile = targets.load(target)  # an unknown target fails here, before Ray is touched
+    if not target and not build:
+        raise UserError("farm join needs --target (this machine is a device of it), --build (it builds "
+                        "candidates for search and fit), or both")
+    profile = targets.load(target) if target else None  # an unknown target fails here, before Ray is touched
+    if build:
+        require_build_side("farm join --build")
     _ray()
     check_reachable(address, timeout)
     _loopback_setting(address)  # `ray start` inherits it, as the driver in connect() has it
-    cmd = join_command(address, profile.name, node_ip, block, extra)
-    logs.logger().info(f"joining {address} as {resource(profile.name)}: {' '.join(cmd)}")
+    slots = build_slots() if build else 0
+    cmd = join_command(address, profile.name if profile else None, node_ip, block, extra, slots)
+    offered = ([resource(profile.name)] if profile else []) + ([f"{BUILD_RESOURCE} x{slots}"] if slots else [])
+    logs.logger().info(f"joining {address} as {', '.join(offered)}: {' '.join(cmd)}")
     code = subprocess.call(cmd)
     if code != 0:
         raise UserError(f"ray start exited with {code} (its output is above); this device did not join {address}")

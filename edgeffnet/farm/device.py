@@ -31,10 +31,46 @@ def archive(bundle_dir: Path, names: list[str]) -> bytes:
     return buf.getvalue()
 
 
+def shipped_files(path: Path, manifest: dict) -> list[str]:
+    """What a device needs: the compiled artifact and the reference outputs, or for a pending engine the
+    precision graph it is built from; not the intermediate graphs, the old records or hidden files."""
+    compile_stage = manifest["stages"]["compile"]
+    graph = compile_stage.get("graph") if compile_stage.get("pending") else None
+    return sorted(p.name for p in path.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and (not p.name.endswith(".onnx") or p.name == graph))
+
+
+# A bundle's files: a B7 INT8 bundle is a few hundred MB; ten times that is no bundle's.
+MAX_ARCHIVE_FILES = 256
+MAX_ARCHIVE_BYTES = 4 << 30
+
+
 def unpack(data: bytes, dest: Path) -> None:
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
-        # The "data" filter refuses absolute paths, links out of DEST and device files.
-        tar.extractall(dest, filter="data")
+    """Unpack a bundle's archive into DEST: regular files and folders only, each inside DEST, at most
+    MAX_ARCHIVE_FILES of them and MAX_ARCHIVE_BYTES in all (checked from the headers before any is written)."""
+    from edgeffnet.core.errors import UserError
+    from edgeffnet.core.untrusted import confined
+
+    def refused(why: str) -> UserError:
+        return UserError(f"the bundle archive sent to this device {why}; send the bundle again")
+
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+            members = tar.getmembers()
+            if len(members) > MAX_ARCHIVE_FILES:
+                raise refused(f"holds {len(members)} entries, more than {MAX_ARCHIVE_FILES}")
+            total = 0
+            for m in members:
+                if not (m.isreg() or m.isdir()):
+                    raise refused(f"holds {m.name!r}, which is not a plain file (a link or device)")
+                confined(dest, m.name)  # no absolute path, no '..' out of DEST
+                total += m.size
+            if total > MAX_ARCHIVE_BYTES:
+                raise refused(f"unpacks to {total:,} bytes, more than {MAX_ARCHIVE_BYTES:,}")
+            # The "data" filter checks the same again as each member is written.
+            tar.extractall(dest, members=members, filter="data")
+    except (tarfile.TarError, OSError) as e:
+        raise refused(f"cannot be unpacked ({type(e).__name__})") from None
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -59,31 +95,37 @@ def verify(b) -> dict:
     """The bundle's artifact, run here by its runtime on its device, against the bundle's own reference
     outputs with the precision's tolerance (fp32 1e-4, fp16 cosine; int8 is reported, not judged here:
     its agreement was gated at build time)."""
-    from ..verify import verify as verify_outputs
+    from edgeffnet.core.verify import verify as verify_outputs
 
     x, ref = b.reference()
     return verify_outputs("device", b.runner().run, x, ref, b.manifest.input["batch"], b.precision,
                           not b.random_weights)
 
 
+def ready(path: Path):
+    """(bundle, parity, compiled): the bundle unpacked at PATH made ready to run on this device: a pending
+    engine built (verified on the way), any other artifact verified."""
+    from edgeffnet.bundle import Bundle
+    from edgeffnet.workflows.compile_on_device import compile_on_device
+
+    b = Bundle.open(path)
+    compiled = bool(b.manifest.stages["compile"].get("pending"))
+    if compiled:  # TensorRT cross-built on the workstation: build the engine here, verified on the way
+        b = compile_on_device(b)
+        return b, b.manifest.stages["compile"]["parity"], compiled
+    return b, verify(b), compiled
+
+
 def measure(data: bytes, name: str, modes: list[str], settings: dict) -> dict:
     """The device task: returns {"node", "records" (dicts), "parity", "compiled", "files", "heavy_modules"}."""
-    from ..bundle import Bundle
-    from ..compile_on_device import compile_on_device
-    from ..measure import bench
+    from edgeffnet.measure import bench
 
     with tempfile.TemporaryDirectory(prefix="edgeffnet-farm-") as tmp:
         path = Path(tmp) / name
         path.mkdir()
         unpack(data, path)
         before = _digests(path)
-        b = Bundle.open(path)
-        compiled = bool(b.manifest.stages["compile"].get("pending"))
-        if compiled:  # TensorRT cross-built on the workstation: build the engine here, verified on the way
-            b = compile_on_device(b)
-            parity = b.manifest.stages["compile"]["parity"]
-        else:
-            parity = verify(b)
+        b, parity, compiled = ready(path)
         records = []
         base = bench.Settings(**settings)
         for mode in modes:

@@ -14,7 +14,7 @@ import os
 import socket
 import time
 
-from ..errors import UserError
+from edgeffnet.core.errors import UserError
 
 CONNECT_TIMEOUT_S = 15.0  # a GCS answers in milliseconds on a lab network; seconds under load or over Wi-Fi
 SLICE_S = 0.2  # how often a pending wait returns to Python (signal handlers)
@@ -37,7 +37,7 @@ def wait_for_head(address: str, host: str, port: int, seconds: float = CONNECT_T
         sock = socket.create_connection((host, port), timeout=seconds)
     except OSError as e:
         raise UserError(f"no Ray head answers at {address} ({e.strerror or e}); start one on the workstation with "
-                        f"`ray start --head --node-ip-address LAN_IP --port {port}` (README, Device farm)") from None
+                        f"`ray start --head --node-ip-address LAN_IP --port {port}` (see docs/farm.md)") from None
     silent = (f"no Ray cluster answered at {address} within {seconds:g} s: something accepts connections there but "
               "no Ray head replied; check the address and port (the head's --port), or raise --connect-timeout")
     alien = f"what listens at {address} is not a Ray head (it does not answer as Ray's gRPC server); check the port"

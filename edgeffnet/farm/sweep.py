@@ -19,16 +19,20 @@ from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .. import bundle, logs, targets
-from ..errors import UserError
-from ..files import atomic_write_json
-from ..measure import bench, console, records
-from ..measure.sweep import Item, built, done, plan, settings_per_mode
-from ..pipeline import build, require_build_side
-from . import cluster, device, resource
+from edgeffnet import bundle
 
-TASK_TIMEOUT = 1800.0  # a TensorRT engine build for a big model on a Nano takes minutes, not half an hour
-RETRIES = 2  # Ray re-runs a task whose node or worker died, on any node with the target's resource
+from edgeffnet.core import logs
+
+from edgeffnet.specs import targets
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.files import atomic_write_json
+from edgeffnet.measure import bench, console, records
+from edgeffnet.workflows.sweep import Item, built, done, plan, settings_per_mode
+from edgeffnet.pipeline import build, require_build_side
+from edgeffnet.farm import cluster, describe, device, resource, tasks
+from edgeffnet.farm.device import shipped_files
+from edgeffnet.farm.tasks import RETRIES, TASK_TIMEOUT
+
 SUMMARY = "farm.json"
 
 
@@ -38,34 +42,11 @@ class Job:
     target: targets.Target
     dest: Path
     data: object = None  # the bundle archive's ObjectRef
-    ref: object = None
-    started: float = 0.0
     outcome: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
         return f"{self.item.spec} {self.item.precision} on {self.target.name}"
-
-
-def shipped_files(path: Path, manifest: dict) -> list[str]:
-    """What a device needs: the compiled artifact and the reference outputs, or for a pending engine the
-    precision graph it is built from; not the intermediate graphs, the old records or hidden files."""
-    compile_stage = manifest["stages"]["compile"]
-    graph = compile_stage.get("graph") if compile_stage.get("pending") else None
-    return sorted(p.name for p in path.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and (not p.name.endswith(".onnx") or p.name == graph))
-
-
-def _reason(ray, err: Exception) -> str:
-    """One line from whatever Ray raised: the device's own error message, or what happened to the node."""
-    if isinstance(err, ray.exceptions.RayTaskError):
-        cause = err.cause if isinstance(err.cause, Exception) else None
-        if isinstance(cause, UserError):
-            return str(cause)
-        lines = [ln for ln in str(err).splitlines() if ln.strip()]
-        return lines[-1].strip() if lines else type(err).__name__
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    return f"{type(err).__name__}: {first}"
 
 
 def _apply(job: Job, files: dict[str, bytes]) -> None:
@@ -126,8 +107,7 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
     task = ray.remote(num_cpus=0, max_retries=RETRIES, retry_exceptions=False)(device.measure)
     todo = deque(Job(i, p, i.bundle_dir(out, p.name)) for i, p in pairs)
     total = len(todo)
-    waiting: dict[str, deque[Job]] = {p.name: deque() for p in profiles}
-    running: dict[object, Job] = {}
+    pool = tasks.Pool(ray, timeout, describe)
     result = {"done": [], "skipped": [], "failed": [], "interrupted": None, "jobs": []}
     t0 = time.monotonic()
 
@@ -138,18 +118,16 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
         result["failed"].append((job.item, f"on {job.target.name}: {why}"))
         result["jobs"].append(job)
 
-    def submit(job: Job) -> None:
-        job.ref = task.options(resources={resource(job.target.name): 1}).remote(
+    def submit(job: Job):
+        return task.options(resources={resource(job.target.name): 1}).remote(
             job.data, job.dest.name, modes, {k: v for k, v in asdict(settings).items() if k != "mode"})
-        job.started = time.monotonic()
-        running[job.ref] = job
 
     def finished(job: Job, ref) -> None:
         job.data = None
         try:
             res = ray.get(ref)
         except ray.exceptions.RayError as e:
-            fail(job, _reason(ray, e))
+            fail(job, tasks.reason(ray, e))
             return
         try:
             if res["files"]:
@@ -168,7 +146,7 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
         result["jobs"].append(job)
 
     try:
-        while todo or running or any(waiting.values()):
+        while todo or pool:
             if todo:  # build one bundle, then look after the devices
                 job = todo.popleft()
                 n = total - len(todo)
@@ -187,40 +165,17 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
                                   precision=job.item.precision, weights=job.item.weights, output=job.dest)
                         manifest = bundle.read_manifest(job.dest)
                         job.data = ray.put(device.archive(job.dest, shipped_files(job.dest, manifest)))
-                        waiting[job.target.name].append(job)
+                        pool.put(resource(job.target.name), job, lambda job=job: submit(job))
                     except UserError as e:
                         fail(job, str(e))
-            have = cluster.capacity(ray)
-            for name, queue in waiting.items():
-                busy = sum(j.target.name == name for j in running.values())
-                while queue and busy < have.get(name, 0):
-                    submit(queue.popleft())
-                    busy += 1
-                if queue and not have.get(name) and not busy:
-                    while queue:
-                        fail(queue.popleft(), f"no live device advertises {name} any more")
-            if not running:
-                continue
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=0 if todo else 1.0)
-            for ref in ready:
-                finished(running.pop(ref), ref)
-            now = time.monotonic()
-            for ref, job in list(running.items()):
-                if now - job.started > timeout:
-                    ray.cancel(ref, force=True)
-                    running.pop(ref)
-                    fail(job, f"timed out after {timeout:g} s (--task-timeout); the task was cancelled")
-                elif not have.get(job.target.name):
-                    # Its node died and no other node of the target is left to retry it on.
-                    ray.cancel(ref, force=True)
-                    running.pop(ref)
-                    fail(job, f"the device running it left the cluster and no other device advertises "
-                              f"{job.target.name}")
+            for job, ref, why in pool.step(0 if todo else 1.0):
+                if why:
+                    fail(job, why)
+                else:
+                    finished(job, ref)
     except KeyboardInterrupt:
-        for ref in running:
-            ray.cancel(ref, force=True)
-        stopped = next(iter(running.values()), None) or next((q[0] for q in waiting.values() if q), None) \
-            or (todo[0] if todo else None)
+        stopped = next(iter(pool.jobs()), None) or (todo[0] if todo else None)
+        pool.cancel_all()
         result["interrupted"] = stopped.item if stopped else None
     result["seconds"] = round(time.monotonic() - t0, 1)
     write_summary(out, address, result)

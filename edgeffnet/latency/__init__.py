@@ -5,5 +5,9 @@ model     the fitted model: its form, non-negative least squares, held-out error
 device    what a model describes (CPU, cores, clocks, runtime and version, target profile) and where it lives
 store     the device's measurements: one bounded JSONL under the cache, appended by every measurement
 design    the designed set of networks a model is collected from
-collect   building and timing the design set (resumable), the one part that needs the build side
+use       how search, fit, sweep and the CLI find a device's model and add their measurements to its data
+
+Collecting the design set builds and times networks through the search harness, so it lives above, in
+search/latency_collect.py; the commands are cli/latency.py. This package imports only core and specs:
+workflows (sweep), search and the CLI import it.
 """

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from ..scaling import parse_spec
+from edgeffnet.specs.scaling import parse_spec
 
 DEFAULT_NETWORKS = 48
 PHI_RANGE = (-4.0, 1.0)

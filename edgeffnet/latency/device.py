@@ -12,7 +12,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from .. import cache, host, targets
+from edgeffnet.core import files, host
+from edgeffnet.specs import targets
 
 # The fields that must agree for a model to describe this device (in the order a refusal names them).
 COMPARED = ("cpu", "logical_cpus", "usable_cpus", "runtime", "runtime_version", "target", "target_hash")
@@ -64,7 +65,7 @@ def mismatch(recorded: dict, here: dict) -> str | None:
 
 
 def folder(ident: dict, precision: str) -> Path:
-    return cache.root() / "latency" / key(ident) / precision
+    return files.cache_root() / "latency" / key(ident) / precision
 
 
 def model_path(ident: dict, precision: str) -> Path:

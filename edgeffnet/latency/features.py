@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..layers import Layer, spec_layers
-from ..scaling import parse_spec
+from edgeffnet.specs.layers import Layer, spec_layers
+from edgeffnet.specs.scaling import parse_spec
 
 # One layer's numbers, per group: (GMACs, MB moved, 1). Scaled so the fitted coefficients read as
 # ms per GMAC, ms per MB and ms per layer.

@@ -33,12 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, files
-from ..errors import UserError
-from ..scaling import parse_spec
-from ..untrusted import UntrustedFileError, field, read_json
-from . import store
-from .features import TERMS, add_terms, network_layers, network_terms
+from edgeffnet.core.version import __version__
+from edgeffnet.core import files
+from edgeffnet.core.errors import UserError
+from edgeffnet.specs.scaling import parse_spec
+from edgeffnet.core.untrusted import UntrustedFileError, field, read_json
+from edgeffnet.latency import store
+from edgeffnet.latency.features import TERMS, add_terms, network_layers, network_terms
 
 FORMAT = "edgeffnet-latency-model/1"
 FORM = "t(net) = c0 + sum over layers of ms_per_gmac[g]*GMACs + ms_per_mb[g]*MB + ms_per_layer[g], g = the layer's group"
@@ -256,7 +257,7 @@ class LatencyModel:
 
 
 def _device_mismatch(recorded: dict, here: dict) -> str | None:
-    from .device import mismatch
+    from edgeffnet.latency.device import mismatch
 
     return mismatch(recorded, here)
 

@@ -19,8 +19,8 @@ import os
 import statistics
 from pathlib import Path
 
-from .. import files
-from ..untrusted import JSON_CAP, UntrustedFileError, field, parse_json, read_text
+from edgeffnet.core import files
+from edgeffnet.core.untrusted import JSON_CAP, UntrustedFileError, field, parse_json, read_text
 
 MAX_ROWS = 5000
 SOURCES = ("design", "search", "fit", "sweep", "benchmark")

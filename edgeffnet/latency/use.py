@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UserError
-from . import device, store
-from .model import LatencyModel, fit, needs_refit
+from edgeffnet.core.errors import UserError
+from edgeffnet.latency import device, store
+from edgeffnet.latency.model import LatencyModel, fit, needs_refit
 
 
 def find_model(target: str, precision: str, path: str | Path | None = None, echo=None,
@@ -52,8 +52,7 @@ def record(target: str, precision: str, rows: list[dict]) -> None:
 
 def record_bench(records) -> None:
     """Sweep's latency records (batch 1, the bundle's own runtime, complete) into the device's data."""
-    from ..scaling import parse_spec
-    from ..search.grid import network_key
+    from edgeffnet.specs.scaling import network_key, parse_spec
 
     for r in records:
         if r.mode != "latency" or r.baseline or r.interrupted or r.batch != 1 or not getattr(r, "saved_to", None):

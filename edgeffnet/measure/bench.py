@@ -10,24 +10,27 @@ asynchronous requests) and counts images per second.
 from __future__ import annotations
 
 import math
+import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, host, logs
-from ..backends import RunSettings, get
-from ..bundle import Bundle
-from ..errors import UserError
-from ..files import utc_now
-from . import records
-from .peak import peak
-from .records import Record
-from .statistics import statistics
-from .timing import Limits, Measurement, measure, measure_async
+from edgeffnet.backends import RunSettings, get
+from edgeffnet.bundle import Bundle, check_input
+from edgeffnet.core import host, logs
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.files import utc_now
+from edgeffnet.core.version import __version__
+from edgeffnet.measure import device_state, records
+from edgeffnet.measure.peak import peak
+from edgeffnet.measure.records import Record
+from edgeffnet.measure.statistics import statistics
+from edgeffnet.measure.timing import Limits, Measurement, measure, measure_async
 
 BASELINES = ("pytorch", "onnxruntime")
+PROFILE_ITERATIONS = 50  # profiled inferences of --profile: a median per layer that one slow run cannot move
 MODES = ("latency", "throughput")
 
 
@@ -43,6 +46,7 @@ class Settings:
     threads: int | None = None
     streams: int | None = None
     batch: int | None = None  # throughput mode on a dynamic-batch bundle; latency mode is always 1
+    profile: int = 0  # after the timed run, this many inferences with the runtime's profiler (0: off)
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -53,6 +57,8 @@ class Settings:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 86400:
                 raise UserError(f"--{name} must be a number of seconds between 0 and 86400, got {v!r}")
+        if not isinstance(self.profile, int) or isinstance(self.profile, bool) or self.profile < 0:
+            raise UserError(f"--profile-iterations must be a whole number of at least 1, got {self.profile!r}")
         for name in ("threads", "streams", "batch"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):
@@ -64,6 +70,11 @@ class Settings:
 
     def run_settings(self, batch: int | None) -> RunSettings:
         return RunSettings(hint=self.mode.upper(), threads=self.threads, streams=self.streams, batch=batch)
+
+
+# Runs of many models (sweep, search, fit) time each one for less than a lone `edgeffnet bench` does, so
+# that dozens of models finish in minutes.
+SHORT = Settings(iterations=200, seconds=3.0, warmup=1.0)
 
 
 def runtimes(backend_name: str, baselines: list[str]) -> list[str]:
@@ -91,7 +102,9 @@ def load_runner(b: Bundle, runtime: str, s: Settings, batch: int):
     (fp32, on this host's CPU)."""
     dynamic = b.manifest.input["dynamic_batch"]
     precision = b.precision if runtime == b.target.backend else "fp32"
-    return get(runtime).load(b.path, b.target, precision, s.run_settings(batch if dynamic else None))
+    runner = get(runtime).load(b.path, b.target, precision, s.run_settings(batch if dynamic else None))
+    check_input(runner, b.manifest.input["shape"], f"{b.path}'s {runtime} artifact")
+    return runner
 
 
 def sample_input(b: Bundle, batch: int) -> np.ndarray:
@@ -136,8 +149,83 @@ def make_record(b: Bundle, runtime: str, s: Settings, batch: int, m: Measurement
         weights=records.weights_of(manifest), fidelity=None if baseline else records.worst_fidelity(manifest))
 
 
+def attach_profile(b: Bundle, runner, x: np.ndarray, rec: Record, iterations: int, trace: Path | None = None) -> None:
+    """record["profile"]: the runtime's per-node profile mapped onto the bundle's layer table, checked
+    against the record's own unprofiled inferences (timed just before, by the same runner), with the
+    device's roofline; `trace`: one inference as Chrome trace JSON.
+
+    The unprofiled inferences are not interleaved with the profiled ones: the profiled model is a second
+    compiled model, and alternating two models on a busy CPU slowed the unprofiled one 2-3x (its threads
+    and caches cold after the other's turn: min 11 ms against 4 ms back to back, Lite0 at 64 px here)."""
+    from edgeffnet.backends import Profiling
+    from edgeffnet.core.files import atomic_write_json
+    from edgeffnet.measure import profile
+    from edgeffnet.measure.bandwidth import sustained
+
+    if not isinstance(runner, Profiling):
+        raise UserError(f"{rec.runtime} has no profiler edgeffnet reads; bench without --profile")
+    table = b.layer_table()
+    profiled = runner.profile(x, iterations)
+    ceilings = {p: (peak(b.manifest.to_dict(), p, False) or {}).get("gflops") for p in b.target.precisions}
+    roof = {"compute_gops": (rec.peak or {}).get("gflops"), "compute_source": (rec.peak or {}).get("detail"),
+            "ceilings_gops": ceilings, "bandwidth": sustained()}
+    roof["bandwidth_gbs"] = roof["bandwidth"]["gbs"]
+    rec.extra["profile"] = profile.analyse(table, profiled.runs, b.precision, rec.runtime, rec.samples_ms, roof,
+                                             profiled.wall_ms)
+    if trace is not None:
+        try:
+            atomic_write_json(trace, profile.trace(profiled.runs, rec.extra["profile"]), indent=None)
+        except OSError as e:
+            raise UserError(f"cannot write --trace {trace}: {e.strerror or e}") from None
+
+
+def cold_start(b: Bundle, runtime: str, s: Settings, batch: int, x: np.ndarray):
+    """(runner, load ms, first inference ms): what a device pays before its first answer. Loading reads and
+    compiles the artifact; the first inference, before any warm-up, meets cold caches and lazy kernels."""
+    t0 = time.perf_counter_ns()
+    runner = load_runner(b, runtime, s, batch)
+    t1 = time.perf_counter_ns()
+    infer = runner.bound(x)  # binding the input is not inference: outside the timed call
+    t2 = time.perf_counter_ns()
+    infer()
+    t3 = time.perf_counter_ns()
+    return runner, round((t1 - t0) / 1e6, 3), round((t3 - t2) / 1e6, 3)
+
+
+# A compile stage writes notes for people beside its artifact (an engine's facts, a README): not loaded.
+NOTES = (".json", ".md", ".txt", ".log")
+
+
+def artifact_of(b: Bundle, runtime: str, described: dict) -> dict | None:
+    """The files `runtime` loads from the bundle, with their sizes on disk: for the bundle's own backend the
+    compile stage's files less its notes (an IR's .xml and .bin, an engine) or the graph it runs as it is;
+    for a baseline the graph its runner names. None: it loads no file of the bundle (PyTorch builds its
+    module from the spec and weights)."""
+    manifest = b.manifest.to_dict()
+    compiled = (manifest.get("stages") or {}).get("compile") or {}
+    if runtime == manifest["target"]["backend"]:
+        names = [n for n in compiled.get("files") or [] if not str(n).endswith(NOTES)] or [compiled.get("runs")]
+    else:
+        names = [described.get("graph")]
+    sizes = {}
+    for name in names:
+        if not isinstance(name, str) or not name or Path(name).name != name:
+            continue  # a bare file name of the bundle's, nothing else
+        path = Path(b.path) / name
+        if path.is_file():
+            sizes[name] = path.stat().st_size
+    return {"files": sizes, "bytes": sum(sizes.values())} if sizes else None
+
+
+def add_start_and_state(rec: Record, b: Bundle, load_ms: float, first_ms: float, memory: dict,
+                        state: dict) -> None:
+    """Record format 2's fields: start-up, peak memory, the artifact's size, the device's state around it."""
+    rec.load_ms, rec.first_inference_ms, rec.memory, rec.device_state = load_ms, first_ms, memory, state
+    rec.artifact = artifact_of(b, rec.runtime, rec.device.get("runner") or {})
+
+
 def run(bundle: Bundle | str | Path, s: Settings, baselines: list[str] = (), progress=None,
-        save_records: bool = True) -> tuple[list[Record], bool]:
+        save_records: bool = True, trace: Path | None = None) -> tuple[list[Record], bool]:
     """Measure the bundle's artifact (then each baseline); save and return (records, interrupted).
 
     `progress(label)` is a context manager yielding a tick(fraction) callable. After Ctrl-C the partial
@@ -151,7 +239,8 @@ def run(bundle: Bundle | str | Path, s: Settings, baselines: list[str] = (), pro
     out: list[Record] = []
     for runtime in names:
         logs.logger().info(f"{runtime}: loading")
-        runner = load_runner(b, runtime, s, batch)
+        state, memory = device_state.Window(), device_state.Memory()
+        runner, load_ms, first_ms = cold_start(b, runtime, s, batch, x)
         label = f"{b.manifest.spec['spec']} {runtime} {s.mode}"
         with (progress(label) if progress else nullcontext()) as tick:
             queue = runner.queue(x) if s.mode == "throughput" else None
@@ -162,6 +251,11 @@ def run(bundle: Bundle | str | Path, s: Settings, baselines: list[str] = (), pro
         if not m.samples_ms:  # interrupted during warm-up: nothing to keep
             return out, True
         rec = make_record(b, runtime, s, batch, m, runner.describe(), queue.requests if queue else None)
+        # The device's state and peak memory are the timed run's: the profiler compiles a second model after it.
+        add_start_and_state(rec, b, load_ms, first_ms, memory.peak(), state.close())
+        if s.profile and runtime == b.target.backend and not m.interrupted:
+            attach_profile(b, runner, x, rec, s.profile, trace)
+        runner = queue = None  # the next runtime's memory is its own
         rec.saved_to = records.save(b.path, rec) if save_records else None
         out.append(rec)
         if m.interrupted:
@@ -171,13 +265,17 @@ def run(bundle: Bundle | str | Path, s: Settings, baselines: list[str] = (), pro
 
 def bench(bundle: Bundle | str | Path, mode: str = "latency", iterations: int | None = None,
           seconds: float | None = None, warmup: float | None = None, threads: int | None = None,
-          streams: int | None = None, batch: int | None = None, save: bool = True) -> Record:
+          streams: int | None = None, batch: int | None = None, save: bool = True, profile: bool | int = False,
+          trace: str | Path | None = None) -> Record:
     """Measure a bundle's artifact on its device (the Python API of `edgeffnet bench`); None: the default.
 
     Ctrl-C raises KeyboardInterrupt after saving the partial record."""
     given = {k: v for k, v in dict(iterations=iterations, seconds=seconds, warmup=warmup, threads=threads,
                                    streams=streams, batch=batch).items() if v is not None}
-    recs, interrupted = run(bundle, Settings(mode=mode, **given), save_records=save)
+    if profile or trace:  # True: the default count of profiled inferences
+        given["profile"] = PROFILE_ITERATIONS if profile is True or not profile else int(profile)
+    recs, interrupted = run(bundle, Settings(mode=mode, **given), save_records=save,
+                            trace=Path(trace) if trace else None)
     if interrupted:
         raise KeyboardInterrupt
     return recs[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from .records import Record
+from edgeffnet.measure.records import Record
 
 
 @contextmanager
@@ -57,3 +57,40 @@ def table(records: list[Record]):
     t.add_row("of peak", *("" if r.fraction_of_peak is None else
                            f"{r.fraction_of_peak:.1%} of {r.peak['gflops']:.0f}" for r in records))
     return t
+
+
+def profile_tables(p: dict, top: int = 15):
+    """bench --profile on a terminal: the costliest layers, then time by role (with the mapping's quality)."""
+    from rich.console import Group
+    from rich.table import Table
+
+    roof = p.get("roofline") or {}
+    check = p.get("sum_check") or {}
+    t = Table(title=f"{p['runtime']}: {top} costliest of {len(p['layers'])} rows ({p['iterations']} profiled "
+                    f"inferences, median per layer)")
+    for col in ("layer", "role", "ms", "share", "GOP/s", "ops/B", "bound", "kernel", "ran in"):
+        t.add_column(col, justify="left" if col in ("layer", "role", "kernel", "bound") else "right")
+    for r in p["layers"][:top]:
+        t.add_row(r["name"] + (f" +{len(r['fused'])}" if r["fused"] else ""), r["role"], ms(r["time_ms"]),
+                  f"{r['share']:.1%}", "" if r.get("gops") is None else f"{r['gops']:.1f}",
+                  f"{r['intensity']:.1f}" if r["role"] != "overhead" else "", r.get("bound", ""),
+                  r["exec_type"], r["precision"])
+    total = sum(p["by_role"].values()) or 1.0
+    cov = p.get("coverage") or {}
+    roles = Table(title=f"time by role: {p['profiled_sum_ms']:.3f} ms profiled (median), unprofiled p50 "
+                        f"{(p['unprofiled_p50_ms'] or 0):.3f} ms ({'within' if check.get('holds') else 'OUTSIDE'} "
+                        f"{check.get('tolerance', 0):.0%}); nodes cover "
+                        f"{cov.get('median', 0):.0%} of each profiled inference; mapped {p['mapped_fraction']:.1%}, "
+                        f"in layers {p['layer_fraction']:.1%}")
+    for col in ("role", "ms", "share"):
+        roles.add_column(col, justify="left" if col == "role" else "right")
+    for role, v in sorted(p["by_role"].items(), key=lambda kv: -kv[1]):
+        roles.add_row(role, ms(v), f"{v / total:.1%}")
+    parts = [t, roles]
+    if roof.get("time_memory_bound") is not None:
+        bw = roof["bandwidth"]
+        parts.append(f"roofline: compute {roof['compute_gops']:.0f} GOP/s, memory {roof['bandwidth_gbs']:.1f} GB/s "
+                     f"({bw['method']}, {bw['buffer_bytes'] >> 20} MiB buffers), ridge {roof['ridge_intensity']:.1f} "
+                     f"ops/B; layer time under the memory roof {roof['time_memory_bound']:.0%}, under the compute "
+                     f"roof {roof['time_compute_bound']:.0%}")
+    return Group(*parts)

@@ -25,11 +25,12 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from ..errors import UserError
-from ..files import atomic_write_json, utc_now
-from ..preprocess import Preprocess, load_image
-from ..resources import package_file
-from ..verify import row_cosine, run_batched
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.files import atomic_write_json, utc_now
+from edgeffnet.core.preprocess import Preprocess, load_image
+from edgeffnet.core.resources import package_file
+from edgeffnet.core.verify import row_cosine, run_batched
+from edgeffnet.core.untrusted import TEXT_CAP, UntrustedFileError, read_text
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: two-sided 95% intervals
@@ -58,19 +59,27 @@ class Labels:
     def index(self, text: str) -> int | None:
         """The class index, None where `text` names no class; a name two classes share is an error."""
         text = text.strip()
-        if text.isdigit():
-            return int(text) if int(text) < len(self.classes) else None
-        if re.fullmatch(r"n\d{8}", text):
+        # ASCII digits only, and few: str.isdigit() takes '²' and '①', which int() refuses, and int() of
+        # 4300 digits is an error of its own.
+        if re.fullmatch(r"[0-9]+", text):
+            return int(text) if len(text) <= 9 and int(text) < len(self.classes) else None
+        if re.fullmatch(r"n[0-9]{8}", text):
             return self.wnids.get(text)
         found = self.by_name.get(_normalise(text), [])
         if len(found) > 1:  # ImageNet's 'Cardigan' (the corgi) and 'cardigan' (the sweater)
-            raise UserError(f"label '{text}' names {len(found)} classes ({', '.join(map(str, found))}); "
-                            f"use the class index or the WordNet ID instead")
+            shown = ", ".join(map(str, found[:5])) + (", ..." if len(found) > 5 else "")
+            raise UserError(f"label {_short(text)} names {len(found)} classes ({shown}); use the class index"
+                            + (" or the WordNet ID" if self.imagenet else "") + " instead")
         return found[0] if found else None
 
     def describe(self) -> str:
         return ("WordNet ID, class index or ImageNet class name" if self.imagenet
                 else f"class index (0..{len(self.classes) - 1}) or a name from the class list")
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """A label or name from a file, quoted and shortened for a one-line message."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def class_list(num_classes: int, classes_file: str | Path | None = None) -> tuple[list[str], bool]:
@@ -81,10 +90,10 @@ def class_list(num_classes: int, classes_file: str | Path | None = None) -> tupl
             return names, True
         return [str(i) for i in range(num_classes)], False
     try:
-        names = [line.strip() for line in Path(classes_file).read_text().splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read --classes {classes_file} ({type(e).__name__}); give a text file with one "
-                        f"class name per line") from None
+        text = read_text(classes_file, TEXT_CAP, "--classes")
+    except UntrustedFileError as e:
+        raise UntrustedFileError(f"cannot read {e}; give a text file with one class name per line") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if len(names) != num_classes:
         raise UserError(f"--classes {classes_file} lists {len(names)} names but the bundle's head has {num_classes} "
                         f"classes; give one name per line, in the head's order")
@@ -122,7 +131,7 @@ def open_dataset(path: str | Path, labels: Labels, option: str = "--data") -> Da
     path = Path(path)
     if not path.exists():
         raise UserError(f"{option} {path} does not exist; give an image folder or a CSV of path,label rows")
-    if path.is_file():
+    if not path.is_dir():  # a CSV; read_text refuses a device, a FIFO or a socket (/dev/null, a pipe)
         return _csv_dataset(path, labels, option)
     folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     items, unknown = [], []
@@ -136,7 +145,7 @@ def open_dataset(path: str | Path, labels: Labels, option: str = "--data") -> Da
         items += [(p, label) for p in images]
     if unknown:
         raise UserError(f"{len(unknown)} folder name(s) in {path} are not classes of this bundle "
-                        f"({', '.join(repr(u) for u in unknown[:4])}{', ...' if len(unknown) > 4 else ''}); "
+                        f"({', '.join(_short(u) for u in unknown[:4])}{', ...' if len(unknown) > 4 else ''}); "
                         f"name each folder by {labels.describe()}, or pass --classes FILE")
     if items:
         return Dataset(path, "imagefolder", items)
@@ -148,9 +157,10 @@ def open_dataset(path: str | Path, labels: Labels, option: str = "--data") -> Da
 
 
 def _csv_dataset(path: Path, labels: Labels, option: str) -> Dataset:
+    text = read_text(path, TEXT_CAP, option)
     try:
-        rows = list(csv.reader(path.read_text().splitlines()))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        rows = list(csv.reader(text.splitlines()))
+    except csv.Error as e:
         raise UserError(f"cannot read {option} {path} as a CSV of path,label ({type(e).__name__})") from None
     rows = [r for r in rows if r and any(c.strip() for c in r)]
     if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
@@ -164,7 +174,7 @@ def _csv_dataset(path: Path, labels: Labels, option: str) -> Dataset:
         image = image if image.is_absolute() else path.parent / image  # relative to the CSV, not the shell
         label = labels.index(row[1])
         if label is None:
-            problems.append(f"row {line}: label {row[1].strip()!r} is not a class")
+            problems.append(f"row {line}: label {_short(row[1].strip())} is not a class")
         elif not image.is_file():
             problems.append(f"row {line}: {image} does not exist")
         else:
@@ -188,32 +198,41 @@ class Model:
 
 def _onnx_runner(graph: Path):
     try:
-        from ..backends import onnxruntime as ort_backend
+        from edgeffnet.backends import onnxruntime as ort_backend
     except ImportError:
         raise UserError("eval runs the bundle's FP32 ONNX graph in ONNX Runtime, which this install lacks; "
                         "pip install 'edgeffnet[onnxruntime]'") from None
-    return ort_backend.Runner(graph, exact=True)
+    return ort_backend.open_graph(graph, exact=True)
 
 
 def artifact_models(directory: Path, graph: str, target, precision: str, batch: int | None, pending: bool,
-                    settings=None) -> tuple[Model, list[Model], list[str]]:
+                    settings=None, shape: list | None = None) -> tuple[Model, list[Model], list[str]]:
     """(the FP32 reference, the artifacts to compare with it, notes on what was left out), for a bundle
     or a build's staging directory: the precision graph in ONNX Runtime, the compiled artifact in the
     target's runtime."""
+    from edgeffnet.bundle import check_input
+
     directory = Path(directory)
-    reference = Model(f"FP32 ONNX ({SIM_GRAPH}, onnxruntime)", _onnx_runner(directory / SIM_GRAPH).run, batch)
+    fp32 = _onnx_runner(directory / SIM_GRAPH)
+    if shape is not None:
+        check_input(fp32, shape, str(directory / SIM_GRAPH))
+    reference = Model(f"FP32 ONNX ({SIM_GRAPH}, onnxruntime)", fp32.run, batch)
     artifacts, notes = [], []
     if graph != SIM_GRAPH:
-        artifacts.append(Model(f"{precision.upper()} ONNX ({graph}, onnxruntime)",
-                               _onnx_runner(directory / graph).run, batch))
+        runner = _onnx_runner(directory / graph)
+        if shape is not None:
+            check_input(runner, shape, str(directory / graph))
+        artifacts.append(Model(f"{precision.upper()} ONNX ({graph}, onnxruntime)", runner.run, batch))
     if target.backend == "onnxruntime":
         notes.append("the onnxruntime target's artifact is its ONNX graph, evaluated above")
     elif pending:
         notes.append(f"the {target.backend} engine is pending (finish it with edgeffnet compile): not evaluated")
     else:
-        from ..backends import get
+        from edgeffnet.backends import get
 
         runner = get(target.backend).load(directory, target, precision, settings)
+        if shape is not None:
+            check_input(runner, shape, f"{directory}'s {target.backend} artifact")
         artifacts.append(Model(f"{precision.upper()} {target.backend} {runner.device} artifact", runner.run, batch))
     return reference, artifacts, notes
 
@@ -299,7 +318,7 @@ def _top(logits: np.ndarray, k: int) -> np.ndarray:
 
 
 def measure(data: Dataset, recipe: Preprocess, reference: Model, artifacts: list[Model], batch: int = 32,
-            progress: Callable[[float], None] | None = None) -> dict:
+            progress: Callable[[float], None] | None = None, num_classes: int | None = None) -> dict:
     """Every model on every image, `batch` images at a time. Ctrl-C stops after the last whole batch and
     the result covers the images every model saw, marked partial."""
     ref_top, labels, tops, cosines, skipped = [], [], {m.name: [] for m in artifacts}, \
@@ -312,11 +331,16 @@ def measure(data: Dataset, recipe: Preprocess, reference: Model, artifacts: list
                 try:
                     chunk.append(load_image(path, recipe))
                     chunk_labels.append(label)
-                except (OSError, ValueError, Image.DecompressionBombError):
-                    skipped.append(str(path))  # every model skips it alike: the pairs stay paired
+                except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+                    # Unreadable, or too large to decode or resize (ImageTooLarge): every model skips it
+                    # alike, so the pairs stay paired.
+                    skipped.append(str(path))
             if chunk:
                 x = np.stack(chunk)
                 ref = run_batched(reference.run, x, reference.batch)
+                if num_classes is not None and ref.shape[1] != num_classes:
+                    raise UserError(f"the FP32 graph outputs {ref.shape[1]} classes but the manifest says "
+                                    f"{num_classes} classes: the bundle's files do not belong together; rebuild it")
                 k = k or min(5, ref.shape[1])
                 outs = {m.name: run_batched(m.run, x, m.batch) for m in artifacts}
                 # Kept only once every model has its outputs: an interrupted batch leaves no unpaired rows.
@@ -345,7 +369,67 @@ def measure(data: Dataset, recipe: Preprocess, reference: Model, artifacts: list
 def result_name(data: str | Path) -> str:
     """eval/<name>.json: the data folder's (or CSV's) name, made safe for a file name."""
     p = Path(data).resolve()
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", p.stem if p.is_file() else p.name).strip("-.") or "data"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", p.stem if p.is_file() else p.name).strip("-.")[:80] or "data"
+
+
+PARTIAL = ".partial.json"
+
+
+def _saved_result(path: Path) -> dict | None:
+    from edgeffnet.core.untrusted import read_json
+
+    try:
+        return read_json(path, what="eval result")
+    except UserError:
+        return None
+
+
+def result_path(eval_dir: Path, data: str | Path) -> Path:
+    """Where the result for `data` goes: eval/NAME.json, unless that holds another folder's result of the
+    same name (val/ of two projects): then eval/NAME-<hash of the resolved path>.json."""
+    import hashlib
+
+    resolved = str(Path(data).resolve())
+    plain = eval_dir / f"{result_name(data)}.json"
+    held = (_saved_result(plain) or {}).get("data")
+    # A result older than the field, or none at all: this folder's to (re)write, as before.
+    if not isinstance(held, dict) or held.get("resolved", resolved) == resolved:
+        return plain
+    return eval_dir / f"{result_name(data)}-{hashlib.sha256(resolved.encode()).hexdigest()[:8]}.json"
+
+
+def save_result(dest: Path, result: dict) -> tuple[Path, str | None]:
+    """Write `result` to `dest`, except that a partial result never replaces a more complete one: it then
+    goes beside it as NAME.partial.json. Returns where it went and, then, a note saying so. A complete
+    result removes the partial one it supersedes. Raises OSError where nothing could be written."""
+    note = None
+    if result["partial"]:
+        held = _saved_result(dest)
+        images = held.get("images") if isinstance(held, dict) else None
+        if (held is not None and isinstance(images, int) and not isinstance(images, bool)
+                and (held.get("partial") is not True or images > result["images"])):
+            what = "complete result" if held.get("partial") is not True else f"partial result of {images} images"
+            dest, note = dest.with_name(dest.stem + PARTIAL), f"kept the {what} in {dest}"
+    dest.parent.mkdir(exist_ok=True)
+    atomic_write_json(dest, result)
+    if not result["partial"]:
+        dest.with_name(dest.stem + PARTIAL).unlink(missing_ok=True)
+    return dest, note
+
+
+def first_readable(data: Dataset, option: str) -> None:
+    """Refuse a set none of whose images can be read, before any work: found at the first readable one,
+    so a good set costs one image."""
+    from edgeffnet.core.preprocess import read_image
+
+    for path, _ in data.items:
+        try:
+            read_image(path)
+            return
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            continue
+    raise UserError(f"none of the {len(data.items)} images in {option} {data.source} can be read (e.g. "
+                    f"{data.items[0][0].name}); give jpg, png, bmp or webp files")
 
 
 def evaluate(bundle_dir: str | Path, data: str | Path, classes: str | Path | None = None, batch: int = 32,
@@ -353,7 +437,7 @@ def evaluate(bundle_dir: str | Path, data: str | Path, classes: str | Path | Non
     """Evaluate a bundle on `data`; write the result into BUNDLE/eval/<name>.json. Returns (result, saved)."""
     from contextlib import nullcontext
 
-    from ..bundle import Bundle
+    from edgeffnet.bundle import Bundle
 
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise UserError(f"--batch must be a whole number of at least 1, got {batch!r}")
@@ -362,26 +446,29 @@ def evaluate(bundle_dir: str | Path, data: str | Path, classes: str | Path | Non
     names, imagenet = class_list(m.num_classes, classes)
     dataset = open_dataset(data, Labels(names, imagenet))
     reference, artifacts, notes = artifact_models(b.path, m.graph, b.target, m.precision, m.input.get("batch"),
-                                                  bool(m.stages.get("compile", {}).get("pending")))
+                                                  bool((m.stages.get("compile") or {}).get("pending")),
+                                                  shape=m.input["shape"])
     bar = progress(f"eval {len(dataset.items)} images") if progress else nullcontext()
     with bar as tick:
-        result = measure(dataset, Preprocess.from_dict(m.preprocess), reference, artifacts, batch, tick)
+        result = measure(dataset, Preprocess.from_dict(m.preprocess), reference, artifacts, batch, tick,
+                         m.num_classes)
     result = {"kind": "edgeffnet eval", "created": utc_now(), "bundle": str(b.path),
               "model": {"spec": m.spec.get("spec"), "precision": m.precision, "target": m.target.get("name"),
                         "random_weights": b.random_weights},
-              **result, "data": dataset.record() | {"classes": classes_source(classes, imagenet)},
+              **result, "data": dataset.record() | {"classes": classes_source(classes, imagenet),
+                                                    "resolved": str(Path(data).resolve())},
               "notes": notes}
     if result["images"] == 0:
         if not result["partial"]:
             raise UserError(f"none of the {len(dataset.items)} images in {data} could be read (e.g. "
                             f"{result['skipped_unreadable'][0]}); give jpg, png, bmp or webp files")
         return result, None
-    dest = b.path / "eval" / f"{result_name(data)}.json"
     try:
-        dest.parent.mkdir(exist_ok=True)
-        atomic_write_json(dest, result)
+        dest, note = save_result(result_path(b.path / "eval", data), result)
     except OSError:
         return result, None
+    if note:
+        result["notes"] = [*notes, note]
     return result, dest
 
 
@@ -390,7 +477,7 @@ def evaluate(bundle_dir: str | Path, data: str | Path, classes: str | Path | Non
 def drop_gate(result: dict, max_drop_points: float, allow_drop: bool, trained: bool, precision: str) -> dict:
     """The labelled gate of `build --val`: each artifact's top-1 accuracy drop against FP32, in points,
     at most `max_drop_points` (the point estimate; the interval is reported beside it)."""
-    from ..precision.fidelity import FidelityTooLow
+    from edgeffnet.precision.fidelity import FidelityTooLow
 
     rows = [r for r in result["artifacts"] if "top1_drop" in r]
     if not rows:

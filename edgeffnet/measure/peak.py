@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import host
+from edgeffnet.core import host
 
 CPUINFO_CLOCK = "/proc/cpuinfo cpu MHz (no cpufreq)"
 

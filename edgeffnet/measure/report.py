@@ -13,19 +13,25 @@ from __future__ import annotations
 
 import base64
 import csv
-import io
 import html
+import io
+import itertools
 import json
 import math
+import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..errors import UserError
-from ..files import atomic_write_text, utc_now
-from . import records
-from .console import ms
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.files import atomic_write_text, utc_now
+from edgeffnet.core.version import __version__
+from edgeffnet.measure import device_state, profile_report, records
+from edgeffnet.measure.console import ms
+from edgeffnet.core.untrusted import UntrustedFileError, read_json
 
 FILES = ("report.md", "report.csv", "report.json", "report.html", "latency_vs_flops.png")
 
@@ -35,38 +41,68 @@ FILES = ("report.md", "report.csv", "report.json", "report.html", "latency_vs_fl
 def _search(folder: Path) -> list[Path]:
     """Every JSON file below `folder`, except in hidden directories (a bundle being written is hidden)."""
     return [p for p in sorted(folder.rglob("*.json"))
-            if not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+            if not any(part.startswith(".") for part in p.relative_to(folder).parts) and not p.is_dir()]
 
 
-def _load(path: Path) -> dict | None:
-    rec = records.load(path)
-    return None if rec is None else rec.to_dict()
+def _renders(rec: dict, where: str) -> dict:
+    """`rec` if a report can be made of it: a record whose fields pass their checks can still hold a
+    value no row or machine line can be made of (a node that is a list); it is found here, alone."""
+    try:
+        rows([rec])
+        machines([rec])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError, OverflowError) as e:
+        raise UserError(f"{where} is a damaged bench record ({type(e).__name__}: {str(e)[:60]}); measure again "
+                        f"with edgeffnet bench") from None
+    return rec
 
 
-def collect(paths: list[str | Path]) -> list[dict]:
+def _named(p: Path) -> dict:
+    """A record file named on purpose: what is wrong with it is said, rather than skipped."""
+    try:
+        rec = records.read(p)
+    except UntrustedFileError as e:
+        if "not valid JSON" in str(e):
+            raise UserError(f"'{p}' is not an edgeffnet bench record (not readable JSON)") from None
+        raise
+    if rec is None:
+        raise UserError(f"'{p}' is not an edgeffnet bench record")
+    return _renders(rec.to_dict(), f"'{p}'")
+
+
+def _found(folder: Path, skipped: list[str]) -> list[tuple[Path, dict]]:
+    """The records below `folder`; a damaged or unreadable one (a `*.json` link to /dev/zero, a FIFO, a
+    field of the wrong type) is skipped and counted in `skipped`, so one bad file does not lose the rest."""
+    out = []
+    for f in _search(folder):
+        try:
+            rec = records.read(f)
+            if rec is not None:
+                out.append((f, _renders(rec.to_dict(), f"'{f}'")))
+        except UserError as e:
+            skipped.append(str(e))
+    return out
+
+
+def collect(paths: list[str | Path], skipped: list[str] | None = None) -> list[dict]:
     """Records from record files, bundles (their bench/) and directories (searched); the newest per
-    host, bundle, runtime and mode wins, so a re-measured bundle is reported once."""
+    host, bundle, runtime and mode wins, so a re-measured bundle is reported once. What was found in a
+    directory but could not be read is skipped, and why is appended to `skipped`."""
     if not paths:
         raise UserError("nothing to report: pass bundles, directories or bench record files")
+    skipped = [] if skipped is None else skipped
     found: dict[tuple, dict] = {}
     for p in map(Path, paths):
         if not p.exists():
             raise UserError(f"'{p}' does not exist; pass bundles, directories or bench record files")
-        if p.is_file():  # named on purpose: say what is wrong with it, rather than skip it
-            try:
-                rec = records.Record.from_dict(json.loads(p.read_text()), f"'{p}'").to_dict()
-            except (OSError, ValueError):
-                raise UserError(f"'{p}' is not an edgeffnet bench record (not readable JSON)") from None
-            candidates = [(p, rec)]
-        else:
-            candidates = [(f, r) for f in _search(p) if (r := _load(f)) is not None]
+        candidates = _found(p, skipped) if p.is_dir() else [(p, _named(p))]
         for f, rec in candidates:
             rec.setdefault("source", str(f))
             key = (measured_by(rec), rec["bundle"], rec["runtime"], rec["mode"])
             if key not in found or rec["created"] > found[key]["created"]:
                 found[key] = rec
     if not found:
-        raise UserError(f"nothing to report in {', '.join(map(str, paths))}: no bench records; "
+        bad = f" ({len(skipped)} damaged record(s) skipped: {skipped[0][:200]})" if skipped else ""
+        raise UserError(f"nothing to report in {', '.join(map(str, paths))}: no bench records{bad}; "
                         f"run edgeffnet bench BUNDLE or edgeffnet sweep first")
     return list(found.values())
 
@@ -96,9 +132,11 @@ SANE_COSINE = 0.9
 
 
 def _manifest(bundle_dir: str) -> dict:
+    from edgeffnet.bundle import read_manifest
+
     try:
-        return json.loads((Path(bundle_dir) / "manifest.json").read_text())
-    except (OSError, ValueError):
+        return read_manifest(bundle_dir)  # checked as a bundle's reader checks it: a damaged one is none
+    except UserError:
         return {}
 
 
@@ -128,9 +166,11 @@ def accuracy_drop(bundle_dir: str) -> dict | None:
     tolerantly: a file or row this report cannot read is left out, never fatal."""
     worst = None
     for f in sorted((Path(bundle_dir) / "eval").glob("*.json")):
+        if f.name.endswith(".partial.json"):  # an interrupted re-run kept beside its complete result
+            continue
         try:
-            result = json.loads(f.read_text())
-        except (OSError, ValueError):
+            result = read_json(f, what="eval result")
+        except UserError:
             continue
         if not isinstance(result, dict) or not isinstance(result.get("artifacts"), list):
             continue
@@ -143,9 +183,13 @@ def accuracy_drop(bundle_dir: str) -> dict | None:
                 drop = fp32 - top1
             if drop is not None and (worst is None or drop > worst["drop"]):
                 interval = (a.get("top1_drop") or {}).get("interval") if isinstance(a.get("top1_drop"), dict) else None
+                if not (isinstance(interval, list) and len(interval) == 2 and all(_fraction(v) is not None
+                                                                                   for v in interval)):
+                    interval = None
                 worst = {"drop": drop, "interval": interval, "top1": top1, "fp32_top1": fp32,
                          "artifact": a.get("name") or a.get("artifact"), "images": result.get("images"),
-                         "data": f.name}
+                         "data": f.name, "partial": result.get("partial") is True,
+                         "images_total": result.get("images_total")}
     return worst
 
 
@@ -160,6 +204,8 @@ def fidelity_of(r: dict) -> tuple[str, dict]:
         text = f"top-1 drop {drop['drop'] * 100:.2f} pt" + (
             f" [{interval[0] * 100:.2f}, {interval[1] * 100:.2f}]" if isinstance(interval, list) and len(interval) == 2
             else "") + (f", top-1 {drop['top1']:.1%}" if drop["top1"] is not None else "")
+        if drop["partial"]:  # an interrupted eval: its figure covers only the images it reached
+            text += f" (partial: {drop['images']} of {drop['images_total']} images)"
         return text, {"accuracy_drop": drop["drop"]}
     f = r.get("fidelity") or records.worst_fidelity(_manifest(r["bundle"]))
     if not f:
@@ -198,6 +244,7 @@ def rows(records: list[dict]) -> list[dict]:
             "scaling_baseline": check.get("baseline"), "two_pow_phi": check.get("two_pow_phi"),
             "predicted_mult": check.get("predicted"), "actual_mult": check.get("mac_ratio"),
             "latency_mult": None, "interrupted": r["interrupted"], "bundle": r["bundle"],
+            **start_and_state(r),
         })
     # Latency multiplier: against the family baseline (b0 / lite0) measured in the same series and mode.
     base = {(r["series"], r["mode"], r["model"]): r["p50"] for r in out}
@@ -206,6 +253,86 @@ def rows(records: list[dict]) -> list[dict]:
         if b and r["p50"]:
             r["latency_mult"] = r["p50"] / b
     return sorted(out, key=lambda r: (r["series"], r["flops"], r["model"], r["mode"]))
+
+
+# -- start-up, memory, the device's state and the spread across rounds (record format 2) ------------------
+
+def start_and_state(r: dict) -> dict:
+    """The row's start-up, memory, artifact and device-state columns; None where the record lacks them
+    (format 1, or a probe this device does not answer)."""
+    def entry(key: str) -> dict:
+        v = r.get(key)
+        return v if isinstance(v, dict) else {}
+
+    def number(v):  # a record from elsewhere: a figure that is not a number is left out, not fatal
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    mem, art, state, rounds = (entry(k) for k in ("memory", "artifact", "device_state", "rounds"))
+    loads = [(s if isinstance(s, dict) else {}).get("load_average") for s in (state.get("before"), state.get("after"))]
+    before, after = (number(v[0]) if isinstance(v, list) and v else None for v in loads)
+    interval = rounds.get("interval_ms") if isinstance(rounds.get("interval_ms"), list) else [None, None]
+    return {"load_ms": number(r.get("load_ms")), "first_inference_ms": number(r.get("first_inference_ms")),
+            "peak_mib": number(mem.get("peak_mib")), "memory_increase_mib": number(mem.get("increase_mib")),
+            "runners_loaded": number(mem.get("runners_loaded")), "artifact_bytes": number(art.get("bytes")),
+            "load_before": before, "load_after": after, "others_cpu_share": number(state.get("others_cpu_share")),
+            "busy": state.get("busy") if isinstance(state.get("busy"), bool) else None,
+            "rounds": number(rounds.get("count")), "p50_low": number(interval[0]), "p50_high": number(interval[-1]),
+            "p50_coverage": number(rounds.get("coverage"))}
+
+
+def overlapping(table: list[dict]) -> list[tuple[dict, dict]]:
+    """Neighbouring models of a series (by FLOPs) whose intervals for the median overlap: the spread across
+    rounds is wider than the gap between them, so the order of their latencies is not established. Latency
+    rows only: a throughput row's figure is images/s, not its requests' p50."""
+    out = []
+    for name in dict.fromkeys(r["series"] for r in table):
+        pts = sorted((r for r in table if r["series"] == name and r["mode"] == "latency"
+                      and r["p50_low"] is not None and r["p50_high"] is not None),
+                     key=lambda r: (r["flops"], r["model"]))
+        out += [(a, b) for a, b in itertools.pairwise(pts) if a["p50_low"] <= b["p50_high"] and b["p50_low"] <= a["p50_high"]]
+    return out
+
+
+def state_warnings(table: list[dict]) -> list[str]:
+    out = []
+    busy = [r for r in table if r["busy"]]
+    if busy:
+        out.append(f"Measured on a busy machine ({', '.join(sorted({r['model'] + ' ' + r['precision'] for r in busy}))}): "
+                   f"other processes used at least {device_state.BUSY_SHARE:.0%} of its CPUs while they were measured "
+                   f"(each record's device_state says by which rule); their latencies are slower and noisier than "
+                   f"the device's own.")
+    pairs = overlapping(table)
+    if pairs:
+        out.append("Spread wider than the gap (p50 intervals across interleaved rounds overlap, so which is faster is "
+                   "not established): " + "; ".join(
+                       f"{a['model']} [{ms(a['p50_low'])}, {ms(a['p50_high'])}] and {b['model']} "
+                       f"[{ms(b['p50_low'])}, {ms(b['p50_high'])}] ms ({a['series']})" for a, b in pairs) + ".")
+    return out
+
+
+def start_table(table: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Load time, cold latency and peak memory beside p50, with the device's state (busy rows marked), for
+    the rows whose records have them (none: no table)."""
+    def mib(v):
+        return "" if v is None else f"{v:.0f}"
+
+    measured = [r for r in table if r["load_ms"] is not None or r["rounds"] is not None]
+    title = ("Start-up, memory and the device's state (load: reading and compiling the artifact; first: the cold "
+             "first inference; p50 interval: across interleaved rounds)")
+    return [] if not measured else [(
+            title,
+            ["model", "precision", "runtime", "mode", "p50 ms", "p50 interval ms", "rounds", "load ms",
+             "first inference ms", "peak MiB", "+MiB over baseline", "artifact MB", "load avg before/after",
+             "others' CPU", "busy"],
+            [[r["model"], r["precision"], r["runtime"], r["mode"], ms(r["p50"]),
+              "" if r["p50_low"] is None else f"{ms(r['p50_low'])} - {ms(r['p50_high'])}"
+              + (f" ({r['p50_coverage']:.0%})" if r["p50_coverage"] is not None else ""),
+              _num(r["rounds"], "g"), _num(r["load_ms"], ".0f"), ms(r["first_inference_ms"]),
+              mib(r["peak_mib"]) + (f" ({r['runners_loaded']} loaded)" if r["runners_loaded"] else ""),
+              mib(r["memory_increase_mib"]), _num(r["artifact_bytes"] and r["artifact_bytes"] / 1e6, ".1f"),
+              "" if r["load_before"] is None else f"{r['load_before']:.2f} / {_num(r['load_after'], '.2f')}",
+              _num(r["others_cpu_share"], ".0%"), {True: "busy", False: "no", None: ""}[r["busy"]]]
+             for r in measured])]
 
 
 def fits(table: list[dict], y: str = "p50", mode: str = "latency") -> list[dict]:
@@ -289,10 +416,12 @@ def figure(series_fits: list[dict], y: str, ylabel: str, title: str):
 def plot(series_fits: list[dict], y: str, ylabel: str, title: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    fig = figure(series_fits, y, ylabel, title)
-    # The series travel in the PNG's text chunk: a reader (or a test) can tell what the picture shows.
-    meta = [{k: f[k] for k in ("series", "points", "slope", "models")} for f in series_fits]
-    fig.savefig(path, metadata={"Title": title, "Description": json.dumps(meta)})
+    # Names are text, not mathtext: a '$' in a spec or series would otherwise be parsed (and can raise).
+    with plt.rc_context({"text.parse_math": False}):
+        fig = figure(series_fits, y, ylabel, title)
+        # The series travel in the PNG's text chunk: a reader (or a test) can tell what the picture shows.
+        meta = [{k: f[k] for k in ("series", "points", "slope", "models")} for f in series_fits]
+        fig.savefig(path, metadata={"Title": title, "Description": json.dumps(meta)})
     plt.close(fig)
 
 
@@ -312,7 +441,8 @@ def tables(table: list[dict], lat_fits: list[dict], tput_fits: list[dict]) -> li
                ["model", "weights", "precision", "runtime", "mode", "batch", "device", "MACs (G)", "params (M)",
                 "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s", "of peak", "fidelity to FP32", "2^phi",
                 "(a*b^2*g^2)^phi", "actual MAC x", "latency x"],
-               [[r["model"] + (" (interrupted)" if r["interrupted"] else ""), r["weights"], r["precision"],
+               [[r["model"] + (" (interrupted)" if r["interrupted"] else "") + (" (busy)" if r["busy"] else ""),
+                 r["weights"], r["precision"],
                  r["runtime"], r["mode"], str(r["batch"]), r["device"], f"{r['macs'] / 1e9:.3f}",
                  f"{r['params'] / 1e6:.2f}", ms(r["p50"]), ms(r["p90"]), ms(r["p99"]), _num(r["throughput_ips"], ".1f"),
                  _num(r["gflops"], ".1f"), _num(r["fraction_of_peak"], ".1%"),
@@ -323,7 +453,7 @@ def tables(table: list[dict], lat_fits: list[dict], tput_fits: list[dict]) -> li
               ["series", "mode", "points", "slope", "R^2"],
               [[f["series"], f["mode"], str(f["points"]), _num(f["slope"], ".3f"), _num(f["r2"], ".3f")]
                for f in [*lat_fits, *tput_fits] if f["points"]])
-    out = [slopes, results]
+    out = [slopes, results, *start_table(table)]
     scaled = [r for r in table if r["mode"] == "latency" and (r["phi"] is not None or r["model"] in ("b0", "lite0"))]
     if any(r["only"] for r in scaled):  # a scaling sweep: the paper's Table 3, in milliseconds
         scaled.sort(key=lambda r: (r["series"], r["family"], r["phi"] or 0, _variant(r)))
@@ -365,9 +495,18 @@ def machines(records: list[dict]) -> list[dict]:
     return list(seen.values())
 
 
+_MARKDOWN_ACTIVE = re.compile(r"([\\`|<>\[\]])")
+
+
+def _md(text: str) -> str:
+    """Text from a record (a spec, family, node or tool name) as inert Markdown: one line, and no character
+    that ends a table cell, opens code, a link, an image or an HTML tag."""
+    return _MARKDOWN_ACTIVE.sub(r"\\\1", " ".join(str(text).split()))
+
+
 def _markdown_table(header: list[str], body: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+    lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in body]
     return "\n".join(lines)
 
 
@@ -386,13 +525,41 @@ table.text td,table.text th{text-align:left}
 
 # -- the command -----------------------------------------------------------------------------------
 
-def write(records: list[dict], out_dir: str | Path) -> dict:
-    """Write every report file into out_dir; return the report (what report.json holds) with file paths."""
+PLOTS = ("latency_vs_flops.png", "throughput_vs_flops.png")
+
+
+def write(records: list[dict], out_dir: str | Path, skipped: list[str] | tuple = ()) -> dict:
+    """Write every report file into out_dir; return the report (what report.json holds) with file paths.
+
+    The set is written whole into a hidden directory inside out_dir first and then renamed into place file
+    by file, so a report that fails halfway leaves the previous set as it was, never new JSON beside old
+    HTML; a plot the new set lacks is removed with it."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".report.partial-{os.getpid()}-", dir=out))
     except OSError as e:
         raise UserError(f"cannot create -o {out}: {e.strerror or e}") from None
+    try:
+        report = _write_set(records, staging, list(skipped))
+        # The set's own files first, then whatever else it wrote (the profile section's plots)
+        extra = sorted(p.name for p in staging.iterdir() if p.is_file() and p.name not in (*FILES, *PLOTS))
+        names = [n for n in dict.fromkeys((*FILES, *PLOTS, *extra)) if (staging / n).exists()]
+        for n in PLOTS:
+            if n not in names:
+                (out / n).unlink(missing_ok=True)
+        for n in names:
+            os.replace(staging / n, out / n)
+    except OSError as e:
+        raise UserError(f"cannot write the report into {out}: {e.strerror or e}; the previous report there is "
+                        f"unchanged") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    report["files"] = [str(out / n) for n in names]
+    return report
+
+
+def _write_set(records: list[dict], out: Path, skipped: list[str]) -> dict:
     table = rows(records)
     lat_fits = fits(table, "p50", "latency")
     tput_fits = fits(table, "throughput_ips", "throughput")
@@ -408,7 +575,8 @@ def write(records: list[dict], out_dir: str | Path) -> dict:
     for name, (y, ylabel, title, f) in plots.items():
         plot(f, y, ylabel, title, out / name)
     generated = utc_now()
-    notes = warnings(table)
+    notes = warnings(table) + state_warnings(table) + (
+        [f"{len(skipped)} damaged bench record(s) skipped, e.g. {skipped[0][:300]}"] if skipped else [])
     report = {"report": "edgeffnet-report", "edgeffnet": __version__, "generated": generated, "rows": table,
               "warnings": notes,
               "series": lat_fits, "throughput_series": tput_fits, "machines": machines(records),
@@ -428,13 +596,14 @@ def write(records: list[dict], out_dir: str | Path) -> dict:
              f"(see Machines); 'latency x' is p50 over the family baseline's in the same series; '2^phi' and "
              f"'(a*b^2*g^2)^phi' are the predicted MAC multipliers, 'actual MAC x' the counted one."
              + ("" if plots else " No plots: matplotlib is not installed here (pip install 'edgeffnet[report]')."))
-    md = ["# edgeffnet latency report", "", intro, ""] + [f"> **Warning:** {n}" for n in notes] + [""]
+    md = ["# edgeffnet latency report", "", intro, ""] + [f"> **Warning:** {_md(n)}" for n in notes] + [""]
     md += [f"![{n}]({n})" for n in plots] + [""]
     for title, header, body in text:
         md += [f"## {title}", "", _markdown_table(header, body), ""]
     md += ["## Machines", "", _markdown_table(["device", "host", "cpu", "peak", "tools"],
                                                [list(m.values()) for m in report["machines"]]), ""]
-    atomic_write_text(out / "report.md", "\n".join(md))
+    profile_md, profile_html, profile_files = profile_report.section(records, out, bool(plots))
+    atomic_write_text(out / "report.md", "\n".join(md + profile_md))
     embedded = {n: base64.b64encode((out / n).read_bytes()).decode() for n in plots}  # no file beside the page
     images = "".join(f'<p><img alt="{n}" src="data:image/png;base64,{data}"></p>' for n, data in embedded.items())
     body = "".join(f"<h2>{html.escape(t)}</h2>{_html_table(h, b)}" for t, h, b in text)
@@ -445,9 +614,7 @@ def write(records: list[dict], out_dir: str | Path) -> dict:
         out / "report.html",
         f"<!doctype html><html><head><meta charset='utf-8'><title>edgeffnet latency report</title>"
         f"<style>{CSS}</style></head><body><h1>edgeffnet latency report</h1><p class='note'>{html.escape(intro)}</p>"
-        f"{warned}{images}{body}</body></html>\n")
-    report["files"] = [str(out / n) for n in (*FILES, *plots) if (out / n).exists()]
-    report["files"] = list(dict.fromkeys(report["files"]))
+        f"{warned}{images}{body}{profile_html}</body></html>\n")
     return report
 
 
@@ -463,7 +630,8 @@ def console_table(report: dict):
                      no_wrap=h in ("model", "runtime"))
     for r in report["rows"]:
         t.add_row(r["model"] + (" (random)" if r["weights"] == "random" else "")
-                  + (" (interrupted)" if r["interrupted"] else ""), f"{r['runtime']} {r['precision']}",
+                  + (" (interrupted)" if r["interrupted"] else "") + (" (busy)" if r["busy"] else ""),
+                  f"{r['runtime']} {r['precision']}",
                   r["mode"][:4], f"{r['macs'] / 1e9:.3f}", ms(r["p50"]), ms(r["p90"]), _num(r["throughput_ips"], ".1f"),
                   _num(r["gflops"], ".1f"), _num(r["fraction_of_peak"], ".0%"))
     return t

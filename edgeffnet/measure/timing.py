@@ -138,3 +138,36 @@ def interleaved_p50(calls: dict[str, Callable[[], object]], seconds: float = 1.5
                 times[k].append(time.perf_counter_ns() - t)
             rounds += 1
     return {k: float(np.median(v) / 1e6) for k, v in times.items()}
+
+
+Slice = Callable[[Limits], Measurement]
+OnRound = Callable[[int, list[Any], dict[Any, list[Measurement]]], None]
+
+
+def interleaved_rounds(slices: dict[Any, Slice], rounds: int, per_round: Limits, warmup: float = 0.0,
+                       on_round: OnRound | None = None) -> tuple[dict[Any, list[Measurement]], bool]:
+    """Measure each of several things once per round, in turns: `slices[key](limits)` times one slice of
+    `key` (`measure` or `measure_async` on its runner). Every other round runs them in reverse order, as
+    `interleaved_p50` does, so no item always follows the same one, and drift over the run (a neighbour's
+    burst, a clock falling as the chip warms) lands on every item alike. The first round also warms each
+    up for `warmup` seconds; later slices warm up with the one untimed call `measure` always makes.
+
+    `on_round(index, order, measured)` runs after each round. Returns the measurements per key (one per
+    round, a slice without samples left out) and whether Ctrl-C stopped it early."""
+    keys = list(slices)
+    out: dict[Any, list[Measurement]] = {k: [] for k in keys}
+    try:
+        for r in range(rounds):
+            order = keys if r % 2 == 0 else keys[::-1]
+            lim = per_round if r else Limits(per_round.iterations, per_round.seconds, warmup)
+            for k in order:
+                m = slices[k](lim)
+                if m.samples_ms:
+                    out[k].append(m)
+                if m.interrupted:
+                    return out, True
+            if on_round:
+                on_round(r, order, out)
+    except KeyboardInterrupt:
+        return out, True
+    return out, False

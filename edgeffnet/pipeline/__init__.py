@@ -12,13 +12,16 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .. import __version__, bundle, cache, host, logs, targets
-from ..bundle import Bundle, Manifest
-from ..errors import UserError
-from ..files import utc_now
-from . import escalate, stages
-from .context import BuildContext
-from .options import BuildOptions
+from edgeffnet import bundle
+from edgeffnet.bundle import Bundle, Manifest
+from edgeffnet.core import host, logs
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.files import utc_now
+from edgeffnet.core.version import __version__
+from edgeffnet.pipeline import cache, escalate, stages
+from edgeffnet.pipeline.context import BuildContext
+from edgeffnet.pipeline.options import BuildOptions
+from edgeffnet.specs import targets
 
 
 def default_output(spec_name: str, target: str, precision: str) -> Path:
@@ -46,9 +49,9 @@ def prepare(spec: str, target: str = "cpu", precision: str | None = None, weight
             output: str | Path | None = None, options: BuildOptions | None = None) -> BuildContext:
     """Everything a build needs, resolved and checked before any work (bad input fails here, in one line)."""
     require_build_side()
-    from .. import weights as _weights
-    from ..reference import check_weights
-    from ..scaling import parse_spec, with_resolution
+    from edgeffnet.network import weights as _weights
+    from edgeffnet.network.reference import check_weights
+    from edgeffnet.specs.scaling import parse_spec, with_resolution
 
     o = options or BuildOptions()
     s = parse_spec(spec)
@@ -75,7 +78,7 @@ def prepare(spec: str, target: str = "cpu", precision: str | None = None, weight
 
 
 def _check_size(spec, o: BuildOptions, precision: str, weights) -> None:
-    from ..info import describe
+    from edgeffnet.network.info import describe
 
     o.check_memory(spec.resolution, precision, weights is not None)
     params = describe(spec, o.num_classes or (weights.num_classes if weights else 1000))["params"]
@@ -103,7 +106,8 @@ def run(ctx: BuildContext) -> Bundle:
             if not escalate.applies(c):
                 raise
             c, graph, compiled, fidelity = escalate.escalate(c, store, simplified, graph, compiled, miss)
-        done = [ref, exported, simplified] + ([graph] if graph is not simplified else []) + [compiled]
+        layers = stages.layer_table(c, store, ref, graph, compiled)
+        done = [ref, exported, simplified] + ([graph] if graph is not simplified else []) + [compiled, layers]
         manifest = _manifest(c, {a.stage: a.record for a in done}, graph.path.name, fidelity,
                              time.perf_counter() - t0)
         bundle.write_manifest(tmp, manifest)
@@ -114,7 +118,7 @@ def run(ctx: BuildContext) -> Bundle:
 
 
 def _manifest(ctx: BuildContext, records: dict, graph: str, fidelity: dict | None, seconds: float) -> Manifest:
-    from ..info import describe
+    from edgeffnet.network.info import describe
 
     w, s, t = ctx.weights, ctx.spec, ctx.target
     d = describe(s, records["reference"]["num_classes"])

@@ -1,4 +1,4 @@
-"""The read-only context every build stage reads, and the artifact each stage hands to the next."""
+"""The read-only context every build stage reads (the artifact each stage hands on is core.artifact's)."""
 
 from __future__ import annotations
 
@@ -9,23 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from ..verify import verify
-from .options import BuildOptions
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """What a stage produced: the file the next stage reads (None for a TensorRT engine left pending),
-    and its record (files, parity, summary, seconds, cached, key) for the manifest."""
-
-    stage: str
-    path: Path | None
-    record: dict
-
-    @property
-    def key(self) -> str:
-        return self.record.get("key", "")
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.verify import verify
+from edgeffnet.pipeline.options import BuildOptions
 
 
 @dataclass(frozen=True)
@@ -65,7 +51,7 @@ class BuildContext:
 
     @property
     def preprocess(self):
-        from ..reference import input_recipe
+        from edgeffnet.network.reference import input_recipe
 
         return input_recipe(self.spec, self.weights)
 
@@ -73,7 +59,7 @@ class BuildContext:
     @property
     def model(self):
         """The PyTorch reference (eval mode), the first stage's work; later stages export it."""
-        from ..reference import make_model
+        from edgeffnet.network.reference import make_model
 
         o = self.options
         return self._once("model", lambda: make_model(self.spec, self.weights, o.num_classes, o.seed))
@@ -81,7 +67,7 @@ class BuildContext:
     @property
     def calibration(self):
         """The INT8 calibration set (the precision stage and OpenVINO's route choice share it)."""
-        from ..precision import calibration
+        from edgeffnet.precision import calibration
 
         def load():
             cal = calibration.load(self.options.calib, self.options.calib_size, self.preprocess)
@@ -95,7 +81,7 @@ class BuildContext:
     def fidelity_data(self) -> tuple[np.ndarray, np.ndarray]:
         """Verification views (200 by default for trained weights) and the FP32 graph's logits for them,
         shared by every fidelity row."""
-        from ..precision import fidelity
+        from edgeffnet.precision import fidelity
 
         def load():
             x = fidelity.views(self.options.fidelity_view_count(self.trained), self.preprocess)
@@ -105,7 +91,7 @@ class BuildContext:
 
     def reference(self) -> tuple[np.ndarray, np.ndarray]:
         """The verification views and PyTorch's logits for them, as the first stage stored them."""
-        from ..photos import to_input
+        from edgeffnet.network.photos import to_input
 
         data = np.load(self.dir / "reference.npz")
         return to_input(data["views"], self.preprocess), data["logits"]

@@ -17,15 +17,15 @@ cost in latency (the compiled artifact before and after, interleaved on this hos
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 
 import numpy as np
 
-from .. import cache
-from ..errors import FidelityTooLow
-from ..files import atomic_write_json
-from . import stages
+from edgeffnet.core import host
+from edgeffnet.core.errors import FidelityTooLow, UserError
+from edgeffnet.core.files import atomic_write_json, cache_root, digest_key
+from edgeffnet.pipeline import cache, stages
+from edgeffnet.core.untrusted import read_json
 
 # Layers kept in float at each re-measurement; the last is the limit. On Lite0 at 96 px the OpenVINO
 # ranking's agreement went 84.8% -> 90.4% -> 93.4% -> 92.4% -> 97.0% -> 96.4% at 0, 1, 3, 6, 10, 15
@@ -44,38 +44,27 @@ def artifact_maker(ctx, compiled):
     as the target's compiled artifact runs it; None where this host has no closer stand-in than ONNX Runtime (TensorRT)."""
     if ctx.target.backend != "openvino":
         return None
-    import io
-
-    import openvino as ov
-
-    from ..backends.openvino import int8_routes
-    from ..backends.openvino.runner import available, core
-    from ..verify import run_batched
+    from edgeffnet.backends.openvino import graph_runner, placed
+    from edgeffnet.backends.openvino.encoding import encode, has_vnni, host_route
 
     # The escalated compile stage builds only this host's own Q/DQ route (int8_routes.route_graphs), so the
     # ranking measures that route whichever route the first build chose (NNCF's ignores what is float).
-    route = int8_routes.host_route(compiled.record.get("cpu_vnni", int8_routes.has_vnni()))
-    device = ctx.target.device if available(ctx.target.device) else "CPU"
+    route = host_route(compiled.record.get("cpu_vnni", has_vnni()))
     batch = ctx.fixed_batch or 1
 
     def make(model, means):
-        model, _ = int8_routes.unsigned_where_nonnegative(model)
-        if route == "qdq-onnx-w7":
-            model, _ = int8_routes.seven_bit_weights(model, means)
-        ir = ov.convert_model(io.BytesIO(model.SerializeToString()))
-        request = core().compile_model(ir, device).create_infer_request()
-        return lambda x: run_batched(lambda b: np.array(request.infer({0: b})[0], np.float32), x, batch)
+        return graph_runner(encode(model, route, means).SerializeToString(), ctx.target, batch)
 
-    return f"OpenVINO {device}, route {route}", make
+    return f"OpenVINO {placed(ctx.target)}, route {route}", make
 
 
 def rank_on_artifact(model, stats: dict, method: str, exclude: tuple[str, ...], x: np.ndarray,
                      make) -> list[tuple[str, float]]:
     """Quantized layers, most damaging first: each one's gain in mean cosine with FP32 on `x` when it alone
     returns to float, measured on what `make` turns the Q/DQ graph into (the layers in `exclude` stay float)."""
-    from ..backends import onnxruntime as ort_backend
-    from ..precision import qdq, ranges
-    from ..verify import compare
+    from edgeffnet.backends import onnxruntime as ort_backend
+    from edgeffnet.core.verify import compare
+    from edgeffnet.precision import qdq, ranges
 
     model = qdq.name_nodes(model)
     ref = ort_backend.run_all(model, x)
@@ -93,7 +82,7 @@ def rank_on_artifact(model, stats: dict, method: str, exclude: tuple[str, ...], 
 def _ranking(ctx, simplified, graph, compiled, kept: list[str]) -> tuple[list[tuple[str, float]], str]:
     import onnx
 
-    from ..precision import int8
+    from edgeffnet.precision import int8
 
     cal = ctx.calibration
     tuning = cal.tuning(ctx.preprocess)
@@ -107,12 +96,12 @@ def _ranking(ctx, simplified, graph, compiled, kept: list[str]) -> tuple[list[tu
     on = "ONNX Runtime" if maker is None else maker[0]
     ranked_by = f"mean cosine gain with the layer alone in float, {on}, {len(tuning)} calibration tuning views"
     # One ranking compiles every layer's variant (minutes): a rebuild of the same graph reads it back.
-    key = cache.key(int8.graph_digest(model), cal.sha256, method, kept, on, cache.code_digest(), _runtime_version())
-    path = cache.root() / "escalation" / f"{key}.json"
+    key = digest_key(int8.graph_digest(model), cal.sha256, method, kept, on, cache.code_digest(), _runtime_version())
+    path = cache_root() / "escalation" / f"{key}.json"
     if ctx.options.cache:
         try:
-            return [(str(n), float(g)) for n, g in json.loads(path.read_text())], ranked_by
-        except (OSError, ValueError, TypeError):
+            return [(str(n), float(g)) for n, g in read_json(path, what="cached ranking", kind=list)], ranked_by
+        except (UserError, ValueError, TypeError):
             pass  # absent or damaged: measure
     stats, _ = int8.statistics(model, cal.data, cal.sha256, ctx.options.cache)
     t = time.perf_counter()
@@ -130,16 +119,15 @@ def _ranking(ctx, simplified, graph, compiled, kept: list[str]) -> tuple[list[tu
 
 
 def _runtime_version() -> str:
-    import onnxruntime
-    import openvino
-
-    return f"ort {onnxruntime.__version__}, openvino {openvino.get_version()}"
+    """The runtimes a ranking was measured with (from the installed packages' metadata: nothing imported)."""
+    tools = host.tools()
+    return f"ort {tools.get('onnxruntime')}, openvino {tools.get('openvino')}"
 
 
 def escalate(ctx, store, simplified, graph, compiled, miss: FidelityTooLow, steps: tuple[int, ...] = STEPS):
     """(ctx, graph, compiled, verdict) of the first step that passes the gate; the last miss otherwise."""
-    from ..backends import RunSettings, get
-    from ..measure.timing import interleaved_p50
+    from edgeffnet.backends import RunSettings, get
+    from edgeffnet.measure.timing import interleaved_p50
 
     o = ctx.options
     ctx.log.info(f"escalation: {miss}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-from ..errors import UserError
+from edgeffnet.core.errors import UserError
 
 CALIB_METHODS = ("minmax", "percentile", "entropy")
 

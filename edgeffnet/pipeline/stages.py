@@ -14,9 +14,13 @@ from dataclasses import asdict
 
 import numpy as np
 
-from .. import __version__, cache, host
-from ..errors import UserError
-from .context import Artifact, BuildContext
+from edgeffnet.core import host
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.files import digest_key
+from edgeffnet.core.version import __version__
+from edgeffnet.pipeline import cache
+from edgeffnet.core.artifact import Artifact
+from edgeffnet.pipeline.context import BuildContext
 
 SIM_GRAPH = "model.sim.onnx"
 
@@ -24,7 +28,7 @@ SIM_GRAPH = "model.sim.onnx"
 def _cached(ctx: BuildContext, store: cache.StageCache, name: str, upstream: Artifact | None, parts: dict,
             make) -> Artifact:
     """The stage's record from the cache, or from `make()` (then stored); its files land in ctx.dir."""
-    k = cache.key(upstream.key if upstream else "", name, parts, host.tools(), cache.code_digest())
+    k = digest_key(upstream.key if upstream else "", name, parts, host.tools(), cache.code_digest())
     record = store.fetch(name, k, ctx.dir)
     if record is not None:
         record["cached"] = True
@@ -50,8 +54,8 @@ def reference(ctx: BuildContext, store: cache.StageCache) -> Artifact:
     def make() -> dict:
         import torch
 
-        from ..model import count_params
-        from ..photos import to_input, verification_views
+        from edgeffnet.network.model import count_params
+        from edgeffnet.network.photos import to_input, verification_views
 
         views = verification_views(o.views, ctx.preprocess)
         with torch.no_grad():
@@ -73,8 +77,8 @@ def export(ctx: BuildContext, store: cache.StageCache, ref: Artifact) -> Artifac
     parts = {"batch": o.batch, "dynamic": o.dynamic_batch, "opset": o.opset}
 
     def make() -> dict:
-        from ..backends import onnxruntime as ort_backend
-        from ..export import export_onnx
+        from edgeffnet.backends import onnxruntime as ort_backend
+        from edgeffnet.network.export import export_onnx
 
         info = export_onnx(ctx.model, ctx.dir / "model.onnx", ctx.spec.resolution, o.batch, o.dynamic_batch, o.opset,
                            {"edgeffnet_spec": ctx.spec.name, "preprocess": asdict(ctx.preprocess)})
@@ -88,8 +92,8 @@ def export(ctx: BuildContext, store: cache.StageCache, ref: Artifact) -> Artifac
 
 def simplify(ctx: BuildContext, store: cache.StageCache, exported: Artifact) -> Artifact:
     def make() -> dict:
-        from ..backends import onnxruntime as ort_backend
-        from ..simplify import simplify as run_onnxsim
+        from edgeffnet.backends import onnxruntime as ort_backend
+        from edgeffnet.graph.simplify import simplify as run_onnxsim
 
         info = run_onnxsim(exported.path, ctx.dir / SIM_GRAPH)
         parity = ctx.verify("simplify", ort_backend.Runner(ctx.dir / SIM_GRAPH, exact=True).run, "fp32")
@@ -104,7 +108,7 @@ def precision(ctx: BuildContext, store: cache.StageCache, simplified: Artifact) 
     """fp32 compiles the simplified graph as it is; fp16 and int8 get a graph of their own."""
     if ctx.precision == "fp32":
         return simplified
-    from .. import precision as passes
+    from edgeffnet import precision as passes
 
     parts = passes.cache_parts(ctx)
     return _cached(ctx, store, "precision", simplified, parts, lambda: passes.make_graph(ctx, simplified.path))
@@ -112,7 +116,7 @@ def precision(ctx: BuildContext, store: cache.StageCache, simplified: Artifact) 
 
 def compile(ctx: BuildContext, store: cache.StageCache, graph: Artifact) -> Artifact:
     """The target's artifact from the precision graph, by the target's backend, verified on its runtime."""
-    from ..backends import RunSettings, get
+    from edgeffnet.backends import RunSettings, get
 
     t = ctx.target
     backend = get(t.backend)
@@ -120,7 +124,14 @@ def compile(ctx: BuildContext, store: cache.StageCache, graph: Artifact) -> Arti
              "graph": graph.path.name}
 
     def make() -> dict:
-        artifact = backend.compile(ctx, graph)
+        if ctx.precision == "int8" and t.backend == "openvino":
+            # OpenVINO has several INT8 encodings of the one Q/DQ graph: the build measures them and keeps
+            # the best (the build's policy; the backend encodes, converts and loads each route)
+            from edgeffnet.pipeline import int8_routes
+
+            artifact = Artifact("compile", ctx.dir / "model.xml", int8_routes.compile_int8(ctx, graph.path, graph.record))
+        else:
+            artifact = backend.compile(ctx, graph)
         record = {**artifact.record, "artifact": artifact.path.name if artifact.path else None}
         if record.get("pending"):  # cross-building for a device whose compiler is not on this host
             return record
@@ -130,8 +141,8 @@ def compile(ctx: BuildContext, store: cache.StageCache, graph: Artifact) -> Arti
                       summary=f"{t.backend} on {runner.device}, max|d| {parity['max_abs']:.1e}, "
                               f"cosine min {parity['cosine_min']:.6f}")
         if ctx.precision != "fp32":
-            from ..precision import fidelity
-            from ..verify import run_batched
+            from edgeffnet.core.verify import run_batched
+            from edgeffnet.precision import fidelity
 
             x, ref = ctx.fidelity_data
             record["fidelity"] = fidelity.report(ref, run_batched(runner.run, x, ctx.fixed_batch),
@@ -146,11 +157,41 @@ def compile(ctx: BuildContext, store: cache.StageCache, graph: Artifact) -> Arti
     return artifact
 
 
+def layer_table(ctx: BuildContext, store: cache.StageCache, ref: Artifact, graph: Artifact,
+                compiled: Artifact) -> Artifact:
+    """layers.json: every layer of the spec with its cost and the ONNX nodes of the graph the target runs
+    (the one its compile stage converted; the precision graph where it names none), so a profile on the
+    device maps runtime nodes back to layers without ONNX or PyTorch there."""
+    from edgeffnet.bundle import LAYER_TABLE
+
+    converted = str(compiled.record.get("converted_from") or "").split(" ")[0]
+    source = ctx.dir / converted if converted.endswith(".onnx") and (ctx.dir / converted).is_file() else graph.path
+
+    def make() -> dict:
+        import onnx
+
+        from edgeffnet.specs import layer_table as table
+
+        model = onnx.load(str(source), load_external_data=False)
+        nodes = [(n.name, n.op_type) for n in model.graph.node]
+        outputs = {o.name for o in model.graph.output}
+        aliases = {n.name: out for n in model.graph.node for out in n.output if out in outputs}
+        t = table.make(ctx.spec, ref.record["num_classes"], ctx.precision, nodes, aliases) | {"graph": source.name}
+        table.write(ctx.dir / LAYER_TABLE, t)
+        mapped = sum(len(r["onnx_nodes"]) for r in t["layers"])
+        return {"files": [LAYER_TABLE], "artifact": LAYER_TABLE, "graph": source.name, "layers": len(t["layers"]),
+                "nodes_mapped": mapped, "nodes_qdq": len(t["overhead_nodes"]),
+                "nodes_unassigned": len(t["unassigned_nodes"]),
+                "summary": f"{len(t['layers'])} layers, {mapped} of {len(nodes)} nodes of {source.name} in them"}
+
+    return _cached(ctx, store, "layers", compiled, {"graph": source.name}, make)
+
+
 def fidelity_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> dict | None:
     """The fidelity rows of the precision graph and the compiled artifact; INT8 of trained weights is gated."""
     if ctx.precision == "fp32":
         return None
-    from ..precision import fidelity
+    from edgeffnet.precision import fidelity
 
     rows = [r for r in (graph.record.get("fidelity"), compiled.record.get("fidelity")) if r]
     if rows:  # printed before the gate: a build it stops shows every row, not just the worst
@@ -168,7 +209,7 @@ def fidelity_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> 
 def val_dataset(val: str, num_classes: int, classes: str | None = None):
     """`--val`'s labelled images, every label resolved (against --classes where given), and where the class
     names came from: a bad folder fails in one line."""
-    from ..measure import evaluate
+    from edgeffnet.measure import evaluate
 
     names, imagenet = evaluate.class_list(num_classes, classes)
     data = evaluate.open_dataset(val, evaluate.Labels(names, imagenet), "--val")
@@ -187,17 +228,19 @@ def check_val(options, precision: str, num_classes: int) -> None:
     if precision == "fp32":
         raise UserError("--val gates an FP16 or INT8 build on its accuracy drop against FP32; an FP32 build has "
                         "nothing to gate: drop --val, or build --precision fp16/int8")
-    val_dataset(options.val, num_classes, options.classes)
+    from edgeffnet.measure import evaluate
+
+    evaluate.first_readable(val_dataset(options.val, num_classes, options.classes)[0], "--val")
 
 
 def labelled_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> dict:
     """`build --val`: the FP32 graph, the precision graph and the compiled artifact on the user's labelled
     images; the gate is the top-1 accuracy drop (FP32 minus artifact) against --max-drop. The result is
     kept in the bundle as eval/NAME.json, as `edgeffnet eval` writes it."""
-    from ..backends import RunSettings
-    from ..backends import onnxruntime as ort_backend
-    from ..files import atomic_write_json, utc_now
-    from ..measure import evaluate
+    from edgeffnet.backends import RunSettings
+    from edgeffnet.backends import onnxruntime as ort_backend
+    from edgeffnet.core.files import atomic_write_json, utc_now
+    from edgeffnet.measure import evaluate
 
     o = ctx.options
     num_classes = ort_backend.Runner(ctx.dir / SIM_GRAPH).session.get_outputs()[0].shape[-1]
@@ -209,6 +252,9 @@ def labelled_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> 
     result["data"]["classes"] = classes
     if result["partial"]:
         raise KeyboardInterrupt  # a build is whole or not at all
+    if result["images"] == 0:  # the images changed since the check before the stages, or none decodes whole
+        raise UserError(f"none of the {len(data.items)} images in --val {o.val} could be read (e.g. "
+                        f"{result['skipped_unreadable'][0]}); give jpg, png, bmp or webp files")
     ctx.log.info(f"accuracy on --val {o.val} ({result['images']} labelled images, {ctx.precision}):")
     for line in evaluate.lines(result):
         ctx.log.info("  " + line)

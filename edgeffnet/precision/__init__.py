@@ -18,7 +18,7 @@ def cache_parts(ctx) -> dict:
     views = ctx.options.fidelity_view_count(ctx.trained)
     if ctx.precision == "fp16":
         return {"precision": "fp16", "keep_fp32": [], "fidelity_views": views}
-    from . import int8
+    from edgeffnet.precision import int8
 
     return {"precision": "int8", "pass": int8.VERSION, "calib": ctx.calibration.sha256,
             "method": ctx.options.calib_method, "sensitivity": ctx.trained and not ctx.keep_float, "fidelity_views": views,
@@ -33,8 +33,8 @@ def make_graph(ctx, simplified: Path) -> dict:
 def _fp16(ctx, simplified: Path) -> dict:
     import onnx
 
-    from ..backends import onnxruntime as ort_backend
-    from . import fidelity, fp16
+    from edgeffnet.backends import onnxruntime as ort_backend
+    from edgeffnet.precision import fidelity, fp16
 
     graph = fp16.to_fp16(onnx.load(str(simplified)))
     onnx.save(graph, str(ctx.dir / FP16_GRAPH))
@@ -51,8 +51,8 @@ def _fp16(ctx, simplified: Path) -> dict:
 def _int8(ctx, simplified: Path) -> dict:
     import onnx
 
-    from ..backends import onnxruntime as ort_backend
-    from . import fidelity, int8
+    from edgeffnet.backends import onnxruntime as ort_backend
+    from edgeffnet.precision import fidelity, int8
 
     o, cal = ctx.options, ctx.calibration
     model = onnx.load(str(simplified))
@@ -92,12 +92,13 @@ def _self_distill(ctx, fp32_model, qdq_model):
     on held-out views, else the graph as calibrated; and the record of both scores and the choice."""
     import time
 
-    from . import distill
+    from edgeffnet.precision import distill
 
     if not ctx.trained:  # random-init logits carry no meaning worth matching, and the time buys nothing
         return qdq_model, {"kept": "untuned", "reason": "skipped: random-init weights"}
     if not ctx.options.distill:
-        # Off by default: measured on pretrained Lite0/Lite1 it did not earn its ~100 s (README, INT8).
+        # Off by default: on pretrained Lite0/Lite1 it did not earn its ~100 s
+        # (docs/results/self-distillation.md).
         return qdq_model, {"kept": "untuned", "reason": "not asked (--distill)"}
     train_x, held_x, held_what = ctx.calibration.distillation_split(ctx.preprocess)
     if len(train_x) < distill.BATCH:

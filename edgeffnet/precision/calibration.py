@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import UserError
-from ..photos import calibration_photos, to_input, views
-from ..preprocess import MAX_PIXELS, ImageTooLarge, Preprocess, read_image
+from edgeffnet.core.errors import UserError
+from edgeffnet.network.photos import calibration_photos, to_input, views
+from edgeffnet.core.preprocess import MAX_PIXELS, ImageTooLarge, Preprocess, read_image, resized_size
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -41,7 +41,7 @@ class CalibrationSet:
         """Views that steer method choice and the sensitivity pass: for the default set, views of its
         natural photos (calibration/photos.toml [tuning]); for the user's data, an even subset of it."""
         if self.source.startswith("default"):
-            from ..photos import tuning_views
+            from edgeffnet.network.photos import tuning_views
 
             return to_input(tuning_views(count, preprocess), preprocess)
         step = max(1, len(self.data) // count)
@@ -57,7 +57,7 @@ class CalibrationSet:
         alone. For the user's data, the last quarter is held out of the distillation (the range
         statistics did see it: there is no other data to hold out)."""
         if self.source.startswith("default"):
-            from ..photos import calibration_photos, recipe
+            from edgeffnet.network.photos import calibration_photos, recipe
 
             photos = calibration_photos()
             held = [i for i in range(len(photos)) if i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1]
@@ -98,6 +98,7 @@ def _read_folder(folder: Path, recipe: Preprocess) -> tuple[list[Image.Image], C
         try:
             # Shrunk to twice the recipe's resize at most: three hundred phone photos stay a few hundred MB.
             rgb, stored = read_image(path, short_side=recipe.resize)
+            resized_size(*rgb.size, recipe)  # its resize fits too (checked now: the views resize it later)
         except ImageTooLarge:
             skipped[f"over {MAX_PIXELS / 1e6:.0f} megapixels"] += 1
             continue

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 
-from ..backends import onnxruntime as ort_backend
-from ..verify import compare
+from edgeffnet.backends import onnxruntime as ort_backend
+from edgeffnet.core.verify import compare
 
 # Pretrained Lite0 at 224 px on a 2-core CPU: about 4 s a step (8 views, channels_last; 100 s for 24) idle,
 # 20 s at a load of 10. A fixed count, not a time budget, keeps builds reproducible.

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends import onnxruntime as ort_backend
-from ..errors import FidelityTooLow
-from ..photos import to_input, verification_views
-from ..verify import compare
+from edgeffnet.backends import onnxruntime as ort_backend
+from edgeffnet.core.errors import FidelityTooLow
+from edgeffnet.network.photos import to_input, verification_views
+from edgeffnet.core.verify import compare
 
 
 # The unlabelled gate judges two things, because each alone misleads:

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..onnx_index import GraphIndex
+from edgeffnet.graph.onnx_index import GraphIndex
 
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .. import cache
-from ..backends import onnxruntime as ort_backend
-from ..verify import compare
-from . import qdq, ranges
+from edgeffnet.backends import onnxruntime as ort_backend
+from edgeffnet.core.files import cache_root, digest_key
+from edgeffnet.core.verify import compare
+from edgeffnet.precision import qdq, ranges
 
 METHODS = ranges.METHODS
 VERSION = "qdq-6"  # part of the stage cache key: bump when the pass changes what it writes
@@ -48,7 +48,7 @@ def statistics(model: onnx.ModelProto, data: np.ndarray, data_sha: str, use_cach
     Stored as plain arrays (.npz read without pickle): a file in the cache is data, and loading it must
     never run code, whoever put it there."""
     tensors = qdq.candidates(model)
-    path = cache.root() / "calibration" / f"{cache.key(graph_digest(model), data_sha, tensors, 'hist-v2', ranges.BINS)}.npz"
+    path = cache_root() / "calibration" / f"{digest_key(graph_digest(model), data_sha, tensors, 'hist-v2', ranges.BINS)}.npz"
     if use_cache and path.is_file():
         stats = _read_statistics(path, tensors)
         if stats is not None:

@@ -15,7 +15,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..onnx_index import GraphIndex
+from edgeffnet.graph.onnx_index import GraphIndex
+from edgeffnet.graph.quantized import output_shift, rounded
 
 WEIGHTED = ("Conv", "Gemm")
 # Unweighted ops whose inputs are quantized too: GlobalAveragePool, and (see _eltwise) residual Adds
@@ -180,24 +181,6 @@ def quantize(model: onnx.ModelProto, p: Plan, ranges: dict[str, float],
     g.initializer.extend(keep)
     onnx.checker.check_model(m)
     return m
-
-
-def rounded(w: np.ndarray, scale: np.ndarray, axis: int, qmax: int = 127) -> np.ndarray:
-    """What a per-channel symmetric Q/DQ pair makes of weight `w`: codes in [-qmax, qmax] times `scale`."""
-    s = np.expand_dims(scale, tuple(a for a in range(w.ndim) if a != axis))
-    return np.clip(np.round(w / s), -qmax, qmax) * s
-
-
-def output_shift(node: onnx.NodeProto, dw: np.ndarray, mean_in: np.ndarray, axis: int) -> np.ndarray:
-    """E[(Wq - W) x] per output channel, taking the input as its per-channel mean (borders ignored)."""
-    if node.op_type == "Gemm":
-        return (dw if axis == 0 else dw.T) @ mean_in
-    groups = next((a.i for a in node.attribute if a.name == "group"), 1)
-    cout, cin_per_group = dw.shape[0], dw.shape[1]
-    taps = dw.reshape(cout, cin_per_group, -1).sum(axis=2)  # (Cout, Cin/G)
-    group_of = np.arange(cout) // (cout // groups)
-    inputs = mean_in[group_of[:, None] * cin_per_group + np.arange(cin_per_group)[None, :]]
-    return (taps * inputs).sum(axis=1)
 
 
 def summary(model: onnx.ModelProto) -> dict:

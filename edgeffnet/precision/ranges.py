@@ -14,22 +14,17 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
-from ..backends.onnxruntime import Runner, free_batch
+from edgeffnet.backends.onnxruntime import Runner, free_batch
 
 BINS = 2048
 PERCENTILE = 99.99
 METHODS = ("minmax", "percentile", "entropy")
 
 
-def _session(model: onnx.ModelProto, tensors: list[str]) -> ort.InferenceSession:
-    m = free_batch(model)
-    have = {o.name for o in m.graph.output}
-    for name in tensors:
-        if name not in have:
-            m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return Runner(m.SerializeToString(), literal=True).session  # exposed tensors must be the graph's own
+def _runner(model: onnx.ModelProto, tensors: list[str]) -> Runner:
+    """ONNX Runtime with `tensors` as extra outputs, literal: exposed tensors must be the graph's own."""
+    return Runner(free_batch(model).SerializeToString(), literal=True, outputs=tuple(tensors))
 
 
 def _batches(data: np.ndarray, step: int = 16):
@@ -47,15 +42,14 @@ def collect(model: onnx.ModelProto, tensors: list[str], data: np.ndarray) -> dic
     The maxima and means see every value. The histograms are built at the end, once the maxima are
     known, from an evenly strided sample of each output (300 views give ~300k values per tensor): a
     second pass over the data would cost as much again for the same shape of histogram."""
-    sess = _session(model, tensors)
-    feed_name = sess.get_inputs()[0].name
+    runner = _runner(model, tensors)
     absmax = np.zeros(len(tensors))
     sums: list = [0.0] * len(tensors)
     samples: list[list[np.ndarray]] = [[] for _ in tensors]
     count = 0
     for chunk in _batches(data):
-        outs = sess.run(tensors, {feed_name: chunk})
-        for k, o in enumerate(outs):
+        named = runner.run_outputs(chunk)[1]
+        for k, o in enumerate(named[t] for t in tensors):
             a = np.abs(o)
             absmax[k] = max(absmax[k], float(a.max()))
             sums[k] = sums[k] + _channel_sum(o)

@@ -18,8 +18,8 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..untrusted import LOG_CAP
-from ..user_text import visible
+from edgeffnet.core.untrusted import LOG_CAP
+from edgeffnet.core.user_text import visible
 
 ERROR_LINE_CHARS = 300  # what of a failing command's last stderr line goes into the one-line error
 STDERR_TAIL_BYTES = 8192  # enough to hold that last line

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 
 from rich.table import Table
 
-from .plots import r_coeffs
+from edgeffnet.search.plots import r_coeffs
 
 
 @contextmanager

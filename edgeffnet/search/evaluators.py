@@ -12,10 +12,10 @@ import shlex
 import shutil
 from pathlib import Path
 
-from ..errors import UserError
-from ..untrusted import UntrustedFileError, read_json
-from .bounded_run import run_bounded, shown
-from .harness import atomic_write_text
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.untrusted import UntrustedFileError, read_json
+from edgeffnet.search.bounded_run import run_bounded, shown
+from edgeffnet.search.harness import atomic_write_text
 
 # Long enough for a short proxy training of one candidate (an epoch or two of a B0-sized network on a
 # GPU), short enough that a hung evaluator costs one evening rather than the whole search.
@@ -108,7 +108,7 @@ class TrainEvaluator:
 
     def __init__(self, data: str, val: str, epochs: int, init: str = "scratch", batch_size: int = 32,
                  lr: float = 1e-3, seed: int = 0, echo=None):
-        from .train import image_folder
+        from edgeffnet.search.train import image_folder
 
         classes, _ = image_folder(data)  # bad folders fail before the first build
         image_folder(val, classes)
@@ -122,7 +122,7 @@ class TrainEvaluator:
                 "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed}
 
     def __call__(self, spec: str, workdir: Path) -> float:
-        from .train import train_and_evaluate
+        from edgeffnet.search.train import train_and_evaluate
 
         result = train_and_evaluate(spec, self.data, self.val, self.epochs, self.init, self.batch_size, self.lr,
                                     self.seed, echo=self.echo)

@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from ..scaling import _ALIASES as _SPEC_ALIASES
-from ..scaling import ALPHA, BETA, GAMMA, parse_spec
-from ..untrusted import field as typed_field
-from . import harness
-from .grid import baseline, network_key
-from .state_files import check_fields, read_state
+from edgeffnet.core.errors import UserError
+from edgeffnet.specs.scaling import _ALIASES as _SPEC_ALIASES
+from edgeffnet.specs.scaling import ALPHA, BETA, GAMMA, parse_spec
+from edgeffnet.core.untrusted import field as typed_field
+from edgeffnet.search import harness
+from edgeffnet.search.executors import Job, LocalExecutor, placement_note
+from edgeffnet.search.grid import baseline, network_key
+from edgeffnet.search.state_files import check_fields, read_state
 
 MAX_MEASUREMENTS = 40  # per budget; a bisection over the default range needs about a dozen
 
@@ -138,11 +140,12 @@ class Measurements:
         self.fingerprint = {"target": plan.target, "precision": plan.precision, "bench": plan.settings.to_dict()}
         self._macs: dict[int, tuple[str, str, int]] = {}
         self.fresh = 0
+        self.executor = LocalExecutor()  # where networks are built and timed (the farm sets its own)
 
     def network(self, i: int) -> tuple[str, str, int]:
         """(spec, network key, MACs) of grid index i, counted without building."""
         if i not in self._macs:
-            from ..model import count_macs
+            from edgeffnet.network.model import count_macs
 
             spec = parse_spec(self.plan.spec(self.plan.phi(i)))
             self._macs[i] = (spec.name, network_key(spec), count_macs(spec))
@@ -175,30 +178,38 @@ class Measurements:
         spec, key, _ = self.network(i)
         first = self.known(i)
         if first is not None:  # timed again: keep its bundle, add a measurement
-            m = harness.time_bundle(Path(first["bundle"]), self.plan.settings,
-                                    keep=self.dir / "records" / f"{key}-{len(first.get('history', [])) + 2}.json")
+            (m,) = self.executor.time([Path(first["bundle"])], self.plan.settings,
+                                      [self.dir / "records" / f"{key}-{len(first.get('history', [])) + 2}.json"])
             row = first | {k: m[k] for k in ("p50_ms", "p90_ms", "p99_ms", "record", "measured")}
             row["history"] = first.get("history", []) + [{k: first[k] for k in ("p50_ms", "p90_ms", "p99_ms")}]
         else:
             slug = spec.replace(",", "-").replace("=", "").replace(".", "p")
             dest = Path(self.plan.out) / "bundles" / f"{slug}-{self.plan.target}-{self.plan.precision}"
-            m = harness.build_and_measure(spec, self.plan.target, self.plan.precision, dest, self.plan.settings,
-                                          keep=self.dir / "records" / f"{key}-1.json")
+            job = Job(spec, dest, keep=self.dir / "records" / f"{key}-1.json")
+            with closing(self.executor.measure([job], self.plan.target, self.plan.precision,
+                                               self.plan.settings)) as measured:
+                ((_, m),) = list(measured)
+            if isinstance(m, UserError):
+                raise m
             row = {k: m[k] for k in ("spec", "macs", "params", "resolution", "bundle", "p50_ms", "p90_ms", "p99_ms",
                                      "record", "measured")} | {"phi": self.plan.phi(i), "network": key,
                                                               "fingerprint": self.fingerprint}
+        if m.get("placement"):
+            row["placement"] = row.get("placement", {}) | m["placement"]  # a confirmation: where it was timed
         self.fresh += 1
         harness.atomic_write_text(self._path(key), json.dumps(row, indent=1, allow_nan=False) + "\n")
         self._record(row)
         self.echo(f"  phi={self.plan.phi(i):g} {spec}: {self.plan.metric} {row[f'{self.plan.metric}_ms']:.3f} ms"
-                  + (" (again)" if again else ""))
+                  + (" (again)" if again else "") + placement_note(m))
         return row
 
-
     def _record(self, row: dict) -> None:
-        """Every measurement goes into the device's latency data (unpaired: fit times one network at a time)."""
-        from ..latency import use
-        from ..latency.store import row as data_row
+        """Every measurement goes into the device's latency data (unpaired: fit times one network at a time);
+        not a farm device's (--cluster), which this machine's data does not describe."""
+        if not isinstance(self.executor, LocalExecutor):
+            return
+        from edgeffnet.latency import use
+        from edgeffnet.latency.store import row as data_row
 
         use.record(self.plan.target, self.plan.precision, [data_row(
             row["spec"], row["network"], self.plan.precision, row["p50_ms"], "fit", settings=self.fingerprint["bench"],
@@ -321,7 +332,7 @@ def fit_budget(plan: FitPlan, budget_ms: float, meas: Measurements, echo=None, p
                   "phi": plan.phi(start[0]), "predicted_ms": predictor.predict(meas.network(start[0])[0]),
                   "model": predictor.path}, **{k: row[k] for k in (
         "spec", "macs", "params", "resolution", "bundle", "p50_ms", "p90_ms", "p99_ms")},
-        "confirmed": row.get("history") is not None, "capped_at_phi_max": capped,
+        "confirmed": row.get("history") is not None, "capped_at_phi_max": capped, "placement": row.get("placement"),
         "next_phi": None if hi is None else plan.phi(hi), "next_spec": None if hi is None else meas.network(hi)[0],
         "next_ms": None if hi is None else lat[hi], "measurements": len(tried),
         "tried": [{"phi": plan.phi(i), "spec": meas.network(i)[0], key: lat[i], "macs": meas.network(i)[2],
@@ -331,15 +342,23 @@ def fit_budget(plan: FitPlan, budget_ms: float, meas: Measurements, echo=None, p
     return result
 
 
-def fit_family(plan: FitPlan, budgets: list[float], echo=None) -> tuple[list[dict], list[tuple[float, str]]]:
+def fit_family(plan: FitPlan, budgets: list[float], echo=None,
+               executor=None) -> tuple[list[dict], list[tuple[float, str]]]:
     """(results, [(budget, why)] for budgets that could not be met): one unmeetable budget of a family
-    does not stop the others, which share every measurement."""
+    does not stop the others, which share every measurement. `executor`: where networks are built and
+    timed (this machine unless given)."""
     plan.check()
-    from ..latency.use import find_model
+    from edgeffnet.latency.use import find_model
 
-    predictor = None if plan.latency_model is None else find_model(
+    farm = executor is not None and not isinstance(executor, LocalExecutor)
+    if farm and plan.latency_model not in (None, "auto"):
+        raise UserError("--latency-model is this machine's latency model, which does not describe a --cluster "
+                        "device: leave it out there (phi is then proposed from MACs)")
+    predictor = None if plan.latency_model is None or farm else find_model(
         plan.target, plan.precision, None if plan.latency_model == "auto" else plan.latency_model, echo)
     meas = Measurements(plan, echo=echo)
+    if executor is not None:
+        meas.executor = executor
     results, failed = [], []
     for b in sorted(budgets):
         try:
@@ -354,7 +373,7 @@ def fit_family(plan: FitPlan, budgets: list[float], echo=None) -> tuple[list[dic
 
 def write(plan: FitPlan, results: list[dict]) -> list[Path]:
     """fit.json, fit.csv and fit.png into the output directory."""
-    from .plots import fit_plot
+    from edgeffnet.search.plots import fit_plot
 
     out = Path(plan.out)
     key = f"{plan.metric}_ms"

@@ -8,14 +8,12 @@ depth (alpha ~ 2) to all resolution (gamma ~ 1.41).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import math
 from dataclasses import dataclass
 
-from ..errors import UserError
-from ..scaling import ALPHA, BASELINES, BETA, GAMMA, ModelSpec, parse_spec
+from edgeffnet.core.errors import UserError
+from edgeffnet.specs.scaling import ALPHA, BASELINES, BETA, GAMMA, network_key, parse_spec  # noqa: F401  (grid.network_key)
 
 PAPER = (ALPHA, BETA, GAMMA)
 DIGITS = 6  # coefficients are multiples of the step; rounding to this many digits removes float dust
@@ -143,11 +141,3 @@ def grid(step: float = 0.05, tol: float = 0.1, ratio: float = 2.0) -> list[Candi
         raise _too_big(f"gives more than {MAX_CANDIDATES:,} candidates {cap}", step, tol, ratio)
     paper = Candidate(*PAPER)
     return [paper] + [c for c in found if c != paper]
-
-
-def network_key(spec: ModelSpec) -> str:
-    """What makes two specs the same network after rounding (channels, layers, pixels): equal keys are
-    built and measured once."""
-    parts = [spec.family, spec.resolution, spec.stem_channels, spec.head_channels, spec.activation, spec.se_ratio,
-             [(s.expand_ratio, s.kernel, s.stride, s.in_channels, s.out_channels, s.layers) for s in spec.stages]]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]

@@ -19,22 +19,24 @@ from pathlib import Path
 
 import edgeffnet
 
-from .. import logs, targets
-from ..bundle import is_bundle
-from ..errors import UserError
-from .. import files
-from ..measure.bench import Settings
+from edgeffnet.core import logs
+
+from edgeffnet.specs import targets
+from edgeffnet.bundle import is_bundle
+from edgeffnet.core.errors import UserError
+from edgeffnet.core import files
+from edgeffnet.measure.bench import SHORT, Settings
 
 METRICS = ("p50", "p90", "p99")
 
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """Shorter than `edgeffnet bench`'s defaults (a search times dozens of models); the same as sweep's."""
+    """Shorter than `edgeffnet bench`'s defaults (a search times dozens of models): measure/bench.py's SHORT."""
 
-    iterations: int = 200
-    seconds: float = 3.0
-    warmup: float = 1.0
+    iterations: int = SHORT.iterations
+    seconds: float = SHORT.seconds
+    warmup: float = SHORT.warmup
     threads: int | None = None
 
     def check(self) -> None:

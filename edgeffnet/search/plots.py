@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from .harness import atomic_write_bytes
+from edgeffnet.search.harness import atomic_write_bytes
 
 
 def _figure():

@@ -12,11 +12,11 @@ builds (the issue's goal: at most a quarter).
 
 from __future__ import annotations
 
-from ..layers import spec_layers
-from ..latency.use import find_model
-from ..scaling import parse_spec
-from .grid import Candidate, network_key
-from .objective import equal_flops
+from edgeffnet.specs.layers import spec_layers
+from edgeffnet.latency.use import find_model
+from edgeffnet.specs.scaling import parse_spec
+from edgeffnet.search.grid import Candidate, network_key
+from edgeffnet.search.objective import equal_flops
 
 DEFAULT_MEASURE = 8
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..untrusted import UntrustedFileError, field, read_json
+from edgeffnet.core.untrusted import UntrustedFileError, field, read_json
 
 STATE_CAP = 4 << 20  # a candidate's row is about 2 KB; a fit measurement with its history a little more
 

@@ -17,11 +17,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..errors import UserError
-from ..reference import input_recipe
-from ..model import TORCH_NUMERICS, EfficientNet
-from ..preprocess import ImageTooLarge, Preprocess, normalise, read_image, resize_and_crop
-from ..scaling import BASELINES, parse_spec
+from edgeffnet.core.errors import UserError
+from edgeffnet.network.reference import input_recipe
+from edgeffnet.network.model import TORCH_NUMERICS, EfficientNet
+from edgeffnet.core.preprocess import ImageTooLarge, Preprocess, normalise, read_image, resize_and_crop
+from edgeffnet.specs.scaling import BASELINES, parse_spec
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 INITS = ("scratch", "pretrained")
@@ -74,7 +74,7 @@ def _initial_model(spec_text: str, num_classes: int, init: str) -> tuple[Efficie
     spec = parse_spec(spec_text)
     if init == "scratch":
         return EfficientNet(spec, num_classes, TORCH_NUMERICS), input_recipe(spec, None), {"init": "scratch"}
-    from .. import weights as _weights
+    from edgeffnet.network import weights as _weights
 
     base = parse_spec(BASELINES[spec.family])
     if base.name not in _weights.PRETRAINED:

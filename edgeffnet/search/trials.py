@@ -9,6 +9,9 @@ Paired timing: right after each candidate, the paper's network is timed again, a
 on their ratio to it. On a machine shared with other work the absolute latency of one measurement drifts
 by several times over minutes; the ratio of two measurements a few seconds apart drifts far less. The
 latency used for ranking (`latency_ms`) is that ratio times the median of all the paper's timings.
+
+Where candidates are built and timed is the executor's business (executors: this machine, or the farm's
+cluster); what is measured, stored and chosen is the same either way.
 """
 
 from __future__ import annotations
@@ -18,15 +21,17 @@ import io
 import json
 import statistics as stats
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
-from ..scaling import parse_spec
-from . import harness, selection
-from .grid import PAPER, Candidate, baseline, grid, network_key
-from .objective import DEFAULT_WEIGHT, objective, pareto_front, rank
-from .state_files import check_fields, read_state
+from edgeffnet.core.errors import UserError
+from edgeffnet.specs.scaling import parse_spec
+from edgeffnet.search import harness, selection
+from edgeffnet.search.executors import Job, LocalExecutor, placement_note
+from edgeffnet.search.grid import PAPER, Candidate, baseline, grid, network_key
+from edgeffnet.search.objective import DEFAULT_WEIGHT, objective, pareto_front, rank
+from edgeffnet.search.state_files import check_fields, read_state
 
 COLUMNS = ("alpha", "beta", "gamma", "flops_ratio", "depth_share", "width_share", "resolution_share", "spec",
            "resolution", "macs", "params", "p50_ms", "p90_ms", "p99_ms", "paper_p50_ms", "paper_p90_ms",
@@ -131,8 +136,8 @@ def plan_measurements(plan: SearchPlan, echo=print) -> tuple[dict[str, dict] | N
 
 def _record(plan: SearchPlan, row: dict) -> None:
     """The measurement goes into the device's latency data (paired with the paper's network timed after it)."""
-    from ..latency import use
-    from ..latency.store import row as data_row
+    from edgeffnet.latency import use
+    from edgeffnet.latency.store import row as data_row
 
     use.record(plan.target, plan.precision, [data_row(
         row["spec"], row["network"], plan.precision, row["p50_ms"], "search", settings=plan.settings.to_dict(),
@@ -140,69 +145,105 @@ def _record(plan: SearchPlan, row: dict) -> None:
         measured=row.get("measured"), bench_record=row.get("record"))])
 
 
-def run(plan: SearchPlan, evaluator, echo=print, on_candidate=None) -> dict:
+def _local(executor) -> bool:
+    """This machine builds and times: its latency model and data describe the device measured."""
+    return isinstance(executor, LocalExecutor)
+
+
+def run(plan: SearchPlan, evaluator, echo=print, on_candidate=None, executor=None) -> dict:
     """Build, time and score every candidate not on disk (with a latency model: only those
     `selection.choose_to_measure` keeps). Returns {"rows", "interrupted", "failed", "measured", "reused",
-    "prediction"}; `on_candidate(done, total, label)` follows along."""
+    "prediction"}; `on_candidate(done, total, label)` follows along. `executor` builds and times
+    (executors.LocalExecutor, this machine, unless given: the farm's runs them on a cluster).
+
+    The latency model and the measurements it learns from are this machine's (latency/device.py): on a
+    farm's device there is neither, so there every split is measured and `--measure K` is refused."""
     plan.check()
+    executor = executor or LocalExecutor()
+    local = _local(executor)
+    if not local and (plan.measure or plan.latency_model):
+        raise UserError("--measure and --latency-model use this machine's latency model, which does not describe "
+                        "a --cluster device: leave them out there (every split is measured)")
     fp = plan.fingerprint(evaluator)
     store = Store(plan.out)
-    rows: list[dict] = []
-    by_network: dict[str, dict] = {}
-    predicted, keep, about = plan_measurements(plan, echo)
-    result = {"rows": rows, "interrupted": False, "failed": [], "measured": 0, "reused": 0, "prediction": about}
-    todo = [c for c in plan.candidates if keep is None or predicted[c.slug]["network"] in keep]
-    total = len(todo)
-    paper_bundle = None  # the paper's candidate comes first (grid order), so it is set before it is needed
-    for n, c in enumerate(todo, 1):
+    found: dict[Candidate, dict] = {}
+    predicted, keep, about = plan_measurements(plan, echo) if local else (None, None, None)
+    result = {"rows": [], "interrupted": False, "failed": [], "measured": 0, "reused": 0, "prediction": about}
+    chosen = [c for c in plan.candidates if keep is None or predicted[c.slug]["network"] in keep]
+    total = len(chosen)
+    owner: dict[str, Candidate] = {}  # network -> the candidate whose row every later twin shares
+    twins: dict[Candidate, list[Candidate]] = {}
+    todo: dict[Path, tuple[Candidate, str, Job]] = {}
+    records = Path(plan.out) / "records"
+    for c in chosen:  # grid order: the paper's candidate first
         spec = c.spec(plan.base, plan.phi)
         network = network_key(parse_spec(spec))
-        if on_candidate:
-            on_candidate(n - 1, total, spec)
         row = store.load(c, fp)
         if row is not None:
+            found[c] = row
             result["reused"] += 1
-        elif network in by_network:  # rounding made it the same network as one measured: the same results
-            twin = by_network[network]
-            row = _row(c, spec, network, fp) | {k: twin[k] for k in (
+        elif network in owner:  # rounding made it the same network as another: the same results
+            twins.setdefault(owner[network], []).append(c)
+            continue
+        else:
+            dest = Path(plan.out) / "bundles" / f"{c.slug}-{plan.target}-{plan.precision}"
+            # the paper's network, timed again right after: the pair's ratio is what ranks (module doc)
+            todo[dest] = (c, network, Job(spec, dest, keep=records / f"{c.slug}.json",
+                                          pair_keep=None if c.is_paper else records / f"{c.slug}.paper.json"))
+        owner.setdefault(network, c)
+
+    def share(first: Candidate) -> None:
+        for c in twins.pop(first, []):
+            twin = found[first]
+            row = _row(c, c.spec(plan.base, plan.phi), twin["network"], fp) | {k: twin[k] for k in (
                 "resolution", "macs", "params", *TIMES, *(f"paper_{t}" for t in TIMES), "bundle", "record",
                 "measured", "accuracy")} | {"same_network_as": twin["spec"]}
             store.save(row)
-        else:
-            row = _row(c, spec, network, fp)
-            dest = Path(plan.out) / "bundles" / f"{c.slug}-{plan.target}-{plan.precision}"
-            try:
-                records = Path(plan.out) / "records"
-                m = harness.build_and_measure(spec, plan.target, plan.precision, dest, plan.settings,
-                                              keep=records / f"{c.slug}.json")
-                row |= {k: m[k] for k in ("resolution", "macs", "params", *TIMES, "bundle", "record", "measured")}
-                # the paper's network, timed again seconds later: the pair's ratio is what ranks (module doc)
-                again = m if c.is_paper else harness.time_bundle(Path(paper_bundle), plan.settings,
-                                                                 keep=records / f"{c.slug}.paper.json")
-                row |= {f"paper_{t}": again[t] for t in TIMES}
-                row["accuracy"] = evaluator(spec, Path(plan.out) / "evaluations" / c.slug)
-            except KeyboardInterrupt:
-                result["interrupted"] = True
-                break
-            except UserError as e:
-                if c.is_paper or (evaluator.kind != "none" and "bundle" in row):
-                    raise  # every candidate is timed against the paper's network; or the evaluator is wrong
-                echo(f"{spec}: failed: {e}")
-                result["failed"].append((spec, str(e)))
-                continue
-            store.save(row)
-            _record(plan, row)
-            result["measured"] += 1
-            echo(f"{spec}: {plan.metric} {row[f'{plan.metric}_ms']:.3f} ms, {row['macs'] / 1e6:.0f} M MACs"
-                 + (f", accuracy {row['accuracy']:.4f}" if row["accuracy"] is not None else ""))
-        if predicted is not None:
-            row["predicted_ms"] = predicted[c.slug]["predicted_ms"]
-        rows.append(row)
-        by_network.setdefault(network, row)
-        if c.is_paper:
-            paper_bundle = row["bundle"]
+            found[c] = row
+
+    for c in list(found):
+        share(c)
+    paper = next(c for c in chosen if c.is_paper)
+    pair = Path(found[paper]["bundle"]) if paper in found else next(d for d, t in todo.items() if t[0] == paper)
+    jobs = [job for _, _, job in todo.values()]
     if on_candidate:
-        on_candidate(len(rows), total, "")
+        on_candidate(len(found), total, jobs[0].spec if jobs else "")
+    try:
+        with closing(executor.measure(jobs, plan.target, plan.precision, plan.settings, pair)) as measured:
+            for job, m in measured:
+                c, network, _ = todo[job.dest]
+                if isinstance(m, UserError):
+                    if c.is_paper:
+                        raise m  # every candidate is timed against the paper's network
+                    echo(f"{job.spec}: failed: {m}")
+                    result["failed"].append((job.spec, str(m)))
+                    result["failed"] += [(t.spec(plan.base, plan.phi), f"the same network as {job.spec}, which failed")
+                                         for t in twins.pop(c, [])]
+                    continue
+                row = _row(c, job.spec, network, fp) | {k: m[k] for k in (
+                    "resolution", "macs", "params", *TIMES, "bundle", "record", "measured")}
+                again = m if c.is_paper else m["paper"]
+                row |= {f"paper_{t}": again[t] for t in TIMES}
+                if m.get("placement"):
+                    row["placement"] = m["placement"]
+                row["accuracy"] = evaluator(job.spec, Path(plan.out) / "evaluations" / c.slug)
+                store.save(row)
+                if local:
+                    _record(plan, row)
+                found[c] = row
+                result["measured"] += 1
+                echo(f"{job.spec}: {plan.metric} {row[f'{plan.metric}_ms']:.3f} ms, {row['macs'] / 1e6:.0f} M MACs"
+                     + (f", accuracy {row['accuracy']:.4f}" if row["accuracy"] is not None else "")
+                     + placement_note(m))
+                share(c)
+                if on_candidate:
+                    on_candidate(len(found), total, job.spec)
+    except KeyboardInterrupt:
+        result["interrupted"] = True
+    result["rows"] = [found[c] if predicted is None else found[c] | {"predicted_ms": predicted[c.slug]["predicted_ms"]}
+                      for c in chosen if c in found]
+    if on_candidate:
+        on_candidate(len(result["rows"]), total, "")
     return result
 
 
@@ -246,6 +287,7 @@ def summarize(plan: SearchPlan, rows: list[dict]) -> dict:
         "pareto_front": [_brief(r, key) for r in front],
         "least_latency_per_mac": [_brief(r, key) | {"ms_per_gmac": r[key] / r["macs"] * 1e9} for r in fastest_split],
         "prediction_error": selection.prediction_errors(rows, key),
+        "placement": [{"spec": r["spec"], **r["placement"]} for r in rows if r.get("placement")],
     }
 
 
@@ -255,7 +297,7 @@ def _brief(r: dict, key: str) -> dict:
                                   "bundle")}
 
 
-def confirm(plan: SearchPlan, summary: dict) -> dict | None:
+def confirm(plan: SearchPlan, summary: dict, executor=None) -> dict | None:
     """The finalists and the paper's network timed again in alternating rounds (paper first, then last,
     ...), so drift on a shared machine falls on all of them; each finalist's latency is taken as its
     median ratio to the paper's in the same round. The choice is made again on these ratios (the paper's
@@ -269,9 +311,9 @@ def confirm(plan: SearchPlan, summary: dict) -> dict | None:
     key = f"{plan.metric}_ms"
     times: dict[str, list[float]] = {r["bundle"]: [] for r in [paper] + picks}
     order = [paper] + picks
-    for i in range(rounds):
-        for r in (order if i % 2 == 0 else order[::-1]):
-            times[r["bundle"]].append(harness.time_bundle(Path(r["bundle"]), plan.settings)[key])
+    sequence = [r["bundle"] for i in range(rounds) for r in (order if i % 2 == 0 else order[::-1])]
+    for bundle, m in zip(sequence, (executor or LocalExecutor()).time([Path(b) for b in sequence], plan.settings)):
+        times[bundle].append(m[key])
     paper_ms = stats.median(times[paper["bundle"]])
     target_ms = plan.latency_target or paper_ms
     finals = []
@@ -294,7 +336,7 @@ def confirm(plan: SearchPlan, summary: dict) -> dict | None:
 
 def write(plan: SearchPlan, rows: list[dict], summary: dict, started: float) -> list[Path]:
     """results.csv, search.json and search.png into the output directory."""
-    from .plots import search_plot
+    from edgeffnet.search.plots import search_plot
 
     out = Path(plan.out)
     buf = io.StringIO()

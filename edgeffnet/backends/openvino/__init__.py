@@ -4,7 +4,7 @@ The IR is converted from the graph the precision stage produced (the same file e
 not from PyTorch: one conversion path for fp32, fp16 and Q/DQ int8 (benchmarks/build_speed.py shows it is
 as fast and as exact as converting from PyTorch). Two OpenVINO-specific choices live here: fp16 is the
 FP32 graph saved with FP16-compressed weights (what OpenVINO's plugins expect), and int8 measures two
-routes and keeps the better (int8_routes.py).
+routes and keeps the better (pipeline/int8_routes.py; the encodings are encoding.py's).
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from ...errors import UserError
-from .. import RunSettings
-from .runner import Runner, available, core
+from edgeffnet.backends import RunSettings
+from edgeffnet.backends.openvino.runner import Runner, available, core
+from edgeffnet.core.artifact import Artifact
+from edgeffnet.core.errors import UserError
 
 IR = "model.xml"
 
@@ -36,15 +37,28 @@ def convert(graph: Path, out_dir: Path, compress_to_fp16: bool) -> dict:
 
 def compile(ctx, graph):
     """The compile stage's work for OpenVINO: an IR in ctx.dir from the precision stage's artifact."""
-    from ...pipeline.context import Artifact
-
-    if ctx.precision == "int8":
-        from .int8_routes import compile_int8
-
-        return Artifact("compile", ctx.dir / IR, compile_int8(ctx, graph.path, graph.record))
+    # int8: the Q/DQ graph as it is (its plain route); a build measures every route and keeps the best
+    # (pipeline/int8_routes.py), asking this backend to encode, convert and load each.
     # fp16: OpenVINO's own FP16 path (FP16-compressed IR from the FP32 graph) is what its plugins expect.
     source = ctx.dir / "model.sim.onnx" if ctx.precision == "fp16" else graph.path
     return Artifact("compile", ctx.dir / IR, convert(source, ctx.dir, compress_to_fp16=ctx.precision == "fp16"))
+
+
+def placed(target) -> str:
+    """The OpenVINO device a build checks on: the profile's, or the CPU where this host lacks it."""
+    return target.device if available(target.device) else "CPU"
+
+
+def graph_runner(graph: bytes, target, batch: int):
+    """run(x) -> logits: a serialized ONNX graph compiled for `placed(target)`, run in batches of `batch`
+    (a stand-in for the IR a build would make of it, as escalation's ranking needs one per candidate)."""
+    import numpy as np
+    import openvino as ov
+
+    from edgeffnet.core.verify import run_batched
+
+    request = core().compile_model(ov.convert_model(io.BytesIO(graph)), placed(target)).create_infer_request()
+    return lambda x: run_batched(lambda b: np.array(request.infer({0: b})[0], np.float32), x, batch)
 
 
 def load(bundle: Path, target, precision: str, settings: RunSettings | None = None) -> Runner:
@@ -70,6 +84,15 @@ def load(bundle: Path, target, precision: str, settings: RunSettings | None = No
             precision_hint = "f32"  # the CPU checks the IR itself, not the device's arithmetic
     try:
         return Runner(xml, device, precision_hint, s, note)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"OpenVINO cannot load {xml} ({first}); rebuild the bundle with edgeffnet build") from None
+    except Exception as e:  # noqa: BLE001  (whatever the runtime raises on a damaged file, one line says so)
+        raise UserError(f"OpenVINO cannot load {xml}: {damage(e)}; rebuild the bundle with edgeffnet build") from None
+
+
+def damage(e: Exception) -> str:
+    """What a runtime's exception says about a damaged file, in a few words: its own text is many lines of
+    C++ source locations and 'Check ... failed' frames, useless to a user, and only its gist is kept."""
+    text = " ".join(str(e).split())
+    for noise in ("Exception from src/", "Check '"):
+        text = text.split(noise)[0].strip(" :;,")
+    text = text or type(e).__name__
+    return "the IR is damaged or not an OpenVINO IR" + (f" ({text[:100]})" if text != type(e).__name__ else "")

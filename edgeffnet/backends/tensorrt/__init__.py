@@ -11,13 +11,14 @@ static checks of TensorRT's rules for the profile's version run first, wherever 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from ...errors import UserError
-from ...files import atomic_write_json, atomic_write_text, utc_now
-from .. import RunSettings
-from .plan import ENGINE, parse_version, plan, trtexec_line
+from edgeffnet.backends import RunSettings
+from edgeffnet.backends.tensorrt.plan import ENGINE, parse_version, plan, trtexec_line
+from edgeffnet.core.artifact import Artifact
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.files import atomic_write_json, atomic_write_text, utc_now
+from edgeffnet.core.untrusted import read_json
 
 FACTS = "model.engine.json"  # what the engine was built with, beside it: load compares before deserializing
 README = "README.md"
@@ -45,7 +46,7 @@ def _import_tensorrt():
 
 
 def host_gpu() -> tuple[dict | None, str | None]:
-    from .cuda import cuda
+    from edgeffnet.backends.tensorrt.cuda import cuda
 
     try:
         return cuda().device(), None
@@ -101,16 +102,14 @@ def _readme(target, precision: str, graph: str, line: str, pending: str | None, 
 
 def compile(ctx, graph):
     """The compile stage for TensorRT: the engine from the precision graph, or its recipe when pending."""
-    from ...pipeline.context import Artifact
-
     record = compile_graph(graph.path, ctx.dir, ctx.target, ctx.precision)
     return Artifact("compile", None if record["pending"] else ctx.dir / ENGINE, record)
 
 
 def compile_graph(graph: Path, out_dir: Path, target, precision: str) -> dict:
     """Check the graph against the profile's TensorRT rules, then build model.engine here or mark it pending."""
-    from ...verify import StageFailed
-    from . import rules
+    from edgeffnet.backends.tensorrt import rules
+    from edgeffnet.core.verify import StageFailed
 
     version = target.options.get("tensorrt")
     if not version:
@@ -138,7 +137,7 @@ def compile_graph(graph: Path, out_dir: Path, target, precision: str) -> dict:
 def build_engine(graph: Path, out_dir: Path, target, precision: str) -> dict:
     import tensorrt as trt
 
-    from . import engine
+    from edgeffnet.backends.tensorrt import engine
 
     gpu, _ = host_gpu()
     name, dims = input_of(graph)
@@ -153,6 +152,9 @@ def load(bundle_dir: Path, target, precision: str, settings: RunSettings | None 
     """The bundle's engine on this host's GPU. There is no fallback device: an engine runs where it was
     built or nowhere (settings.cpu_fallback does not apply)."""
     bundle_dir = Path(bundle_dir)
+    if settings is not None and settings.outputs:
+        raise UserError("a TensorRT engine cannot grow an output after it is built; run its precision graph "
+                        "with onnxruntime for extra outputs")
     engine_file, facts = bundle_dir / ENGINE, bundle_dir / FACTS
     if not engine_file.is_file():
         readme = bundle_dir / README
@@ -164,12 +166,12 @@ def load(bundle_dir: Path, target, precision: str, settings: RunSettings | None 
     gpu, why = host_gpu()
     if gpu is None:
         raise UserError(why)
-    built = json.loads(facts.read_text()) if facts.is_file() else None
+    built = read_json(facts, what="engine facts") if facts.is_file() else None
     if built is None:
         raise UserError(f"{engine_file} has no {FACTS} saying what it was built with; rebuild it with "
                         f"`edgeffnet compile {bundle_dir}`")
-    from . import engine
-    from .runner import Runner
+    from edgeffnet.backends.tensorrt import engine
+    from edgeffnet.backends.tensorrt.runner import Runner
 
     header = engine.plan_version(engine_file)
     if header and not engine.same_version(header, built["tensorrt"]):

@@ -16,10 +16,9 @@ import re
 import struct
 from pathlib import Path
 
-from ... import cache
-from ...errors import UserError
-from ...files import atomic_write_bytes
-from .plan import EnginePlan, batch_profile
+from edgeffnet.backends.tensorrt.plan import EnginePlan, batch_profile
+from edgeffnet.core.errors import UserError
+from edgeffnet.core.files import atomic_write_bytes, cache_root
 
 PLAN_TAG = 0x74727466  # "ftrt": the first word of a serialized plan (TensorRT samples, sampleEngines.cpp)
 
@@ -42,7 +41,7 @@ def plan_version(engine: Path) -> str | None:
 
 def timing_cache_path(tensorrt: str, gpu: dict) -> Path:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu["name"]).strip("-").lower()
-    return cache.root() / "tensorrt" / f"timing-trt{tensorrt}-sm{gpu['compute_capability'].replace('.', '')}-{slug}.cache"
+    return cache_root() / "tensorrt" / f"timing-trt{tensorrt}-sm{gpu['compute_capability'].replace('.', '')}-{slug}.cache"
 
 
 def _save_atomically(path: Path, data: bytes) -> None:

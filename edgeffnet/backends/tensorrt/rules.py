@@ -24,8 +24,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from ...onnx_index import GraphIndex
-from .plan import parse_version
+from edgeffnet.backends.tensorrt.plan import parse_version
+from edgeffnet.graph.onnx_index import GraphIndex
 
 T = TensorProto
 MAX_OPSET = (((8, 0), 13), ((8, 5), 17), ((10, 0), 20), ((10, 9), 22), ((10, 13), 24), ((11, 0), 25))

@@ -7,12 +7,13 @@ set_binding_shape, execute_async_v2; what 8.2 on JetPack 4.6 has).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 
-from ...errors import UserError
-from .cuda import cuda
+from edgeffnet.backends.tensorrt.cuda import cuda
+from edgeffnet.core.errors import UserError
 
 
 class Runner:
@@ -134,6 +135,49 @@ class Runner:
 
     def queue(self, x: np.ndarray) -> None:
         return None  # one stream, one context: throughput mode times the synchronous loop
+
+    def _formats(self) -> dict[str, dict]:
+        """Each engine layer's type and datatype from the engine inspector (names only unless the engine was
+        built with detailed profiling verbosity; then the precision comes out empty)."""
+        from edgeffnet.backends.tensorrt.profile import layer_formats
+
+        try:
+            inspector = self.engine.create_engine_inspector()
+            text = inspector.get_engine_information(self.trt.LayerInformationFormat.JSON)
+        except (AttributeError, RuntimeError):  # 8.2 has no inspector
+            return {}
+        from edgeffnet.core.untrusted import UntrustedFileError, parse_json
+
+        try:
+            info = parse_json(text, "TensorRT engine inspector")
+        except UntrustedFileError:
+            return {}
+        return layer_formats(info) if isinstance(info, dict) else {}
+
+    def profile(self, x: np.ndarray, iterations: int, warmup: int = 3):
+        """`iterations` inferences with an IProfiler on a second execution context (the timed context never
+        carries one: TensorRT synchronises after every layer while it does)."""
+        from edgeffnet.backends import Profiled
+        from edgeffnet.backends.tensorrt.profile import layer_times, rows
+
+        context, self.context = self.context, self.engine.create_execution_context()
+        profiler = layer_times(self.trt)
+        try:
+            self.context.profiler = profiler
+            infer = self.bound(x)
+            for _ in range(warmup):
+                infer()
+            profiler.times.clear()
+            formats, out = self._formats(), Profiled([], [])
+            for _ in range(iterations):
+                t = time.perf_counter_ns()
+                infer()
+                out.wall_ms.append((time.perf_counter_ns() - t) / 1e6)
+                out.runs.append(rows(profiler.times, formats))
+                profiler.times.clear()
+        finally:
+            self.context = context
+        return out
 
     def describe(self) -> dict:
         return {"runtime": "tensorrt", "version": self.trt.__version__, "device": self.device,

@@ -1,0 +1,1 @@
+"""ONNX graph tools every graph pass shares: the node index and the simplify stage."""

@@ -1,0 +1,2 @@
+"""What a user runs on top of builds and bundles: sweep, predict, class activation maps, finishing an
+engine on the device."""
