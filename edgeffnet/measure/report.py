@@ -403,12 +403,16 @@ def write(records: list[dict], out_dir: str | Path) -> dict:
                                             tput_fits)
     try:
         import matplotlib  # noqa: F401  (a device-side install may lack it: tables still get written)
+        no_plots = []
     except ImportError:
+        from ..extras import install_line
+
+        no_plots = [f"no plots: they need matplotlib, which this install lacks: {install_line('report')}"]
         plots = {}
     for name, (y, ylabel, title, f) in plots.items():
         plot(f, y, ylabel, title, out / name)
     generated = utc_now()
-    notes = warnings(table)
+    notes = warnings(table) + no_plots
     report = {"report": "edgeffnet-report", "edgeffnet": __version__, "generated": generated, "rows": table,
               "warnings": notes,
               "series": lat_fits, "throughput_series": tput_fits, "machines": machines(records),

@@ -38,7 +38,8 @@ def _import_tensorrt():
     try:
         import tensorrt as trt
     except ImportError as e:  # also the PyPI placeholder package, which raises on import
-        return None, f"tensorrt is not importable ({e})"
+        return None, (f"tensorrt is not importable ({e}; JetPack installs it, elsewhere "
+                      f"pip install 'edgeffnet[tensorrt]')")
     except Exception as e:  # noqa: BLE001 - a broken install (missing libnvinfer) says so in its message
         return None, f"tensorrt is not importable ({type(e).__name__}: {e})"
     return trt, None
