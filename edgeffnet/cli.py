@@ -44,6 +44,20 @@ def _whole(name: str) -> click.IntRange:
     return Whole(*BOUNDS[name])
 
 
+class Choice(click.Choice):
+    """click's Choice, with a suggestion for a near miss ("fp61": did you mean 'fp16'?)."""
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as e:
+            from .suggest import did_you_mean
+
+            e.message = e.message.rstrip(".") + did_you_mean(value, self.choices)
+            raise
+
+
+PRECISION = Choice(["fp32", "fp16", "int8"])
 FINITE = FiniteFloat()
 SECONDS = FiniteFloat(0, 86400)  # a measurement's seconds: up to a day
 COUNT = Whole(1, 10_000_000)  # iterations: as many as a run can reach
@@ -179,7 +193,7 @@ _D = BuildOptions()  # every default written once, in pipeline/options.py
 @cli.command(epilog=_spec_help())
 @click.argument("spec")
 @click.option("--target", "-t", default="cpu", show_default=True, help="Target name or path to a profile .toml.")
-@click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), help="Default: the target's default.")
+@click.option("--precision", "-p", type=PRECISION, help="Default: the target's default.")
 @click.option("--weights", "-w", help="Checkpoint (.pth/.pt) or 'pretrained' (lite0..lite2). Default: seeded random.")
 @click.option("--num-classes", type=_whole("num_classes"), help="Classifier width (random init; must match a checkpoint).")
 @click.option("--resolution", type=_whole("resolution"), help="Input resolution in pixels (default: the spec's).")
@@ -383,7 +397,8 @@ def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline,
         result = run_command(models, specs, scaling, _csv_list(target), _csv_list(precision), _csv_list(mode),
                              _csv_list(baseline), settings, dest, cluster, task_timeout, weights)
     else:
-        precisions = _csv_list(precision) or [targets.load(target).default_precision]
+        profile = targets.load(target)
+        precisions = [profile.check_precision(p) for p in _csv_list(precision)] or [profile.default_precision]
         result = sweep.run(sweep.plan(models, specs, scaling, precisions, weights), target, dest, _csv_list(mode),
                            _csv_list(baseline), settings, progress=lambda label: console.progress_bar(err, label))
     try:
@@ -486,7 +501,7 @@ def _bench_options(fn):
 @cli.command("search")
 @click.argument("base", default="b0")
 @click.option("--target", "-t", default="cpu", show_default=True, help="Target name or path to a profile .toml.")
-@click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), help="Default: the target's default.")
+@click.option("--precision", "-p", type=PRECISION, help="Default: the target's default.")
 @click.option("--phi", type=FINITE, default=1.0, show_default=True, help="The phi at which splits are compared.")
 @click.option("--step", type=FINITE, default=0.05, show_default=True, help="Grid step of alpha, beta and gamma.")
 @click.option("--tol", type=FINITE, default=0.1, show_default=True, help="Keep |alpha*beta^2*gamma^2 - ratio| <= tol.")
@@ -557,7 +572,7 @@ def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, lat
 @click.option("--spec", "searched", help="Take the base and coefficients of a spec (e.g. what search chose).")
 @click.option("--coefficients", help="alpha,beta,gamma (default the paper's 1.2,1.1,1.15).")
 @click.option("--target", "-t", default="cpu", show_default=True, help="Target name or path to a profile .toml.")
-@click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), help="Default: the target's default.")
+@click.option("--precision", "-p", type=PRECISION, help="Default: the target's default.")
 @click.option("--latency-ms", type=FINITE, help="The budget: the largest phi whose measured latency is within it.")
 @click.option("--budgets", help="Several budgets, e.g. 2,5,10,20: the device's own family.")
 @click.option("--phi-step", type=FINITE, default=0.05, show_default=True, help="Resolution of phi.")

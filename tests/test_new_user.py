@@ -93,3 +93,59 @@ def test_a_report_without_matplotlib_writes_its_tables_and_says_which_extra_draw
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert "edgeffnet[report]" in r.stderr and (tmp_path / "rep" / "report.csv").is_file()
     assert not list((tmp_path / "rep").glob("*.png"))
+
+
+# -- option errors: answered before the build side is imported, with a suggestion for a near miss -----------
+
+
+@pytest.mark.parametrize("args, words", [
+    (["build", "b9"], "unknown model 'b9' (did you mean 'b7'?)"),
+    (["build", "b0", "--target", "jetsonnano"], "unknown target 'jetsonnano' (did you mean 'jetson-nano'?)"),
+    (["build", "b0", "--weights", "pretrianed"], "--weights 'pretrianed' does not exist (did you mean 'pretrained'?)"),
+    (["build", "b0", "-p", "fp61"], "(did you mean 'fp16'?)"),
+    (["build", "b0", "--target", "jetson-nano", "-p", "int8"], "supports fp32, fp16, not int8; pass --precision fp16"),
+    (["sweep", "-m", "b0", "-p", "fp23", "--target", "cpu"], "not fp23 (did you mean 'fp32'?)"),
+])
+def test_an_option_error_comes_before_pytorch_is_imported_and_suggests_the_near_name(tmp_path, args, words):
+    # Importing torch fails in this process: the error below can only come from checks made before it.
+    line = one_line_error(cli_without(["torch"], *args, "-o", str(tmp_path / "out"), cwd=tmp_path))
+    assert words in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_did_you_mean_offers_only_a_close_name():
+    from edgeffnet.suggest import did_you_mean
+
+    assert did_you_mean("pretrianed", ["pretrained"]) == " (did you mean 'pretrained'?)"
+    assert did_you_mean("jetson-orin", ["cpu", "jetson-nano", "jetson-orin-nano"]) == " (did you mean 'jetson-orin-nano'?)"
+    assert did_you_mean("checkpoint.pth", ["pretrained"]) == ""
+
+
+# -- what the profile refuses from the options alone: before the first stage, exit 2 -------------------------
+
+
+def test_an_opset_the_profile_cannot_read_is_refused_before_the_first_stage(cache_dir, tmp_path):
+    r = cli_without([], "build", "b1", "--target", "jetson-nano", "--opset", "17", "-o", str(tmp_path / "b"),
+                    cwd=tmp_path, cache=cache_dir)
+    line = one_line_error(r)
+    assert "target 'jetson-nano'" in line and "opset 17 is above 13" in line and "--opset 13" in line, line
+    assert len(r.stderr.strip().splitlines()) == 1  # no stage ran (each logs a line)
+    assert not (tmp_path / "b").exists()
+
+
+def test_every_tensorrt_profile_refuses_an_opset_past_its_parser_from_its_own_data():
+    from edgeffnet import targets
+    from edgeffnet.backends.tensorrt import option_problems
+    from edgeffnet.backends.tensorrt.plan import parse_version
+    from edgeffnet.backends.tensorrt.rules import max_opset
+    from edgeffnet.pipeline.options import BuildOptions
+
+    profiles = [t for t in targets.known().values() if t.backend == "tensorrt"]
+    assert profiles
+    for t in profiles:
+        limit = max_opset(parse_version(t.options["tensorrt"]))
+        assert option_problems(t, t.default_precision, BuildOptions(opset=limit)) == []
+        (problem,) = option_problems(t, t.default_precision, BuildOptions(opset=limit + 1))
+        assert f"opset {limit + 1} is above {limit}" in problem
+        if "int8" in t.precisions:
+            assert any("opset 13" in p for p in option_problems(t, "int8", BuildOptions(opset=12)))

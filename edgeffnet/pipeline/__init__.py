@@ -44,10 +44,10 @@ def require_build_side(what: str = "building") -> None:
 
 def prepare(spec: str, target: str = "cpu", precision: str | None = None, weights: str | None = None,
             output: str | Path | None = None, options: BuildOptions | None = None) -> BuildContext:
-    """Everything a build needs, resolved and checked before any work (bad input fails here, in one line)."""
-    require_build_side()
-    from .. import weights as _weights
-    from ..reference import check_weights
+    """Everything a build needs, resolved and checked before any work (bad input fails here, in one line).
+
+    What the options alone decide is checked first, before PyTorch is imported: a mistyped name is
+    answered at once, not after the seconds and the memory an import of the build side takes."""
     from ..scaling import parse_spec, with_resolution
 
     o = options or BuildOptions()
@@ -56,12 +56,18 @@ def prepare(spec: str, target: str = "cpu", precision: str | None = None, weight
         s = with_resolution(s, o.resolution)
     t = targets.load(target)
     p = t.check_precision(precision)
+    check_weights_argument(weights)
     if o.dynamic_batch and t.options.get("static_shapes"):
         raise UserError(f"target '{t.name}' runs static shapes only; drop --dynamic-batch")
     if output is not None and str(output) == "":
         raise UserError("-o is empty; name a bundle directory or leave -o out for the default")
     out = Path(output) if output is not None else default_output(s.name, t.name, p)
     bundle.check_destination(out)
+    require_build_side()
+    check_profile_rules(t, p, o)
+    from .. import weights as _weights
+    from ..reference import check_weights
+
     w = _weights.resolve(weights, s)
     if w is not None:
         check_weights(s, w)
@@ -72,6 +78,34 @@ def prepare(spec: str, target: str = "cpu", precision: str | None = None, weight
     if p != "fp32" and o.calib is not None:
         ctx.calibration  # bad calibration data fails here, before the first stage, and is kept for that stage
     return ctx
+
+
+WEIGHTS_KEYWORDS = ("pretrained",)
+
+
+def check_weights_argument(weights: str | Path | None) -> None:
+    """--weights is a keyword or a checkpoint file; a near-miss keyword gets a suggestion (without PyTorch)."""
+    if weights is None or str(weights) in WEIGHTS_KEYWORDS:
+        return
+    path = Path(weights)
+    if path.is_file():
+        return
+    from ..suggest import did_you_mean
+
+    what = "is a directory" if path.is_dir() else "does not exist"
+    raise UserError(f"--weights '{weights}' {what}{did_you_mean(str(weights), WEIGHTS_KEYWORDS)}; pass a "
+                    f".pth/.pt checkpoint file or one of: {', '.join(WEIGHTS_KEYWORDS)}")
+
+
+def check_profile_rules(target, precision: str, options: BuildOptions) -> None:
+    """What the target's own rules refuse from the options alone (the backend reads them from the profile:
+    TensorRT's parser version bounds the opset), refused before the first stage rather than at compile."""
+    from ..backends import get
+
+    problems = getattr(get(target.backend), "option_problems", lambda *a: [])(target, precision, options)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UserError(f"target '{target.name}' cannot take these options: {problems[0]}{more}")
 
 
 def _check_size(spec, o: BuildOptions, precision: str, weights) -> None:

@@ -100,6 +100,15 @@ def _readme(target, precision: str, graph: str, line: str, pending: str | None, 
     return head + facts + status + f"    {line}\n"
 
 
+def option_problems(target, precision: str, options) -> list[str]:
+    """What the profile's TensorRT version refuses from the build options alone (rules.py), so a build
+    stops before its first stage, not at compile."""
+    from . import rules
+
+    version = target.options.get("tensorrt")
+    return rules.option_violations(version, options.opset, precision) if version else []
+
+
 def compile(ctx, graph):
     """The compile stage for TensorRT: the engine from the precision graph, or its recipe when pending."""
     from ...pipeline.context import Artifact
