@@ -149,3 +149,79 @@ def test_every_tensorrt_profile_refuses_an_opset_past_its_parser_from_its_own_da
         assert f"opset {limit + 1} is above {limit}" in problem
         if "int8" in t.precisions:
             assert any("opset 13" in p for p in option_problems(t, "int8", BuildOptions(opset=12)))
+
+
+# -- the Jetson bundle: what the device needs, no path of the build machine, a README that says it all -------
+
+
+@pytest.fixture(scope="module")
+def jetson_bundle(cache_dir, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("jetson") / "orin"
+    r = cli_without([], "build", "lite0,res=64", "--target", "jetson-orin-nano", "-p", "fp16", "--views", "2",
+                    "-o", str(out), cwd=out.parent, cache=cache_dir)
+    assert r.returncode == 0, r.stderr
+    return out, r
+
+
+def test_a_tensorrt_bundle_keeps_what_the_device_needs_and_says_what_it_left_out(jetson_bundle):
+    out, r = jetson_bundle
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["graph"] == "model.fp16.onnx" and (out / "model.fp16.onnx").is_file()
+    assert not (out / "model.onnx").exists() and not (out / "model.sim.onnx").exists()
+    assert m["left_out"]["files"] == ["model.onnx", "model.sim.onnx"] and "stage cache" in m["left_out"]["why"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(m["files"])
+    readme = (out / "README.md").read_text()
+    assert "`model.onnx`, `model.sim.onnx`" in readme and "seeded random" in readme
+    assert "/usr/src/tensorrt/bin/trtexec" in readme and '"$TRTEXEC" --onnx=model.fp16.onnx' in readme
+    assert "left out of the bundle: model.onnx, model.sim.onnx" in r.stderr
+
+
+def test_the_trtexec_lines_run_where_trtexec_is_off_path(jetson_bundle, tmp_path):
+    """The README's two lines, run by sh with a stand-in trtexec only at JetPack's place (via TRTEXEC's
+    default, redirected here) and none on PATH: the stand-in is what runs, with the graph's name."""
+    out, _ = jetson_bundle
+    lines = [ln.strip() for ln in (out / "README.md").read_text().splitlines() if "TRTEXEC" in ln and
+             ln.startswith("    ")]
+    assert len(lines) == 2
+    fake = tmp_path / "trtexec"
+    fake.write_text('#!/bin/sh\necho "ran $0 $1"\n')
+    fake.chmod(0o755)
+    script = "\n".join(lines).replace("/usr/src/tensorrt/bin/trtexec", str(fake))
+    r = subprocess.run(["sh", "-c", script], capture_output=True, text=True, cwd=out, timeout=30,
+                       env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0 and r.stdout.strip() == f"ran {fake} --onnx=model.fp16.onnx", r.stdout + r.stderr
+
+
+def test_the_manifest_names_the_profile_without_a_path_of_the_build_machine(jetson_bundle):
+    import hashlib
+
+    from edgeffnet import targets
+
+    out, _ = jetson_bundle
+    text = (out / "manifest.json").read_text()
+    t = json.loads(text)["target"]
+    profile = targets.load("jetson-orin-nano")
+    assert t["profile"] == "jetson-orin-nano.toml"
+    assert t["profile_sha256"] == hashlib.sha256(Path(profile.path).read_bytes()).hexdigest()
+    assert str(Path(profile.path).parent) not in text and str(REPO) not in text
+
+
+@pytest.mark.parametrize("args, words", [
+    (["bench", "{b}", *QUICK], "no TensorRT engine yet"),
+    (["predict", "{b}", "{photo}"], "no TensorRT engine yet"),
+    (["compile", "{b}"], "/usr/src/tensorrt/bin/trtexec"),
+    (["eval", "{b}", "--data", "{photos}"], "FP32 graph model.sim.onnx"),
+    (["cam", "{b}", "{photo}", "-o", "{tmp}/cam"], "FP32 graph model.sim.onnx"),
+])
+def test_every_reader_of_a_tensorrt_bundle_without_the_fp32_graphs_answers_in_one_line(jetson_bundle, tmp_path,
+                                                                                      args, words):
+    from edgeffnet.photos import load_photo
+
+    out, _ = jetson_bundle
+    (tmp_path / "photos").mkdir()
+    load_photo("skimage:chelsea").save(tmp_path / "photos" / "cat.png")
+    args = [a.format(b=out, photo=tmp_path / "photos" / "cat.png", photos=tmp_path / "photos", tmp=tmp_path)
+            for a in args]
+    line = one_line_error(cli_without([], *args, cwd=tmp_path))
+    assert words in line, line
+

@@ -200,8 +200,11 @@ def artifact_models(directory: Path, graph: str, target, precision: str, batch: 
     """(the FP32 reference, the artifacts to compare with it, notes on what was left out), for a bundle
     or a build's staging directory: the precision graph in ONNX Runtime, the compiled artifact in the
     target's runtime."""
+    from ..bundle import fp32_graph
+
     directory = Path(directory)
-    reference = Model(f"FP32 ONNX ({SIM_GRAPH}, onnxruntime)", _onnx_runner(directory / SIM_GRAPH).run, batch)
+    reference = Model(f"FP32 ONNX ({SIM_GRAPH}, onnxruntime)", _onnx_runner(fp32_graph(directory, "eval")).run,
+                      batch)
     artifacts, notes = [], []
     if graph != SIM_GRAPH:
         artifacts.append(Model(f"{precision.upper()} ONNX ({graph}, onnxruntime)",

@@ -138,8 +138,9 @@ def run(ctx: BuildContext) -> Bundle:
                 raise
             c, graph, compiled, fidelity = escalate.escalate(c, store, simplified, graph, compiled, miss)
         done = [ref, exported, simplified] + ([graph] if graph is not simplified else []) + [compiled]
+        left_out = _leave_out(c, graph.path.name)
         manifest = _manifest(c, {a.stage: a.record for a in done}, graph.path.name, fidelity,
-                             time.perf_counter() - t0)
+                             time.perf_counter() - t0, left_out)
         bundle.write_manifest(tmp, manifest)
         if not ctx.trained:
             ctx.log.info(f"weights: {bundle.RANDOM_WEIGHTS}")
@@ -147,7 +148,34 @@ def run(ctx: BuildContext) -> Bundle:
     return Bundle.open(ctx.output)
 
 
-def _manifest(ctx: BuildContext, records: dict, graph: str, fidelity: dict | None, seconds: float) -> Manifest:
+def _leave_out(ctx: BuildContext, graph: str) -> dict:
+    """Remove what the target's device does not need (the backend says which files, and why: a TensorRT
+    bundle keeps only the graph its engine is built from); the stage cache keeps them for a rebuild."""
+    from ..backends import get
+
+    backend = get(ctx.target.backend)
+    files = [f for f in getattr(backend, "left_out", lambda g: [])(graph) if (ctx.dir / f).is_file()]
+    for f in files:
+        (ctx.dir / f).unlink()
+    if files:
+        ctx.log.info(f"left out of the bundle: {', '.join(files)} ({backend.LEFT_OUT_WHY})")
+    return {"files": files, "why": backend.LEFT_OUT_WHY} if files else {}
+
+
+def _profile(t) -> dict:
+    """The profile as the manifest names it: its file name and the sha256 of its content, never a path of
+    the machine that built the bundle (the profile's facts are recorded beside it)."""
+    import hashlib
+
+    try:
+        digest = hashlib.sha256(Path(t.path).read_bytes()).hexdigest() if t.path else None
+    except OSError:
+        digest = None
+    return {"profile": Path(t.path).name if t.path else None, "profile_sha256": digest}
+
+
+def _manifest(ctx: BuildContext, records: dict, graph: str, fidelity: dict | None, seconds: float,
+              left_out: dict) -> Manifest:
     from ..info import describe
 
     w, s, t = ctx.weights, ctx.spec, ctx.target
@@ -162,7 +190,7 @@ def _manifest(ctx: BuildContext, records: dict, graph: str, fidelity: dict | Non
         params=d["params"], macs=d["macs"], flops=d["flops"], num_classes=d["num_classes"],
         scaling_check=d["scaling_check"],
         target={"name": t.name, "backend": t.backend, "device": t.device, "description": t.description,
-                "profile": t.path, "peak": t.peak, "memory": t.memory, "options": t.options},
+                **_profile(t), "peak": t.peak, "memory": t.memory, "options": t.options},
         precision=ctx.precision,
         input={"name": "input", "batch": ctx.fixed_batch, "dynamic_batch": o.dynamic_batch,
                "shape": [o.batch, 3, s.resolution, s.resolution], "layout": "NCHW", "dtype": "float32"},
@@ -173,7 +201,8 @@ def _manifest(ctx: BuildContext, records: dict, graph: str, fidelity: dict | Non
                           "latency study: the outputs mean nothing"}),
         preprocess=asdict(ctx.preprocess), options=o.manifest_dict(ctx.precision), graph=graph, stages=records,
         files=files + [f for f in ("build.log", bundle.MANIFEST) if f not in files], fidelity=fidelity,
-        build_seconds=round(seconds, 3), tools=host.tools(), host=host.describe())
+        build_seconds=round(seconds, 3), tools=host.tools(), host=host.describe(),
+        extra={"left_out": left_out} if left_out else {})
 
 
 def build(spec: str, target: str = "cpu", precision: str | None = None, weights: str | None = None,

@@ -162,6 +162,13 @@ def fidelity_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> 
         return {"rows": rows, **labelled_verdict(ctx, graph, compiled)}
     verdict = (fidelity.gate(rows, ctx.trained, o.min_agreement, o.allow_drop)
                if ctx.precision == "int8" and rows else {"gated": False})
+    if verdict.get("gated"):  # a miss without --allow-drop raised above, with its own line
+        ctx.log.info(f"fidelity gate {'passed' if verdict['passed'] else 'missed (kept: --allow-drop)'}: "
+                     f"worst {verdict['worst']}, top-1 agreement {verdict['judged_agreement']:.1%} on "
+                     f"{verdict['judged_on']} (gate {o.min_agreement * 100:g}%), mean cosine "
+                     f"{verdict['cosine_mean']:.4f} (gate {verdict['min_cosine']:g})")
+    elif rows and ctx.precision == "int8":
+        ctx.log.info(f"fidelity gate: none ({verdict.get('reason', 'not gated')})")
     return {"rows": rows, **verdict}
 
 
