@@ -7,11 +7,15 @@ turned down to warnings, which go through logging to stderr like ours.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 LOGGER = "edgeffnet"
+# A log read through a pipe or a file (CI, nohup, a sweep's log) shows no progress bar: a long step says
+# it is alive at least this often, so a reader never waits 30 s on a silent line.
+HEARTBEAT_SECONDS = 20.0
 
 
 class _Elapsed(logging.Formatter):
@@ -34,7 +38,43 @@ def console_handler(stream) -> logging.Handler:
     """Messages as written, one per line, on `stream` (the CLI passes stderr)."""
     h = logging.StreamHandler(stream)
     h.setFormatter(logging.Formatter("%(message)s"))
+    h.edgeffnet_console = True  # what heartbeat() writes to
     return h
+
+
+def _terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+@contextmanager
+def heartbeat(what: str, every: float = HEARTBEAT_SECONDS):
+    """While the block runs, "WHAT: still running (Ns)" every `every` seconds on the console handler when
+    it is not a terminal (a terminal shows bars where they exist; build.log records stage times already)."""
+    log = logger()
+    consoles = [h for h in log.handlers if getattr(h, "edgeffnet_console", False)
+                and not _terminal(getattr(h, "stream", None))]
+    if not consoles:
+        yield
+        return
+    stop, t0 = threading.Event(), time.monotonic()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            line = log.makeRecord(LOGGER, logging.INFO, __file__, 0,
+                                  f"{what}: still running ({time.monotonic() - t0:.0f}s)", None, None)
+            for h in consoles:
+                h.handle(line)
+
+    thread = threading.Thread(target=beat, name="edgeffnet-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 @contextmanager

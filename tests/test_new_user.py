@@ -225,3 +225,32 @@ def test_every_reader_of_a_tensorrt_bundle_without_the_fp32_graphs_answers_in_on
     line = one_line_error(cli_without([], *args, cwd=tmp_path))
     assert words in line, line
 
+
+
+# -- a long stage is never silent on a non-terminal output ---------------------------------------------------
+
+
+def test_a_long_step_says_it_is_alive_on_a_console_that_is_not_a_terminal():
+    import io
+    import time
+
+    from edgeffnet import logs
+
+    log = logs.logger()
+    piped, terminal = io.StringIO(), io.StringIO()
+    terminal.isatty = lambda: True
+    handlers = [logs.console_handler(piped), logs.console_handler(terminal)]
+    for h in handlers:
+        log.addHandler(h)
+    try:
+        with logs.heartbeat("stage precision", every=0.05):
+            time.sleep(0.3)
+        after = piped.getvalue()
+        time.sleep(0.15)
+    finally:
+        for h in handlers:
+            log.removeHandler(h)
+    beats = after.splitlines()
+    assert len(beats) >= 3 and all(b.startswith("stage precision: still running (") for b in beats), beats
+    assert piped.getvalue() == after  # it stops with the block
+    assert terminal.getvalue() == ""  # a terminal is left to its progress bars

@@ -14,7 +14,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from .. import __version__, cache, host
+from .. import __version__, cache, host, logs
 from ..errors import UserError
 from .context import Artifact, BuildContext
 
@@ -31,7 +31,8 @@ def _cached(ctx: BuildContext, store: cache.StageCache, name: str, upstream: Art
         ctx.log.info(f"{name:9s} reused from cache ({record.get('summary', '')})")
     else:
         t = time.perf_counter()
-        record = make()
+        with logs.heartbeat(f"stage {name}"):
+            record = make()
         record["seconds"] = round(time.perf_counter() - t, 3)
         record["cached"] = False
         store.store(name, k, ctx.dir, record)
