@@ -402,15 +402,14 @@ def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline,
         result = sweep.run(sweep.plan(models, specs, scaling, precisions, weights), target, dest, _csv_list(mode),
                            _csv_list(baseline), settings, progress=lambda label: console.progress_bar(err, label))
     try:
-        rep = report.write(report.collect([dest / "bundles"]), dest)
+        rep = report.write(report.collect([dest / "bundles"], _csv_list(baseline)), dest)
     except UserError:
         rep = None  # nothing measured yet
     if rep and not as_json:
         out.print(report.console_table(rep))
         for note in rep["warnings"]:
             err.print(f"warning: {note}", markup=False)
-        err.print(f"report: {dest / 'report.html'} (and report.md, report.csv, report.json, latency_vs_flops.png)",
-                  markup=False)
+        err.print("report: " + ", ".join(rep["files"]), markup=False)
     elif rep:
         click.echo(json.dumps(rep, indent=1))
     if result["interrupted"]:
@@ -424,8 +423,10 @@ def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline,
 @cli.command("report")
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("-o", "--output", default="report", show_default=True, type=click.Path(), help="Directory to write.")
+@click.option("--baselines", is_flag=True, help="Also report the baseline records (bench --baseline: PyTorch, "
+                                                "ONNX Runtime on the CPU).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def report_cmd(paths, output, as_json) -> None:
+def report_cmd(paths, output, baselines, as_json) -> None:
     """Tables, latency-vs-FLOPs plots and one HTML page from bench records.
 
     PATHS are bundles, directories (searched) or bench record files. Writes report.md, report.csv,
@@ -433,7 +434,7 @@ def report_cmd(paths, output, as_json) -> None:
     """
     from .measure import report
 
-    rep = report.write(report.collect(list(paths)), output)
+    rep = report.write(report.collect(list(paths), baselines=baselines), output)
     if as_json:
         click.echo(json.dumps(rep, indent=1))
         return

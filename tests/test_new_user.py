@@ -254,3 +254,123 @@ def test_a_long_step_says_it_is_alive_on_a_console_that_is_not_a_terminal():
     assert len(beats) >= 3 and all(b.startswith("stage precision: still running (") for b in beats), beats
     assert piped.getvalue() == after  # it stops with the block
     assert terminal.getvalue() == ""  # a terminal is left to its progress bars
+
+
+# -- the report: figures a user cannot misread ---------------------------------------------------------------
+
+
+def _records(tmp_path, *args, **kw):
+    sys.path.insert(0, str(REPO / "tests"))
+    try:
+        from test_report import record  # the report tests' synthetic bench record
+    finally:
+        sys.path.remove(str(REPO / "tests"))
+    return record(tmp_path, *args, **kw)
+
+
+def test_the_fidelity_cell_is_the_benched_artifacts_figure_with_the_bundles_worst_beside_it(tmp_path):
+    from edgeffnet.measure import report
+
+    rec = _records(tmp_path, "lite0", "int8")
+    row = {"views": 200, "top5_overlap": 0.99, "confident_views": 142}
+    qdq = row | {"artifact": "Q/DQ ONNX (onnxruntime)", "top1_agreement": 0.965, "cosine_mean": 0.997,
+                 "confident_top1_agreement": 0.986}
+    ir = row | {"artifact": "openvino CPU artifact", "top1_agreement": 0.99, "cosine_mean": 0.998,
+                "confident_top1_agreement": 0.993}
+    (Path(rec["bundle"]) / "manifest.json").write_text(json.dumps(
+        {"fidelity": {"rows": [qdq, ir]}, "stages": {"compile": {"fidelity": ir}}}))
+    cell = report.rows([rec])[0]["fidelity"]
+    assert cell.startswith("openvino CPU artifact: agreement 99.0% (99.3% of 142 confident), cosine 0.998"), cell
+    assert cell.endswith("bundle's worst: Q/DQ ONNX (onnxruntime) 96.5% (98.6% of 142 confident)"), cell
+    assert report.rows([rec])[0]["top1_agreement"] == 0.99  # the numbers are the artifact's too
+
+
+def test_the_machines_table_gives_each_precision_its_own_peak(tmp_path):
+    from edgeffnet.measure import report
+
+    fp32, int8 = _records(tmp_path, "b0", "fp32"), _records(tmp_path, "b0", "int8")
+    fp32["peak"] = {"gflops": 96.0, "detail": "2 cores x 1.500 GHz x 32 FLOP/cycle (avx2 fma)"}
+    int8["peak"] = {"gflops": 384.0, "detail": "2 cores x 1.500 GHz x 128 FLOP/cycle (avx2 fma, int8 x4)"}
+    (machine,) = report.machines([fp32, int8])
+    assert machine["peak"] == ("fp32: 2 cores x 1.500 GHz x 32 FLOP/cycle (avx2 fma); "
+                               "int8: 2 cores x 1.500 GHz x 128 FLOP/cycle (avx2 fma, int8 x4)")
+
+
+def test_nearly_equal_flops_share_a_tick_and_a_series_keeps_its_colour_in_both_plots(tmp_path):
+    from edgeffnet.measure import report
+
+    assert report.merged_ticks([0.772, 0.770, 1.4, 0.39]) == [0.39, 0.77, 1.4]
+    recs = [_records(tmp_path, s, p, mode=m) for s in ("b0", "lite0", "b1") for p in ("fp32", "int8")
+            for m in ("latency", "throughput")]
+    recs = [r for r in recs if not (r["mode"] == "throughput" and r["precision"] == "fp32")]  # fewer series there
+    table = report.rows(recs)
+    palette = report.colours(r["series"] for r in table)
+    lat, tput = report.fits(table, "p50", "latency"), report.fits(table, "throughput_ips", "throughput")
+    assert [f["series"] for f in tput if f["points"]] != [f["series"] for f in lat if f["points"]]
+    seen = {}
+    for fits, y in ((lat, "p50"), (tput, "throughput_ips")):
+        fig = report.figure(fits, y, y, y, palette)
+        ax = fig.axes[0]
+        for line in ax.get_lines():
+            if line.get_label() and not line.get_label().startswith("_"):
+                name = line.get_label().split(" (slope")[0]
+                seen.setdefault(name, set()).add(line.get_color())
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        assert not [a for a, b in zip(labels, labels[1:]) if abs(float(a) / float(b) - 1) < 0.05], labels
+    assert all(len(c) == 1 for c in seen.values()) and len(seen) >= 3, seen
+
+
+def test_the_device_cell_is_short_and_the_console_table_cuts_no_mode(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from edgeffnet.measure import report
+
+    recs = [_records(tmp_path, "b0", "fp32", mode=m) for m in ("latency", "throughput")]
+    for r in recs:
+        r["device"]["name"] = "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz"
+    rep = report.write(recs, tmp_path / "out")
+    assert {r["device"] for r in rep["rows"]} == {"Intel Xeon Platinum 8481C (CPU)"}
+    assert "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz" in (tmp_path / "out" / "report.md").read_text()  # Machines
+    buf = io.StringIO()
+    Console(file=buf, width=80, force_terminal=False).print(report.console_table(rep))
+    text = buf.getvalue()
+    assert " latency " in text and " throughput " in text, text
+
+
+def test_baseline_records_join_a_report_only_when_asked_for(tmp_path):
+    from edgeffnet.errors import UserError
+    from edgeffnet.measure import report
+
+    own = _records(tmp_path, "b0", "int8")
+    base = _records(tmp_path, "b0", "int8", runtime="onnxruntime")
+    assert base["baseline"] and not own["baseline"]
+    from edgeffnet.measure import records
+
+    for r in (own, base):
+        records.save(Path(r["bundle"]), records.Record.from_dict(r))
+    bundles = tmp_path / "bundles"
+    assert {r["runtime"] for r in report.collect([bundles])} == {"openvino"}
+    assert {r["runtime"] for r in report.collect([bundles], ["onnxruntime"])} == {"openvino", "onnxruntime"}
+    assert {r["runtime"] for r in report.collect([bundles], True)} == {"openvino", "onnxruntime"}
+    (Path(own["bundle"]) / "bench" / "openvino-latency.json").unlink()
+    with pytest.raises(UserError, match="only baseline records, onnxruntime: add --baselines"):
+        report.collect([bundles])
+
+
+def test_a_sweep_lists_every_report_file_and_keeps_a_later_bench_baseline_out(cache_dir, tmp_path):
+    args = ["sweep", "--spec", "b0,res=64", "-p", "fp32", "--weights", "random", *QUICK, "-o", str(tmp_path / "s")]
+    r = cli_without([], *args, cwd=tmp_path, cache=cache_dir)
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stderr.splitlines() if ln.startswith("report: "))
+    files = line.removeprefix("report: ").split(", ")
+    assert {Path(f).name for f in files} >= {"report.html", "report.md", "report.csv", "report.json",
+                                             "latency_vs_flops.png", "throughput_vs_flops.png"}
+    assert all(Path(f).is_file() for f in files)
+    (bundle,) = (tmp_path / "s" / "bundles").iterdir()
+    assert cli_without([], "bench", str(bundle), "--baseline", "onnxruntime", *QUICK, cwd=tmp_path).returncode == 0
+    r = cli_without([], *args, cwd=tmp_path, cache=cache_dir)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "s" / "report.json").read_text())["rows"]
+    assert {row["runtime"] for row in rows} == {"openvino"}
