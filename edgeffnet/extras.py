@@ -24,8 +24,9 @@ EXTRA_OF = {
 
 
 def install_line(extra: str) -> str:
-    # torch pinned first: pip then takes its CPU build (see the README's set-up) rather than the CUDA one.
-    return ("pip install torch==2.13.0 'edgeffnet[build]'" if extra == "build" else
+    # PyTorch's CPU build, from its own index (README, set-up): PyPI's default pulls CUDA libraries.
+    return ("pip install --extra-index-url https://download.pytorch.org/whl/cpu torch==2.13.0 'edgeffnet[build]'"
+            if extra == "build" else
             f"pip install 'edgeffnet[{extra}]'")
 
 

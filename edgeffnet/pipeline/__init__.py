@@ -38,8 +38,10 @@ def require_build_side(what: str = "building") -> None:
 
     missing = [m for m in BUILD_SIDE if importlib.util.find_spec(m) is None]
     if missing:
+        from ..extras import install_line
+
         raise UserError(f"{what} needs {', '.join(missing)}, which this device-side install lacks; install the "
-                        f"build side: pip install torch==2.13.0 'edgeffnet[build]' (torch first: the CPU build)")
+                        f"build side: {install_line('build')}")
 
 
 def prepare(spec: str, target: str = "cpu", precision: str | None = None, weights: str | None = None,
