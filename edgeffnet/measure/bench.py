@@ -151,7 +151,8 @@ def run(bundle: Bundle | str | Path, s: Settings, baselines: list[str] = (), pro
     out: list[Record] = []
     for runtime in names:
         logs.logger().info(f"{runtime}: loading")
-        runner = load_runner(b, runtime, s, batch)
+        with logs.heartbeat(f"{runtime}: loading"):  # compiling for the device can take a while
+            runner = load_runner(b, runtime, s, batch)
         label = f"{b.manifest.spec['spec']} {runtime} {s.mode}"
         with (progress(label) if progress else nullcontext()) as tick:
             queue = runner.queue(x) if s.mode == "throughput" else None

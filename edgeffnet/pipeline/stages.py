@@ -107,7 +107,8 @@ def precision(ctx: BuildContext, store: cache.StageCache, simplified: Artifact) 
         return simplified
     from .. import precision as passes
 
-    parts = passes.cache_parts(ctx)
+    with logs.heartbeat("stage precision: calibration data"):  # read before the key: it is part of it
+        parts = passes.cache_parts(ctx)
     return _cached(ctx, store, "precision", simplified, parts, lambda: passes.make_graph(ctx, simplified.path))
 
 
