@@ -374,3 +374,66 @@ def test_a_sweep_lists_every_report_file_and_keeps_a_later_bench_baseline_out(ca
     assert r.returncode == 0, r.stderr
     rows = json.loads((tmp_path / "s" / "report.json").read_text())["rows"]
     assert {row["runtime"] for row in rows} == {"openvino"}
+
+
+# -- INT8 time: no run whose figures are already known ------------------------------------------------------
+
+
+def test_the_method_choice_runs_each_graph_once_and_reuses_a_given_fp32_reference(monkeypatch):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeffnet.precision import int8
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["c"], name="conv", pads=[1] * 4),
+         helper.make_node("Relu", ["c"], ["r"], name="relu"),
+         helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+         helper.make_node("Flatten", ["p"], ["logits"], name="flat")], "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 8])], [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    x = rng.normal(0, 1, (8, 3, 8, 8)).astype(np.float32)
+    stats, _ = int8.statistics(model, x, "test", use_cache=False)
+    runs = []
+    real = int8._Evaluator._run
+    monkeypatch.setattr(int8._Evaluator, "_run", staticmethod(lambda m, v: (runs.append(m), real(m, v))[1]))
+
+    result = int8.quantize_model(model, stats, x, None, sensitivity=False)
+    assert len(runs) == 1 + len(int8.METHODS)  # FP32 once, each method's graph once, the chosen one not again
+    assert result.tuning["cosine_mean"] == result.method_scores[result.method]["cosine_mean"]
+    runs.clear()
+    ref = real(model, x)
+    again = int8.quantize_model(model, stats, x, None, sensitivity=False, tuning_ref=ref)
+    assert len(runs) == len(int8.METHODS) and again.method_scores == result.method_scores
+
+
+def test_nncf_calibrates_on_at_most_its_sample_count_spread_over_the_set(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    import nncf
+    import numpy as np
+    import openvino as ov
+
+    from edgeffnet.backends.openvino import int8_routes
+
+    (tmp_path / "model.sim.onnx").write_bytes(b"graph")
+    data = np.arange(300, dtype=np.float32).reshape(300, 1, 1, 1)  # view i holds the value i
+    ctx = SimpleNamespace(dir=tmp_path, fixed_batch=1, calibration=SimpleNamespace(data=data))
+    seen = {}
+
+    def quantize(model, dataset, subset_size):
+        seen["values"] = [float(s.ravel()[0]) for s in dataset.get_inference_data()]
+        seen["subset_size"] = subset_size
+        return model
+
+    monkeypatch.setattr(nncf, "quantize", quantize)
+    monkeypatch.setattr(ov, "convert_model", lambda source: "fp32 model")
+    monkeypatch.setattr(ov, "save_model", lambda model, path, compress_to_fp16: None)
+    int8_routes._nncf_ir(ctx, tmp_path / "model.xml")
+    values = seen["values"]
+    assert len(values) == seen["subset_size"] == int8_routes.NNCF_SAMPLES
+    assert values[0] == 0 and values[-1] >= 290 and values == sorted(values)  # spread over the whole set
