@@ -381,7 +381,6 @@ def test_a_sweep_lists_every_report_file_and_keeps_a_later_bench_baseline_out(ca
 
 def test_the_method_choice_runs_each_graph_once_and_reuses_a_given_fp32_reference(monkeypatch):
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from edgeffnet.precision import int8
