@@ -570,15 +570,31 @@ def escalated(fp16_build, cache_dir, tmp_path_factory):
 
 
 def test_int8_build_that_misses_is_escalated_until_it_passes_and_records_the_cost(escalated):
+    """The miss is forced on any CPU; whether keeping up to 15 layers in float then meets a gate one view
+    above the first build depends on the numerics, so both ends are checked. Measured on a 2-core EPYC
+    with VNNI (route qdq-onnx): the OpenVINO row rose from 97.0% to 98.5% of 197 confident views while
+    ONNX Runtime's row of the same re-quantized graph moved between 96.4% and 97.0%, so the gate (which
+    every row must meet) stayed missed through all five steps. The stubbed escalation test
+    (tests/test_int8_gate.py) checks the passing end with fixed figures."""
     out, r, gate = escalated
-    assert r.returncode == 0, r.stderr
-    assert "escalation: INT8 of " in r.stderr and "misses the gate" in r.stderr
+    own = ov_int8.host_route(ov_int8.has_vnni())  # the route this CPU's layers are ranked on
+    assert "escalation: INT8 of " in r.stderr and "misses the gate" in r.stderr, r.stderr
+    assert f"layers ranked on OpenVINO CPU, route {own} in" in r.stderr
+    if r.returncode != 0:  # every step tried, then one line, and no bundle
+        assert r.returncode == 1, r.stderr
+        for k in escalate.STEPS:
+            assert f"escalation: {k} layer(s) in float still misses the gate" in r.stderr
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith("edgeffnet: error: INT8 of ") and f"needs {gate * 100:g}%" in last
+        assert last.endswith(f"(after keeping up to {escalate.MAX_LAYERS} of the most damaging layers in float; "
+                             f"the limit is {escalate.MAX_LAYERS})"), last
+        assert not out.exists()
+        return
     m = json.loads((out / "manifest.json").read_text())
     f = m["fidelity"]
     e = f["escalation"]
     assert f["gated"] and f["passed"] and f["min_agreement"] == gate
     assert all(fidelity.passes(row, f["min_agreement"]) for row in f["rows"])
-    own = ov_int8.host_route(ov_int8.has_vnni())  # the route this CPU's layers are ranked on
     assert f"OpenVINO CPU, route {own}," in e["ranked_by"] and e["limit"] == escalate.MAX_LAYERS
     # Every step before the last missed, the last passed, and the steps follow escalate.STEPS.
     assert [s["layers"] for s in e["steps"]] == list(escalate.STEPS[:len(e["steps"])])
