@@ -503,3 +503,18 @@ def staging(final: Path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+FP32_GRAPH = "model.sim.onnx"
+
+
+def fp32_graph(path: str | Path, what: str) -> Path:
+    """The bundle's FP32 ONNX graph, or one line saying it was left out (a TensorRT bundle keeps only the
+    graph its engine is built from; manifest.json's left_out says so) and where it still is."""
+    graph = Path(path) / FP32_GRAPH
+    if not graph.is_file():
+        raise UserError(f"{what} needs the bundle's FP32 graph {FP32_GRAPH}, which {path} does not hold (a "
+                        f"TensorRT bundle keeps only the graph its engine is built from; see left_out in its "
+                        f"manifest.json): run it on the build machine, whose stage cache keeps the FP32 graph, "
+                        f"or on a bundle for another target")
+    return graph

@@ -479,7 +479,8 @@ def test_int8_build_below_threshold_fails_with_one_line_and_no_bundle(int8_runs)
     assert last.startswith("edgeffnet: error: INT8 of ") and "misses the gate" in last
     assert "over all 96 views" in last and "needs 100%" in last and "--allow-drop" in last
     # A trained model is escalated before it fails: its most damaging layers back in float, re-measured.
-    assert "escalation:" in failed.stderr and "layers ranked on OpenVINO CPU, route qdq-onnx" in failed.stderr
+    own = ov_int8.host_route(ov_int8.has_vnni())  # the route this CPU's layers are ranked on
+    assert "escalation:" in failed.stderr and f"layers ranked on OpenVINO CPU, route {own} in" in failed.stderr
     assert re.search(r"after keeping up to \d+ of the most damaging layers in float; the limit is 15\)", last), last
     # The table comes first, so the user sees every row the gate judged, not only the worst.
     table = failed.stderr[failed.stderr.index("fidelity against FP32"):]
@@ -529,32 +530,70 @@ def test_int8_build_with_allow_drop_records_everything(int8_runs):
         assert route["latency_p50_ms"] > 0 and 0.9 < route["tuning_cosine_mean"] <= 1.0 + 1e-6
 
 
-# Pretrained Lite0 at 96 px (calibration 32 views) on this CPU without VNNI: the OpenVINO IR (7-bit dense
-# weights, bias-corrected) agrees with FP32 on 90.9% of the 197 confident verification views, ONNX Runtime's
-# Q/DQ graph on 97.0%. Held to ESCALATED_GATE, the first build misses on the IR; with the IR's most damaging
-# layer in float it measured 94.4%, with three 95.9% (a pass).
-ESCALATED_GATE = "0.95"
+def stricter_gate(rows: list[dict]) -> float:
+    """A gate half a view above the worst row's judged agreement: the build that reached `rows` misses it on
+    any CPU (the figures depend on the ISA: with VNNI OpenVINO takes the 8-bit route, which passed a fixed
+    0.95 gate first time), and one more view agreeing on that row passes it."""
+    def judged(row: dict) -> tuple[float, int]:
+        agreement, on = fidelity.judged_agreement(row)
+        return agreement, row["views"] if on.startswith("all ") else row["confident_views"]
+
+    agreement, views = min(judged(r) for r in rows)
+    assert agreement < 1.0, f"every judged view agrees ({rows}): no gate above that can be missed"
+    return agreement + 0.5 / views
+
+
+def test_the_stricter_gate_is_missed_by_the_rows_it_was_computed_from():
+    rows = [{"artifact": a, "views": 200, "top1_agreement": t, "cosine_mean": 0.999, "confident_views": 150,
+             "confident_prob": fidelity.CONFIDENT_PROB, "confident_top1_agreement": c}
+            for a, t, c in (("ort", 0.96, 0.98), ("ov", 0.955, 144 / 150))]
+    gate = stricter_gate(rows)
+    assert 144 / 150 < gate < 145 / 150
+    assert not fidelity.passes(rows[1], gate) and fidelity.passes(rows[0], gate)
 
 
 @pytest.fixture(scope="module")
 def escalated(fp16_build, cache_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("escalated") / "bundle"
-    r = run_cli_process("build", SPEC, "--weights", "pretrained", "--precision", "int8", "--calib-size", "32",
-                        "--min-agreement", ESCALATED_GATE, "-o", str(out), cache=cache_dir, timeout=BUILD_TIMEOUT)
-    return out, r
+    """The INT8 build measured once without a gate, then held to a gate just above what it reached."""
+    base = tmp_path_factory.mktemp("escalated")
+    args = ["build", SPEC, "--weights", "pretrained", "--precision", "int8", "--calib-size", "32"]
+    first = run_cli_process(*args, "--min-agreement", "1.0", "--allow-drop", "-o", str(base / "first"), cache=cache_dir, timeout=BUILD_TIMEOUT)
+    assert first.returncode == 0, first.stderr
+    rows = json.loads((base / "first" / "manifest.json").read_text())["fidelity"]["rows"]
+    gate = stricter_gate(rows)
+    # The stages are the first build's, from the cache (the gate is not part of any stage's key).
+    r = run_cli_process(*args, "--min-agreement", repr(gate), "-o", str(base / "bundle"), cache=cache_dir, timeout=BUILD_TIMEOUT)
+    return base / "bundle", r, gate
 
 
 @pytest.mark.slow
 def test_int8_build_that_misses_is_escalated_until_it_passes_and_records_the_cost(escalated):
-    out, r = escalated
-    assert r.returncode == 0, r.stderr
-    assert "escalation: INT8 of openvino CPU artifact misses the gate" in r.stderr
+    """The miss is forced on any CPU; whether keeping up to 15 layers in float then meets a gate one view
+    above the first build depends on the numerics, so both ends are checked. Measured on a 2-core EPYC
+    with VNNI (route qdq-onnx): the OpenVINO row rose from 97.0% to 98.5% of 197 confident views while
+    ONNX Runtime's row of the same re-quantized graph moved between 96.4% and 97.0%, so the gate (which
+    every row must meet) stayed missed through all five steps. The stubbed escalation test
+    (tests/test_int8_gate.py) checks the passing end with fixed figures."""
+    out, r, gate = escalated
+    own = ov_int8.host_route(ov_int8.has_vnni())  # the route this CPU's layers are ranked on
+    assert "escalation: INT8 of " in r.stderr and "misses the gate" in r.stderr, r.stderr
+    assert f"layers ranked on OpenVINO CPU, route {own} in" in r.stderr
+    if r.returncode != 0:  # every step tried, then one line, and no bundle
+        assert r.returncode == 1, r.stderr
+        for k in escalate.STEPS:
+            assert f"escalation: {k} layer(s) in float still misses the gate" in r.stderr
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith("edgeffnet: error: INT8 of ") and f"needs {gate * 100:g}%" in last
+        assert last.endswith(f"(after keeping up to {escalate.MAX_LAYERS} of the most damaging layers in float; "
+                             f"the limit is {escalate.MAX_LAYERS})"), last
+        assert not out.exists()
+        return
     m = json.loads((out / "manifest.json").read_text())
     f = m["fidelity"]
     e = f["escalation"]
-    assert f["gated"] and f["passed"] and f["min_agreement"] == float(ESCALATED_GATE)
+    assert f["gated"] and f["passed"] and f["min_agreement"] == gate
     assert all(fidelity.passes(row, f["min_agreement"]) for row in f["rows"])
-    assert "OpenVINO CPU, route qdq-onnx" in e["ranked_by"] and e["limit"] == escalate.MAX_LAYERS
+    assert f"OpenVINO CPU, route {own}," in e["ranked_by"] and e["limit"] == escalate.MAX_LAYERS
     # Every step before the last missed, the last passed, and the steps follow escalate.STEPS.
     assert [s["layers"] for s in e["steps"]] == list(escalate.STEPS[:len(e["steps"])])
     assert [s["passed"] for s in e["steps"]] == [False] * (len(e["steps"]) - 1) + [True]

@@ -198,7 +198,9 @@ def test_weights_and_fidelity_columns_and_warnings(tmp_path):
             record(tmp_path, "b1", "int8", random=True, fidelity=fidelity_rows(0.04, 0.25))]
     table = {(r["model"], r["precision"]): r for r in report.rows(recs)}
     assert [table[k]["weights"] for k in sorted(table)] == ["random", "random", "pretrained", "pretrained"]
-    assert table["lite0", "int8"]["fidelity"] == "agreement 97.5%, cosine 0.998 (48 views)"  # the worst row
+    # No manifest beside the record here: the record's own (worst) row, and the cell says whose it is.
+    assert table["lite0", "int8"]["fidelity"] == ("Q/DQ ONNX (onnxruntime) (the bundle's worst row): agreement 97.5%, "
+                                                  "cosine 0.998 (48 views)")
     assert table["lite0", "fp32"]["fidelity"] == "FP32 (reference)" and table["lite0", "int8"]["sane"]
     assert not table["b1", "int8"]["sane"] and table["b1", "int8"]["cosine"] == pytest.approx(0.25)
     rep = report.write(recs, tmp_path / "out")

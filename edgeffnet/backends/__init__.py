@@ -111,8 +111,21 @@ class Backend(Protocol):
     def load(self, bundle: Path, target, precision: str, settings: RunSettings | None = None) -> Runner: ...
 
 
+# The extra that installs each backend's runtime (pyproject.toml).
+EXTRAS = {"openvino": "openvino", "tensorrt": "tensorrt", "onnxruntime": "onnxruntime", "pytorch": "build"}
+
+
 def get(name: str) -> Backend:
-    """The backend module by name, imported only when asked (each pulls its runtime in)."""
+    """The backend module by name, imported only when asked (each pulls its runtime in). A runtime this
+    install lacks (a device-side install carries only its own) is one line naming the extra to add."""
     if name not in NAMES:
         raise UserError(f"unknown backend '{name}'; known: {', '.join(NAMES)}")
-    return importlib.import_module(f"{__name__}.{name}")
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ImportError as e:
+        from edgeffnet.core.extras import missing
+
+        error = missing(e, f"the {name} backend", EXTRAS[name])
+        if error is None:
+            raise
+        raise error from None

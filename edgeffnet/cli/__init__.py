@@ -71,6 +71,15 @@ def main() -> None:
     except _Terminated:
         err.print("edgeffnet: terminated; nothing half-written was left behind", markup=False)
         sys.exit(143)
+    except ImportError as e:
+        # A path that reached an optional runtime outside backends.get (which says this itself): one line.
+        from edgeffnet.core.extras import missing
+
+        error = missing(e, "this command")
+        if error is None:
+            raise
+        err.print(one_line(f"edgeffnet: error: {error}"))
+        sys.exit(error.exit_code)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

@@ -8,7 +8,7 @@ import click
 
 from edgeffnet.cli import render
 from edgeffnet.cli.options import json_option, latency_model_option, spec_help
-from edgeffnet.cli.types import whole
+from edgeffnet.cli.types import PRECISION, whole
 from edgeffnet.core.errors import UserError
 
 
@@ -19,7 +19,7 @@ from edgeffnet.core.errors import UserError
 @click.option("--table3", is_flag=True, help="The paper's Table 3 (MobileNetV1/V2, ResNet-50 scaled): its FLOPS "
                                              "beside the counted MACs of each row's spec.")
 @click.option("--target", "-t", help="Also the p50 this device's latency model predicts on TARGET (edgeffnet latency).")
-@click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), help="With --target (default its own).")
+@click.option("--precision", "-p", type=PRECISION, help="With --target (default its own).")
 @latency_model_option("With --target: a model file.")
 def info(spec: str | None, num_classes: int, as_json: bool, table3: bool, target: str | None = None,
          precision: str | None = None, latency_model: str | None = None) -> None:

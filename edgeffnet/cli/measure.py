@@ -120,20 +120,20 @@ def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline,
         result = run_command(models, specs, scaling, csv_list(target), csv_list(precision), csv_list(mode),
                              csv_list(baseline), settings, dest, cluster, task_timeout, weights, connect_timeout)
     else:
-        precisions = csv_list(precision) or [targets.load(target).default_precision]
+        profile = targets.load(target)
+        precisions = [profile.check_precision(p) for p in csv_list(precision)] or [profile.default_precision]
         result = sweep.run(sweep.plan(models, specs, scaling, precisions, weights), target, dest, csv_list(mode),
                            csv_list(baseline), settings, progress=lambda label: console.progress_bar(err, label),
                            rounds=rounds)
     try:
-        rep = report.write(report.collect([dest / "bundles"]), dest)
+        rep = report.write(report.collect([dest / "bundles"], baselines=csv_list(baseline)), dest)
     except UserError:
         rep = None  # nothing measured yet
     if rep and not as_json:
         out.print(report.console_table(rep))
         for note in rep["warnings"]:
             err.print(f"warning: {note}", markup=False)
-        err.print(f"report: {dest / 'report.html'} (and report.md, report.csv, report.json, latency_vs_flops.png)",
-                  markup=False)
+        err.print("report: " + ", ".join(rep["files"]), markup=False)
     elif rep:
         click.echo(json.dumps(rep, indent=1))
     if result["interrupted"]:
@@ -147,8 +147,10 @@ def sweep_cmd(models, specs, scaling, table3, target, precision, mode, baseline,
 @click.command("report")
 @click.argument("paths", nargs=-1, type=click.Path())
 @output_option("Directory to write.", default="report")
+@click.option("--baselines", is_flag=True, help="Also report the baseline records (bench --baseline: PyTorch, "
+                                                "ONNX Runtime on the CPU).")
 @json_option("Print the report as JSON.")
-def report_cmd(paths, output, as_json) -> None:
+def report_cmd(paths, output, baselines, as_json) -> None:
     """Tables, latency-vs-FLOPs plots and one HTML page from bench records.
 
     PATHS are bundles, directories (searched) or bench record files. Writes report.md, report.csv,
@@ -157,7 +159,7 @@ def report_cmd(paths, output, as_json) -> None:
     from edgeffnet.measure import report
 
     skipped: list[str] = []  # damaged records found in directories: skipped, counted in the warnings
-    rep = report.write(report.collect(list(paths), skipped), output, skipped)
+    rep = report.write(report.collect(list(paths), skipped, baselines=baselines), output, skipped)
     if as_json:
         click.echo(json.dumps(rep, indent=1))
         return

@@ -14,7 +14,7 @@ from typing import Callable
 
 import click
 
-from edgeffnet.cli.types import COUNT, SECONDS, THREADS, FiniteFloat
+from edgeffnet.cli.types import COUNT, Choice, FiniteFloat, SECONDS, THREADS
 from edgeffnet.core.errors import UserError
 from edgeffnet.farm.probe import CONNECT_TIMEOUT_S
 from edgeffnet.farm.tasks import TASK_TIMEOUT
@@ -59,7 +59,7 @@ target_option = click.option("--target", "-t", default=DEFAULT_TARGET, show_defa
                              help="Target name or path to a profile .toml.")
 
 # One precision (build, search, fit); sweep takes a comma-separated list and declares its own.
-precision_option = click.option("--precision", "-p", type=click.Choice(list(PRECISIONS)),
+precision_option = click.option("--precision", "-p", type=Choice(list(PRECISIONS)),
                                 help="Default: the target's default.")
 
 

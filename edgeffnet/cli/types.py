@@ -42,3 +42,19 @@ COUNT = Whole(1, 10_000_000)  # iterations: as many as a run can reach
 TOP = Whole(1, 100_000)  # top-k
 THREADS = Whole(1, 1024)
 CLASS_INDEX = Whole(0, BOUNDS["num_classes"][1] - 1)  # one class of the widest classifier a build makes
+
+
+class Choice(click.Choice):
+    """click's Choice, with a suggestion for a near miss ("fp61": did you mean 'fp16'?)."""
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as e:
+            from edgeffnet.core.suggest import did_you_mean
+
+            e.message = e.message.rstrip(".") + did_you_mean(value, self.choices)
+            raise
+
+
+PRECISION = Choice(["fp32", "fp16", "int8"])

@@ -240,7 +240,8 @@ def run(bundle: Bundle | str | Path, s: Settings, baselines: list[str] = (), pro
     for runtime in names:
         logs.logger().info(f"{runtime}: loading")
         state, memory = device_state.Window(), device_state.Memory()
-        runner, load_ms, first_ms = cold_start(b, runtime, s, batch, x)
+        with logs.heartbeat(f"{runtime}: loading"):  # compiling for the device can take a while
+            runner, load_ms, first_ms = cold_start(b, runtime, s, batch, x)
         label = f"{b.manifest.spec['spec']} {runtime} {s.mode}"
         with (progress(label) if progress else nullcontext()) as tick:
             queue = runner.queue(x) if s.mode == "throughput" else None

@@ -11,8 +11,11 @@ from edgeffnet.measure.records import Record
 def progress_bar(console, label: str):
     """A rich bar on interactive terminals. It refreshes only when ticked (at most 5 Hz): rich's own
     refresh thread would compete with the timed loop for the interpreter."""
-    if not console.is_terminal:
-        yield None
+    if not console.is_terminal:  # a pipe or a log: no bar, but a line at least every 20 s (logs.heartbeat)
+        from edgeffnet.core import logs
+
+        with logs.heartbeat(label):
+            yield None
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 

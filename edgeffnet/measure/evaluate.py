@@ -210,12 +210,13 @@ def artifact_models(directory: Path, graph: str, target, precision: str, batch: 
     """(the FP32 reference, the artifacts to compare with it, notes on what was left out), for a bundle
     or a build's staging directory: the precision graph in ONNX Runtime, the compiled artifact in the
     target's runtime."""
-    from edgeffnet.bundle import check_input
+    from edgeffnet.bundle import check_input, fp32_graph
 
     directory = Path(directory)
-    fp32 = _onnx_runner(directory / SIM_GRAPH)
+    graph = fp32_graph(directory, "eval")
+    fp32 = _onnx_runner(graph)
     if shape is not None:
-        check_input(fp32, shape, str(directory / SIM_GRAPH))
+        check_input(fp32, shape, str(graph))
     reference = Model(f"FP32 ONNX ({SIM_GRAPH}, onnxruntime)", fp32.run, batch)
     artifacts, notes = [], []
     if graph != SIM_GRAPH:

@@ -83,26 +83,36 @@ def _found(folder: Path, skipped: list[str]) -> list[tuple[Path, dict]]:
     return out
 
 
-def collect(paths: list[str | Path], skipped: list[str] | None = None) -> list[dict]:
+def collect(paths: list[str | Path], skipped: list[str] | None = None, baselines=()) -> list[dict]:
     """Records from record files, bundles (their bench/) and directories (searched); the newest per
     host, bundle, runtime and mode wins, so a re-measured bundle is reported once. What was found in a
-    directory but could not be read is skipped, and why is appended to `skipped`."""
+    directory but could not be read is skipped, and why is appended to `skipped`.
+
+    Baseline records (PyTorch, ONNX Runtime on the CPU) only where asked for: `baselines` names the
+    runtimes to keep, or is True for all. A `bench --baseline` run on a sweep's bundle would otherwise
+    join the sweep's next report, and its ~100 ms PyTorch point set the plot's scale."""
     if not paths:
         raise UserError("nothing to report: pass bundles, directories or bench record files")
     skipped = [] if skipped is None else skipped
     found: dict[tuple, dict] = {}
+    skipped_baselines: set[str] = set()
     for p in map(Path, paths):
         if not p.exists():
             raise UserError(f"'{p}' does not exist; pass bundles, directories or bench record files")
         candidates = _found(p, skipped) if p.is_dir() else [(p, _named(p))]
         for f, rec in candidates:
+            if rec.get("baseline") and baselines is not True and rec["runtime"] not in baselines:
+                skipped_baselines.add(rec["runtime"])
+                continue
             rec.setdefault("source", str(f))
             key = (measured_by(rec), rec["bundle"], rec["runtime"], rec["mode"])
             if key not in found or rec["created"] > found[key]["created"]:
                 found[key] = rec
     if not found:
         bad = f" ({len(skipped)} damaged record(s) skipped: {skipped[0][:200]})" if skipped else ""
-        raise UserError(f"nothing to report in {', '.join(map(str, paths))}: no bench records{bad}; "
+        only = (f" (only baseline records, {', '.join(sorted(skipped_baselines))}: add --baselines to report "
+                f"them)" if skipped_baselines else "")
+        raise UserError(f"nothing to report in {', '.join(map(str, paths))}: no bench records{only}{bad}; "
                         f"run edgeffnet bench BUNDLE or edgeffnet sweep first")
     return list(found.values())
 
@@ -120,6 +130,20 @@ def device_of(r: dict) -> str:
     where = (f" on {node['target']} {node.get('ip') or node['hostname']} node {node.get('node_id', '')[:8]}"
              if node else "")
     return f"{r['device']['name']} ({r['device']['kind']}){where}"
+
+
+def short_device(r: dict) -> str:
+    """The device as a table cell: the name without trademarks, clock and filler words ("AMD EPYC 7B13
+    (CPU)"); the Machines table carries the whole name, cores, ISA and peak."""
+    import re
+
+    full = str(r["device"]["name"])
+    name = re.sub(r"@.*$|\bwith\b.*$", "", full)
+    name = re.sub(r"\((R|TM|C)\)|\b(CPU|Processor)\b|\b\d+-Core\b", " ", name, flags=re.IGNORECASE)
+    name = " ".join(name.split()) or full
+    node = r.get("node")
+    return f"{name} ({r['device']['kind']})" + (f" on {node['target']} {node.get('ip') or node['hostname']}"
+                                                  if node else "")
 
 
 def series_of(r: dict) -> str:
@@ -207,13 +231,38 @@ def fidelity_of(r: dict) -> tuple[str, dict]:
         if drop["partial"]:  # an interrupted eval: its figure covers only the images it reached
             text += f" (partial: {drop['images']} of {drop['images_total']} images)"
         return text, {"accuracy_drop": drop["drop"]}
-    f = r.get("fidelity") or records.worst_fidelity(_manifest(r["bundle"]))
+    own, worst = _fidelity_rows(r)
+    f = own or worst
     if not f:
         return "not measured", {}
+    whose = f.get("artifact", "artifact") + ("" if own else " (the bundle's worst row)")
+    text = f"{whose}: {_agreement(f)}"
+    if own and worst and worst.get("artifact") != own.get("artifact") and _worse(worst, own):
+        text += f"; bundle's worst: {worst.get('artifact', 'a graph')} {_agreement(worst, short=True)}"
+    sure = f.get("confident_top1_agreement")
+    return text, {"top1_agreement": f["top1_agreement"], "confident_top1_agreement": sure, "cosine": f["cosine_mean"]}
+
+
+def _fidelity_rows(r: dict) -> tuple[dict | None, dict | None]:
+    """(the benched artifact's own fidelity row, the bundle's worst row). The artifact's row is its build's
+    compile-stage row; a record whose bundle is gone keeps only the worst row it was saved with."""
+    manifest = _manifest(r["bundle"])
+    compiled = ((manifest.get("stages") or {}).get("compile") or {}).get("fidelity")
+    own = compiled if isinstance(compiled, dict) and "top1_agreement" in compiled else None
+    worst = (records.worst_fidelity(manifest) if manifest.get("fidelity") else None) or r.get("fidelity")
+    return own, worst
+
+
+def _worse(a: dict, b: dict) -> bool:
+    return (a["top1_agreement"], a["cosine_mean"]) < (b["top1_agreement"], b["cosine_mean"])
+
+
+def _agreement(f: dict, short: bool = False) -> str:
     sure = f.get("confident_top1_agreement")  # what the gate judges: agreement where FP32 is confident
     confident = f" ({sure:.1%} of {f['confident_views']} confident)" if sure is not None else ""
-    text = f"agreement {f['top1_agreement']:.1%}{confident}, cosine {f['cosine_mean']:.3f} ({f['views']} views)"
-    return text, {"top1_agreement": f["top1_agreement"], "confident_top1_agreement": sure, "cosine": f["cosine_mean"]}
+    if short:
+        return f"{f['top1_agreement']:.1%}{confident}"
+    return f"agreement {f['top1_agreement']:.1%}{confident}, cosine {f['cosine_mean']:.3f} ({f['views']} views)"
 
 
 def rows(records: list[dict]) -> list[dict]:
@@ -227,7 +276,7 @@ def rows(records: list[dict]) -> list[dict]:
             "model": m["spec"], "family": m["family"], "phi": m.get("phi"), "only": m.get("only"),
             "resolution": m["resolution"], "precision": r["precision"], "runtime": r["runtime"],
             "mode": r["mode"], "batch": r["batch"], "baseline": r["baseline"], "target": r["target"],
-            "device": device_of(r), "series": series_of(r),
+            "device": short_device(r), "series": series_of(r),
             "weights": weights_label(w), "weights_source": w.get("source"),
             "fidelity": fidelity, "top1_agreement": numbers.get("top1_agreement"), "cosine": numbers.get("cosine"),
             "accuracy_drop": numbers.get("accuracy_drop"),
@@ -366,9 +415,30 @@ def _steps(lo: float, hi: float) -> list[float]:
     return values[start:max(end, start + 1) + 1]
 
 
-def figure(series_fits: list[dict], y: str, ylabel: str, title: str):
+# Two models whose FLOPs are closer than this ratio share one x tick (B0 0.772 and Lite0 0.770 GFLOPs would
+# print on top of each other, "0.7772"): the points keep their own positions and name labels.
+TICK_MERGE_RATIO = 1.08
+
+
+def merged_ticks(values: list[float], ratio: float = TICK_MERGE_RATIO) -> list[float]:
+    """The x ticks: each model's FLOPs, except one that sits within `ratio` of the tick before it."""
+    ticks: list[float] = []
+    for v in sorted({float(f"{v:.3g}") for v in values}):
+        if not ticks or v / ticks[-1] >= ratio:
+            ticks.append(v)
+    return ticks
+
+
+def colours(names) -> dict[str, str]:
+    """One colour per series name, the same in every plot of a report (latency and throughput list
+    different series, so a colour by position would change between them)."""
+    return {name: f"C{i % 10}" for i, name in enumerate(sorted(set(names)))}
+
+
+def figure(series_fits: list[dict], y: str, ylabel: str, title: str, palette: dict[str, str] | None = None):
     """The log-log plot of one mode's series: points, fitted lines, a labelled x tick at each model's
-    FLOPs (the smallest model is the first tick, nothing sits outside the ticks) and 1-2-5 y ticks."""
+    FLOPs (merged where two nearly coincide; the smallest model is the first tick, nothing sits outside
+    the ticks) and 1-2-5 y ticks. `palette`: colour per series name (colours())."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -377,10 +447,11 @@ def figure(series_fits: list[dict], y: str, ylabel: str, title: str):
 
     fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
     xs_all, ys_all = [], []
-    for i, f in enumerate(series_fits):
+    palette = palette or colours(f["series"] for f in series_fits)
+    for f in series_fits:
         if not f["points"]:
             continue
-        color = f"C{i % 10}"
+        color = palette[f["series"]]
         gx = np.array(f["flops"]) / 1e9
         xs_all += list(gx)
         ys_all += list(f[y])
@@ -392,7 +463,7 @@ def figure(series_fits: list[dict], y: str, ylabel: str, title: str):
         for xv, yv, name in zip(gx, f[y], f["models"]):
             ax.annotate(name, (xv, yv), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
     if xs_all:
-        ticks = sorted({float(f"{v:.3g}") for v in xs_all})  # 3 digits: equal-FLOPs variants share a tick
+        ticks = merged_ticks(xs_all)  # 3 digits: equal-FLOPs variants share a tick, near-equal ones too
         ax.xaxis.set_major_locator(FixedLocator(ticks))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
@@ -413,12 +484,13 @@ def figure(series_fits: list[dict], y: str, ylabel: str, title: str):
     return fig
 
 
-def plot(series_fits: list[dict], y: str, ylabel: str, title: str, path: Path) -> None:
+def plot(series_fits: list[dict], y: str, ylabel: str, title: str, path: Path,
+         palette: dict[str, str] | None = None) -> None:
     import matplotlib.pyplot as plt
 
     # Names are text, not mathtext: a '$' in a spec or series would otherwise be parsed (and can raise).
     with plt.rc_context({"text.parse_math": False}):
-        fig = figure(series_fits, y, ylabel, title)
+        fig = figure(series_fits, y, ylabel, title, palette)
         # The series travel in the PNG's text chunk: a reader (or a test) can tell what the picture shows.
         meta = [{k: f[k] for k in ("series", "points", "slope", "models")} for f in series_fits]
         fig.savefig(path, metadata={"Title": title, "Description": json.dumps(meta)})
@@ -483,15 +555,23 @@ def warnings(table: list[dict]) -> list[str]:
 
 
 def machines(records: list[dict]) -> list[dict]:
-    seen = {}
+    """One row per device; its peak per precision (an INT8 peak counts 4 int8 ops per FP32 lane: it is not
+    the FP32 rows' peak, so each precision's figure is shown under its own name)."""
+    seen, peaks = {}, {}
     for r in records:
         key = (measured_by(r), r["device"]["name"], r["device"]["kind"])
         c = r["device"]["cpu"]
+        detail = (r.get("peak") or {}).get("detail", "")
+        if detail:
+            peaks.setdefault(key, {})[r["precision"]] = detail
         seen[key] = {"device": device_of(r), "host": r["host"].get("hostname"),
                      "cpu": f"{c['model']}, {c['physical_cores']} cores, {c.get('mhz')} MHz, {' '.join(c['isa'])}",
-                     "peak": (r.get("peak") or {}).get("detail", ""),
+                     "peak": "",
                      "tools": ", ".join(f"{k} {v}" for k, v in r["tools"].items()
                                         if k in ("openvino", "onnxruntime", "torch", "tensorrt"))}
+    for key, row in seen.items():
+        found = peaks.get(key, {})
+        row["peak"] = "; ".join(f"{p}: {found[p]}" for p in sorted(found, key=_precision_order))
     return list(seen.values())
 
 
@@ -502,6 +582,10 @@ def _md(text: str) -> str:
     """Text from a record (a spec, family, node or tool name) as inert Markdown: one line, and no character
     that ends a table cell, opens code, a link, an image or an HTML tag."""
     return _MARKDOWN_ACTIVE.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def _precision_order(p: str) -> int:
+    return ("fp32", "fp16", "int8").index(p) if p in ("fp32", "fp16", "int8") else 3
 
 
 def _markdown_table(header: list[str], body: list[list[str]]) -> str:
@@ -570,12 +654,17 @@ def _write_set(records: list[dict], out: Path, skipped: list[str]) -> dict:
                                             tput_fits)
     try:
         import matplotlib  # noqa: F401  (a device-side install may lack it: tables still get written)
+        no_plots = []
     except ImportError:
+        from edgeffnet.core.extras import install_line
+
+        no_plots = [f"no plots: they need matplotlib, which this install lacks: {install_line('report')}"]
         plots = {}
+    palette = colours(r["series"] for r in table)
     for name, (y, ylabel, title, f) in plots.items():
-        plot(f, y, ylabel, title, out / name)
+        plot(f, y, ylabel, title, out / name, palette)
     generated = utc_now()
-    notes = warnings(table) + state_warnings(table) + (
+    notes = warnings(table) + state_warnings(table) + no_plots + (
         [f"{len(skipped)} damaged bench record(s) skipped, e.g. {skipped[0][:300]}"] if skipped else [])
     report = {"report": "edgeffnet-report", "edgeffnet": __version__, "generated": generated, "rows": table,
               "warnings": notes,
@@ -626,12 +715,13 @@ def console_table(report: dict):
     t = Table(title=f"Results ({report['generated']})", box=box.SIMPLE_HEAD, padding=(0, 1),
               collapse_padding=True, pad_edge=False)
     for h in ("model", "runtime", "mode", "GMACs", "p50 ms", "p90 ms", "img/s", "GFLOP/s", "peak"):
-        t.add_column(h, justify="left" if h in ("model", "runtime", "mode") else "right",
-                     no_wrap=h in ("model", "runtime"))
+        # No column is cut or wrapped: "latency"/"throughput" whole; a narrow terminal scrolls, as a pipe does.
+        t.add_column(h, justify="left" if h in ("model", "runtime", "mode") else "right", no_wrap=True,
+                     min_width=len("throughput") if h == "mode" else None)
     for r in report["rows"]:
         t.add_row(r["model"] + (" (random)" if r["weights"] == "random" else "")
                   + (" (interrupted)" if r["interrupted"] else "") + (" (busy)" if r["busy"] else ""),
                   f"{r['runtime']} {r['precision']}",
-                  r["mode"][:4], f"{r['macs'] / 1e9:.3f}", ms(r["p50"]), ms(r["p90"]), _num(r["throughput_ips"], ".1f"),
+                  r["mode"], f"{r['macs'] / 1e9:.3f}", ms(r["p50"]), ms(r["p90"]), _num(r["throughput_ips"], ".1f"),
                   _num(r["gflops"], ".1f"), _num(r["fraction_of_peak"], ".0%"))
     return t

@@ -89,6 +89,18 @@ class BuildContext:
 
         return self._once("fidelity", load)
 
+    @property
+    def tuning_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """The calibration tuning views and the FP32 graph's logits for them: the precision stage's method
+        choice and OpenVINO's route choice compare with the same reference, run once (B3: ~20 s a run)."""
+        from edgeffnet.backends import onnxruntime as ort_backend
+
+        def load():
+            x = self.calibration.tuning(self.preprocess)
+            return x, ort_backend.run_all(self.dir / "model.sim.onnx", x, literal=True)
+
+        return self._once("tuning", load)
+
     def reference(self) -> tuple[np.ndarray, np.ndarray]:
         """The verification views and PyTorch's logits for them, as the first stage stored them."""
         from edgeffnet.network.photos import to_input

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from edgeffnet.core import host
+from edgeffnet.core import host, logs
 from edgeffnet.core.errors import FidelityTooLow, UserError
 from edgeffnet.core.files import atomic_write_json, cache_root, digest_key
 from edgeffnet.pipeline import cache, stages
@@ -105,10 +105,11 @@ def _ranking(ctx, simplified, graph, compiled, kept: list[str]) -> tuple[list[tu
             pass  # absent or damaged: measure
     stats, _ = int8.statistics(model, cal.data, cal.sha256, ctx.options.cache)
     t = time.perf_counter()
-    if maker is None:
-        ranking = int8.rank_layers(model, stats, tuning, method, tuple(kept))
-    else:
-        ranking = rank_on_artifact(model, stats, method, tuple(kept), tuning, maker[1])
+    with logs.heartbeat(f"escalation: ranking layers on {on}"):
+        if maker is None:
+            ranking = int8.rank_layers(model, stats, tuning, method, tuple(kept))
+        else:
+            ranking = rank_on_artifact(model, stats, method, tuple(kept), tuning, maker[1])
     ctx.log.info(f"escalation: {len(ranking)} layers ranked on {on} in {time.perf_counter() - t:.0f}s")
     if ctx.options.cache:
         try:

@@ -14,7 +14,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from edgeffnet.core import host
+from edgeffnet.core import host, logs
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import digest_key
 from edgeffnet.core.version import __version__
@@ -35,7 +35,8 @@ def _cached(ctx: BuildContext, store: cache.StageCache, name: str, upstream: Art
         ctx.log.info(f"{name:9s} reused from cache ({record.get('summary', '')})")
     else:
         t = time.perf_counter()
-        record = make()
+        with logs.heartbeat(f"stage {name}"):
+            record = make()
         record["seconds"] = round(time.perf_counter() - t, 3)
         record["cached"] = False
         store.store(name, k, ctx.dir, record)
@@ -110,7 +111,8 @@ def precision(ctx: BuildContext, store: cache.StageCache, simplified: Artifact) 
         return simplified
     from edgeffnet import precision as passes
 
-    parts = passes.cache_parts(ctx)
+    with logs.heartbeat("stage precision: calibration data"):  # read before the key: it is part of it
+        parts = passes.cache_parts(ctx)
     return _cached(ctx, store, "precision", simplified, parts, lambda: passes.make_graph(ctx, simplified.path))
 
 
@@ -203,6 +205,13 @@ def fidelity_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> 
         return {"rows": rows, **labelled_verdict(ctx, graph, compiled)}
     verdict = (fidelity.gate(rows, ctx.trained, o.min_agreement, o.allow_drop)
                if ctx.precision == "int8" and rows else {"gated": False})
+    if verdict.get("gated"):  # a miss without --allow-drop raised above, with its own line
+        ctx.log.info(f"fidelity gate {'passed' if verdict['passed'] else 'missed (kept: --allow-drop)'}: "
+                     f"worst {verdict['worst']}, top-1 agreement {verdict['judged_agreement']:.1%} on "
+                     f"{verdict['judged_on']} (gate {o.min_agreement * 100:g}%), mean cosine "
+                     f"{verdict['cosine_mean']:.4f} (gate {verdict['min_cosine']:g})")
+    elif rows and ctx.precision == "int8":
+        ctx.log.info(f"fidelity gate: none ({verdict.get('reason', 'not gated')})")
     return {"rows": rows, **verdict}
 
 

@@ -60,8 +60,9 @@ def _int8(ctx, simplified: Path) -> dict:
     ctx.log.info(f"calibration statistics {'reused from cache' if cached else 'collected'} "
                  f"({len(cal.data)} views, {cal.source})")
     # An escalation (pipeline/escalate.py) names every layer to keep in float itself: no sensitivity pass.
-    result = int8.quantize_model(model, stats, cal.tuning(ctx.preprocess), o.calib_method,
-                                 ctx.trained and not ctx.keep_float, ctx.keep_float)
+    tuning, tuning_ref = ctx.tuning_data
+    result = int8.quantize_model(model, stats, tuning, o.calib_method, ctx.trained and not ctx.keep_float,
+                                 ctx.keep_float, tuning_ref)
     result.model, distilled = _self_distill(ctx, model, result.model)
     counts = int8.write(result, ctx.dir / INT8_GRAPH)
     x, ref = ctx.fidelity_data

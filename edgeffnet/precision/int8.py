@@ -91,9 +91,9 @@ def _read_statistics(path: Path, tensors: list[str]) -> dict | None:
 class _Evaluator:
     """Quantize with a plan and a method, run in ONNX Runtime on tuning views, compare with FP32."""
 
-    def __init__(self, model: onnx.ModelProto, stats: dict, x: np.ndarray):
+    def __init__(self, model: onnx.ModelProto, stats: dict, x: np.ndarray, ref: np.ndarray | None = None):
         self.model, self.stats, self.x = model, stats, x
-        self.ref = self._run(model, x)
+        self.ref = self._run(model, x) if ref is None else ref
 
     @staticmethod
     def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
@@ -108,7 +108,8 @@ class _Evaluator:
 
 
 def quantize_model(model: onnx.ModelProto, stats: dict, tuning_x: np.ndarray, method: str | None,
-                   sensitivity: bool, exclude: tuple[str, ...] = ()) -> Int8Result:
+                   sensitivity: bool, exclude: tuple[str, ...] = (), tuning_ref: np.ndarray | None = None
+                   ) -> Int8Result:
     """Q/DQ graph for `model`.
 
     method None: each method is tried and the one whose logits follow FP32 best (mean cosine on the
@@ -116,20 +117,19 @@ def quantize_model(model: onnx.ModelProto, stats: dict, tuning_x: np.ndarray, me
     layer whose return to float helps most is kept in float (at most MAX_FLOAT_LAYERS). Top-1 agreement
     on calibration photos is no guide here: many of them (textures, microscopy) sit on near-ties that
     flip under any noise, so the pass steers by cosine and the fidelity report judges on verification photos.
+    `tuning_ref`: FP32's logits on the tuning views where the caller has them (else computed here).
     """
     model = qdq.name_nodes(model)
-    ev = _Evaluator(model, stats, tuning_x)
+    ev = _Evaluator(model, stats, tuning_x, tuning_ref)
     plan = qdq.plan(model, frozenset(exclude))
 
-    scores = {}
-    for m in ([method] if method else METHODS):
-        p = ev.score(plan, m)
-        scores[m] = {"cosine_mean": p.cosine_mean, "top1_agreement": p.top1_agreement}
+    compared = {m: ev.score(plan, m) for m in ([method] if method else METHODS)}
+    scores = {m: {"cosine_mean": p.cosine_mean, "top1_agreement": p.top1_agreement} for m, p in compared.items()}
     chosen = method or max(scores, key=lambda m: scores[m]["cosine_mean"])
 
     kept: list[dict] = []
     gains: list[tuple[float, str]] = []
-    current = ev.score(plan, chosen)
+    current = compared[chosen]  # measured above: running the same graph again would give the same figures
     if sensitivity and current.cosine_mean < TARGET_COSINE:
         base = ev.score(plan, chosen, RANK_VIEWS).cosine_mean
         gains = sorted(((ev.score(qdq.plan(model, frozenset([*exclude, name])), chosen, RANK_VIEWS).cosine_mean - base,

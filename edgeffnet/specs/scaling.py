@@ -329,7 +329,9 @@ def parse_spec(text: str) -> ModelSpec:
     if "=" not in tokens[0]:
         base = preset_name(tokens[0]) or ""
         if not base:
-            raise _bad(text, f"unknown model '{tokens[0]}'")
+            from edgeffnet.core.suggest import did_you_mean
+
+            raise _bad(text, f"unknown model '{_shown(tokens[0])}'{did_you_mean(tokens[0], PRESETS)}")
         tokens = tokens[1:]
     values: dict[str, str] = {}
     for tok in tokens:

@@ -29,8 +29,11 @@ class Target:
     def check_precision(self, precision: str | None) -> str:
         precision = precision or self.default_precision
         if precision not in self.precisions:
+            from edgeffnet.core.suggest import did_you_mean
+
+            hint = did_you_mean(precision, PRECISIONS) if precision not in PRECISIONS else ""
             raise UserError(f"target '{self.name}' ({self.description}) supports {', '.join(self.precisions)}, "
-                            f"not {precision}; pass --precision {self.default_precision}")
+                            f"not {precision}{hint}; pass --precision {self.default_precision}")
         return precision
 
 
@@ -83,8 +86,11 @@ def load(name_or_path: str | Path) -> Target:
     for t in profiles.values():
         if text == t.name or text in t.aliases:
             return t
-    names = ", ".join(sorted(profiles) + sorted(a for t in profiles.values() for a in t.aliases))
-    raise UserError(f"unknown target '{text}'; known targets: {names} (or a path to a .toml profile)")
+    from edgeffnet.core.suggest import did_you_mean
+
+    names = sorted(profiles) + sorted(a for t in profiles.values() for a in t.aliases)
+    raise UserError(f"unknown target '{text}'{did_you_mean(text, names)}; known targets: {', '.join(names)} "
+                    f"(or a path to a .toml profile)")
 
 
 def of_bundle(manifest: dict) -> Target:

@@ -169,8 +169,9 @@ def bundle_sources(bundle_dir: str | Path) -> tuple[Source, Source]:
         raise UserError(f"bundle '{path}' was built for batch {manifest['input']['batch']}; build it with "
                         f"--batch 1 (or --dynamic-batch) for class activation maps")
     recipe = Preprocess.from_dict(manifest["preprocess"])
-    weights, _ = _classifier(onnx.load(str(path / "model.sim.onnx")).graph)
-    fp32_run, fp32_info = _onnx_runner(path / "model.sim.onnx", "FP32")
+    graph = bundle.fp32_graph(path, "a class activation map of a bundle")
+    weights, _ = _classifier(onnx.load(str(graph)).graph)
+    fp32_run, fp32_info = _onnx_runner(graph, "FP32")
     name = manifest["spec"]["spec"]
     fp32 = Source(f"{name} FP32", recipe, weights, fp32_run, fp32_info)
     backend = manifest["target"]["backend"]

@@ -39,11 +39,11 @@ def compile_on_device(bundle_or_path: Bundle | str | Path) -> Bundle:
     reason = trt_backend.pending_reason(target, precision)
     if reason:
         raise UserError(f"{reason}; run `edgeffnet compile {b.path}` on a {target.name} with TensorRT, or inside "
-                        f"{b.path}: {stage['trtexec']}")
+                        f"{b.path}: {stage['trtexec']} (JetPack's trtexec is /usr/src/tensorrt/bin/trtexec)")
     t0 = time.perf_counter()
     with bundle.staging(b.path) as tmp:
         shutil.copytree(b.path, tmp, dirs_exist_ok=True)
-        info = trt_backend.compile_graph(confined(tmp, stage["graph"]), tmp, target, precision)
+        info = trt_backend.compile_graph(confined(tmp, stage["graph"]), tmp, target, precision, b.random_weights)
         runner = trt_backend.load(tmp, target, precision)
         x, ref = Bundle(tmp, manifest).reference()
         parity = verify("compile", runner.run, x, ref, manifest.input["batch"], precision, not b.random_weights)

@@ -39,7 +39,8 @@ def _import_tensorrt():
     try:
         import tensorrt as trt
     except ImportError as e:  # also the PyPI placeholder package, which raises on import
-        return None, f"tensorrt is not importable ({e})"
+        return None, (f"tensorrt is not importable ({e}; JetPack installs it, elsewhere "
+                      f"pip install 'edgeffnet[tensorrt]')")
     except Exception as e:  # noqa: BLE001 - a broken install (missing libnvinfer) says so in its message
         return None, f"tensorrt is not importable ({type(e).__name__}: {e})"
     return trt, None
@@ -82,31 +83,64 @@ def _trtexec_for(target, precision: str, graph: Path) -> str:
     return trtexec_line(plan(target, precision, parse_version(target.options["tensorrt"])), graph.name, name, dims, target)
 
 
-def _readme(target, precision: str, graph: str, line: str, pending: str | None, built: dict | None) -> str:
+# What a TensorRT bundle leaves out: the device builds its engine from the precision graph alone, so the
+# exported and simplified FP32 graphs (each the size of the FP32 weights) would only travel to sit there.
+# The build side keeps them in its stage cache (EDGEFFNET_CACHE), and a rebuild reuses them.
+LEFT_OUT = ("model.onnx", "model.sim.onnx")
+LEFT_OUT_WHY = ("the device builds its engine from the precision graph alone; the build machine keeps these in "
+                "its stage cache")
+# JetPack installs trtexec outside PATH; the README's lines find it either way (TRTEXEC overrides).
+TRTEXEC_LOOKUP = 'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"'
+
+
+def left_out(graph: str) -> list[str]:
+    """The files a bundle for this backend leaves out, given the graph its engine is built from."""
+    return [f for f in LEFT_OUT if f != graph]
+
+
+def _readme(target, precision: str, graph: str, line: str, pending: str | None, built: dict | None,
+            random_weights: bool) -> str:
     head = f"# TensorRT engine for {target.name}, {precision}\n\n"
     facts = f"Profile: {target.description}.\n\n"
+    if random_weights:
+        facts += ("Weights: **seeded random** (a latency study): the engine's outputs mean nothing; build with "
+                  "`--weights` for a model that classifies.\n\n")
+    gone = left_out(graph)
+    if gone:
+        facts += f"Left out of this bundle: {', '.join(f'`{f}`' for f in gone)}: {LEFT_OUT_WHY}.\n\n"
     if pending:
         status = (f"The engine is **pending**: it was not built here ({pending}). TensorRT engines are bound to "
                   f"the GPU and TensorRT version that build them, so build it on the device. Everything up to "
                   f"it is in this bundle: `{graph}`, verified against PyTorch with ONNX Runtime.\n\n"
                   f"On the device, build, verify against `reference.npz` and update `manifest.json` with:\n\n"
                   f"    edgeffnet compile BUNDLE\n\n"
-                  f"or build the engine alone (not verified, the manifest stays pending), inside this directory:\n\n")
+                  f"or build the engine alone (not verified, the manifest stays pending), inside this directory "
+                  f"(JetPack puts trtexec in /usr/src/tensorrt/bin, off PATH; set TRTEXEC to use another):\n\n")
     else:
         status = (f"`{ENGINE}` was built with TensorRT {built['tensorrt']} on {built['gpu']} "
                   f"(sm_{built['compute_capability'].replace('.', '')}), {built['path']}, and verified against "
                   f"`reference.npz`. On another TensorRT version or GPU rebuild it with `edgeffnet compile BUNDLE` "
-                  f"or, inside this directory:\n\n")
-    return head + facts + status + f"    {line}\n"
+                  f"or, inside this directory (JetPack puts trtexec in /usr/src/tensorrt/bin, off PATH):\n\n")
+    command = '"$TRTEXEC" ' + line.removeprefix("trtexec ")
+    return head + facts + status + f"    {TRTEXEC_LOOKUP}\n    {command}\n"
+
+
+def option_problems(target, precision: str, options) -> list[str]:
+    """What the profile's TensorRT version refuses from the build options alone (rules.py), so a build
+    stops before its first stage, not at compile."""
+    from edgeffnet.backends.tensorrt import rules
+
+    version = target.options.get("tensorrt")
+    return rules.option_violations(version, options.opset, precision) if version else []
 
 
 def compile(ctx, graph):
     """The compile stage for TensorRT: the engine from the precision graph, or its recipe when pending."""
-    record = compile_graph(graph.path, ctx.dir, ctx.target, ctx.precision)
+    record = compile_graph(graph.path, ctx.dir, ctx.target, ctx.precision, not ctx.trained)
     return Artifact("compile", None if record["pending"] else ctx.dir / ENGINE, record)
 
 
-def compile_graph(graph: Path, out_dir: Path, target, precision: str) -> dict:
+def compile_graph(graph: Path, out_dir: Path, target, precision: str, random_weights: bool = False) -> dict:
     """Check the graph against the profile's TensorRT rules, then build model.engine here or mark it pending."""
     from edgeffnet.backends.tensorrt import rules
     from edgeffnet.core.verify import StageFailed
@@ -124,13 +158,13 @@ def compile_graph(graph: Path, out_dir: Path, target, precision: str) -> dict:
               "tensorrt_rules": {"checked_for": version, "violations": []}}
     reason = pending_reason(target, precision)
     if reason:
-        atomic_write_text(out_dir / README, _readme(target, precision, graph.name, line, reason, None))
+        atomic_write_text(out_dir / README, _readme(target, precision, graph.name, line, reason, None, random_weights))
         return {**record, "files": [README], "pending": True, "pending_reason": reason, "engine": None,
                 "finish": "edgeffnet compile BUNDLE on the device, or the trtexec line in README.md",
                 "summary": f"engine pending: {reason}; on the device run `edgeffnet compile BUNDLE` "
                            f"or the trtexec line in BUNDLE/README.md"}
     built = build_engine(graph, out_dir, target, precision)
-    atomic_write_text(out_dir / README, _readme(target, precision, graph.name, line, None, built))
+    atomic_write_text(out_dir / README, _readme(target, precision, graph.name, line, None, built, random_weights))
     return {**record, "files": [ENGINE, FACTS, README], "pending": False, "engine": built}
 
 

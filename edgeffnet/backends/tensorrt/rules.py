@@ -51,13 +51,27 @@ def _attr(node: onnx.NodeProto, name: str, default=None):
     return default
 
 
+def _opset_above(opset: int, version: tuple[int, int]) -> list[str]:
+    if opset <= max_opset(version):
+        return []
+    return [f"opset {opset} is above {max_opset(version)}, the newest TensorRT {version[0]}.{version[1]}'s ONNX "
+            f"parser reads; export with --opset {max_opset(version)}"]
+
+
+def option_violations(tensorrt: str | tuple, opset: int, precision: str) -> list[str]:
+    """The rules above that the build options alone break, known before a graph exists."""
+    version = parse_version(tensorrt)
+    problems = _opset_above(opset, version)
+    if precision == "int8" and opset < 13:
+        problems.append(f"INT8's per-channel weight scales need opset 13 (QuantizeLinear-13 added axis); "
+                        f"--opset {opset} is below it")
+    return problems
+
+
 def _opset(model: onnx.ModelProto, version: tuple[int, int]) -> tuple[int, list[str]]:
     found = [o.version for o in model.opset_import if o.domain in ONNX_DOMAINS]
     opset = max(found) if found else 0
-    problems = []
-    if opset > max_opset(version):
-        problems.append(f"opset {opset} is above {max_opset(version)}, the newest TensorRT "
-                        f"{version[0]}.{version[1]}'s ONNX parser reads; export with --opset {max_opset(version)}")
+    problems = _opset_above(opset, version)
     for o in model.opset_import:
         if o.domain not in ONNX_DOMAINS:
             problems.append(f"operator domain '{o.domain}' is not ONNX's; TensorRT's parser reads only ai.onnx")
