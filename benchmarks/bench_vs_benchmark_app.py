@@ -33,13 +33,26 @@ import edgeffnet
 MEDIAN = re.compile(r"Median:\s+([\d.]+)\s+(us|ms)")
 
 
-def benchmark_app(xml: Path, device: str, precision_hint: str | None, iterations: int, exe: str,
-                  threads: int | None) -> float:
+def benchmark_app(
+    xml: Path, device: str, precision_hint: str | None, iterations: int, exe: str, threads: int | None
+) -> float:
     """benchmark_app's median latency in ms (its console line: the JSON report rounds to 0.01 ms)."""
     # benchmark_app refuses -nthreads beside a hint: one stream of N threads is what the LATENCY hint sets.
     tuning = ["-hint", "none", "-nstreams", "1", "-nthreads", str(threads)] if threads else ["-hint", "latency"]
-    cmd = [exe, "-m", str(xml), "-d", device, *tuning, "-api", "sync", "-niter", str(iterations),
-           "-ip", "f32"]  # without -ip f32 it feeds u8 and converts inside the model
+    cmd = [
+        exe,
+        "-m",
+        str(xml),
+        "-d",
+        device,
+        *tuning,
+        "-api",
+        "sync",
+        "-niter",
+        str(iterations),
+        "-ip",
+        "f32",
+    ]  # without -ip f32 it feeds u8 and converts inside the model
     if precision_hint:
         cmd += ["-infer_precision", precision_hint]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -66,31 +79,41 @@ def main() -> int:
     if args.bundle:
         b = edgeffnet.Bundle.open(args.bundle)
     else:
-        b = edgeffnet.build(args.spec, precision=args.precision,
-                            output=Path(tempfile.mkdtemp(prefix="bench-vs-app-")) / "bundle")
+        b = edgeffnet.build(
+            args.spec, precision=args.precision, output=Path(tempfile.mkdtemp(prefix="bench-vs-app-")) / "bundle"
+        )
     t = b.target
     if t.backend != "openvino":
         raise SystemExit(f"{b.path} is a {t.backend} bundle; benchmark_app measures OpenVINO IR")
     hint = t.options.get("inference_precision", {}).get(b.precision)
 
     ours, theirs = [], []
-    print(f"{b.manifest.spec['spec']} {b.precision} on {t.device} (inference precision {hint}), "
-          f"{args.iterations} iterations x {args.rounds} rounds")
+    print(
+        f"{b.manifest.spec['spec']} {b.precision} on {t.device} (inference precision {hint}), "
+        f"{args.iterations} iterations x {args.rounds} rounds"
+    )
     for i in range(args.rounds):
-        rec = edgeffnet.bench(b, iterations=args.iterations, seconds=0, warmup=1.0, threads=args.threads,
-                              save=False)  # leave the bundle's own records alone
+        rec = edgeffnet.bench(
+            b, iterations=args.iterations, seconds=0, warmup=1.0, threads=args.threads, save=False
+        )  # leave the bundle's own records alone
         ours.append(rec.p50_ms)
         theirs.append(benchmark_app(b.path / "model.xml", t.device, hint, args.iterations, exe, args.threads))
-        print(f"  round {i + 1}: edgeffnet p50 {ours[-1]:.3f} ms   benchmark_app median {theirs[-1]:.3f} ms   "
-              f"ratio {ours[-1] / theirs[-1]:.3f}")
+        print(
+            f"  round {i + 1}: edgeffnet p50 {ours[-1]:.3f} ms   benchmark_app median {theirs[-1]:.3f} ms   "
+            f"ratio {ours[-1] / theirs[-1]:.3f}"
+        )
     paired = statistics.median(x / y for x, y in zip(ours, theirs))  # each round's pair saw the same load
     ok = abs(paired - 1) <= args.tolerance
     a, b = statistics.median(ours), statistics.median(theirs)
     print(f"median of the per-round ratios: {paired:.3f} ({'within' if ok else 'OUTSIDE'} {args.tolerance:.0%})")
-    print(f"medians over rounds: edgeffnet {a:.3f} ms, benchmark_app {b:.3f} ms (ratio {a / b:.3f}); "
-          f"best rounds: {min(ours):.3f} ms, {min(theirs):.3f} ms (ratio {min(ours) / min(theirs):.3f})")
-    print(f"device: {rec.device['name']}; openvino {rec.tools.get('openvino')}; "
-          f"settings {rec.device['runner'].get('settings')}")
+    print(
+        f"medians over rounds: edgeffnet {a:.3f} ms, benchmark_app {b:.3f} ms (ratio {a / b:.3f}); "
+        f"best rounds: {min(ours):.3f} ms, {min(theirs):.3f} ms (ratio {min(ours) / min(theirs):.3f})"
+    )
+    print(
+        f"device: {rec.device['name']}; openvino {rec.tools.get('openvino')}; "
+        f"settings {rec.device['runner'].get('settings')}"
+    )
     return 0 if ok else 1
 
 

@@ -29,10 +29,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxsim
 import openvino as ov
 import torch
-import onnx
 
 import edgeffnet
 from edgeffnet import pipeline
@@ -50,8 +50,15 @@ def plain(spec: str, out: Path) -> dict:
     t0 = time.perf_counter()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(1, 3, res, res),), str(out / "plain.onnx"), dynamo=False,
-                          opset_version=13, input_names=["input"], output_names=["logits"])
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 3, res, res),),
+            str(out / "plain.onnx"),
+            dynamo=False,
+            opset_version=13,
+            input_names=["input"],
+            output_names=["logits"],
+        )
     t["export"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     sim, ok = onnxsim.simplify(onnx.load(str(out / "plain.onnx")))
@@ -76,8 +83,11 @@ def torch_ir(spec: str, out: Path) -> Path:
     """The same model converted by openvino.convert_model straight from PyTorch (static input shape)."""
     model = edgeffnet.create_model(spec)
     res = model.spec.resolution
-    ov.save_model(ov.convert_model(model, example_input=torch.zeros(1, 3, res, res), input=[(1, 3, res, res)]),
-                  str(out / "from_torch.xml"), compress_to_fp16=False)
+    ov.save_model(
+        ov.convert_model(model, example_input=torch.zeros(1, 3, res, res), input=[(1, 3, res, res)]),
+        str(out / "from_torch.xml"),
+        compress_to_fp16=False,
+    )
     return out / "from_torch.xml"
 
 
@@ -92,20 +102,25 @@ def parity(xml: Path, out: Path) -> float:
     """Max |logit difference| of an IR (f32) against the bundle's PyTorch reference views."""
     x, logits = edgeffnet.Bundle.open(out / "bundle").reference()
     ir = Runner(xml, "CPU", "f32")
-    got = np.concatenate([ir.run(x[i:i + 1]) for i in range(len(x))])
+    got = np.concatenate([ir.run(x[i : i + 1]) for i in range(len(x))])
     return float(np.abs(got - logits).max())
 
 
 def child(spec: str) -> None:
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "edgeffnet.cli", "build", spec, "--no-cache", "-o", f"{d}/bundle"],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "edgeffnet.cli", "build", spec, "--no-cache", "-o", f"{d}/bundle"],
+            capture_output=True,
+            text=True,
+        )
         wall = time.perf_counter() - t0
         rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
         print(r.stderr.strip())
-        print(f"{spec}: exit {r.returncode}, wall {wall / 60:.2f} min, peak RSS {rss_gb:.2f} GB "
-              f"(claims: <= 10 min, <= 8 GB)")
+        print(
+            f"{spec}: exit {r.returncode}, wall {wall / 60:.2f} min, peak RSS {rss_gb:.2f} GB "
+            f"(claims: <= 10 min, <= 8 GB)"
+        )
 
 
 def main() -> int:
@@ -123,20 +138,33 @@ def main() -> int:
         p = plain(args.spec, out)
         v = verified(args.spec, out)
         plain_total = sum(p.values())
-        print(f"plain path ({args.spec}): " + ", ".join(f"{k} {s:.2f}s" for k, s in p.items()) + f"; total {plain_total:.2f}s")
-        print("verified pipeline: " + ", ".join(f"{k} {s:.2f}s" for k, s in v.items() if k != "total")
-              + f"; total {v['total']:.2f}s")
+        print(
+            f"plain path ({args.spec}): "
+            + ", ".join(f"{k} {s:.2f}s" for k, s in p.items())
+            + f"; total {plain_total:.2f}s"
+        )
+        print(
+            "verified pipeline: "
+            + ", ".join(f"{k} {s:.2f}s" for k, s in v.items() if k != "total")
+            + f"; total {v['total']:.2f}s"
+        )
         ratio = v["total"] / plain_total
         print(f"pipeline / plain = {ratio:.2f}x (claim <= 1.5x)")
         from_torch = torch_ir(args.spec, out)
-        lat = timed_irs({"pipeline": out / "bundle" / "model.xml", "plain": out / "plain.xml",
-                         "from-pytorch": from_torch}, args.iterations)
-        print(f"FP32 IR p50: pipeline {lat['pipeline']:.3f} ms, plain {lat['plain']:.3f} ms "
-              f"(ratio {lat['pipeline'] / lat['plain']:.3f}; claim: no slower)")
-        print(f"OpenVINO IR converted from PyTorch: p50 {lat['from-pytorch']:.3f} ms "
-              f"(ratio to the bundle's IR from ONNX {lat['from-pytorch'] / lat['pipeline']:.3f}); max|d| against "
-              f"PyTorch: from ONNX {parity(out / 'bundle' / 'model.xml', out):.2e}, "
-              f"from PyTorch {parity(from_torch, out):.2e}")
+        lat = timed_irs(
+            {"pipeline": out / "bundle" / "model.xml", "plain": out / "plain.xml", "from-pytorch": from_torch},
+            args.iterations,
+        )
+        print(
+            f"FP32 IR p50: pipeline {lat['pipeline']:.3f} ms, plain {lat['plain']:.3f} ms "
+            f"(ratio {lat['pipeline'] / lat['plain']:.3f}; claim: no slower)"
+        )
+        print(
+            f"OpenVINO IR converted from PyTorch: p50 {lat['from-pytorch']:.3f} ms "
+            f"(ratio to the bundle's IR from ONNX {lat['from-pytorch'] / lat['pipeline']:.3f}); max|d| against "
+            f"PyTorch: from ONNX {parity(out / 'bundle' / 'model.xml', out):.2e}, "
+            f"from PyTorch {parity(from_torch, out):.2e}"
+        )
     return 0
 
 

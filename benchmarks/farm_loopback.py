@@ -28,14 +28,14 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # 127.0.0.1 sta
 os.environ["PYTHONPATH"] = str(REPO)  # the nodes' workers import this checkout
 sys.path.insert(0, str(REPO))
 
-import ray  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
+import ray
+from ray.cluster_utils import Cluster
 
-from edgeffnet.core import logs  # noqa: E402
-from edgeffnet.farm import resource  # noqa: E402
-from edgeffnet.farm import sweep as farm  # noqa: E402
-from edgeffnet.measure import bench, report  # noqa: E402
-from edgeffnet.workflows.sweep import Item  # noqa: E402
+from edgeffnet.core import logs
+from edgeffnet.farm import resource
+from edgeffnet.farm import sweep as farm
+from edgeffnet.measure import bench, report
+from edgeffnet.workflows.sweep import Item
 
 TARGETS = ("lab-a", "lab-b", "lab-c")
 
@@ -49,8 +49,7 @@ def task_pid(node) -> int | None:
         try:
             if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::measure"):
                 return pid
-            todo += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-                     if int(c) not in seen]
+            todo += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split() if int(c) not in seen]
         except OSError:
             pass
     return None
@@ -78,15 +77,21 @@ def main() -> None:
     settings = bench.Settings(iterations=100, seconds=args.seconds, warmup=0.5)
 
     temp_dir = tempfile.mkdtemp(prefix="efray-", dir="/tmp")
-    cluster = Cluster(initialize_head=True, shutdown_at_exit=True, head_node_args=dict(
-        node_ip_address="127.0.0.1", num_cpus=0, include_dashboard=False, temp_dir=temp_dir))
+    cluster = Cluster(
+        initialize_head=True,
+        shutdown_at_exit=True,
+        head_node_args=dict(node_ip_address="127.0.0.1", num_cpus=0, include_dashboard=False, temp_dir=temp_dir),
+    )
     try:
         nodes = {}
         for name in TARGETS:
-            nodes[name] = cluster.add_node(node_ip_address="127.0.0.1", num_cpus=1, temp_dir=temp_dir,
-                                           resources={resource(name): 1}, wait=True)
-        print(f"head {cluster.address}; devices: "
-              + ", ".join(f"{t} node {n.node_id[:8]} 127.0.0.1" for t, n in nodes.items()))
+            nodes[name] = cluster.add_node(
+                node_ip_address="127.0.0.1", num_cpus=1, temp_dir=temp_dir, resources={resource(name): 1}, wait=True
+            )
+        print(
+            f"head {cluster.address}; devices: "
+            + ", ".join(f"{t} node {n.node_id[:8]} 127.0.0.1" for t, n in nodes.items())
+        )
 
         killed = {}
 
@@ -106,23 +111,30 @@ def main() -> None:
         t0 = time.monotonic()
         first = farm.run(items, paths, out, ["latency"], settings, cluster.address, timeout=600)
         watcher.join(timeout=5)
-        print(f"\nsweep 1: {len(items)} items x {len(TARGETS)} devices in {time.monotonic() - t0:.1f} s: "
-              f"{len(first['done'])} measured, {len(first['failed'])} failed")
+        print(
+            f"\nsweep 1: {len(items)} items x {len(TARGETS)} devices in {time.monotonic() - t0:.1f} s: "
+            f"{len(first['done'])} measured, {len(first['failed'])} failed"
+        )
         if killed:
             node_id, when = killed["lab-b"]
             print(f"killed: lab-b node {node_id[:8]} at {when - t0:.1f} s, while it measured")
         for row in json.loads((out / "farm.json").read_text())["items"]:
-            print(f"  {row['spec']:14s} {row['target']}: {row['status']}"
-                  + (f" by node {row['node']['node_id'][:8]}" if row.get("node") else "")
-                  + (f" ({row['reason']})" if row.get("reason") else ""))
+            print(
+                f"  {row['spec']:14s} {row['target']}: {row['status']}"
+                + (f" by node {row['node']['node_id'][:8]}" if row.get("node") else "")
+                + (f" ({row['reason']})" if row.get("reason") else "")
+            )
 
-        nodes["lab-b"] = cluster.add_node(node_ip_address="127.0.0.1", num_cpus=1, temp_dir=temp_dir,
-                                          resources={resource("lab-b"): 1}, wait=True)
+        nodes["lab-b"] = cluster.add_node(
+            node_ip_address="127.0.0.1", num_cpus=1, temp_dir=temp_dir, resources={resource("lab-b"): 1}, wait=True
+        )
         print(f"\nlab-b rejoined as node {nodes['lab-b'].node_id[:8]}; the same sweep again:")
         t1 = time.monotonic()
         second = farm.run(items, paths, out, ["latency"], settings, cluster.address, timeout=600)
-        print(f"sweep 2 in {time.monotonic() - t1:.1f} s: {len(second['skipped'])} skipped (measured before), "
-              f"{len(second['done'])} measured, {len(second['failed'])} failed")
+        print(
+            f"sweep 2 in {time.monotonic() - t1:.1f} s: {len(second['skipped'])} skipped (measured before), "
+            f"{len(second['done'])} measured, {len(second['failed'])} failed"
+        )
     finally:
         if ray.is_initialized():
             ray.shutdown()
@@ -132,7 +144,9 @@ def main() -> None:
     rep = report.write(report.collect([out / "bundles"]), out)
     print(f"\nreport: {out / 'report.html'}, report.md, report.csv, report.json")
     for r in rep["rows"]:
-        print(f"  {r['model']:14s} {r['precision']} {r['mode']:10s} {r['device']:70s} p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms")
+        print(
+            f"  {r['model']:14s} {r['precision']} {r['mode']:10s} {r['device']:70s} p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -25,12 +25,16 @@ import edgeffnet
 def build(spec: str, weights: str, work: Path, tuned: bool) -> dict:
     name = "tuned" if tuned else "untuned"
     os.environ["EDGEFFNET_CACHE"] = str(work / f"cache-{name}")
-    bundle = edgeffnet.build(spec, weights=weights, precision="int8", output=work / f"{spec}-{name}",
-                             allow_drop=True, distill=tuned)
+    bundle = edgeffnet.build(
+        spec, weights=weights, precision="int8", output=work / f"{spec}-{name}", allow_drop=True, distill=tuned
+    )
     stages = bundle.manifest.stages
-    return {"variant": name, "precision_seconds": stages["precision"]["seconds"],
-            "self_distillation": stages["precision"]["self_distillation"],
-            "rows": [stages["precision"]["fidelity"], stages["compile"]["fidelity"]]}
+    return {
+        "variant": name,
+        "precision_seconds": stages["precision"]["seconds"],
+        "self_distillation": stages["precision"]["self_distillation"],
+        "rows": [stages["precision"]["fidelity"], stages["compile"]["fidelity"]],
+    }
 
 
 def main() -> int:
@@ -46,12 +50,17 @@ def main() -> int:
             r = {"spec": spec, **build(spec, args.weights, work, tuned)}
             results.append(r)
             d = r["self_distillation"]
-            held = (f"held-out cosine {d['untuned']['cosine_mean']:.5f} -> {d['tuned']['cosine_mean']:.5f}, kept {d['kept']}"
-                    if "tuned" in d else d["reason"])
+            held = (
+                f"held-out cosine {d['untuned']['cosine_mean']:.5f} -> {d['tuned']['cosine_mean']:.5f}, kept {d['kept']}"
+                if "tuned" in d
+                else d["reason"]
+            )
             print(f"{spec} {r['variant']}: precision stage {r['precision_seconds']:.0f}s; {held}")
             for row in r["rows"]:
-                print(f"  {row['artifact'][:28]:28s} top-1 {row['top1_agreement']:6.1%}  confident "
-                      f"{row['confident_top1_agreement']:6.1%} of {row['confident_views']}  cosine {row['cosine_mean']:.5f}")
+                print(
+                    f"  {row['artifact'][:28]:28s} top-1 {row['top1_agreement']:6.1%}  confident "
+                    f"{row['confident_top1_agreement']:6.1%} of {row['confident_views']}  cosine {row['cosine_mean']:.5f}"
+                )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

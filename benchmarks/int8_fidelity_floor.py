@@ -29,10 +29,10 @@ from scipy.special import ndtr
 import edgeffnet
 from edgeffnet.backends import onnxruntime as ort_backend
 from edgeffnet.backends.openvino.encoding import unsigned_where_nonnegative
-from edgeffnet.pipeline.options import FIDELITY_VIEWS_TRAINED, BuildOptions
-from edgeffnet.precision import calibration, fidelity, int8, qdq, ranges
 from edgeffnet.core.preprocess import Preprocess
 from edgeffnet.core.verify import compare
+from edgeffnet.pipeline.options import FIDELITY_VIEWS_TRAINED, BuildOptions
+from edgeffnet.precision import calibration, fidelity, int8, qdq, ranges
 
 
 def simulate(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
@@ -49,8 +49,13 @@ def noise_row(ref: np.ndarray, got: np.ndarray) -> dict:
     d = got - ref
     sigma = float((d[rows, first] - d[rows, second]).std())
     p = compare(ref, got)
-    return {"one_minus_cosine": 1 - p.cosine_mean, "sigma": sigma, "expected_flips": float(ndtr(-margin / sigma).sum()),
-            "observed_flips": int((got.argmax(1) != first).sum()), "top1": p.top1_agreement}
+    return {
+        "one_minus_cosine": 1 - p.cosine_mean,
+        "sigma": sigma,
+        "expected_flips": float(ndtr(-margin / sigma).sum()),
+        "observed_flips": int((got.argmax(1) != first).sum()),
+        "top1": p.top1_agreement,
+    }
 
 
 def main() -> int:
@@ -74,29 +79,43 @@ def main() -> int:
     allowed = (1 - args.target_agreement) * len(x)
     kept = frozenset(k["node"] for k in precision["kept_float"])
 
-    print(f"{args.spec} ({args.weights}), {precision['method']} ranges, {len(x)} verification views; "
-          f"{args.target_agreement:.0%} agreement allows {allowed:.0f} flips")
-    print(f"{'layers in float':22s} {'encoding':9s} {'quantized':13s} {'1-cos':>9s} {'sigma':>6s} {'expected':>8s} "
-          f"{'observed':>8s}")
+    print(
+        f"{args.spec} ({args.weights}), {precision['method']} ranges, {len(x)} verification views; "
+        f"{args.target_agreement:.0%} agreement allows {allowed:.0f} flips"
+    )
+    print(
+        f"{'layers in float':22s} {'encoding':9s} {'quantized':13s} {'1-cos':>9s} {'sigma':>6s} {'expected':>8s} "
+        f"{'observed':>8s}"
+    )
     floor = None
-    for label, exclude, encoding in (("none", frozenset(), "int8"), (f"the bundle's {len(kept)}", kept, "int8"),
-                                     (f"the bundle's {len(kept)}", kept, "uint8")):
+    for label, exclude, encoding in (
+        ("none", frozenset(), "int8"),
+        (f"the bundle's {len(kept)}", kept, "int8"),
+        (f"the bundle's {len(kept)}", kept, "uint8"),
+    ):
         p = qdq.plan(model, exclude)
-        for part, plan in (("weights+acts", p), ("weights only", qdq.Plan(p.nodes, (), ())),
-                           ("acts only", qdq.Plan((), p.nodes + p.others, p.activations))):
+        for part, plan in (
+            ("weights+acts", p),
+            ("weights only", qdq.Plan(p.nodes, (), ())),
+            ("acts only", qdq.Plan((), p.nodes + p.others, p.activations)),
+        ):
             graph = qdq.quantize(model, plan, thresholds, stats["means"])
             if encoding == "uint8":  # OpenVINO's encoding: non-negative activations at twice the resolution
                 graph = unsigned_where_nonnegative(graph)[0]
             r = noise_row(ref, simulate(graph, x))
-            print(f"{label:22s} {encoding:9s} {part:13s} {r['one_minus_cosine']:9.2e} {r['sigma']:6.3f} "
-                  f"{r['expected_flips']:8.2f} {r['observed_flips']:8d}")
+            print(
+                f"{label:22s} {encoding:9s} {part:13s} {r['one_minus_cosine']:9.2e} {r['sigma']:6.3f} "
+                f"{r['expected_flips']:8.2f} {r['observed_flips']:8d}"
+            )
             if part == "acts only" and (floor is None or r["expected_flips"] < floor["expected_flips"]):
                 floor = r
     print(f"kept in float by the bundle: {sorted(kept) or 'none'}")
     reachable = floor["expected_flips"] <= allowed
-    print(f"at best, activation quantization alone expects {floor['expected_flips']:.2f} flips "
-          f"({1 - floor['expected_flips'] / len(x):.1%} agreement): the target is "
-          f"{'within reach of better weight rounding' if reachable else 'out of reach of post-training weight changes'}")
+    print(
+        f"at best, activation quantization alone expects {floor['expected_flips']:.2f} flips "
+        f"({1 - floor['expected_flips'] / len(x):.1%} agreement): the target is "
+        f"{'within reach of better weight rounding' if reachable else 'out of reach of post-training weight changes'}"
+    )
     return 0 if reachable else 1
 
 

@@ -23,10 +23,10 @@ import openvino as ov
 
 import edgeffnet
 from edgeffnet.backends.openvino.runner import Runner
+from edgeffnet.core.preprocess import Preprocess
 from edgeffnet.measure.timing import interleaved_p50
 from edgeffnet.pipeline.options import BuildOptions
 from edgeffnet.precision import calibration
-from edgeffnet.core.preprocess import Preprocess
 
 SPECS = [("lite0", "pretrained"), ("b0", None)]
 
@@ -35,7 +35,7 @@ def nncf_defaults(fp32_graph: Path, data: np.ndarray, out: Path) -> Path:
     import nncf
 
     model = ov.convert_model(io.BytesIO(fp32_graph.read_bytes()))  # a path string is split at commas
-    q = nncf.quantize(model, nncf.Dataset([data[i:i + 1] for i in range(len(data))]))
+    q = nncf.quantize(model, nncf.Dataset([data[i : i + 1] for i in range(len(data))]))
     ov.save_model(q, str(out), compress_to_fp16=False)
     return out
 
@@ -57,23 +57,34 @@ def main() -> int:
     for spec, weights in SPECS:
         bundles = {}
         for precision in ("fp32", "int8"):
-            bundles[precision] = edgeffnet.build(spec, precision=precision, weights=weights,
-                                                 output=root / f"{spec}-{precision}", allow_drop=True)
+            bundles[precision] = edgeffnet.build(
+                spec, precision=precision, weights=weights, output=root / f"{spec}-{precision}", allow_drop=True
+            )
         manifest = bundles["int8"].manifest.to_dict()
         cal = calibration.load(None, BuildOptions().calib_size, Preprocess.from_dict(manifest["preprocess"]))
         nncf_xml = nncf_defaults(bundles["fp32"].path / "model.sim.onnx", cal.data, root / f"{spec}-nncf.xml")
-        p50 = timed_irs({"fp32": bundles["fp32"].path / "model.xml", "int8": bundles["int8"].path / "model.xml",
-                         "nncf-defaults": nncf_xml}, args.iterations)
+        p50 = timed_irs(
+            {
+                "fp32": bundles["fp32"].path / "model.xml",
+                "int8": bundles["int8"].path / "model.xml",
+                "nncf-defaults": nncf_xml,
+            },
+            args.iterations,
+        )
         route = manifest["stages"]["compile"].get("int8_route")
         ratio = p50["int8"] / p50["fp32"]
         vs_nncf = p50["int8"] / p50["nncf-defaults"]
         fid = (manifest.get("fidelity") or {}).get("rows", [])
-        print(f"{spec}: p50 fp32 {p50['fp32']:.3f} ms, int8 {p50['int8']:.3f} ms (route {route}), "
-              f"NNCF defaults {p50['nncf-defaults']:.3f} ms")
+        print(
+            f"{spec}: p50 fp32 {p50['fp32']:.3f} ms, int8 {p50['int8']:.3f} ms (route {route}), "
+            f"NNCF defaults {p50['nncf-defaults']:.3f} ms"
+        )
         print(f"  int8/fp32 = {ratio:.3f} (claim <= 0.55); int8/NNCF-defaults = {vs_nncf:.3f} (claim <= 1.0 for b0)")
         for r in fid:
-            print(f"  fidelity {r['artifact']}: top-1 {r['top1_agreement']:.1%}, top-5 {r['top5_overlap']:.1%}, "
-                  f"cosine {r['cosine_mean']:.5f} over {r['views']} views")
+            print(
+                f"  fidelity {r['artifact']}: top-1 {r['top1_agreement']:.1%}, top-5 {r['top5_overlap']:.1%}, "
+                f"cosine {r['cosine_mean']:.5f} over {r['views']} views"
+            )
         ok &= ratio <= 0.55 and (spec != "b0" or vs_nncf <= 1.0)
     return 0 if ok else 1
 

@@ -31,11 +31,11 @@ import numpy as np
 
 from edgeffnet.core.errors import UserError
 from edgeffnet.latency import device, store
-from edgeffnet.search import latency_collect as collect
 from edgeffnet.latency.design import DEFAULT_NETWORKS, SEED, design
 from edgeffnet.latency.model import fit
-from edgeffnet.specs.scaling import parse_spec
+from edgeffnet.search import latency_collect as collect
 from edgeffnet.search.grid import network_key
+from edgeffnet.specs.scaling import parse_spec
 
 
 def test_specs(n: int, fitted: list[str]) -> list[str]:
@@ -59,8 +59,10 @@ def measure_tests(c: collect.Collection, specs: list[str], path: Path) -> float:
             print(f"{spec}: failed: {e}", flush=True)
             continue
         store.append(path, [row | {"source": "benchmark"}])
-        print(f"test {n}/{len(specs)} {spec}: p50 {row['p50_ms']:.3f} ms, reference {row['reference']['p50_ms']:.3f} ms",
-              flush=True)
+        print(
+            f"test {n}/{len(specs)} {spec}: p50 {row['p50_ms']:.3f} ms, reference {row['reference']['p50_ms']:.3f} ms",
+            flush=True,
+        )
     return time.perf_counter() - started
 
 
@@ -78,9 +80,13 @@ def evaluate(precision: str, args, out: Path) -> dict:
     test_path = out / f"test-{precision}.jsonl"
     test_seconds = 0.0 if args.report_only else measure_tests(c, tests, test_path)
     design_nets = {network_key(parse_spec(s)) for s in fitted}
-    rows = [r for r in store.read(device.data_path(here, precision))[0]  # the design, timed as collect times now
-            if r.get("source") == "design" and r["network"] in design_nets
-            and r.get("settings", {}).get("timing") == collect.TIMING["timing"]]
+    rows = [
+        r
+        for r in store.read(device.data_path(here, precision))[0]  # the design, timed as collect times now
+        if r.get("source") == "design"
+        and r["network"] in design_nets
+        and r.get("settings", {}).get("timing") == collect.TIMING["timing"]
+    ]
     model = fit(rows, precision, here)
     model.save(out / f"model-{precision}.json")
     ref_pred = model.predict(c.reference)
@@ -90,27 +96,47 @@ def evaluate(precision: str, args, out: Path) -> dict:
             continue
         predicted_ratio = model.predict(r["spec"]) / ref_pred
         measured_ratio = r["p50_ms"] / r["reference"]["p50_ms"]
-        errors.append({"spec": r["spec"], "predicted_ratio": predicted_ratio, "measured_ratio": measured_ratio,
-                       "error": predicted_ratio / measured_ratio - 1})
+        errors.append(
+            {
+                "spec": r["spec"],
+                "predicted_ratio": predicted_ratio,
+                "measured_ratio": measured_ratio,
+                "error": predicted_ratio / measured_ratio - 1,
+            }
+        )
     e = np.array([x["error"] for x in errors])
-    return {"precision": precision, "design_networks": model.data["networks"], "test_networks": len(e),
-            "within_10pct": float(np.mean(np.abs(e) <= 0.10)) if len(e) else math.nan,
-            "rmse_pct": float(np.sqrt(np.mean(e ** 2)) * 100) if len(e) else math.nan,
-            "max_abs_pct": float(np.abs(e).max() * 100) if len(e) else math.nan,
-            "model_held_out": model.errors["held_out"], "model_fit": model.errors["fit"],
-            "collection": collected, "test_seconds": round(test_seconds, 1), "tests": errors}
+    return {
+        "precision": precision,
+        "design_networks": model.data["networks"],
+        "test_networks": len(e),
+        "within_10pct": float(np.mean(np.abs(e) <= 0.10)) if len(e) else math.nan,
+        "rmse_pct": float(np.sqrt(np.mean(e**2)) * 100) if len(e) else math.nan,
+        "max_abs_pct": float(np.abs(e).max() * 100) if len(e) else math.nan,
+        "model_held_out": model.errors["held_out"],
+        "model_fit": model.errors["fit"],
+        "collection": collected,
+        "test_seconds": round(test_seconds, 1),
+        "tests": errors,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", default="cpu")
-    ap.add_argument("--precision", action="append", choices=["fp32", "fp16", "int8"],
-                    help="Repeat for several (default fp32 and int8).")
+    ap.add_argument(
+        "--precision",
+        action="append",
+        choices=["fp32", "fp16", "int8"],
+        help="Repeat for several (default fp32 and int8).",
+    )
     ap.add_argument("--design", type=int, default=DEFAULT_NETWORKS, help="Networks in the designed (fit) set.")
     ap.add_argument("--test", type=int, default=30, help="Networks never used in fitting.")
     ap.add_argument("--no-collect", action="store_true", help="Fit on the design rows already in the device's data.")
-    ap.add_argument("--report-only", action="store_true", help="Measure nothing: fit and score the test networks "
-                                                                  "measured so far (a run cut short).")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="Measure nothing: fit and score the test networks measured so far (a run cut short).",
+    )
     ap.add_argument("--out", type=Path, default=Path("latency-accuracy"))
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -118,10 +144,13 @@ def main() -> None:
     for precision in args.precision or ["fp32", "int8"]:
         r = evaluate(precision, args, args.out)
         results.append(r)
-        print(f"{precision}: {r['test_networks']} test networks never used in fitting (fitted on "
-              f"{r['design_networks']}): {r['within_10pct']:.0%} within +-10%, RMSE {r['rmse_pct']:.1f}%, max "
-              f"{r['max_abs_pct']:.1f}%; model held-out (leave-one-out) RMSE {r['model_held_out']['rmse_pct']:.1f}%, "
-              f"{r['model_held_out']['within_10pct']:.0%} within +-10%", flush=True)
+        print(
+            f"{precision}: {r['test_networks']} test networks never used in fitting (fitted on "
+            f"{r['design_networks']}): {r['within_10pct']:.0%} within +-10%, RMSE {r['rmse_pct']:.1f}%, max "
+            f"{r['max_abs_pct']:.1f}%; model held-out (leave-one-out) RMSE {r['model_held_out']['rmse_pct']:.1f}%, "
+            f"{r['model_held_out']['within_10pct']:.0%} within +-10%",
+            flush=True,
+        )
     (args.out / "accuracy.json").write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out / 'accuracy.json'}")
 

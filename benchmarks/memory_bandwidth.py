@@ -51,8 +51,9 @@ def dd_gbs(size: int, passes: int) -> float | None:
     mib = max(1, size >> 20)
     best = 0.0
     for _ in range(max(1, passes // 3)):
-        out = subprocess.run(["dd", "if=/dev/zero", "of=/dev/null", f"bs={mib}M", "count=8"], capture_output=True,
-                             text=True, timeout=120).stderr
+        out = subprocess.run(
+            ["dd", "if=/dev/zero", "of=/dev/null", f"bs={mib}M", "count=8"], capture_output=True, text=True, timeout=120
+        ).stderr
         m = re.search(r"copied, ([\d.]+) s", out)
         if m:
             best = max(best, 8 * mib * (1 << 20) / float(m.group(1)) / 1e9)
@@ -80,14 +81,17 @@ def main() -> int:
     mm = best["memmove"]
     print(f"LLC {llc} bytes ({llc_source}); buffers {size >> 20} MiB")
     print(f"edgeffnet record: {ours['gbs']:.2f} GB/s ({ours['method']}; kernels {ours['kernels']})")
-    print(f"interleaved, best of {args.passes}: numpy copy {best['copy']:.2f}, numpy triad {best['triad']:.2f}, "
-          f"libc memmove {mm:.2f} GB/s")
+    print(
+        f"interleaved, best of {args.passes}: numpy copy {best['copy']:.2f}, numpy triad {best['triad']:.2f}, "
+        f"libc memmove {mm:.2f} GB/s"
+    )
     print(f"dd /dev/zero:     {dd:.2f} GB/s (kernel write stream, reference)" if dd else "dd: not available")
     ours = {"gbs": best["copy"]}  # the same stream (one read, one write per byte) by two implementations
     ratio = ours["gbs"] / mm
     ok = abs(ratio - 1) <= args.tolerance
-    print(f"numpy copy / libc memmove, interleaved = {ratio:.3f} "
-          f"({'within' if ok else 'OUTSIDE'} {args.tolerance:.0%})")
+    print(
+        f"numpy copy / libc memmove, interleaved = {ratio:.3f} ({'within' if ok else 'OUTSIDE'} {args.tolerance:.0%})"
+    )
     return 0 if ok else 1
 
 

@@ -35,8 +35,26 @@ from edgeffnet.measure import profile
 
 def benchmark_app_rows(xml: Path, device: str, hint: str | None, iterations: int, exe: str) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bapp-") as out:
-        cmd = [exe, "-m", str(xml), "-d", device, "-hint", "latency", "-api", "sync", "-niter", str(iterations),
-               "-ip", "f32", "-pc", "-report_type", "detailed_counters", "-report_folder", out]
+        cmd = [
+            exe,
+            "-m",
+            str(xml),
+            "-d",
+            device,
+            "-hint",
+            "latency",
+            "-api",
+            "sync",
+            "-niter",
+            str(iterations),
+            "-ip",
+            "f32",
+            "-pc",
+            "-report_type",
+            "detailed_counters",
+            "-report_folder",
+            out,
+        ]
         if hint:
             cmd += ["-infer_precision", hint]
         subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -44,8 +62,16 @@ def benchmark_app_rows(xml: Path, device: str, hint: str | None, iterations: int
     rows = []
     for r in csv.DictReader(text.splitlines(), delimiter=";"):
         if r.get("execStatus", "").endswith("EXECUTED") and r.get("layerName"):
-            rows.append({"node": r["layerName"], "type": r["layerType"], "time_ms": float(r["realTime (ms)"]),
-                         "exec_type": r["execType"], "precision": "", "original_names": [r["layerName"]]})
+            rows.append(
+                {
+                    "node": r["layerName"],
+                    "type": r["layerType"],
+                    "time_ms": float(r["realTime (ms)"]),
+                    "exec_type": r["execType"],
+                    "precision": "",
+                    "original_names": [r["layerName"]],
+                }
+            )
     if not rows:
         raise SystemExit("benchmark_app's detailed counters report has no executed nodes")
     return rows
@@ -65,9 +91,16 @@ def main() -> int:
     exe = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
     if not Path(exe).exists():
         raise SystemExit("benchmark_app not found (it ships with the openvino wheel as a console script)")
-    b = (edgeffnet.Bundle.open(args.bundle) if args.bundle else
-         edgeffnet.build(args.spec, precision=args.precision, views=2,
-                         output=Path(tempfile.mkdtemp(prefix="profile-vs-app-")) / "bundle"))
+    b = (
+        edgeffnet.Bundle.open(args.bundle)
+        if args.bundle
+        else edgeffnet.build(
+            args.spec,
+            precision=args.precision,
+            views=2,
+            output=Path(tempfile.mkdtemp(prefix="profile-vs-app-")) / "bundle",
+        )
+    )
     t = b.target
     if t.backend != "openvino":
         raise SystemExit(f"{b.path} is a {t.backend} bundle; benchmark_app measures OpenVINO IR")
@@ -75,35 +108,51 @@ def main() -> int:
     table = b.layer_table()
     ours: list[dict] = []
     theirs: list[dict] = []
-    print(f"{b.manifest.spec['spec']} {b.precision} on {t.device} (inference precision {hint}), "
-          f"{args.iterations} profiled inferences x {args.rounds} rounds each")
+    print(
+        f"{b.manifest.spec['spec']} {b.precision} on {t.device} (inference precision {hint}), "
+        f"{args.iterations} profiled inferences x {args.rounds} rounds each"
+    )
     for i in range(args.rounds):
         rec = edgeffnet.bench(b, iterations=20, seconds=0, warmup=0.5, save=False, profile=args.iterations)
         ours.append(rec.profile["by_role"])
-        app = profile.analyse(table, [benchmark_app_rows(b.path / "model.xml", t.device, hint, args.iterations, exe)],
-                              b.precision, "openvino", [])
+        app = profile.analyse(
+            table,
+            [benchmark_app_rows(b.path / "model.xml", t.device, hint, args.iterations, exe)],
+            b.precision,
+            "openvino",
+            [],
+        )
         theirs.append(app["by_role"])
-        print(f"  round {i + 1}: edgeffnet {sum(ours[-1].values()):.3f} ms, benchmark_app {sum(theirs[-1].values()):.3f} ms")
+        print(
+            f"  round {i + 1}: edgeffnet {sum(ours[-1].values()):.3f} ms, benchmark_app {sum(theirs[-1].values()):.3f} ms"
+        )
     roles = list(dict.fromkeys([*ours[0], *theirs[0]]))
     for r in ours + theirs:
         r["total"] = sum(v for k, v in r.items() if k != "total")
     ok = True
-    print(f"{'role':12s} {'edgeffnet ms':>13s} {'benchmark_app':>14s} {'paired ratio':>13s} {'share ratio':>12s}  share")
+    print(
+        f"{'role':12s} {'edgeffnet ms':>13s} {'benchmark_app':>14s} {'paired ratio':>13s} {'share ratio':>12s}  share"
+    )
     for role in roles + ["total"]:
         a = statistics.median(r.get(role, 0.0) for r in ours)
         c = statistics.median(r.get(role, 0.0) for r in theirs)
         # each round's pair ran back to back under the same load: the ratio per round, then its median
         paired = statistics.median(x.get(role, 0.0) / y[role] for x, y in zip(ours, theirs) if y.get(role))
-        shares = statistics.median((x.get(role, 0.0) / x["total"]) / (y[role] / y["total"])
-                                   for x, y in zip(ours, theirs) if y.get(role))
+        shares = statistics.median(
+            (x.get(role, 0.0) / x["total"]) / (y[role] / y["total"]) for x, y in zip(ours, theirs) if y.get(role)
+        )
         share = a / statistics.median(r["total"] for r in ours)
         judged = role == "total" or share >= args.min_share
         within = abs(paired - 1) <= args.tolerance
         ok &= within or not judged
-        print(f"{role:12s} {a:13.3f} {c:14.3f} {paired:13.3f} {shares:12.3f}  {share:5.1%}"
-              + ("" if not judged else "  ok" if within else "  OUTSIDE"))
-    print(f"verdict: {'every judged role within' if ok else 'some role OUTSIDE'} {args.tolerance:.0%}; "
-          f"device {rec.device['name']}, openvino {rec.tools.get('openvino')}")
+        print(
+            f"{role:12s} {a:13.3f} {c:14.3f} {paired:13.3f} {shares:12.3f}  {share:5.1%}"
+            + ("" if not judged else "  ok" if within else "  OUTSIDE")
+        )
+    print(
+        f"verdict: {'every judged role within' if ok else 'some role OUTSIDE'} {args.tolerance:.0%}; "
+        f"device {rec.device['name']}, openvino {rec.tools.get('openvino')}"
+    )
     return 0 if ok else 1
 
 

@@ -28,8 +28,17 @@ from PIL import Image
 
 # As root and offline: no sandbox, no GPU, and no background connections (they are refused here and slow
 # every start).
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 SERIES_COLOUR = (0x1F, 0x77, 0xB4)  # matplotlib's C0
 
 
@@ -37,13 +46,32 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
     exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if not exe:
         raise SystemExit("no Chromium found: apt-get install -y chromium")
-    return subprocess.run([exe, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [exe, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def make_report(out: Path) -> None:
-    cmd = [sys.executable, "-m", "edgeffnet.cli", "sweep", "--spec", "lite0,res=96", "--spec", "b0,res=96",
-           "--spec", "lite0,res=160", "-n", "30", "-s", "0.5", "--warmup", "0.2", "-o", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgeffnet.cli",
+        "sweep",
+        "--spec",
+        "lite0,res=96",
+        "--spec",
+        "b0,res=96",
+        "--spec",
+        "lite0,res=160",
+        "-n",
+        "30",
+        "-s",
+        "0.5",
+        "--warmup",
+        "0.2",
+        "-o",
+        str(out),
+    ]
     print("making a report:", " ".join(cmd[2:]))
     subprocess.run(cmd, check=True, capture_output=True)
 

@@ -68,17 +68,26 @@ def run(out: Path, cache: Path, echo) -> dict:
     gaps.append((time.monotonic() - last, "(end)"))
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     longest = max(gaps, key=lambda g: g[0])
-    return {"command": "edgeffnet " + " ".join(RUN) + " -o OUT", "exit_code": code, "wall_s": round(wall, 1),
-            "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
-            "peak_rss_mb": round(after.ru_maxrss / 1024, 1),  # the largest child's (Linux: KiB)
-            "lines": lines, "longest_gap_s": round(longest[0], 1), "longest_gap_before": longest[1][:120],
-            "load_avg_at_start": [round(v, 2) for v in load], "load_avg_at_end": [round(v, 2) for v in os.getloadavg()],
-            "cpus": os.cpu_count()}
+    return {
+        "command": "edgeffnet " + " ".join(RUN) + " -o OUT",
+        "exit_code": code,
+        "wall_s": round(wall, 1),
+        "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
+        "peak_rss_mb": round(after.ru_maxrss / 1024, 1),  # the largest child's (Linux: KiB)
+        "lines": lines,
+        "longest_gap_s": round(longest[0], 1),
+        "longest_gap_before": longest[1][:120],
+        "load_avg_at_start": [round(v, 2) for v in load],
+        "load_avg_at_end": [round(v, 2) for v in os.getloadavg()],
+        "cpus": os.cpu_count(),
+    }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--keep", help="Write the sweep's output here (an empty or new directory) instead of a temporary one.")
+    ap.add_argument(
+        "--keep", help="Write the sweep's output here (an empty or new directory) instead of a temporary one."
+    )
     ap.add_argument("--json", help="Also write the result here.")
     ap.add_argument("--quiet", action="store_true", help="Do not echo the command's output.")
     a = ap.parse_args()
@@ -93,10 +102,14 @@ def main() -> int:
     r["gap_pass"] = r["longest_gap_s"] <= GAP_LIMIT_S
     print(f"\n{r['command']}: exit {r['exit_code']}")
     print(f"wall {r['wall_s'] / 60:.1f} min (limit {WALL_LIMIT_S / 60:.0f}): {'PASS' if r['wall_pass'] else 'FAIL'}")
-    print(f"longest silence {r['longest_gap_s']:.1f} s (limit {GAP_LIMIT_S:.0f}), before "
-          f"'{r['longest_gap_before']}': {'PASS' if r['gap_pass'] else 'FAIL'}")
-    print(f"CPU {r['cpu_s']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB, {r['lines']} lines; load average "
-          f"{r['load_avg_at_start'][0]:.1f} at start, {r['load_avg_at_end'][0]:.1f} at end on {r['cpus']} CPUs")
+    print(
+        f"longest silence {r['longest_gap_s']:.1f} s (limit {GAP_LIMIT_S:.0f}), before "
+        f"'{r['longest_gap_before']}': {'PASS' if r['gap_pass'] else 'FAIL'}"
+    )
+    print(
+        f"CPU {r['cpu_s']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB, {r['lines']} lines; load average "
+        f"{r['load_avg_at_start'][0]:.1f} at start, {r['load_avg_at_end'][0]:.1f} at end on {r['cpus']} CPUs"
+    )
     if a.json:
         Path(a.json).write_text(json.dumps(r, indent=1) + "\n")
     return 0 if r["wall_pass"] and r["gap_pass"] else 1

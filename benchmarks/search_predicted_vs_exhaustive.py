@@ -30,10 +30,32 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def search(args, out: Path, measure: int, model: str) -> dict:
-    cmd = [sys.executable, "-m", "edgeffnet.cli", "search", args.base, "--target", args.target, "--precision",
-           args.precision, "--phi", str(args.phi), "--step", str(args.step), "--measure", str(measure),
-           "--latency-model", model, "--confirm-rounds", str(args.confirm_rounds), "-s", str(args.seconds),
-           "-o", str(out), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgeffnet.cli",
+        "search",
+        args.base,
+        "--target",
+        args.target,
+        "--precision",
+        args.precision,
+        "--phi",
+        str(args.phi),
+        "--step",
+        str(args.step),
+        "--measure",
+        str(measure),
+        "--latency-model",
+        model,
+        "--confirm-rounds",
+        str(args.confirm_rounds),
+        "-s",
+        str(args.seconds),
+        "-o",
+        str(out),
+        "--json",
+    ]
     env = os.environ | {"EDGEFFNET_CACHE": str(out.parent / f"cache-{out.name}")}  # cold: no shared stages
     started = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
@@ -43,8 +65,15 @@ def search(args, out: Path, measure: int, model: str) -> dict:
     s = json.loads((out / "search.json").read_text())
     networks = s["prediction"]["measured_networks"] if s.get("prediction") else s["grid"]["networks"]
     chosen = s["chosen"]
-    return {"measure": measure, "wall_s": round(wall, 1), "networks_built": networks, "chosen_spec": s["chosen_spec"],
-            "chosen_bundle": chosen["bundle"], "prediction_error": s.get("prediction_error"), "out": str(out)}
+    return {
+        "measure": measure,
+        "wall_s": round(wall, 1),
+        "networks_built": networks,
+        "chosen_spec": s["chosen_spec"],
+        "chosen_bundle": chosen["bundle"],
+        "prediction_error": s.get("prediction_error"),
+        "out": str(out),
+    }
 
 
 def compare(a: str, b: str, rounds: int, seconds: float) -> dict:
@@ -57,8 +86,12 @@ def compare(a: str, b: str, rounds: int, seconds: float) -> dict:
         order = (a, b) if i % 2 == 0 else (b, a)
         t = {p: harness.time_bundle(Path(p), settings)["p50_ms"] for p in order}
         ratios.append(t[b] / t[a])
-    return {"rounds": rounds, "ratios": ratios, "median_ratio": statistics.median(ratios),
-            "spread": [min(ratios), max(ratios)]}
+    return {
+        "rounds": rounds,
+        "ratios": ratios,
+        "median_ratio": statistics.median(ratios),
+        "spread": [min(ratios), max(ratios)],
+    }
 
 
 def main() -> None:
@@ -99,14 +132,22 @@ def main() -> None:
     }
     if not all(summary["same_choice"]):
         e, p = ex[0], pr[0]
-        summary["chosen_compared"] = compare(e["chosen_bundle"], p["chosen_bundle"], 2 * args.confirm_rounds + 2,
-                                             args.seconds) | {"exhaustive": e["chosen_spec"], "predicted": p["chosen_spec"]}
+        summary["chosen_compared"] = compare(
+            e["chosen_bundle"], p["chosen_bundle"], 2 * args.confirm_rounds + 2, args.seconds
+        ) | {"exhaustive": e["chosen_spec"], "predicted": p["chosen_spec"]}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"predicted search: {summary['networks_share']:.0%} of the exhaustive search's networks, "
-          f"{summary['wall_share']:.0%} of its wall time; same choice in {sum(summary['same_choice'])} of "
-          f"{len(pr)} rounds" + (f"; chosen networks' median ratio {summary['chosen_compared']['median_ratio']:.3f} "
-                                 f"(rounds {summary['chosen_compared']['spread'][0]:.3f}..."
-                                 f"{summary['chosen_compared']['spread'][1]:.3f})" if "chosen_compared" in summary else ""))
+    print(
+        f"predicted search: {summary['networks_share']:.0%} of the exhaustive search's networks, "
+        f"{summary['wall_share']:.0%} of its wall time; same choice in {sum(summary['same_choice'])} of "
+        f"{len(pr)} rounds"
+        + (
+            f"; chosen networks' median ratio {summary['chosen_compared']['median_ratio']:.3f} "
+            f"(rounds {summary['chosen_compared']['spread'][0]:.3f}..."
+            f"{summary['chosen_compared']['spread'][1]:.3f})"
+            if "chosen_compared" in summary
+            else ""
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -6,9 +6,8 @@ runtime installed. The build side (`build`, `create_model`, ...) loads PyTorch w
 
 from __future__ import annotations
 
-from edgeffnet.core.version import __version__  # noqa: F401  (edgeffnet.__version__)
-
 from edgeffnet.core import telemetry
+from edgeffnet.core.version import __version__  # noqa: F401  (edgeffnet.__version__)
 
 telemetry.off()  # before anything imports OpenVINO, NNCF or ONNX Runtime
 
@@ -16,17 +15,43 @@ from edgeffnet.bundle import Bundle  # noqa: E402
 from edgeffnet.core.errors import UserError  # noqa: E402
 from edgeffnet.measure.bench import bench  # noqa: E402
 from edgeffnet.measure.records import Record  # noqa: E402
-__all__ = ["build", "Bundle", "bench", "Record", "compile", "spec", "create_model", "save_weights", "ModelSpec",
-           "EfficientNet", "Numerics", "Preprocess", "UserError", "count_macs", "count_params", "BuildOptions"]
+
+__all__ = [
+    "build",
+    "Bundle",
+    "bench",
+    "Record",
+    "compile",
+    "spec",
+    "create_model",
+    "save_weights",
+    "ModelSpec",
+    "EfficientNet",
+    "Numerics",
+    "Preprocess",
+    "UserError",
+    "count_macs",
+    "count_params",
+    "BuildOptions",
+]
 
 # name -> module that defines it; imported on first access (PEP 562), so `import edgeffnet` stays light.
-_LAZY = {"create_model": "network.reference", "save_weights": "network.reference", "EfficientNet": "network.model", "Numerics": "network.model",
-         "count_macs": "network.model", "count_params": "network.model", "Preprocess": "core.preprocess", "ModelSpec": "specs.scaling",
-         "BuildOptions": "pipeline.options"}
+_LAZY = {
+    "create_model": "network.reference",
+    "save_weights": "network.reference",
+    "EfficientNet": "network.model",
+    "Numerics": "network.model",
+    "count_macs": "network.model",
+    "count_params": "network.model",
+    "Preprocess": "core.preprocess",
+    "ModelSpec": "specs.scaling",
+    "BuildOptions": "pipeline.options",
+}
 
 
-def build(spec: str, target: str = "cpu", precision: str | None = None, weights: str | None = None,
-          output=None, **options) -> Bundle:
+def build(
+    spec: str, target: str = "cpu", precision: str | None = None, weights: str | None = None, output=None, **options
+) -> Bundle:
     """Build `spec` for `target` into a verified bundle; see edgeffnet.pipeline.build."""
     from edgeffnet.pipeline import build as _build
 

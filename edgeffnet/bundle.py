@@ -25,7 +25,15 @@ import numpy as np
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import atomic_write_json
 from edgeffnet.core.layout import LAYER_TABLE, MANIFEST, SIMPLIFIED
-from edgeffnet.core.untrusted import JSON_CAP, UntrustedFileError, check_fields, confined, parse_json, positive_int, read_text
+from edgeffnet.core.untrusted import (
+    JSON_CAP,
+    UntrustedFileError,
+    check_fields,
+    confined,
+    parse_json,
+    positive_int,
+    read_text,
+)
 
 FORMAT = 1
 
@@ -65,19 +73,25 @@ class Manifest:
     def to_dict(self) -> dict:
         d = asdict(self)
         extra = d.pop("extra")
-        return {"bundle_format": d.pop("bundle_format"), "edgeffnet": d.pop("edgeffnet"),
-                "created": d.pop("created"), **d, **extra}
+        return {
+            "bundle_format": d.pop("bundle_format"),
+            "edgeffnet": d.pop("edgeffnet"),
+            "created": d.pop("created"),
+            **d,
+            **extra,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "manifest") -> "Manifest":
+    def from_dict(cls, d: dict, where: str = "manifest") -> Manifest:
         names = {f.name for f in fields(cls)} - {"extra"}
         required = [f.name for f in fields(cls) if f.default is f.default_factory is _MISSING]
         missing = [k for k in required if k not in d]
         if d.get("bundle_format") != FORMAT or missing:
             fmt = d.get("bundle_format", "unknown")
             why = f"lacks {', '.join(missing[:3])}" if missing else f"has bundle format {fmt}"
-            raise UserError(f"{where} {why}; this edgeffnet reads bundle format {FORMAT}: rebuild the bundle "
-                            f"with edgeffnet build")
+            raise UserError(
+                f"{where} {why}; this edgeffnet reads bundle format {FORMAT}: rebuild the bundle with edgeffnet build"
+            )
         _check_entries(d, where)
         check_fields(cls, d, where)
         _check_numbers(d, where)
@@ -111,8 +125,12 @@ def _check_entries(d: dict, where: str) -> None:
             raise damaged(f"its '{entry}' entry is not a {kind.__name__}")
     p = d["preprocess"]
     try:
-        ok = (len(p["mean"]) == len(p["std"]) == 3 and p["interpolation"] in ("bicubic", "bilinear")
-              and int(p["crop"]) >= 1 and int(p["resize"]) >= 1)
+        ok = (
+            len(p["mean"]) == len(p["std"]) == 3
+            and p["interpolation"] in ("bicubic", "bilinear")
+            and int(p["crop"]) >= 1
+            and int(p["resize"]) >= 1
+        )
     except (TypeError, ValueError):
         ok = False
     if not ok:
@@ -129,14 +147,19 @@ MAX_RESIZE_OVER_CROP = 4
 def _check_numbers(d: dict, where: str) -> None:
     """The numbers a bundle's reader acts on agree with the model the bundle holds: its input shape, its
     head. An edited `resize` of 100000 would make every image a 100000-pixel one before it is cropped."""
+
     def damaged(why: str) -> UserError:
         return UserError(f"{where}: {why}; rebuild the bundle with edgeffnet build")
 
     positive_int(d, "num_classes", where, MAX_CLASSES)
     shape = d["input"]["shape"]
-    if (not isinstance(shape, list) or len(shape) != 4
-            or any(isinstance(v, bool) or not isinstance(v, int) for v in shape[1:])
-            or shape[1] != 3 or not all(1 <= v <= MAX_SIDE for v in shape[2:])):
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 4
+        or any(isinstance(v, bool) or not isinstance(v, int) for v in shape[1:])
+        or shape[1] != 3
+        or not all(1 <= v <= MAX_SIDE for v in shape[2:])
+    ):
         raise damaged("its input shape is not [batch, 3, H, W] with H and W in 1..4096")
     batch = d["input"]["batch"]
     if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 1024):
@@ -147,12 +170,15 @@ def _check_numbers(d: dict, where: str) -> None:
     if crop != shape[2] or crop != shape[3]:
         raise damaged(f"its preprocessing crops {crop} pixels but the model takes {shape[2]}x{shape[3]}")
     if not crop <= resize <= MAX_RESIZE_OVER_CROP * crop:
-        raise damaged(f"its preprocessing resizes to {resize} pixels for a {crop}-pixel crop (expected "
-                      f"{crop}..{MAX_RESIZE_OVER_CROP * crop})")
+        raise damaged(
+            f"its preprocessing resizes to {resize} pixels for a {crop}-pixel crop (expected "
+            f"{crop}..{MAX_RESIZE_OVER_CROP * crop})"
+        )
     for key in ("mean", "std"):
         values = p[key]
         if not isinstance(values, list) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 255 for v in values):
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 255 for v in values
+        ):
             raise damaged(f"its preprocessing {key} is not three numbers in 0..255")
     if not all(v > 0 for v in p["std"]):
         raise damaged("its preprocessing std has a zero")
@@ -199,12 +225,12 @@ def _open_manifest(path: str | Path) -> tuple[Path, Manifest]:
     if not path.exists():
         raise UserError(f"bundle '{path}' does not exist; build one with edgeffnet build")
     if not path.is_dir():
-        raise UserError(f"'{path}' is not an edgeffnet bundle (a bundle is a directory); build one with "
-                        f"edgeffnet build")
+        raise UserError(
+            f"'{path}' is not an edgeffnet bundle (a bundle is a directory); build one with edgeffnet build"
+        )
     d = _read_manifest_file(path)
     if d is None:
-        raise UserError(f"'{path}' is not an edgeffnet bundle (no readable {MANIFEST}); build one with "
-                        f"edgeffnet build")
+        raise UserError(f"'{path}' is not an edgeffnet bundle (no readable {MANIFEST}); build one with edgeffnet build")
     if not isinstance(d, dict):
         raise UserError(f"'{path}/{MANIFEST}' is not an edgeffnet manifest; rebuild the bundle with edgeffnet build")
     where = f"'{path}/{MANIFEST}'"
@@ -216,8 +242,9 @@ def _open_manifest(path: str | Path) -> tuple[Path, Manifest]:
 
 
 def write_manifest(path: Path, manifest: Manifest | dict) -> None:
-    atomic_write_json(Path(path) / MANIFEST, manifest.to_dict() if isinstance(manifest, Manifest) else manifest,
-                      indent=2)
+    atomic_write_json(
+        Path(path) / MANIFEST, manifest.to_dict() if isinstance(manifest, Manifest) else manifest, indent=2
+    )
 
 
 class Bundle:
@@ -227,7 +254,7 @@ class Bundle:
         self.path, self.manifest = Path(path), manifest
 
     @classmethod
-    def open(cls, path: str | Path) -> "Bundle":
+    def open(cls, path: str | Path) -> Bundle:
         return cls(*_open_manifest(path))
 
     @property
@@ -258,17 +285,20 @@ class Bundle:
         from edgeffnet.specs.layer_table import read
 
         if not (self.path / LAYER_TABLE).exists():
-            raise UserError(f"{self.path} has no {LAYER_TABLE} (built by an edgeffnet that wrote no layer table); "
-                            f"rebuild it with edgeffnet build to profile it")
+            raise UserError(
+                f"{self.path} has no {LAYER_TABLE} (built by an edgeffnet that wrote no layer table); "
+                f"rebuild it with edgeffnet build to profile it"
+            )
         return read(self.path / LAYER_TABLE)
 
     def reference(self) -> tuple[np.ndarray, np.ndarray]:
         """The verification views (preprocessed) and the FP32 PyTorch logits the build stored for them."""
-        from edgeffnet.network.photos import to_input
         from edgeffnet.core.preprocess import Preprocess
+        from edgeffnet.network.photos import to_input
 
-        views, logits = read_reference(self.path / "reference.npz", self.manifest.preprocess["crop"],
-                                       self.manifest.num_classes)
+        views, logits = read_reference(
+            self.path / "reference.npz", self.manifest.preprocess["crop"], self.manifest.num_classes
+        )
         return to_input(views, Preprocess.from_dict(self.manifest.preprocess)), logits
 
     def __repr__(self) -> str:
@@ -280,9 +310,11 @@ def check_input(runner, shape: list, what: str) -> None:
     swapped for another model's is one line here, not a shape error from inside the runtime."""
     got = tuple(getattr(runner, "input_shape", ()) or ())
     if len(got) == 4 and any(g not in (-1, want) for g, want in zip(got[1:], shape[1:])):
-        raise UserError(f"{what} takes input {'x'.join(map(str, got[1:]))} but the manifest says "
-                        f"{'x'.join(map(str, shape[1:]))}: the bundle's files do not belong together; rebuild it "
-                        f"with edgeffnet build")
+        raise UserError(
+            f"{what} takes input {'x'.join(map(str, got[1:]))} but the manifest says "
+            f"{'x'.join(map(str, shape[1:]))}: the bundle's files do not belong together; rebuild it "
+            f"with edgeffnet build"
+        )
 
 
 REFERENCE_CAP = 1 << 30  # 10,000 views at 96 px and their logits are ~300 MB; a larger one is no bundle's
@@ -307,10 +339,18 @@ def read_reference(path: Path, crop: int, num_classes: int) -> tuple[np.ndarray,
             views, logits = npz["views"], npz["logits"]
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise damaged(f"is damaged ({type(e).__name__})") from None
-    if (views.dtype != np.uint8 or views.ndim != 4 or views.shape[1:] != (crop, crop, 3) or logits.ndim != 2
-            or logits.shape != (len(views), num_classes) or not np.issubdtype(logits.dtype, np.floating)):
-        raise damaged(f"holds views {views.shape} and logits {logits.shape}, not what the manifest says "
-                      f"(N x {crop} x {crop} x 3 and N x {num_classes})")
+    if (
+        views.dtype != np.uint8
+        or views.ndim != 4
+        or views.shape[1:] != (crop, crop, 3)
+        or logits.ndim != 2
+        or logits.shape != (len(views), num_classes)
+        or not np.issubdtype(logits.dtype, np.floating)
+    ):
+        raise damaged(
+            f"holds views {views.shape} and logits {logits.shape}, not what the manifest says "
+            f"(N x {crop} x {crop} x 3 and N x {num_classes})"
+        )
     return views, logits
 
 
@@ -325,14 +365,18 @@ def read_bytes_or_none(path: Path, cap: int = REFERENCE_CAP) -> bytes | None:
 def check_destination(final: Path) -> None:
     """Refuse early, before any work: an existing non-bundle, or a place that cannot be written."""
     if final.is_symlink() and not final.exists():
-        raise UserError(f"-o {final} is a symbolic link to {os.readlink(final)}, which does not exist; "
-                        f"remove the link or choose another path")
+        raise UserError(
+            f"-o {final} is a symbolic link to {os.readlink(final)}, which does not exist; "
+            f"remove the link or choose another path"
+        )
     if final.exists() and (os.path.ismount(final) or final.resolve() == Path.cwd().resolve()):
         # A bundle replaces its directory by renaming; neither a mount point nor the directory the build
         # runs in can be renamed over.
         what = "a mount point" if os.path.ismount(final) else "the current directory"
-        raise UserError(f"-o {final} is {what}, which a bundle cannot replace; name a directory inside it, "
-                        f"e.g. -o {final / 'bundle'}")
+        raise UserError(
+            f"-o {final} is {what}, which a bundle cannot replace; name a directory inside it, "
+            f"e.g. -o {final / 'bundle'}"
+        )
     if final.exists():
         if not final.is_dir():
             raise UserError(f"-o {final} exists and is a file, not a bundle directory; choose another path")
@@ -342,8 +386,9 @@ def check_destination(final: Path) -> None:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise UserError(f"cannot create -o {final}: {parent} exists and is not a directory; "
-                        f"choose another path") from None
+        raise UserError(
+            f"cannot create -o {final}: {parent} exists and is not a directory; choose another path"
+        ) from None
     except OSError as e:
         raise UserError(f"cannot create -o {final}: {e.strerror or e}; choose a writable directory") from None
     # Try it rather than ask os.access: root passes every permission check, and /proc or a read-only
@@ -428,6 +473,7 @@ def _swap_lock(parent: Path):
     """Serialise the swap step of builds into one parent directory (two builds to one -o at once)."""
     try:
         import fcntl
+
         fd = os.open(parent, os.O_RDONLY)
     except (ImportError, OSError):
         yield  # no flock here: a lost race still ends in a clear refusal below
@@ -445,12 +491,16 @@ def _swap_lock(parent: Path):
 def _swap_in(tmp: Path, final: Path) -> None:
     """Rename the finished `tmp` to `final`. An existing bundle there is replaced; the entries in it that it
     did not write (the user's checkpoint, notes) move into the new bundle. Any failure leaves the old one."""
+
     def refusal(e: OSError) -> UserError:
         if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
-            return UserError(f"-o {final} changed while this build ran (another build or program writes there); "
-                             f"it was left as it is: build again, or choose another -o")
-        return UserError(f"cannot put the bundle in place at -o {final} ({e.strerror or e}); whatever was there "
-                         f"is unchanged")
+            return UserError(
+                f"-o {final} changed while this build ran (another build or program writes there); "
+                f"it was left as it is: build again, or choose another -o"
+            )
+        return UserError(
+            f"cannot put the bundle in place at -o {final} ({e.strerror or e}); whatever was there is unchanged"
+        )
 
     with _swap_lock(final.parent):
         owned = owned_files(final) if final.is_dir() and not final.is_symlink() else None
@@ -463,8 +513,10 @@ def _swap_in(tmp: Path, final: Path) -> None:
         users = sorted(p.name for p in final.iterdir() if p.name not in owned)
         clash = [n for n in users if (tmp / n).exists()]
         if clash:
-            raise UserError(f"-o {final} holds {clash[0]}, which is not the old bundle's but the new bundle writes "
-                            f"a file of that name; move it away and build again (the old bundle is unchanged)")
+            raise UserError(
+                f"-o {final} holds {clash[0]}, which is not the old bundle's but the new bundle writes "
+                f"a file of that name; move it away and build again (the old bundle is unchanged)"
+            )
         old = final.parent / f".{final.name}.old-{os.getpid()}"
         final.rename(old)  # a directory cannot be renamed over a full one: the old bundle steps aside
         moved = []
@@ -513,8 +565,10 @@ def fp32_graph(path: str | Path, what: str) -> Path:
     graph its engine is built from; manifest.json's left_out says so) and where it still is."""
     graph = Path(path) / FP32_GRAPH
     if not graph.is_file():
-        raise UserError(f"{what} needs the bundle's FP32 graph {FP32_GRAPH}, which {path} does not hold (a "
-                        f"TensorRT bundle keeps only the graph its engine is built from; see left_out in its "
-                        f"manifest.json): run it on the build machine, whose stage cache keeps the FP32 graph, "
-                        f"or on a bundle for another target")
+        raise UserError(
+            f"{what} needs the bundle's FP32 graph {FP32_GRAPH}, which {path} does not hold (a "
+            f"TensorRT bundle keeps only the graph its engine is built from; see left_out in its "
+            f"manifest.json): run it on the build machine, whose stage cache keeps the FP32 graph, "
+            f"or on a bundle for another target"
+        )
     return graph

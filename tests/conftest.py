@@ -99,8 +99,14 @@ def run_cli(*args: str, env: Mapping[str, str | None] | None = None) -> Ran:
         return Ran(code, out.getvalue().decode(errors="replace"), err.getvalue().decode(errors="replace"))
 
 
-def run_cli_process(*args: str, env: Mapping[str, str] | None = None, cache: Path | None = None,
-                    cwd: Path | None = None, timeout: float = 600, prelude: str = "") -> subprocess.CompletedProcess:
+def run_cli_process(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cache: Path | None = None,
+    cwd: Path | None = None,
+    timeout: float = 600,
+    prelude: str = "",
+) -> subprocess.CompletedProcess:
     """`edgeffnet ARGS...` in a fresh interpreter that imports this checkout's edgeffnet. `env` replaces
     os.environ, `cache` sets EDGEFFNET_CACHE, `prelude` is Python run before `main` (a patch the test needs
     inside the child)."""

@@ -16,15 +16,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-
 REPO = Path(__file__).resolve().parents[1]
 SPEC = "b0,res=64"  # the cheapest bundle: a 64-pixel B0 builds in seconds
 
 
 def build_bundle(dest: Path, cache: Path, *args: str) -> Path:
     env = {**os.environ, "EDGEFFNET_CACHE": str(cache), "PYTHONPATH": str(REPO)}
-    r = subprocess.run([sys.executable, "-m", "edgeffnet.cli", "build", SPEC, "-o", str(dest), *args],
-                       capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "edgeffnet.cli", "build", SPEC, "-o", str(dest), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     return dest
 
@@ -45,5 +49,3 @@ def png(path: Path, size: tuple[int, int] = (50, 40), seed: int = 0) -> Path:
 def files_under(root: Path) -> dict[str, int]:
     """Every file below root with its size: 'nothing half-written' is this, unchanged."""
     return {str(p.relative_to(root)): p.lstat().st_size for p in sorted(root.rglob("*"))}
-
-

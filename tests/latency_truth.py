@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from edgeffnet.latency import features, store
-from edgeffnet.specs.scaling import parse_spec
 from edgeffnet.search.grid import network_key
+from edgeffnet.specs.scaling import parse_spec
 
 OVERHEAD_MS = 0.4
 
@@ -41,27 +41,62 @@ class Truth:
 
     def profile(self, spec: str, kind: str, precision: str = "fp32") -> dict:
         """A profile as `bench --profile` writes it: per layer (with an overhead row) or per role only."""
-        layers = [{"name": x.name, "role": x.role, "time_ms": self.layer_ms(x, precision), "fused": [],
-                   "share": 0.0, "macs": x.macs, "bytes": x.bytes_moved(precision), "intensity": 0.0, "gops": 0.0,
-                   "exec_type": "jit_avx2", "precision": "f32", "nodes": [x.name]} for x in features.network_layers(spec)]
+        layers = [
+            {
+                "name": x.name,
+                "role": x.role,
+                "time_ms": self.layer_ms(x, precision),
+                "fused": [],
+                "share": 0.0,
+                "macs": x.macs,
+                "bytes": x.bytes_moved(precision),
+                "intensity": 0.0,
+                "gops": 0.0,
+                "exec_type": "jit_avx2",
+                "precision": "f32",
+                "nodes": [x.name],
+            }
+            for x in features.network_layers(spec)
+        ]
         layers.append({"name": "Reorder_1", "role": "overhead", "time_ms": self.scale * OVERHEAD_MS, "fused": []})
         by_role: dict[str, float] = {}
         for r in layers:
             by_role[r["role"]] = by_role.get(r["role"], 0.0) + r["time_ms"]
         total = sum(by_role.values())
         # the profiler's own overhead: profiled times run 20% long; the model must take it out
-        prof = {"format": "edgeffnet-profile/1", "runtime": "openvino", "iterations": 50, "mapped_fraction": 1.0,
-                "profiled_sum_ms": 1.2 * total, "unprofiled_p50_ms": total, "profiler_overhead": 0.2,
-                "by_role": {k: 1.2 * v for k, v in by_role.items()}}
+        prof = {
+            "format": "edgeffnet-profile/1",
+            "runtime": "openvino",
+            "iterations": 50,
+            "mapped_fraction": 1.0,
+            "profiled_sum_ms": 1.2 * total,
+            "unprofiled_p50_ms": total,
+            "profiler_overhead": 0.2,
+            "by_role": {k: 1.2 * v for k, v in by_role.items()},
+        }
         if kind == "layers":
             prof["layers"] = [r | {"time_ms": 1.2 * r["time_ms"]} for r in layers]
         return prof
 
-    def rows(self, specs: list[str], noise: float = 0.02, profile: str | None = None, source: str = "design",
-             precision: str = "fp32") -> list[dict]:
+    def rows(
+        self,
+        specs: list[str],
+        noise: float = 0.02,
+        profile: str | None = None,
+        source: str = "design",
+        precision: str = "fp32",
+    ) -> list[dict]:
         out = []
         for s in specs:
             p50 = self.ms(s, precision) * (1 + self.rng.normal(0, noise))
-            out.append(store.row(s, network_key(parse_spec(s)), precision, p50, source,
-                                 profile=self.profile(s, profile, precision) if profile else None))
+            out.append(
+                store.row(
+                    s,
+                    network_key(parse_spec(s)),
+                    precision,
+                    p50,
+                    source,
+                    profile=self.profile(s, profile, precision) if profile else None,
+                )
+            )
         return out

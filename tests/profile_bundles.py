@@ -15,8 +15,13 @@ def build(root, precision: str):
     old = os.environ.get("EDGEFFNET_CACHE")
     os.environ["EDGEFFNET_CACHE"] = str(root / "cache")
     try:
-        return edgeffnet.build(SPEC, precision=precision, output=root / f"lite0-{precision}", views=2,
-                               **(QUICK_INT8 if precision == "int8" else {})).path
+        return edgeffnet.build(
+            SPEC,
+            precision=precision,
+            output=root / f"lite0-{precision}",
+            views=2,
+            **(QUICK_INT8 if precision == "int8" else {}),
+        ).path
     finally:
         if old is None:
             del os.environ["EDGEFFNET_CACHE"]

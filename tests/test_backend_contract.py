@@ -13,12 +13,12 @@ import torch
 
 import edgeffnet
 from edgeffnet import backends
-from edgeffnet.workflows import cam
-from edgeffnet.core import host
 from edgeffnet.backends import FEATURES, RunSettings
 from edgeffnet.backends import onnxruntime as ort_backend
 from edgeffnet.backends.openvino import encoding
+from edgeffnet.core import host
 from edgeffnet.core.errors import UserError
+from edgeffnet.workflows import cam
 
 SPEC = "b0,res=64"
 PACKAGE = Path(edgeffnet.__file__).resolve().parent
@@ -29,9 +29,12 @@ def bundles(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("contract")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGEFFNET_CACHE", str(root / "cache"))
-        return {"fp32": edgeffnet.build(SPEC, output=root / "fp32", views=2),
-                "int8": edgeffnet.build(SPEC, precision="int8", output=root / "int8", views=2, calib_size=32,
-                                        fidelity_views=16)}
+        return {
+            "fp32": edgeffnet.build(SPEC, output=root / "fp32", views=2),
+            "int8": edgeffnet.build(
+                SPEC, precision="int8", output=root / "int8", views=2, calib_size=32, fidelity_views=16
+            ),
+        }
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +86,10 @@ def test_ort_exposes_a_graph_tensor_by_name_and_refuses_an_unknown_one(bundles):
     x = _x(bundles["fp32"])
     _, named = runner.run_outputs(x)
     assert list(named) == [conv.output[0], FEATURES]
-    assert named[conv.output[0]].shape[:2] == (1, onnx.numpy_helper.to_array(
-        next(i for i in model.graph.initializer if i.name == conv.input[1])).shape[0])
+    assert named[conv.output[0]].shape[:2] == (
+        1,
+        onnx.numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == conv.input[1])).shape[0],
+    )
     assert runner.path == graph  # describe() still names the graph it runs
     with pytest.raises(UserError, match="no tensor 'nowhere'"):
         ort_backend.Runner(graph, outputs=("nowhere",))
@@ -102,8 +107,7 @@ def test_runtimes_without_extra_outputs_refuse_them(bundles, runtime):
 # Each runtime may be imported only inside its own backend.
 HOME = {"onnxruntime": "backends/onnxruntime.py", "openvino": "backends/openvino/", "tensorrt": "backends/tensorrt/"}
 # Calls that compile or load with a runtime (ov.Core's, ONNX Runtime's, TensorRT's): only backends make them.
-LOADING_CALLS = {"InferenceSession", "compile_model", "read_model", "convert_model", "deserialize_cuda_engine",
-                 "Core"}
+LOADING_CALLS = {"InferenceSession", "compile_model", "read_model", "convert_model", "deserialize_cuda_engine", "Core"}
 # What may reach around the contract, and why: (file, runtime or call). Each entry would be work to do,
 # not a permission; the test fails when an entry is no longer needed, so the list only shrinks.
 ALLOWED: set[tuple[str, str]] = set()  # nothing reaches around the contract
@@ -151,13 +155,16 @@ def test_no_runtime_is_used_outside_its_backend():
 
 
 def test_the_scan_sees_each_way_of_reaching_a_runtime():
-    code = ("import openvino as ov\nfrom tensorrt import Logger\nimport importlib\n"
-            "importlib.import_module('onnxruntime.tools')\nov.Core().compile_model(m, 'CPU')\n")
+    code = (
+        "import openvino as ov\nfrom tensorrt import Logger\nimport importlib\n"
+        "importlib.import_module('onnxruntime.tools')\nov.Core().compile_model(m, 'CPU')\n"
+    )
     assert _reaches(ast.parse(code)) == {"openvino", "tensorrt", "onnxruntime", "Core", "compile_model"}
     assert _reaches(ast.parse("from .backends import onnxruntime as ort_backend\nimport onnx\n")) == set()
 
 
 # -- the CPU's flags ---------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def fake_cpuinfo(monkeypatch):
@@ -184,8 +191,10 @@ def test_cpu_flags_are_read_once_and_every_isa_rule_asks_host(fake_cpuinfo):
     assert host.cpu()["isa"] == ["avx2", "fma"]
 
 
-@pytest.mark.parametrize("text,vnni", [("flags : avx2 avx512_vnni\n", True), ("Features : fp asimd\n", True),
-                                       ("", True), ("flags : avx avx2\n", False)])
+@pytest.mark.parametrize(
+    "text,vnni",
+    [("flags : avx2 avx512_vnni\n", True), ("Features : fp asimd\n", True), ("", True), ("flags : avx avx2\n", False)],
+)
 def test_has_vnni_follows_hosts_flags(fake_cpuinfo, text, vnni):
     fake_cpuinfo(text)
     assert encoding.has_vnni() is vnni

@@ -26,16 +26,15 @@ import click
 import numpy as np
 import pytest
 import torch
+from conftest import Ran, assert_refused, run_cli_process
 from PIL import Image
 
-from conftest import Ran, assert_refused, run_cli_process
-
 from edgeffnet import cli as edgeffnet_cli
-from edgeffnet.network import weights
 from edgeffnet.core.errors import UserError
-from edgeffnet.measure import report
-from edgeffnet.precision import calibration
 from edgeffnet.core.preprocess import MAX_PIXELS, ImageTooLarge, imagenet_recipe, read_image
+from edgeffnet.measure import report
+from edgeffnet.network import weights
+from edgeffnet.precision import calibration
 from edgeffnet.specs.scaling import parse_spec
 
 SPEC = "b0,res=96"
@@ -62,33 +61,36 @@ def no_stage_ran(r: Ran) -> None:
 LONG_SPEC = "b0," + "w=1," * 5000 + "res=96"
 
 
-@pytest.mark.parametrize("spec,why", [
-    ("phi=nan", "not a plain decimal"),
-    ("phi=inf", "not a plain decimal"),
-    ("phi=-inf", "not a plain decimal"),
-    ("phi=1e9", "outside -12..12"),
-    ("phi=-50", "outside -12..12"),
-    ("b0,res=0", "must be a positive number"),
-    ("b0,res=-3", "must be a positive number"),
-    ("b0,res=100000", "outside 32..4096"),
-    ("b0,res=96.5", "whole number of pixels"),
-    ("b0,w=0", "must be a positive number"),
-    ("b0,d=0", "must be a positive number"),
-    ("b0,w=1,w=2", "'w' given twice"),
-    ("b0,width=1,w=2", "'w' given twice"),
-    ("b0,res=\uff19\uff16", "not a plain decimal"),  # full-width digits: float() would take them
-    ("b0,res=1_28", "not a plain decimal"),  # so would it underscores
-    ("b0,res=\u0669\u0666", "not a plain decimal"),  # Arabic-Indic digits
-    ("\uff42\uff10", "unknown model"),  # full-width b0
-    ("b0,\uff57=1", "is not KEY=VALUE"),
-    ("", "empty spec"),
-    ("   ", "empty spec"),
-    (",", "unknown model"),
-    (LONG_SPEC, "longer than 256 characters"),
-    ("phi=12,alpha=1e300", "alpha=1e+300 is outside 0.1..10"),
-    ("phi=-12,gamma=1e-300", "gamma=1e-300 is outside 0.1..10"),
-    ("phi=1,alpha=0", "must be a positive number"),
-])
+@pytest.mark.parametrize(
+    "spec,why",
+    [
+        ("phi=nan", "not a plain decimal"),
+        ("phi=inf", "not a plain decimal"),
+        ("phi=-inf", "not a plain decimal"),
+        ("phi=1e9", "outside -12..12"),
+        ("phi=-50", "outside -12..12"),
+        ("b0,res=0", "must be a positive number"),
+        ("b0,res=-3", "must be a positive number"),
+        ("b0,res=100000", "outside 32..4096"),
+        ("b0,res=96.5", "whole number of pixels"),
+        ("b0,w=0", "must be a positive number"),
+        ("b0,d=0", "must be a positive number"),
+        ("b0,w=1,w=2", "'w' given twice"),
+        ("b0,width=1,w=2", "'w' given twice"),
+        ("b0,res=\uff19\uff16", "not a plain decimal"),  # full-width digits: float() would take them
+        ("b0,res=1_28", "not a plain decimal"),  # so would it underscores
+        ("b0,res=\u0669\u0666", "not a plain decimal"),  # Arabic-Indic digits
+        ("\uff42\uff10", "unknown model"),  # full-width b0
+        ("b0,\uff57=1", "is not KEY=VALUE"),
+        ("", "empty spec"),
+        ("   ", "empty spec"),
+        (",", "unknown model"),
+        (LONG_SPEC, "longer than 256 characters"),
+        ("phi=12,alpha=1e300", "alpha=1e+300 is outside 0.1..10"),
+        ("phi=-12,gamma=1e-300", "gamma=1e-300 is outside 0.1..10"),
+        ("phi=1,alpha=0", "must be a positive number"),
+    ],
+)
 def test_a_bad_spec_is_one_line_before_any_work(cli, tmp_path, spec, why):
     assert_refused(cli("info", spec), why)
     dest = tmp_path / "b"
@@ -118,36 +120,40 @@ def test_a_network_too_large_to_export_is_refused_before_any_memory_is_taken(cli
 
 # -- 5. numbers: whole-number and float options ---------------------------------------------------
 
-@pytest.mark.parametrize("args,option", [
-    (("build", SPEC, "--num-classes", "99999999999999999999"), "--num-classes"),
-    (("build", SPEC, "--num-classes", "1e7"), "--num-classes"),
-    (("build", SPEC, "--num-classes", "0"), "--num-classes"),
-    (("info", SPEC, "--num-classes", "99999999999999999999"), "--num-classes"),
-    (("info", SPEC, "--num-classes", "1e7"), "--num-classes"),
-    (("build", SPEC, "--views", "100000000"), "--views"),
-    (("build", SPEC, "--calib-size", "100000000"), "--calib-size"),
-    (("build", SPEC, "--fidelity-views", "100000000"), "--fidelity-views"),
-    (("build", SPEC, "--batch", "1e9"), "--batch"),
-    (("build", SPEC, "--batch", "1000000000"), "--batch"),
-    (("build", SPEC, "--resolution", "100000"), "--resolution"),
-    (("build", SPEC, "--seed", "-1"), "--seed"),
-    (("build", SPEC, "--opset", "99999999999999999999"), "--opset"),
-    (("build", SPEC, "--min-agreement", "nan"), "--min-agreement"),
-    (("build", SPEC, "--min-agreement", "2"), "--min-agreement"),
-    (("bench", "x", "-s", "nan"), "--seconds"),
-    (("bench", "x", "-s", "inf"), "--seconds"),
-    (("bench", "x", "--warmup", "nan"), "--warmup"),
-    (("bench", "x", "-n", "1e9"), "--iterations"),
-    (("bench", "x", "--threads", "0"), "--threads"),
-    (("predict", "x", "y.jpg", "--top", "1e3"), "--top"),
-    (("cam", "x", "y.jpg", "-o", "z", "--top", "99999999999999999999"), "--top"),
-    (("sweep", "-s", "nan"), "--seconds"),
-    (("sweep", "--task-timeout", "nan"), "--task-timeout"),
-    (("search", "--phi", "nan"), "--phi"),
-    (("search", "--lr", "inf"), "--lr"),
-    (("fit", "b0", "--latency-ms", "inf"), "--latency-ms"),
-    (("fit", "b0", "--phi-max", "nan"), "--phi-max"),
-])
+
+@pytest.mark.parametrize(
+    "args,option",
+    [
+        (("build", SPEC, "--num-classes", "99999999999999999999"), "--num-classes"),
+        (("build", SPEC, "--num-classes", "1e7"), "--num-classes"),
+        (("build", SPEC, "--num-classes", "0"), "--num-classes"),
+        (("info", SPEC, "--num-classes", "99999999999999999999"), "--num-classes"),
+        (("info", SPEC, "--num-classes", "1e7"), "--num-classes"),
+        (("build", SPEC, "--views", "100000000"), "--views"),
+        (("build", SPEC, "--calib-size", "100000000"), "--calib-size"),
+        (("build", SPEC, "--fidelity-views", "100000000"), "--fidelity-views"),
+        (("build", SPEC, "--batch", "1e9"), "--batch"),
+        (("build", SPEC, "--batch", "1000000000"), "--batch"),
+        (("build", SPEC, "--resolution", "100000"), "--resolution"),
+        (("build", SPEC, "--seed", "-1"), "--seed"),
+        (("build", SPEC, "--opset", "99999999999999999999"), "--opset"),
+        (("build", SPEC, "--min-agreement", "nan"), "--min-agreement"),
+        (("build", SPEC, "--min-agreement", "2"), "--min-agreement"),
+        (("bench", "x", "-s", "nan"), "--seconds"),
+        (("bench", "x", "-s", "inf"), "--seconds"),
+        (("bench", "x", "--warmup", "nan"), "--warmup"),
+        (("bench", "x", "-n", "1e9"), "--iterations"),
+        (("bench", "x", "--threads", "0"), "--threads"),
+        (("predict", "x", "y.jpg", "--top", "1e3"), "--top"),
+        (("cam", "x", "y.jpg", "-o", "z", "--top", "99999999999999999999"), "--top"),
+        (("sweep", "-s", "nan"), "--seconds"),
+        (("sweep", "--task-timeout", "nan"), "--task-timeout"),
+        (("search", "--phi", "nan"), "--phi"),
+        (("search", "--lr", "inf"), "--lr"),
+        (("fit", "b0", "--latency-ms", "inf"), "--latency-ms"),
+        (("fit", "b0", "--phi-max", "nan"), "--phi-max"),
+    ],
+)
 def test_an_out_of_range_number_is_a_usage_error(cli, args, option):
     assert_refused(cli(*args), "Invalid value for", option)
 
@@ -188,6 +194,7 @@ def test_sets_that_no_memory_holds_are_refused_before_any_work(cli, tmp_path):
 
 # -- 2. checkpoints --------------------------------------------------------------------------------
 
+
 def _torch_bytes(obj) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -211,18 +218,21 @@ def b0_state() -> dict:
     return create_model(SPEC).state_dict()
 
 
-@pytest.mark.parametrize("kind,why", [
-    ("missing", "does not exist"),
-    ("empty", "cannot read checkpoint"),
-    ("random", "cannot read checkpoint"),
-    ("text", "cannot read checkpoint"),
-    ("truncated", "cannot read checkpoint"),
-    ("directory", "is a directory"),
-    ("resnet", "not an EfficientNet"),
-    ("other-shapes", ""),
-    ("no-tensors", "holds no state_dict"),
-    ("non-string-keys", "holds no state_dict"),
-])
+@pytest.mark.parametrize(
+    "kind,why",
+    [
+        ("missing", "does not exist"),
+        ("empty", "cannot read checkpoint"),
+        ("random", "cannot read checkpoint"),
+        ("text", "cannot read checkpoint"),
+        ("truncated", "cannot read checkpoint"),
+        ("directory", "is a directory"),
+        ("resnet", "not an EfficientNet"),
+        ("other-shapes", ""),
+        ("no-tensors", "holds no state_dict"),
+        ("non-string-keys", "holds no state_dict"),
+    ],
+)
 def test_a_bad_checkpoint_is_one_line_before_any_work(cli, tmp_path, b0_state, kind, why):
     ckpt = tmp_path / "weights.pth"
     if kind == "empty":
@@ -292,6 +302,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(cli, tmp
 
 # -- 3. calibration and evaluation data --------------------------------------------------------------
 
+
 def _png(path: Path, width: int, height: int, bits: int = 1, colour: int = 0) -> Path:
     """A valid PNG of one flat colour, written row by row: a 30000x30000 one is a 100 kB file."""
 
@@ -338,22 +349,25 @@ def _npy(tmp_path: Path, name: str, x: np.ndarray) -> Path:
     return tmp_path / name
 
 
-@pytest.mark.parametrize("kind,why", [
-    ("empty folder", "no readable image"),
-    ("only text files", "'not an image': 2"),
-    ("only corrupt JPEGs", "'corrupt': 2"),
-    ("a decompression bomb", "over 89 megapixels"),
-    ("a 144-megapixel PNG", "over 89 megapixels"),
-    ("npy of the wrong shape", "expected N x 3 x 96 x 96"),
-    ("npy of integers", "expected N x 3 x 96 x 96 floats"),
-    ("npy with NaN", "hold NaN or Inf"),
-    ("npy with Inf", "hold NaN or Inf"),
-    ("npz with no arrays", "holds no arrays"),
-    ("npy of no samples", "holds no samples"),
-    ("npy that is text", "cannot read calibration tensors"),
-    ("missing", "does not exist"),
-    ("a text file", "not .npy/.npz"),
-])
+@pytest.mark.parametrize(
+    "kind,why",
+    [
+        ("empty folder", "no readable image"),
+        ("only text files", "'not an image': 2"),
+        ("only corrupt JPEGs", "'corrupt': 2"),
+        ("a decompression bomb", "over 89 megapixels"),
+        ("a 144-megapixel PNG", "over 89 megapixels"),
+        ("npy of the wrong shape", "expected N x 3 x 96 x 96"),
+        ("npy of integers", "expected N x 3 x 96 x 96 floats"),
+        ("npy with NaN", "hold NaN or Inf"),
+        ("npy with Inf", "hold NaN or Inf"),
+        ("npz with no arrays", "holds no arrays"),
+        ("npy of no samples", "holds no samples"),
+        ("npy that is text", "cannot read calibration tensors"),
+        ("missing", "does not exist"),
+        ("a text file", "not .npy/.npz"),
+    ],
+)
 def test_bad_calibration_data_is_refused_before_the_first_stage(cli, tmp_path, hostile_images, kind, why):
     x = np.zeros((4, 3, 96, 96), np.float32)
     if kind == "empty folder":
@@ -361,8 +375,9 @@ def test_bad_calibration_data_is_refused_before_the_first_stage(cli, tmp_path, h
     elif kind == "only text files":
         source = _folder(tmp_path, "calib", {"a.txt": b"hello", "notes.md": b"# notes"})
     elif kind == "only corrupt JPEGs":
-        source = _folder(tmp_path, "calib", {"a.jpg": hostile_images["corrupt"],
-                                             "b.jpg": hostile_images["not_an_image"]})
+        source = _folder(
+            tmp_path, "calib", {"a.jpg": hostile_images["corrupt"], "b.jpg": hostile_images["not_an_image"]}
+        )
     elif kind == "a decompression bomb":
         source = _folder(tmp_path, "calib", {"bomb.png": hostile_images["bomb"]})
     elif kind == "a 144-megapixel PNG":
@@ -418,15 +433,21 @@ def test_a_huge_jpeg_is_decoded_small(hostile_images):
 def test_reading_a_huge_jpeg_takes_bounded_memory(hostile_images):
     # Decoded whole it is 432 MB of RGB; at the decoder's 1/8 scale, 7 MB. The peak resident memory of a
     # fresh process (VmHWM: getrusage's maxrss would carry this test process's peak across exec).
-    code = ("import re, sys; from pathlib import Path; from edgeffnet.core.preprocess import read_image; "
-            "read_image(sys.argv[1], short_side=110); "
-            "print(int(re.search(r'VmHWM:\\s+(\\d+)', Path('/proc/self/status').read_text())[1]) // 1024)")
-    peak_mb = int(subprocess.run([sys.executable, "-c", code, str(hostile_images["huge"])], capture_output=True,
-                                 text=True, check=True).stdout)
+    code = (
+        "import re, sys; from pathlib import Path; from edgeffnet.core.preprocess import read_image; "
+        "read_image(sys.argv[1], short_side=110); "
+        "print(int(re.search(r'VmHWM:\\s+(\\d+)', Path('/proc/self/status').read_text())[1]) // 1024)"
+    )
+    peak_mb = int(
+        subprocess.run(
+            [sys.executable, "-c", code, str(hostile_images["huge"])], capture_output=True, text=True, check=True
+        ).stdout
+    )
     assert peak_mb < 300
 
 
 # -- 4. outputs ----------------------------------------------------------------------------------------
+
 
 def test_output_at_an_existing_directory_that_is_not_a_bundle_deletes_nothing(cli, tmp_path):
     mine = tmp_path / "mine"
@@ -434,17 +455,22 @@ def test_output_at_an_existing_directory_that_is_not_a_bundle_deletes_nothing(cl
     (mine / "notes.txt").write_text("keep me")
     (mine / "sub").mkdir()
     assert_refused(cli("build", SPEC, "-o", str(mine)), str(mine), "not an edgeffnet bundle")
-    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "sub"] and (mine / "notes.txt").read_text() == "keep me"
+    assert (
+        sorted(p.name for p in mine.iterdir()) == ["notes.txt", "sub"] and (mine / "notes.txt").read_text() == "keep me"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
 
 
-@pytest.mark.parametrize("kind,why", [
-    ("a file", "is a file"),
-    ("under a file", "is not a directory"),
-    ("proc", "cannot write"),
-    ("empty", "-o is empty"),
-    ("dangling symlink", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "kind,why",
+    [
+        ("a file", "is a file"),
+        ("under a file", "is not a directory"),
+        ("proc", "cannot write"),
+        ("empty", "-o is empty"),
+        ("dangling symlink", "does not exist"),
+    ],
+)
 def test_an_output_that_cannot_be_a_bundle_is_one_line(cli, tmp_path, kind, why):
     before = None
     if kind == "a file":
@@ -487,6 +513,7 @@ def test_output_at_a_mount_point_is_refused(cli, tmp_path, monkeypatch):
 
 # -- 6. bundles ----------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, cache_dir) -> Path:
     """A bundle at a path with spaces and commas: a real build through the console entry point works."""
@@ -510,17 +537,21 @@ def test_predict_takes_odd_photos(cli, built, hostile_images, image):
     assert np.isfinite([c["probability"] for c in json.loads(r.stdout)[0]["top"]]).all()
 
 
-@pytest.mark.parametrize("image,why", [
-    ("not_an_image", "cannot read image"),
-    ("corrupt", "cannot read image"),
-    ("missing", "does not exist"),
-    ("directory", "is a directory"),
-    ("bomb", "too large"),
-    ("huge.png", "too large (12000x12000 pixels"),
-])
+@pytest.mark.parametrize(
+    "image,why",
+    [
+        ("not_an_image", "cannot read image"),
+        ("corrupt", "cannot read image"),
+        ("missing", "does not exist"),
+        ("directory", "is a directory"),
+        ("bomb", "too large"),
+        ("huge.png", "too large (12000x12000 pixels"),
+    ],
+)
 def test_predict_on_what_is_not_an_image(cli, built, hostile_images, tmp_path, image, why):
-    path = {"missing": tmp_path / "nowhere.jpg", "directory": tmp_path,
-            "huge.png": hostile_images["huge_rgb"]}.get(image) or hostile_images[image]
+    path = {"missing": tmp_path / "nowhere.jpg", "directory": tmp_path, "huge.png": hostile_images["huge_rgb"]}.get(
+        image
+    ) or hostile_images[image]
     assert_refused(cli("predict", str(built), str(path)), why)
 
 
@@ -554,8 +585,13 @@ def _damaged(built: Path, tmp_path: Path, kind: str) -> Path:
         (b / "model.bin").write_bytes((b / "model.bin").read_bytes()[:1000])
     elif kind == "model.xml truncated":
         (b / "model.xml").write_bytes((b / "model.xml").read_bytes()[:3000])
-    if kind in ("manifest lacks keys", "target lacks backend", "input lacks batch", "preprocess lacks crop",
-                "entries of the wrong type"):
+    if kind in (
+        "manifest lacks keys",
+        "target lacks backend",
+        "input lacks batch",
+        "preprocess lacks crop",
+        "entries of the wrong type",
+    ):
         (b / "manifest.json").write_text(json.dumps(manifest))
     return b
 
@@ -582,9 +618,11 @@ ARTIFACT_DAMAGE = {k for k in DAMAGE if k.startswith("model.")}
 def test_a_damaged_bundle_is_one_line(cli, built, hostile_images, tmp_path, command, kind):
     b = _damaged(built, tmp_path, kind)
     before = sorted(p.name for p in b.iterdir())
-    args = {"predict": ("predict", str(b), str(hostile_images["ok"])),
-            "bench": ("bench", str(b), "-n", "3", "-s", "0", "--warmup", "0"),
-            "compile": ("compile", str(b))}[command]
+    args = {
+        "predict": ("predict", str(b), str(hostile_images["ok"])),
+        "bench": ("bench", str(b), "-n", "3", "-s", "0", "--warmup", "0"),
+        "compile": ("compile", str(b)),
+    }[command]
     r = cli(*args)
     # compile finishes TensorRT engines only: an OpenVINO bundle has nothing to compile, whole or damaged.
     why = "nothing to compile" if command == "compile" and kind in ARTIFACT_DAMAGE else DAMAGE[kind]
@@ -593,6 +631,7 @@ def test_a_damaged_bundle_is_one_line(cli, built, hostile_images, tmp_path, comm
 
 
 # -- 6. bench records and target profiles --------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def record(built, tmp_path_factory) -> dict:
@@ -603,16 +642,19 @@ def record(built, tmp_path_factory) -> dict:
     return json.loads((b / "bench" / "openvino-latency.json").read_text())
 
 
-@pytest.mark.parametrize("damage,why", [
-    (lambda d: d.pop("stats"), "lacks stats"),
-    (lambda d: d["stats"].pop("p50_ms"), "'stats' entry lacks p50_ms"),
-    (lambda d: d["model"].pop("macs"), "'model' entry lacks macs"),
-    (lambda d: d["device"].pop("name"), "'device' entry lacks name"),
-    (lambda d: d.update(model="b0"), "'model' entry is not an object"),
-    (lambda d: d["stats"].update(p50_ms="fast"), "p50_ms that is not a number"),
-    (lambda d: d.update(format=7), "record format 7"),
-    (lambda d: d.update(record="something else"), "not an edgeffnet bench record"),
-])
+@pytest.mark.parametrize(
+    "damage,why",
+    [
+        (lambda d: d.pop("stats"), "lacks stats"),
+        (lambda d: d["stats"].pop("p50_ms"), "'stats' entry lacks p50_ms"),
+        (lambda d: d["model"].pop("macs"), "'model' entry lacks macs"),
+        (lambda d: d["device"].pop("name"), "'device' entry lacks name"),
+        (lambda d: d.update(model="b0"), "'model' entry is not an object"),
+        (lambda d: d["stats"].update(p50_ms="fast"), "p50_ms that is not a number"),
+        (lambda d: d.update(format=7), "record format 7"),
+        (lambda d: d.update(record="something else"), "not an edgeffnet bench record"),
+    ],
+)
 def test_report_on_a_damaged_record_is_one_line(cli, record, tmp_path, damage, why):
     d = json.loads(json.dumps(record))
     damage(d)
@@ -628,18 +670,23 @@ def test_report_on_a_file_that_is_not_json(cli, tmp_path):
     assert_refused(cli("report", str(path), "-o", str(tmp_path / "r")), "not an edgeffnet bench record")
 
 
-@pytest.mark.parametrize("profile,why", [
-    ('name = "mine"\nbackend = "openvino"\ndevice = "CPU"\nprecisions = []\n', "at least one of"),
-    ('name = "mine"\nbackend = "openvino"\ndevice = "CPU"\nprecisions = "fp32"\n', "at least one of"),
-    ('name = "mine"\nbackend = "openvino"\ndevice = "CPU"\nprecisions = ["fp64"]\n', "precision fp64"),
-    ('name = "mine"\nbackend = "openvino"\ndevice = "CPU"\nprecisions = ["fp32"]\ndefault_precision = "int8"\n',
-     "default_precision 'int8'"),
-    ('name = 3\nbackend = "openvino"\ndevice = "CPU"\nprecisions = ["fp32"]\n', "name must be"),
-    ('name = "mine"\nbackend = "openvino"\ndevice = "CPU"\nprecisions = ["fp32"]\npeak = 3\n', "[peak] must be"),
-    ('name = "mine"\nbackend = "tpu"\ndevice = "CPU"\nprecisions = ["fp32"]\n', "backend 'tpu'"),
-    ('name = "mine"\nprecisions = ["fp32"]\n', "lacks backend, device"),
-    ("this is = not [toml\n", "cannot read target profile"),
-])
+@pytest.mark.parametrize(
+    "profile,why",
+    [
+        ('name = "mine"\nbackend = "openvino"\ndevice = "CPU"\nprecisions = []\n', "at least one of"),
+        ('name = "mine"\nbackend = "openvino"\ndevice = "CPU"\nprecisions = "fp32"\n', "at least one of"),
+        ('name = "mine"\nbackend = "openvino"\ndevice = "CPU"\nprecisions = ["fp64"]\n', "precision fp64"),
+        (
+            'name = "mine"\nbackend = "openvino"\ndevice = "CPU"\nprecisions = ["fp32"]\ndefault_precision = "int8"\n',
+            "default_precision 'int8'",
+        ),
+        ('name = 3\nbackend = "openvino"\ndevice = "CPU"\nprecisions = ["fp32"]\n', "name must be"),
+        ('name = "mine"\nbackend = "openvino"\ndevice = "CPU"\nprecisions = ["fp32"]\npeak = 3\n', "[peak] must be"),
+        ('name = "mine"\nbackend = "tpu"\ndevice = "CPU"\nprecisions = ["fp32"]\n', "backend 'tpu'"),
+        ('name = "mine"\nprecisions = ["fp32"]\n', "lacks backend, device"),
+        ("this is = not [toml\n", "cannot read target profile"),
+    ],
+)
 def test_a_bad_target_profile_is_one_line(cli, tmp_path, profile, why):
     path = tmp_path / "mine.toml"
     path.write_text(profile)
@@ -651,6 +698,7 @@ def test_a_bad_target_profile_is_one_line(cli, tmp_path, profile, why):
 
 
 # -- 7. the HTML report escapes what users wrote ------------------------------------------------------
+
 
 def test_the_html_report_escapes_every_user_string(record, tmp_path):
     hostile = "<script>alert('{}')</script>"
@@ -673,7 +721,9 @@ def test_the_html_report_escapes_every_user_string(record, tmp_path):
     assert rep["rows"][0]["model"] == hostile.format("spec")  # the data keeps what was written; the page escapes it
 
 
-@pytest.mark.parametrize("bad,why", [("bomb", "too large"), ("huge_rgb", "too large"), ("corrupt", "cannot read image")])
+@pytest.mark.parametrize(
+    "bad,why", [("bomb", "too large"), ("huge_rgb", "too large"), ("corrupt", "cannot read image")]
+)
 def test_a_bad_image_in_search_training_data_is_one_error(tmp_path, hostile_images, bad, why):
     from edgeffnet.search.train import train_and_evaluate
 

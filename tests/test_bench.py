@@ -9,11 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
-from edgeffnet.backends import AsyncQueue
-from edgeffnet.backends.pytorch import Runner as PyTorchRunner
-
 import edgeffnet
 from edgeffnet import bundle
+from edgeffnet.backends import AsyncQueue
+from edgeffnet.backends.pytorch import Runner as PyTorchRunner
 from edgeffnet.core.errors import UserError
 from edgeffnet.measure import bench, peak, timing
 from edgeffnet.measure.records import Record
@@ -23,6 +22,7 @@ SPEC = "lite0,res=96"
 
 
 # -- statistics --------------------------------------------------------------------------------------
+
 
 def test_statistics_are_nearest_rank_observations():
     samples = [float(i) for i in range(1, 101)]
@@ -49,6 +49,7 @@ def test_percentile_matches_benchmark_app():
 
 
 # -- the loops, on a fake clock -------------------------------------------------------------------------
+
 
 class FakeClock:
     """Time moves only when the 'model' runs: every call takes exactly `ms` milliseconds."""
@@ -109,9 +110,13 @@ def test_measure_async_counts_only_after_warmup_and_drains_on_ctrl_c():
 
 # -- peaks ---------------------------------------------------------------------------------------------
 
+
 def _cpu(monkeypatch, isa, cores=4, usable=4, zen4=False):
-    monkeypatch.setattr(peak.host, "cpu", lambda: {"model": "test", "physical_cores": cores, "usable_cpus": usable,
-                                                    "isa": isa, "mhz": 3000.0})
+    monkeypatch.setattr(
+        peak.host,
+        "cpu",
+        lambda: {"model": "test", "physical_cores": cores, "usable_cpus": usable, "isa": isa, "mhz": 3000.0},
+    )
     monkeypatch.setattr(peak, "_max_clock_ghz", lambda: (3.0, "test"))
     monkeypatch.setattr(peak, "_amd_zen4", lambda: zen4)
 
@@ -162,13 +167,26 @@ def test_profile_peak_numbers_and_host(monkeypatch):
 
 # -- the record ----------------------------------------------------------------------------------------
 
+
 def manifest(macs=500_000_000, batch=1, dynamic=False, peak_gflops=400.0):
-    return {"created": "2026-01-01T00:00:00+00:00", "macs": macs, "flops": 2 * macs, "params": 1_000_000,
-            "precision": "fp32", "num_classes": 1000,
-            "spec": {"spec": "b0", "family": "efficientnet", "phi": None, "only": None, "resolution": 224},
-            "scaling_check": None, "input": {"batch": None if dynamic else batch, "dynamic_batch": dynamic},
-            "target": {"name": "test", "backend": "openvino", "device": "CPU",
-                       "peak": {"fp32": peak_gflops, "source": "test"}, "options": {}}}
+    return {
+        "created": "2026-01-01T00:00:00+00:00",
+        "macs": macs,
+        "flops": 2 * macs,
+        "params": 1_000_000,
+        "precision": "fp32",
+        "num_classes": 1000,
+        "spec": {"spec": "b0", "family": "efficientnet", "phi": None, "only": None, "resolution": 224},
+        "scaling_check": None,
+        "input": {"batch": None if dynamic else batch, "dynamic_batch": dynamic},
+        "target": {
+            "name": "test",
+            "backend": "openvino",
+            "device": "CPU",
+            "peak": {"fp32": peak_gflops, "source": "test"},
+            "options": {},
+        },
+    }
 
 
 def fake_bundle(path, m):
@@ -180,27 +198,62 @@ def fake_bundle(path, m):
 
 def test_record_numbers(tmp_path):
     m = timing.Measurement([10.0] * 9 + [30.0], seconds=0.12, count=10)
-    r = bench.make_record(fake_bundle(tmp_path, manifest()), "openvino", bench.Settings(iterations=10), 1, m,
-                          {"device": "CPU", "device_name": "Test CPU"})
+    r = bench.make_record(
+        fake_bundle(tmp_path, manifest()),
+        "openvino",
+        bench.Settings(iterations=10),
+        1,
+        m,
+        {"device": "CPU", "device_name": "Test CPU"},
+    )
     assert r.p50_ms == 10.0 and r.p99_ms == 30.0 and r.stats["p50_ms"] == 10.0
     assert r.achieved_gflops == pytest.approx(2 * 0.5e9 / 0.010 / 1e9)  # 100 GFLOP/s at the median
     assert r.fraction_of_peak == pytest.approx(0.25)
     assert r.images_per_s == pytest.approx(10 / 0.12)
     assert r.device["name"] == "Test CPU" and r.model["macs"] == 500_000_000 and r.tools["numpy"]
     assert Record.from_dict(json.loads(json.dumps(r.to_dict()))) == r  # the JSON on disk reads back whole
-    r = bench.make_record(fake_bundle(tmp_path, manifest()), "openvino", bench.Settings(mode="throughput"), 4,
-                          timing.Measurement([20.0] * 50, seconds=1.0, count=50), {"device": "CPU"}, requests=2)
+    r = bench.make_record(
+        fake_bundle(tmp_path, manifest()),
+        "openvino",
+        bench.Settings(mode="throughput"),
+        4,
+        timing.Measurement([20.0] * 50, seconds=1.0, count=50),
+        {"device": "CPU"},
+        requests=2,
+    )
     assert r.images_per_s == 200 and r.achieved_gflops == pytest.approx(200 * 1.0)
     assert r.settings["requests"] == 2 and r.batch == 4
-    b = bench.make_record(fake_bundle(tmp_path, manifest()), "onnxruntime", bench.Settings(), 1,
-                          timing.Measurement([5.0], 0.005, 1), {"runtime": "onnxruntime"})
+    b = bench.make_record(
+        fake_bundle(tmp_path, manifest()),
+        "onnxruntime",
+        bench.Settings(),
+        1,
+        timing.Measurement([5.0], 0.005, 1),
+        {"runtime": "onnxruntime"},
+    )
     assert b.baseline and b.precision == "fp32" and b.device["kind"] == "CPU"
-    row = {"artifact": "openvino CPU artifact", "views": 48, "top1_agreement": 0.5, "top5_overlap": 0.6,
-           "cosine_mean": 0.93, "cosine_min": 0.8, "max_abs": 1.0}
-    random = manifest() | {"precision": "int8", "weights": {"source": "random", "random_init": True, "seed": 0},
-                           "fidelity": {"rows": [row | {"artifact": "Q/DQ", "top1_agreement": 0.7}, row]}}
-    r = bench.make_record(fake_bundle(tmp_path, random), "openvino", bench.Settings(), 1,
-                          timing.Measurement([5.0], 0.005, 1), {"device": "CPU"})
+    row = {
+        "artifact": "openvino CPU artifact",
+        "views": 48,
+        "top1_agreement": 0.5,
+        "top5_overlap": 0.6,
+        "cosine_mean": 0.93,
+        "cosine_min": 0.8,
+        "max_abs": 1.0,
+    }
+    random = manifest() | {
+        "precision": "int8",
+        "weights": {"source": "random", "random_init": True, "seed": 0},
+        "fidelity": {"rows": [row | {"artifact": "Q/DQ", "top1_agreement": 0.7}, row]},
+    }
+    r = bench.make_record(
+        fake_bundle(tmp_path, random),
+        "openvino",
+        bench.Settings(),
+        1,
+        timing.Measurement([5.0], 0.005, 1),
+        {"device": "CPU"},
+    )
     assert r.weights == {"source": "random", "random_init": True}  # what the bench measured computes
     assert r.fidelity == {k: row[k] for k in ("artifact", "views", "top1_agreement", "top5_overlap", "cosine_mean")}
 
@@ -221,6 +274,7 @@ def test_batch_rules():
 
 # -- a real bundle -------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
@@ -238,7 +292,11 @@ def test_bench_saves_records_for_the_artifact_and_baselines(tiny):
     man = bundle.read_manifest(tiny)
     for r in records:
         saved = json.loads((tiny / "bench" / f"{r.runtime}-latency.json").read_text())
-        assert saved["stats"] == r.stats and r.saved_to == tiny / "bench" / f"{r.runtime}-latency.json" and saved["stats"]["count"] >= 5
+        assert (
+            saved["stats"] == r.stats
+            and r.saved_to == tiny / "bench" / f"{r.runtime}-latency.json"
+            and saved["stats"]["count"] >= 5
+        )
         assert len(saved["samples_ms"]) == saved["stats"]["count"]
         assert saved["model"]["macs"] == man["macs"] and saved["model"]["spec"] == SPEC
         assert saved["bundle_created"] == man["created"] and saved["batch"] == 1
@@ -250,8 +308,8 @@ def test_bench_saves_records_for_the_artifact_and_baselines(tiny):
 def test_pytorch_baseline_is_the_bundles_model(tiny):
     import torch
 
-    from edgeffnet.network.photos import to_input
     from edgeffnet.core.preprocess import Preprocess
+    from edgeffnet.network.photos import to_input
 
     man = bundle.read_manifest(tiny)
     ref = np.load(tiny / "reference.npz")
@@ -310,8 +368,12 @@ def test_cli_json_and_bad_input(tiny, tmp_path, cli):
     assert r.returncode == 0, r.stderr
     (rec,) = json.loads(r.stdout)
     assert rec["record"] == "edgeffnet-bench" and rec["stats"]["count"] >= 3 and rec["runtime"] == "openvino"
-    for args in (["bench", str(tmp_path / "missing")], ["bench", str(tmp_path)],
-                 ["bench", str(tiny), "--baseline", "tf"], ["bench", str(tiny), "-n", "0"]):
+    for args in (
+        ["bench", str(tmp_path / "missing")],
+        ["bench", str(tmp_path)],
+        ["bench", str(tiny), "--baseline", "tf"],
+        ["bench", str(tiny), "-n", "0"],
+    ):
         r = cli(*args)
         assert r.returncode == 2 and r.stderr.startswith("edgeffnet: error:") and r.stderr.count("\n") == 1, r.stderr
 

@@ -23,26 +23,21 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import fixture_path, run_cli_process
 
 from edgeffnet import bundle
-
-from edgeffnet.pipeline import cache
-
-from edgeffnet.core import verify
 from edgeffnet.backends import onnxruntime as ort_backend
-from edgeffnet.pipeline import build
-from edgeffnet.pipeline.options import BuildOptions
-from edgeffnet.bundle import is_bundle
-from edgeffnet.network.export import export_onnx
-from edgeffnet.network.reference import create_model
-from edgeffnet.network.model import EfficientNet, count_macs, count_params
-from edgeffnet.network.photos import to_input, verification_views
-from edgeffnet.bundle import Bundle
+from edgeffnet.bundle import Bundle, is_bundle
+from edgeffnet.core import verify
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.preprocess import Preprocess
+from edgeffnet.network.export import export_onnx
+from edgeffnet.network.model import EfficientNet, count_macs, count_params
+from edgeffnet.network.photos import to_input, verification_views
+from edgeffnet.network.reference import create_model
+from edgeffnet.pipeline import build, cache
+from edgeffnet.pipeline.options import BuildOptions
 from edgeffnet.specs.scaling import parse_spec
-
-from conftest import fixture_path, run_cli_process
 
 SPEC = "b0,res=96"  # SE + SiLU, symmetric padding
 LITE = "lite0,res=96"  # ReLU6, no SE, TF "SAME" padding
@@ -70,8 +65,11 @@ def _leftovers(parent: Path) -> list[str]:
 
 
 def _stage_lines(stderr: str) -> dict[str, str]:
-    return {line.split()[0]: line for line in stderr.splitlines() if line.split() and line.split()[0] in
-            STAGES + ("precision",)}
+    return {
+        line.split()[0]: line
+        for line in stderr.splitlines()
+        if line.split() and line.split()[0] in STAGES + ("precision",)
+    }
 
 
 def _input_dims(path: Path) -> list:
@@ -96,10 +94,21 @@ def b0(env, out) -> Built:
 
 # -- stages and parity ---------------------------------------------------------------------------------
 
+
 def test_bundle_holds_the_artifacts_and_nothing_else(b0, out):
     names = sorted(p.name for p in b0.path.iterdir())
-    assert names == sorted(["model.onnx", "model.sim.onnx", "model.xml", "model.bin", "reference.npz",
-                            "layers.json", "manifest.json", "build.log"])
+    assert names == sorted(
+        [
+            "model.onnx",
+            "model.sim.onnx",
+            "model.xml",
+            "model.bin",
+            "reference.npz",
+            "layers.json",
+            "manifest.json",
+            "build.log",
+        ]
+    )
     assert sorted(b0.manifest["files"]) == names
     assert is_bundle(b0.path) and _leftovers(out) == []
     umask = os.umask(0)
@@ -135,8 +144,11 @@ def test_reference_is_the_seeded_pytorch_model_and_artifacts_reproduce_it(b0):
         torch_logits = model(torch.from_numpy(x)).numpy()
     assert np.abs(torch_logits - data["logits"]).max() <= 1e-5
     ir = Bundle.open(b0.path).runner()
-    for run in (ort_backend.Runner(b0.path / "model.onnx").run, ort_backend.Runner(b0.path / "model.sim.onnx").run,
-                ir.run):
+    for run in (
+        ort_backend.Runner(b0.path / "model.onnx").run,
+        ort_backend.Runner(b0.path / "model.sim.onnx").run,
+        ir.run,
+    ):
         got = verify.run_batched(run, x, 1)
         assert np.abs(got - data["logits"]).max() <= verify.FP32_MAX_ABS
 
@@ -179,8 +191,14 @@ def test_manifest_says_what_from_what_and_how(b0):
         assert m["params"] == count_params(EfficientNet(spec)) == m["stages"]["reference"]["params"]
     assert m["macs"] == count_macs(spec) and m["flops"] == 2 * m["macs"]
     assert m["precision"] == "fp32" and m["target"]["name"] == "cpu" and m["target"]["device"] == "CPU"
-    assert m["input"] == {"name": "input", "batch": 1, "dynamic_batch": False, "shape": [1, 3, 96, 96],
-                          "layout": "NCHW", "dtype": "float32"}
+    assert m["input"] == {
+        "name": "input",
+        "batch": 1,
+        "dynamic_batch": False,
+        "shape": [1, 3, 96, 96],
+        "layout": "NCHW",
+        "dtype": "float32",
+    }
     assert m["weights"]["random_init"] is True and m["weights"]["seed"] == 0
     assert m["preprocess"]["crop"] == 96 and len(m["preprocess"]["mean"]) == 3
     assert m["options"]["opset"] == 13 and m["options"]["batch"] == 1
@@ -211,6 +229,7 @@ def test_pretrained_fp16_build_records_weights_and_fp16_parity(env, out):
 
 # -- batch -----------------------------------------------------------------------------------------------
 
+
 def test_static_batch_n(env, out):
     b = _build(env, SPEC, "--batch", "3", "-o", str(out / "batch3"))
     assert _input_dims(b.path / "model.onnx") == _input_dims(b.path / "model.sim.onnx") == [3, 3, 96, 96]
@@ -234,6 +253,7 @@ def test_dynamic_batch_of_a_same_padded_network(env, out):
 
 # -- the stage cache -------------------------------------------------------------------------------------
 
+
 def test_identical_build_reuses_every_stage_and_says_so(env, out, b0):
     again = _build(env, SPEC, "-o", str(out / "again"))
     lines = _stage_lines(again.stderr)
@@ -243,11 +263,14 @@ def test_identical_build_reuses_every_stage_and_says_so(env, out, b0):
         assert (again.path / name).read_bytes() == (b0.path / name).read_bytes()
 
 
-@pytest.mark.parametrize("option,reused", [
-    (("--opset", "17"), {"reference"}),
-    (("--batch", "2"), {"reference"}),
-    (("--target", "intel-gpu", "--precision", "fp32"), {"reference", "export", "simplify"}),
-])
+@pytest.mark.parametrize(
+    "option,reused",
+    [
+        (("--opset", "17"), {"reference"}),
+        (("--batch", "2"), {"reference"}),
+        (("--target", "intel-gpu", "--precision", "fp32"), {"reference", "export", "simplify"}),
+    ],
+)
 def test_a_changed_option_reruns_only_downstream_stages(env, out, b0, option, reused):
     # A comma (OpenVINO's convert_model split paths at commas) and brackets (rich markup) in the name.
     b = _build(env, SPEC, *option, "-o", str(out / f"b0,res=96[{'-'.join(option).strip('-')}]"))
@@ -275,6 +298,7 @@ def test_stages_cached_by_other_code_are_not_reused(env, out, b0, monkeypatch, c
 
 
 # -- atomicity -------------------------------------------------------------------------------------------
+
 
 def test_rebuilding_over_a_bundle_replaces_it_and_keeps_the_users_files(env, out, b0):
     """The manifest lists what the bundle wrote; anything else in the directory is the user's and stays."""
@@ -326,6 +350,7 @@ def test_a_failed_swap_puts_the_old_bundle_back(env, out, b0, monkeypatch):
 
 # -- bad input: one line, non-zero exit, no traceback, nothing half-written --------------------------------
 
+
 def _refused(r: subprocess.CompletedProcess, dest: Path, *words: str) -> str:
     assert r.returncode != 0
     assert "Traceback" not in r.stderr and r.stdout == ""
@@ -345,14 +370,26 @@ def test_unknown_spec(env, tmp_path):
 
 def test_unknown_target_lists_the_known_ones(env, tmp_path):
     dest = tmp_path / "b"
-    _refused(run_cli_process("build", SPEC, "--target", "tpu", "-o", str(dest), env=env), dest, "tpu", "cpu", "intel-gpu", "npu")
+    _refused(
+        run_cli_process("build", SPEC, "--target", "tpu", "-o", str(dest), env=env),
+        dest,
+        "tpu",
+        "cpu",
+        "intel-gpu",
+        "npu",
+    )
     assert not dest.exists()
 
 
 def test_a_precision_the_target_lacks(env, tmp_path):
     dest = tmp_path / "b"
-    _refused(run_cli_process("build", SPEC, "--target", "npu", "--precision", "fp32", "-o", str(dest), env=env), dest,
-             "npu", "fp32", "--precision fp16")
+    _refused(
+        run_cli_process("build", SPEC, "--target", "npu", "--precision", "fp32", "-o", str(dest), env=env),
+        dest,
+        "npu",
+        "fp32",
+        "--precision fp16",
+    )
     assert not dest.exists()
 
 
@@ -393,17 +430,24 @@ def test_corrupt_checkpoint(env, tmp_path, kind):
     else:
         ckpt.write_bytes(fixture_path("torchvision_efficientnet_b0.pt").read_bytes()[:1_000_000])
     dest = tmp_path / "b"
-    line = _refused(run_cli_process("build", SPEC, "--weights", str(ckpt), "-o", str(dest), env=env), dest, "cannot read checkpoint",
-                    str(ckpt))
+    line = _refused(
+        run_cli_process("build", SPEC, "--weights", str(ckpt), "-o", str(dest), env=env),
+        dest,
+        "cannot read checkpoint",
+        str(ckpt),
+    )
     assert "weights_only" not in line  # torch's advice to unpickle untrusted code is no help with a broken file
     assert not dest.exists()
 
 
-@pytest.mark.parametrize("spec,state", [
-    ("b3", "efficientnet_b0"),  # same layout, other shapes
-    ("lite0", "efficientnet_b0"),  # B0 has squeeze-excitation, Lite has none
-    ("b0", "resnet"),  # not an EfficientNet at all
-])
+@pytest.mark.parametrize(
+    "spec,state",
+    [
+        ("b3", "efficientnet_b0"),  # same layout, other shapes
+        ("lite0", "efficientnet_b0"),  # B0 has squeeze-excitation, Lite has none
+        ("b0", "resnet"),  # not an EfficientNet at all
+    ],
+)
 def test_checkpoint_of_another_architecture(env, tmp_path, spec, state):
     ckpt = tmp_path / "weights.pth"
     if state == "resnet":
@@ -419,9 +463,14 @@ def test_ctrl_c_mid_build(env, tmp_path):
     dest = tmp_path / "b"
     # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT ignored: give the
     # child the terminal's default so Ctrl-C reaches it as it would at a prompt, however the tests were started.
-    p = subprocess.Popen([sys.executable, "-m", "edgeffnet.cli", "build", SPEC, "--no-cache", "-o", str(dest)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    p = subprocess.Popen(
+        [sys.executable, "-m", "edgeffnet.cli", "build", SPEC, "--no-cache", "-o", str(dest)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     seen = []
     for line in p.stderr:
         seen.append(line)

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_cli_process
 
-from edgeffnet.core import verify
 from edgeffnet.bundle import Bundle, clean_debris, is_bundle
+from edgeffnet.core import verify
 from edgeffnet.precision import int8
 
 SPEC = "b0,res=96"
@@ -40,9 +39,14 @@ def _env(cache: Path, **extra) -> dict:
 
 def _popen(env: dict, *args: str) -> subprocess.Popen:
     # SIGINT default in the child: a shell starts background jobs with it ignored, and Python keeps that.
-    return subprocess.Popen([sys.executable, "-m", "edgeffnet.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgeffnet.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _built(r: subprocess.CompletedProcess) -> None:
@@ -98,6 +102,7 @@ def base(cache, tmp_path_factory) -> Path:
 
 # -- the cache never runs code, never ships damaged bytes ----------------------------------------------------
 
+
 def test_no_unsafe_loading_in_the_package():
     """Nothing read from the cache or from a user is unpickled: no pickle loads, torch.load weights-only."""
     for path in PACKAGE.rglob("*.py"):
@@ -116,8 +121,12 @@ class _Payload:
 
 
 def test_calibration_statistics_round_trip_and_never_unpickle(tmp_path):
-    stats = {"tensors": ["a", "b/c"], "absmax": np.array([1.5, 0.0]), "hist": np.ones((2, 8)),
-             "means": {"a": np.arange(3, dtype=np.float32), "b/c": np.zeros(1, np.float32)}}
+    stats = {
+        "tensors": ["a", "b/c"],
+        "absmax": np.array([1.5, 0.0]),
+        "hist": np.ones((2, 8)),
+        "means": {"a": np.arange(3, dtype=np.float32), "b/c": np.zeros(1, np.float32)},
+    }
     path = tmp_path / "stats.npz"
     int8._write_statistics(path, stats)
     back = int8._read_statistics(path, ["a", "b/c"])
@@ -141,7 +150,9 @@ def test_int8_build_ignores_hostile_statistics_and_writes_nothing_outside(tmp_pa
         d.mkdir()
     cache = home / "edgeffnet-cache"
     env = _env(cache, HOME=str(home), TMPDIR=str(tmp))
-    _built(run_cli_process("build", SPEC, "-p", "int8", "--calib-size", "32", "-o", str(out / "first"), cwd=cwd, env=env))
+    _built(
+        run_cli_process("build", SPEC, "-p", "int8", "--calib-size", "32", "-o", str(out / "first"), cwd=cwd, env=env)
+    )
     stats = list((cache / "calibration").glob("*.npz"))
     assert stats
     marker = tmp_path / "marker"
@@ -201,6 +212,7 @@ def test_another_models_compile_entry_is_rebuilt_and_the_manifest_is_fresh(base,
 
 # -- NaN never passes ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_nan_or_inf_outputs_fail_verification_at_every_precision(bad):
     ref = np.random.default_rng(0).normal(size=(4, 10))
@@ -232,7 +244,7 @@ def test_predict_refuses_a_bundle_that_outputs_nan(base, tmp_path):
     weights = bytearray((broken / "model.bin").read_bytes())
     xml = (broken / "model.xml").read_text()
     for offset, size in re.findall(r'element_type="f32" shape="[^"]*" offset="(\d+)" size="(\d+)"', xml):
-        weights[int(offset):int(offset) + int(size)] = np.full(int(size) // 4, np.nan, np.float32).tobytes()
+        weights[int(offset) : int(offset) + int(size)] = np.full(int(size) // 4, np.nan, np.float32).tobytes()
     (broken / "model.bin").write_bytes(bytes(weights))
     from PIL import Image
 
@@ -242,6 +254,7 @@ def test_predict_refuses_a_bundle_that_outputs_nan(base, tmp_path):
 
 
 # -- rebuilding keeps the user's files ----------------------------------------------------------------------
+
 
 def test_rebuild_keeps_the_checkpoint_and_notes_the_user_put_in_the_bundle(cache, tmp_path):
     from edgeffnet import create_model, save_weights
@@ -278,6 +291,7 @@ def test_a_symlinked_output_is_rebuilt_through_the_link(base, cache, tmp_path):
 
 
 # -- interruptions --------------------------------------------------------------------------------------------
+
 
 def _start_and_kill(env: dict, dest: Path, sig: int, batch: str) -> subprocess.Popen:
     """Start a build that misses the cache after its first stage, and send `sig` once that stage is done."""
@@ -331,6 +345,7 @@ def test_a_bundle_killed_while_being_swapped_out_comes_back(base, tmp_path):
 
 # -- concurrency ----------------------------------------------------------------------------------------------
 
+
 def _finished(procs: list[subprocess.Popen]) -> list[tuple[int, str]]:
     results = []
     for p in procs:
@@ -349,7 +364,9 @@ def test_two_identical_builds_to_one_output(base, cache, tmp_path):
         results = _finished([_popen(env, "build", SPEC, "-o", str(dest)) for _ in range(2)])
         assert any(rc == 0 for rc, _ in results)
         _assert_valid(dest)
-        assert sorted(p.name for p in dest.iterdir()) == sorted(json.loads((dest / "manifest.json").read_text())["files"])
+        assert sorted(p.name for p in dest.iterdir()) == sorted(
+            json.loads((dest / "manifest.json").read_text())["files"]
+        )
         assert _debris(tmp_path) == []
 
 
@@ -370,14 +387,17 @@ def test_two_builds_sharing_a_cold_cache(tmp_path):
 
 # -- nothing written outside -o, the cache and TMPDIR ------------------------------------------------------
 
+
 def test_telemetry_is_declined_without_importing_the_libraries():
-    probe = ("import os, sys, edgeffnet\n"
-             "assert not {'torch', 'onnx', 'openvino', 'onnxruntime', 'openvino_telemetry'} & set(sys.modules)\n"
-             "assert os.environ['ORT_DISABLE_TELEMETRY'] == '1'\n"
-             "from openvino_telemetry.utils.opt_in_checker import OptInChecker, ConsentCheckResult\n"
-             "assert OptInChecker().check(False, False) == ConsentCheckResult.DECLINED\n"
-             "import nncf.telemetry.wrapper as w\n"
-             "assert not getattr(getattr(w.telemetry, '_impl', None), 'consent', False)\n")
+    probe = (
+        "import os, sys, edgeffnet\n"
+        "assert not {'torch', 'onnx', 'openvino', 'onnxruntime', 'openvino_telemetry'} & set(sys.modules)\n"
+        "assert os.environ['ORT_DISABLE_TELEMETRY'] == '1'\n"
+        "from openvino_telemetry.utils.opt_in_checker import OptInChecker, ConsentCheckResult\n"
+        "assert OptInChecker().check(False, False) == ConsentCheckResult.DECLINED\n"
+        "import nncf.telemetry.wrapper as w\n"
+        "assert not getattr(getattr(w.telemetry, '_impl', None), 'consent', False)\n"
+    )
     env = {k: v for k, v in _env(Path("unused")).items() if k not in ("ORT_DISABLE_TELEMETRY", "CI")}
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr

@@ -9,8 +9,8 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from edgeffnet.core.errors import UserError
-from edgeffnet.precision import calibration, int8
 from edgeffnet.core.preprocess import imagenet_recipe, preprocess_image, tf_lite_recipe
+from edgeffnet.precision import calibration, int8
 
 RECIPE = tf_lite_recipe(32)
 
@@ -97,12 +97,15 @@ def test_npz_tensors_and_short_count_warns(tmp_path):
     assert len(cal.warnings) == 1 and "5" in cal.warnings[0] and "8" in cal.warnings[0]
 
 
-@pytest.mark.parametrize("shape,dtype", [
-    ((4, 32, 32, 3), np.float32),  # NHWC
-    ((4, 3, 48, 48), np.float32),  # another resolution than the recipe's
-    ((3, 32, 32), np.float32),  # no batch axis
-    ((4, 3, 32, 32), np.uint8),  # raw pixels, not preprocessed
-])
+@pytest.mark.parametrize(
+    "shape,dtype",
+    [
+        ((4, 32, 32, 3), np.float32),  # NHWC
+        ((4, 3, 48, 48), np.float32),  # another resolution than the recipe's
+        ((3, 32, 32), np.float32),  # no batch axis
+        ((4, 3, 32, 32), np.uint8),  # raw pixels, not preprocessed
+    ],
+)
 def test_wrong_tensor_shape_is_one_line_error(tmp_path, shape, dtype):
     np.save(tmp_path / "bad.npy", np.zeros(shape, dtype))
     with pytest.raises(UserError) as e:
@@ -199,8 +202,14 @@ def test_unusual_modes_are_converted_and_counted(tmp_path):
     for name in files:
         with Image.open(d / name) as img:
             opened[name] = img.mode
-    assert opened == {"grey.png": "L", "rgba.png": "RGBA", "deep.png": "I;16", "palette.png": "P",
-                      "cmyk.jpg": "CMYK", "plain.bmp": "RGB"}  # what the files really hold
+    assert opened == {
+        "grey.png": "L",
+        "rgba.png": "RGBA",
+        "deep.png": "I;16",
+        "palette.png": "P",
+        "cmyk.jpg": "CMYK",
+        "plain.bmp": "RGB",
+    }  # what the files really hold
     cal = calibration.load(d, 6, RECIPE)
     assert cal.record()["converted"] == {"grayscale": 1, "RGBA": 1, "16-bit": 1, "palette": 1, "CMYK": 1}
     assert cal.skipped == {} and cal.data.shape == (6, 3, 32, 32) and np.isfinite(cal.data).all()
@@ -231,13 +240,20 @@ def _tiny_graph(seed: int = 0) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
     fc = numpy_helper.from_array(rng.standard_normal((5, 4)).astype(np.float32), "fc")
-    nodes = [helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
-             helper.make_node("Relu", ["c"], ["r"], name="relu"),
-             helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
-             helper.make_node("Flatten", ["p"], ["f"], name="flat"),
-             helper.make_node("Gemm", ["f", "fc"], ["logits"], transB=1, name="fc")]
-    g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 5])], [w, fc])
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "fc"], ["logits"], transB=1, name="fc"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 5])],
+        [w, fc],
+    )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
 
 

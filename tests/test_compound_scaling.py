@@ -10,9 +10,19 @@ from edgeffnet.specs.scaling import ALPHA, BETA, GAMMA, parse_spec, round_channe
 
 # Parameter counts of the reference implementations (torchvision / timm / efficientnet_lite_pytorch).
 REFERENCE_PARAMS = {
-    "b0": 5_288_548, "b1": 7_794_184, "b2": 9_109_994, "b3": 12_233_232, "b4": 19_341_616,
-    "b5": 30_389_784, "b6": 43_040_704, "b7": 66_347_960, "lite0": 4_652_008, "lite1": 5_416_680,
-    "lite2": 6_092_072, "lite3": 8_197_096, "lite4": 13_006_568,
+    "b0": 5_288_548,
+    "b1": 7_794_184,
+    "b2": 9_109_994,
+    "b3": 12_233_232,
+    "b4": 19_341_616,
+    "b5": 30_389_784,
+    "b6": 43_040_704,
+    "b7": 66_347_960,
+    "lite0": 4_652_008,
+    "lite1": 5_416_680,
+    "lite2": 6_092_072,
+    "lite3": 8_197_096,
+    "lite4": 13_006_568,
 }
 REFERENCE_MACS = {"b0": 0.386e9, "b4": 4.394e9, "lite0": 0.385e9}
 
@@ -122,9 +132,25 @@ def test_spec_function_returns_plain_dataclass():
     assert dataclasses.is_dataclass(s) and s.depth == 1.1
 
 
-@pytest.mark.parametrize("bad", ["b9", "", "b0,phi=x", "b0,foo=1", "b3,phi=1", "b0,w=-1", "b0,only=depth",
-                                 "phi=1,only=height", "b0,res=10", "b0,res=300.5", "b0,phi", "b0,w=1,w=2",
-                                 "phi=40", "b0,d=nan"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "b9",
+        "",
+        "b0,phi=x",
+        "b0,foo=1",
+        "b3,phi=1",
+        "b0,w=-1",
+        "b0,only=depth",
+        "phi=1,only=height",
+        "b0,res=10",
+        "b0,res=300.5",
+        "b0,phi",
+        "b0,w=1,w=2",
+        "phi=40",
+        "b0,d=nan",
+    ],
+)
 def test_bad_specs_name_what_was_wrong_and_the_valid_forms(bad):
     with pytest.raises(UserError) as e:
         parse_spec(bad)

@@ -16,8 +16,16 @@ from rich.table import Table
 import edgeffnet
 from edgeffnet.core.user_text import TextConsole, one_line, visible
 
-HOSTILE = ["[link=http://example.com/x]click[/link]", "[/bold]", ":cat: :thumbs_up:", "\x1b[31mred\x1b[0m",
-           "\x1b]8;;http://example.com\x07hyper\x1b]8;;\x07", "bell\x07", "back\x08space", "\x9b2J"]
+HOSTILE = [
+    "[link=http://example.com/x]click[/link]",
+    "[/bold]",
+    ":cat: :thumbs_up:",
+    "\x1b[31mred\x1b[0m",
+    "\x1b]8;;http://example.com\x07hyper\x1b]8;;\x07",
+    "bell\x07",
+    "back\x08space",
+    "\x9b2J",
+]
 NAMES = [t.replace("/", "|") for t in HOSTILE]  # as file names: no folder separators
 RAW = ("\x1b", "\x07", "\x08", "\x9b", "\U0001f431", "\U0001f44d")
 

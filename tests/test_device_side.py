@@ -23,8 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 def device_venv(tmp_path_factory) -> Path:
     venv = tmp_path_factory.mktemp("device") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"{REPO}[openvino]"], capture_output=True,
-                         text=True, timeout=1200)
+    pip = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", f"{REPO}[openvino]"], capture_output=True, text=True, timeout=1200
+    )
     assert pip.returncode == 0, pip.stderr[-2000:]
     return venv
 
@@ -39,8 +40,9 @@ def bundle_dir(tmp_path_factory) -> Path:
 
 def _run(venv: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    return subprocess.run([str(venv / "bin" / "edgeffnet"), *args], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=600)
+    return subprocess.run(
+        [str(venv / "bin" / "edgeffnet"), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+    )
 
 
 def test_device_install_has_no_build_side(device_venv):
@@ -68,11 +70,14 @@ def test_device_side_runs_the_bundle(device_venv, bundle_dir, tmp_path):
     assert (tmp_path / "report" / "report.html").is_file() and (tmp_path / "report" / "report.csv").is_file()
 
 
-@pytest.mark.parametrize("args, words", [
-    (["compile", "{bundle}"], "nothing to compile"),
-    (["build", "b0,res=64", "-o", "{tmp}/b"], "edgeffnet[build]"),
-    (["info", "b0"], "edgeffnet[build]"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["compile", "{bundle}"], "nothing to compile"),
+        (["build", "b0,res=64", "-o", "{tmp}/b"], "edgeffnet[build]"),
+        (["info", "b0"], "edgeffnet[build]"),
+    ],
+)
 def test_device_side_refusals_are_one_line(device_venv, bundle_dir, tmp_path, args, words):
     args = [a.format(bundle=bundle_dir, tmp=tmp_path) for a in args]
     r = _run(device_venv, *args, cwd=tmp_path)

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import run_cli_process
+from PIL import Image
 
 import edgeffnet
 from edgeffnet.core.errors import UserError
@@ -35,6 +34,7 @@ def _png(path: Path, seed: int = 0) -> Path:
 
 # -- labels, without a bundle ------------------------------------------------------------------------------
 
+
 def test_wnid_list_is_in_class_index_order():
     assert len(WNIDS) == 1000 and WNIDS == sorted(WNIDS)  # ILSVRC-2012's index order is the sorted synsets
     labels = ev.Labels(IMAGENET, imagenet=True)
@@ -42,10 +42,22 @@ def test_wnid_list_is_in_class_index_order():
     assert IMAGENET[labels.index("n02123159")] == "tiger cat"
 
 
-@pytest.mark.parametrize("folder, index", [
-    ("n02123159", 282), ("282", 282), ("tiger cat", 282), ("Tiger_Cat", 282), ("tiger-cat", 282),
-    ("jack_o_lantern", 607), ("carpenters-kit", 477), ("0", 0), ("1000", None), ("n99999999", None),
-    ("not a class", None)])
+@pytest.mark.parametrize(
+    "folder, index",
+    [
+        ("n02123159", 282),
+        ("282", 282),
+        ("tiger cat", 282),
+        ("Tiger_Cat", 282),
+        ("tiger-cat", 282),
+        ("jack_o_lantern", 607),
+        ("carpenters-kit", 477),
+        ("0", 0),
+        ("1000", None),
+        ("n99999999", None),
+        ("not a class", None),
+    ],
+)
 def test_imagenet_labels_by_wnid_index_or_name(folder, index):
     assert ev.Labels(IMAGENET, imagenet=True).index(folder) == index
 
@@ -57,8 +69,11 @@ def test_a_name_two_imagenet_classes_share_is_refused():
 
 def test_imagefolder_layouts_resolve_to_the_same_labels(tmp_path):
     labels = ev.Labels(IMAGENET, imagenet=True)
-    for layout, names in {"wnid": ["n01440764", "n02123159"], "index": ["0", "282"],
-                          "name": ["Tench", "tiger_cat"]}.items():
+    for layout, names in {
+        "wnid": ["n01440764", "n02123159"],
+        "index": ["0", "282"],
+        "name": ["Tench", "tiger_cat"],
+    }.items():
         for i, name in enumerate(names):
             _png(tmp_path / layout / name / "a.png", i)
             _png(tmp_path / layout / name / "sub" / "b.jpg", i + 10)  # searched recursively
@@ -100,8 +115,11 @@ def test_csv_of_path_and_label(tmp_path):
     assert data.layout == "csv" and [label for _, label in data.items] == [282, 282, 282]
     assert data.items[0][0] == tmp_path / "img" / "0.png"  # relative to the CSV, not the working directory
     (tmp_path / "bad.csv").write_text("img/0.png,n02123159\nimg/9.png,1\nimg/1.png,kitten\nimg/2.png\n")
-    with pytest.raises(UserError, match=r"3 bad row\(s\) \(row 2: .*9.png does not exist; row 3: label 'kitten' "
-                                        r"is not a class; row 4 has no label\)"):
+    with pytest.raises(
+        UserError,
+        match=r"3 bad row\(s\) \(row 2: .*9.png does not exist; row 3: label 'kitten' "
+        r"is not a class; row 4 has no label\)",
+    ):
         ev.open_dataset(tmp_path / "bad.csv", ev.Labels(IMAGENET, imagenet=True))
 
 
@@ -117,6 +135,7 @@ def test_loose_images_are_unlabelled_and_an_empty_folder_is_refused(tmp_path):
 
 # -- the arithmetic, against hand computations ---------------------------------------------------------------
 
+
 def _pairs(a: int, b: int, c: int, d: int) -> tuple[np.ndarray, np.ndarray]:
     """Reference/artifact correctness: a both right, b only the reference, c only the artifact, d neither."""
     ref = np.array([1] * a + [1] * b + [0] * c + [0] * d, bool)
@@ -128,7 +147,7 @@ def test_wilson_interval_by_hand():
     # 8/10, z = 1.96: centre (0.8 + 0.19207) / 1.38415 = 0.71674; half 1.96 * sqrt(0.016 + 0.00096) / 1.38415
     assert ev.wilson(8, 10) == pytest.approx((0.490162, 0.943318), abs=1e-6)
     assert ev.wilson(1, 3) == pytest.approx((0.061492, 0.792340), abs=1e-6)
-    assert ev.wilson(20, 20) == pytest.approx((20 / (20 + 1.959964 ** 2), 1.0), abs=1e-6)
+    assert ev.wilson(20, 20) == pytest.approx((20 / (20 + 1.959964**2), 1.0), abs=1e-6)
 
 
 def test_exact_mcnemar_by_hand():
@@ -176,18 +195,24 @@ def test_summary_counts_by_hand():
 
 # -- the gate, as a function ---------------------------------------------------------------------------------
 
+
 def _result(b: int, c: int, n: int = 40) -> dict:
     ref, got = _pairs(n - b - c - 2, b, c, 2)
     labels = np.zeros(n, int)
     ref_top = np.where(ref, 0, 1)[:, None]
     got_top = np.where(got, 0, 1)[:, None]
-    return {"data": {"source": "val"}, "images": n,
-            **ev.summarise("FP32", ref_top, {"INT8 artifact": (got_top, np.ones(n))}, labels)}
+    return {
+        "data": {"source": "val"},
+        "images": n,
+        **ev.summarise("FP32", ref_top, {"INT8 artifact": (got_top, np.ones(n))}, labels),
+    }
 
 
 def test_drop_gate_passes_fails_and_allows():
     v = ev.drop_gate(_result(b=0, c=0), 1.0, allow_drop=False, trained=True, precision="int8")
-    assert v["gated"] and v["passed"] and v["drop_points"] == 0 and v["interval_points"][0] < 0 < v["interval_points"][1]
+    assert (
+        v["gated"] and v["passed"] and v["drop_points"] == 0 and v["interval_points"][0] < 0 < v["interval_points"][1]
+    )
     with pytest.raises(FidelityTooLow) as e:
         ev.drop_gate(_result(b=2, c=0), 1.0, allow_drop=False, trained=True, precision="int8")
     msg = str(e.value)
@@ -202,6 +227,7 @@ def test_drop_gate_passes_fails_and_allows():
 
 
 # -- Ctrl-C, with stand-in models ----------------------------------------------------------------------------
+
 
 def test_ctrl_c_keeps_the_whole_batches_marked_partial(tmp_path):
     for i in range(10):
@@ -228,6 +254,7 @@ def test_ctrl_c_keeps_the_whole_batches_marked_partial(tmp_path):
 
 # -- with a real bundle: pretrained Lite0 at 96 px, INT8 ---------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> dict:
     return {**os.environ, "EDGEFFNET_CACHE": str(tmp_path_factory.mktemp("cache")), "PYTHONPATH": str(REPO)}
@@ -237,16 +264,15 @@ def env(tmp_path_factory) -> dict:
 def bundle(env, tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGEFFNET_CACHE", env["EDGEFFNET_CACHE"])
-        return edgeffnet.build(SPEC, output=tmp_path_factory.mktemp("b") / "int8", allow_drop=True,
-                               **BUILD_ARGS).path
+        return edgeffnet.build(SPEC, output=tmp_path_factory.mktemp("b") / "int8", allow_drop=True, **BUILD_ARGS).path
 
 
 @pytest.fixture(scope="module")
 def pool(bundle, tmp_path_factory) -> list[dict]:
     """Views of the photos edgeffnet ships, saved as PNGs, with each model's top-1 on them."""
     from edgeffnet.bundle import Bundle
-    from edgeffnet.network.photos import calibration_photos, load_photo, recipe, views
     from edgeffnet.core.preprocess import Preprocess, load_image
+    from edgeffnet.network.photos import calibration_photos, load_photo, recipe, views
 
     b = Bundle.open(bundle)
     pre = Preprocess.from_dict(b.manifest.preprocess)
@@ -258,8 +284,13 @@ def pool(bundle, tmp_path_factory) -> list[dict]:
         path = folder / f"{i:02d}.png"
         Image.fromarray(v).save(path)
         x = load_image(path, pre)[None]
-        out.append({"path": path, "fp32": int(np.argmax(ref.run(x))),
-                    "artifacts": [int(np.argmax(m.run(x))) for m in artifacts]})
+        out.append(
+            {
+                "path": path,
+                "fp32": int(np.argmax(ref.run(x))),
+                "artifacts": [int(np.argmax(m.run(x))) for m in artifacts],
+            }
+        )
     return out
 
 
@@ -287,11 +318,16 @@ def test_eval_of_each_layout_gives_the_same_numbers(bundle, pool, tmp_path):
         assert r["images"] == len(pool) and not r["partial"]
         assert r["reference"]["top1"]["accuracy"] == 1.0  # labelled with its own predictions
         assert [a["top1"]["correct"] for a in r["artifacts"]] == [
-            sum(p["artifacts"][i] == p["fp32"] for p in pool) for i in range(2)]
-        assert [a["name"] for a in r["artifacts"]] == ["INT8 ONNX (model.int8.onnx, onnxruntime)",
-                                                       "INT8 openvino CPU artifact"]
+            sum(p["artifacts"][i] == p["fp32"] for p in pool) for i in range(2)
+        ]
+        assert [a["name"] for a in r["artifacts"]] == [
+            "INT8 ONNX (model.int8.onnx, onnxruntime)",
+            "INT8 openvino CPU artifact",
+        ]
     for folder, csv_row in zip(results[0]["artifacts"], results[3]["artifacts"]):  # images in another order
-        assert {k: folder[k] for k in ("top1", "top5", "top1_drop")} == {k: csv_row[k] for k in ("top1", "top5", "top1_drop")}
+        assert {k: folder[k] for k in ("top1", "top5", "top1_drop")} == {
+            k: csv_row[k] for k in ("top1", "top5", "top1_drop")
+        }
         assert folder["agreement"] == pytest.approx(csv_row["agreement"])
     saved = json.loads((bundle / "eval" / "val.json").read_text())
     assert saved["data"]["layout"] == "csv" and saved["interval_method"].startswith("Newcombe")
@@ -309,17 +345,29 @@ def test_eval_cli_unlabelled_folder_gives_agreement_only(bundle, pool, env, tmp_
     assert res["saved"] == str(bundle / "eval" / f"{tmp_path.name}.json")
 
 
-@pytest.mark.parametrize("make, args, words", [
-    (lambda d: _png(d / "kittens" / "a.png"), [], "edgeffnet: error: 1 folder name(s)"),
-    (lambda d: (d / "n01440764").mkdir(parents=True) or (d / "n01440764" / "a.png").write_text("not a png"), [],
-     "edgeffnet: error: none of the 1 images"),
-    (lambda d: _png(d / "0" / "a.png"), ["--batch", "0"], "edgeffnet: error: Invalid value for '--batch': 0 is not in the range"),
-    (lambda d: _png(d / "0" / "a.png"), ["--classes", "{missing}"], "edgeffnet: error: cannot read --classes"),
-])
+@pytest.mark.parametrize(
+    "make, args, words",
+    [
+        (lambda d: _png(d / "kittens" / "a.png"), [], "edgeffnet: error: 1 folder name(s)"),
+        (
+            lambda d: (d / "n01440764").mkdir(parents=True) or (d / "n01440764" / "a.png").write_text("not a png"),
+            [],
+            "edgeffnet: error: none of the 1 images",
+        ),
+        (
+            lambda d: _png(d / "0" / "a.png"),
+            ["--batch", "0"],
+            "edgeffnet: error: Invalid value for '--batch': 0 is not in the range",
+        ),
+        (lambda d: _png(d / "0" / "a.png"), ["--classes", "{missing}"], "edgeffnet: error: cannot read --classes"),
+    ],
+)
 def test_eval_cli_refusals_are_one_line(bundle, env, tmp_path, make, args, words):
     make(tmp_path / "data")
     args = [a.format(missing=tmp_path / "missing.txt") for a in args]
-    r = run_cli_process("eval", str(bundle), "--data", str(tmp_path / "data"), *args, cwd=tmp_path, env=env, timeout=1800)
+    r = run_cli_process(
+        "eval", str(bundle), "--data", str(tmp_path / "data"), *args, cwd=tmp_path, env=env, timeout=1800
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     (line,) = r.stderr.strip().splitlines()
     assert line.startswith(words), line
@@ -327,8 +375,19 @@ def test_eval_cli_refusals_are_one_line(bundle, env, tmp_path, make, args, words
 
 def test_eval_runs_with_the_build_side_blocked(bundle, pool, env, tmp_path):
     data = _labelled(pool[:8], tmp_path / "val", lambda p: True)
-    r = run_cli_process("eval", str(bundle), "--data", str(data), "--batch", "3", "--json", cwd=tmp_path,
-                        prelude="sys.modules.update(dict.fromkeys(['torch', 'onnx', 'onnxsim', 'nncf'])); ", env=env, timeout=1800)
+    r = run_cli_process(
+        "eval",
+        str(bundle),
+        "--data",
+        str(data),
+        "--batch",
+        "3",
+        "--json",
+        cwd=tmp_path,
+        prelude="sys.modules.update(dict.fromkeys(['torch', 'onnx', 'onnxsim', 'nncf'])); ",
+        env=env,
+        timeout=1800,
+    )
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["images"] == 8 and res["reference"]["top1"]["accuracy"] == 1.0
@@ -353,8 +412,22 @@ def test_build_val_gate_passes_and_is_recorded(bundle, pool, env, tmp_path):
 def test_build_val_gate_fails_in_one_line_without_a_bundle(bundle, pool, env, tmp_path):
     val = _labelled(pool, tmp_path / "val", lambda p: p["artifacts"][-1] != p["fp32"])
     assert any(val.rglob("*.png")), "INT8 at 96 px agreed with FP32 on every view: no drop to gate"
-    args = ["build", SPEC, "--weights", "pretrained", "--precision", "int8", "--calib-size", "32",
-            "--fidelity-views", "16", "--views", "2", "--val", str(val)]
+    args = [
+        "build",
+        SPEC,
+        "--weights",
+        "pretrained",
+        "--precision",
+        "int8",
+        "--calib-size",
+        "32",
+        "--fidelity-views",
+        "16",
+        "--views",
+        "2",
+        "--val",
+        str(val),
+    ]
     r = run_cli_process(*args, "-o", str(tmp_path / "failed"), cwd=tmp_path, env=env, timeout=1800)
     assert r.returncode == 1, r.stderr
     last = r.stderr.strip().splitlines()[-1]
@@ -366,22 +439,42 @@ def test_build_val_gate_fails_in_one_line_without_a_bundle(bundle, pool, env, tm
     assert not (tmp_path / "failed").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".failed")]
 
 
-@pytest.mark.parametrize("extra, words", [
-    (["--precision", "fp32", "--val", "{data}"], "an FP32 build has nothing to gate"),
-    (["--precision", "int8", "--val", "{loose}"], "has no labels"),
-    (["--precision", "int8", "--val", "{data}", "--max-drop", "-1"], "'--max-drop': -1.0 is not in the range 0<=x<=100"),
-    (["--precision", "int8", "--classes", "{classes}"], "--classes names the classes of --val's labels; give --val"),
-    (["--precision", "int8", "--val", "{data}", "--classes", "{classes}"],
-     "lists 2 names but the bundle's head has 1000 classes"),  # pretrained Lite0: ImageNet's head
-    (["--precision", "int8", "--val", "{data}", "--classes", "{missing}"], "cannot read --classes"),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--precision", "fp32", "--val", "{data}"], "an FP32 build has nothing to gate"),
+        (["--precision", "int8", "--val", "{loose}"], "has no labels"),
+        (
+            ["--precision", "int8", "--val", "{data}", "--max-drop", "-1"],
+            "'--max-drop': -1.0 is not in the range 0<=x<=100",
+        ),
+        (
+            ["--precision", "int8", "--classes", "{classes}"],
+            "--classes names the classes of --val's labels; give --val",
+        ),
+        (
+            ["--precision", "int8", "--val", "{data}", "--classes", "{classes}"],
+            "lists 2 names but the bundle's head has 1000 classes",
+        ),  # pretrained Lite0: ImageNet's head
+        (["--precision", "int8", "--val", "{data}", "--classes", "{missing}"], "cannot read --classes"),
+    ],
+)
 def test_build_val_refusals_are_one_line_before_any_work(env, tmp_path, extra, words):
     _png(tmp_path / "data" / "kittens" / "a.png")
     _png(tmp_path / "loose" / "a.png")
     (tmp_path / "classes.txt").write_text("kittens\npuppies\n")
-    extra = [e.format(data=tmp_path / "data", loose=tmp_path / "loose", classes=tmp_path / "classes.txt",
-                      missing=tmp_path / "none.txt") for e in extra]
-    r = run_cli_process("build", SPEC, "--weights", "pretrained", *extra, "-o", str(tmp_path / "b"), cwd=tmp_path, env=env, timeout=1800)
+    extra = [
+        e.format(
+            data=tmp_path / "data",
+            loose=tmp_path / "loose",
+            classes=tmp_path / "classes.txt",
+            missing=tmp_path / "none.txt",
+        )
+        for e in extra
+    ]
+    r = run_cli_process(
+        "build", SPEC, "--weights", "pretrained", *extra, "-o", str(tmp_path / "b"), cwd=tmp_path, env=env, timeout=1800
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     (line,) = r.stderr.strip().splitlines()
     assert words in line and not (tmp_path / "b").exists()
@@ -394,11 +487,32 @@ def test_build_val_reads_a_fine_tuned_heads_labels_from_classes(env, tmp_path):
     (tmp_path / "classes.txt").write_text("kittens\npuppies\ngoldfish\n")
     for i, name in enumerate(("kittens", "Puppies", "2")):  # by name (any case) or by index, as eval reads them
         _png(tmp_path / "val" / name / "a.png", i)
-    args = ["build", "b0,res=96", "--num-classes", "3", "--precision", "fp16", "--views", "2",
-            "--fidelity-views", "4", "--val", str(tmp_path / "val")]
+    args = [
+        "build",
+        "b0,res=96",
+        "--num-classes",
+        "3",
+        "--precision",
+        "fp16",
+        "--views",
+        "2",
+        "--fidelity-views",
+        "4",
+        "--val",
+        str(tmp_path / "val"),
+    ]
     refused = run_cli_process(*args, "-o", str(tmp_path / "no"), cwd=tmp_path, env=env, timeout=1800)
     assert refused.returncode == 2 and "not classes of this bundle" in refused.stderr and "--classes" in refused.stderr
-    r = run_cli_process(*args, "--classes", str(tmp_path / "classes.txt"), "-o", str(tmp_path / "b"), cwd=tmp_path, env=env, timeout=1800)
+    r = run_cli_process(
+        *args,
+        "--classes",
+        str(tmp_path / "classes.txt"),
+        "-o",
+        str(tmp_path / "b"),
+        cwd=tmp_path,
+        env=env,
+        timeout=1800,
+    )
     assert r.returncode == 0, r.stderr
     saved = json.loads((tmp_path / "b" / "eval" / "val.json").read_text())
     assert saved["data"]["classes"] == f"--classes {tmp_path / 'classes.txt'}"
@@ -428,14 +542,19 @@ def test_ctrl_c_during_eval_saves_the_partial_result(bundle, pool, tmp_path):
 def test_ctrl_c_on_the_eval_command_exits_130_with_the_partial_result(bundle, pool, env, tmp_path):
     data = _labelled(pool[:10], tmp_path / "sig", lambda p: True)
     # A real SIGINT, sent by the process to itself while it loads the 7th image (the third batch of 3).
-    prelude = ("import os, signal; import edgeffnet.measure.evaluate as e; "
-               "signal.signal(signal.SIGINT, signal.default_int_handler); n = [0]; real = e.load_image; "
-               "e.load_image = lambda p, r: (n.__setitem__(0, n[0] + 1), n[0] == 7 and os.kill(os.getpid(), "
-               "signal.SIGINT), real(p, r))[-1]; ")
-    r = run_cli_process("eval", str(bundle), "--data", str(data), "--batch", "3", cwd=tmp_path, prelude=prelude, env=env, timeout=1800)
+    prelude = (
+        "import os, signal; import edgeffnet.measure.evaluate as e; "
+        "signal.signal(signal.SIGINT, signal.default_int_handler); n = [0]; real = e.load_image; "
+        "e.load_image = lambda p, r: (n.__setitem__(0, n[0] + 1), n[0] == 7 and os.kill(os.getpid(), "
+        "signal.SIGINT), real(p, r))[-1]; "
+    )
+    r = run_cli_process(
+        "eval", str(bundle), "--data", str(data), "--batch", "3", cwd=tmp_path, prelude=prelude, env=env, timeout=1800
+    )
     assert r.returncode == 130, r.stderr
-    assert r.stderr.strip().splitlines()[-1] == ("edgeffnet: interrupted; the partial result (6 of 10 images) was "
-                                                 "saved, marked partial")
+    assert r.stderr.strip().splitlines()[-1] == (
+        "edgeffnet: interrupted; the partial result (6 of 10 images) was saved, marked partial"
+    )
     assert "6 images, PARTIAL" in r.stdout
     saved = json.loads((bundle / "eval" / "sig.json").read_text())
     assert saved["partial"] and saved["images"] == 6 and saved["reference"]["top1"]["correct"] == 6

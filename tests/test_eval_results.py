@@ -10,11 +10,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import assert_refused as refused
+from hostile_cli import build_bundle, copy_bundle, png
 
 from edgeffnet.measure import console
 from edgeffnet.measure import evaluate as ev
-from conftest import assert_refused as refused
-from hostile_cli import build_bundle, copy_bundle, png
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,7 @@ def _data(folder: Path, count: int = 6) -> Path:
 
 def _interrupt_after(batches: int, monkeypatch) -> None:
     """Ctrl-C after `batches` batches, as the progress bar would see it."""
+
     @contextmanager
     def bar(_console, _label):
         seen = [0]
@@ -58,10 +59,14 @@ def test_an_interrupted_rerun_never_replaces_a_complete_result(cli, built, tmp_p
     assert r.returncode == 130 and "Traceback" not in r.stderr, r
     assert (b / "eval" / "val.json").read_bytes() == complete
     kept = json.loads((b / "eval" / "val.partial.json").read_text())
-    assert kept["partial"] and kept["images"] == 2 and f"kept the complete result in {b / 'eval' / 'val.json'}" in r.stderr
+    assert (
+        kept["partial"] and kept["images"] == 2 and f"kept the complete result in {b / 'eval' / 'val.json'}" in r.stderr
+    )
 
     monkeypatch.undo()
-    assert cli("eval", b, "--data", data, "--batch", "2").returncode == 0  # a complete re-run supersedes the partial one
+    assert (
+        cli("eval", b, "--data", data, "--batch", "2").returncode == 0
+    )  # a complete re-run supersedes the partial one
     assert sorted(p.name for p in (b / "eval").iterdir()) == ["val.json"]
 
 

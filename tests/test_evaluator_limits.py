@@ -22,10 +22,10 @@ import pytest
 from conftest import assert_refused as refused
 
 from edgeffnet.core.errors import UserError
-from edgeffnet.specs.scaling import parse_spec
+from edgeffnet.core.untrusted import LOG_CAP
 from edgeffnet.search import evaluators, fit, harness
 from edgeffnet.search.grid import PAPER, Candidate
-from edgeffnet.core.untrusted import LOG_CAP
+from edgeffnet.specs.scaling import parse_spec
 
 PY = sys.executable
 DIRECTORY = "is a directory|not a regular file"  # untrusted.read_bytes's words for a folder where a file should be
@@ -49,8 +49,12 @@ json.dump({"accuracy": 0.5}, open(sys.argv[2], "w"))
 
 # -- output and error lines ------------------------------------------------------------------------------
 
+
 def test_a_flood_of_output_is_capped_in_memory_and_in_the_log(tmp_path):
-    script = _script(tmp_path, "flood.py", """
+    script = _script(
+        tmp_path,
+        "flood.py",
+        """
         import json, sys
         block = b"x" * 65536 + b"\\n"
         sys.stdout.buffer.write(b"FIRST-LINE\\n")
@@ -60,7 +64,8 @@ def test_a_flood_of_output_is_capped_in_memory_and_in_the_log(tmp_path):
         sys.stdout.buffer.write(b"LAST-LINE\\n")
         sys.stdout.flush()
         json.dump({"accuracy": 0.25}, open(sys.argv[2], "w"))
-    """)
+    """,
+    )
     tracemalloc.start()
     try:
         assert _evaluator(script)("b0,phi=1", tmp_path / "w") == 0.25
@@ -74,11 +79,15 @@ def test_a_flood_of_output_is_capped_in_memory_and_in_the_log(tmp_path):
 
 
 def test_a_huge_last_error_line_becomes_a_bounded_one_line_error(tmp_path):
-    script = _script(tmp_path, "shout.py", """
+    script = _script(
+        tmp_path,
+        "shout.py",
+        """
         import sys
         sys.stderr.write("first line\\n" + "E\\x1b[31m" * 1_500_000)
         sys.exit(4)
-    """)
+    """,
+    )
     with pytest.raises(UserError) as e:
         _evaluator(script)("b0,phi=1", tmp_path / "w")
     message = str(e.value)
@@ -86,6 +95,7 @@ def test_a_huge_last_error_line_becomes_a_bounded_one_line_error(tmp_path):
 
 
 # -- the time limit --------------------------------------------------------------------------------------
+
 
 def _alive(pid: int) -> bool:
     try:
@@ -97,12 +107,16 @@ def _alive(pid: int) -> bool:
 
 def test_a_command_over_its_time_is_killed_with_its_children(tmp_path):
     pids = tmp_path / "pids"
-    script = _script(tmp_path, "hang.py", f"""
+    script = _script(
+        tmp_path,
+        "hang.py",
+        f"""
         import os, subprocess, sys, time
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
         open({str(pids)!r}, "w").write(f"{{os.getpid()}} {{child.pid}}")
         time.sleep(120)
-    """)
+    """,
+    )
     started = time.monotonic()
     with pytest.raises(UserError, match=r"ran over 1.5 s .*--evaluate-timeout"):
         _evaluator(script, timeout=1.5)("b0,phi=1", tmp_path / "w")
@@ -116,23 +130,29 @@ def test_a_command_over_its_time_is_killed_with_its_children(tmp_path):
 
 @pytest.mark.parametrize("bad", ["0", "-3", "nan", "inf"])
 def test_cli_refuses_a_bad_timeout(cli, tmp_path, bad):
-    refused(cli("search", "--evaluate", "x {spec} {output}", "--evaluate-timeout", bad, "-o", tmp_path / "s"),
-            "--evaluate-timeout")
+    refused(
+        cli("search", "--evaluate", "x {spec} {output}", "--evaluate-timeout", bad, "-o", tmp_path / "s"),
+        "--evaluate-timeout",
+    )
     assert not (tmp_path / "s").exists()
 
 
 # -- what the command leaves at {output} -----------------------------------------------------------------
 
-@pytest.mark.parametrize("body,needle", [
-    ("import os, sys; os.makedirs(sys.argv[2] + '/inner')", DIRECTORY),
-    ("import os, sys; os.symlink('/etc/hostname', sys.argv[2])", "symbolic link"),
-    ("import sys; open(sys.argv[2], 'w').write('{\"accuracy\": NaN}')", "NaN"),
-    ("import sys; open(sys.argv[2], 'w').write('{\"accuracy\": Infinity}')", "Infinity"),
-    ("import sys; open(sys.argv[2], 'w').write('{\"accuracy\": \"0.9\"}')", "fraction"),
-    ("import sys; open(sys.argv[2], 'w').write('[0.9]')", "list"),
-    ("import sys; open(sys.argv[2], 'w').write('[' * 5000 + ']' * 5000)", "nests deeper"),
-    ("import sys; f = open(sys.argv[2], 'w'); f.seek(3 << 20); f.write('1')", "limit"),
-])
+
+@pytest.mark.parametrize(
+    "body,needle",
+    [
+        ("import os, sys; os.makedirs(sys.argv[2] + '/inner')", DIRECTORY),
+        ("import os, sys; os.symlink('/etc/hostname', sys.argv[2])", "symbolic link"),
+        ("import sys; open(sys.argv[2], 'w').write('{\"accuracy\": NaN}')", "NaN"),
+        ("import sys; open(sys.argv[2], 'w').write('{\"accuracy\": Infinity}')", "Infinity"),
+        ("import sys; open(sys.argv[2], 'w').write('{\"accuracy\": \"0.9\"}')", "fraction"),
+        ("import sys; open(sys.argv[2], 'w').write('[0.9]')", "list"),
+        ("import sys; open(sys.argv[2], 'w').write('[' * 5000 + ']' * 5000)", "nests deeper"),
+        ("import sys; f = open(sys.argv[2], 'w'); f.seek(3 << 20); f.write('1')", "limit"),
+    ],
+)
 def test_a_bad_output_is_one_line_and_the_next_run_is_clean(tmp_path, body, needle):
     bad = _script(tmp_path, "bad.py", body)
     with pytest.raises(UserError) as e:
@@ -142,17 +162,20 @@ def test_a_bad_output_is_one_line_and_the_next_run_is_clean(tmp_path, body, need
     assert _evaluator(good)("b0,phi=1", tmp_path / "w") == 0.5  # what the bad one left is cleared first
 
 
-@pytest.mark.parametrize("args,needle", [
-    (("--evaluate", ""), "--evaluate needs a command"),
-    (("--evaluate", "   "), "--evaluate needs a command"),
-    (("--evaluate-timeout", "30"), "--evaluate-timeout applies only with --evaluate"),
-    (("--epochs", "3"), "--epochs applies only with --data"),
-    (("--lr", "0.01"), "--lr applies only with --data"),
-    (("--init", "pretrained"), "--init applies only with --data"),
-    (("--weight", "-0.1"), "--weight applies only with --evaluate or --data"),
-    (("--latency-target", "5"), "--latency-target applies only with --evaluate or --data"),
-    (("--evaluate", "", "--data", "d", "--val", "v"), "one of them"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (("--evaluate", ""), "--evaluate needs a command"),
+        (("--evaluate", "   "), "--evaluate needs a command"),
+        (("--evaluate-timeout", "30"), "--evaluate-timeout applies only with --evaluate"),
+        (("--epochs", "3"), "--epochs applies only with --data"),
+        (("--lr", "0.01"), "--lr applies only with --data"),
+        (("--init", "pretrained"), "--init applies only with --data"),
+        (("--weight", "-0.1"), "--weight applies only with --evaluate or --data"),
+        (("--latency-target", "5"), "--latency-target applies only with --evaluate or --data"),
+        (("--evaluate", "", "--data", "d", "--val", "v"), "one of them"),
+    ],
+)
 def test_cli_refuses_an_empty_or_ignored_evaluator_option(cli, tmp_path, args, needle):
     refused(cli("search", *args, "-o", tmp_path / "s"), needle)
     assert not (tmp_path / "s").exists()
@@ -160,19 +183,29 @@ def test_cli_refuses_an_empty_or_ignored_evaluator_option(cli, tmp_path, args, n
 
 # -- searches on a pretend device ------------------------------------------------------------------------
 
+
 class PretendDevice:
     """build_and_measure / time_bundle: latency from the network's shape; nothing is built."""
 
     @staticmethod
     def latency(spec: str) -> float:
         s = parse_spec(spec)
-        return 1.0 + 2.0 * s.depth + 1.5 * s.width ** 2 + s.r ** 2
+        return 1.0 + 2.0 * s.depth + 1.5 * s.width**2 + s.r**2
 
     def build_and_measure(self, spec, target, precision, dest, settings, keep=None):
         s, ms = parse_spec(spec), self.latency(spec)
-        return {"spec": spec, "macs": int(4e8 * s.depth * s.width ** 2 * s.r ** 2), "params": 1000,
-                "resolution": s.resolution, "bundle": f"bundle::{spec}", "p50_ms": ms, "p90_ms": ms * 1.1,
-                "p99_ms": ms * 1.2, "record": "", "measured": "now"}
+        return {
+            "spec": spec,
+            "macs": int(4e8 * s.depth * s.width**2 * s.r**2),
+            "params": 1000,
+            "resolution": s.resolution,
+            "bundle": f"bundle::{spec}",
+            "p50_ms": ms,
+            "p90_ms": ms * 1.1,
+            "p99_ms": ms * 1.2,
+            "record": "",
+            "measured": "now",
+        }
 
     def time_bundle(self, bundle_dir, settings, keep=None):
         ms = self.latency(str(bundle_dir).split("::")[1])
@@ -187,8 +220,21 @@ def pretend(monkeypatch):
     return device
 
 
-SEARCH = ("search", "--step", "0.25", "--tol", "0.2", "--confirm-rounds", "1", "-n", "10", "-s", "0.05",
-          "--warmup", "0.02")
+SEARCH = (
+    "search",
+    "--step",
+    "0.25",
+    "--tol",
+    "0.2",
+    "--confirm-rounds",
+    "1",
+    "-n",
+    "10",
+    "-s",
+    "0.05",
+    "--warmup",
+    "0.02",
+)
 
 
 def test_an_evaluator_that_makes_output_a_directory_does_not_break_later_searches(cli, pretend, tmp_path):
@@ -207,17 +253,20 @@ def _paper_file(out: Path) -> Path:
     return out / "candidates" / f"{Candidate(*PAPER).slug}.json"
 
 
-@pytest.mark.parametrize("damage,needle", [
-    (lambda row: [row], "list"),
-    (lambda row: row | {"p50_ms": float("nan")}, "NaN"),
-    (lambda row: row | {"paper_p90_ms": float("inf")}, "Infinity"),
-    (lambda row: row | {"p50_ms": "fast"}, "'p50_ms' is str"),
-    (lambda row: row | {"p50_ms": -1.0}, "not a positive number"),
-    (lambda row: row | {"macs": 3.5}, "'macs' is float"),
-    (lambda row: row | {"accuracy": 7}, "fraction"),
-    (lambda row: row | {"alpha": 1.9}, "another candidate"),
-    (lambda row: row | {"spec": None}, "'spec' is NoneType"),
-])
+@pytest.mark.parametrize(
+    "damage,needle",
+    [
+        (lambda row: [row], "list"),
+        (lambda row: row | {"p50_ms": float("nan")}, "NaN"),
+        (lambda row: row | {"paper_p90_ms": float("inf")}, "Infinity"),
+        (lambda row: row | {"p50_ms": "fast"}, "'p50_ms' is str"),
+        (lambda row: row | {"p50_ms": -1.0}, "not a positive number"),
+        (lambda row: row | {"macs": 3.5}, "'macs' is float"),
+        (lambda row: row | {"accuracy": 7}, "fraction"),
+        (lambda row: row | {"alpha": 1.9}, "another candidate"),
+        (lambda row: row | {"spec": None}, "'spec' is NoneType"),
+    ],
+)
 def test_a_damaged_candidate_file_is_one_line_and_never_ranked(cli, pretend, tmp_path, damage, needle):
     out = tmp_path / "s"
     assert cli(*SEARCH, "-o", out).returncode == 0
@@ -230,13 +279,16 @@ def test_a_damaged_candidate_file_is_one_line_and_never_ranked(cli, pretend, tmp
     assert b"NaN" not in before and b"Infinity" not in before
 
 
-@pytest.mark.parametrize("damage,needle", [
-    (lambda p: (p.unlink(), p.mkdir()), DIRECTORY),
-    (lambda p: p.write_text("[" * 500 + "]" * 500), "nests deeper"),
-    (lambda p: p.write_text("{\"p50_ms\": 1"), "not valid JSON"),
-    (lambda p: p.write_bytes(b"\xff\xfe{}"), "UTF-8"),
-    (lambda p: (p.unlink(), os.mkfifo(p)), "not a regular file"),
-])
+@pytest.mark.parametrize(
+    "damage,needle",
+    [
+        (lambda p: (p.unlink(), p.mkdir()), DIRECTORY),
+        (lambda p: p.write_text("[" * 500 + "]" * 500), "nests deeper"),
+        (lambda p: p.write_text('{"p50_ms": 1'), "not valid JSON"),
+        (lambda p: p.write_bytes(b"\xff\xfe{}"), "UTF-8"),
+        (lambda p: (p.unlink(), os.mkfifo(p)), "not a regular file"),
+    ],
+)
 def test_a_candidate_file_that_is_not_a_json_file_is_one_line(cli, pretend, tmp_path, damage, needle):
     out = tmp_path / "s"
     assert cli(*SEARCH, "-o", out).returncode == 0
@@ -257,22 +309,51 @@ def test_search_json_never_holds_nan(cli, pretend, tmp_path):
 
 # -- fit: its state and its --spec -----------------------------------------------------------------------
 
-FIT = ("fit", "--latency-ms", "5", "--phi-step", "1", "--phi-min", "-6", "--phi-max", "-4", "-n", "10", "-s", "0.05",
-       "--warmup", "0.02")
+FIT = (
+    "fit",
+    "--latency-ms",
+    "5",
+    "--phi-step",
+    "1",
+    "--phi-min",
+    "-6",
+    "--phi-max",
+    "-4",
+    "-n",
+    "10",
+    "-s",
+    "0.05",
+    "--warmup",
+    "0.02",
+)
 
 
-@pytest.mark.parametrize("content,needle", [
-    ("[1, 2]", "list"),
-    ('{"fingerprint": FP, "p50_ms": NaN}', "NaN"),
-    ('{"fingerprint": FP, "spec": "b0", "network": "n", "bundle": "b", "macs": 1, "params": 1, "resolution": 32, '
-     '"p50_ms": "1", "p90_ms": 1, "p99_ms": 1}', "'p50_ms' is str"),
-    ('{"fingerprint": FP, "spec": "b0", "network": "n", "bundle": "b", "macs": 1, "params": 1, "resolution": 32, '
-     '"p50_ms": 1, "p90_ms": 1, "p99_ms": 1, "history": {"a": 1}}', "'history' is dict"),
-])
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        ("[1, 2]", "list"),
+        ('{"fingerprint": FP, "p50_ms": NaN}', "NaN"),
+        (
+            '{"fingerprint": FP, "spec": "b0", "network": "n", "bundle": "b", "macs": 1, "params": 1, "resolution": 32, '
+            '"p50_ms": "1", "p90_ms": 1, "p99_ms": 1}',
+            "'p50_ms' is str",
+        ),
+        (
+            '{"fingerprint": FP, "spec": "b0", "network": "n", "bundle": "b", "macs": 1, "params": 1, "resolution": 32, '
+            '"p50_ms": 1, "p90_ms": 1, "p99_ms": 1, "history": {"a": 1}}',
+            "'history' is dict",
+        ),
+    ],
+)
 def test_a_damaged_fit_measurement_is_one_line(cli, pretend, tmp_path, content, needle):
     out = tmp_path / "fit"
-    plan = fit.FitPlan(out=out, step=1.0, phi_min=-6, phi_max=-4,
-                       settings=harness.BenchSettings(iterations=10, seconds=0.05, warmup=0.02))
+    plan = fit.FitPlan(
+        out=out,
+        step=1.0,
+        phi_min=-6,
+        phi_max=-4,
+        settings=harness.BenchSettings(iterations=10, seconds=0.05, warmup=0.02),
+    )
     plan.check()
     meas = fit.Measurements(plan)
     first = fit.anchors(plan)[0]
@@ -284,9 +365,15 @@ def test_a_damaged_fit_measurement_is_one_line(cli, pretend, tmp_path, content, 
     assert not (out / "fit.json").exists()
 
 
-@pytest.mark.parametrize("spec,dropped", [("lite0,res=64", "res"), ("b0,phi=1,alpha=1.3,w=1.1", "w"),
-                                          ("b0,phi=1,dropout=0.3,r=1.2", "dropout, r"),
-                                          ("lite0,resolution=96", "res")])
+@pytest.mark.parametrize(
+    "spec,dropped",
+    [
+        ("lite0,res=64", "res"),
+        ("b0,phi=1,alpha=1.3,w=1.1", "w"),
+        ("b0,phi=1,dropout=0.3,r=1.2", "dropout, r"),
+        ("lite0,resolution=96", "res"),
+    ],
+)
 def test_fit_spec_refuses_what_it_would_drop(cli, tmp_path, spec, dropped):
     refused(cli("fit", "--spec", spec, "--latency-ms", "5", "-o", tmp_path / "fit"), f"drop {dropped}")
     assert not (tmp_path / "fit").exists()

@@ -23,16 +23,17 @@ import pytest
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray", reason="Ray is the [farm] extra: pip install -e '.[farm]'")
-from ray.cluster_utils import Cluster  # noqa: E402
+from ray.cluster_utils import Cluster
 
-import edgeffnet  # noqa: E402
-from edgeffnet import bundle  # noqa: E402
-from edgeffnet.specs import targets  # noqa: E402
-from edgeffnet.core.errors import UserError  # noqa: E402
-from edgeffnet.farm import cluster as farm_cluster, device, resource  # noqa: E402
-from edgeffnet.farm import sweep as farm  # noqa: E402
-from edgeffnet.measure import bench, records, report  # noqa: E402
-from edgeffnet.workflows.sweep import Item  # noqa: E402
+import edgeffnet
+from edgeffnet import bundle
+from edgeffnet.core.errors import UserError
+from edgeffnet.farm import cluster as farm_cluster
+from edgeffnet.farm import device, resource
+from edgeffnet.farm import sweep as farm
+from edgeffnet.measure import bench, records, report
+from edgeffnet.specs import targets
+from edgeffnet.workflows.sweep import Item
 
 pytestmark = pytest.mark.farm  # a Ray cluster on 127.0.0.1
 
@@ -65,14 +66,20 @@ class LoopbackFarm:
         self.ray_tmpdir = os.environ.get("RAY_TMPDIR")
         os.environ["RAY_TMPDIR"] = self.temp_dir
         os.mkdir(os.path.join(self.temp_dir, "ray"))
-        self.cluster = Cluster(initialize_head=True, shutdown_at_exit=True, head_node_args=dict(
-            node_ip_address="127.0.0.1", num_cpus=0, include_dashboard=False, temp_dir=self.temp_dir))
+        self.cluster = Cluster(
+            initialize_head=True,
+            shutdown_at_exit=True,
+            head_node_args=dict(
+                node_ip_address="127.0.0.1", num_cpus=0, include_dashboard=False, temp_dir=self.temp_dir
+            ),
+        )
         self.address = self.cluster.address
         self.devices: dict[str, list] = {}
 
     def add(self, target: str):
-        node = self.cluster.add_node(node_ip_address="127.0.0.1", num_cpus=1, temp_dir=self.temp_dir,
-                                     resources={resource(target): 1}, wait=True)
+        node = self.cluster.add_node(
+            node_ip_address="127.0.0.1", num_cpus=1, temp_dir=self.temp_dir, resources={resource(target): 1}, wait=True
+        )
         self.devices.setdefault(target, []).append(node)
         return node
 
@@ -143,7 +150,7 @@ def _listening_addresses(pids: set[int]) -> set[str]:
                 continue
             raw = bytes.fromhex(cols[1].split(":")[0])
             # The kernel prints each 32-bit word in host (little-endian) order.
-            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
             found.add(socket.inet_ntop(family, raw))
     return found
 
@@ -162,8 +169,14 @@ def _descendants(pid: int) -> set[int]:
 
 
 def test_loopback_cluster_binds_127_0_0_1_only(lab):
-    pids = set().union(*(_descendants(p.process.pid) for node in [lab.cluster.head_node, *lab.cluster.worker_nodes]
-                         for procs in node.all_processes.values() for p in procs))
+    pids = set().union(
+        *(
+            _descendants(p.process.pid)
+            for node in [lab.cluster.head_node, *lab.cluster.worker_nodes]
+            for procs in node.all_processes.values()
+            for p in procs
+        )
+    )
     addresses = _listening_addresses(pids)
     assert addresses, "no listening socket found for the cluster's processes"
     assert addresses <= {"127.0.0.1", "::ffff:127.0.0.1"}, addresses
@@ -176,8 +189,7 @@ def _records(out: Path) -> list[dict]:
 def test_sweep_across_three_devices_and_resume(lab, lab_targets, tmp_path):
     out = tmp_path / "results"
     t0 = time.monotonic()
-    result = farm.run(ITEMS, [str(lab_targets[t]) for t in TARGETS], out, ["latency", "throughput"], QUICK,
-                      lab.address)
+    result = farm.run(ITEMS, [str(lab_targets[t]) for t in TARGETS], out, ["latency", "throughput"], QUICK, lab.address)
     wall = time.monotonic() - t0
     assert not result["failed"], result["failed"]
     assert len(result["done"]) == len(TARGETS)
@@ -205,8 +217,9 @@ def test_sweep_across_three_devices_and_resume(lab, lab_targets, tmp_path):
     lat = next(r for r in recs if r["target"] == "lab-a" and r["mode"] == "latency")
     twin = dict(lat, node=dict(lat["node"], node_id="f" * 56), created=lat["created"])
     (tmp_path / "twin.json").write_text(json.dumps(twin))
-    both = report.rows(report.collect([ITEMS[0].bundle_dir(out, "lab-a") / "bench" / "openvino-latency.json",
-                                       tmp_path / "twin.json"]))
+    both = report.rows(
+        report.collect([ITEMS[0].bundle_dir(out, "lab-a") / "bench" / "openvino-latency.json", tmp_path / "twin.json"])
+    )
     assert len(both) == 2 and len({r["series"] for r in both}) == 2 and both[0]["bundle"] == both[1]["bundle"]
     print(f"three devices, {len(ITEMS)} item(s) each: {wall:.1f} s")
 
@@ -224,20 +237,19 @@ def test_sweep_across_three_devices_and_resume(lab, lab_targets, tmp_path):
 
     # Resumed: nothing is measured again, the records stay as they were.
     before = {f: f.stat().st_mtime_ns for f in (out / "bundles").rglob("bench/*.json")}
-    again = farm.run(ITEMS, [str(lab_targets[t]) for t in TARGETS], out, ["latency", "throughput"], QUICK,
-                     lab.address)
+    again = farm.run(ITEMS, [str(lab_targets[t]) for t in TARGETS], out, ["latency", "throughput"], QUICK, lab.address)
     assert len(again["skipped"]) == len(TARGETS) and not again["done"] and not again["failed"]
     skipped = json.loads((out / "farm.json").read_text())["items"]
-    assert {i["target"]: (i["status"], i["node"]["node_id"]) for i in skipped} == \
-        {t: ("skipped", node_of[t]) for t in TARGETS}
+    assert {i["target"]: (i["status"], i["node"]["node_id"]) for i in skipped} == {
+        t: ("skipped", node_of[t]) for t in TARGETS
+    }
     assert {f: f.stat().st_mtime_ns for f in (out / "bundles").rglob("bench/*.json")} == before
 
 
 def test_target_nobody_advertises_fails_before_building(lab, lab_targets, tmp_path):
     out = tmp_path / "results"
     with pytest.raises(UserError, match="advertises lab-z.*farm join") as e:
-        farm.run(ITEMS, [str(lab_targets["lab-a"]), str(lab_targets["lab-z"])], out, ["latency"], QUICK,
-                 lab.address)
+        farm.run(ITEMS, [str(lab_targets["lab-a"]), str(lab_targets["lab-z"])], out, ["latency"], QUICK, lab.address)
     assert "\n" not in str(e.value)
     assert not (out / "bundles").exists()
 
@@ -312,8 +324,7 @@ def test_device_killed_mid_task(lab, lab_targets, tmp_path):
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     slow = bench.Settings(iterations=20, seconds=4.0, warmup=0)
-    result = farm.run(ITEMS, [str(lab_targets[t]) for t in TARGETS], out, ["latency"], slow, lab.address,
-                      timeout=120)
+    result = farm.run(ITEMS, [str(lab_targets[t]) for t in TARGETS], out, ["latency"], slow, lab.address, timeout=120)
     watcher.join(timeout=5)
     assert set(killed) == {"lab-b", "lab-c"}, f"the watcher killed {killed}"
     summary = {i["target"]: i for i in json.loads((out / "farm.json").read_text())["items"]}
@@ -339,8 +350,9 @@ def test_device_killed_mid_task(lab, lab_targets, tmp_path):
 def test_cli_status_and_resumed_sweep(lab, lab_targets, tmp_path):
     env = dict(os.environ)
     cli = [sys.executable, "-m", "edgeffnet.cli"]
-    st = subprocess.run([*cli, "farm", "status", lab.address, "--json"], capture_output=True, text=True, env=env,
-                        timeout=120)
+    st = subprocess.run(
+        [*cli, "farm", "status", lab.address, "--json"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert st.returncode == 0, st.stderr
     nodes = json.loads(st.stdout)
     by_target = {t: n for n in nodes for t in n["targets"]}
@@ -353,8 +365,28 @@ def test_cli_status_and_resumed_sweep(lab, lab_targets, tmp_path):
     two = [lab_targets["lab-a"], lab_targets["lab-b"]]
     first = farm.run(ITEMS, list(map(str, two)), out, ["latency"], QUICK, lab.address)
     assert len(first["done"]) == 2
-    args = [*cli, "sweep", "--cluster", lab.address, "--spec", ITEMS[0].spec, "-p", "fp32", "--mode", "latency",
-            "-t", ",".join(map(str, two)), "-n", "20", "-s", "0.2", "--warmup", "0", "-o", str(out)]
+    args = [
+        *cli,
+        "sweep",
+        "--cluster",
+        lab.address,
+        "--spec",
+        ITEMS[0].spec,
+        "-p",
+        "fp32",
+        "--mode",
+        "latency",
+        "-t",
+        ",".join(map(str, two)),
+        "-n",
+        "20",
+        "-s",
+        "0.2",
+        "--warmup",
+        "0",
+        "-o",
+        str(out),
+    ]
     again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0, again.stderr
     assert again.stderr.count("measured before, skipped") == 2
@@ -365,8 +397,16 @@ def test_cli_status_and_resumed_sweep(lab, lab_targets, tmp_path):
 
 def test_join_command_advertises_the_profile_name(lab_targets):
     cmd = farm_cluster.join_command("192.168.1.10:6379", "lab-a", "192.168.1.21", True, ["--num-cpus", "2"])
-    assert cmd[1:] == ["start", "--address=192.168.1.10:6379", '--resources={"edgeffnet-target:lab-a": 1}',
-                       "--disable-usage-stats", "--node-ip-address=192.168.1.21", "--block", "--num-cpus", "2"]
+    assert cmd[1:] == [
+        "start",
+        "--address=192.168.1.10:6379",
+        '--resources={"edgeffnet-target:lab-a": 1}',
+        "--disable-usage-stats",
+        "--node-ip-address=192.168.1.21",
+        "--block",
+        "--num-cpus",
+        "2",
+    ]
     for bad in (["--resources", "{}"], ["--head"]):
         with pytest.raises(UserError, match="sets --address and --resources"):
             farm_cluster.join_command("192.168.1.10:6379", "lab-a", extra=bad)

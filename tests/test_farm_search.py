@@ -20,12 +20,13 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray", reason="Ray is the [farm] extra: pip install -e '.[farm]'")
 
-from test_farm import LoopbackFarm, _descendants, _listening_addresses  # noqa: E402
+from test_farm import LoopbackFarm, _descendants, _listening_addresses
 
-from edgeffnet.core.errors import UserError  # noqa: E402
-from edgeffnet.farm import BUILD_RESOURCE, cluster as farm_cluster  # noqa: E402
-from edgeffnet.farm.search import FarmExecutor  # noqa: E402
-from edgeffnet.search import evaluators, fit, harness, trials  # noqa: E402
+from edgeffnet.core.errors import UserError
+from edgeffnet.farm import BUILD_RESOURCE
+from edgeffnet.farm import cluster as farm_cluster
+from edgeffnet.farm.search import FarmExecutor
+from edgeffnet.search import evaluators, fit, harness, trials
 
 pytestmark = pytest.mark.farm  # a Ray cluster on 127.0.0.1
 
@@ -36,8 +37,9 @@ TIMEOUT = 900.0  # a build on two cores shared with other work: generous, bounde
 
 def _plan(out: Path) -> trials.SearchPlan:
     # 4 candidates, 4 networks (the same small grid as the local CLI test)
-    return trials.SearchPlan(phi=-4, step=0.25, tol=0.1, settings=QUICK, confirm_rounds=1, target="cpu",
-                             precision="fp32", out=out)
+    return trials.SearchPlan(
+        phi=-4, step=0.25, tol=0.1, settings=QUICK, confirm_rounds=1, target="cpu", precision="fp32", out=out
+    )
 
 
 class BuildFarm(LoopbackFarm):
@@ -46,8 +48,13 @@ class BuildFarm(LoopbackFarm):
         saved = os.environ.get("EDGEFFNET_CACHE")
         os.environ["EDGEFFNET_CACHE"] = str(cache)
         try:
-            node = self.cluster.add_node(node_ip_address="127.0.0.1", num_cpus=1, temp_dir=self.temp_dir,
-                                         resources={BUILD_RESOURCE: 1}, wait=True)
+            node = self.cluster.add_node(
+                node_ip_address="127.0.0.1",
+                num_cpus=1,
+                temp_dir=self.temp_dir,
+                resources={BUILD_RESOURCE: 1},
+                wait=True,
+            )
         finally:
             os.environ["EDGEFFNET_CACHE"] = saved
         self.builders.append(node)
@@ -77,8 +84,14 @@ def lab(tmp_path_factory):
 
 
 def test_loopback_cluster_binds_127_0_0_1_only(lab):
-    pids = set().union(*(_descendants(p.process.pid) for node in [lab.cluster.head_node, *lab.cluster.worker_nodes]
-                         for procs in node.all_processes.values() for p in procs))
+    pids = set().union(
+        *(
+            _descendants(p.process.pid)
+            for node in [lab.cluster.head_node, *lab.cluster.worker_nodes]
+            for procs in node.all_processes.values()
+            for p in procs
+        )
+    )
     addresses = _listening_addresses(pids)
     assert addresses and addresses <= {"127.0.0.1", "::ffff:127.0.0.1"}, addresses
 
@@ -126,8 +139,9 @@ def test_search_on_the_farm(lab, tmp_path):
     assassin = Assassin(lab)
     assassin.start()
     t0 = time.monotonic()
-    result = trials.run(_plan(out), evaluators.NoEvaluator(), echo=lines.append,
-                        executor=FarmExecutor(lab.address, TIMEOUT))
+    result = trials.run(
+        _plan(out), evaluators.NoEvaluator(), echo=lines.append, executor=FarmExecutor(lab.address, TIMEOUT)
+    )
     wall = time.monotonic() - t0
     assassin.stop.set()
     assassin.join(timeout=10)
@@ -154,8 +168,10 @@ def test_search_on_the_farm(lab, tmp_path):
     print(f"\nfarm search: 4 candidates in {wall:.1f} s; killed build worker {assassin.victim.node_id[:8]}")
     for r in rows:
         p = r["placement"]
-        print(f"  {r['spec']:42s} built on {p['built_on']['name']} in {p['build_seconds']:6.1f} s, "
-              f"timed on {p['timed_on']['name']} in {p['time_seconds']:5.1f} s, p50 {r['p50_ms']:.3f} ms")
+        print(
+            f"  {r['spec']:42s} built on {p['built_on']['name']} in {p['build_seconds']:6.1f} s, "
+            f"timed on {p['timed_on']['name']} in {p['time_seconds']:5.1f} s, p50 {r['p50_ms']:.3f} ms"
+        )
 
     # The same search here: the same candidates, networks and counts; the same state files.
     here = tmp_path / "here"
@@ -164,10 +180,22 @@ def test_search_on_the_farm(lab, tmp_path):
     print(f"local search: {time.monotonic() - t0:.1f} s")
 
     def shape(rs):
-        return sorted((r["spec"], r["network"], r["macs"], r["params"], r["resolution"], r["paper"],
-                       r["same_network_as"], json.dumps(r["fingerprint"], sort_keys=True)) for r in rs)
+        return sorted(
+            (
+                r["spec"],
+                r["network"],
+                r["macs"],
+                r["params"],
+                r["resolution"],
+                r["paper"],
+                r["same_network_as"],
+                json.dumps(r["fingerprint"], sort_keys=True),
+            )
+            for r in rs
+        )
 
     assert shape(local["rows"]) == shape(rows)
+
     def names(folder):
         return sorted(p.name for p in folder.iterdir())
 
@@ -178,9 +206,34 @@ def test_search_on_the_farm(lab, tmp_path):
     lost = next(r for r in rows if not r["paper"])
     (out / "candidates" / f"{Path(lost['record']).stem}.json").unlink()
     env = dict(os.environ)
-    args = [sys.executable, "-m", "edgeffnet.cli", "search", "--cluster", lab.address, "--target", "cpu", "-p", "fp32",
-            "--phi", "-4", "--step", "0.25", "--tol", "0.1", "-n", "10", "-s", "0.05", "--warmup", "0.02",
-            "--confirm-rounds", "1", "-o", str(out)]
+    args = [
+        sys.executable,
+        "-m",
+        "edgeffnet.cli",
+        "search",
+        "--cluster",
+        lab.address,
+        "--target",
+        "cpu",
+        "-p",
+        "fp32",
+        "--phi",
+        "-4",
+        "--step",
+        "0.25",
+        "--tol",
+        "0.1",
+        "-n",
+        "10",
+        "-s",
+        "0.05",
+        "--warmup",
+        "0.02",
+        "--confirm-rounds",
+        "1",
+        "-o",
+        str(out),
+    ]
     done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "1 measured, 3 from disk" in done.stderr and "built on an earlier run (on disk)" in done.stderr
@@ -213,8 +266,9 @@ class CtrlCAtTheSecond:
 
 def test_ctrl_c_keeps_what_finished_and_frees_the_farm(lab, tmp_path):
     out = tmp_path / "interrupted"
-    result = trials.run(_plan(out), CtrlCAtTheSecond(), echo=lambda m: None,
-                        executor=FarmExecutor(lab.address, TIMEOUT))
+    result = trials.run(
+        _plan(out), CtrlCAtTheSecond(), echo=lambda m: None, executor=FarmExecutor(lab.address, TIMEOUT)
+    )
     assert result["interrupted"] and len(result["rows"]) == 1
     assert [p.stem for p in (out / "candidates").glob("*.json")] == [Path(result["rows"][0]["record"]).stem]
     deadline = time.monotonic() + 60  # what was in flight was cancelled: no build runs any more
@@ -232,8 +286,9 @@ def test_a_task_over_its_limit_is_cancelled(lab, tmp_path):
 
 
 def test_fit_on_the_farm_confirms_on_the_device(lab, tmp_path):
-    plan = fit.FitPlan(phi_min=-4, phi_max=-3.5, step=0.25, settings=QUICK, target="cpu", precision="fp32",
-                       out=tmp_path / "fit")
+    plan = fit.FitPlan(
+        phi_min=-4, phi_max=-3.5, step=0.25, settings=QUICK, target="cpu", precision="fp32", out=tmp_path / "fit"
+    )
     lines: list[str] = []
     (r,), failed = fit.fit_family(plan, [1e4], echo=lines.append, executor=FarmExecutor(lab.address, TIMEOUT))
     assert not failed and r["phi"] == -3.5 and r["capped_at_phi_max"] and r["confirmed"]

@@ -78,8 +78,11 @@ def _closed_port() -> str:
 
 
 def _commands(address: str, out: Path) -> list[tuple[str, ...]]:
-    return [("farm", "status", address), ("farm", "join", address, "--target", "cpu"),
-            ("sweep", "--cluster", address, "--target", "cpu", "--spec", "b0,res=64", "-o", str(out))]
+    return [
+        ("farm", "status", address),
+        ("farm", "join", address, "--target", "cpu"),
+        ("sweep", "--cluster", address, "--target", "cpu", "--spec", "b0,res=64", "-o", str(out)),
+    ]
 
 
 @pytest.mark.parametrize("server", ["silent"], indirect=True)
@@ -115,8 +118,10 @@ def test_a_bad_connect_timeout_is_one_line(cli, tmp_path, bad):
 
 
 def test_connect_timeout_without_cluster_is_refused_not_ignored(cli, tmp_path):
-    refused(cli("sweep", "--spec", "b0,res=64", "--connect-timeout", "3", "-o", tmp_path / "s"),
-            "--connect-timeout applies only with --cluster")
+    refused(
+        cli("sweep", "--spec", "b0,res=64", "--connect-timeout", "3", "-o", tmp_path / "s"),
+        "--connect-timeout applies only with --cluster",
+    )
     assert not (tmp_path / "s").exists()
 
 
@@ -139,8 +144,14 @@ def test_join_applies_the_loopback_setting_connect_applies(cli, server, monkeypa
 @pytest.mark.parametrize("args", [("farm", "status"), ("farm", "join", "--target", "cpu")])
 def test_sigterm_while_waiting_is_one_line_and_a_nonzero_exit(server, args):
     cmd = [sys.executable, "-m", "edgeffnet.cli", *args[:2], server.address, *args[2:], "--connect-timeout", "300"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     try:
         deadline = time.monotonic() + 120  # imports on a busy machine
         while server.accepted == 0 and proc.poll() is None and time.monotonic() < deadline:

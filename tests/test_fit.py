@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from edgeffnet.core.errors import UserError
-from edgeffnet.specs.scaling import parse_spec
 from edgeffnet.search import fit, harness
+from edgeffnet.specs.scaling import parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = harness.BenchSettings(iterations=20, seconds=0.5, warmup=0.1)  # p50 over half a second: a load burst passes
@@ -22,7 +22,7 @@ QUICK = harness.BenchSettings(iterations=20, seconds=0.5, warmup=0.1)  # p50 ove
 def test_latency_model_recovers_a_power_law():
     points = [(m, 0.5 * (m / 1e6) ** 0.8) for m in (1e8, 4e8, 9e8)]
     model = fit.LatencyModel(points)
-    assert model.slope == pytest.approx(0.8) and model.predict(2e8) == pytest.approx(0.5 * 200 ** 0.8)
+    assert model.slope == pytest.approx(0.8) and model.predict(2e8) == pytest.approx(0.5 * 200**0.8)
     one = fit.LatencyModel([(1e8, 5.0)])  # a single point: latency taken proportional to MACs
     assert one.slope == 1.0 and one.predict(2e8) == pytest.approx(10.0)
 
@@ -50,9 +50,18 @@ class PretendDevice(fit.Measurements):
         if again or key not in self.rows:
             self.timings += 1
             ms = self.latency(i)
-            self.rows[key] = {"spec": spec, "network": key, "macs": macs, "params": 1, "resolution": 0,
-                              "bundle": key, "p50_ms": ms, "p90_ms": ms, "p99_ms": ms,
-                              **({"history": []} if again else {})}
+            self.rows[key] = {
+                "spec": spec,
+                "network": key,
+                "macs": macs,
+                "params": 1,
+                "resolution": 0,
+                "bundle": key,
+                "p50_ms": ms,
+                "p90_ms": ms,
+                "p99_ms": ms,
+                **({"history": []} if again else {}),
+            }
         return self.rows[key]
 
 
@@ -86,8 +95,11 @@ def test_options():
     assert plan.coefficients == (1.25, 1.05, 1.2) and plan.spec(2) == "b0,alpha=1.25,beta=1.05,gamma=1.2,phi=2"
     assert fit.plan_from_options("lite0", None, "1.3,1.05,1.15").spec(-1.5).startswith("lite0,")
     assert fit.FitPlan().spec(2.35) == "b0,phi=2.35"
-    for args, message in (((None, "b0,phi=1", "1.2,1.1,1.15"), "--spec carries"), (("b3", None, None), "baseline"),
-                          ((None, None, "1.2,1.1"), "alpha,beta,gamma")):
+    for args, message in (
+        ((None, "b0,phi=1", "1.2,1.1,1.15"), "--spec carries"),
+        (("b3", None, None), "baseline"),
+        ((None, None, "1.2,1.1"), "alpha,beta,gamma"),
+    ):
         with pytest.raises(UserError, match=message):
             fit.plan_from_options(*args)
     with pytest.raises(UserError, match="--phi-min"):
@@ -108,16 +120,46 @@ def test_fit_is_maximal_on_the_device(tmp_path, monkeypatch):
     result = fit.fit_budget(plan, budget, meas)
     assert result["p50_ms"] <= budget and result["confirmed"]
     assert result["next_ms"] > budget and result["next_phi"] == result["phi"] + 1  # measured, not predicted
-    nxt = json.loads(next(p for p in (plan.out / "measured").glob("*.json")
-                          if json.loads(p.read_text())["spec"] == result["next_spec"]).read_text())
+    nxt = json.loads(
+        next(
+            p
+            for p in (plan.out / "measured").glob("*.json")
+            if json.loads(p.read_text())["spec"] == result["next_spec"]
+        ).read_text()
+    )
     assert nxt["p50_ms"] == result["next_ms"] and Path(nxt["record"]).is_file()
     assert Path(result["bundle"], "manifest.json").is_file() and parse_spec(result["spec"]).phi == result["phi"]
 
     env = dict(os.environ, PYTHONPATH=str(REPO))  # the command, on the same measurements (nothing rebuilt)
-    done = subprocess.run([sys.executable, "-m", "edgeffnet.cli", "fit", "--latency-ms", f"{budget:.6f}",
-                           "--phi-step", "1", "--phi-min", "-6", "--phi-max", "-2", "-n", "20", "-s", "0.5",
-                           "--warmup", "0.1", "-o", str(plan.out)], capture_output=True, text=True, env=env, cwd=REPO,
-                          timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeffnet.cli",
+            "fit",
+            "--latency-ms",
+            f"{budget:.6f}",
+            "--phi-step",
+            "1",
+            "--phi-min",
+            "-6",
+            "--phi-max",
+            "-2",
+            "-n",
+            "20",
+            "-s",
+            "0.5",
+            "--warmup",
+            "0.1",
+            "-o",
+            str(plan.out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "tried: phi=" in done.stdout and all((plan.out / f).is_file() for f in ("fit.json", "fit.csv", "fit.png"))
     assert not list((plan.out / "bundles").glob(".*"))  # no half-written bundle left

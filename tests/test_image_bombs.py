@@ -7,18 +7,26 @@ short side to 73 pixels would ask for 16 GB. Where a folder is read, such a file
 from __future__ import annotations
 
 import json
-import zlib
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
-from edgeffnet.core.preprocess import (MAX_ASPECT, MAX_PIXELS, ImageTooLarge, Preprocess, imagenet_recipe, read_image,
-                                  resize_and_crop, resized_size)
 from conftest import assert_refused as refused
 from hostile_cli import REPO, build_bundle, files_under, png
+from PIL import Image
+
+from edgeffnet.core.preprocess import (
+    MAX_ASPECT,
+    MAX_PIXELS,
+    ImageTooLarge,
+    Preprocess,
+    imagenet_recipe,
+    read_image,
+    resize_and_crop,
+    resized_size,
+)
 
 
 def _solid(path: Path, size: tuple[int, int], mode: str = "RGB", **save) -> Path:
@@ -47,6 +55,7 @@ def bombs(tmp_path_factory) -> dict[str, Path]:
 
 # -- the bounds, from the numbers -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("w,h,resize", [(1, 1_000_000, 73), (900, 1, 600), (10, 9_000, 1000), (2, 2_000, 300)])
 def test_a_resize_over_the_budget_is_refused_from_the_numbers(w, h, resize):
     recipe = Preprocess(resize, resize, "bicubic", (0.0,) * 3, (1.0,) * 3)
@@ -62,14 +71,29 @@ def test_ordinary_photos_resize_as_before():
     assert resize_and_crop(img, imagenet_recipe(64)).size == (64, 64)
 
 
-@pytest.mark.parametrize("kind", ["1 x 1,000,000 PNG (the issue's)", "300,000 x 2 PNG (wide)",
-                                  "3 x 40,000 grey PNG", "2 x 65,000 JPEG", "1 x 20,000 BMP"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "1 x 1,000,000 PNG (the issue's)",
+        "300,000 x 2 PNG (wide)",
+        "3 x 40,000 grey PNG",
+        "2 x 65,000 JPEG",
+        "1 x 20,000 BMP",
+    ],
+)
 def test_an_elongated_image_is_refused_when_read_within_little_memory(bombs, kind):
-    code = ("import resource, sys\nfrom edgeffnet.core.preprocess import read_image, ImageTooLarge\n"
-            "try:\n    read_image(sys.argv[1])\nexcept ImageTooLarge as e:\n    print('refused', e)\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
-    r = subprocess.run([sys.executable, "-c", code, str(bombs[kind])], capture_output=True, text=True,
-                       timeout=120, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    code = (
+        "import resource, sys\nfrom edgeffnet.core.preprocess import read_image, ImageTooLarge\n"
+        "try:\n    read_image(sys.argv[1])\nexcept ImageTooLarge as e:\n    print('refused', e)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(bombs[kind])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].startswith("refused") and "elongated" in lines[0], lines
@@ -80,11 +104,18 @@ def test_a_jpeg_over_twice_the_pixel_bound_is_decoded_at_reduced_scale(tmp_path)
     """The README promises reduced-scale decoding for a large JPEG; over 179 MP PIL's own check refused it."""
     side = (15_000, 12_500)  # 187.5 MP: over PIL's 2 x 89 MP bomb bound
     path = _solid(tmp_path / "huge.jpg", side, "L", quality=30)
-    code = ("import resource, sys\nfrom edgeffnet.core.preprocess import read_image\n"
-            "rgb, mode = read_image(sys.argv[1])\nprint(rgb.size[0], rgb.size[1], mode)\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
-    r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120,
-                       env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    code = (
+        "import resource, sys\nfrom edgeffnet.core.preprocess import read_image\n"
+        "rgb, mode = read_image(sys.argv[1])\nprint(rgb.size[0], rgb.size[1], mode)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     assert r.returncode == 0, r.stderr
     w, h, mode = r.stdout.split()[:3]
     assert int(w) * int(h) <= MAX_PIXELS and int(w) >= side[0] // 8 and mode == "L"
@@ -103,6 +134,7 @@ def test_a_png_over_twice_the_pixel_bound_is_refused_unread(tmp_path):
 
 
 # -- through the CLI ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", ["1 x 1,000,000 PNG (the issue's)", "300,000 x 2 PNG (wide)", "2 x 65,000 JPEG"])
 def test_predict_refuses_a_bomb_in_one_line(cli, built, bombs, kind):
@@ -136,5 +168,7 @@ def test_build_val_of_only_unreadable_images_is_refused_before_the_stages(cli, t
     dest = tmp_path / "b"
     r = cli("build", "b0,res=64", "-p", "fp16", "--val", val, "-o", dest)
     refused(r, "none of the 4 images in --val", "can be read")
-    assert not any(line.split()[0] in ("reference", "export", "simplify") for line in r.stderr.splitlines() if line.split())
+    assert not any(
+        line.split()[0] in ("reference", "export", "simplify") for line in r.stderr.splitlines() if line.split()
+    )
     assert not dest.exists() and [p.name for p in tmp_path.iterdir()] == ["val"]

@@ -8,10 +8,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeffnet.backends.openvino import encoding
-from edgeffnet.pipeline import int8_routes as routes
 from edgeffnet.core.errors import UserError
 from edgeffnet.graph.onnx_index import GraphIndex
 from edgeffnet.pipeline import escalate
+from edgeffnet.pipeline import int8_routes as routes
 from edgeffnet.precision import fidelity
 
 
@@ -42,9 +42,18 @@ def test_report_counts_agreement_on_all_and_on_confident_views():
 
 
 def _row(agreement, confident_agreement, confident_views=120, cosine=0.996, artifact="openvino CPU artifact"):
-    return {"artifact": artifact, "views": 200, "top1_agreement": agreement, "top5_overlap": 0.97,
-            "cosine_mean": cosine, "cosine_min": 0.95, "max_abs": 1.0, "confident_prob": fidelity.CONFIDENT_PROB,
-            "confident_views": confident_views, "confident_top1_agreement": confident_agreement}
+    return {
+        "artifact": artifact,
+        "views": 200,
+        "top1_agreement": agreement,
+        "top5_overlap": 0.97,
+        "cosine_mean": cosine,
+        "cosine_min": 0.95,
+        "max_abs": 1.0,
+        "confident_prob": fidelity.CONFIDENT_PROB,
+        "confident_views": confident_views,
+        "confident_top1_agreement": confident_agreement,
+    }
 
 
 def test_near_ties_do_not_fail_a_build_but_confident_flips_do():
@@ -98,17 +107,27 @@ def test_choice_is_fidelity_first_then_latency():
 def _conv_graph() -> onnx.ModelProto:
     """x -> Q/DQ (per tensor) -> Conv with a per-channel Q/DQ weight."""
     w = np.random.default_rng(0).normal(size=(4, 3, 1, 1)).astype(np.float32)
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.float32(0.1), "xs"),
-             numpy_helper.from_array(np.int8(0), "z"),
-             numpy_helper.from_array((np.abs(w).reshape(4, -1).max(1) / 127).astype(np.float32), "ws"),
-             numpy_helper.from_array(np.zeros(4, np.int8), "wz")]
-    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "z"], ["xq"]),
-             helper.make_node("DequantizeLinear", ["xq", "xs", "z"], ["xdq"]),
-             helper.make_node("QuantizeLinear", ["w", "ws", "wz"], ["wq"], axis=0),
-             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wdq"], axis=0),
-             helper.make_node("Conv", ["xdq", "wdq"], ["y"])]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2, 2])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 2, 2])], inits)
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(np.float32(0.1), "xs"),
+        numpy_helper.from_array(np.int8(0), "z"),
+        numpy_helper.from_array((np.abs(w).reshape(4, -1).max(1) / 127).astype(np.float32), "ws"),
+        numpy_helper.from_array(np.zeros(4, np.int8), "wz"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "z"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "z"], ["xdq"]),
+        helper.make_node("QuantizeLinear", ["w", "ws", "wz"], ["wq"], axis=0),
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wdq"], axis=0),
+        helper.make_node("Conv", ["xdq", "wdq"], ["y"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 2, 2])],
+        inits,
+    )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
 
 
@@ -161,11 +180,22 @@ def test_escalation_keeps_the_top_ranked_layers_until_the_gate_passes(monkeypatc
         target: object = type("T", (), {"backend": "openvino"})()
         log: logging.Logger = logging.getLogger("test")
         preprocess: object = None
-        calibration: object = field(default_factory=lambda: type("C", (), {"tuning": lambda self, p: np.zeros((2, 1))})())
+        calibration: object = field(
+            default_factory=lambda: type("C", (), {"tuning": lambda self, p: np.zeros((2, 1))})()
+        )
 
-    graph = Artifact("precision", tmp_path / "g.onnx", {"method": "entropy", "kept_float": [{"node": "k"}],
-                                                        "sensitivity_ranking": [{"node": n, "cosine_gain": g} for n, g in
-                                                                                (("a", .3), ("k", .2), ("b", .1), ("c", .05), ("d", -.01))]})
+    graph = Artifact(
+        "precision",
+        tmp_path / "g.onnx",
+        {
+            "method": "entropy",
+            "kept_float": [{"node": "k"}],
+            "sensitivity_ranking": [
+                {"node": n, "cosine_gain": g}
+                for n, g in (("a", 0.3), ("k", 0.2), ("b", 0.1), ("c", 0.05), ("d", -0.01))
+            ],
+        },
+    )
     seen = []
     monkeypatch.setattr(escalate.stages, "precision", lambda c, store, sim: (seen.append(c), graph)[1])
     monkeypatch.setattr(escalate.stages, "compile", lambda c, store, g: g)
@@ -177,7 +207,7 @@ def test_escalation_keeps_the_top_ranked_layers_until_the_gate_passes(monkeypatc
 
     monkeypatch.setattr(escalate.stages, "fidelity_verdict", verdict)
     monkeypatch.setattr(escalate, "artifact_maker", lambda ctx, compiled: None)  # the recorded ranking, no OpenVINO
-    runner = type("R", (), {"device": "CPU", "bound": lambda self, x: (lambda: None)})()
+    runner = type("R", (), {"device": "CPU", "bound": lambda self, x: lambda: None})()
     monkeypatch.setattr("edgeffnet.backends.get", lambda name: type("B", (), {"load": staticmethod(lambda *a: runner)}))
     ctx = Ctx(options=BuildOptions(), dir=tmp_path)
     c, g, comp, v = escalate.escalate(ctx, None, None, graph, graph, fidelity.FidelityTooLow("first miss"))
@@ -186,10 +216,14 @@ def test_escalation_keeps_the_top_ranked_layers_until_the_gate_passes(monkeypatc
     e = v["escalation"]
     assert [k["node"] for k in e["kept_float"]] == ["a", "b", "c"] and e["steps"][-1] == {"layers": 3, "passed": True}
     assert e["latency_p50_ms"]["before"] > 0 and e["latency_cost"] > 0
-    with pytest.raises(fidelity.FidelityTooLow, match="after keeping up to 3 of the most damaging layers in float; "
-                                                      "the limit is 15"):
-        monkeypatch.setattr(escalate.stages, "fidelity_verdict",
-                            lambda c, g, comp: (_ for _ in ()).throw(fidelity.FidelityTooLow("misses")))
+    with pytest.raises(
+        fidelity.FidelityTooLow, match="after keeping up to 3 of the most damaging layers in float; the limit is 15"
+    ):
+        monkeypatch.setattr(
+            escalate.stages,
+            "fidelity_verdict",
+            lambda c, g, comp: (_ for _ in ()).throw(fidelity.FidelityTooLow("misses")),
+        )
         escalate.escalate(ctx, None, None, graph, graph, fidelity.FidelityTooLow("first miss"))
 
 
@@ -198,18 +232,26 @@ def _three_convs() -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     inits, nodes, prev = [], [], "input"
     for i, (cin, cout) in enumerate(((3, 8), (8, 8), (8, 8)), 1):
-        inits += [numpy_helper.from_array(rng.normal(0, 0.5, (cout, cin, 3, 3)).astype(np.float32), f"w{i}"),
-                  numpy_helper.from_array(rng.normal(0, 0.1, cout).astype(np.float32), f"b{i}")]
+        inits += [
+            numpy_helper.from_array(rng.normal(0, 0.5, (cout, cin, 3, 3)).astype(np.float32), f"w{i}"),
+            numpy_helper.from_array(rng.normal(0, 0.1, cout).astype(np.float32), f"b{i}"),
+        ]
         nodes.append(helper.make_node("Conv", [prev, f"w{i}", f"b{i}"], [f"c{i}"], name=f"c{i}", pads=[1] * 4))
         prev = f"c{i}"
         if i < 3:
             nodes.append(helper.make_node("Relu", [prev], [f"r{i}"], name=f"r{i}"))
             prev = f"r{i}"
-    nodes += [helper.make_node("GlobalAveragePool", [prev], ["p"], name="pool"),
-              helper.make_node("Flatten", ["p"], ["logits"], name="flat")]
-    graph = helper.make_graph(nodes, "three",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 3, 8, 8])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 8])], inits)
+    nodes += [
+        helper.make_node("GlobalAveragePool", [prev], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["logits"], name="flat"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "three",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 8])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
@@ -247,13 +289,18 @@ def _dense_layers_graph() -> tuple[onnx.ModelProto, np.ndarray]:
     rng = np.random.default_rng(1)
     w1, b1 = rng.normal(size=(8, 6, 1, 1)).astype(np.float32), rng.normal(size=8).astype(np.float32)
     w2 = rng.normal(size=(5, 8, 1, 1)).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1"),
-             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-             helper.make_node("Conv", ["r1", "w2"], ["y"], name="conv2")]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 3, 3])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 3, 3])],
-                          [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(b1, "b1"),
-                           numpy_helper.from_array(w2, "w2")])
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["y"], name="conv2"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 3, 3])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(b1, "b1"), numpy_helper.from_array(w2, "w2")],
+    )
     mean = (rng.integers(30, 90, 6) * np.float32(4 / 127)).astype(np.float32)  # on x's quantization grid below
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), mean
 
@@ -294,11 +341,17 @@ def test_route_graphs_add_an_all_int8_route_only_where_layers_were_kept_float(tm
     model, _ = _dense_layers_graph()
     onnx.save(model, str(tmp_path / "model.sim.onnx"))
     data = np.random.default_rng(2).uniform(0, 2, (16, 6, 3, 3)).astype(np.float32)
-    ctx = SimpleNamespace(dir=tmp_path, keep_float=(), options=SimpleNamespace(cache=False),
-                          calibration=SimpleNamespace(data=data, sha256="test"))
+    ctx = SimpleNamespace(
+        dir=tmp_path,
+        keep_float=(),
+        options=SimpleNamespace(cache=False),
+        calibration=SimpleNamespace(data=data, sha256="test"),
+    )
     stats, _ = int8.statistics(model, data, "test", use_cache=False)
     named = qdq.name_nodes(onnx.load(str(tmp_path / "model.sim.onnx")))
-    kept = qdq.quantize(named, qdq.plan(named, frozenset({"conv1"})), ranges.thresholds(stats, "minmax"), stats["means"])
+    kept = qdq.quantize(
+        named, qdq.plan(named, frozenset({"conv1"})), ranges.thresholds(stats, "minmax"), stats["means"]
+    )
     onnx.save(kept, str(tmp_path / "model.int8.onnx"))
     record = {"method": "minmax", "kept_float": [{"node": "conv1"}]}
 
@@ -318,8 +371,9 @@ def test_route_graphs_add_an_all_int8_route_only_where_layers_were_kept_float(tm
 
     graphs, _ = routes.route_graphs(ctx, tmp_path / "model.int8.onnx", record, vnni=True)
     assert set(graphs) == {"qdq-onnx", "qdq-onnx-all-int8"}
-    assert set(routes.route_graphs(ctx, tmp_path / "model.int8.onnx", {"method": "minmax", "kept_float": []},
-                                   vnni=True)[0]) == {"qdq-onnx"}
+    assert set(
+        routes.route_graphs(ctx, tmp_path / "model.int8.onnx", {"method": "minmax", "kept_float": []}, vnni=True)[0]
+    ) == {"qdq-onnx"}
     # An escalation builds only the host's own route, the one its layers were ranked on, with them in float.
     ctx.keep_float = ("conv1",)
     escalated = {"method": "minmax", "kept_float": []}

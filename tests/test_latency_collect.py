@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from latency_truth import Truth
 
 from edgeffnet.latency import device, store
-from edgeffnet.search import latency_collect as collect
 from edgeffnet.latency.model import fit
 from edgeffnet.search import harness
-
-from latency_truth import Truth
+from edgeffnet.search import latency_collect as collect
 
 
 def test_an_interrupted_collection_measures_only_the_rest(tmp_path, monkeypatch):
@@ -25,7 +24,10 @@ def test_an_interrupted_collection_measures_only_the_rest(tmp_path, monkeypatch)
             raise KeyboardInterrupt  # Ctrl-C while the next network is built
         measured.append(spec)
         row = truth.rows([spec], noise=0.01)[0]
-        return row | {"settings": c.settings.to_dict() | collect.TIMING, "reference": {"spec": c.reference, "p50_ms": 5.0}}
+        return row | {
+            "settings": c.settings.to_dict() | collect.TIMING,
+            "reference": {"spec": c.reference, "p50_ms": 5.0},
+        }
 
     c = collect.Collection(target="cpu", precision="fp32", networks=8)
     first = collect.run(c, measure=lambda *a: pretend(*a, stop_after=3))
@@ -38,7 +40,9 @@ def test_an_interrupted_collection_measures_only_the_rest(tmp_path, monkeypatch)
     assert measured == c.specs()  # each designed network measured once, in design order
     assert collect.run(c, measure=pretend)["measured"] == 0  # all there: nothing to do
 
-    longer = collect.Collection(target="cpu", precision="fp32", networks=8, settings=harness.BenchSettings(iterations=7))
+    longer = collect.Collection(
+        target="cpu", precision="fp32", networks=8, settings=harness.BenchSettings(iterations=7)
+    )
     assert collect.run(longer, measure=pretend)["measured"] == 8  # other bench settings: measured again
 
 
@@ -55,8 +59,13 @@ def test_the_design_spreads_over_the_grid_and_both_families():
     assert len({p.resolution for p in parsed}) > 15
 
 
-SMALL = ("b0,phi=-4,res=64", "lite0,phi=-3,res=64", "b0,phi=-3,alpha=1.5,beta=1.05,gamma=1.1,res=96",
-         "lite0,phi=-4,res=96", "b0,phi=-4,alpha=1.1,beta=1.2,gamma=1.1,res=80")
+SMALL = (
+    "b0,phi=-4,res=64",
+    "lite0,phi=-3,res=64",
+    "b0,phi=-3,alpha=1.5,beta=1.05,gamma=1.1,res=96",
+    "lite0,phi=-4,res=96",
+    "b0,phi=-4,alpha=1.1,beta=1.2,gamma=1.1,res=80",
+)
 HELD_OUT = "lite0,phi=-3.5,res=80"
 
 
@@ -65,15 +74,16 @@ def test_real_collection_of_tiny_networks_fits_and_predicts_loosely(tmp_path, mo
     every coefficient a cost, and a network it never saw predicted within 2x of its paired measurement."""
     monkeypatch.setenv("EDGEFFNET_CACHE", str(tmp_path / "cache"))
     quick = harness.BenchSettings(iterations=20, seconds=0.3, warmup=0.1)
-    c = collect.Collection(target="cpu", precision="fp32", settings=quick, reference="b0,phi=-4,res=64",
-                           only=SMALL)
+    c = collect.Collection(target="cpu", precision="fp32", settings=quick, reference="b0,phi=-4,res=64", only=SMALL)
     result = collect.run(c)
     assert result["measured"] == len(SMALL) and not result["failed"]
     here = device.identity("cpu")
     rows, _ = store.read(device.data_path(here, "fp32"))
     assert all(r["reference"]["spec"] == c.reference and r["p50_ms"] > 0 for r in rows)
-    assert not list((device.folder(here, "fp32") / "bundles").glob("b0,*")) and \
-        len(list((device.folder(here, "fp32") / "bundles").iterdir())) == 1  # only the reference stays
+    assert (
+        not list((device.folder(here, "fp32") / "bundles").glob("b0,*"))
+        and len(list((device.folder(here, "fp32") / "bundles").iterdir())) == 1
+    )  # only the reference stays
     if collect.bench_profiles():  # on a branch whose bench profiles, the layer times come along
         assert all(r["profile"] and r["profile"].get("by_role") for r in rows)
     m = fit(rows, "fp32", here)
@@ -81,8 +91,9 @@ def test_real_collection_of_tiny_networks_fits_and_predicts_loosely(tmp_path, mo
     if collect.bench_profiles():
         assert m.data["profiled_networks"] == len(SMALL)
 
-    check = collect.run(collect.Collection(target="cpu", precision="fp32", settings=quick, reference=c.reference,
-                                           only=(HELD_OUT,)))
+    check = collect.run(
+        collect.Collection(target="cpu", precision="fp32", settings=quick, reference=c.reference, only=(HELD_OUT,))
+    )
     assert check["measured"] == 1
     rows, _ = store.read(device.data_path(here, "fp32"))
     measured = store.paired_p50(rows)[-1]
@@ -101,9 +112,20 @@ def test_sweep_search_and_fit_measurements_join_the_device_data(tmp_path, monkey
     saved.write_text("{}")
 
     def rec(**kw):
-        base = dict(mode="latency", baseline=False, interrupted=False, batch=1, saved_to=saved, target="cpu",
-                    precision="fp32", model={"spec": "b0,phi=-2"}, stats={"p50_ms": 3.5}, settings={},
-                    created="2026-01-01T00:00:00Z", extra={})
+        base = dict(
+            mode="latency",
+            baseline=False,
+            interrupted=False,
+            batch=1,
+            saved_to=saved,
+            target="cpu",
+            precision="fp32",
+            model={"spec": "b0,phi=-2"},
+            stats={"p50_ms": 3.5},
+            settings={},
+            created="2026-01-01T00:00:00Z",
+            extra={},
+        )
         return SimpleNamespace(**(base | kw))
 
     use.record_bench([rec(), rec(baseline=True), rec(interrupted=True), rec(mode="throughput"), rec(saved_to=None)])
@@ -128,8 +150,14 @@ def test_cli_refit_writes_the_cache_model_and_a_copy(tmp_path, monkeypatch):
     cached = device.model_path(here, "fp32")
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "edgeffnet.cli", "latency", "fit", *args], capture_output=True,
-                              text=True, env=env, cwd=repo, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "edgeffnet.cli", "latency", "fit", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=repo,
+            timeout=300,
+        )
 
     done = cli("--target", "cpu", "--refit", "-o", str(tmp_path / "copy.json"))
     assert done.returncode == 0, done.stderr

@@ -11,19 +11,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from latency_truth import Truth
 
 from edgeffnet.core.errors import UserError
-from edgeffnet.latency import device, model as lm, store
-from edgeffnet.latency.design import design
 from edgeffnet.core.untrusted import UntrustedFileError
-
-from latency_truth import Truth
+from edgeffnet.latency import device, store
+from edgeffnet.latency import model as lm
+from edgeffnet.latency.design import design
 
 REPO = Path(__file__).resolve().parents[1]
 FIT = design(40)
 UNSEEN = [s for s in design(60, seed=7) if s not in FIT][:30]
-HERE = {"cpu": "Pretend CPU", "logical_cpus": 2, "usable_cpus": 2, "runtime": "openvino", "runtime_version": "1",
-        "target": "cpu", "target_hash": "abc"}
+HERE = {
+    "cpu": "Pretend CPU",
+    "logical_cpus": 2,
+    "usable_cpus": 2,
+    "runtime": "openvino",
+    "runtime_version": "1",
+    "target": "cpu",
+    "target_hash": "abc",
+}
 
 
 def _relative(m: lm.LatencyModel, truth: Truth, specs: list[str]) -> np.ndarray:
@@ -35,7 +42,7 @@ def test_whole_network_p50s_predict_networks_never_seen():
     m = lm.fit(truth.rows(FIT, noise=0.02), "fp32", HERE)
     rel = _relative(m, truth, UNSEEN)
     # 2% measurement noise: the unseen networks land within 6% each, 3% RMSE (the form is the truth's)
-    assert np.abs(rel).max() < 0.06 and np.sqrt(np.mean(rel ** 2)) < 0.03
+    assert np.abs(rel).max() < 0.06 and np.sqrt(np.mean(rel**2)) < 0.03
     held = m.errors["held_out"]
     assert held["networks"] == len(FIT) and 0 < held["rmse_pct"] < 5 and held["within_10pct"] == 1.0
     assert m.errors["fit"]["rmse_pct"] <= held["rmse_pct"]  # fitted on them: no worse than held out
@@ -64,7 +71,7 @@ def test_profiles_say_where_the_time_goes(kind):
     for role in (r for r, t in want.items() if t > 0.05 * sum(want.values())):
         assert got[role] == pytest.approx(want[role], rel=0.15), role
     rel = _relative(m, truth, UNSEEN)
-    assert np.sqrt(np.mean(rel ** 2)) < 0.03
+    assert np.sqrt(np.mean(rel**2)) < 0.03
 
 
 def test_paired_timing_takes_the_drift_out():
@@ -122,16 +129,19 @@ def test_model_file_round_trip_and_refusal_for_another_device(tmp_path):
         lm.LatencyModel.load(path, here=HERE, precision="int8")
 
 
-@pytest.mark.parametrize("damage, says", [
-    ({"constant_ms": "0.5"}, "constant_ms"),
-    ({"groups": {"expand": {"ms_per_gmac": 1.0, "ms_per_mb": "x", "ms_per_layer": 0.1}}}, "ms_per_mb"),
-    ({"groups": {"expand": {"ms_per_gmac": -1.0, "ms_per_mb": 0.1, "ms_per_layer": 0.1}}}, "negative"),
-    ({"groups": []}, "groups"),
-    ({"groups": {}}, "no layer groups"),
-    ({"format": "nn-meter/2"}, "format"),
-    ({"device": "cpu"}, "device"),
-    ({"errors": {"held_out": {"residual_q05": True}}}, "residual_q05"),
-])
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        ({"constant_ms": "0.5"}, "constant_ms"),
+        ({"groups": {"expand": {"ms_per_gmac": 1.0, "ms_per_mb": "x", "ms_per_layer": 0.1}}}, "ms_per_mb"),
+        ({"groups": {"expand": {"ms_per_gmac": -1.0, "ms_per_mb": 0.1, "ms_per_layer": 0.1}}}, "negative"),
+        ({"groups": []}, "groups"),
+        ({"groups": {}}, "no layer groups"),
+        ({"format": "nn-meter/2"}, "format"),
+        ({"device": "cpu"}, "device"),
+        ({"errors": {"held_out": {"residual_q05": True}}}, "residual_q05"),
+    ],
+)
 def test_damaged_model_files_are_refused_in_one_line(tmp_path, damage, says):
     path = _saved(tmp_path, **damage)
     with pytest.raises(UntrustedFileError) as e:
@@ -156,7 +166,9 @@ def test_store_skips_damaged_lines_and_stays_bounded(tmp_path, monkeypatch):
     truth = Truth(seed=6)
     store.append(path, truth.rows(FIT[:3]))
     with open(path, "a") as f:
-        f.write('{"spec": "b0", "network": "x", "p50_ms": NaN}\n{"cut short\n{"spec": "b0", "network": "x", "p50_ms": -1}\n')
+        f.write(
+            '{"spec": "b0", "network": "x", "p50_ms": NaN}\n{"cut short\n{"spec": "b0", "network": "x", "p50_ms": -1}\n'
+        )
     rows, skipped = store.read(path)
     assert len(rows) == 3 and skipped == 3
     monkeypatch.setattr(store, "MAX_ROWS", 4)
@@ -167,8 +179,9 @@ def test_store_skips_damaged_lines_and_stays_bounded(tmp_path, monkeypatch):
 
 def _cli(*args, cache: Path) -> subprocess.CompletedProcess:
     env = os.environ | {"PYTHONPATH": str(REPO), "EDGEFFNET_CACHE": str(cache)}
-    return subprocess.run([sys.executable, "-m", "edgeffnet.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "edgeffnet.cli", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
+    )
 
 
 def test_cli_predict_and_info_for_never_built_networks(tmp_path, monkeypatch):
@@ -191,8 +204,10 @@ def test_cli_predict_and_info_for_never_built_networks(tmp_path, monkeypatch):
     other = json.loads(device.model_path(here, "fp32").read_text())
     other["device"]["cpu"] = "Another CPU"
     (tmp_path / "other.json").write_text(json.dumps(other))
-    for args in (("latency", "predict", spec, "--latency-model", str(tmp_path / "other.json")),
-                 ("info", spec, "--target", "cpu", "--latency-model", str(tmp_path / "other.json"))):
+    for args in (
+        ("latency", "predict", spec, "--latency-model", str(tmp_path / "other.json")),
+        ("info", spec, "--target", "cpu", "--latency-model", str(tmp_path / "other.json")),
+    ):
         done = _cli(*args, cache=tmp_path / "cache")
         assert done.returncode == 2 and "another device" in done.stderr and "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1

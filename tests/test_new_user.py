@@ -32,15 +32,23 @@ def cpu_bundle(cache_dir, tmp_path_factory) -> Path:
 def cli_without(missing: list[str], *args: str, cwd: Path, cache: Path | None = None) -> subprocess.CompletedProcess:
     """`edgeffnet ARGS` in a fresh process where importing each of `missing` fails, as on an install
     without that runtime (None in sys.modules makes `import name` raise ModuleNotFoundError)."""
-    code = ("import sys\n"
-            "for name in filter(None, sys.argv[1].split(',')):\n"
-            "    sys.modules[name] = None\n"
-            "sys.argv = ['edgeffnet', *sys.argv[2:]]\n"
-            "from edgeffnet.cli import main\n"
-            "main()\n")
+    code = (
+        "import sys\n"
+        "for name in filter(None, sys.argv[1].split(',')):\n"
+        "    sys.modules[name] = None\n"
+        "sys.argv = ['edgeffnet', *sys.argv[2:]]\n"
+        "from edgeffnet.cli import main\n"
+        "main()\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)} | ({"EDGEFFNET_CACHE": str(cache)} if cache else {})
-    return subprocess.run([sys.executable, "-c", code, ",".join(missing), *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", code, ",".join(missing), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )
 
 
 def one_line_error(r: subprocess.CompletedProcess) -> str:
@@ -53,13 +61,16 @@ def one_line_error(r: subprocess.CompletedProcess) -> str:
 # -- a device-side install without a runtime: one line naming the extra --------------------------------------
 
 
-@pytest.mark.parametrize("missing, args, extra", [
-    (["onnxruntime"], ["bench", "{bundle}", "--baseline", "onnxruntime", *QUICK], "edgeffnet[onnxruntime]"),
-    (["openvino"], ["bench", "{bundle}", *QUICK], "edgeffnet[openvino]"),
-    (["openvino"], ["predict", "{bundle}", "{photo}"], "edgeffnet[openvino]"),
-    (["torch"], ["bench", "{bundle}", "--baseline", "pytorch", *QUICK], "edgeffnet[build]"),
-    (["ray"], ["farm", "join", "127.0.0.1:1", "--target", "cpu"], "edgeffnet[farm]"),
-])
+@pytest.mark.parametrize(
+    "missing, args, extra",
+    [
+        (["onnxruntime"], ["bench", "{bundle}", "--baseline", "onnxruntime", *QUICK], "edgeffnet[onnxruntime]"),
+        (["openvino"], ["bench", "{bundle}", *QUICK], "edgeffnet[openvino]"),
+        (["openvino"], ["predict", "{bundle}", "{photo}"], "edgeffnet[openvino]"),
+        (["torch"], ["bench", "{bundle}", "--baseline", "pytorch", *QUICK], "edgeffnet[build]"),
+        (["ray"], ["farm", "join", "127.0.0.1:1", "--target", "cpu"], "edgeffnet[farm]"),
+    ],
+)
 def test_a_missing_runtime_is_one_line_naming_its_extra(cpu_bundle, tmp_path, missing, args, extra):
     from edgeffnet.network.photos import load_photo
 
@@ -98,14 +109,23 @@ def test_a_report_without_matplotlib_writes_its_tables_and_says_which_extra_draw
 # -- option errors: answered before the build side is imported, with a suggestion for a near miss -----------
 
 
-@pytest.mark.parametrize("args, words", [
-    (["build", "b9"], "unknown model 'b9' (did you mean 'b7'?)"),
-    (["build", "b0", "--target", "jetsonnano"], "unknown target 'jetsonnano' (did you mean 'jetson-nano'?)"),
-    (["build", "b0", "--weights", "pretrianed"], "--weights 'pretrianed' does not exist (did you mean 'pretrained'?)"),
-    (["build", "b0", "-p", "fp61"], "(did you mean 'fp16'?)"),
-    (["build", "b0", "--target", "jetson-nano", "-p", "int8"], "supports fp32, fp16, not int8; pass --precision fp16"),
-    (["sweep", "-m", "b0", "-p", "fp23", "--target", "cpu"], "not fp23 (did you mean 'fp32'?)"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["build", "b9"], "unknown model 'b9' (did you mean 'b7'?)"),
+        (["build", "b0", "--target", "jetsonnano"], "unknown target 'jetsonnano' (did you mean 'jetson-nano'?)"),
+        (
+            ["build", "b0", "--weights", "pretrianed"],
+            "--weights 'pretrianed' does not exist (did you mean 'pretrained'?)",
+        ),
+        (["build", "b0", "-p", "fp61"], "(did you mean 'fp16'?)"),
+        (
+            ["build", "b0", "--target", "jetson-nano", "-p", "int8"],
+            "supports fp32, fp16, not int8; pass --precision fp16",
+        ),
+        (["sweep", "-m", "b0", "-p", "fp23", "--target", "cpu"], "not fp23 (did you mean 'fp32'?)"),
+    ],
+)
 def test_an_option_error_comes_before_pytorch_is_imported_and_suggests_the_near_name(tmp_path, args, words):
     # Importing torch fails in this process: the error below can only come from checks made before it.
     line = one_line_error(cli_without(["torch"], *args, "-o", str(tmp_path / "out"), cwd=tmp_path))
@@ -117,7 +137,9 @@ def test_did_you_mean_offers_only_a_close_name():
     from edgeffnet.core.suggest import did_you_mean
 
     assert did_you_mean("pretrianed", ["pretrained"]) == " (did you mean 'pretrained'?)"
-    assert did_you_mean("jetson-orin", ["cpu", "jetson-nano", "jetson-orin-nano"]) == " (did you mean 'jetson-orin-nano'?)"
+    assert (
+        did_you_mean("jetson-orin", ["cpu", "jetson-nano", "jetson-orin-nano"]) == " (did you mean 'jetson-orin-nano'?)"
+    )
     assert did_you_mean("checkpoint.pth", ["pretrained"]) == ""
 
 
@@ -125,8 +147,19 @@ def test_did_you_mean_offers_only_a_close_name():
 
 
 def test_an_opset_the_profile_cannot_read_is_refused_before_the_first_stage(cache_dir, tmp_path):
-    r = cli_without([], "build", "b1", "--target", "jetson-nano", "--opset", "17", "-o", str(tmp_path / "b"),
-                    cwd=tmp_path, cache=cache_dir)
+    r = cli_without(
+        [],
+        "build",
+        "b1",
+        "--target",
+        "jetson-nano",
+        "--opset",
+        "17",
+        "-o",
+        str(tmp_path / "b"),
+        cwd=tmp_path,
+        cache=cache_dir,
+    )
     line = one_line_error(r)
     assert "target 'jetson-nano'" in line and "opset 17 is above 13" in line and "--opset 13" in line, line
     assert len(r.stderr.strip().splitlines()) == 1  # no stage ran (each logs a line)
@@ -134,11 +167,11 @@ def test_an_opset_the_profile_cannot_read_is_refused_before_the_first_stage(cach
 
 
 def test_every_tensorrt_profile_refuses_an_opset_past_its_parser_from_its_own_data():
-    from edgeffnet.specs import targets
     from edgeffnet.backends.tensorrt import option_problems
     from edgeffnet.backends.tensorrt.plan import parse_version
     from edgeffnet.backends.tensorrt.rules import max_opset
     from edgeffnet.pipeline.options import BuildOptions
+    from edgeffnet.specs import targets
 
     profiles = [t for t in targets.known().values() if t.backend == "tensorrt"]
     assert profiles
@@ -157,8 +190,21 @@ def test_every_tensorrt_profile_refuses_an_opset_past_its_parser_from_its_own_da
 @pytest.fixture(scope="module")
 def jetson_bundle(cache_dir, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("jetson") / "orin"
-    r = cli_without([], "build", "lite0,res=64", "--target", "jetson-orin-nano", "-p", "fp16", "--views", "2",
-                    "-o", str(out), cwd=out.parent, cache=cache_dir)
+    r = cli_without(
+        [],
+        "build",
+        "lite0,res=64",
+        "--target",
+        "jetson-orin-nano",
+        "-p",
+        "fp16",
+        "--views",
+        "2",
+        "-o",
+        str(out),
+        cwd=out.parent,
+        cache=cache_dir,
+    )
     assert r.returncode == 0, r.stderr
     return out, r
 
@@ -180,15 +226,17 @@ def test_the_trtexec_lines_run_where_trtexec_is_off_path(jetson_bundle, tmp_path
     """The README's two lines, run by sh with a stand-in trtexec only at JetPack's place (via TRTEXEC's
     default, redirected here) and none on PATH: the stand-in is what runs, with the graph's name."""
     out, _ = jetson_bundle
-    lines = [ln.strip() for ln in (out / "README.md").read_text().splitlines() if "TRTEXEC" in ln and
-             ln.startswith("    ")]
+    lines = [
+        ln.strip() for ln in (out / "README.md").read_text().splitlines() if "TRTEXEC" in ln and ln.startswith("    ")
+    ]
     assert len(lines) == 2
     fake = tmp_path / "trtexec"
     fake.write_text('#!/bin/sh\necho "ran $0 $1"\n')
     fake.chmod(0o755)
     script = "\n".join(lines).replace("/usr/src/tensorrt/bin/trtexec", str(fake))
-    r = subprocess.run(["sh", "-c", script], capture_output=True, text=True, cwd=out, timeout=30,
-                       env={"PATH": "/usr/bin:/bin"})
+    r = subprocess.run(
+        ["sh", "-c", script], capture_output=True, text=True, cwd=out, timeout=30, env={"PATH": "/usr/bin:/bin"}
+    )
     assert r.returncode == 0 and r.stdout.strip() == f"ran {fake} --onnx=model.fp16.onnx", r.stdout + r.stderr
 
 
@@ -206,25 +254,29 @@ def test_the_manifest_names_the_profile_without_a_path_of_the_build_machine(jets
     assert str(Path(profile.path).parent) not in text and str(REPO) not in text
 
 
-@pytest.mark.parametrize("args, words", [
-    (["bench", "{b}", *QUICK], "no TensorRT engine yet"),
-    (["predict", "{b}", "{photo}"], "no TensorRT engine yet"),
-    (["compile", "{b}"], "/usr/src/tensorrt/bin/trtexec"),
-    (["eval", "{b}", "--data", "{photos}"], "FP32 graph model.sim.onnx"),
-    (["cam", "{b}", "{photo}", "-o", "{tmp}/cam"], "FP32 graph model.sim.onnx"),
-])
-def test_every_reader_of_a_tensorrt_bundle_without_the_fp32_graphs_answers_in_one_line(jetson_bundle, tmp_path,
-                                                                                      args, words):
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["bench", "{b}", *QUICK], "no TensorRT engine yet"),
+        (["predict", "{b}", "{photo}"], "no TensorRT engine yet"),
+        (["compile", "{b}"], "/usr/src/tensorrt/bin/trtexec"),
+        (["eval", "{b}", "--data", "{photos}"], "FP32 graph model.sim.onnx"),
+        (["cam", "{b}", "{photo}", "-o", "{tmp}/cam"], "FP32 graph model.sim.onnx"),
+    ],
+)
+def test_every_reader_of_a_tensorrt_bundle_without_the_fp32_graphs_answers_in_one_line(
+    jetson_bundle, tmp_path, args, words
+):
     from edgeffnet.network.photos import load_photo
 
     out, _ = jetson_bundle
     (tmp_path / "photos").mkdir()
     load_photo("skimage:chelsea").save(tmp_path / "photos" / "cat.png")
-    args = [a.format(b=out, photo=tmp_path / "photos" / "cat.png", photos=tmp_path / "photos", tmp=tmp_path)
-            for a in args]
+    args = [
+        a.format(b=out, photo=tmp_path / "photos" / "cat.png", photos=tmp_path / "photos", tmp=tmp_path) for a in args
+    ]
     line = one_line_error(cli_without([], *args, cwd=tmp_path))
     assert words in line, line
-
 
 
 # -- a long stage is never silent on a non-terminal output ---------------------------------------------------
@@ -273,12 +325,21 @@ def test_the_fidelity_cell_is_the_benched_artifacts_figure_with_the_bundles_wors
 
     rec = _records(tmp_path, "lite0", "int8")
     row = {"views": 200, "top5_overlap": 0.99, "confident_views": 142}
-    qdq = row | {"artifact": "Q/DQ ONNX (onnxruntime)", "top1_agreement": 0.965, "cosine_mean": 0.997,
-                 "confident_top1_agreement": 0.986}
-    ir = row | {"artifact": "openvino CPU artifact", "top1_agreement": 0.99, "cosine_mean": 0.998,
-                "confident_top1_agreement": 0.993}
-    (Path(rec["bundle"]) / "manifest.json").write_text(json.dumps(
-        {"fidelity": {"rows": [qdq, ir]}, "stages": {"compile": {"fidelity": ir}}}))
+    qdq = row | {
+        "artifact": "Q/DQ ONNX (onnxruntime)",
+        "top1_agreement": 0.965,
+        "cosine_mean": 0.997,
+        "confident_top1_agreement": 0.986,
+    }
+    ir = row | {
+        "artifact": "openvino CPU artifact",
+        "top1_agreement": 0.99,
+        "cosine_mean": 0.998,
+        "confident_top1_agreement": 0.993,
+    }
+    (Path(rec["bundle"]) / "manifest.json").write_text(
+        json.dumps({"fidelity": {"rows": [qdq, ir]}, "stages": {"compile": {"fidelity": ir}}})
+    )
     cell = report.rows([rec])[0]["fidelity"]
     assert cell.startswith("openvino CPU artifact: agreement 99.0% (99.3% of 142 confident), cosine 0.998"), cell
     assert cell.endswith("bundle's worst: Q/DQ ONNX (onnxruntime) 96.5% (98.6% of 142 confident)"), cell
@@ -292,16 +353,22 @@ def test_the_machines_table_gives_each_precision_its_own_peak(tmp_path):
     fp32["peak"] = {"gflops": 96.0, "detail": "2 cores x 1.500 GHz x 32 FLOP/cycle (avx2 fma)"}
     int8["peak"] = {"gflops": 384.0, "detail": "2 cores x 1.500 GHz x 128 FLOP/cycle (avx2 fma, int8 x4)"}
     (machine,) = report.machines([fp32, int8])
-    assert machine["peak"] == ("fp32: 2 cores x 1.500 GHz x 32 FLOP/cycle (avx2 fma); "
-                               "int8: 2 cores x 1.500 GHz x 128 FLOP/cycle (avx2 fma, int8 x4)")
+    assert machine["peak"] == (
+        "fp32: 2 cores x 1.500 GHz x 32 FLOP/cycle (avx2 fma); "
+        "int8: 2 cores x 1.500 GHz x 128 FLOP/cycle (avx2 fma, int8 x4)"
+    )
 
 
 def test_nearly_equal_flops_share_a_tick_and_a_series_keeps_its_colour_in_both_plots(tmp_path):
     from edgeffnet.measure import report
 
     assert report.merged_ticks([0.772, 0.770, 1.4, 0.39]) == [0.39, 0.77, 1.4]
-    recs = [_records(tmp_path, s, p, mode=m) for s in ("b0", "lite0", "b1") for p in ("fp32", "int8")
-            for m in ("latency", "throughput")]
+    recs = [
+        _records(tmp_path, s, p, mode=m)
+        for s in ("b0", "lite0", "b1")
+        for p in ("fp32", "int8")
+        for m in ("latency", "throughput")
+    ]
     recs = [r for r in recs if not (r["mode"] == "throughput" and r["precision"] == "fp32")]  # fewer series there
     table = report.rows(recs)
     palette = report.colours(r["series"] for r in table)
@@ -365,8 +432,14 @@ def test_a_sweep_lists_every_report_file_and_keeps_a_later_bench_baseline_out(ca
     assert r.returncode == 0, r.stderr
     line = next(ln for ln in r.stderr.splitlines() if ln.startswith("report: "))
     files = line.removeprefix("report: ").split(", ")
-    assert {Path(f).name for f in files} >= {"report.html", "report.md", "report.csv", "report.json",
-                                             "latency_vs_flops.png", "throughput_vs_flops.png"}
+    assert {Path(f).name for f in files} >= {
+        "report.html",
+        "report.md",
+        "report.csv",
+        "report.json",
+        "latency_vs_flops.png",
+        "throughput_vs_flops.png",
+    }
     assert all(Path(f).is_file() for f in files)
     (bundle,) = (tmp_path / "s" / "bundles").iterdir()
     assert cli_without([], "bench", str(bundle), "--baseline", "onnxruntime", *QUICK, cwd=tmp_path).returncode == 0
@@ -388,12 +461,17 @@ def test_the_method_choice_runs_each_graph_once_and_reuses_a_given_fp32_referenc
     rng = np.random.default_rng(0)
     w = rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["input", "w"], ["c"], name="conv", pads=[1] * 4),
-         helper.make_node("Relu", ["c"], ["r"], name="relu"),
-         helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
-         helper.make_node("Flatten", ["p"], ["logits"], name="flat")], "g",
+        [
+            helper.make_node("Conv", ["input", "w"], ["c"], name="conv", pads=[1] * 4),
+            helper.make_node("Relu", ["c"], ["r"], name="relu"),
+            helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+            helper.make_node("Flatten", ["p"], ["logits"], name="flat"),
+        ],
+        "g",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 3, 8, 8])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 8])], [numpy_helper.from_array(w, "w")])
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 8])],
+        [numpy_helper.from_array(w, "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     x = rng.normal(0, 1, (8, 3, 8, 8)).astype(np.float32)
     stats, _ = int8.statistics(model, x, "test", use_cache=False)

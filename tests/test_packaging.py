@@ -14,27 +14,59 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_runs_info_and_targets_from_another_directory(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(REPO),
-                    "-w", str(tmp_path / "dist")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            str(REPO),
+            "-w",
+            str(tmp_path / "dist"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     wheel = next((tmp_path / "dist").glob("edgeffnet-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     sources = {str(p.relative_to(REPO)) for p in (REPO / "edgeffnet").rglob("*.py")}
     assert sources - set(names) == set()  # every module of every subpackage, none forgotten in pyproject
-    for needed in ("edgeffnet/data/targets/cpu.toml", "edgeffnet/data/targets/jetson-orin-nano.toml",
-                   "edgeffnet/data/calibration/photos.toml", "edgeffnet/data/imagenet_classes.txt"):
+    for needed in (
+        "edgeffnet/data/targets/cpu.toml",
+        "edgeffnet/data/targets/jetson-orin-nano.toml",
+        "edgeffnet/data/calibration/photos.toml",
+        "edgeffnet/data/imagenet_classes.txt",
+    ):
         assert needed in names, needed
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site)}
-    code = ("import edgeffnet, sys; from edgeffnet.cli import main; "
-            f"assert edgeffnet.__file__.startswith({str(site)!r}), edgeffnet.__file__; main()")
+    code = (
+        "import edgeffnet, sys; from edgeffnet.cli import main; "
+        f"assert edgeffnet.__file__.startswith({str(site)!r}), edgeffnet.__file__; main()"
+    )
     for args, expect in ((["info", "b0"], "5,288,548"), (["targets", "--json"], "jetson-orin-nano")):
         r = subprocess.run([sys.executable, "-c", code, *args], cwd=elsewhere, env=env, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         assert expect in r.stdout
-    r = subprocess.run([sys.executable, "-c", "from edgeffnet.network.photos import recipe; print(len(recipe()['verification']['photos']))"],
-                       cwd=elsewhere, env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from edgeffnet.network.photos import recipe; print(len(recipe()['verification']['photos']))",
+        ],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0 and int(r.stdout) > 0, r.stderr

@@ -8,17 +8,16 @@ import re
 import numpy as np
 import onnx
 import pytest
+from conftest import run_cli_process
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import run_cli_process
-
 from edgeffnet.backends import onnxruntime as ort_backend
-from edgeffnet.core.errors import UserError
-from edgeffnet.pipeline import escalate
-from edgeffnet.precision import calibration, fidelity, fp16, int8, qdq, ranges
 from edgeffnet.backends.openvino import encoding as ov_int8
+from edgeffnet.core.errors import UserError
 from edgeffnet.core.preprocess import Preprocess
 from edgeffnet.core.verify import compare
+from edgeffnet.pipeline import escalate
+from edgeffnet.precision import calibration, fidelity, fp16, int8, qdq, ranges
 
 SPEC = "lite0,res=96"
 # The INT8 build held to 100% agreement escalates first (a ranking that compiles every layer's variant,
@@ -40,8 +39,20 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fp16_build(cache_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("fp16") / "bundle"
-    r = run_cli_process("build", SPEC, "--weights", "pretrained", "--precision", "fp16", "--fidelity-views", "24",
-                        "-o", str(out), cache=cache_dir, timeout=BUILD_TIMEOUT)
+    r = run_cli_process(
+        "build",
+        SPEC,
+        "--weights",
+        "pretrained",
+        "--precision",
+        "fp16",
+        "--fidelity-views",
+        "24",
+        "-o",
+        str(out),
+        cache=cache_dir,
+        timeout=BUILD_TIMEOUT,
+    )
     assert r.returncode == 0, r.stderr
     return out, json.loads((out / "manifest.json").read_text()), r
 
@@ -69,8 +80,12 @@ def photo_views(fp32_graph, recipe):
 
 def _stats(samples: np.ndarray) -> dict:
     amax = float(np.abs(samples).max())
-    return {"tensors": ["t"], "absmax": np.array([amax]), "hist": np.array([ranges._histogram(samples, amax)]),
-            "means": {}}
+    return {
+        "tensors": ["t"],
+        "absmax": np.array([amax]),
+        "hist": np.array([ranges._histogram(samples, amax)]),
+        "means": {},
+    }
 
 
 def _thresholds(samples: np.ndarray) -> dict[str, float]:
@@ -194,8 +209,11 @@ def test_fp16_keep_fp32_keeps_the_listed_ops_in_float(fp32_graph, kept, photo_vi
             assert types.get(o) == TensorProto.FLOAT, (kept, o)
     # Everything not kept is still half.
     others = {i for n in model.graph.node if n.op_type not in (kept, "Cast") for i in n.input if i in inits}
-    assert all(inits[i].data_type != TensorProto.FLOAT for i in others
-               if inits[i].data_type in (TensorProto.FLOAT, TensorProto.FLOAT16))
+    assert all(
+        inits[i].data_type != TensorProto.FLOAT
+        for i in others
+        if inits[i].data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)
+    )
     x, ref = photo_views
     p = compare(ref, ort_backend.run_all(model, x))
     assert p.cosine_min >= 0.999 and p.top1_agreement == 1.0
@@ -257,13 +275,18 @@ def check_qdq(model: onnx.ModelProto, quantized: set[str] | None = None, exclude
 def _tiny(trans_b: int) -> onnx.ModelProto:
     """Conv -> Relu -> depthwise Conv -> residual Add -> pool -> Gemm (transB as given) -> Gemm (transB=1)."""
     rng = np.random.default_rng(trans_b)
-    init = [numpy_helper.from_array(a.astype(np.float32), name) for name, a in {
-        "w1": rng.standard_normal((4, 3, 3, 3)), "b1": rng.standard_normal(4),
-        "w2": rng.standard_normal((4, 1, 3, 3)) * np.array([1, 10, 0.1, 3]).reshape(4, 1, 1, 1),
-        "b2": rng.standard_normal(4),
-        "fc1": rng.standard_normal((4, 6) if not trans_b else (6, 4)), "fc1_b": rng.standard_normal(6),
-        "fc2": rng.standard_normal((5, 6)),
-    }.items()]
+    init = [
+        numpy_helper.from_array(a.astype(np.float32), name)
+        for name, a in {
+            "w1": rng.standard_normal((4, 3, 3, 3)),
+            "b1": rng.standard_normal(4),
+            "w2": rng.standard_normal((4, 1, 3, 3)) * np.array([1, 10, 0.1, 3]).reshape(4, 1, 1, 1),
+            "b2": rng.standard_normal(4),
+            "fc1": rng.standard_normal((4, 6) if not trans_b else (6, 4)),
+            "fc1_b": rng.standard_normal(6),
+            "fc2": rng.standard_normal((5, 6)),
+        }.items()
+    ]
     nodes = [
         helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1"], ["r1"]),
@@ -274,8 +297,13 @@ def _tiny(trans_b: int) -> onnx.ModelProto:
         helper.make_node("Gemm", ["f", "fc1", "fc1_b"], ["h"], transB=trans_b),
         helper.make_node("Gemm", ["h", "fc2"], ["logits"], transB=1),
     ]
-    g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 3, 8, 8])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 5])], init)
+    g = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 5])],
+        init,
+    )
     return qdq.name_nodes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
 
 
@@ -298,8 +326,9 @@ def test_qdq_on_a_small_graph_gemm_axis_follows_trans_b(trans_b, cache_dir):
     # By default residual Adds are quantized too, on both inputs.
     p_add = qdq.plan(model)
     assert "Add_3" in p_add.others and {"r1", "c2"} <= set(p_add.activations)
-    add = next(n for n in qdq.quantize(model, p_add, ranges.thresholds(stats, "minmax")).graph.node
-               if n.op_type == "Add")
+    add = next(
+        n for n in qdq.quantize(model, p_add, ranges.thresholds(stats, "minmax")).graph.node if n.op_type == "Add"
+    )
     assert list(add.input) == ["r1_dq", "c2_dq"]
 
 
@@ -339,11 +368,13 @@ def test_openvino_encoding_makes_nonnegative_activations_uint8(cache_dir):
             assert inits[n.input[2]].dtype == (np.uint8 if unsigned else np.int8) and not inits[n.input[2]].any()
     assert np.isclose(inits["r1_scale"], th["r1"] / 255)
     assert numpy_helper.to_array(next(t for t in q.graph.initializer if t.name == "r1_scale")) == np.float32(
-        th["r1"] / 127)  # the input graph is untouched
+        th["r1"] / 127
+    )  # the input graph is untouched
     # The uint8 pair rounds r1 to steps of threshold/255: half the int8 pair's error bound.
     for graph, levels in ((q, 127), (u, 255)):
         r1, r1_dq = ort_backend.Runner(_exposed(graph, ["r1", "r1_dq"]).SerializeToString()).session.run(
-            ["r1", "r1_dq"], {"input": x[:2]})
+            ["r1", "r1_dq"], {"input": x[:2]}
+        )
         assert np.abs(r1_dq - r1).max() <= th["r1"] / levels / 2 * 1.001
     ref = ort_backend.run_all(model, x)
     finer, coarser = compare(ref, ort_backend.run_all(u, x)), compare(ref, ort_backend.run_all(q, x))
@@ -415,9 +446,18 @@ def test_bias_correction_changes_quantized_conv_biases_only(calibrated):
 
 
 def _row(agreement: float, artifact: str = "Q/DQ ONNX (onnxruntime)") -> dict:
-    return {"artifact": artifact, "views": 200, "top1_agreement": agreement, "top5_overlap": 0.96,
-            "cosine_mean": 0.9971, "cosine_min": 0.95, "max_abs": 1.5, "confident_prob": 0.3, "confident_views": 150,
-            "confident_top1_agreement": agreement}
+    return {
+        "artifact": artifact,
+        "views": 200,
+        "top1_agreement": agreement,
+        "top5_overlap": 0.96,
+        "cosine_mean": 0.9971,
+        "cosine_min": 0.95,
+        "max_abs": 1.5,
+        "confident_prob": 0.3,
+        "confident_views": 150,
+        "confident_top1_agreement": agreement,
+    }
 
 
 def test_gate_fails_trained_weights_below_the_threshold():
@@ -464,10 +504,24 @@ def test_fp16_build_agrees_fully(fp16_build):
 def int8_runs(fp16_build, cache_dir, tmp_path_factory):
     """The same INT8 build twice: held to 100% agreement (fails), then with --allow-drop and --distill (a bundle)."""
     base = tmp_path_factory.mktemp("int8")
-    args = ["build", SPEC, "--weights", "pretrained", "--precision", "int8", "--calib-size", "32",
-            "--fidelity-views", "96", "--min-agreement", "1.0"]
+    args = [
+        "build",
+        SPEC,
+        "--weights",
+        "pretrained",
+        "--precision",
+        "int8",
+        "--calib-size",
+        "32",
+        "--fidelity-views",
+        "96",
+        "--min-agreement",
+        "1.0",
+    ]
     failed = run_cli_process(*args, "-o", str(base / "strict"), cache=cache_dir, timeout=BUILD_TIMEOUT)
-    kept = run_cli_process(*args, "--allow-drop", "--distill", "-o", str(base / "kept"), cache=cache_dir, timeout=BUILD_TIMEOUT)
+    kept = run_cli_process(
+        *args, "--allow-drop", "--distill", "-o", str(base / "kept"), cache=cache_dir, timeout=BUILD_TIMEOUT
+    )
     return base, failed, kept
 
 
@@ -483,7 +537,7 @@ def test_int8_build_below_threshold_fails_with_one_line_and_no_bundle(int8_runs)
     assert "escalation:" in failed.stderr and f"layers ranked on OpenVINO CPU, route {own} in" in failed.stderr
     assert re.search(r"after keeping up to \d+ of the most damaging layers in float; the limit is 15\)", last), last
     # The table comes first, so the user sees every row the gate judged, not only the worst.
-    table = failed.stderr[failed.stderr.index("fidelity against FP32"):]
+    table = failed.stderr[failed.stderr.index("fidelity against FP32") :]
     assert "Q/DQ ONNX (onnxruntime)" in table and "openvino CPU artifact" in table
     assert not (base / "strict").exists()
     assert not [p for p in base.iterdir() if p.name.startswith(".strict")]  # no half-written staging dir
@@ -534,6 +588,7 @@ def stricter_gate(rows: list[dict]) -> float:
     """A gate half a view above the worst row's judged agreement: the build that reached `rows` misses it on
     any CPU (the figures depend on the ISA: with VNNI OpenVINO takes the 8-bit route, which passed a fixed
     0.95 gate first time), and one more view agreeing on that row passes it."""
+
     def judged(row: dict) -> tuple[float, int]:
         agreement, on = fidelity.judged_agreement(row)
         return agreement, row["views"] if on.startswith("all ") else row["confident_views"]
@@ -544,9 +599,18 @@ def stricter_gate(rows: list[dict]) -> float:
 
 
 def test_the_stricter_gate_is_missed_by_the_rows_it_was_computed_from():
-    rows = [{"artifact": a, "views": 200, "top1_agreement": t, "cosine_mean": 0.999, "confident_views": 150,
-             "confident_prob": fidelity.CONFIDENT_PROB, "confident_top1_agreement": c}
-            for a, t, c in (("ort", 0.96, 0.98), ("ov", 0.955, 144 / 150))]
+    rows = [
+        {
+            "artifact": a,
+            "views": 200,
+            "top1_agreement": t,
+            "cosine_mean": 0.999,
+            "confident_views": 150,
+            "confident_prob": fidelity.CONFIDENT_PROB,
+            "confident_top1_agreement": c,
+        }
+        for a, t, c in (("ort", 0.96, 0.98), ("ov", 0.955, 144 / 150))
+    ]
     gate = stricter_gate(rows)
     assert 144 / 150 < gate < 145 / 150
     assert not fidelity.passes(rows[1], gate) and fidelity.passes(rows[0], gate)
@@ -557,12 +621,23 @@ def escalated(fp16_build, cache_dir, tmp_path_factory):
     """The INT8 build measured once without a gate, then held to a gate just above what it reached."""
     base = tmp_path_factory.mktemp("escalated")
     args = ["build", SPEC, "--weights", "pretrained", "--precision", "int8", "--calib-size", "32"]
-    first = run_cli_process(*args, "--min-agreement", "1.0", "--allow-drop", "-o", str(base / "first"), cache=cache_dir, timeout=BUILD_TIMEOUT)
+    first = run_cli_process(
+        *args,
+        "--min-agreement",
+        "1.0",
+        "--allow-drop",
+        "-o",
+        str(base / "first"),
+        cache=cache_dir,
+        timeout=BUILD_TIMEOUT,
+    )
     assert first.returncode == 0, first.stderr
     rows = json.loads((base / "first" / "manifest.json").read_text())["fidelity"]["rows"]
     gate = stricter_gate(rows)
     # The stages are the first build's, from the cache (the gate is not part of any stage's key).
-    r = run_cli_process(*args, "--min-agreement", repr(gate), "-o", str(base / "bundle"), cache=cache_dir, timeout=BUILD_TIMEOUT)
+    r = run_cli_process(
+        *args, "--min-agreement", repr(gate), "-o", str(base / "bundle"), cache=cache_dir, timeout=BUILD_TIMEOUT
+    )
     return base / "bundle", r, gate
 
 
@@ -584,8 +659,10 @@ def test_int8_build_that_misses_is_escalated_until_it_passes_and_records_the_cos
             assert f"escalation: {k} layer(s) in float still misses the gate" in r.stderr
         last = r.stderr.strip().splitlines()[-1]
         assert last.startswith("edgeffnet: error: INT8 of ") and f"needs {gate * 100:g}%" in last
-        assert last.endswith(f"(after keeping up to {escalate.MAX_LAYERS} of the most damaging layers in float; "
-                             f"the limit is {escalate.MAX_LAYERS})"), last
+        assert last.endswith(
+            f"(after keeping up to {escalate.MAX_LAYERS} of the most damaging layers in float; "
+            f"the limit is {escalate.MAX_LAYERS})"
+        ), last
         assert not out.exists()
         return
     m = json.loads((out / "manifest.json").read_text())
@@ -595,13 +672,13 @@ def test_int8_build_that_misses_is_escalated_until_it_passes_and_records_the_cos
     assert all(fidelity.passes(row, f["min_agreement"]) for row in f["rows"])
     assert f"OpenVINO CPU, route {own}," in e["ranked_by"] and e["limit"] == escalate.MAX_LAYERS
     # Every step before the last missed, the last passed, and the steps follow escalate.STEPS.
-    assert [s["layers"] for s in e["steps"]] == list(escalate.STEPS[:len(e["steps"])])
+    assert [s["layers"] for s in e["steps"]] == list(escalate.STEPS[: len(e["steps"])])
     assert [s["passed"] for s in e["steps"]] == [False] * (len(e["steps"]) - 1) + [True]
     assert all("misses the gate" in s["message"] for s in e["steps"][:-1])
     # What stayed in float is in the graph as float, after the sensitivity pass's own layers.
     names = [k["node"] for k in e["kept_float"]]
     pre = m["stages"]["precision"]
-    assert len(names) == e["steps"][-1]["layers"] and pre["escalated_float"][-len(names):] == names
+    assert len(names) == e["steps"][-1]["layers"] and pre["escalated_float"][-len(names) :] == names
     check_qdq(onnx.load(str(out / pre["graph"])), excluded=set(pre["escalated_float"]))
     gains = [k["rank_cosine_gain"] for k in e["kept_float"]]
     assert gains == sorted(gains, reverse=True) and gains[-1] > 0
@@ -614,8 +691,20 @@ def test_int8_build_that_misses_is_escalated_until_it_passes_and_records_the_cos
 def test_build_with_an_unreadable_calibration_folder_is_one_line(fp16_build, cache_dir, tmp_path):
     (tmp_path / "calib").mkdir()
     (tmp_path / "calib" / "notes.txt").write_text("no images here")
-    r = run_cli_process("build", SPEC, "--weights", "pretrained", "--precision", "int8",
-                        "--calib", str(tmp_path / "calib"), "-o", str(tmp_path / "out"), cache=cache_dir, timeout=BUILD_TIMEOUT)
+    r = run_cli_process(
+        "build",
+        SPEC,
+        "--weights",
+        "pretrained",
+        "--precision",
+        "int8",
+        "--calib",
+        str(tmp_path / "calib"),
+        "-o",
+        str(tmp_path / "out"),
+        cache=cache_dir,
+        timeout=BUILD_TIMEOUT,
+    )
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("edgeffnet: error: no readable image in calibration folder") and "1 files skipped" in last
@@ -637,8 +726,13 @@ def test_eltwise_plan_quantizes_squeeze_excitation_mul_but_not_silu():
         helper.make_node("Sigmoid", ["e"], ["g"], name="gate"),
         helper.make_node("Mul", ["a", "g"], ["output"], name="se_mul"),
     ]
-    graph = helper.make_graph(nodes, "se", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 8, 8])], [w1, w2])
+    graph = helper.make_graph(
+        nodes,
+        "se",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [w1, w2],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     p = qdq.plan(model)
     assert "se_mul" in p.others and "silu_mul" not in p.others
@@ -651,11 +745,16 @@ def test_random_weight_int8_graph_follows_its_fp32(cache_dir, tmp_path_factory):
     """A latency study's INT8 graph must compute what its FP32 computes (random init with residual branches
     near the identity, as training leaves them); the outputs mean nothing, the arithmetic still must."""
     out = tmp_path_factory.mktemp("random-int8") / "b0"
-    r = run_cli_process("build", "b0,res=96", "--precision", "int8", "-o", str(out), cache=cache_dir, timeout=BUILD_TIMEOUT)
+    r = run_cli_process(
+        "build", "b0,res=96", "--precision", "int8", "-o", str(out), cache=cache_dir, timeout=BUILD_TIMEOUT
+    )
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "manifest.json").read_text())
     assert m["weights"]["random_init"] and not m["fidelity"]["gated"]
-    assert m["stages"]["precision"]["self_distillation"] == {"kept": "untuned", "reason": "skipped: random-init weights"}
+    assert m["stages"]["precision"]["self_distillation"] == {
+        "kept": "untuned",
+        "reason": "skipped: random-init weights",
+    }
     rows = m["fidelity"]["rows"]
     cosines = {row["artifact"]: row["cosine_mean"] for row in rows}
     # The INT8 graph itself; OpenVINO's compiled artifact (its own int8 kernels) is reported beside it and the

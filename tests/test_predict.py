@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
+from conftest import run_cli_process
 from PIL import Image
 
-from conftest import run_cli_process
-
-from edgeffnet.network.reference import create_model
 from edgeffnet.core.preprocess import load_image
+from edgeffnet.network.reference import create_model
 
 CATS = {282, 285}  # tiger cat, Egyptian cat
 
@@ -111,7 +110,8 @@ def test_random_weight_bundle_says_the_outputs_mean_nothing(env, photos, tmp_pat
     assert "latency study: the outputs mean nothing" in r.stderr  # the build's summary says it
     assert "latency study: the outputs mean nothing" in (out / "build.log").read_text()
     r = run_cli_process("predict", str(out), str(photos["chelsea"]), env=env)
-    assert r.returncode == 0 and r.stderr.startswith("warning: this bundle has seeded random weights (latency study: "
-                                                     "the outputs mean nothing)")
+    assert r.returncode == 0 and r.stderr.startswith(
+        "warning: this bundle has seeded random weights (latency study: the outputs mean nothing)"
+    )
     (result,) = _predict(env, out, photos["chelsea"])
     assert result["random_weights"] and "the outputs mean nothing" in result["warning"]

@@ -7,10 +7,9 @@ import copy
 import json
 
 import pytest
+from profile_bundles import build
 
 from edgeffnet.measure import bench, report
-
-from profile_bundles import build
 
 
 @pytest.fixture(scope="module")

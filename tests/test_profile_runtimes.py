@@ -10,15 +10,14 @@ import shutil
 import numpy as np
 import onnx
 import pytest
+from profile_bundles import build
 
-from edgeffnet.specs import layer_table
 from edgeffnet.backends import onnxruntime as ort_backend
 from edgeffnet.bundle import Bundle
-from edgeffnet.specs.layers import ROLES
 from edgeffnet.measure import bench, profile
 from edgeffnet.measure.timing import Limits, measure
-
-from profile_bundles import build
+from edgeffnet.specs import layer_table
+from edgeffnet.specs.layers import ROLES
 
 ITERATIONS = 30  # profiled inferences: enough for a median and a least-disturbed minimum on a busy CPU
 QUICK = dict(iterations=30, seconds=0, warmup=0.2, threads=1)
@@ -42,7 +41,9 @@ def _check(p: dict, table: dict, runtime: str, min_in_layers: float = 0.9) -> No
     names = {r["name"]: r for r in table["layers"]}
     rows = [r for r in p["layers"] if r["role"] != "overhead"]
     assert sum(r["time_ms"] for r in rows) >= min_in_layers * sum(r["time_ms"] for r in p["layers"])
-    assert p["layer_fraction"] == pytest.approx(sum(r["time_ms"] for r in rows) / sum(r["time_ms"] for r in p["layers"]))
+    assert p["layer_fraction"] == pytest.approx(
+        sum(r["time_ms"] for r in rows) / sum(r["time_ms"] for r in p["layers"])
+    )
     assert all(r["name"] in names and r["role"] == names[r["name"]]["role"] for r in rows)
     ran = {r["name"] for r in rows} | {f for r in rows for f in r["fused"]}
     heavy = {n for n, r in names.items() if r["macs"]}
@@ -50,7 +51,8 @@ def _check(p: dict, table: dict, runtime: str, min_in_layers: float = 0.9) -> No
     assert set(p["by_role"]) <= set(ROLES) | {"overhead"}
     assert sum(p["by_role"].values()) == pytest.approx(sum(r["time_ms"] for r in p["layers"]), rel=1e-6)
     assert sum(r["share"] for r in p["layers"]) == pytest.approx(
-        sum(r["time_ms"] for r in p["layers"]) / p["profiled_sum_ms"], rel=1e-3)
+        sum(r["time_ms"] for r in p["layers"]) / p["profiled_sum_ms"], rel=1e-3
+    )
     for r in rows:
         assert r["exec_type"] and r["precision"] != "unknown" and r["nodes"]
         if r["macs"] and r["time_ms"] > 0:
@@ -71,8 +73,9 @@ def test_openvino_profile_maps_to_the_layer_table(bundles, precision):
     p = rec.profile
     _check(p, b.layer_table(), "openvino")
     conv = [r for r in p["layers"] if r["role"] in ("expand", "project")]
-    assert all(r["precision"] == ("i8" if precision == "int8" else "f32") for r in conv), \
-        {r["name"]: r["precision"] for r in conv}
+    assert all(r["precision"] == ("i8" if precision == "int8" else "f32") for r in conv), {
+        r["name"]: r["precision"] for r in conv
+    }
     roof = p["roofline"]
     assert roof["compute_gops"] == rec.peak["gflops"] and roof["bandwidth_gbs"] > 0
     assert roof["bandwidth"]["buffer_bytes"] >= 4 * (roof["bandwidth"]["llc_bytes"] or 0)

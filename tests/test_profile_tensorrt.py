@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from edgeffnet.specs import layer_table
 from edgeffnet.backends.tensorrt import profile as trt_profile
-from edgeffnet.measure import profile
-from edgeffnet.specs.scaling import parse_spec
 from edgeffnet.core.untrusted import UntrustedFileError
+from edgeffnet.measure import profile
+from edgeffnet.specs import layer_table
+from edgeffnet.specs.scaling import parse_spec
 
 STEM = "/stem/conv/Conv + /stem/act/Sigmoid + /stem/act/Mul"
 DW = "/stages/stages.0/stages.0.0/dw/conv/Conv + /stages/stages.0/stages.0.0/dw/act/Mul"
@@ -23,31 +23,66 @@ TAGGED = "conv_17 [ONNX Layer: /head/conv/Conv] + act [ONNX Layer: /head/act/Mul
 
 def test_engine_layer_names_give_the_onnx_nodes_they_fused():
     assert trt_profile.original_names(STEM) == ["/stem/conv/Conv", "/stem/act/Sigmoid", "/stem/act/Mul"]
-    assert trt_profile.original_names(MYELIN) == ["/stages/stages.0/stages.0.0/se/GlobalAveragePool",
-                                                  "/stages/stages.0/stages.0.0/se/Mul"]
+    assert trt_profile.original_names(MYELIN) == [
+        "/stages/stages.0/stages.0.0/se/GlobalAveragePool",
+        "/stages/stages.0/stages.0.0/se/Mul",
+    ]
     assert trt_profile.original_names(TAGGED) == ["/head/conv/Conv", "/head/act/Mul"]
-    assert [trt_profile.precision_of(f) for f in ("Thirty-two wide channel vectorized row major Int8 format",
-                                                  "Row major linear FP16 format", "Half", "Float",
-                                                  "Row major linear FP32", "N/A due to dynamic shapes")] == \
-        ["i8", "f16", "f16", "f32", "f32", ""]
+    assert [
+        trt_profile.precision_of(f)
+        for f in (
+            "Thirty-two wide channel vectorized row major Int8 format",
+            "Row major linear FP16 format",
+            "Half",
+            "Float",
+            "Row major linear FP32",
+            "N/A due to dynamic shapes",
+        )
+    ] == ["i8", "f16", "f16", "f32", "f32", ""]
 
 
 def _write_trtexec(tmp_path, count=200):
-    prof = [{"count": count},
-            {"name": REFORMAT, "timeMs": 2.0, "averageMs": 0.01, "medianMs": 0.01, "percentage": 2.0},
-            {"name": STEM, "timeMs": 40.0, "averageMs": 0.2, "medianMs": 0.19, "percentage": 40.0},
-            {"name": DW, "timeMs": 30.0, "averageMs": 0.15, "medianMs": 0.15, "percentage": 30.0},
-            {"name": MYELIN, "timeMs": 20.0, "averageMs": 0.1, "medianMs": 0.1, "percentage": 20.0}]
-    info = {"Layers": [
-        {"Name": REFORMAT, "LayerType": "Reformat", "Inputs": [{"Name": "input", "Format/Datatype": "Row major linear FP32"}],
-         "Outputs": [{"Name": "r", "Format/Datatype": "Thirty-two wide channel vectorized row major Int8 format"}]},
-        {"Name": STEM, "LayerType": "CaskConvolution", "TacticName": "sm80_xmma_fprop_implicit_gemm_i8",
-         "Inputs": [{"Name": "r", "Dimensions": [1, 3, 64, 64],
-                     "Format/Datatype": "Thirty-two wide channel vectorized row major Int8 format"}], "Outputs": []},
-        {"Name": DW, "LayerType": "CaskConvolution", "TacticName": "dw_fp16",
-         "Inputs": [{"Name": "s", "Format/Datatype": "Row major linear FP16 format"}], "Outputs": []},
-        {"Name": MYELIN, "LayerType": "Myelin", "Inputs": [{"Name": "d", "Format/Datatype": "Half"}]}],
-        "Bindings": ["input", "logits"]}
+    prof = [
+        {"count": count},
+        {"name": REFORMAT, "timeMs": 2.0, "averageMs": 0.01, "medianMs": 0.01, "percentage": 2.0},
+        {"name": STEM, "timeMs": 40.0, "averageMs": 0.2, "medianMs": 0.19, "percentage": 40.0},
+        {"name": DW, "timeMs": 30.0, "averageMs": 0.15, "medianMs": 0.15, "percentage": 30.0},
+        {"name": MYELIN, "timeMs": 20.0, "averageMs": 0.1, "medianMs": 0.1, "percentage": 20.0},
+    ]
+    info = {
+        "Layers": [
+            {
+                "Name": REFORMAT,
+                "LayerType": "Reformat",
+                "Inputs": [{"Name": "input", "Format/Datatype": "Row major linear FP32"}],
+                "Outputs": [
+                    {"Name": "r", "Format/Datatype": "Thirty-two wide channel vectorized row major Int8 format"}
+                ],
+            },
+            {
+                "Name": STEM,
+                "LayerType": "CaskConvolution",
+                "TacticName": "sm80_xmma_fprop_implicit_gemm_i8",
+                "Inputs": [
+                    {
+                        "Name": "r",
+                        "Dimensions": [1, 3, 64, 64],
+                        "Format/Datatype": "Thirty-two wide channel vectorized row major Int8 format",
+                    }
+                ],
+                "Outputs": [],
+            },
+            {
+                "Name": DW,
+                "LayerType": "CaskConvolution",
+                "TacticName": "dw_fp16",
+                "Inputs": [{"Name": "s", "Format/Datatype": "Row major linear FP16 format"}],
+                "Outputs": [],
+            },
+            {"Name": MYELIN, "LayerType": "Myelin", "Inputs": [{"Name": "d", "Format/Datatype": "Half"}]},
+        ],
+        "Bindings": ["input", "logits"],
+    }
     (tmp_path / "profile.json").write_text(json.dumps(prof))
     (tmp_path / "layers.json").write_text(json.dumps(info))
     return tmp_path / "profile.json", tmp_path / "layers.json"
@@ -85,12 +120,15 @@ def test_averages_are_read_where_a_profile_has_no_medians(tmp_path):
     assert all(r["precision"] == "" for r in runs[0])  # no layer info: the precision is not known
 
 
-@pytest.mark.parametrize("doc,message", [
-    ([{"name": STEM, "averageMs": 0.1}], "count"),
-    ({"count": 3}, "list"),
-    ([{"count": 3}, {"name": STEM}], "averageMs"),
-    ([{"count": 3}, {"name": STEM, "averageMs": "fast"}], "averageMs"),
-])
+@pytest.mark.parametrize(
+    "doc,message",
+    [
+        ([{"name": STEM, "averageMs": 0.1}], "count"),
+        ({"count": 3}, "list"),
+        ([{"count": 3}, {"name": STEM}], "averageMs"),
+        ([{"count": 3}, {"name": STEM, "averageMs": "fast"}], "averageMs"),
+    ],
+)
 def test_a_damaged_trtexec_profile_is_one_clear_error(tmp_path, doc, message):
     path = tmp_path / "p.json"
     path.write_text(json.dumps(doc))

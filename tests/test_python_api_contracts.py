@@ -14,14 +14,14 @@ from onnx import TensorProto, helper
 
 import edgeffnet
 from edgeffnet import backends
-from edgeffnet.core import files
 from edgeffnet.backends import AsyncQueue, Runner
 from edgeffnet.bundle import Bundle, Manifest
+from edgeffnet.core import files
 from edgeffnet.core.errors import UserError
-from edgeffnet.measure.records import Record
-from edgeffnet.graph.onnx_index import GraphIndex
-from edgeffnet.pipeline.options import BuildOptions
 from edgeffnet.core.verify import run_batched
+from edgeffnet.graph.onnx_index import GraphIndex
+from edgeffnet.measure.records import Record
+from edgeffnet.pipeline.options import BuildOptions
 
 SPEC = "b0,res=64"
 HEAVY = ("torch", "onnxsim", "nncf", "onnx")
@@ -40,11 +40,22 @@ def test_import_edgeffnet_leaves_torch_out():
     assert _modules_after("import edgeffnet") == set()
 
 
-@pytest.mark.parametrize("args", [["--help"], ["targets"], ["bench", "--help"], ["predict", "--help"],
-                                  ["report", "--help"], ["compile", "--help"], ["build", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["targets"],
+        ["bench", "--help"],
+        ["predict", "--help"],
+        ["report", "--help"],
+        ["compile", "--help"],
+        ["build", "--help"],
+    ],
+)
 def test_bundle_side_commands_import_no_build_side(args):
-    code = (f"from edgeffnet.cli import cli\ntry:\n    cli({args!r}, standalone_mode=False)\n"
-            f"except SystemExit:\n    pass")
+    code = (
+        f"from edgeffnet.cli import cli\ntry:\n    cli({args!r}, standalone_mode=False)\nexcept SystemExit:\n    pass"
+    )
     assert _modules_after(code) == set()
 
 
@@ -109,8 +120,14 @@ def test_options_hold_every_default_once_and_refuse_bad_values():
     assert (o.opset, o.views, o.calib_size, o.min_agreement) == (13, 8, 300, 0.98)
     assert o.fidelity_view_count(trained=True) == 200 and o.fidelity_view_count(trained=False) == 48
     assert "calib" not in o.manifest_dict("fp32") and o.manifest_dict("int8")["calib_size"] == 300
-    for bad in (dict(views=0), dict(batch=1.5), dict(min_agreement=float("nan")), dict(calib_size=-1),
-                dict(calib_method="median"), dict(num_classes=0)):
+    for bad in (
+        dict(views=0),
+        dict(batch=1.5),
+        dict(min_agreement=float("nan")),
+        dict(calib_size=-1),
+        dict(calib_method="median"),
+        dict(num_classes=0),
+    ):
         with pytest.raises(UserError):
             BuildOptions(**bad)
     with pytest.raises(UserError, match="unknown build option 'view'"):
@@ -139,10 +156,16 @@ def test_atomic_writes_leave_no_temporary_files(tmp_path):
 def test_graph_index_finds_producers_readers_and_constants():
     w = helper.make_tensor("w", TensorProto.FLOAT, [2], [1.0, 2.0])
     g = helper.make_graph(
-        [helper.make_node("Mul", ["x", "w"], ["y"], name="mul"), helper.make_node("Relu", ["y"], ["z"], name="relu"),
-         helper.make_node("Add", ["y", "z"], ["out"], name="add")], "g",
+        [
+            helper.make_node("Mul", ["x", "w"], ["y"], name="mul"),
+            helper.make_node("Relu", ["y"], ["z"], name="relu"),
+            helper.make_node("Add", ["y", "z"], ["out"], name="add"),
+        ],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2])], [w])
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2])],
+        [w],
+    )
     index = GraphIndex(helper.make_model(g))
     assert index.producer["y"].name == "mul" and [n.name for n in index.reader_nodes("y")] == ["relu", "add"]
     assert [(n.name, k) for n, k in index.readers["z"]] == [("add", 1)]
@@ -158,7 +181,12 @@ def test_build_log_comes_from_the_logger(built):
 def test_cli_build_prints_the_path_and_logs_to_stderr(built, tmp_path):
     env = dict(os.environ, EDGEFFNET_CACHE=str(tmp_path / "cache"))
     out = tmp_path / "cli"
-    r = subprocess.run([sys.executable, "-m", "edgeffnet.cli", "build", SPEC, "--views", "2", "-o", str(out)],
-                       capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "edgeffnet.cli", "build", SPEC, "--views", "2", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(out) and "bundle complete" in r.stderr

@@ -20,6 +20,7 @@ SPEC = "b0,res=64"
 
 # -- the probes on simulated trees ----------------------------------------------------------------------
 
+
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text + "\n")
@@ -29,17 +30,27 @@ def fake_cpus(root: Path, clocks: dict[int, tuple[str, int, int, int, int]]) -> 
     """cpuN/cpufreq with (governor, cur, min, max, hardware max) in kHz, as the kernel lays it out."""
     for n, (gov, cur, low, high, hw) in clocks.items():
         d = root / f"cpu{n}" / "cpufreq"
-        for name, v in (("scaling_governor", gov), ("scaling_cur_freq", cur), ("scaling_min_freq", low),
-                        ("scaling_max_freq", high), ("cpuinfo_max_freq", hw)):
+        for name, v in (
+            ("scaling_governor", gov),
+            ("scaling_cur_freq", cur),
+            ("scaling_min_freq", low),
+            ("scaling_max_freq", high),
+            ("cpuinfo_max_freq", hw),
+        ):
             _write(d / name, str(v))
     (root / "cpuidle").mkdir(exist_ok=True)  # not a cpu
     return root
 
 
 def test_cpu_frequency_governor_and_clocks_from_cpufreq(tmp_path):
-    root = fake_cpus(tmp_path, {0: ("performance", 3_000_000, 1_000_000, 3_500_000, 3_700_000),
-                                1: ("performance", 2_000_000, 1_000_000, 3_500_000, 3_700_000),
-                                10: ("powersave", 1_000_000, 1_000_000, 3_500_000, 3_700_000)})
+    root = fake_cpus(
+        tmp_path,
+        {
+            0: ("performance", 3_000_000, 1_000_000, 3_500_000, 3_700_000),
+            1: ("performance", 2_000_000, 1_000_000, 3_500_000, 3_700_000),
+            10: ("powersave", 1_000_000, 1_000_000, 3_500_000, 3_700_000),
+        },
+    )
     f = device_state.cpu_frequency(root)
     assert f["governors"] == {"performance": 2, "powersave": 1}
     assert f["cur_mhz"] == {"min": 1000.0, "mean": 2000.0, "max": 3000.0}
@@ -62,7 +73,10 @@ def test_jetson_clocks_from_cpufreq_and_the_gpu_devfreq(tmp_path, monkeypatch):
     devfreq = tmp_path / "devfreq"
     _write(devfreq / "17000000.ga10b" / "min_freq", "306000000")
     _write(devfreq / "17000000.ga10b" / "max_freq", "918000000")
-    assert device_state.jetson_clocks(cpus, devfreq) == {"on": False, "how": "cpufreq and GPU devfreq minimum == maximum"}
+    assert device_state.jetson_clocks(cpus, devfreq) == {
+        "on": False,
+        "how": "cpufreq and GPU devfreq minimum == maximum",
+    }
     _write(devfreq / "17000000.ga10b" / "min_freq", "918000000")
     assert device_state.jetson_clocks(cpus, devfreq)["on"] is True
     assert device_state.jetson_clocks(tmp_path / "missing", tmp_path / "missing") is None
@@ -84,8 +98,12 @@ def test_nvpmodel_is_parsed_and_a_hanging_tool_is_cut_off(tmp_path, monkeypatch)
     _tool(bin_, "nvpmodel", "exec sleep 30")
     monkeypatch.setattr(device_state, "TOOL_TIMEOUT_S", 0.3)
     assert device_state.jetson_power_mode() is None  # bounded: the subprocess is killed at the timeout
-    _tool(bin_, "jetson_clocks", 'echo "cpu0: Online=1 Governor=schedutil MinFreq=2201600 MaxFreq=2201600 '
-                                 'CurrentFreq=2201600"; echo "GPU MinFreq=1300500000 MaxFreq=1300500000"')
+    _tool(
+        bin_,
+        "jetson_clocks",
+        'echo "cpu0: Online=1 Governor=schedutil MinFreq=2201600 MaxFreq=2201600 '
+        'CurrentFreq=2201600"; echo "GPU MinFreq=1300500000 MaxFreq=1300500000"',
+    )
     assert device_state.jetson_clocks(tmp_path / "x", tmp_path / "x")["on"] is True
 
 
@@ -149,6 +167,7 @@ def test_peak_memory_is_this_spans_and_says_how(tmp_path, monkeypatch):
 
 # -- a real bench ------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("state")
@@ -166,7 +185,9 @@ def test_every_record_has_start_memory_artifact_and_state(tiny):
         assert isinstance(r.load_ms, float) and r.load_ms > 0
         assert isinstance(r.first_inference_ms, float) and r.first_inference_ms >= 0
         m = r.memory
-        assert m["peak_mib"] > m["baseline_mib"] and m["increase_mib"] == pytest.approx(m["peak_mib"] - m["baseline_mib"])
+        assert m["peak_mib"] > m["baseline_mib"] and m["increase_mib"] == pytest.approx(
+            m["peak_mib"] - m["baseline_mib"]
+        )
         assert m["method"]
         s = r.device_state
         assert set(s) >= {"before", "after", "others_cpu_share", "busy", "busy_rule", "usable_cpus"}
@@ -185,8 +206,11 @@ def test_every_record_has_start_memory_artifact_and_state(tiny):
 def test_format_1_records_still_read_and_others_refused(tiny):
     recs, _ = bench.run(tiny, bench.Settings(iterations=3, seconds=0, warmup=0))
     d = recs[0].to_dict()
-    old = {k: v for k, v in d.items() if k not in ("load_ms", "first_inference_ms", "memory", "artifact",
-                                                   "device_state", "rounds")} | {"format": 1}
+    old = {
+        k: v
+        for k, v in d.items()
+        if k not in ("load_ms", "first_inference_ms", "memory", "artifact", "device_state", "rounds")
+    } | {"format": 1}
     r = Record.from_dict(old)
     assert r.format == 1 and r.load_ms is None and r.device_state is None
     row = report.rows([r.to_dict()])[0]
@@ -208,7 +232,7 @@ def test_the_report_shows_start_up_and_marks_busy_records(tiny, tmp_path):
     assert f"| {SPEC} (busy) | random | fp32 | onnxruntime |" in md
     assert f"| {SPEC} | random | fp32 | openvino |" in md
     assert any(n.startswith("Measured on a busy machine") and f"{SPEC} fp32" in n for n in out["warnings"])
-    start = md[md.index("## Start-up"):]
+    start = md[md.index("## Start-up") :]
     for r in (quiet, busy):
         assert f"{r['load_ms']:.0f}" in start and f"{r['memory']['peak_mib']:.0f}" in start
     row = {r["runtime"]: r for r in out["rows"]}

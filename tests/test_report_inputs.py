@@ -12,10 +12,10 @@ import re
 from pathlib import Path
 
 import pytest
-
-from edgeffnet.measure import records, report
 from conftest import assert_refused as refused
 from test_report import record, save_all
+
+from edgeffnet.measure import records, report
 
 
 @pytest.fixture
@@ -47,8 +47,9 @@ DAMAGED = {  # a record that passes for one at first sight, with one field of th
     "samples a dict": lambda d: d.update(samples_ms={"a": 1}),
     "throughput text": lambda d: d.update(throughput_ips="lots"),
     "fidelity a list": lambda d: d.update(fidelity=[0.5]),
-    "int8 fidelity lacking views": lambda d: d.update(precision="int8",
-                                                      fidelity={"top1_agreement": 0.5, "cosine_mean": 0.9}),
+    "int8 fidelity lacking views": lambda d: d.update(
+        precision="int8", fidelity={"top1_agreement": 0.5, "cosine_mean": 0.9}
+    ),
 }
 
 
@@ -69,7 +70,8 @@ def test_damaged_records_in_a_directory_are_skipped_and_counted(cli, measured, t
     assert f"warning: {skipped} damaged bench record(s) skipped" in r.stderr
     rows = json.loads((out / "report.json").read_text())["rows"]
     assert sorted({(x["model"], x["precision"]) for x in rows}) == sorted(
-        (s, p) for s in ("b0", "b1", "lite0") for p in ("fp32", "int8"))
+        (s, p) for s in ("b0", "b1", "lite0") for p in ("fp32", "int8")
+    )
     assert f"{skipped} damaged bench record(s) skipped" in (out / "report.md").read_text()
 
 
@@ -81,13 +83,16 @@ def test_a_damaged_record_named_on_purpose_is_one_line(cli, tmp_path, name):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("kind,why", [
-    ("link to /dev/zero", "not a regular file"),
-    ("fifo", "not a regular file"),
-    ("nested 10000 deep", "nests deeper than 64"),
-    ("17 MB", "over the 16,777,216-byte limit"),
-    ("a JSON list", "not an edgeffnet bench record"),
-])
+@pytest.mark.parametrize(
+    "kind,why",
+    [
+        ("link to /dev/zero", "not a regular file"),
+        ("fifo", "not a regular file"),
+        ("nested 10000 deep", "nests deeper than 64"),
+        ("17 MB", "over the 16,777,216-byte limit"),
+        ("a JSON list", "not an edgeffnet bench record"),
+    ],
+)
 def test_a_record_file_that_cannot_be_read_safely_is_one_line(cli, tmp_path, kind, why):
     path = tmp_path / "r.json"
     if kind == "link to /dev/zero":
@@ -106,15 +111,25 @@ def test_a_record_file_that_cannot_be_read_safely_is_one_line(cli, tmp_path, kin
 
 def test_only_damaged_records_is_one_line_that_says_so(cli, tmp_path):
     _bad_record(tmp_path, "a", DAMAGED["spec a number"])
-    line = refused(cli("report", tmp_path / "bundles", "-o", tmp_path / "out"), "no bench records",
-                   "1 damaged record(s) skipped")
+    line = refused(
+        cli("report", tmp_path / "bundles", "-o", tmp_path / "out"), "no bench records", "1 damaged record(s) skipped"
+    )
     assert len(line) < 500
 
 
 # -- text from records is inert -----------------------------------------------------------------------------
 
-HOSTILE_TEXT = ["b0|x`code`", "<script>alert(1)</script>", "[click](http://example.com/x)", "a\nb\r\nc",
-                "![img](http://e/x.png)", "$\\frac{1}{0}$", "$x^{$", "\\$ $$ ${", "|||"]
+HOSTILE_TEXT = [
+    "b0|x`code`",
+    "<script>alert(1)</script>",
+    "[click](http://example.com/x)",
+    "a\nb\r\nc",
+    "![img](http://e/x.png)",
+    "$\\frac{1}{0}$",
+    "$x^{$",
+    "\\$ $$ ${",
+    "|||",
+]
 
 
 @pytest.mark.parametrize("text", HOSTILE_TEXT)
@@ -143,6 +158,7 @@ def test_record_text_is_inert_in_markdown_and_plots(tmp_path, text):
 
 # -- the set is written whole --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("failure", [RuntimeError("disk on fire"), KeyboardInterrupt()])
 def test_a_report_failing_halfway_leaves_the_previous_set_as_it_was(tmp_path, monkeypatch, failure):
     first = [record(tmp_path, s) for s in ("b0", "b1")]
@@ -170,38 +186,53 @@ def test_a_plot_the_new_set_lacks_goes_with_the_old_set(tmp_path):
 
 # -- eval results as the report reads them ---------------------------------------------------------------------
 
+
 def _eval(bundle: Path, name: str, result: dict) -> None:
     (bundle / "eval").mkdir(exist_ok=True)
     (bundle / "eval" / name).write_text(json.dumps(result))
 
 
-RESULT = {"kind": "edgeffnet eval", "images": 4, "images_total": 10, "partial": True,
-          "reference": {"name": "FP32", "top1": {"accuracy": 0.75}},
-          "artifacts": [{"name": "openvino", "top1": {"accuracy": 0.5},
-                         "top1_drop": {"difference": 0.25, "interval": [0.1, 0.4]}}]}
+RESULT = {
+    "kind": "edgeffnet eval",
+    "images": 4,
+    "images_total": 10,
+    "partial": True,
+    "reference": {"name": "FP32", "top1": {"accuracy": 0.75}},
+    "artifacts": [
+        {"name": "openvino", "top1": {"accuracy": 0.5}, "top1_drop": {"difference": 0.25, "interval": [0.1, 0.4]}}
+    ],
+}
 
 
 def test_a_partial_eval_figure_is_marked(tmp_path):
     rec = record(tmp_path, "lite0", "int8")
     _eval(Path(rec["bundle"]), "val.json", RESULT)
-    assert report.rows([rec])[0]["fidelity"] == "top-1 drop 25.00 pt [10.00, 40.00], top-1 50.0% (partial: 4 of 10 images)"
+    assert (
+        report.rows([rec])[0]["fidelity"] == "top-1 drop 25.00 pt [10.00, 40.00], top-1 50.0% (partial: 4 of 10 images)"
+    )
 
 
 def test_a_kept_partial_beside_a_complete_result_is_not_reported(tmp_path):
     rec = record(tmp_path, "lite0", "int8")
-    complete = RESULT | {"images": 10, "partial": False,
-                         "artifacts": [{"name": "openvino", "top1": 0.7, "top1_drop": {"difference": 0.05}}]}
+    complete = RESULT | {
+        "images": 10,
+        "partial": False,
+        "artifacts": [{"name": "openvino", "top1": 0.7, "top1_drop": {"difference": 0.05}}],
+    }
     _eval(Path(rec["bundle"]), "val.json", complete)
     _eval(Path(rec["bundle"]), "val.partial.json", RESULT)
     assert report.rows([rec])[0]["fidelity"] == "top-1 drop 5.00 pt, top-1 70.0%"
 
 
-@pytest.mark.parametrize("bad", [
-    {"artifacts": [{"top1_drop": {"difference": 0.1, "interval": ["a", None]}}]},
-    {"artifacts": [{"top1_drop": {"difference": "0.1"}}]},
-    {"artifacts": "many"},
-    {"artifacts": [[1]], "reference": []},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"artifacts": [{"top1_drop": {"difference": 0.1, "interval": ["a", None]}}]},
+        {"artifacts": [{"top1_drop": {"difference": "0.1"}}]},
+        {"artifacts": "many"},
+        {"artifacts": [[1]], "reference": []},
+    ],
+)
 def test_a_damaged_eval_result_is_left_out_not_fatal(tmp_path, bad):
     rec = record(tmp_path, "lite0", "int8")
     _eval(Path(rec["bundle"]), "val.json", bad)

@@ -10,19 +10,19 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli_process
 
 from edgeffnet.core.errors import UserError
-from edgeffnet.specs.scaling import parse_spec
 from edgeffnet.search import evaluators, harness, objective, trials
 from edgeffnet.search.grid import PAPER, Candidate, grid, network_key
+from edgeffnet.specs.scaling import parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = harness.BenchSettings(iterations=10, seconds=0.05, warmup=0.02)
 
 
 # -- the grid --------------------------------------------------------------------------------------------
+
 
 def test_grid_keeps_the_constraint_and_always_holds_the_paper():
     g = grid()  # the defaults: step 0.05, tol 0.1, ratio 2
@@ -70,13 +70,14 @@ def test_budget_split_shares():
 
 # -- the objective ---------------------------------------------------------------------------------------
 
+
 def test_objective_is_mnasnets_soft_constraint():
     assert objective.objective(0.8, 10, 10) == pytest.approx(0.8)
-    assert objective.objective(0.8, 20, 10) == pytest.approx(0.8 * 2 ** -0.07)
+    assert objective.objective(0.8, 20, 10) == pytest.approx(0.8 * 2**-0.07)
     assert objective.objective(0.8, 5, 10) > 0.8 > objective.objective(0.8, 20, 10)
     assert objective.objective(0.8, 20, 10, weight=0) == pytest.approx(0.8)
     # twice as slow ties only when 2^0.07 (~5%) more accurate
-    assert objective.objective(0.8 * 2 ** 0.07, 20, 10) == pytest.approx(objective.objective(0.8, 10, 10))
+    assert objective.objective(0.8 * 2**0.07, 20, 10) == pytest.approx(objective.objective(0.8, 10, 10))
     with pytest.raises(ValueError):
         objective.objective(0.8, 0, 10)
 
@@ -98,6 +99,7 @@ def test_pareto_front_and_ranking():
 
 # -- the search loop: resuming, sharing networks, Ctrl-C (a fake device, so only the logic is timed) -------
 
+
 class FakeDevice:
     """build_and_measure/time_bundle stand-ins: latency from the network's shape, calls counted."""
 
@@ -114,9 +116,18 @@ class FakeDevice:
         self.built.append(spec)
         s = parse_spec(spec)
         ms = self.latency(spec)
-        return {"spec": spec, "macs": int(4e8 * s.depth * s.width**2 * s.r**2), "params": 1000,
-                "resolution": s.resolution, "bundle": f"bundle::{spec}", "p50_ms": ms, "p90_ms": ms * 1.1,
-                "p99_ms": ms * 1.2, "record": "", "measured": "now"}
+        return {
+            "spec": spec,
+            "macs": int(4e8 * s.depth * s.width**2 * s.r**2),
+            "params": 1000,
+            "resolution": s.resolution,
+            "bundle": f"bundle::{spec}",
+            "p50_ms": ms,
+            "p90_ms": ms * 1.1,
+            "p99_ms": ms * 1.2,
+            "record": "",
+            "measured": "now",
+        }
 
     def time_bundle(self, bundle_dir, settings, keep=None):
         self.timed.append(str(bundle_dir))
@@ -216,16 +227,23 @@ def test_command_evaluator_protocol(tmp_path, monkeypatch):
     best = max(result["rows"], key=lambda r: r["objective"])
     assert summary["chosen_spec"] == best["spec"]
     for r in result["rows"]:
-        assert r["objective"] == pytest.approx(r["accuracy"] * (r["latency_ms"] / summary["latency_target_ms"]) ** -0.07)
+        assert r["objective"] == pytest.approx(
+            r["accuracy"] * (r["latency_ms"] / summary["latency_target_ms"]) ** -0.07
+        )
 
     for bad in ("train.py", "python train.py {spec}", "python 'unclosed {spec} {output}"):
         with pytest.raises(UserError, match="--evaluate"):
             evaluators.CommandEvaluator(bad)
-    fails = [(f"{sys.executable} -c 'import sys; sys.exit(3)' {{spec}} {{output}}", "exited 3"),
-             (f"{sys.executable} -c 'pass' {{spec}} {{output}}", "holds no JSON"),
-             (f"{sys.executable} -c 'import sys,json; json.dump({{\"accuracy\": 73.4}}, open(sys.argv[2], \"w\"))' "
-              f"{{spec}} {{output}}", "fraction"),
-             ("no-such-command-here {spec} {output}", "cannot run")]
+    fails = [
+        (f"{sys.executable} -c 'import sys; sys.exit(3)' {{spec}} {{output}}", "exited 3"),
+        (f"{sys.executable} -c 'pass' {{spec}} {{output}}", "holds no JSON"),
+        (
+            f'{sys.executable} -c \'import sys,json; json.dump({{"accuracy": 73.4}}, open(sys.argv[2], "w"))\' '
+            f"{{spec}} {{output}}",
+            "fraction",
+        ),
+        ("no-such-command-here {spec} {output}", "cannot run"),
+    ]
     for command, message in fails:
         with pytest.raises(UserError, match=message):
             evaluators.CommandEvaluator(command)("b0,phi=1", tmp_path / "w")
@@ -240,8 +258,8 @@ def _image_folder(root: Path, per_class: int, seed: int) -> None:
     """Two classes from the shipped photos: crops of the cat and of the coffee cup."""
     from PIL import Image
 
-    from edgeffnet.network.photos import load_photo, views
     from edgeffnet.core.preprocess import imagenet_recipe
+    from edgeffnet.network.photos import load_photo, views
 
     for name, ref in (("cat", "skimage:chelsea"), ("coffee", "skimage:coffee")):
         (root / name).mkdir(parents=True)
@@ -263,7 +281,8 @@ def test_training_evaluator_trains_and_scores_for_real(tmp_path):
 
     with pytest.raises(UserError, match="no pretrained weights exist for b0"):
         evaluators.TrainEvaluator(str(tmp_path / "train"), str(tmp_path / "val"), 1, init="pretrained")(
-            "b0,phi=-4,res=48", tmp_path / "w")
+            "b0,phi=-4,res=48", tmp_path / "w"
+        )
     (tmp_path / "bad" / "only").mkdir(parents=True)
     with pytest.raises(UserError, match="at least two classes"):
         evaluators.TrainEvaluator(str(tmp_path / "bad"), str(tmp_path / "val"), 1)
@@ -280,11 +299,29 @@ def test_pretrained_start_copies_what_fits_from_lite0():
 
 # -- the command -----------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_cli_search_end_to_end_and_resumed(tmp_path):
     out = tmp_path / "search"
-    args = ("search", "--phi", "-4", "--step", "0.25", "--tol", "0.1", "-n", "10", "-s", "0.05", "--warmup", "0.02",
-            "--confirm-rounds", "1", "-o", str(out))
+    args = (
+        "search",
+        "--phi",
+        "-4",
+        "--step",
+        "0.25",
+        "--tol",
+        "0.1",
+        "-n",
+        "10",
+        "-s",
+        "0.05",
+        "--warmup",
+        "0.02",
+        "--confirm-rounds",
+        "1",
+        "-o",
+        str(out),
+    )
     done = run_cli_process(*args, cache=tmp_path / "cache", cwd=REPO, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "NO ACCURACY was measured" in done.stdout and "chosen: b0," in done.stdout
@@ -301,9 +338,12 @@ def test_cli_search_end_to_end_and_resumed(tmp_path):
     again = run_cli_process(*args, cache=tmp_path / "cache", cwd=REPO, timeout=900)
     assert again.returncode == 0 and "0 measured, 4 from disk" in again.stderr
 
-    for bad, message in ((("search", "b3"), "family baseline"), (("search", "--metric", "p50", "--phi", "0"), "phi"),
-                         (("search", "--evaluate", "x {spec} {output}", "--data", "d", "--val", "v"), "one of them"),
-                         (("search", "--target", "nope"), "target")):
+    for bad, message in (
+        (("search", "b3"), "family baseline"),
+        (("search", "--metric", "p50", "--phi", "0"), "phi"),
+        (("search", "--evaluate", "x {spec} {output}", "--data", "d", "--val", "v"), "one of them"),
+        (("search", "--target", "nope"), "target"),
+    ):
         done = run_cli_process(*bad, "-o", str(tmp_path / "bad"), cache=tmp_path / "cache", cwd=REPO, timeout=900)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not (tmp_path / "bad").exists()

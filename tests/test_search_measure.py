@@ -5,16 +5,16 @@ the predictor was; fit starts where the model says the budget falls."""
 from __future__ import annotations
 
 import pytest
+from latency_truth import Truth
 
 from edgeffnet.core.errors import UserError
-from edgeffnet.latency import device, model as lm, store
+from edgeffnet.latency import device, store
+from edgeffnet.latency import model as lm
 from edgeffnet.latency.design import design
-from edgeffnet.specs.scaling import parse_spec
 from edgeffnet.search import evaluators, fit, harness, selection, trials
 from edgeffnet.search.executors import LocalExecutor
 from edgeffnet.search.grid import network_key
-
-from latency_truth import Truth
+from edgeffnet.specs.scaling import parse_spec
 
 QUICK = harness.BenchSettings(iterations=10, seconds=0.05, warmup=0.02)
 
@@ -31,9 +31,18 @@ class TruthDevice:
         from edgeffnet.network.model import count_macs
 
         ms = self.truth.ms(spec)
-        return {"spec": spec, "macs": count_macs(s), "params": 1000, "resolution": s.resolution,
-                "bundle": f"bundle::{spec}", "p50_ms": ms, "p90_ms": ms * 1.1, "p99_ms": ms * 1.2, "record": "",
-                "measured": "now"}
+        return {
+            "spec": spec,
+            "macs": count_macs(s),
+            "params": 1000,
+            "resolution": s.resolution,
+            "bundle": f"bundle::{spec}",
+            "p50_ms": ms,
+            "p90_ms": ms * 1.1,
+            "p99_ms": ms * 1.2,
+            "record": "",
+            "measured": "now",
+        }
 
     def time_bundle(self, bundle_dir, settings, keep=None):
         self.timed.append(str(bundle_dir))
@@ -57,17 +66,20 @@ def device_with_model(tmp_path, monkeypatch):
 
 
 def _plan(out, **kw) -> trials.SearchPlan:
-    return trials.SearchPlan(**({"phi": 1.0, "step": 0.1, "tol": 0.1, "settings": QUICK, "out": out,
-                                 "precision": "fp32"} | kw))
+    return trials.SearchPlan(
+        **({"phi": 1.0, "step": 0.1, "tol": 0.1, "settings": QUICK, "out": out, "precision": "fp32"} | kw)
+    )
 
 
 def test_choose_to_measure_takes_the_k_fastest_at_equal_flops_and_the_paper():
-    rows = [{"network": "paper", "macs": 100, "predicted_ms": 9.0, "paper": True},
-            {"network": "a", "macs": 100, "predicted_ms": 5.0, "paper": False},
-            {"network": "a", "macs": 100, "predicted_ms": 5.0, "paper": False},  # a twin: one network
-            {"network": "b", "macs": 99, "predicted_ms": 6.0, "paper": False},
-            {"network": "cheap", "macs": 50, "predicted_ms": 1.0, "paper": False},  # fewer MACs: not a fair split
-            {"network": "c", "macs": 120, "predicted_ms": 7.0, "paper": False}]
+    rows = [
+        {"network": "paper", "macs": 100, "predicted_ms": 9.0, "paper": True},
+        {"network": "a", "macs": 100, "predicted_ms": 5.0, "paper": False},
+        {"network": "a", "macs": 100, "predicted_ms": 5.0, "paper": False},  # a twin: one network
+        {"network": "b", "macs": 99, "predicted_ms": 6.0, "paper": False},
+        {"network": "cheap", "macs": 50, "predicted_ms": 1.0, "paper": False},  # fewer MACs: not a fair split
+        {"network": "c", "macs": 120, "predicted_ms": 7.0, "paper": False},
+    ]
     assert selection.choose_to_measure(rows, 2, 0.05) == {"a", "b", "paper"}
     assert selection.choose_to_measure(rows, 1, 0.05) == {"a", "paper"}
     assert selection.choose_to_measure(rows, 100, 0.05) == {"a", "b", "c", "paper"}
@@ -84,8 +96,13 @@ def test_search_measure_2_builds_only_those_and_the_papers(tmp_path, device_with
     assert about["k"] == 2 and len(about["candidates"]) == len(plan.candidates)
     assert sum(c["measured"] for c in about["candidates"]) == len(result["rows"]) < len(plan.candidates)
     # the two measured besides the paper's are the two predicted fastest among equal-FLOPS splits
-    fastest = sorted({(c["predicted_ms"], c["network"]) for c in about["candidates"] if not c["paper"]
-                      and c["macs"] >= next(x for x in about["candidates"] if x["paper"])["macs"] * 0.95})[:2]
+    fastest = sorted(
+        {
+            (c["predicted_ms"], c["network"])
+            for c in about["candidates"]
+            if not c["paper"] and c["macs"] >= next(x for x in about["candidates"] if x["paper"])["macs"] * 0.95
+        }
+    )[:2]
     assert {n for _, n in fastest} <= networks
     summary = trials.summarize(plan, result["rows"])
     err = summary["prediction_error"]
@@ -117,8 +134,9 @@ def test_measure_0_is_the_exhaustive_search_and_k_needs_a_model(tmp_path, device
 
 def test_fit_starts_where_the_model_puts_the_budget(tmp_path, device_with_model):
     pretend = device_with_model
-    plan = fit.FitPlan(out=tmp_path / "f", settings=QUICK, precision="fp32", phi_min=-4, phi_max=2,
-                       latency_model="auto")
+    plan = fit.FitPlan(
+        out=tmp_path / "f", settings=QUICK, precision="fp32", phi_min=-4, phi_max=2, latency_model="auto"
+    )
     plan.check()
     budget = pretend.truth.ms("b0,phi=-1")
     lines: list[str] = []
@@ -147,15 +165,25 @@ class ElsewhereExecutor:
 def test_on_a_cluster_this_machines_model_is_not_used(tmp_path, device_with_model):
     pretend = device_with_model
     with pytest.raises(UserError, match="--cluster"):
-        trials.run(_plan(tmp_path / "k", measure=2), evaluators.NoEvaluator(), echo=lambda m: None,
-                   executor=ElsewhereExecutor())
+        trials.run(
+            _plan(tmp_path / "k", measure=2),
+            evaluators.NoEvaluator(),
+            echo=lambda m: None,
+            executor=ElsewhereExecutor(),
+        )
     assert pretend.built == []  # refused before any build
     plan = _plan(tmp_path / "all", measure=None)
     result = trials.run(plan, evaluators.NoEvaluator(), echo=lambda m: None, executor=ElsewhereExecutor())
     assert result["prediction"] is None and len(result["rows"]) == len(plan.candidates)
 
-    f = fit.FitPlan(out=tmp_path / "f", settings=QUICK, precision="fp32", phi_min=-4, phi_max=2,
-                    latency_model=str(tmp_path / "model.json"))
+    f = fit.FitPlan(
+        out=tmp_path / "f",
+        settings=QUICK,
+        precision="fp32",
+        phi_min=-4,
+        phi_max=2,
+        latency_model=str(tmp_path / "model.json"),
+    )
     with pytest.raises(UserError, match="--cluster"):
         fit.fit_family(f, [pretend.truth.ms("b0,phi=-1")], executor=ElsewhereExecutor())
     f.latency_model = "auto"

@@ -11,13 +11,13 @@ import torch
 from onnx import numpy_helper
 
 from edgeffnet.backends import onnxruntime as ort_backend
+from edgeffnet.core.preprocess import imagenet_recipe
+from edgeffnet.core.verify import compare
+from edgeffnet.graph.simplify import simplify
 from edgeffnet.network.export import export_onnx
 from edgeffnet.network.photos import calibration_photos, to_input, views
-from edgeffnet.precision import distill, qdq, ranges
-from edgeffnet.core.preprocess import imagenet_recipe
 from edgeffnet.network.reference import create_model
-from edgeffnet.graph.simplify import simplify
-from edgeffnet.core.verify import compare
+from edgeffnet.precision import distill, qdq, ranges
 
 
 def _graphs(spec: str, tmp: Path) -> tuple[onnx.ModelProto, onnx.ModelProto, np.ndarray]:
@@ -88,12 +88,15 @@ def test_distillation_lowers_its_loss_and_keeps_tensorrt_rules(graphs):
 
 def test_tune_keeps_the_untuned_graph_when_held_out_views_say_so(graphs, monkeypatch):
     fp32, q, x = graphs
+
     def scored(worse):  # the held-out score, made worse for one of the two graphs
         return lambda m, xs, ref: {"views": len(xs), "top1_agreement": 1.0, "cosine_mean": 0.5 if worse(m) else 0.9}
 
     monkeypatch.setattr(distill, "score", scored(lambda m: m is not q))
     kept, record = distill.tune(q, fp32, x[:8], x[8:12], "test views", steps=1)
-    assert kept is q and record["kept"] == "untuned" and record["tuned"]["cosine_mean"] < record["untuned"]["cosine_mean"]
+    assert (
+        kept is q and record["kept"] == "untuned" and record["tuned"]["cosine_mean"] < record["untuned"]["cosine_mean"]
+    )
     monkeypatch.setattr(distill, "score", scored(lambda m: m is q))
     kept, record = distill.tune(q, fp32, x[:8], x[8:12], "test views", steps=1)
     assert kept is not q and record["kept"] == "tuned" and record["steps"] == 1

@@ -7,12 +7,22 @@ import pytest
 import torch
 from torch import nn
 
-from edgeffnet.specs.layers import ROLES, spec_layers, totals_by_role
 from edgeffnet.network.model import EfficientNet, count_macs
+from edgeffnet.specs.layers import ROLES, spec_layers, totals_by_role
 from edgeffnet.specs.scaling import parse_spec
 
-SPECS = ["b0", "b3", "lite0", "lite2,res=96", "phi=-2", "phi=2,only=width", "mobilenetv1,d=1.4,w=1.2,r=1.3",
-         "mobilenetv2", "resnet50", "resnet50,w=0.5,res=64"]
+SPECS = [
+    "b0",
+    "b3",
+    "lite0",
+    "lite2,res=96",
+    "phi=-2",
+    "phi=2,only=width",
+    "mobilenetv1,d=1.4,w=1.2,r=1.3",
+    "mobilenetv2",
+    "resnet50",
+    "resnet50,w=0.5,res=64",
+]
 
 
 @pytest.mark.parametrize("text", SPECS)
@@ -28,8 +38,11 @@ def test_each_conv_matches_the_module_of_its_name_and_the_shapes_flow(text):
     model = EfficientNet(spec, 10).eval()
     modules = dict(model.named_modules())
     sizes = {}
-    hooks = [m.register_forward_hook(lambda m, i, o, n=n: sizes.__setitem__(n, (i[0].shape, o.shape)))
-             for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o, n=n: sizes.__setitem__(n, (i[0].shape, o.shape)))
+        for n, m in modules.items()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     with torch.no_grad():
         model(torch.zeros(1, 3, spec.resolution, spec.resolution))
     for h in hooks:
@@ -61,6 +74,8 @@ def test_roles_and_bytes_follow_precision():
 
 
 def test_counting_imports_no_torch():
-    code = "import sys; import edgeffnet.specs.layers as l, edgeffnet.specs.scaling as s; l.spec_layers(s.parse_spec('b7'));" \
-           "assert 'torch' not in sys.modules and 'onnx' not in sys.modules"
+    code = (
+        "import sys; import edgeffnet.specs.layers as l, edgeffnet.specs.scaling as s; l.spec_layers(s.parse_spec('b7'));"
+        "assert 'torch' not in sys.modules and 'onnx' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

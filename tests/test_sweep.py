@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from edgeffnet.measure import bench
-
-from edgeffnet.workflows import sweep
 from edgeffnet.core.errors import UserError
+from edgeffnet.measure import bench
 from edgeffnet.network.info import describe
 from edgeffnet.specs.scaling import parse_spec
+from edgeffnet.workflows import sweep
 
 
 def test_model_ranges():
@@ -26,8 +25,17 @@ def test_model_ranges():
 
 def test_scaling_variants_spend_the_same_budget():
     specs = sweep.scaling_specs("1,2")
-    assert specs == ["b0", "b0,phi=1", "b0,only=width,phi=1", "b0,only=depth,phi=1", "b0,only=resolution,phi=1",
-                     "b0,phi=2", "b0,only=width,phi=2", "b0,only=depth,phi=2", "b0,only=resolution,phi=2"]
+    assert specs == [
+        "b0",
+        "b0,phi=1",
+        "b0,only=width,phi=1",
+        "b0,only=depth,phi=1",
+        "b0,only=resolution,phi=1",
+        "b0,phi=2",
+        "b0,only=width,phi=2",
+        "b0,only=depth,phi=2",
+        "b0,only=resolution,phi=2",
+    ]
     assert sweep.scaling_specs("lite0:1")[0] == "lite0" and len(sweep.scaling_specs("lite0:1")) == 5
     for phi in (1, 2):
         group = [describe(parse_spec(s))["scaling_check"] for s in specs if f"phi={phi}" in s]
@@ -42,18 +50,27 @@ def test_scaling_variants_spend_the_same_budget():
 def test_plan():
     items = sweep.plan("b0-b1", ("lite0,res=96", "b0"), None, ["fp32", "int8"])
     assert [(i.spec, i.precision) for i in items] == [
-        ("b0", "fp32"), ("b0", "int8"), ("b1", "fp32"), ("b1", "int8"), ("lite0,res=96", "fp32"),
-        ("lite0,res=96", "int8")]
+        ("b0", "fp32"),
+        ("b0", "int8"),
+        ("b1", "fp32"),
+        ("b1", "int8"),
+        ("lite0,res=96", "fp32"),
+        ("lite0,res=96", "int8"),
+    ]
     assert [i.spec for i in sweep.plan(None, (), None, ["fp32"])] == ["b0", "b1", "b2", "b3", "lite0"]
     assert len(sweep.plan(None, (), "1", ["fp32"])) == 5
-    assert sweep.Item("b0,phi=2,only=depth", "int8").bundle_dir(Path("r"), "cpu").name == \
-        "b0-phi2-onlydepth-cpu-int8"
+    assert sweep.Item("b0,phi=2,only=depth", "int8").bundle_dir(Path("r"), "cpu").name == "b0-phi2-onlydepth-cpu-int8"
 
 
 def test_plan_uses_real_weights_where_they_exist():
     items = {i.spec: i.weights for i in sweep.plan("b0,lite0-lite1", ("lite0,res=96", "lite0,w=1.2"), None, ["int8"])}
-    assert items == {"b0": None, "lite0": "pretrained", "lite1": "pretrained", "lite0,res=96": "pretrained",
-                     "lite0,w=1.2": None}  # lite0's weights fit any resolution, not another width
+    assert items == {
+        "b0": None,
+        "lite0": "pretrained",
+        "lite1": "pretrained",
+        "lite0,res=96": "pretrained",
+        "lite0,w=1.2": None,
+    }  # lite0's weights fit any resolution, not another width
     assert {i.weights for i in sweep.plan("b0,lite0", (), None, ["fp32"], weights="random")} == {None}
     with pytest.raises(UserError, match="--weights takes pretrained or random"):
         sweep.plan("lite0", (), None, ["fp32"], weights="imagenet")
@@ -149,8 +166,12 @@ def test_a_failing_item_does_not_stop_the_sweep(tmp_path, monkeypatch, cache):
 
 def test_bad_requests_fail_before_any_work(tmp_path):
     items = sweep.plan(None, SPECS, None, ["fp32"])
-    for kw, msg in ((dict(target="npu"), "supports"), (dict(modes=["fast"]), "--mode"), (dict(modes=[]), "--mode"),
-                    (dict(baselines=["tf"]), "unknown baseline")):
+    for kw, msg in (
+        (dict(target="npu"), "supports"),
+        (dict(modes=["fast"]), "--mode"),
+        (dict(modes=[]), "--mode"),
+        (dict(baselines=["tf"]), "unknown baseline"),
+    ):
         args = dict(target="cpu", modes=["latency"], baselines=[]) | kw
         with pytest.raises(UserError, match=msg):
             sweep.run(items, args["target"], tmp_path, args["modes"], args["baselines"], QUICK)
@@ -158,7 +179,9 @@ def test_bad_requests_fail_before_any_work(tmp_path):
 
 
 def test_cli_sweep_writes_the_report(tmp_path, cli):
-    r = cli("sweep", "--spec", SPECS[0], "-n", "3", "-s", "0", "--warmup", "0", "--mode", "latency", "-o", str(tmp_path))
+    r = cli(
+        "sweep", "--spec", SPECS[0], "-n", "3", "-s", "0", "--warmup", "0", "--mode", "latency", "-o", str(tmp_path)
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "report.html").is_file() and (tmp_path / "latency_vs_flops.png").is_file()
     assert "lite0,res=96" in (tmp_path / "report.md").read_text()

@@ -8,20 +8,22 @@ import json
 
 import pytest
 import torch
+from conftest import fixture, fixture_path, run_cli
 
 import edgeffnet
-from edgeffnet.network import weights as _weights
 from edgeffnet.core.errors import UserError
+from edgeffnet.network import weights as _weights
 from edgeffnet.network.info import describe, table3
 from edgeffnet.network.model import build
 from edgeffnet.specs.scaling import TABLE3, parse_spec, table3_specs
 
-from conftest import fixture, fixture_path, run_cli
-
 # Parameter counts of the reference implementations (torchvision 0.29.1 / timm 1.0.31), from issue 14.
 REFERENCE_PARAMS = {"mobilenetv1": 4_231_976, "mobilenetv2": 3_504_872, "resnet50": 25_557_032}
-LAYOUTS = {"mobilenetv1": "timm mobilenetv1_100", "mobilenetv2": "torchvision mobilenet_v2",
-           "resnet50": "torchvision resnet50"}
+LAYOUTS = {
+    "mobilenetv1": "timm mobilenetv1_100",
+    "mobilenetv2": "torchvision mobilenet_v2",
+    "resnet50": "torchvision resnet50",
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +32,7 @@ def layouts() -> dict:
 
 
 # -- specs, parameters, MACs ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
 def test_params_match_reference_to_the_unit(name, layouts):
@@ -85,7 +88,9 @@ def test_mobilenetv2_head_never_narrows_and_v1_has_none():
 def test_phi_and_only_scale_the_family_baseline():
     s = parse_spec("resnet50,phi=2")
     assert s.depth == pytest.approx(1.44) and s.width == pytest.approx(1.21) and s.resolution == 296
-    flops = [describe(parse_spec(f"mobilenetv2,phi=1,only={d}"))["scaling_check"] for d in ("depth", "width", "resolution")]
+    flops = [
+        describe(parse_spec(f"mobilenetv2,phi=1,only={d}"))["scaling_check"] for d in ("depth", "width", "resolution")
+    ]
     assert len({round(c["predicted"], 9) for c in flops}) == 1
     assert parse_spec("mobilenetv1,phi=1").depth == pytest.approx(1.2)  # EfficientNet's alpha by default
 
@@ -108,6 +113,7 @@ def test_table3_flops_column_reproduced():
 
 # -- checkpoints -----------------------------------------------------------------------------------------
 
+
 def test_torchvision_mobilenet_v2_fixture_parity(tmp_path):
     f = fixture("torchvision_mobilenet_v2.pt")
     path = tmp_path / "mbv2.pth"
@@ -118,16 +124,39 @@ def test_torchvision_mobilenet_v2_fixture_parity(tmp_path):
         assert (model(f["input"]) - f["logits"]).abs().max().item() <= 1e-4
 
 
-@pytest.mark.parametrize("name,layout,probes", [
-    ("resnet50", "torchvision_resnet", {"layer3.0.downsample.0.weight": "stages.2.0.shortcut.conv.weight",
-                                        "layer4.2.bn2.running_var": "stages.3.2.spatial.bn.running_var",
-                                        "conv1.weight": "stem.conv.weight", "fc.bias": "classifier.bias"}),
-    ("mobilenetv1", "timm", {"blocks.3.5.conv_dw.weight": "stages.3.5.dw.conv.weight",
-                             "blocks.4.1.bn2.bias": "stages.4.1.project.bn.bias", "bn1.weight": "stem.bn.weight"}),
-    ("mobilenetv2", "torchvision_mobilenet_v2", {"features.1.conv.1.weight": "stages.0.0.project.conv.weight",
-                                                 "features.17.conv.1.0.weight": "stages.6.0.dw.conv.weight",
-                                                 "features.18.1.running_mean": "head.bn.running_mean"}),
-])
+@pytest.mark.parametrize(
+    "name,layout,probes",
+    [
+        (
+            "resnet50",
+            "torchvision_resnet",
+            {
+                "layer3.0.downsample.0.weight": "stages.2.0.shortcut.conv.weight",
+                "layer4.2.bn2.running_var": "stages.3.2.spatial.bn.running_var",
+                "conv1.weight": "stem.conv.weight",
+                "fc.bias": "classifier.bias",
+            },
+        ),
+        (
+            "mobilenetv1",
+            "timm",
+            {
+                "blocks.3.5.conv_dw.weight": "stages.3.5.dw.conv.weight",
+                "blocks.4.1.bn2.bias": "stages.4.1.project.bn.bias",
+                "bn1.weight": "stem.bn.weight",
+            },
+        ),
+        (
+            "mobilenetv2",
+            "torchvision_mobilenet_v2",
+            {
+                "features.1.conv.1.weight": "stages.0.0.project.conv.weight",
+                "features.17.conv.1.0.weight": "stages.6.0.dw.conv.weight",
+                "features.18.1.running_mean": "head.bn.running_mean",
+            },
+        ),
+    ],
+)
 def test_checkpoints_of_the_reference_layouts_import(tmp_path, layouts, name, layout, probes):
     gen = torch.Generator().manual_seed(1)
     ref = layouts[LAYOUTS[name]]["state_dict"]
@@ -141,12 +170,15 @@ def test_checkpoints_of_the_reference_layouts_import(tmp_path, layouts, name, la
         assert torch.equal(own[dst], sd[src]), (src, dst)
 
 
-@pytest.mark.parametrize("spec,source", [
-    ("mobilenetv2", "torchvision resnet50"),  # another family
-    ("resnet50,w=2", "torchvision resnet50"),  # the same layout, other widths
-    ("b0", "timm mobilenetv1_100"),  # timm layout, other blocks
-    ("mobilenetv1", "torchvision mobilenet_v2"),
-])
+@pytest.mark.parametrize(
+    "spec,source",
+    [
+        ("mobilenetv2", "torchvision resnet50"),  # another family
+        ("resnet50,w=2", "torchvision resnet50"),  # the same layout, other widths
+        ("b0", "timm mobilenetv1_100"),  # timm layout, other blocks
+        ("mobilenetv1", "torchvision mobilenet_v2"),
+    ],
+)
 def test_checkpoint_that_does_not_fit_is_refused_in_one_line(tmp_path, layouts, spec, source):
     sd = {k: torch.zeros(shape) if shape else torch.tensor(0) for k, shape in layouts[source]["state_dict"].items()}
     path = tmp_path / "w.pth"
@@ -166,7 +198,7 @@ def test_random_weights_of_deep_table3_networks_keep_fp32_rounding_small():
 
     model = edgeffnet.create_model("mobilenetv2,d=4,res=64")
     residual = [m.project.bn.weight for m in model.modules() if isinstance(m, MBConv) and m.residual]
-    assert len(residual) == 61 and all(torch.all(w == 1 / 61 ** 0.5) for w in residual)
+    assert len(residual) == 61 and all(torch.all(w == 1 / 61**0.5) for w in residual)
     blocks = [m for m in model.modules() if isinstance(m, MBConv)]
     assert blocks and all(m.dw.conv.weight.min() >= 0 for m in blocks)
     x = torch.from_numpy(to_input(verification_views(4, model.preprocess), model.preprocess))
@@ -179,6 +211,7 @@ def test_random_weights_of_deep_table3_networks_keep_fp32_rounding_small():
 
 
 # -- the CLI ---------------------------------------------------------------------------------------------
+
 
 def test_info_table3_prints_paper_beside_counted():
     r = run_cli("info", "--table3")
@@ -205,6 +238,7 @@ def test_sweep_table3_plans_the_fourteen_rows():
 
 # -- every stage, one small build per family ---------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def cache_env(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
@@ -212,8 +246,10 @@ def cache_env(tmp_path_factory):
         yield
 
 
-@pytest.mark.parametrize("spec,precision", [("mobilenetv1,res=64", "int8"), ("mobilenetv2,res=96", "fp16"),
-                                            ("resnet50,d=0.25,w=0.25,res=64", "int8")])
+@pytest.mark.parametrize(
+    "spec,precision",
+    [("mobilenetv1,res=64", "int8"), ("mobilenetv2,res=96", "fp16"), ("resnet50,d=0.25,w=0.25,res=64", "int8")],
+)
 def test_small_build_of_each_family_through_every_stage(tmp_path, cache_env, spec, precision):
     from edgeffnet.measure import report
 

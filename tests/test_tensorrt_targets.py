@@ -19,20 +19,28 @@ import pytest
 from onnx import TensorProto as T
 from onnx import helper, numpy_helper
 
-from edgeffnet.specs import targets
 from edgeffnet.backends.tensorrt.engine import PLAN_TAG, mismatch, plan_version
 from edgeffnet.backends.tensorrt.plan import parse_version, plan, trtexec_line
 from edgeffnet.backends.tensorrt.rules import violations
 from edgeffnet.core.errors import UserError
+from edgeffnet.specs import targets
 
-JETSONS = ["jetson-nano", "jetson-tx2", "jetson-xavier-nx", "jetson-agx-xavier", "jetson-orin-nano",
-           "jetson-orin-nx", "jetson-agx-orin"]
+JETSONS = [
+    "jetson-nano",
+    "jetson-tx2",
+    "jetson-xavier-nx",
+    "jetson-agx-xavier",
+    "jetson-orin-nano",
+    "jetson-orin-nx",
+    "jetson-agx-orin",
+]
 TRT_PROFILES = JETSONS + ["gpu"]
 GRAPH = {"fp32": "model.sim.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 SPEC = "lite0,res=96"
 
 
 # -- profiles ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", TRT_PROFILES)
 def test_profile_loads_and_every_fact_has_a_source(name):
@@ -41,8 +49,9 @@ def test_profile_loads_and_every_fact_has_a_source(name):
     assert t.peak.get("source") and t.memory.get("source")
     sources = t.options["sources"]
     facts = [k for k in t.options if k not in ("sources", "dla_core", "dynamic_batch")]
-    assert facts and all(sources.get(k) for k in facts), f"{name}: facts without a source: " \
-        f"{[k for k in facts if not sources.get(k)]}"
+    assert facts and all(sources.get(k) for k in facts), (
+        f"{name}: facts without a source: {[k for k in facts if not sources.get(k)]}"
+    )
     assert "estimate" in sources["workspace_mib"]  # a choice of ours, and it says so
     parse_version(t.options["tensorrt"])
 
@@ -52,11 +61,18 @@ def test_derived_peaks_say_estimate(name):
     assert "estimate" in targets.load(name).peak["source"]
 
 
-@pytest.mark.parametrize("name, cc, tensorrt, dla", [
-    ("jetson-nano", "5.3", "8.2.1", 0), ("jetson-tx2", "6.2", "8.2.1", 0),
-    ("jetson-xavier-nx", "7.2", "8.5.2", 2), ("jetson-agx-xavier", "7.2", "8.5.2", 2),
-    ("jetson-orin-nano", "8.7", "10.3", 0), ("jetson-orin-nx", "8.7", "10.3", 2), ("jetson-agx-orin", "8.7", "10.3", 2),
-])
+@pytest.mark.parametrize(
+    "name, cc, tensorrt, dla",
+    [
+        ("jetson-nano", "5.3", "8.2.1", 0),
+        ("jetson-tx2", "6.2", "8.2.1", 0),
+        ("jetson-xavier-nx", "7.2", "8.5.2", 2),
+        ("jetson-agx-xavier", "7.2", "8.5.2", 2),
+        ("jetson-orin-nano", "8.7", "10.3", 0),
+        ("jetson-orin-nx", "8.7", "10.3", 2),
+        ("jetson-agx-orin", "8.7", "10.3", 2),
+    ],
+)
 def test_jetson_facts(name, cc, tensorrt, dla):
     o = targets.load(name).options
     assert (o["compute_capability"], o["tensorrt"], o["dla_cores"]) == (cc, tensorrt, dla)
@@ -82,6 +98,7 @@ def test_int8_refused_on_nano_and_tx2_naming_the_precisions(name):
 
 # -- trtexec lines ---------------------------------------------------------------------------------------
 
+
 def _line(name: str, precision: str, version: str | None = None, dims=(1, 3, 96, 96)) -> str:
     t = targets.load(name)
     if version:
@@ -90,43 +107,121 @@ def _line(name: str, precision: str, version: str | None = None, dims=(1, 3, 96,
     return trtexec_line(p, GRAPH[precision], "input", list(dims), t)
 
 
-@pytest.mark.parametrize("name, precision, version, expected", [
-    # 8.0-8.3: --workspace, --buildOnly, precision flags
-    ("jetson-nano", "fp16", "8.0.1", "trtexec --onnx=model.fp16.onnx --saveEngine=model.engine --fp16 "
-     "--workspace=512 --timingCacheFile=timing.cache --buildOnly"),
-    ("jetson-nano", "fp16", None, "trtexec --onnx=model.fp16.onnx --saveEngine=model.engine --fp16 "
-     "--workspace=512 --timingCacheFile=timing.cache --buildOnly"),
-    ("jetson-tx2", "fp32", None, "trtexec --onnx=model.sim.onnx --saveEngine=model.engine "
-     "--workspace=1024 --timingCacheFile=timing.cache --buildOnly"),
-    # 8.4/8.5: --memPoolSize, still --buildOnly; the Q/DQ graph needs --int8; DLA with GPU fallback
-    ("jetson-xavier-nx", "int8", None, "trtexec --onnx=model.int8.onnx --saveEngine=model.engine --int8 "
-     "--memPoolSize=workspace:1024 --timingCacheFile=timing.cache --useDLACore=0 --allowGPUFallback --buildOnly"),
-    ("jetson-agx-xavier", "fp32", None, "trtexec --onnx=model.sim.onnx --saveEngine=model.engine "
-     "--memPoolSize=workspace:2048 --timingCacheFile=timing.cache --buildOnly"),
-    # 8.6 (JetPack 6.0): --skipInference
-    ("jetson-orin-nano", "fp16", "8.6.2", "trtexec --onnx=model.fp16.onnx --saveEngine=model.engine --fp16 "
-     "--memPoolSize=workspace:1024 --timingCacheFile=timing.cache --skipInference"),
-    # 10.x: strongly typed precision graphs; fp32 without TF32 on sm_87; DLA builds keep the flag
-    ("jetson-orin-nano", "fp16", None, "trtexec --onnx=model.fp16.onnx --saveEngine=model.engine --stronglyTyped "
-     "--memPoolSize=workspace:1024 --timingCacheFile=timing.cache --skipInference"),
-    ("jetson-orin-nano", "int8", None, "trtexec --onnx=model.int8.onnx --saveEngine=model.engine --stronglyTyped "
-     "--memPoolSize=workspace:1024 --timingCacheFile=timing.cache --skipInference"),
-    ("jetson-orin-nano", "fp32", None, "trtexec --onnx=model.sim.onnx --saveEngine=model.engine --noTF32 "
-     "--memPoolSize=workspace:1024 --timingCacheFile=timing.cache --skipInference"),
-    ("jetson-agx-orin", "fp16", None, "trtexec --onnx=model.fp16.onnx --saveEngine=model.engine --fp16 "
-     "--memPoolSize=workspace:4096 --timingCacheFile=timing.cache --useDLACore=0 --allowGPUFallback --skipInference"),
-    ("jetson-orin-nx", "fp32", None, "trtexec --onnx=model.sim.onnx --saveEngine=model.engine --noTF32 "
-     "--memPoolSize=workspace:2048 --timingCacheFile=timing.cache --skipInference"),
-    ("gpu", "int8", None, "trtexec --onnx=model.int8.onnx --saveEngine=model.engine --stronglyTyped "
-     "--memPoolSize=workspace:4096 --timingCacheFile=timing.cache --skipInference"),
-    # 11.x: no precision flags at all, strong typing is not a flag any more
-    ("gpu", "int8", "11", "trtexec --onnx=model.int8.onnx --saveEngine=model.engine "
-     "--memPoolSize=workspace:4096 --timingCacheFile=timing.cache --skipInference"),
-    ("gpu", "fp16", "11.4", "trtexec --onnx=model.fp16.onnx --saveEngine=model.engine "
-     "--memPoolSize=workspace:4096 --timingCacheFile=timing.cache --skipInference"),
-    ("gpu", "fp32", "11", "trtexec --onnx=model.sim.onnx --saveEngine=model.engine --noTF32 "
-     "--memPoolSize=workspace:4096 --timingCacheFile=timing.cache --skipInference"),
-])
+@pytest.mark.parametrize(
+    "name, precision, version, expected",
+    [
+        # 8.0-8.3: --workspace, --buildOnly, precision flags
+        (
+            "jetson-nano",
+            "fp16",
+            "8.0.1",
+            "trtexec --onnx=model.fp16.onnx --saveEngine=model.engine --fp16 "
+            "--workspace=512 --timingCacheFile=timing.cache --buildOnly",
+        ),
+        (
+            "jetson-nano",
+            "fp16",
+            None,
+            "trtexec --onnx=model.fp16.onnx --saveEngine=model.engine --fp16 "
+            "--workspace=512 --timingCacheFile=timing.cache --buildOnly",
+        ),
+        (
+            "jetson-tx2",
+            "fp32",
+            None,
+            "trtexec --onnx=model.sim.onnx --saveEngine=model.engine "
+            "--workspace=1024 --timingCacheFile=timing.cache --buildOnly",
+        ),
+        # 8.4/8.5: --memPoolSize, still --buildOnly; the Q/DQ graph needs --int8; DLA with GPU fallback
+        (
+            "jetson-xavier-nx",
+            "int8",
+            None,
+            "trtexec --onnx=model.int8.onnx --saveEngine=model.engine --int8 "
+            "--memPoolSize=workspace:1024 --timingCacheFile=timing.cache --useDLACore=0 --allowGPUFallback --buildOnly",
+        ),
+        (
+            "jetson-agx-xavier",
+            "fp32",
+            None,
+            "trtexec --onnx=model.sim.onnx --saveEngine=model.engine "
+            "--memPoolSize=workspace:2048 --timingCacheFile=timing.cache --buildOnly",
+        ),
+        # 8.6 (JetPack 6.0): --skipInference
+        (
+            "jetson-orin-nano",
+            "fp16",
+            "8.6.2",
+            "trtexec --onnx=model.fp16.onnx --saveEngine=model.engine --fp16 "
+            "--memPoolSize=workspace:1024 --timingCacheFile=timing.cache --skipInference",
+        ),
+        # 10.x: strongly typed precision graphs; fp32 without TF32 on sm_87; DLA builds keep the flag
+        (
+            "jetson-orin-nano",
+            "fp16",
+            None,
+            "trtexec --onnx=model.fp16.onnx --saveEngine=model.engine --stronglyTyped "
+            "--memPoolSize=workspace:1024 --timingCacheFile=timing.cache --skipInference",
+        ),
+        (
+            "jetson-orin-nano",
+            "int8",
+            None,
+            "trtexec --onnx=model.int8.onnx --saveEngine=model.engine --stronglyTyped "
+            "--memPoolSize=workspace:1024 --timingCacheFile=timing.cache --skipInference",
+        ),
+        (
+            "jetson-orin-nano",
+            "fp32",
+            None,
+            "trtexec --onnx=model.sim.onnx --saveEngine=model.engine --noTF32 "
+            "--memPoolSize=workspace:1024 --timingCacheFile=timing.cache --skipInference",
+        ),
+        (
+            "jetson-agx-orin",
+            "fp16",
+            None,
+            "trtexec --onnx=model.fp16.onnx --saveEngine=model.engine --fp16 "
+            "--memPoolSize=workspace:4096 --timingCacheFile=timing.cache --useDLACore=0 --allowGPUFallback --skipInference",
+        ),
+        (
+            "jetson-orin-nx",
+            "fp32",
+            None,
+            "trtexec --onnx=model.sim.onnx --saveEngine=model.engine --noTF32 "
+            "--memPoolSize=workspace:2048 --timingCacheFile=timing.cache --skipInference",
+        ),
+        (
+            "gpu",
+            "int8",
+            None,
+            "trtexec --onnx=model.int8.onnx --saveEngine=model.engine --stronglyTyped "
+            "--memPoolSize=workspace:4096 --timingCacheFile=timing.cache --skipInference",
+        ),
+        # 11.x: no precision flags at all, strong typing is not a flag any more
+        (
+            "gpu",
+            "int8",
+            "11",
+            "trtexec --onnx=model.int8.onnx --saveEngine=model.engine "
+            "--memPoolSize=workspace:4096 --timingCacheFile=timing.cache --skipInference",
+        ),
+        (
+            "gpu",
+            "fp16",
+            "11.4",
+            "trtexec --onnx=model.fp16.onnx --saveEngine=model.engine "
+            "--memPoolSize=workspace:4096 --timingCacheFile=timing.cache --skipInference",
+        ),
+        (
+            "gpu",
+            "fp32",
+            "11",
+            "trtexec --onnx=model.sim.onnx --saveEngine=model.engine --noTF32 "
+            "--memPoolSize=workspace:4096 --timingCacheFile=timing.cache --skipInference",
+        ),
+    ],
+)
 def test_trtexec_line_per_tensorrt_version(name, precision, version, expected):
     assert _line(name, precision, version) == expected
 
@@ -151,6 +246,7 @@ def test_flags_that_cannot_coexist_never_do(version, precision):
 
 # -- TensorRT's graph rules ---------------------------------------------------------------------------------
 
+
 def _model(nodes, inits, opset=13, inputs=None, outputs=None, domain_opsets=()):
     inputs = inputs or [helper.make_tensor_value_info("x", T.FLOAT, [1, 4, 8, 8])]
     outputs = outputs or [helper.make_tensor_value_info("y", T.FLOAT, None)]
@@ -159,23 +255,35 @@ def _model(nodes, inits, opset=13, inputs=None, outputs=None, domain_opsets=()):
     return helper.make_model(g, opset_imports=opsets)
 
 
-def _qdq_conv(zero=0, zero_type=np.int8, weight_axis=0, per_channel_activation=False, opset=13,
-              pair_activation=True, weight_op="Conv"):
+def _qdq_conv(
+    zero=0,
+    zero_type=np.int8,
+    weight_axis=0,
+    per_channel_activation=False,
+    opset=13,
+    pair_activation=True,
+    weight_op="Conv",
+):
     """x -> Q/DQ -> Conv(W -> Q/DQ per channel) -> y: what the precision stage writes, with one knob per rule."""
     w = np.random.default_rng(0).standard_normal((8, 4, 3, 3)).astype(np.float32)
     channels = w.shape[weight_axis]
     act_scale = np.full(4, 0.1, np.float32) if per_channel_activation else np.array(0.1, np.float32)
     act_zero = np.zeros(act_scale.shape, zero_type) + zero
-    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(act_scale, "s"),
-             numpy_helper.from_array(act_zero.astype(zero_type), "z"),
-             numpy_helper.from_array(np.full(channels, 0.01, np.float32), "ws"),
-             numpy_helper.from_array(np.zeros(channels, zero_type) + zero, "wz")]
+    inits = [
+        numpy_helper.from_array(w, "W"),
+        numpy_helper.from_array(act_scale, "s"),
+        numpy_helper.from_array(act_zero.astype(zero_type), "z"),
+        numpy_helper.from_array(np.full(channels, 0.01, np.float32), "ws"),
+        numpy_helper.from_array(np.zeros(channels, zero_type) + zero, "wz"),
+    ]
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q_x", axis=1)]
     if pair_activation:
         nodes.append(helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xdq"], name="dq_x", axis=1))
-    nodes += [helper.make_node("QuantizeLinear", ["W", "ws", "wz"], ["Wq"], name="q_w", axis=weight_axis),
-              helper.make_node("DequantizeLinear", ["Wq", "ws", "wz"], ["Wdq"], name="dq_w", axis=weight_axis),
-              helper.make_node(weight_op, ["xdq" if pair_activation else "xq", "Wdq"], ["y"], name="conv")]
+    nodes += [
+        helper.make_node("QuantizeLinear", ["W", "ws", "wz"], ["Wq"], name="q_w", axis=weight_axis),
+        helper.make_node("DequantizeLinear", ["Wq", "ws", "wz"], ["Wdq"], name="dq_w", axis=weight_axis),
+        helper.make_node(weight_op, ["xdq" if pair_activation else "xq", "Wdq"], ["y"], name="conv"),
+    ]
     return _model(nodes, inits, opset)
 
 
@@ -183,9 +291,11 @@ def _fp16_conv(opset=13, half=T.FLOAT16):
     w = numpy_helper.from_array(np.ones((8, 4, 3, 3), np.float16), "W")
     if half != T.FLOAT16:
         w = helper.make_tensor("W", half, [8, 4, 3, 3], [0] * 288)
-    nodes = [helper.make_node("Cast", ["x"], ["xh"], to=half, name="to_half"),
-             helper.make_node("Conv", ["xh", "W"], ["yh"], name="conv"),
-             helper.make_node("Cast", ["yh"], ["y"], to=T.FLOAT, name="to_float")]
+    nodes = [
+        helper.make_node("Cast", ["x"], ["xh"], to=half, name="to_half"),
+        helper.make_node("Conv", ["xh", "W"], ["yh"], name="conv"),
+        helper.make_node("Cast", ["yh"], ["y"], to=T.FLOAT, name="to_float"),
+    ]
     return _model(nodes, [w], opset)
 
 
@@ -220,9 +330,18 @@ def test_activations_are_quantized_per_tensor():
     assert any("activation per channel" in p for p in problems)
 
 
-@pytest.mark.parametrize("opset, version, ok", [(13, "8.2", True), (17, "8.2", False), (17, "8.5", True),
-                                                (18, "8.5", False), (20, "10.3", True), (21, "10.3", False),
-                                                (25, "11", True)])
+@pytest.mark.parametrize(
+    "opset, version, ok",
+    [
+        (13, "8.2", True),
+        (17, "8.2", False),
+        (17, "8.5", True),
+        (18, "8.5", False),
+        (20, "10.3", True),
+        (21, "10.3", False),
+        (25, "11", True),
+    ],
+)
 def test_opset_limit_of_each_parser(opset, version, ok):
     problems = [p for p in violations(_fp16_conv(opset), version) if p.startswith("opset")]
     assert (problems == []) == ok, problems
@@ -255,26 +374,38 @@ def test_gemm_weight_axis_follows_transB():
     def gemm(axis, trans_b):
         w = np.ones((10, 4) if trans_b else (4, 10), np.float32)
         n_out = 10
-        inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.full(n_out, 0.1, np.float32), "ws"),
-                 numpy_helper.from_array(np.zeros(n_out, np.int8), "wz")]
-        nodes = [helper.make_node("QuantizeLinear", ["W", "ws", "wz"], ["Wq"], name="q_w", axis=axis),
-                 helper.make_node("DequantizeLinear", ["Wq", "ws", "wz"], ["Wdq"], name="dq_w", axis=axis),
-                 helper.make_node("Gemm", ["x", "Wdq"], ["y"], name="fc", transB=trans_b)]
+        inits = [
+            numpy_helper.from_array(w, "W"),
+            numpy_helper.from_array(np.full(n_out, 0.1, np.float32), "ws"),
+            numpy_helper.from_array(np.zeros(n_out, np.int8), "wz"),
+        ]
+        nodes = [
+            helper.make_node("QuantizeLinear", ["W", "ws", "wz"], ["Wq"], name="q_w", axis=axis),
+            helper.make_node("DequantizeLinear", ["Wq", "ws", "wz"], ["Wdq"], name="dq_w", axis=axis),
+            helper.make_node("Gemm", ["x", "Wdq"], ["y"], name="fc", transB=trans_b),
+        ]
         return _model(nodes, inits, inputs=[helper.make_tensor_value_info("x", T.FLOAT, [1, 4])])
 
     assert violations(gemm(0, 1), "8.5") == [] and violations(gemm(1, 0), "8.5") == []
     assert violations(gemm(1, 1), "8.5") == [
-        "Gemm 'fc': weight 'W' is quantized along axis 1; TensorRT needs its output-channel axis 0"]
+        "Gemm 'fc': weight 'W' is quantized along axis 1; TensorRT needs its output-channel axis 0"
+    ]
 
 
 # -- engine facts ------------------------------------------------------------------------------------------
+
 
 def test_engine_from_another_version_or_gpu_gets_one_line_saying_what_it_was_built_for():
     built = {"tensorrt": "10.3.0", "gpu": "Orin", "compute_capability": "8.7"}
     here = {"name": "NVIDIA GeForce RTX 4090", "compute_capability": "8.9"}
     msg = mismatch(built, "10.7.0", here)
-    assert msg.startswith("model.engine was built for TensorRT 10.3.0 on Orin (sm_87); this host has "
-                          "TensorRT 10.7.0 on NVIDIA GeForce RTX 4090 (sm_89)") and "\n" not in msg
+    assert (
+        msg.startswith(
+            "model.engine was built for TensorRT 10.3.0 on Orin (sm_87); this host has "
+            "TensorRT 10.7.0 on NVIDIA GeForce RTX 4090 (sm_89)"
+        )
+        and "\n" not in msg
+    )
     assert mismatch(built, "10.3.0.30", {"name": "Orin", "compute_capability": "8.7"}) is None
     assert "TensorRT 10.3.0 on Orin" in mismatch(built, "10.3.0", {"name": "Orin", "compute_capability": "8.9"})
 
@@ -288,6 +419,7 @@ def test_plan_header_version_is_read_without_deserializing(tmp_path):
 
 
 # -- bundles from real builds -----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
@@ -315,8 +447,10 @@ def pending(env, tmp_path_factory):
     def get(precision):
         if precision not in made:
             out = tmp_path_factory.mktemp("bundles") / f"orin-{precision}"
-            made[precision] = (out, edgeffnet(env, "build", SPEC, "--target", "jetson-orin-nano", "-p", precision,
-                                              "-o", str(out)))
+            made[precision] = (
+                out,
+                edgeffnet(env, "build", SPEC, "--target", "jetson-orin-nano", "-p", precision, "-o", str(out)),
+            )
         return made[precision]
 
     return get
@@ -324,8 +458,11 @@ def pending(env, tmp_path_factory):
 
 def _not_here(reason: str) -> bool:
     """Why an Orin Nano engine cannot be built here: no TensorRT, or (with TensorRT) not an sm_87 GPU."""
-    return reason.startswith("tensorrt is not importable") or "not jetson-orin-nano's sm_87" in reason \
+    return (
+        reason.startswith("tensorrt is not importable")
+        or "not jetson-orin-nano's sm_87" in reason
         or (_tensorrt_importable() and "pycuda" in reason)
+    )
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
@@ -383,7 +520,9 @@ def test_compile_command_refuses_other_backends(env, pending, tmp_path):
 
 
 def test_build_refuses_a_graph_the_devices_parser_cannot_read(env, tmp_path):
-    r = edgeffnet(env, "build", SPEC, "--target", "jetson-nano", "-p", "fp32", "--opset", "17", "-o", str(tmp_path / "b"))
+    r = edgeffnet(
+        env, "build", SPEC, "--target", "jetson-nano", "-p", "fp32", "--opset", "17", "-o", str(tmp_path / "b")
+    )
     assert r.returncode == 2  # refused from the options, before the first stage (tests/test_new_user.py)
     assert "opset 17 is above 13" in r.stderr.strip().splitlines()[-1]
 
@@ -393,10 +532,12 @@ def test_int8_for_the_nano_is_refused_before_any_work(env, tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         "edgeffnet: error: target 'jetson-nano' (NVIDIA Jetson Nano 4GB (Maxwell sm_53, JetPack 4.6, TensorRT 8.2) "
-        "through TensorRT) supports fp32, fp16, not int8; pass --precision fp16"]
+        "through TensorRT) supports fp32, fp16, not int8; pass --precision fp16"
+    ]
 
 
 # -- real engines: only where TensorRT is -------------------------------------------------------------------
+
 
 def require_tensorrt():
     try:
@@ -430,8 +571,9 @@ def test_engine_built_elsewhere_is_refused_in_one_line(engine_bundle, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(engine_bundle, copy)
     facts = json.loads((copy / "model.engine.json").read_text())
-    (copy / "model.engine.json").write_text(json.dumps({**facts, "tensorrt": "8.2.1", "gpu": "NVIDIA Tegra X1",
-                                                        "compute_capability": "5.3"}))
+    (copy / "model.engine.json").write_text(
+        json.dumps({**facts, "tensorrt": "8.2.1", "gpu": "NVIDIA Tegra X1", "compute_capability": "5.3"})
+    )
     (copy / "model.engine").write_bytes(b"a plan from elsewhere")
     with pytest.raises(UserError, match=r"built for TensorRT 8\.2\.1 on NVIDIA Tegra X1 \(sm_53\)"):
         trt_backend.load(copy, targets.load("gpu"), "fp16")

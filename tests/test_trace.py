@@ -8,12 +8,11 @@ import subprocess
 import sys
 
 import pytest
-
-from edgeffnet.specs import layer_table
-from edgeffnet.measure import profile
-from edgeffnet.specs.scaling import parse_spec
-
 from profile_bundles import build
+
+from edgeffnet.measure import profile
+from edgeffnet.specs import layer_table
+from edgeffnet.specs.scaling import parse_spec
 
 NODES = ["/stem/conv/Conv", "input_abcd_acdb", "/stages/stages.0/stages.0.0/dw/conv/Conv", "/head/conv/Conv"]
 
@@ -24,8 +23,14 @@ def _runs(times: list[list[float]], starts: bool):
         t0 = 100.0 * k
         rows = []
         for name, ms in zip(NODES, run):
-            row = {"node": name, "type": "Reorder" if name == "input_abcd_acdb" else "Convolution", "time_ms": ms,
-                   "exec_type": "kernel", "precision": "f32", "original_names": [name]}
+            row = {
+                "node": name,
+                "type": "Reorder" if name == "input_abcd_acdb" else "Convolution",
+                "time_ms": ms,
+                "exec_type": "kernel",
+                "precision": "f32",
+                "original_names": [name],
+            }
             if starts:
                 row["start_ms"] = t0
             t0 += ms + (0.5 if starts else 0)
@@ -56,10 +61,17 @@ def test_bench_cli_writes_the_trace_and_refuses_it_without_profile(tmp_path):
     bundle = build(tmp_path, "fp32")
     env = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
     cli = [sys.executable, "-m", "edgeffnet.cli", "bench", str(bundle), "-n", "5", "-s", "0", "--warmup", "0"]
-    out = subprocess.run(cli + ["--trace", str(tmp_path / "t.json")], capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run(
+        cli + ["--trace", str(tmp_path / "t.json")], capture_output=True, text=True, env=env, timeout=300
+    )
     assert out.returncode != 0 and "--profile" in out.stderr and not (tmp_path / "t.json").exists()
-    out = subprocess.run(cli + ["--profile", "--profile-iterations", "5", "--trace", str(tmp_path / "t.json")],
-                         capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run(
+        cli + ["--profile", "--profile-iterations", "5", "--trace", str(tmp_path / "t.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert "time by role" in out.stdout and "costliest" in out.stdout
     saved = json.loads((bundle / "bench" / "openvino-latency.json").read_text())["profile"]

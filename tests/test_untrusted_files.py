@@ -14,25 +14,28 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import assert_refused as refused
+from hostile_cli import build_bundle, files_under, png
 
 from edgeffnet.core import untrusted
 from edgeffnet.core.errors import UserError
 from edgeffnet.measure import evaluate as ev
-from conftest import assert_refused as refused
-from hostile_cli import build_bundle, files_under, png
-
 
 # -- the reader itself ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind,why", [
-    ("/dev/zero", "not a regular file"),
-    ("/dev/null", "not a regular file"),
-    ("fifo", "not a regular file"),
-    ("directory", "is a directory"),
-    ("missing", "does not exist"),
-    ("link to /dev/urandom", "not a regular file"),
-    ("oversized", "over the 1,024-byte limit"),
-])
+
+@pytest.mark.parametrize(
+    "kind,why",
+    [
+        ("/dev/zero", "not a regular file"),
+        ("/dev/null", "not a regular file"),
+        ("fifo", "not a regular file"),
+        ("directory", "is a directory"),
+        ("missing", "does not exist"),
+        ("link to /dev/urandom", "not a regular file"),
+        ("oversized", "over the 1,024-byte limit"),
+    ],
+)
 def test_read_bytes_reads_only_capped_regular_files(tmp_path, kind, why):
     path = {"/dev/zero": Path("/dev/zero"), "/dev/null": Path("/dev/null")}.get(kind, tmp_path / "f")
     if kind == "fifo":
@@ -56,14 +59,17 @@ def test_read_bytes_reads_only_capped_regular_files(tmp_path, kind, why):
     assert done.is_set(), "the read blocked"
 
 
-@pytest.mark.parametrize("text,why", [
-    ("[" * 65 + "]" * 65, "nests deeper than 64"),
-    ('{"a": ' * 1000 + "1" + "}" * 1000, "nests deeper than 64"),
-    ('{"p50": NaN}', "not valid JSON"),
-    ('{"p50": -Infinity}', "not valid JSON"),
-    ("{'single': 'quotes'}", "not valid JSON"),
-    ("", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "text,why",
+    [
+        ("[" * 65 + "]" * 65, "nests deeper than 64"),
+        ('{"a": ' * 1000 + "1" + "}" * 1000, "nests deeper than 64"),
+        ('{"p50": NaN}', "not valid JSON"),
+        ('{"p50": -Infinity}', "not valid JSON"),
+        ("{'single': 'quotes'}", "not valid JSON"),
+        ("", "not valid JSON"),
+    ],
+)
 def test_parse_json_bounds_depth_and_refuses_non_numbers(text, why):
     with pytest.raises(untrusted.UntrustedFileError, match=why):
         untrusted.parse_json(text, "test")
@@ -73,10 +79,19 @@ def test_brackets_inside_strings_do_not_count_as_nesting():
     assert untrusted.parse_json('{"a": "' + "[" * 500 + '"}')["a"] == "[" * 500
 
 
-@pytest.mark.parametrize("value,kinds,ok", [
-    (3, int, True), (True, int, False), (3.0, int, False), (3, float, True), ("3", int, False),
-    (None, (dict, type(None)), True), ([1], dict, False), (float("nan"), float, False),
-])
+@pytest.mark.parametrize(
+    "value,kinds,ok",
+    [
+        (3, int, True),
+        (True, int, False),
+        (3.0, int, False),
+        (3, float, True),
+        ("3", int, False),
+        (None, (dict, type(None)), True),
+        ([1], dict, False),
+        (float("nan"), float, False),
+    ],
+)
 def test_field_checks_types_and_finiteness(value, kinds, ok):
     if ok:
         assert untrusted.field({"k": value}, "k", kinds) == value
@@ -138,22 +153,29 @@ def test_eval_classes_that_cannot_be_read_safely_are_one_line(cli, built, tmp_pa
     big = tmp_path / "big.txt"
     big.write_text("x\n" * (5 << 20))
     before = files_under(built)
-    for classes, why in ((Path("/dev/zero"), "not a regular file"), (_fifo(tmp_path / "fifo"), "not a regular file"),
-                         (tmp_path, "is a directory"), (big, "over the 8,388,608-byte limit")):
+    for classes, why in (
+        (Path("/dev/zero"), "not a regular file"),
+        (_fifo(tmp_path / "fifo"), "not a regular file"),
+        (tmp_path, "is a directory"),
+        (big, "over the 8,388,608-byte limit"),
+    ):
         refused(cli("eval", built, "--data", data, "--classes", classes), "--classes", why)
     assert files_under(built) == before
 
 
-@pytest.mark.parametrize("kind,why", [
-    ("/dev/null", "not a regular file"),
-    ("fifo", "not a regular file"),
-    ("link to /dev/zero", "not a regular file"),
-    ("csv of 10 MB", "over the 8,388,608-byte limit"),
-    ("csv not utf-8", "not UTF-8 text"),
-    ("csv with unicode digit labels", "label '²' is not a class"),
-    ("csv with a 4300-digit label", "is not a class"),
-    ("csv with an ambiguous label", "names 2 classes"),
-])
+@pytest.mark.parametrize(
+    "kind,why",
+    [
+        ("/dev/null", "not a regular file"),
+        ("fifo", "not a regular file"),
+        ("link to /dev/zero", "not a regular file"),
+        ("csv of 10 MB", "over the 8,388,608-byte limit"),
+        ("csv not utf-8", "not UTF-8 text"),
+        ("csv with unicode digit labels", "label '²' is not a class"),
+        ("csv with a 4300-digit label", "is not a class"),
+        ("csv with an ambiguous label", "names 2 classes"),
+    ],
+)
 def test_eval_data_that_cannot_be_read_safely_is_one_line(cli, built, tmp_path, kind, why):
     image = png(tmp_path / "img" / "a.png")
     data = tmp_path / "data.csv"
@@ -192,6 +214,7 @@ def test_a_class_folder_named_by_a_non_ascii_or_endless_number_is_one_line(cli, 
 
 # -- a farm's bundle archive (the device unpacks what the workstation sent) ----------------------------------
 
+
 def _tar(*members) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -209,15 +232,18 @@ def _member(name: str, kind=tarfile.REGTYPE, data: bytes | None = b"x", **attrs)
     return info, data if kind == tarfile.REGTYPE else None
 
 
-@pytest.mark.parametrize("members,why", [
-    ([_member("../escape.txt")], "leads outside"),
-    ([_member("/etc/evil")], "not a path inside it"),
-    ([_member("link", tarfile.SYMTYPE, linkname="/etc/passwd")], "not a plain file"),
-    ([_member("hard", tarfile.LNKTYPE, linkname="manifest.json")], "not a plain file"),
-    ([_member("dev", tarfile.CHRTYPE, devmajor=1, devminor=5)], "not a plain file"),
-    ([_member("pipe", tarfile.FIFOTYPE)], "not a plain file"),
-    ([_member(f"f{i}") for i in range(300)], "more than 256"),
-])
+@pytest.mark.parametrize(
+    "members,why",
+    [
+        ([_member("../escape.txt")], "leads outside"),
+        ([_member("/etc/evil")], "not a path inside it"),
+        ([_member("link", tarfile.SYMTYPE, linkname="/etc/passwd")], "not a plain file"),
+        ([_member("hard", tarfile.LNKTYPE, linkname="manifest.json")], "not a plain file"),
+        ([_member("dev", tarfile.CHRTYPE, devmajor=1, devminor=5)], "not a plain file"),
+        ([_member("pipe", tarfile.FIFOTYPE)], "not a plain file"),
+        ([_member(f"f{i}") for i in range(300)], "more than 256"),
+    ],
+)
 def test_a_hostile_bundle_archive_is_refused_before_anything_is_written(tmp_path, members, why):
     from edgeffnet.farm import device
 

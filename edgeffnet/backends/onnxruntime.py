@@ -20,8 +20,14 @@ GRAPHS = {"fp32": "model.sim.onnx", "fp16": "model.fp16.onnx", "int8": "model.in
 
 
 class Runner:
-    def __init__(self, path: str | Path | bytes, threads: int | None = None, exact: bool = False,
-                 literal: bool = False, outputs: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        path: str | Path | bytes,
+        threads: int | None = None,
+        exact: bool = False,
+        literal: bool = False,
+        outputs: tuple[str, ...] = (),
+    ):
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if threads:
@@ -33,9 +39,13 @@ class Runner:
         # literal: no graph rewriting at all, node by node as written: tensors exposed as outputs stay the
         # graph's own, and a DequantizeLinear feeding a Conv with float weights is not turned into ORT's
         # per-tensor int8 weights (which the extended level does).
-        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if literal
-                                         else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if exact
-                                         else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+        opts.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            if literal
+            else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+            if exact
+            else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        )
         named, self.output_tensors = path, {}
         if outputs:  # a session returns only its graph's outputs: the named tensors become outputs first
             path, self.output_tensors = with_outputs(path, outputs)
@@ -43,8 +53,9 @@ class Runner:
         self.source = path if isinstance(path, bytes) else str(path)
         if outputs and not isinstance(named, bytes):
             self.path = Path(named)
-        self.session = ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts,
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            path if isinstance(path, bytes) else str(path), opts, providers=["CPUExecutionProvider"]
+        )
         inputs = self.session.get_inputs()
         if len(inputs) != 1:  # an edited graph: not a classifier edgeffnet built
             raise ValueError(f"the graph has {len(inputs)} inputs, not 1")
@@ -68,8 +79,10 @@ class Runner:
         """The logits and each tensor named at construction, as float32, from one inference."""
         fetch = [self.session.get_outputs()[0].name, *self.output_tensors.values()]
         logits, *named = self.session.run(fetch, {self.input_name: x.astype(self.input_dtype, copy=False)})
-        return (np.asarray(logits, np.float32),
-                {k: np.asarray(v, np.float32) for k, v in zip(self.output_tensors, named)})
+        return (
+            np.asarray(logits, np.float32),
+            {k: np.asarray(v, np.float32) for k, v in zip(self.output_tensors, named)},
+        )
 
     def queue(self, x: np.ndarray) -> None:
         return None  # the Python API runs one request at a time
@@ -100,8 +113,13 @@ class Runner:
         return Profiled(profile_runs(events)[warmup:], wall[warmup:])
 
     def describe(self) -> dict:
-        return {"runtime": "onnxruntime", "version": ort.__version__, "provider": "CPUExecutionProvider",
-                "threads": self.threads or os.cpu_count(), "graph": self.path.name}
+        return {
+            "runtime": "onnxruntime",
+            "version": ort.__version__,
+            "provider": "CPUExecutionProvider",
+            "threads": self.threads or os.cpu_count(),
+            "graph": self.path.name,
+        }
 
 
 def _precision(args: dict) -> str:
@@ -116,8 +134,11 @@ def _precision(args: dict) -> str:
 def profile_runs(events: list) -> list[list[dict]]:
     """ONNX Runtime's profile JSON as runtime node rows, one list per inference (its model_run events
     bound them; node events are `<node>_kernel_time`, with op_name and input types in their args)."""
-    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
-                  if isinstance(e, dict) and e.get("cat") == "Session" and e.get("name") == "model_run")
+    runs = sorted(
+        (e["ts"], e["ts"] + e["dur"])
+        for e in events
+        if isinstance(e, dict) and e.get("cat") == "Session" and e.get("name") == "model_run"
+    )
     out: list[list[dict]] = [[] for _ in runs]
     for e in events:
         if not (isinstance(e, dict) and e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")):
@@ -126,9 +147,17 @@ def profile_runs(events: list) -> list[list[dict]]:
         node = e["name"][: -len("_kernel_time")]
         for i, (start, end) in enumerate(runs):
             if start <= e["ts"] <= end:
-                out[i].append({"node": node, "type": args.get("op_name", ""), "time_ms": e["dur"] / 1e3,
-                               "start_ms": e["ts"] / 1e3, "exec_type": f"{args.get('provider', '')}:{args.get('op_name', '')}",
-                               "precision": _precision(args), "original_names": [node]})
+                out[i].append(
+                    {
+                        "node": node,
+                        "type": args.get("op_name", ""),
+                        "time_ms": e["dur"] / 1e3,
+                        "start_ms": e["ts"] / 1e3,
+                        "exec_type": f"{args.get('provider', '')}:{args.get('op_name', '')}",
+                        "precision": _precision(args),
+                        "original_names": [node],
+                    }
+                )
                 break
     return out
 
@@ -164,8 +193,10 @@ def feature_tensor(graph) -> str:
         if node.op_type in ("GlobalAveragePool", "ReduceMean"):
             return node.input[0]
         frontier += list(node.input)
-    raise UserError("the ONNX graph has no global average pooling before its classifier: it has no feature "
-                    "map to expose (a class activation map needs one)")
+    raise UserError(
+        "the ONNX graph has no global average pooling before its classifier: it has no feature "
+        "map to expose (a class activation map needs one)"
+    )
 
 
 def with_outputs(graph: str | Path | bytes, names: tuple[str, ...]) -> tuple[bytes, dict[str, str]]:
@@ -201,8 +232,10 @@ def open_graph(graph: Path, threads: int | None = None, exact: bool = False, out
         return Runner(graph, threads, exact, outputs=outputs)
     except Exception as e:  # noqa: BLE001  (ONNX Runtime's own exception types are not RuntimeErrors)
         why = " ".join(str(e).split())[:100] or type(e).__name__
-        raise UserError(f"ONNX Runtime cannot load {graph}: it is damaged or not an ONNX graph ({why}); rebuild "
-                        f"the bundle with edgeffnet build") from None
+        raise UserError(
+            f"ONNX Runtime cannot load {graph}: it is damaged or not an ONNX graph ({why}); rebuild "
+            f"the bundle with edgeffnet build"
+        ) from None
 
 
 def free_batch(model):
@@ -228,4 +261,4 @@ def run_all(graph, x: np.ndarray, chunk: int = 32, literal: bool = False) -> np.
 
     model = graph if isinstance(graph, onnx.ModelProto) else onnx.load(str(graph))
     runner = Runner(free_batch(model).SerializeToString(), exact=True, literal=literal)
-    return np.concatenate([runner.run(x[i:i + chunk]) for i in range(0, len(x), chunk)])
+    return np.concatenate([runner.run(x[i : i + chunk]) for i in range(0, len(x), chunk)])

@@ -23,8 +23,10 @@ class Runner:
         try:
             import torch
         except ImportError:
-            raise UserError("the pytorch baseline needs PyTorch, which this device-side install lacks; "
-                            "pip install 'edgeffnet[build]' or drop --baseline pytorch") from None
+            raise UserError(
+                "the pytorch baseline needs PyTorch, which this device-side install lacks; "
+                "pip install 'edgeffnet[build]' or drop --baseline pytorch"
+            ) from None
         from edgeffnet.network import weights as _weights
         from edgeffnet.network.reference import make_model
         from edgeffnet.specs.scaling import parse_spec, with_resolution
@@ -60,8 +62,12 @@ class Runner:
         return None
 
     def describe(self) -> dict:
-        return {"runtime": "pytorch", "version": self.torch.__version__, "mode": "eager, inference_mode",
-                "threads": self.torch.get_num_threads()}
+        return {
+            "runtime": "pytorch",
+            "version": self.torch.__version__,
+            "mode": "eager, inference_mode",
+            "threads": self.torch.get_num_threads(),
+        }
 
 
 def compile(ctx, graph):

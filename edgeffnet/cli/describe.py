@@ -16,13 +16,24 @@ from edgeffnet.core.errors import UserError
 @click.argument("spec", required=False)
 @click.option("--num-classes", type=whole("num_classes"), default=1000, show_default=True, help="Classifier width.")
 @json_option()
-@click.option("--table3", is_flag=True, help="The paper's Table 3 (MobileNetV1/V2, ResNet-50 scaled): its FLOPS "
-                                             "beside the counted MACs of each row's spec.")
+@click.option(
+    "--table3",
+    is_flag=True,
+    help="The paper's Table 3 (MobileNetV1/V2, ResNet-50 scaled): its FLOPS "
+    "beside the counted MACs of each row's spec.",
+)
 @click.option("--target", "-t", help="Also the p50 this device's latency model predicts on TARGET (edgeffnet latency).")
 @click.option("--precision", "-p", type=PRECISION, help="With --target (default its own).")
 @latency_model_option("With --target: a model file.")
-def info(spec: str | None, num_classes: int, as_json: bool, table3: bool, target: str | None = None,
-         precision: str | None = None, latency_model: str | None = None) -> None:
+def info(
+    spec: str | None,
+    num_classes: int,
+    as_json: bool,
+    table3: bool,
+    target: str | None = None,
+    precision: str | None = None,
+    latency_model: str | None = None,
+) -> None:
     """Show the scaled stage table, d/w/r, params, MACs and the 2^phi check for SPEC.
 
     Without SPEC, list the published presets.

@@ -22,10 +22,17 @@ def farm() -> None:
 @farm.command("join", context_settings={"ignore_unknown_options": True})
 @click.argument("address")
 @click.option("--target", "-t", help="This device's target: a name (edgeffnet targets) or a profile .toml.")
-@click.option("--build", is_flag=True, help="Also (or only) build candidates for search/fit --cluster: one build "
-                                            "per 2 cores and 3 GiB here; needs the build side installed.")
-@click.option("--node-ip-address", help="This device's address on the lab network, the one Ray gives the other "
-                                        "nodes (default: the address that reaches the head).")
+@click.option(
+    "--build",
+    is_flag=True,
+    help="Also (or only) build candidates for search/fit --cluster: one build "
+    "per 2 cores and 3 GiB here; needs the build side installed.",
+)
+@click.option(
+    "--node-ip-address",
+    help="This device's address on the lab network, the one Ray gives the other "
+    "nodes (default: the address that reaches the head).",
+)
 @click.option("--block", is_flag=True, help="Stay in the foreground (for a systemd service); Ctrl-C leaves.")
 @connect_timeout_option()
 @click.argument("ray_start_args", nargs=-1, type=click.UNPROCESSED)

@@ -37,9 +37,13 @@ def predict(bundle_dir, images, top, as_json) -> None:
 
 @click.command("eval")
 @click.argument("bundle_dir", type=click.Path())
-@click.option("--data", required=True, type=click.Path(),
-              help="Images: a folder with one sub-folder per class (named by WordNet ID, class index or class "
-                   "name), a CSV of path,label rows, or a folder of unlabelled images (agreement only).")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(),
+    help="Images: a folder with one sub-folder per class (named by WordNet ID, class index or class "
+    "name), a CSV of path,label rows, or a folder of unlabelled images (agreement only).",
+)
 @click.option("--classes", type=click.Path(), help="A fine-tuned head's class names, one per line, in its order.")
 @click.option("--batch", type=whole("batch"), default=32, show_default=True, help="Images loaded and run per step.")
 @json_option("Print the result as JSON.")
@@ -52,8 +56,9 @@ def eval_cmd(bundle_dir, data, classes, batch, as_json) -> None:
     """
     from edgeffnet.measure import console, evaluate
 
-    result, saved = evaluate.evaluate(bundle_dir, data, classes, batch,
-                                      progress=lambda label: console.progress_bar(err, label))
+    result, saved = evaluate.evaluate(
+        bundle_dir, data, classes, batch, progress=lambda label: console.progress_bar(err, label)
+    )
     if as_json:
         click.echo(json.dumps(result | {"saved": str(saved or "")}, indent=1))
     elif result["images"]:
@@ -61,32 +66,47 @@ def eval_cmd(bundle_dir, data, classes, batch, as_json) -> None:
     for note in result["notes"]:
         err.print(f"note: {note}", markup=False)
     if result["model"]["random_weights"]:
-        err.print("warning: this bundle has seeded random weights (a latency study): its accuracy means nothing",
-                  markup=False)
+        err.print(
+            "warning: this bundle has seeded random weights (a latency study): its accuracy means nothing", markup=False
+        )
     if result["skipped_count"]:
-        err.print(f"warning: {result['skipped_count']} unreadable image(s) skipped, e.g. "
-                  f"{result['skipped_unreadable'][0]}", markup=False)
+        err.print(
+            f"warning: {result['skipped_count']} unreadable image(s) skipped, e.g. {result['skipped_unreadable'][0]}",
+            markup=False,
+        )
     if result["images"] and saved:
         err.print(f"saved {saved}", markup=False)
     if result["partial"]:
         done = f"the partial result ({result['images']} of {result['images_total']} images)"
-        interrupted(f"{done} was saved, marked partial" if saved else
-                    f"{done} could not be saved" if result["images"] else "nothing was measured")
+        interrupted(
+            f"{done} was saved, marked partial"
+            if saved
+            else f"{done} could not be saved"
+            if result["images"]
+            else "nothing was measured"
+        )
     if not saved:  # the table was shown, but a result that is not kept must not look like one that is
-        raise UserError(f"could not save the result into {bundle_dir}/eval (read-only or full); "
-                        f"the table above is all that is left of it")
+        raise UserError(
+            f"could not save the result into {bundle_dir}/eval (read-only or full); "
+            f"the table above is all that is left of it"
+        )
 
 
 @click.command("cam")
 @click.argument("args", nargs=-1, required=True, metavar="[MODEL|BUNDLE] IMAGE...")
 @output_option("Directory for the PNGs and cam.json.", required=True)
-@click.option("--weights", "-w", help="Checkpoint or 'pretrained' for a MODEL spec (default with --compare: pretrained).")
+@click.option(
+    "--weights", "-w", help="Checkpoint or 'pretrained' for a MODEL spec (default with --compare: pretrained)."
+)
 @click.option("--top", type=TOP, default=3, show_default=True, help="Maps of the top-k classes per image.")
 @click.option("--class", "klass", type=CLASS_INDEX, help="The map of this class (ImageNet index) instead of the top-k.")
-@click.option("--compare", multiple=True,
-              help="Specs: each one's top-1 map on the same photos, one grid (the paper's Figure 7: --compare "
-                   "lite0,lite1,lite2). A part with '=' belongs to the spec before it ('lite0,res=96,lite1' is two "
-                   "specs); ';' or a repeated --compare also separates. All arguments are images.")
+@click.option(
+    "--compare",
+    multiple=True,
+    help="Specs: each one's top-1 map on the same photos, one grid (the paper's Figure 7: --compare "
+    "lite0,lite1,lite2). A part with '=' belongs to the spec before it ('lite0,res=96,lite1' is two "
+    "specs); ';' or a repeated --compare also separates. All arguments are images.",
+)
 def cam_cmd(args, output, weights, top, klass, compare) -> None:
     """Class activation maps: where in each photo the network found its classes.
 
@@ -96,7 +116,6 @@ def cam_cmd(args, output, weights, top, klass, compare) -> None:
     from pathlib import Path
 
     from edgeffnet import bundle
-
     from edgeffnet.workflows import cam
 
     out_dir = Path(output)

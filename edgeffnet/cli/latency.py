@@ -19,21 +19,34 @@ def latency() -> None:
 
 def held_out_line(m) -> str:
     h, f = m.errors.get("held_out") or {}, m.errors.get("fit") or {}
-    return (f"fitted on {m.data.get('networks')} networks ({m.data.get('profiled_networks', 0)} with profiles): fit RMSE "
-            f"{f.get('rmse_pct', float('nan')):.1f}%, held-out RMSE {h.get('rmse_pct', float('nan')):.1f}% "
-            f"({h.get('within_10pct', float('nan')):.0%} within +-10%)")
+    return (
+        f"fitted on {m.data.get('networks')} networks ({m.data.get('profiled_networks', 0)} with profiles): fit RMSE "
+        f"{f.get('rmse_pct', float('nan')):.1f}%, held-out RMSE {h.get('rmse_pct', float('nan')):.1f}% "
+        f"({h.get('within_10pct', float('nan')):.0%} within +-10%)"
+    )
 
 
 @latency.command("fit")
 @target_option
 @precision_option
-@click.option("--design", "networks", type=click.IntRange(4, 2000), default=None,
-              help="Networks in the designed set (default 48: about 20 minutes at fp32 on a 2-core CPU).")
+@click.option(
+    "--design",
+    "networks",
+    type=click.IntRange(4, 2000),
+    default=None,
+    help="Networks in the designed set (default 48: about 20 minutes at fp32 on a 2-core CPU).",
+)
 @click.option("--refit", is_flag=True, help="Fit again on the device's data; measure nothing.")
-@click.option("--seconds", "-s", type=click.FloatRange(0.05, 600), default=None,
-              help="Minimum seconds per timing (default 1).")
-@click.option("-o", "--model", "model_file", type=click.Path(dir_okay=False),
-              help="Also write the model here (it is always kept under the cache for this device).")
+@click.option(
+    "--seconds", "-s", type=click.FloatRange(0.05, 600), default=None, help="Minimum seconds per timing (default 1)."
+)
+@click.option(
+    "-o",
+    "--model",
+    "model_file",
+    type=click.Path(dir_okay=False),
+    help="Also write the model here (it is always kept under the cache for this device).",
+)
 def fit_cmd(target, precision, networks, refit, seconds, model_file) -> None:
     """Build and time a designed set of networks on TARGET (resumable), then fit this device's model."""
     from dataclasses import replace
@@ -53,11 +66,17 @@ def fit_cmd(target, precision, networks, refit, seconds, model_file) -> None:
             c.settings = replace(c.settings, seconds=seconds)
         with console.candidate_progress(err, "latency fit") as (on_network, echo):
             result = collect.run(c, echo=echo, on_network=on_network)
-        err.print(f"{result['measured']} networks measured in {result['seconds']:.0f} s, {result['skipped']} already "
-                  f"in the data, {len(result['failed'])} failed; {result['data']}", markup=False)
+        err.print(
+            f"{result['measured']} networks measured in {result['seconds']:.0f} s, {result['skipped']} already "
+            f"in the data, {len(result['failed'])} failed; {result['data']}",
+            markup=False,
+        )
         if result["interrupted"]:
-            err.print(f"edgeffnet: interrupted; the {result['measured']} networks measured are kept; run the same "
-                      f"command again to continue", markup=False)
+            err.print(
+                f"edgeffnet: interrupted; the {result['measured']} networks measured are kept; run the same "
+                f"command again to continue",
+                markup=False,
+            )
             sys.exit(130)
     rows, skipped = store.read(device.data_path(ident, precision))
     model = fit(rows, precision, ident)
@@ -79,10 +98,10 @@ def fit_cmd(target, precision, networks, refit, seconds, model_file) -> None:
 def predict_cmd(specs, target, precision, latency_model, as_json) -> None:
     """Predicted p50 of each SPEC on TARGET, with the 90% interval of the model's held-out errors; nothing
     is built."""
-    from edgeffnet.specs.layers import spec_layers
-    from edgeffnet.specs.scaling import parse_spec
     from edgeffnet.latency import device
     from edgeffnet.latency.use import find_model
+    from edgeffnet.specs.layers import spec_layers
+    from edgeffnet.specs.scaling import parse_spec
 
     precision = device.check_precision(target, precision)
     model = find_model(target, precision, latency_model, echo=lambda m: err.print(m, markup=False), required=True)
@@ -91,18 +110,30 @@ def predict_cmd(specs, target, precision, latency_model, as_json) -> None:
         spec = parse_spec(text)
         ms = model.predict(spec.name)
         lo, hi = model.interval(ms)
-        rows.append({"spec": spec.name, "macs": sum(layer.macs for layer in spec_layers(spec)), "predicted_p50_ms": ms,
-                     "low_ms": lo, "high_ms": hi})
+        rows.append(
+            {
+                "spec": spec.name,
+                "macs": sum(layer.macs for layer in spec_layers(spec)),
+                "predicted_p50_ms": ms,
+                "low_ms": lo,
+                "high_ms": hi,
+            }
+        )
     if as_json:
-        click.echo(json.dumps({"target": target, "precision": precision, "model": model.path, "predictions": rows},
-                              indent=1))
+        click.echo(
+            json.dumps({"target": target, "precision": precision, "model": model.path, "predictions": rows}, indent=1)
+        )
         return
     t = Table(title=f"predicted p50 on {target} ({precision}), {held_out_line(model)}")
     for col in ("spec", "MACs", "p50 ms", "90% interval ms"):
         t.add_column(col, justify="left" if col == "spec" else "right")
     for r in rows:
-        t.add_row(r["spec"], f"{r['macs'] / 1e6:.0f} M", f"{r['predicted_p50_ms']:.3f}",
-                  f"{r['low_ms']:.3f} .. {r['high_ms']:.3f}")
+        t.add_row(
+            r["spec"],
+            f"{r['macs'] / 1e6:.0f} M",
+            f"{r['predicted_p50_ms']:.3f}",
+            f"{r['low_ms']:.3f} .. {r['high_ms']:.3f}",
+        )
     out.print(t)
 
 
@@ -116,8 +147,10 @@ def prediction_line(spec: str, target: str, precision: str | None, model_file: s
     ms = model.predict(spec)
     lo, hi = model.interval(ms)
     h = model.errors.get("held_out") or {}
-    return (f"predicted p50 on {target} ({precision}): {ms:.3f} ms (90% interval {lo:.3f} .. {hi:.3f}; latency model "
-            f"held-out RMSE {h.get('rmse_pct', float('nan')):.1f}%, never built)")
+    return (
+        f"predicted p50 on {target} ({precision}): {ms:.3f} ms (90% interval {lo:.3f} .. {hi:.3f}; latency model "
+        f"held-out RMSE {h.get('rmse_pct', float('nan')):.1f}%, never built)"
+    )
 
 
 COMMANDS = (latency,)

@@ -10,11 +10,11 @@ An option keeps its help text per command (what it means there): a helper takes 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import click
 
-from edgeffnet.cli.types import COUNT, Choice, FiniteFloat, SECONDS, THREADS
+from edgeffnet.cli.types import COUNT, SECONDS, THREADS, Choice, FiniteFloat
 from edgeffnet.core.errors import UserError
 from edgeffnet.farm.probe import CONNECT_TIMEOUT_S
 from edgeffnet.farm.tasks import TASK_TIMEOUT
@@ -29,10 +29,12 @@ DEFAULT_TARGET = "cpu"  # the host itself: every install can build and measure f
 
 def stacked(*options: Decorator) -> Decorator:
     """Several options as one decorator, in the order they are listed (and shown in --help)."""
+
     def apply(fn: Callable) -> Callable:
         for option in reversed(options):
             fn = option(fn)
         return fn
+
     return apply
 
 
@@ -55,12 +57,14 @@ def output_option(text: str, default: str | None = None, required: bool = False)
     return click.option("-o", "--output", default=default, show_default=True, type=click.Path(), help=text)
 
 
-target_option = click.option("--target", "-t", default=DEFAULT_TARGET, show_default=True,
-                             help="Target name or path to a profile .toml.")
+target_option = click.option(
+    "--target", "-t", default=DEFAULT_TARGET, show_default=True, help="Target name or path to a profile .toml."
+)
 
 # One precision (build, search, fit); sweep takes a comma-separated list and declares its own.
-precision_option = click.option("--precision", "-p", type=Choice(list(PRECISIONS)),
-                                help="Default: the target's default.")
+precision_option = click.option(
+    "--precision", "-p", type=Choice(list(PRECISIONS)), help="Default: the target's default."
+)
 
 
 def latency_model_option(text: str) -> Decorator:
@@ -75,7 +79,8 @@ def timing_options(defaults: Settings, iterations: str, seconds: str, warmup: st
         click.option("--iterations", "-n", type=COUNT, default=defaults.iterations, show_default=True, help=iterations),
         click.option("--seconds", "-s", type=SECONDS, default=defaults.seconds, show_default=True, help=seconds),
         click.option("--warmup", type=SECONDS, default=defaults.warmup, show_default=True, help=warmup),
-        click.option("--threads", type=THREADS, help="Inference threads (default: the runtime's choice)."))
+        click.option("--threads", type=THREADS, help="Inference threads (default: the runtime's choice)."),
+    )
 
 
 def cluster_option(text: str) -> Decorator:
@@ -84,15 +89,22 @@ def cluster_option(text: str) -> Decorator:
 
 def task_timeout_option(text: str) -> Decorator:
     """How long one farm task (a build, a device's compile-verify-bench) may take: farm/tasks.py."""
-    return click.option("--task-timeout", type=FiniteFloat(0, min_open=True), default=TASK_TIMEOUT,
-                        show_default=True, help=text)
+    return click.option(
+        "--task-timeout", type=FiniteFloat(0, min_open=True), default=TASK_TIMEOUT, show_default=True, help=text
+    )
 
 
 def connect_timeout_option(
-        text: str = "Seconds to wait for the Ray head to answer before giving up with one line.") -> Decorator:
+    text: str = "Seconds to wait for the Ray head to answer before giving up with one line.",
+) -> Decorator:
     """How long to wait for the head's first answer: farm/probe.py."""
-    return click.option("--connect-timeout", type=FiniteFloat(0, 3600, min_open=True), default=CONNECT_TIMEOUT_S,
-                        show_default=True, help=text)
+    return click.option(
+        "--connect-timeout",
+        type=FiniteFloat(0, 3600, min_open=True),
+        default=CONNECT_TIMEOUT_S,
+        show_default=True,
+        help=text,
+    )
 
 
 def csv_list(text: str | None) -> list[str]:

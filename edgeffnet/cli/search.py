@@ -6,24 +6,45 @@ import json
 
 import click
 
-from edgeffnet.cli.options import (cluster_option, json_option, latency_model_option, output_option, precision_option,
-                                   refuse_ignored, stacked, target_option, task_timeout_option, timing_options)
+from edgeffnet.cli.options import (
+    cluster_option,
+    json_option,
+    latency_model_option,
+    output_option,
+    precision_option,
+    refuse_ignored,
+    stacked,
+    target_option,
+    task_timeout_option,
+    timing_options,
+)
 from edgeffnet.cli.render import err, interrupted, out
 from edgeffnet.cli.types import FINITE, FiniteFloat, Whole, whole
 from edgeffnet.core.errors import UserError
 from edgeffnet.measure.bench import SHORT
 from edgeffnet.search.harness import METRICS
 
-
 # What search and fit time each candidate with; --metric picks the latency that counts.
 _bench_options = stacked(
-    timing_options(SHORT, iterations="Minimum timed inferences per measurement.",
-                   seconds="Minimum seconds per measurement.", warmup="Untimed seconds first."),
-    click.option("--metric", type=click.Choice(list(METRICS)), default=METRICS[0], show_default=True,
-                 help="The latency that counts."),
-    cluster_option("Ray head HOST:PORT of a device farm: build on its build workers (farm join --build), time on a "
-                   "device of --target (docs/farm-search.md)."),
-    task_timeout_option("With --cluster: seconds one build or one device task may take."))
+    timing_options(
+        SHORT,
+        iterations="Minimum timed inferences per measurement.",
+        seconds="Minimum seconds per measurement.",
+        warmup="Untimed seconds first.",
+    ),
+    click.option(
+        "--metric",
+        type=click.Choice(list(METRICS)),
+        default=METRICS[0],
+        show_default=True,
+        help="The latency that counts.",
+    ),
+    cluster_option(
+        "Ray head HOST:PORT of a device farm: build on its build workers (farm join --build), time on a "
+        "device of --target (docs/farm-search.md)."
+    ),
+    task_timeout_option("With --cluster: seconds one build or one device task may take."),
+)
 
 
 def _farm_executor(cluster, task_timeout):
@@ -45,31 +66,88 @@ def _farm_executor(cluster, task_timeout):
 @click.option("--flops-ratio", type=FINITE, default=2.0, show_default=True, help="FLOPS multiplier per unit of phi.")
 @click.option("--weight", "-w", type=FINITE, default=-0.07, show_default=True, help="w in ACC x (LAT/T)^w.")
 @click.option("--latency-target", type=FINITE, help="T in ms (default: the paper's coefficients' measured latency).")
-@click.option("--evaluate", help="Accuracy from your command: {spec} and {output} are replaced; it writes "
-                                 "{\"accuracy\": FRACTION} to {output}.")
-@click.option("--evaluate-timeout", type=FiniteFloat(0, 7 * 86400, min_open=True), default=7200.0, show_default=True,
-              help="Seconds one --evaluate run may take; then its process group is killed and the search stops.")
+@click.option(
+    "--evaluate",
+    help='Accuracy from your command: {spec} and {output} are replaced; it writes {"accuracy": FRACTION} to {output}.',
+)
+@click.option(
+    "--evaluate-timeout",
+    type=FiniteFloat(0, 7 * 86400, min_open=True),
+    default=7200.0,
+    show_default=True,
+    help="Seconds one --evaluate run may take; then its process group is killed and the search stops.",
+)
 @click.option("--data", type=click.Path(), help="Accuracy by training each candidate on this ImageFolder...")
 @click.option("--val", type=click.Path(), help="...and scoring it (top-1) on this one.")
-@click.option("--epochs", type=Whole(1, 10_000), default=1, show_default=True, help="Training epochs per candidate (--data).")
-@click.option("--init", type=click.Choice(["scratch", "pretrained"]), default="scratch", show_default=True,
-              help="--data training from scratch (as the paper) or from the base's pretrained weights (lite0).")
+@click.option(
+    "--epochs", type=Whole(1, 10_000), default=1, show_default=True, help="Training epochs per candidate (--data)."
+)
+@click.option(
+    "--init",
+    type=click.Choice(["scratch", "pretrained"]),
+    default="scratch",
+    show_default=True,
+    help="--data training from scratch (as the paper) or from the base's pretrained weights (lite0).",
+)
 @click.option("--batch-size", type=whole("batch"), default=32, show_default=True, help="--data training batch size.")
 @click.option("--lr", type=FINITE, default=1e-3, show_default=True, help="--data training learning rate (AdamW).")
-@click.option("--finalists", type=Whole(1, 1000), default=3, show_default=True,
-              help="How many of the best are timed again against the paper's network before the choice.")
-@click.option("--confirm-rounds", type=Whole(0, 1000), default=3, show_default=True,
-              help="Alternating rounds of that re-timing (0: choose on the first measurements).")
-@click.option("--measure", type=Whole(0, 100_000), default=None,
-              help="Build and time only the best K splits by predicted latency (+ the paper's); 0: every split. "
-                   "Default 8 where this device has a latency model, else every split.")
+@click.option(
+    "--finalists",
+    type=Whole(1, 1000),
+    default=3,
+    show_default=True,
+    help="How many of the best are timed again against the paper's network before the choice.",
+)
+@click.option(
+    "--confirm-rounds",
+    type=Whole(0, 1000),
+    default=3,
+    show_default=True,
+    help="Alternating rounds of that re-timing (0: choose on the first measurements).",
+)
+@click.option(
+    "--measure",
+    type=Whole(0, 100_000),
+    default=None,
+    help="Build and time only the best K splits by predicted latency (+ the paper's); 0: every split. "
+    "Default 8 where this device has a latency model, else every split.",
+)
 @latency_model_option("The latency model file (default: this device's, under the cache).")
 @_bench_options
 @output_option("Results directory.", default="search")
 @json_option("Print the summary as JSON.")
-def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, latency_target, evaluate, evaluate_timeout,
-               data, val, epochs, init, batch_size, lr, finalists, confirm_rounds, measure, latency_model, iterations,
-               seconds, warmup, threads, metric, cluster, task_timeout, output, as_json) -> None:
+def search_cmd(
+    base,
+    target,
+    precision,
+    phi,
+    step,
+    tol,
+    flops_ratio,
+    weight,
+    latency_target,
+    evaluate,
+    evaluate_timeout,
+    data,
+    val,
+    epochs,
+    init,
+    batch_size,
+    lr,
+    finalists,
+    confirm_rounds,
+    measure,
+    latency_model,
+    iterations,
+    seconds,
+    warmup,
+    threads,
+    metric,
+    cluster,
+    task_timeout,
+    output,
+    as_json,
+) -> None:
     """Step 1 on the device: alpha, beta, gamma under alpha*beta^2*gamma^2 ~= 2, each split built and timed.
 
     Candidates are ranked by ACC x (LAT/T)^w with LAT measured on the target; without --evaluate or --data,
@@ -82,24 +160,53 @@ def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, lat
     from edgeffnet.search import console, evaluators, harness, trials
 
     started = time.perf_counter()
-    plan = trials.SearchPlan(base=base, target=target, precision=precision, phi=phi, step=step, tol=tol,
-                             ratio=flops_ratio, weight=weight, latency_target=latency_target, metric=metric,
-                             confirm_rounds=confirm_rounds, finalists=finalists, out=Path(output),
-                             settings=harness.BenchSettings(iterations, seconds, warmup, threads),
-                             measure=measure, latency_model=latency_model)
+    plan = trials.SearchPlan(
+        base=base,
+        target=target,
+        precision=precision,
+        phi=phi,
+        step=step,
+        tol=tol,
+        ratio=flops_ratio,
+        weight=weight,
+        latency_target=latency_target,
+        metric=metric,
+        confirm_rounds=confirm_rounds,
+        finalists=finalists,
+        out=Path(output),
+        settings=harness.BenchSettings(iterations, seconds, warmup, threads),
+        measure=measure,
+        latency_model=latency_model,
+    )
     scored = (evaluate is not None or bool(data), "--evaluate or --data/--val")  # no accuracy: no objective
-    refuse_ignored({"--evaluate-timeout": (evaluate is not None, "--evaluate"), "--weight": scored,
-                     "--latency-target": scored,
-                     **dict.fromkeys(("--epochs", "--init", "--batch-size", "--lr"), (bool(data), "--data and --val"))})
-    evaluator = evaluators.choose(evaluate, data, val, epochs, init, batch_size, lr,
-                                  echo=lambda m: err.print(m, markup=False), timeout=evaluate_timeout)
+    refuse_ignored(
+        {
+            "--evaluate-timeout": (evaluate is not None, "--evaluate"),
+            "--weight": scored,
+            "--latency-target": scored,
+            **dict.fromkeys(("--epochs", "--init", "--batch-size", "--lr"), (bool(data), "--data and --val")),
+        }
+    )
+    evaluator = evaluators.choose(
+        evaluate,
+        data,
+        val,
+        epochs,
+        init,
+        batch_size,
+        lr,
+        echo=lambda m: err.print(m, markup=False),
+        timeout=evaluate_timeout,
+    )
     executor = _farm_executor(cluster, task_timeout)
     with console.candidate_progress(err, "search") as (on_candidate, echo):
         result = trials.run(plan, evaluator, echo=echo, on_candidate=on_candidate, executor=executor)
-    err.print(f"{result['measured']} measured, {result['reused']} from disk, {len(result['failed'])} failed; "
-              f"grid of {len(plan.candidates)} candidates"
-              + (f", {len(plan.candidates) - len(result['rows'])} predicted only" if result["prediction"] else ""),
-              markup=False)
+    err.print(
+        f"{result['measured']} measured, {result['reused']} from disk, {len(result['failed'])} failed; "
+        f"grid of {len(plan.candidates)} candidates"
+        + (f", {len(plan.candidates) - len(result['rows'])} predicted only" if result["prediction"] else ""),
+        markup=False,
+    )
     if not result["rows"] or not any(r["paper"] for r in result["rows"]):
         if result["interrupted"]:
             interrupted("run the same command again to continue")
@@ -131,12 +238,34 @@ def search_cmd(base, target, precision, phi, step, tol, flops_ratio, weight, lat
 @click.option("--phi-step", type=FINITE, default=0.05, show_default=True, help="Resolution of phi.")
 @click.option("--phi-min", type=FINITE, default=-4.0, show_default=True, help="Smallest phi considered.")
 @click.option("--phi-max", type=FINITE, default=8.0, show_default=True, help="Largest phi considered.")
-@latency_model_option("The latency model that proposes phi (default: this device's, under the cache, where there is one).")
+@latency_model_option(
+    "The latency model that proposes phi (default: this device's, under the cache, where there is one)."
+)
 @_bench_options
 @output_option("Directory for the bundles, measurements, fit.json/csv/png.", default="fit")
 @json_option("Print the results as JSON.")
-def fit_cmd(base, searched, coefficients, target, precision, latency_ms, budgets, phi_step, phi_min, phi_max,
-            latency_model, iterations, seconds, warmup, threads, metric, cluster, task_timeout, output, as_json) -> None:
+def fit_cmd(
+    base,
+    searched,
+    coefficients,
+    target,
+    precision,
+    latency_ms,
+    budgets,
+    phi_step,
+    phi_min,
+    phi_max,
+    latency_model,
+    iterations,
+    seconds,
+    warmup,
+    threads,
+    metric,
+    cluster,
+    task_timeout,
+    output,
+    as_json,
+) -> None:
     """Step 2 on the device: the largest phi whose measured latency on TARGET is within the budget.
 
     A latency model (log latency against log MACs) proposes, measurements decide by bisection, and the
@@ -146,13 +275,24 @@ def fit_cmd(base, searched, coefficients, target, precision, latency_ms, budgets
 
     from edgeffnet.search import console, fit, harness
 
-    plan = fit.plan_from_options(base, searched, coefficients, target=target, precision=precision, metric=metric,
-                                 step=phi_step, phi_min=phi_min, phi_max=phi_max, out=Path(output),
-                                 settings=harness.BenchSettings(iterations, seconds, warmup, threads),
-                                 latency_model=latency_model or "auto")
+    plan = fit.plan_from_options(
+        base,
+        searched,
+        coefficients,
+        target=target,
+        precision=precision,
+        metric=metric,
+        step=phi_step,
+        phi_min=phi_min,
+        phi_max=phi_max,
+        out=Path(output),
+        settings=harness.BenchSettings(iterations, seconds, warmup, threads),
+        latency_model=latency_model or "auto",
+    )
     wanted = fit.parse_budgets(latency_ms, budgets)
-    results, failed = fit.fit_family(plan, wanted, echo=lambda m: err.print(m, markup=False),
-                                     executor=_farm_executor(cluster, task_timeout))
+    results, failed = fit.fit_family(
+        plan, wanted, echo=lambda m: err.print(m, markup=False), executor=_farm_executor(cluster, task_timeout)
+    )
     if not results:
         raise UserError(f"no budget could be met: {failed[0][1]}")
     files = fit.write(plan, results)
@@ -166,7 +306,6 @@ def fit_cmd(base, searched, coefficients, target, precision, latency_ms, budgets
         err.print("wrote " + ", ".join(str(f) for f in files), markup=False)
     if failed:
         raise UserError(f"{len(failed)} of {len(wanted)} budgets could not be met; the first: {failed[0][1]}")
-
 
 
 COMMANDS = (search_cmd, fit_cmd)

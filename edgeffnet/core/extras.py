@@ -25,9 +25,11 @@ EXTRA_OF = {
 
 def install_line(extra: str) -> str:
     # PyTorch's CPU build, from its own index (README, set-up): PyPI's default pulls CUDA libraries.
-    return ("pip install --extra-index-url https://download.pytorch.org/whl/cpu torch==2.13.0 'edgeffnet[build]'"
-            if extra == "build" else
-            f"pip install 'edgeffnet[{extra}]'")
+    return (
+        "pip install --extra-index-url https://download.pytorch.org/whl/cpu torch==2.13.0 'edgeffnet[build]'"
+        if extra == "build"
+        else f"pip install 'edgeffnet[{extra}]'"
+    )
 
 
 def missing(error: ImportError, what: str, extra: str | None = None) -> UserError | None:

@@ -56,8 +56,23 @@ def cpu() -> dict:
         "usable_cpus": usable,
         "physical_cores": len(physical) or logical,
         "mhz": round(max(mhz), 1) if mhz else None,
-        "isa": [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
-                            "amx_bf16", "amx_int8", "avx_vnni", "asimd") if f in flagset],
+        "isa": [
+            f
+            for f in (
+                "avx2",
+                "fma",
+                "avx512f",
+                "avx512_vnni",
+                "avx512_bf16",
+                "avx512_fp16",
+                "amx_tile",
+                "amx_bf16",
+                "amx_int8",
+                "avx_vnni",
+                "asimd",
+            )
+            if f in flagset
+        ],
     }
 
 

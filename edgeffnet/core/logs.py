@@ -68,8 +68,9 @@ def heartbeat(what: str, every: float = HEARTBEAT_SECONDS) -> Iterator[None]:
     """While the block runs, "WHAT: still running (Ns)" every `every` seconds on the console handler when
     it is not a terminal (a terminal shows bars where they exist; build.log records stage times already)."""
     log = logger()
-    consoles = [h for h in log.handlers if getattr(h, CONSOLE_MARK, False)
-                and not _terminal(getattr(h, "stream", None))]
+    consoles = [
+        h for h in log.handlers if getattr(h, CONSOLE_MARK, False) and not _terminal(getattr(h, "stream", None))
+    ]
     if not consoles:
         yield
         return
@@ -77,8 +78,9 @@ def heartbeat(what: str, every: float = HEARTBEAT_SECONDS) -> Iterator[None]:
 
     def beat() -> None:
         while not stop.wait(every):
-            line = log.makeRecord(LOGGER, logging.INFO, __file__, 0,
-                                  f"{what}: still running ({time.monotonic() - t0:.0f}s)", (), None)
+            line = log.makeRecord(
+                LOGGER, logging.INFO, __file__, 0, f"{what}: still running ({time.monotonic() - t0:.0f}s)", (), None
+            )
             for h in consoles:
                 h.handle(line)
 

@@ -81,8 +81,10 @@ def resized_size(w: int, h: int, recipe: Preprocess) -> tuple[int, int]:
     else:
         size = (round(recipe.resize * w / h), recipe.resize)
     if size[0] * size[1] > MAX_PIXELS:
-        raise ImageTooLarge(f"{w}x{h} pixels resized to a short side of {recipe.resize} would be "
-                            f"{size[0]}x{size[1]}, more than {MAX_PIXELS / 1e6:.0f} megapixels")
+        raise ImageTooLarge(
+            f"{w}x{h} pixels resized to a short side of {recipe.resize} would be "
+            f"{size[0]}x{size[1]}, more than {MAX_PIXELS / 1e6:.0f} megapixels"
+        )
     return size
 
 
@@ -124,8 +126,10 @@ def _open(path: str | Path) -> Image.Image:
         # The plugin's own constructor parses the header without PIL's bomb check (Image.open adds it).
         return JpegImagePlugin.JpegImageFile(str(path))
     except (SyntaxError, OSError, ValueError):
-        raise ImageTooLarge(f"more than {2 * MAX_PIXELS / 1e6:.0f} megapixels and not a JPEG (only a JPEG "
-                            f"can be decoded at reduced scale)") from None
+        raise ImageTooLarge(
+            f"more than {2 * MAX_PIXELS / 1e6:.0f} megapixels and not a JPEG (only a JPEG "
+            f"can be decoded at reduced scale)"
+        ) from None
 
 
 def read_image(path: str | Path, short_side: int | None = None) -> tuple[Image.Image, str]:
@@ -138,11 +142,11 @@ def read_image(path: str | Path, short_side: int | None = None) -> tuple[Image.I
     with img:
         w, h = img.size
         if min(w, h) < 1 or max(w, h) > MAX_ASPECT * min(w, h):
-            raise ImageTooLarge(f"{w}x{h} pixels, more elongated than 1:{MAX_ASPECT} (no photo is): its "
-                                f"resize would not fit in memory")
+            raise ImageTooLarge(
+                f"{w}x{h} pixels, more elongated than 1:{MAX_ASPECT} (no photo is): its resize would not fit in memory"
+            )
         if img.format == "JPEG" and w * h > MAX_JPEG_PIXELS:
-            raise ImageTooLarge(f"{w}x{h} pixels, more than {MAX_JPEG_PIXELS / 1e6:.0f} megapixels even at "
-                                f"1/8 scale")
+            raise ImageTooLarge(f"{w}x{h} pixels, more than {MAX_JPEG_PIXELS / 1e6:.0f} megapixels even at 1/8 scale")
         if img.format == "JPEG":
             if short_side and min(w, h) >= 4 * short_side:
                 img.draft(None, (2 * short_side, 2 * short_side))

@@ -51,12 +51,15 @@ def confined(root: str | Path, relative: str | Path) -> Path:
     root = Path(root).resolve()
     rel = Path(relative)
     if rel.is_absolute() or str(relative).strip() == "":
-        raise UntrustedFileError(f"{_shown(relative)} in {_shown(root)} is not a path inside it: a bundle names "
-                                 "its files relative to itself; rebuild or re-copy it")
+        raise UntrustedFileError(
+            f"{_shown(relative)} in {_shown(root)} is not a path inside it: a bundle names "
+            "its files relative to itself; rebuild or re-copy it"
+        )
     path = (root / rel).resolve()
     if path != root and root not in path.parents:
-        raise UntrustedFileError(f"{_shown(relative)} leads outside {_shown(root)}: a bundle's files are its own; "
-                                 "rebuild or re-copy it")
+        raise UntrustedFileError(
+            f"{_shown(relative)} leads outside {_shown(root)}: a bundle's files are its own; rebuild or re-copy it"
+        )
     return path
 
 
@@ -77,11 +80,14 @@ def read_bytes(path: str | Path, cap: int, what: str = "file") -> bytes:
         if stat.S_ISDIR(st.st_mode):  # Linux opens a directory read-only without complaint
             raise UntrustedFileError(f"{what} {_shown(path)} is a directory, not a file")
         if not stat.S_ISREG(st.st_mode):
-            raise UntrustedFileError(f"{what} {_shown(path)} is not a regular file (a device, FIFO or socket): "
-                                     "give a plain file")
+            raise UntrustedFileError(
+                f"{what} {_shown(path)} is not a regular file (a device, FIFO or socket): give a plain file"
+            )
         if st.st_size > cap:
-            raise UntrustedFileError(f"{what} {_shown(path)} is {st.st_size:,} bytes, over the {cap:,}-byte limit "
-                                     "for such a file: it is not one edgeffnet wrote")
+            raise UntrustedFileError(
+                f"{what} {_shown(path)} is {st.st_size:,} bytes, over the {cap:,}-byte limit "
+                "for such a file: it is not one edgeffnet wrote"
+            )
         chunks, total = [], 0
         while True:
             block = os.read(fd, min(1 << 20, cap + 1 - total))
@@ -144,13 +150,21 @@ def read_json(path: str | Path, cap: int = JSON_CAP, what: str = "file", kind: t
     """A JSON file from elsewhere, checked as `parse_json` does; `kind` is the top-level type expected."""
     value = parse_json(read_text(path, cap, what), f"{what} {_shown(path)}")
     if kind is not None and not isinstance(value, kind):
-        raise UntrustedFileError(f"{what} {_shown(path)} holds a JSON {type(value).__name__}, not the "
-                                 f"{kind.__name__} edgeffnet writes there")
+        raise UntrustedFileError(
+            f"{what} {_shown(path)} holds a JSON {type(value).__name__}, not the {kind.__name__} edgeffnet writes there"
+        )
     return value
 
 
-def field(d: dict, key: str, kind: type[T] | tuple[type, ...], source: str = "record", *,
-          default: Any = ..., finite: bool = True) -> T:
+def field(
+    d: dict,
+    key: str,
+    kind: type[T] | tuple[type, ...],
+    source: str = "record",
+    *,
+    default: Any = ...,
+    finite: bool = True,
+) -> T:
     """`d[key]`, checked to be of `kind` (bool is not taken for a number; floats must be finite)."""
     if key not in d:
         if default is not ...:

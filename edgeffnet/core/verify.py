@@ -33,8 +33,10 @@ class Parity:
         return asdict(self)
 
     def summary(self) -> str:
-        return (f"max|d| {self.max_abs:.2e}, cosine min {self.cosine_min:.6f}, top-1 {self.top1_agreement:.1%}"
-                f" over {self.views} views")
+        return (
+            f"max|d| {self.max_abs:.2e}, cosine min {self.cosine_min:.6f}, top-1 {self.top1_agreement:.1%}"
+            f" over {self.views} views"
+        )
 
 
 def row_cosine(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
@@ -57,9 +59,13 @@ def compare(ref: np.ndarray, got: np.ndarray) -> Parity:
     top_got = np.argsort(-got, axis=1)[:, :k]
     overlap = np.mean([len(set(a) & set(b)) / k for a, b in zip(top_ref, top_got)])
     return Parity(
-        views=int(ref.shape[0]), max_abs=float(diff.max()), mean_abs=float(diff.mean()),
-        cosine_min=float(cos.min()), cosine_mean=float(cos.mean()),
-        top1_agreement=float(np.mean(top_ref[:, 0] == top_got[:, 0])), top5_overlap=float(overlap),
+        views=int(ref.shape[0]),
+        max_abs=float(diff.max()),
+        mean_abs=float(diff.mean()),
+        cosine_min=float(cos.min()),
+        cosine_mean=float(cos.mean()),
+        top1_agreement=float(np.mean(top_ref[:, 0] == top_got[:, 0])),
+        top5_overlap=float(overlap),
     )
 
 
@@ -71,16 +77,22 @@ def check(stage: str, parity: Parity, precision: str, trained: bool = True) -> N
     agreement claim for them). NaN or Inf anywhere fails at every precision: NaN compares false with
     every tolerance, so without this check it would pass them all."""
     if not all(math.isfinite(v) for v in (parity.max_abs, parity.mean_abs, parity.cosine_min, parity.cosine_mean)):
-        raise StageFailed(f"{stage}: the outputs hold NaN or Inf on the verification views (max |logit difference| "
-                          f"{parity.max_abs}); check the weights for NaN/Inf values")
+        raise StageFailed(
+            f"{stage}: the outputs hold NaN or Inf on the verification views (max |logit difference| "
+            f"{parity.max_abs}); check the weights for NaN/Inf values"
+        )
     if precision == "fp32" and parity.max_abs > FP32_MAX_ABS:
-        raise StageFailed(f"{stage}: max |logit difference| {parity.max_abs:.3e} exceeds the FP32 tolerance "
-                          f"{FP32_MAX_ABS:g} ({parity.summary()})")
+        raise StageFailed(
+            f"{stage}: max |logit difference| {parity.max_abs:.3e} exceeds the FP32 tolerance "
+            f"{FP32_MAX_ABS:g} ({parity.summary()})"
+        )
     if precision == "fp16" and (parity.cosine_min < FP16_MIN_COSINE or (trained and parity.top1_agreement < 1.0)):
         need = "the same top-1 on every view and " if trained else ""
-        raise StageFailed(f"{stage}: FP16 needs {need}cosine >= {FP16_MIN_COSINE}; got top-1 "
-                          f"{parity.top1_agreement:.1%}, cosine min {parity.cosine_min:.6f}"
-                          + ("" if trained else " (random-init weights: top-1 not judged)"))
+        raise StageFailed(
+            f"{stage}: FP16 needs {need}cosine >= {FP16_MIN_COSINE}; got top-1 "
+            f"{parity.top1_agreement:.1%}, cosine min {parity.cosine_min:.6f}"
+            + ("" if trained else " (random-init weights: top-1 not judged)")
+        )
 
 
 def run_batched(run, x: np.ndarray, batch: int | None) -> np.ndarray:
@@ -89,7 +101,7 @@ def run_batched(run, x: np.ndarray, batch: int | None) -> np.ndarray:
         return run(x)
     outs = []
     for i in range(0, len(x), batch):
-        chunk = x[i:i + batch]
+        chunk = x[i : i + batch]
         n = len(chunk)
         if n < batch:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
@@ -97,8 +109,9 @@ def run_batched(run, x: np.ndarray, batch: int | None) -> np.ndarray:
     return np.concatenate(outs)
 
 
-def verify(stage: str, run, x: np.ndarray, ref: np.ndarray, batch: int | None, precision: str,
-           trained: bool = True) -> dict:
+def verify(
+    stage: str, run, x: np.ndarray, ref: np.ndarray, batch: int | None, precision: str, trained: bool = True
+) -> dict:
     """Run an artifact on the reference views and stop when it misses its precision's tolerance.
 
     Shared by every build stage and by `edgeffnet compile` on the device: one way to verify."""

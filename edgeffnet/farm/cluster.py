@@ -36,8 +36,9 @@ def _ray():
     try:
         import ray
     except ImportError:
-        raise UserError("the device farm needs Ray on the workstation and on every device: "
-                        "pip install 'edgeffnet[farm]'") from None
+        raise UserError(
+            "the device farm needs Ray on the workstation and on every device: pip install 'edgeffnet[farm]'"
+        ) from None
     return ray
 
 
@@ -101,13 +102,15 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT_S):
             ray.init(address=address, logging_level="ERROR", log_to_driver=False, namespace="edgeffnet-farm")
     except (RuntimeError, ConnectionError) as e:  # Ray's version check and its connection errors
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"cannot connect to the Ray cluster at {address}: {first} (the workstation and every "
-                        f"device need the same Ray and Python versions)") from None
+        raise UserError(
+            f"cannot connect to the Ray cluster at {address}: {first} (the workstation and every "
+            f"device need the same Ray and Python versions)"
+        ) from None
     return ray
 
 
 def _targets(resources: dict) -> dict[str, float]:
-    return {k[len(RESOURCE_PREFIX):]: v for k, v in resources.items() if k.startswith(RESOURCE_PREFIX)}
+    return {k[len(RESOURCE_PREFIX) :]: v for k, v in resources.items() if k.startswith(RESOURCE_PREFIX)}
 
 
 def nodes(ray) -> list[dict]:
@@ -116,8 +119,15 @@ def nodes(ray) -> list[dict]:
     for n in ray.nodes():
         if not n.get("Alive"):
             continue
-        out.append({"node_id": n["NodeID"], "ip": n["NodeManagerAddress"], "hostname": n.get("NodeManagerHostname"),
-                    "targets": sorted(_targets(n["Resources"])), "builds": int(n["Resources"].get(BUILD_RESOURCE, 0))})
+        out.append(
+            {
+                "node_id": n["NodeID"],
+                "ip": n["NodeManagerAddress"],
+                "hostname": n.get("NodeManagerHostname"),
+                "targets": sorted(_targets(n["Resources"])),
+                "builds": int(n["Resources"].get(BUILD_RESOURCE, 0)),
+            }
+        )
     return out
 
 
@@ -157,8 +167,12 @@ def describe_node() -> dict:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
-    return {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
-            "machine": platform.machine(), "versions": versions}
+    return {
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "hostname": socket.gethostname(),
+        "machine": platform.machine(),
+        "versions": versions,
+    }
 
 
 def status(address: str, timeout: float = CONNECT_TIMEOUT_S) -> list[dict]:
@@ -168,8 +182,10 @@ def status(address: str, timeout: float = CONNECT_TIMEOUT_S) -> list[dict]:
 
     found = nodes(ray)
     probe = ray.remote(num_cpus=0, max_retries=0)(describe_node)
-    refs = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["node_id"], soft=False)).remote(): n
-            for n in found}
+    refs = {
+        probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["node_id"], soft=False)).remote(): n
+        for n in found
+    }
     ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=PROBE_SECONDS)
     for ref in ready:
         try:
@@ -187,15 +203,22 @@ def _ray_cli() -> str:
     return str(beside) if beside.exists() else (shutil.which("ray") or "ray")
 
 
-def join_command(address: str, target_name: str | None, node_ip: str | None = None, block: bool = False,
-                 extra: list[str] = (), builds: int = 0) -> list[str]:
+def join_command(
+    address: str,
+    target_name: str | None,
+    node_ip: str | None = None,
+    block: bool = False,
+    extra: list[str] = (),
+    builds: int = 0,
+) -> list[str]:
     split_address(address)
     if any(a.split("=")[0] in ("--resources", "--address", "--head") for a in extra):
-        raise UserError("farm join sets --address and --resources itself (the target's resource); "
-                        "pass other ray start flags after --")
+        raise UserError(
+            "farm join sets --address and --resources itself (the target's resource); "
+            "pass other ray start flags after --"
+        )
     offered = ({resource(target_name): 1} if target_name else {}) | ({BUILD_RESOURCE: builds} if builds else {})
-    cmd = [_ray_cli(), "start", f"--address={address}", f"--resources={json.dumps(offered)}",
-           "--disable-usage-stats"]
+    cmd = [_ray_cli(), "start", f"--address={address}", f"--resources={json.dumps(offered)}", "--disable-usage-stats"]
     if node_ip:
         cmd.append(f"--node-ip-address={node_ip}")
     if block:
@@ -203,16 +226,25 @@ def join_command(address: str, target_name: str | None, node_ip: str | None = No
     return cmd + list(extra)
 
 
-def join(address: str, target: str | None, node_ip: str | None = None, block: bool = False, extra: list[str] = (),
-         timeout: float = CONNECT_TIMEOUT_S, build: bool = False) -> int:
+def join(
+    address: str,
+    target: str | None,
+    node_ip: str | None = None,
+    block: bool = False,
+    extra: list[str] = (),
+    timeout: float = CONNECT_TIMEOUT_S,
+    build: bool = False,
+) -> int:
     """Start a Ray node on this machine that joins the head at ADDRESS and advertises TARGET (a device),
     builds (a build worker, `build_slots()` at once), or both."""
-    from edgeffnet.specs import targets
     from edgeffnet.pipeline import require_build_side
+    from edgeffnet.specs import targets
 
     if not target and not build:
-        raise UserError("farm join needs --target (this machine is a device of it), --build (it builds "
-                        "candidates for search and fit), or both")
+        raise UserError(
+            "farm join needs --target (this machine is a device of it), --build (it builds "
+            "candidates for search and fit), or both"
+        )
     profile = targets.load(target) if target else None  # an unknown target fails here, before Ray is touched
     if build:
         require_build_side("farm join --build")

@@ -36,8 +36,11 @@ def shipped_files(path: Path, manifest: dict) -> list[str]:
     precision graph it is built from; not the intermediate graphs, the old records or hidden files."""
     compile_stage = manifest["stages"]["compile"]
     graph = compile_stage.get("graph") if compile_stage.get("pending") else None
-    return sorted(p.name for p in path.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and (not p.name.endswith(".onnx") or p.name == graph))
+    return sorted(
+        p.name
+        for p in path.iterdir()
+        if p.is_file() and not p.name.startswith(".") and (not p.name.endswith(".onnx") or p.name == graph)
+    )
 
 
 # A bundle's files: a B7 INT8 bundle is a few hundred MB; ten times that is no bundle's.
@@ -74,8 +77,11 @@ def unpack(data: bytes, dest: Path) -> None:
 
 
 def _digests(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
 
 
 def node_identity() -> dict:
@@ -98,8 +104,9 @@ def verify(b) -> dict:
     from edgeffnet.core.verify import verify as verify_outputs
 
     x, ref = b.reference()
-    return verify_outputs("device", b.runner().run, x, ref, b.manifest.input["batch"], b.precision,
-                          not b.random_weights)
+    return verify_outputs(
+        "device", b.runner().run, x, ref, b.manifest.input["batch"], b.precision, not b.random_weights
+    )
 
 
 def ready(path: Path):
@@ -133,5 +140,11 @@ def measure(data: bytes, name: str, modes: list[str], settings: dict) -> dict:
             records += [r.to_dict() for r in recs]
         after = _digests(path)
         changed = {n: (path / n).read_bytes() for n, h in after.items() if before.get(n) != h}
-    return {"node": node_identity(), "records": records, "parity": parity, "compiled": compiled, "files": changed,
-            "heavy_modules": sorted(m for m in HEAVY if m in sys.modules)}
+    return {
+        "node": node_identity(),
+        "records": records,
+        "parity": parity,
+        "compiled": compiled,
+        "files": changed,
+        "heavy_modules": sorted(m for m in HEAVY if m in sys.modules),
+    }

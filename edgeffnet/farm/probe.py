@@ -36,10 +36,14 @@ def wait_for_head(address: str, host: str, port: int, seconds: float = CONNECT_T
     try:
         sock = socket.create_connection((host, port), timeout=seconds)
     except OSError as e:
-        raise UserError(f"no Ray head answers at {address} ({e.strerror or e}); start one on the workstation with "
-                        f"`ray start --head --node-ip-address LAN_IP --port {port}` (see docs/farm.md)") from None
-    silent = (f"no Ray cluster answered at {address} within {seconds:g} s: something accepts connections there but "
-              "no Ray head replied; check the address and port (the head's --port), or raise --connect-timeout")
+        raise UserError(
+            f"no Ray head answers at {address} ({e.strerror or e}); start one on the workstation with "
+            f"`ray start --head --node-ip-address LAN_IP --port {port}` (see docs/farm.md)"
+        ) from None
+    silent = (
+        f"no Ray cluster answered at {address} within {seconds:g} s: something accepts connections there but "
+        "no Ray head replied; check the address and port (the head's --port), or raise --connect-timeout"
+    )
     alien = f"what listens at {address} is not a Ray head (it does not answer as Ray's gRPC server); check the port"
     try:
         if _tls():

@@ -21,14 +21,13 @@ import time
 from pathlib import Path
 
 from edgeffnet import bundle
-
 from edgeffnet.core import logs
 from edgeffnet.core.errors import UserError
+from edgeffnet.farm import BUILD_RESOURCE, cluster, describe, device, resource, search_tasks, tasks
+from edgeffnet.farm.tasks import RETRIES, TASK_TIMEOUT
 from edgeffnet.measure import records
 from edgeffnet.search import harness
 from edgeffnet.search.executors import Job
-from edgeffnet.farm import BUILD_RESOURCE, cluster, describe, device, resource, search_tasks, tasks
-from edgeffnet.farm.tasks import RETRIES, TASK_TIMEOUT
 
 WAIT = 1.0  # seconds one look at the tasks in flight may block
 
@@ -62,29 +61,43 @@ class FarmExecutor:
         ray = self.ray or cluster.connect(self.address)
         if first:
             self.ray = ray
-            self._build = ray.remote(num_cpus=0, num_returns=3, max_retries=RETRIES,
-                                     retry_exceptions=False)(search_tasks.build_candidate)
+            self._build = ray.remote(num_cpus=0, num_returns=3, max_retries=RETRIES, retry_exceptions=False)(
+                search_tasks.build_candidate
+            )
             self._time = ray.remote(num_cpus=0, max_retries=RETRIES, retry_exceptions=False)(search_tasks.time_bundles)
         devices = cluster.capacity(ray).get(target, 0)
         if not devices:
             offered = ", ".join(f"{t} ({n})" for t, n in sorted(cluster.capacity(ray).items())) or "no targets"
-            raise UserError(f"no device in the cluster at {self.address} advertises {target} (it offers {offered}); "
-                            f"on such a device run `edgeffnet farm join {self.address} --target {target}`")
+            raise UserError(
+                f"no device in the cluster at {self.address} advertises {target} (it offers {offered}); "
+                f"on such a device run `edgeffnet farm join {self.address} --target {target}`"
+            )
         slots = cluster.builds(ray)
         if builds and not slots:
-            raise UserError(f"no build worker in the cluster at {self.address}; on a machine with the build side run "
-                            f"`edgeffnet farm join {self.address} --build`")
+            raise UserError(
+                f"no build worker in the cluster at {self.address}; on a machine with the build side run "
+                f"`edgeffnet farm join {self.address} --build`"
+            )
         if first:
-            logs.logger().info(f"farm: {slots} build slot{'s' * (slots != 1)} and {devices} device"
-                               f"{'s' * (devices != 1)} of {target} at {self.address}")
+            logs.logger().info(
+                f"farm: {slots} build slot{'s' * (slots != 1)} and {devices} device"
+                f"{'s' * (devices != 1)} of {target} at {self.address}"
+            )
         return ray
 
-    def _timing(self, target: str, dests: list[Path], settings: harness.BenchSettings, archives: list,
-                order: list[int] | None = None):
+    def _timing(
+        self,
+        target: str,
+        dests: list[Path],
+        settings: harness.BenchSettings,
+        archives: list,
+        order: list[int] | None = None,
+    ):
         """A submitter of the device task that times DESTS (their ARCHIVES) in ORDER (default: each once)."""
         order = list(range(len(dests))) if order is None else order
         return lambda: self._time.options(resources={resource(target): 1}).remote(
-            [d.name for d in dests], order, settings.to_dict(), *archives)
+            [d.name for d in dests], order, settings.to_dict(), *archives
+        )
 
     def _kept(self, dest: Path, timing: dict, keep: Path | None, node: dict, parity) -> dict:
         """A timing a device sent back, as harness.time_bundle returns it here: its record written into the
@@ -95,8 +108,14 @@ class FarmExecutor:
         saved = records.save(dest, rec)
         if keep is not None:
             harness.atomic_write_text(keep, json.dumps(rec.to_dict(), indent=1, default=str) + "\n")
-        return {"p50_ms": rec.p50_ms, "p90_ms": rec.p90_ms, "p99_ms": rec.p99_ms, "iterations": rec.stats["count"],
-                "record": str(keep or saved or ""), "measured": rec.created}
+        return {
+            "p50_ms": rec.p50_ms,
+            "p90_ms": rec.p90_ms,
+            "p99_ms": rec.p99_ms,
+            "iterations": rec.stats["count"],
+            "record": str(keep or saved or ""),
+            "measured": rec.created,
+        }
 
     def _copy_here(self, job: Job, refs):
         """The bundle a build worker made, whole, at job.dest (replaced atomically). Returns the device's
@@ -111,8 +130,9 @@ class FarmExecutor:
 
     # -- the executor ------------------------------------------------------------------------------------
 
-    def measure(self, jobs: list[Job], target: str, precision: str, settings: harness.BenchSettings,
-                pair: Path | None = None):
+    def measure(
+        self, jobs: list[Job], target: str, precision: str, settings: harness.BenchSettings, pair: Path | None = None
+    ):
         """As executors.LocalExecutor.measure, on the cluster: (job, measurement | UserError) as each ends."""
         here = {Path(j.dest): _on_disk(j, target, precision) for j in jobs}
         ray = self._connect(target, builds=not all(here.values()))
@@ -147,8 +167,10 @@ class FarmExecutor:
         builds: dict[Path, list] = {}
         for job in jobs:
             if here[Path(job.dest)]:
-                built[Path(job.dest)] = ({"node": {"name": "an earlier run (on disk)"}, "seconds": 0.0},
-                                         ray.put(_archive(job.dest)))
+                built[Path(job.dest)] = (
+                    {"node": {"name": "an earlier run (on disk)"}, "seconds": 0.0},
+                    ray.put(_archive(job.dest)),
+                )
                 time_it(job)
             else:
                 pool.put(BUILD_RESOURCE, ("build", job, False), lambda job=job: build_it(job))
@@ -179,23 +201,36 @@ class FarmExecutor:
 
     def _measured(self, job: Job, paired: bool, pair: Path | None, build: dict, res: dict) -> dict:
         node, (first, *rest) = res["node"], res["timings"]
-        m = {"spec": job.spec, **harness.describe_bundle(job.dest),
-             **self._kept(job.dest, first, job.keep, node, res["parity"][0])}
+        m = {
+            "spec": job.spec,
+            **harness.describe_bundle(job.dest),
+            **self._kept(job.dest, first, job.keep, node, res["parity"][0]),
+        }
         if paired:
             m["paper"] = self._kept(pair, rest[0], job.pair_keep, node, res["parity"][1])
-        m["placement"] = {"built_on": build["node"], "build_seconds": build["seconds"], "timed_on": node,
-                          "time_seconds": res["seconds"]}
+        m["placement"] = {
+            "built_on": build["node"],
+            "build_seconds": build["seconds"],
+            "timed_on": node,
+            "time_seconds": res["seconds"],
+        }
         return m
 
-    def time(self, bundles: list[Path], settings: harness.BenchSettings,
-             keeps: list[Path | None] | None = None) -> list[dict]:
+    def time(
+        self, bundles: list[Path], settings: harness.BenchSettings, keeps: list[Path | None] | None = None
+    ) -> list[dict]:
         """As executors.LocalExecutor.time, in one task on one device of the bundles' target."""
         keeps = keeps or [None] * len(bundles)
         distinct = list(dict.fromkeys(Path(b) for b in bundles))
         target = bundle.Bundle.open(distinct[0]).target.name
         ray = self._connect(target, builds=False)
-        submit = self._timing(target, distinct, settings, [ray.put(_archive(b)) for b in distinct],
-                              [distinct.index(Path(b)) for b in bundles])
+        submit = self._timing(
+            target,
+            distinct,
+            settings,
+            [ray.put(_archive(b)) for b in distinct],
+            [distinct.index(Path(b)) for b in bundles],
+        )
         pool = tasks.Pool(ray, self.timeout, describe)
         pool.put(resource(target), "timing", submit)
         try:
@@ -211,6 +246,8 @@ class FarmExecutor:
             pool.cancel_all()
         node = value["node"]
         parity = dict(zip(distinct, value["parity"]))
-        return [self._kept(Path(b), t, k, node, parity[Path(b)])
-                | {"placement": {"timed_on": node, "time_seconds": value["seconds"]}}
-                for b, t, k in zip(bundles, value["timings"], keeps)]
+        return [
+            self._kept(Path(b), t, k, node, parity[Path(b)])
+            | {"placement": {"timed_on": node, "time_seconds": value["seconds"]}}
+            for b, t, k in zip(bundles, value["timings"], keeps)
+        ]

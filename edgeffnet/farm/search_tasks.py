@@ -24,8 +24,11 @@ from edgeffnet.farm import device
 
 def node_name(node: dict) -> str:
     """How a node is called in the output: its Ray node id's start and its address (or the hostname)."""
-    return f"{node.get('node_id', '')[:8]}@{node.get('ip') or node['hostname']}" if node.get("node_id") \
+    return (
+        f"{node.get('node_id', '')[:8]}@{node.get('ip') or node['hostname']}"
+        if node.get("node_id")
         else node["hostname"]
+    )
 
 
 def build_candidate(spec: str, target: str, precision: str) -> tuple[dict, bytes, bytes]:
@@ -39,8 +42,9 @@ def build_candidate(spec: str, target: str, precision: str) -> tuple[dict, bytes
     with tempfile.TemporaryDirectory(prefix="edgeffnet-build-") as tmp:
         path = harness.build_bundle(spec, target, precision, Path(tmp) / "bundle")
         shipped = device.shipped_files(path, bundle.read_manifest(path))
-        rest = sorted(p.name for p in path.iterdir()
-                      if p.is_file() and not p.name.startswith(".") and p.name not in shipped)
+        rest = sorted(
+            p.name for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and p.name not in shipped
+        )
         node = device.node_identity()
         info = {"node": node | {"name": node_name(node)}, "seconds": round(time.monotonic() - t0, 3)}
         return info, device.archive(path, shipped), device.archive(path, rest)
@@ -68,9 +72,15 @@ def time_bundles(names: list[str], order: list[int], settings: dict, *archives: 
         for k, i in enumerate(order):
             keep = Path(tmp) / "records" / f"{k}.json"
             m = harness.time_bundle(paths[i], how, keep=keep)
-            timings.append({key: m[key] for key in ("p50_ms", "p90_ms", "p99_ms", "iterations")}
-                           | {"record": json.loads(keep.read_text())})
+            timings.append(
+                {key: m[key] for key in ("p50_ms", "p90_ms", "p99_ms", "iterations")}
+                | {"record": json.loads(keep.read_text())}
+            )
     node = device.node_identity()
-    return {"node": node | {"name": node_name(node)}, "timings": timings, "parity": parity,
-            "seconds": round(time.monotonic() - t0, 3),
-            "heavy_modules": sorted(m for m in device.HEAVY if m in sys.modules)}
+    return {
+        "node": node | {"name": node_name(node)},
+        "timings": timings,
+        "parity": parity,
+        "seconds": round(time.monotonic() - t0, 3),
+        "heavy_modules": sorted(m for m in device.HEAVY if m in sys.modules),
+    }

@@ -20,18 +20,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from edgeffnet import bundle
-
 from edgeffnet.core import logs
-
-from edgeffnet.specs import targets
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import atomic_write_json
-from edgeffnet.measure import bench, console, records
-from edgeffnet.workflows.sweep import Item, built, done, plan, settings_per_mode
-from edgeffnet.pipeline import build, require_build_side
 from edgeffnet.farm import cluster, describe, device, resource, tasks
 from edgeffnet.farm.device import shipped_files
 from edgeffnet.farm.tasks import RETRIES, TASK_TIMEOUT
+from edgeffnet.measure import bench, console, records
+from edgeffnet.pipeline import build, require_build_side
+from edgeffnet.specs import targets
+from edgeffnet.workflows.sweep import Item, built, done, plan, settings_per_mode
 
 SUMMARY = "farm.json"
 
@@ -74,17 +72,27 @@ def _record(job: Job, result: dict) -> list[records.Record]:
     return saved
 
 
-def run(items: list[Item], target_names: list[str], out: Path, modes: list[str], settings: bench.Settings,
-        address: str, baselines: list[str] = (), timeout: float = TASK_TIMEOUT,
-        connect_timeout: float = cluster.CONNECT_TIMEOUT_S) -> dict:
+def run(
+    items: list[Item],
+    target_names: list[str],
+    out: Path,
+    modes: list[str],
+    settings: bench.Settings,
+    address: str,
+    baselines: list[str] = (),
+    timeout: float = TASK_TIMEOUT,
+    connect_timeout: float = cluster.CONNECT_TIMEOUT_S,
+) -> dict:
     """Build ITEMS for every target, measure each on a device of that target, keep the records.
 
     An item without a precision takes each target's default. Returns what happened, like
     edgeffnet.sweep.run, plus "jobs" (every item x target with its outcome) and "seconds"."""
     say = logs.logger().info
     if baselines:
-        raise UserError("--baseline runs PyTorch/ONNX Runtime on the workstation's CPU; measure baselines with a "
-                        "plain `edgeffnet sweep` (without --cluster)")
+        raise UserError(
+            "--baseline runs PyTorch/ONNX Runtime on the workstation's CPU; measure baselines with a "
+            "plain `edgeffnet sweep` (without --cluster)"
+        )
     if not target_names:
         raise UserError("--cluster needs --target: the devices' targets, comma-separated (e.g. jetson,cpu)")
     profiles = list({p.name: p for p in map(targets.load, target_names)}.values())
@@ -98,11 +106,15 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
     missing = [p.name for p in profiles if not have.get(p.name)]
     if missing:  # before anything is built
         offered = ", ".join(f"{t} ({n})" for t, n in sorted(have.items())) or "no targets"
-        raise UserError(f"no device in the cluster at {address} advertises {', '.join(missing)} (it offers "
-                        f"{offered}); on such a device run `edgeffnet farm join {address} --target {missing[0]}`")
-    say(f"farm: {len(items)} items x {len(profiles)} targets ("
-         + ", ".join(f"{p.name}: {have[p.name]} device{'s' * (have[p.name] > 1)}" for p in profiles)
-         + f") on {address}, {', '.join(modes)} -> {out}")
+        raise UserError(
+            f"no device in the cluster at {address} advertises {', '.join(missing)} (it offers "
+            f"{offered}); on such a device run `edgeffnet farm join {address} --target {missing[0]}`"
+        )
+    say(
+        f"farm: {len(items)} items x {len(profiles)} targets ("
+        + ", ".join(f"{p.name}: {have[p.name]} device{'s' * (have[p.name] > 1)}" for p in profiles)
+        + f") on {address}, {', '.join(modes)} -> {out}"
+    )
 
     task = ray.remote(num_cpus=0, max_retries=RETRIES, retry_exceptions=False)(device.measure)
     todo = deque(Job(i, p, i.bundle_dir(out, p.name)) for i, p in pairs)
@@ -120,7 +132,8 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
 
     def submit(job: Job):
         return task.options(resources={resource(job.target.name): 1}).remote(
-            job.data, job.dest.name, modes, {k: v for k, v in asdict(settings).items() if k != "mode"})
+            job.data, job.dest.name, modes, {k: v for k, v in asdict(settings).items() if k != "mode"}
+        )
 
     def finished(job: Job, ref) -> None:
         job.data = None
@@ -138,10 +151,16 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
             return
         where = res["node"].get("node_id", "")[:8] or res["node"]["hostname"]
         for r in recs:
-            say(f"  {job.label} [{where} {res['node'].get('ip', res['node']['hostname'])}] "
-                 f"{r.mode:10s} {console.summary(r)}")
-        job.outcome = {"status": "measured", "node": res["node"], "compiled_on_device": res["compiled"],
-                       "heavy_modules": res["heavy_modules"]}
+            say(
+                f"  {job.label} [{where} {res['node'].get('ip', res['node']['hostname'])}] "
+                f"{r.mode:10s} {console.summary(r)}"
+            )
+        job.outcome = {
+            "status": "measured",
+            "node": res["node"],
+            "compiled_on_device": res["compiled"],
+            "heavy_modules": res["heavy_modules"],
+        }
         result["done"].append(job.item)
         result["jobs"].append(job)
 
@@ -161,8 +180,13 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
                     try:
                         if built(job.dest, job.item) is None:
                             require_build_side("edgeffnet sweep --cluster")
-                            build(job.item.spec, target=job.target.path or job.target.name,
-                                  precision=job.item.precision, weights=job.item.weights, output=job.dest)
+                            build(
+                                job.item.spec,
+                                target=job.target.path or job.target.name,
+                                precision=job.item.precision,
+                                weights=job.item.weights,
+                                output=job.dest,
+                            )
                         manifest = bundle.read_manifest(job.dest)
                         job.data = ray.put(device.archive(job.dest, shipped_files(job.dest, manifest)))
                         pool.put(resource(job.target.name), job, lambda job=job: submit(job))
@@ -184,16 +208,36 @@ def run(items: list[Item], target_names: list[str], out: Path, modes: list[str],
 
 def write_summary(out: Path, address: str, result: dict) -> Path:
     """OUTPUT/farm.json: every (item, target) with what became of it and the node that measured it."""
-    rows = [{"spec": j.item.spec, "precision": j.item.precision, "target": j.target.name, "bundle": str(j.dest),
-             **j.outcome} for j in result["jobs"]]
+    rows = [
+        {
+            "spec": j.item.spec,
+            "precision": j.item.precision,
+            "target": j.target.name,
+            "bundle": str(j.dest),
+            **j.outcome,
+        }
+        for j in result["jobs"]
+    ]
     path = out / SUMMARY
     out.mkdir(parents=True, exist_ok=True)
     return atomic_write_json(path, {"cluster": address, "seconds": result.get("seconds"), "items": rows})
 
 
-def run_command(models, specs, scaling, target_names: list[str], precisions: list[str], modes: list[str],
-                baselines: list[str], settings: bench.Settings, out: Path, address: str, timeout: float,
-                weights: str = "pretrained", connect_timeout: float = cluster.CONNECT_TIMEOUT_S) -> dict:
+def run_command(
+    models,
+    specs,
+    scaling,
+    target_names: list[str],
+    precisions: list[str],
+    modes: list[str],
+    baselines: list[str],
+    settings: bench.Settings,
+    out: Path,
+    address: str,
+    timeout: float,
+    weights: str = "pretrained",
+    connect_timeout: float = cluster.CONNECT_TIMEOUT_S,
+) -> dict:
     """The CLI's entry: plan the items (each target's default precision when none is given), then run."""
     if not target_names:
         raise UserError("--cluster needs --target: the devices' targets, comma-separated (e.g. jetson,cpu)")

@@ -19,5 +19,9 @@ def simplify(src: Path, dst: Path) -> dict:
         raise StageFailed("simplify: onnxsim could not validate the simplified graph")
     onnx.save(simplified, str(dst))
     ops = Counter(n.op_type for n in simplified.graph.node)
-    return {"tool": f"onnxsim {onnxsim.__version__}", "nodes_before": before, "nodes_after": len(simplified.graph.node),
-            "ops": dict(sorted(ops.items()))}
+    return {
+        "tool": f"onnxsim {onnxsim.__version__}",
+        "nodes_before": before,
+        "nodes_after": len(simplified.graph.node),
+        "ops": dict(sorted(ops.items())),
+    }

@@ -27,9 +27,9 @@ def point(u: list[float], family: str) -> str:
     depth, width = u[1], u[2]
     if depth + width > 1:  # fold the square onto the simplex: uniform over the splits
         depth, width = 1 - depth, 1 - width
-    alpha, beta, gamma = 2 ** depth, 2 ** (width / 2), 2 ** ((1 - depth - width) / 2)
+    alpha, beta, gamma = 2**depth, 2 ** (width / 2), 2 ** ((1 - depth - width) / 2)
     factor = math.exp(math.log(RES_FACTOR[0]) + u[3] * math.log(RES_FACTOR[1] / RES_FACTOR[0]))
-    res = max(32, int(round(224 * gamma ** phi * factor / 8)) * 8)
+    res = max(32, int(round(224 * gamma**phi * factor / 8)) * 8)
     return parse_spec(f"{family},phi={phi:.2f},alpha={alpha:.3f},beta={beta:.3f},gamma={gamma:.3f},res={res}").name
 
 

@@ -42,11 +42,18 @@ def identity(target_name: str) -> dict:
     cpu = host.cpu()
     freq = "/sys/devices/system/cpu/cpu0/cpufreq"
     return {
-        "cpu": cpu["model"], "arch": cpu["arch"], "logical_cpus": cpu["logical_cpus"],
-        "usable_cpus": cpu["usable_cpus"], "isa": cpu["isa"], "mhz": cpu["mhz"],
-        "governor": _read(f"{freq}/scaling_governor"), "max_khz": _read(f"{freq}/cpuinfo_max_freq"),
-        "runtime": target.backend, "runtime_version": host.tools().get(target.backend, "not installed"),
-        "target": target.name, "target_hash": _profile_hash(target),
+        "cpu": cpu["model"],
+        "arch": cpu["arch"],
+        "logical_cpus": cpu["logical_cpus"],
+        "usable_cpus": cpu["usable_cpus"],
+        "isa": cpu["isa"],
+        "mhz": cpu["mhz"],
+        "governor": _read(f"{freq}/scaling_governor"),
+        "max_khz": _read(f"{freq}/cpuinfo_max_freq"),
+        "runtime": target.backend,
+        "runtime_version": host.tools().get(target.backend, "not installed"),
+        "target": target.name,
+        "target_hash": _profile_hash(target),
     }
 
 

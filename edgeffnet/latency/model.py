@@ -28,21 +28,24 @@ turn (its profile rows with it) and predicting it from the rest. The interval of
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 
 import numpy as np
 
-from edgeffnet.core.version import __version__
 from edgeffnet.core import files
 from edgeffnet.core.errors import UserError
-from edgeffnet.specs.scaling import parse_spec
 from edgeffnet.core.untrusted import UntrustedFileError, field, read_json
+from edgeffnet.core.version import __version__
 from edgeffnet.latency import store
 from edgeffnet.latency.features import TERMS, add_terms, network_layers, network_terms
+from edgeffnet.specs.scaling import parse_spec
 
 FORMAT = "edgeffnet-latency-model/1"
-FORM = "t(net) = c0 + sum over layers of ms_per_gmac[g]*GMACs + ms_per_mb[g]*MB + ms_per_layer[g], g = the layer's group"
+FORM = (
+    "t(net) = c0 + sum over layers of ms_per_gmac[g]*GMACs + ms_per_mb[g]*MB + ms_per_layer[g], g = the layer's group"
+)
 NETWORK_WEIGHT = 3.0
 RIDGE = 1e-6
 MIN_NETWORKS = 4
@@ -132,7 +135,7 @@ def _matrix(rows: list[Example], groups: list[str]) -> tuple[np.ndarray, np.ndar
         x[n, 0] = e.constant
         for g, t in e.terms.items():
             j = 1 + 3 * groups.index(g)
-            x[n, j:j + 3] = t
+            x[n, j : j + 3] = t
     return x, np.array([e.target_ms for e in rows]), np.array([e.weight for e in rows])
 
 
@@ -154,16 +157,20 @@ def _predict_terms(coef: np.ndarray, groups: list[str], terms: dict[str, list[fl
     total = coef[0] * constant
     for g, t in terms.items():
         j = 1 + 3 * groups.index(g)
-        total += float(np.dot(coef[j:j + 3], t))
+        total += float(np.dot(coef[j : j + 3], t))
     return float(total)
 
 
 def _errors(relative: list[float]) -> dict:
     e = np.array(relative)
-    return {"networks": len(e), "rmse_pct": round(float(np.sqrt(np.mean(e ** 2)) * 100), 3),
-            "within_10pct": round(float(np.mean(np.abs(e) <= 0.10)), 4),
-            "max_abs_pct": round(float(np.abs(e).max() * 100), 3),
-            "residual_q05": round(float(np.quantile(e, 0.05)), 5), "residual_q95": round(float(np.quantile(e, 0.95)), 5)}
+    return {
+        "networks": len(e),
+        "rmse_pct": round(float(np.sqrt(np.mean(e**2)) * 100), 3),
+        "within_10pct": round(float(np.mean(np.abs(e) <= 0.10)), 4),
+        "max_abs_pct": round(float(np.abs(e).max() * 100), 3),
+        "residual_q05": round(float(np.quantile(e, 0.05)), 5),
+        "residual_q95": round(float(np.quantile(e, 0.95)), 5),
+    }
 
 
 @dataclass
@@ -181,8 +188,10 @@ class LatencyModel:
     def predict_terms(self, terms: dict[str, list[float]]) -> float:
         missing = [g for g in terms if g not in self.groups]
         if missing:
-            raise UserError(f"the latency model has no data on {missing[0]} layers (it was fitted on "
-                            f"{', '.join(sorted(self.groups))}); collect networks that have them")
+            raise UserError(
+                f"the latency model has no data on {missing[0]} layers (it was fitted on "
+                f"{', '.join(sorted(self.groups))}); collect networks that have them"
+            )
         return self.constant_ms + sum(sum(self.groups[g][k] * v for k, v in zip(TERMS, t)) for g, t in terms.items())
 
     def predict(self, spec: str, num_classes: int = 1000) -> float:
@@ -200,11 +209,22 @@ class LatencyModel:
 
     # -- the file --------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "edgeffnet": __version__, "created": self.created, "form": FORM,
-                "precision": self.precision, "device": self.device, "constant_ms": self.constant_ms,
-                "groups": self.groups, "errors": self.errors, "data": self.data,
-                "refit_when": {"new_networks_at_least": REFIT_MIN_NEW, "rmse_pct_above": f"max({REFIT_FACTOR} x "
-                               f"held-out RMSE, {REFIT_FLOOR_PCT})"}}
+        return {
+            "format": FORMAT,
+            "edgeffnet": __version__,
+            "created": self.created,
+            "form": FORM,
+            "precision": self.precision,
+            "device": self.device,
+            "constant_ms": self.constant_ms,
+            "groups": self.groups,
+            "errors": self.errors,
+            "data": self.data,
+            "refit_when": {
+                "new_networks_at_least": REFIT_MIN_NEW,
+                "rmse_pct_above": f"max({REFIT_FACTOR} x held-out RMSE, {REFIT_FLOOR_PCT})",
+            },
+        }
 
     def save(self, path: Path) -> Path:
         files.atomic_write_json(Path(path), self.to_dict())
@@ -212,14 +232,16 @@ class LatencyModel:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path, here: dict | None = None, precision: str | None = None) -> "LatencyModel":
+    def load(cls, path: str | Path, here: dict | None = None, precision: str | None = None) -> LatencyModel:
         """A model file from anywhere, checked field by field; refused in one line for another device
         (`here`: this device's identity) or another precision."""
         where = f"latency model '{path}'"
         d = read_json(path, what="latency model")
         if d.get("format") != FORMAT:
-            raise UntrustedFileError(f"{where} has format {str(d.get('format'))[:60]!r}; this edgeffnet reads "
-                                     f"{FORMAT}: collect one with edgeffnet latency fit")
+            raise UntrustedFileError(
+                f"{where} has format {str(d.get('format'))[:60]!r}; this edgeffnet reads "
+                f"{FORMAT}: collect one with edgeffnet latency fit"
+            )
         prec = field(d, "precision", str, where)
         device = field(d, "device", dict, where)
         for k, v in device.items():
@@ -247,13 +269,25 @@ class LatencyModel:
         if here is not None:
             why = _device_mismatch(device, here)
             if why:
-                raise UserError(f"{where} describes another device ({why}); collect one here with "
-                                f"edgeffnet latency fit --target {here.get('target')}")
+                raise UserError(
+                    f"{where} describes another device ({why}); collect one here with "
+                    f"edgeffnet latency fit --target {here.get('target')}"
+                )
         if precision is not None and prec != precision:
-            raise UserError(f"{where} is for {prec}, not {precision}; collect one with edgeffnet latency fit "
-                            f"--precision {precision}")
-        return cls(prec, device, constant, checked, errors, field(d, "data", dict, where, default={}),
-                   field(d, "created", str, where, default=""), str(path))
+            raise UserError(
+                f"{where} is for {prec}, not {precision}; collect one with edgeffnet latency fit "
+                f"--precision {precision}"
+            )
+        return cls(
+            prec,
+            device,
+            constant,
+            checked,
+            errors,
+            field(d, "data", dict, where, default={}),
+            field(d, "created", str, where, default=""),
+            str(path),
+        )
 
 
 def _device_mismatch(recorded: dict, here: dict) -> str | None:
@@ -268,8 +302,10 @@ def fit(rows: list[dict], precision: str, device: dict, held_out: bool = True) -
     ex, networks, bad = examples(rows, precision)
     whole = [e for e in ex if e.kind == "network"]
     if len(whole) < MIN_NETWORKS:
-        raise UserError(f"{len(whole)} measured networks are too few to fit a latency model (at least "
-                        f"{MIN_NETWORKS}); run edgeffnet latency fit to collect more")
+        raise UserError(
+            f"{len(whole)} measured networks are too few to fit a latency model (at least "
+            f"{MIN_NETWORKS}); run edgeffnet latency fit to collect more"
+        )
     groups = sorted({g for e in whole for g in e.terms})
     coef = solve(ex, groups)
     fitted = [_predict_terms(coef, groups, e.terms) / e.target_ms - 1 for e in whole]
@@ -282,13 +318,22 @@ def fit(rows: list[dict], precision: str, device: dict, held_out: bool = True) -
             rel.append(e.target_ms / max(1e-9, _predict_terms(c, groups, e.terms)) - 1)
         errors["held_out"] = _errors(rel) | {"method": "leave one network out (with its profile rows)"}
     model = LatencyModel(
-        precision=precision, device=device, constant_ms=float(coef[0]),
+        precision=precision,
+        device=device,
+        constant_ms=float(coef[0]),
         groups={g: {t: float(coef[1 + 3 * i + j]) for j, t in enumerate(TERMS)} for i, g in enumerate(groups)},
-        errors=errors, created=files.utc_now(),
-        data={"networks": len(whole), "profiled_networks": len({e.network for e in ex if e.kind != "network"}),
-              "profile_rows": sum(1 for e in ex if e.kind != "network"), "profiles_unreadable": bad,
-              "rows_read": len(rows), "last_measured": max((r.get("measured") or "" for r in rows), default=""),
-              "sources": sorted({n["source"] or "" for n in networks})})
+        errors=errors,
+        created=files.utc_now(),
+        data={
+            "networks": len(whole),
+            "profiled_networks": len({e.network for e in ex if e.kind != "network"}),
+            "profile_rows": sum(1 for e in ex if e.kind != "network"),
+            "profiles_unreadable": bad,
+            "rows_read": len(rows),
+            "last_measured": max((r.get("measured") or "" for r in rows), default=""),
+            "sources": sorted({n["source"] or "" for n in networks}),
+        },
+    )
     return model
 
 
@@ -297,8 +342,11 @@ def drift(model: LatencyModel, rows: list[dict]) -> tuple[float | None, int]:
     REFIT_MIN_NEW networks."""
     last = model.data.get("last_measured") or ""
     paired = store.paired_p50(rows)
-    new = {r["network"]: (r, p) for r, p in zip(rows, paired) if (r.get("measured") or "") > last
-           and r.get("precision", model.precision) == model.precision}
+    new = {
+        r["network"]: (r, p)
+        for r, p in zip(rows, paired)
+        if (r.get("measured") or "") > last and r.get("precision", model.precision) == model.precision
+    }
     if len(new) < REFIT_MIN_NEW:
         return None, len(new)
     rel = []

@@ -30,21 +30,44 @@ def trim_profile(profile: dict | None) -> dict | None:
     """What the model reads of a record's profile (PROFILE_SCHEMA.md), or None."""
     if not isinstance(profile, dict):
         return None
-    keep = {k: profile[k] for k in ("format", "by_role", "unprofiled_p50_ms", "profiled_sum_ms", "mapped_fraction")
-            if profile.get(k) is not None}
+    keep = {
+        k: profile[k]
+        for k in ("format", "by_role", "unprofiled_p50_ms", "profiled_sum_ms", "mapped_fraction")
+        if profile.get(k) is not None
+    }
     layers = profile.get("layers")
     if isinstance(layers, list):
-        keep["layers"] = [{k: row.get(k) for k in ("name", "role", "time_ms", "fused")}
-                          for row in layers if isinstance(row, dict)]
+        keep["layers"] = [
+            {k: row.get(k) for k in ("name", "role", "time_ms", "fused")} for row in layers if isinstance(row, dict)
+        ]
     return keep
 
 
-def row(spec: str, network: str, precision: str, p50_ms: float, source: str, *, reference: dict | None = None,
-        settings: dict | None = None, measured: str | None = None, profile: dict | None = None,
-        bench_record: str | None = None) -> dict:
-    return {"spec": spec, "network": network, "precision": precision, "p50_ms": p50_ms, "reference": reference,
-            "source": source, "settings": settings or {}, "measured": measured or files.utc_now(),
-            "profile": trim_profile(profile), "bench_record": bench_record}
+def row(
+    spec: str,
+    network: str,
+    precision: str,
+    p50_ms: float,
+    source: str,
+    *,
+    reference: dict | None = None,
+    settings: dict | None = None,
+    measured: str | None = None,
+    profile: dict | None = None,
+    bench_record: str | None = None,
+) -> dict:
+    return {
+        "spec": spec,
+        "network": network,
+        "precision": precision,
+        "p50_ms": p50_ms,
+        "reference": reference,
+        "source": source,
+        "settings": settings or {},
+        "measured": measured or files.utc_now(),
+        "profile": trim_profile(profile),
+        "bench_record": bench_record,
+    }
 
 
 def _checked(d: object, where: str) -> dict:
@@ -102,10 +125,13 @@ def paired_p50(rows: list[dict]) -> list[float]:
     p50s over all rows (rows without a reference keep their own p50)."""
     medians = {}
     for spec in {r["reference"]["spec"] for r in rows if r.get("reference")}:
-        medians[spec] = statistics.median(r["reference"]["p50_ms"] for r in rows
-                                          if r.get("reference") and r["reference"]["spec"] == spec)
-    return [r["p50_ms"] / r["reference"]["p50_ms"] * medians[r["reference"]["spec"]] if r.get("reference")
-            else r["p50_ms"] for r in rows]
+        medians[spec] = statistics.median(
+            r["reference"]["p50_ms"] for r in rows if r.get("reference") and r["reference"]["spec"] == spec
+        )
+    return [
+        r["p50_ms"] / r["reference"]["p50_ms"] * medians[r["reference"]["spec"]] if r.get("reference") else r["p50_ms"]
+        for r in rows
+    ]
 
 
 def latest_per_network(rows: list[dict]) -> list[dict]:

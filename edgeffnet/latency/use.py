@@ -11,8 +11,9 @@ from edgeffnet.latency import device, store
 from edgeffnet.latency.model import LatencyModel, fit, needs_refit
 
 
-def find_model(target: str, precision: str, path: str | Path | None = None, echo=None,
-               required: bool = False) -> LatencyModel | None:
+def find_model(
+    target: str, precision: str, path: str | Path | None = None, echo=None, required: bool = False
+) -> LatencyModel | None:
     """The model for this device, target and precision: `path` when given (it must exist and fit this
     device), else the cache's (None when there is none, unless `required`). A model whose error on
     networks measured since its fit is past the threshold (model.needs_refit) is refitted first."""
@@ -22,9 +23,12 @@ def find_model(target: str, precision: str, path: str | Path | None = None, echo
     where = Path(path) if path else default
     if not where.is_file():
         if path or required:
-            raise UserError(f"no latency model at '{where}'" + ("" if path else f" for {here['target']} {precision} on "
-                            "this device") + f"; collect one with edgeffnet latency fit --target {target} "
-                            f"--precision {precision}")
+            raise UserError(
+                f"no latency model at '{where}'"
+                + ("" if path else f" for {here['target']} {precision} on this device")
+                + f"; collect one with edgeffnet latency fit --target {target} "
+                f"--precision {precision}"
+            )
         return None
     model = LatencyModel.load(where, here=here, precision=precision)
     rows, _ = store.read(device.data_path(here, precision))
@@ -32,8 +36,10 @@ def find_model(target: str, precision: str, path: str | Path | None = None, echo
     if refit:
         model = fit(rows, precision, here)
         model.save(default)
-        echo(f"latency model refitted ({why}): held-out RMSE {model.errors['held_out']['rmse_pct']:.1f}% on "
-             f"{model.data['networks']} networks; {default}")
+        echo(
+            f"latency model refitted ({why}): held-out RMSE {model.errors['held_out']['rmse_pct']:.1f}% on "
+            f"{model.data['networks']} networks; {default}"
+        )
     return model
 
 
@@ -58,7 +64,20 @@ def record_bench(records) -> None:
         if r.mode != "latency" or r.baseline or r.interrupted or r.batch != 1 or not getattr(r, "saved_to", None):
             continue
         spec = r.model["spec"]
-        record(r.target, r.precision, [store.row(
-            spec, network_key(parse_spec(spec)), r.precision, r.stats["p50_ms"], "sweep", settings=r.settings,
-            measured=r.created, profile=(getattr(r, "extra", None) or {}).get("profile"),
-            bench_record=str(r.saved_to))])
+        record(
+            r.target,
+            r.precision,
+            [
+                store.row(
+                    spec,
+                    network_key(parse_spec(spec)),
+                    r.precision,
+                    r.stats["p50_ms"],
+                    "sweep",
+                    settings=r.settings,
+                    measured=r.created,
+                    profile=(getattr(r, "extra", None) or {}).get("profile"),
+                    bench_record=str(r.saved_to),
+                )
+            ],
+        )

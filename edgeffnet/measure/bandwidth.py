@@ -72,9 +72,16 @@ def stream(kernel: str = "copy", buffer_bytes: int | None = None, passes: int = 
         moved = 5 * size
     else:
         raise ValueError(f"unknown kernel {kernel!r}")
-    return {"gbs": round(moved / seconds / 1e9, 2), "method": f"numpy {kernel} (single thread), best of {passes}",
-            "buffer_bytes": size, "llc_bytes": llc, "llc_source": llc_source,
-            "bytes_per_pass": moved, "threads": 1, "cpus": os.cpu_count()}
+    return {
+        "gbs": round(moved / seconds / 1e9, 2),
+        "method": f"numpy {kernel} (single thread), best of {passes}",
+        "buffer_bytes": size,
+        "llc_bytes": llc,
+        "llc_source": llc_source,
+        "bytes_per_pass": moved,
+        "threads": 1,
+        "cpus": os.cpu_count(),
+    }
 
 
 @lru_cache(maxsize=1)

@@ -89,8 +89,10 @@ def batch_for(manifest: dict, s: Settings) -> int:
     fixed = manifest["input"]["batch"]
     if s.mode == "latency":
         if fixed not in (None, 1) or (s.batch or 1) != 1:
-            raise UserError(f"latency mode runs batch 1; this bundle has a static batch of {fixed}: use --mode "
-                            f"throughput, or build with --batch 1 or --dynamic-batch")
+            raise UserError(
+                f"latency mode runs batch 1; this bundle has a static batch of {fixed}: use --mode "
+                f"throughput, or build with --batch 1 or --dynamic-batch"
+            )
         return 1
     if fixed is not None and s.batch not in (None, fixed):
         raise UserError(f"this bundle has a static batch of {fixed}; --batch {s.batch} needs a --dynamic-batch build")
@@ -116,8 +118,9 @@ def sample_input(b: Bundle, batch: int) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(x, batch, axis=0), dtype=np.float32)
 
 
-def make_record(b: Bundle, runtime: str, s: Settings, batch: int, m: Measurement, described: dict,
-                requests: int | None = None) -> Record:
+def make_record(
+    b: Bundle, runtime: str, s: Settings, batch: int, m: Measurement, described: dict, requests: int | None = None
+) -> Record:
     manifest = b.manifest.to_dict()
     baseline = runtime in BASELINES
     precision = "fp32" if baseline else b.precision
@@ -132,21 +135,55 @@ def make_record(b: Bundle, runtime: str, s: Settings, batch: int, m: Measurement
     device_name = described.get("device_name") or described.get("gpu") or host.cpu()["model"]
     sp = manifest["spec"]
     return Record(
-        created=utc_now(), edgeffnet=__version__, bundle=str(b.path.resolve()), bundle_created=manifest.get("created"),
-        model={"spec": sp["spec"], "family": sp["family"], "phi": sp["phi"], "only": sp["only"],
-               "resolution": sp["resolution"], "params": manifest["params"], "macs": macs,
-               "flops": manifest["flops"], "scaling_check": manifest.get("scaling_check")},
-        target=manifest["target"]["name"], runtime=runtime, baseline=baseline, precision=precision,
-        bundle_precision=b.precision, mode=s.mode, batch=batch,
-        device={"name": device_name, "kind": "CPU" if baseline else described.get("device", manifest["target"]["device"]),
-                "runner": described, "cpu": host.cpu()},
-        settings=asdict(s) | {"batch": batch, "requests": requests or 1,
-                              "timing": "host perf_counter around each synchronous call" if requests is None
-                              else f"{requests} asynchronous requests; the runtime's per-request latency"},
-        tools=host.tools(), host=host.describe(), stats=stats, seconds=round(m.seconds, 4), throughput_ips=ips,
-        achieved_gflops=achieved, peak=pk, fraction_of_peak=achieved / pk["gflops"] if achieved and pk else None,
-        interrupted=m.interrupted, samples_ms=[round(x, 5) for x in m.samples_ms],
-        weights=records.weights_of(manifest), fidelity=None if baseline else records.worst_fidelity(manifest))
+        created=utc_now(),
+        edgeffnet=__version__,
+        bundle=str(b.path.resolve()),
+        bundle_created=manifest.get("created"),
+        model={
+            "spec": sp["spec"],
+            "family": sp["family"],
+            "phi": sp["phi"],
+            "only": sp["only"],
+            "resolution": sp["resolution"],
+            "params": manifest["params"],
+            "macs": macs,
+            "flops": manifest["flops"],
+            "scaling_check": manifest.get("scaling_check"),
+        },
+        target=manifest["target"]["name"],
+        runtime=runtime,
+        baseline=baseline,
+        precision=precision,
+        bundle_precision=b.precision,
+        mode=s.mode,
+        batch=batch,
+        device={
+            "name": device_name,
+            "kind": "CPU" if baseline else described.get("device", manifest["target"]["device"]),
+            "runner": described,
+            "cpu": host.cpu(),
+        },
+        settings=asdict(s)
+        | {
+            "batch": batch,
+            "requests": requests or 1,
+            "timing": "host perf_counter around each synchronous call"
+            if requests is None
+            else f"{requests} asynchronous requests; the runtime's per-request latency",
+        },
+        tools=host.tools(),
+        host=host.describe(),
+        stats=stats,
+        seconds=round(m.seconds, 4),
+        throughput_ips=ips,
+        achieved_gflops=achieved,
+        peak=pk,
+        fraction_of_peak=achieved / pk["gflops"] if achieved and pk else None,
+        interrupted=m.interrupted,
+        samples_ms=[round(x, 5) for x in m.samples_ms],
+        weights=records.weights_of(manifest),
+        fidelity=None if baseline else records.worst_fidelity(manifest),
+    )
 
 
 def attach_profile(b: Bundle, runner, x: np.ndarray, rec: Record, iterations: int, trace: Path | None = None) -> None:
@@ -167,11 +204,16 @@ def attach_profile(b: Bundle, runner, x: np.ndarray, rec: Record, iterations: in
     table = b.layer_table()
     profiled = runner.profile(x, iterations)
     ceilings = {p: (peak(b.manifest.to_dict(), p, False) or {}).get("gflops") for p in b.target.precisions}
-    roof = {"compute_gops": (rec.peak or {}).get("gflops"), "compute_source": (rec.peak or {}).get("detail"),
-            "ceilings_gops": ceilings, "bandwidth": sustained()}
+    roof = {
+        "compute_gops": (rec.peak or {}).get("gflops"),
+        "compute_source": (rec.peak or {}).get("detail"),
+        "ceilings_gops": ceilings,
+        "bandwidth": sustained(),
+    }
     roof["bandwidth_gbs"] = roof["bandwidth"]["gbs"]
-    rec.extra["profile"] = profile.analyse(table, profiled.runs, b.precision, rec.runtime, rec.samples_ms, roof,
-                                             profiled.wall_ms)
+    rec.extra["profile"] = profile.analyse(
+        table, profiled.runs, b.precision, rec.runtime, rec.samples_ms, roof, profiled.wall_ms
+    )
     if trace is not None:
         try:
             atomic_write_json(trace, profile.trace(profiled.runs, rec.extra["profile"]), indent=None)
@@ -217,15 +259,20 @@ def artifact_of(b: Bundle, runtime: str, described: dict) -> dict | None:
     return {"files": sizes, "bytes": sum(sizes.values())} if sizes else None
 
 
-def add_start_and_state(rec: Record, b: Bundle, load_ms: float, first_ms: float, memory: dict,
-                        state: dict) -> None:
+def add_start_and_state(rec: Record, b: Bundle, load_ms: float, first_ms: float, memory: dict, state: dict) -> None:
     """Record format 2's fields: start-up, peak memory, the artifact's size, the device's state around it."""
     rec.load_ms, rec.first_inference_ms, rec.memory, rec.device_state = load_ms, first_ms, memory, state
     rec.artifact = artifact_of(b, rec.runtime, rec.device.get("runner") or {})
 
 
-def run(bundle: Bundle | str | Path, s: Settings, baselines: list[str] = (), progress=None,
-        save_records: bool = True, trace: Path | None = None) -> tuple[list[Record], bool]:
+def run(
+    bundle: Bundle | str | Path,
+    s: Settings,
+    baselines: list[str] = (),
+    progress=None,
+    save_records: bool = True,
+    trace: Path | None = None,
+) -> tuple[list[Record], bool]:
     """Measure the bundle's artifact (then each baseline); save and return (records, interrupted).
 
     `progress(label)` is a context manager yielding a tick(fraction) callable. After Ctrl-C the partial
@@ -243,7 +290,7 @@ def run(bundle: Bundle | str | Path, s: Settings, baselines: list[str] = (), pro
         with logs.heartbeat(f"{runtime}: loading"):  # compiling for the device can take a while
             runner, load_ms, first_ms = cold_start(b, runtime, s, batch, x)
         label = f"{b.manifest.spec['spec']} {runtime} {s.mode}"
-        with (progress(label) if progress else nullcontext()) as tick:
+        with progress(label) if progress else nullcontext() as tick:
             queue = runner.queue(x) if s.mode == "throughput" else None
             if queue is not None:
                 m = measure_async(queue, s.limits, tick)
@@ -264,19 +311,34 @@ def run(bundle: Bundle | str | Path, s: Settings, baselines: list[str] = (), pro
     return out, False
 
 
-def bench(bundle: Bundle | str | Path, mode: str = "latency", iterations: int | None = None,
-          seconds: float | None = None, warmup: float | None = None, threads: int | None = None,
-          streams: int | None = None, batch: int | None = None, save: bool = True, profile: bool | int = False,
-          trace: str | Path | None = None) -> Record:
+def bench(
+    bundle: Bundle | str | Path,
+    mode: str = "latency",
+    iterations: int | None = None,
+    seconds: float | None = None,
+    warmup: float | None = None,
+    threads: int | None = None,
+    streams: int | None = None,
+    batch: int | None = None,
+    save: bool = True,
+    profile: bool | int = False,
+    trace: str | Path | None = None,
+) -> Record:
     """Measure a bundle's artifact on its device (the Python API of `edgeffnet bench`); None: the default.
 
     Ctrl-C raises KeyboardInterrupt after saving the partial record."""
-    given = {k: v for k, v in dict(iterations=iterations, seconds=seconds, warmup=warmup, threads=threads,
-                                   streams=streams, batch=batch).items() if v is not None}
+    given = {
+        k: v
+        for k, v in dict(
+            iterations=iterations, seconds=seconds, warmup=warmup, threads=threads, streams=streams, batch=batch
+        ).items()
+        if v is not None
+    }
     if profile or trace:  # True: the default count of profiled inferences
         given["profile"] = PROFILE_ITERATIONS if profile is True or not profile else int(profile)
-    recs, interrupted = run(bundle, Settings(mode=mode, **given), save_records=save,
-                            trace=Path(trace) if trace else None)
+    recs, interrupted = run(
+        bundle, Settings(mode=mode, **given), save_records=save, trace=Path(trace) if trace else None
+    )
     if interrupted:
         raise KeyboardInterrupt
     return recs[0]

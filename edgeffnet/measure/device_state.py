@@ -38,9 +38,11 @@ BUSY_SHARE = 0.25
 # The load-average fallback: before loading, nothing of ours runs, so half the CPUs queued means others;
 # after, our own threads add at most one per CPU, so more than 1.5 per CPU means others were queued too.
 BUSY_LOAD_BEFORE, BUSY_LOAD_AFTER = 0.5, 1.5
-BUSY_RULE = (f"busy when other processes used at least {BUSY_SHARE:.0%} of this process's CPUs while it measured "
-             f"(/proc/stat less this process's CPU time); without /proc/stat, when the 1-minute load average "
-             f"exceeded {BUSY_LOAD_BEFORE} per CPU before loading or {BUSY_LOAD_AFTER} per CPU after measuring")
+BUSY_RULE = (
+    f"busy when other processes used at least {BUSY_SHARE:.0%} of this process's CPUs while it measured "
+    f"(/proc/stat less this process's CPU time); without /proc/stat, when the 1-minute load average "
+    f"exceeded {BUSY_LOAD_BEFORE} per CPU before loading or {BUSY_LOAD_AFTER} per CPU after measuring"
+)
 
 
 def _read(path: Path) -> str | None:
@@ -68,6 +70,7 @@ def _entries(root: Path, pattern: str) -> list[Path]:
 
 
 # -- the probes ---------------------------------------------------------------------------------------
+
 
 def load_average() -> list[float] | None:
     """The 1, 5 and 15-minute load averages (runnable and uninterruptible tasks, the whole system)."""
@@ -97,8 +100,11 @@ def cpu_frequency(root: Path | None = None) -> dict | None:
         if governor is None:
             continue
         governors[governor] = governors.get(governor, 0) + 1
-        for path, into in ((freq / "scaling_cur_freq", cur), (freq / "cpuinfo_max_freq", hw_max),
-                           (freq / "scaling_max_freq", cap)):
+        for path, into in (
+            (freq / "scaling_cur_freq", cur),
+            (freq / "cpuinfo_max_freq", hw_max),
+            (freq / "scaling_max_freq", cap),
+        ):
             v = _number(path)
             if v is not None:
                 into.append(v / 1000)  # kHz -> MHz
@@ -107,10 +113,13 @@ def cpu_frequency(root: Path | None = None) -> dict | None:
             pinned.append(low == high)
     if not governors:
         return None
-    return {"governors": governors,
-            "cur_mhz": {"min": min(cur), "mean": round(sum(cur) / len(cur), 1), "max": max(cur)} if cur else None,
-            "max_mhz": max(hw_max) if hw_max else None, "scaling_max_mhz": max(cap) if cap else None,
-            "pinned": all(pinned) if pinned else None}
+    return {
+        "governors": governors,
+        "cur_mhz": {"min": min(cur), "mean": round(sum(cur) / len(cur), 1), "max": max(cur)} if cur else None,
+        "max_mhz": max(hw_max) if hw_max else None,
+        "scaling_max_mhz": max(cap) if cap else None,
+        "pinned": all(pinned) if pinned else None,
+    }
 
 
 def temperatures(root: Path | None = None) -> list[dict] | None:
@@ -128,8 +137,9 @@ def _tool(*args: str) -> str | None:
     if shutil.which(args[0]) is None:
         return None
     try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, stdin=subprocess.DEVNULL,
-                              check=False)
+        done = subprocess.run(
+            args, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False
+        )
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
     return done.stdout if done.returncode == 0 else None
@@ -142,8 +152,11 @@ def jetson_power_mode() -> dict | None:
         return None
     name = re.search(r"NV Power Mode:\s*(\S+)", text)
     number = re.search(r"^\s*(\d+)\s*$", text, re.MULTILINE)
-    return {"name": name.group(1) if name else None, "id": int(number.group(1)) if number else None,
-            "raw": text.strip()[:200]}
+    return {
+        "name": name.group(1) if name else None,
+        "id": int(number.group(1)) if number else None,
+        "raw": text.strip()[:200],
+    }
 
 
 _GPU = re.compile(r"gpu|ga10b|gv11b|gp10b|gm20b")  # the Jetson GPUs' devfreq names (Orin, Xavier, TX2, Nano)
@@ -166,8 +179,10 @@ def jetson_clocks(cpu_root: Path | None = None, devfreq_root: Path | None = None
                 gpus.append(low == high)
     if not cpus or cpus["pinned"] is None:
         return None
-    return {"on": bool(cpus["pinned"] and all(gpus)),
-            "how": "cpufreq" + (" and GPU devfreq" if gpus else "") + " minimum == maximum"}
+    return {
+        "on": bool(cpus["pinned"] and all(gpus)),
+        "how": "cpufreq" + (" and GPU devfreq" if gpus else "") + " minimum == maximum",
+    }
 
 
 def is_jetson() -> bool:
@@ -207,8 +222,12 @@ def _own_cpu_seconds() -> float:
 def snapshot(jetson: bool | None = None) -> dict:
     """The device's state now: load average, CPU clocks and governor, temperatures, on a Jetson its power
     mode and jetson_clocks. Every entry is None where this machine does not say."""
-    state = {"load_average": load_average(), "cpus": os.cpu_count(), "cpu_frequency": cpu_frequency(),
-             "temperatures": temperatures()}
+    state = {
+        "load_average": load_average(),
+        "cpus": os.cpu_count(),
+        "cpu_frequency": cpu_frequency(),
+        "temperatures": temperatures(),
+    }
     if jetson is None:
         jetson = is_jetson()
     if jetson:
@@ -233,25 +252,33 @@ class Window:
         if times0 and times1 and times1[1] > times0[1]:
             used = (times1[0] - times0[0]) - (_own_cpu_seconds() - own0)
             others = round(max(0.0, min(1.0, used / (times1[1] - times0[1]))), 3)
-        return {"before": self.before, "after": after, "usable_cpus": len(self.cpus),
-                "seconds": round(time.monotonic() - wall0, 3), "others_cpu_share": others,
-                "busy": busy(self.before.get("load_average"), after.get("load_average"), others,
-                             self.before.get("cpus")),
-                "busy_rule": BUSY_RULE}
+        return {
+            "before": self.before,
+            "after": after,
+            "usable_cpus": len(self.cpus),
+            "seconds": round(time.monotonic() - wall0, 3),
+            "others_cpu_share": others,
+            "busy": busy(self.before.get("load_average"), after.get("load_average"), others, self.before.get("cpus")),
+            "busy_rule": BUSY_RULE,
+        }
 
 
-def busy(load_before: list | None, load_after: list | None, others_share: float | None,
-         cpus: int | None) -> bool | None:
+def busy(
+    load_before: list | None, load_after: list | None, others_share: float | None, cpus: int | None
+) -> bool | None:
     """BUSY_RULE; None where neither signal was readable."""
     if others_share is not None:
         return others_share >= BUSY_SHARE
     if not cpus or (not load_before and not load_after):
         return None
-    return bool((load_before and load_before[0] > BUSY_LOAD_BEFORE * cpus)
-                or (load_after and load_after[0] > BUSY_LOAD_AFTER * cpus))
+    return bool(
+        (load_before and load_before[0] > BUSY_LOAD_BEFORE * cpus)
+        or (load_after and load_after[0] > BUSY_LOAD_AFTER * cpus)
+    )
 
 
 # -- the process's memory -------------------------------------------------------------------------------
+
 
 def _status_kib(field: str, proc: Path) -> int | None:
     text = _read(proc / "self" / "status")
@@ -292,6 +319,10 @@ class Memory:
             peak, method = round(hwm / 1024, 1), "VmHWM of /proc/self/status, reset before loading"
         else:
             peak, method = lifetime, "getrusage ru_maxrss: the process's peak since it started"
-        return {"baseline_mib": self.baseline_mib, "peak_mib": peak,
-                "increase_mib": round(peak - self.baseline_mib, 1), "process_max_rss_mib": lifetime,
-                "method": method}
+        return {
+            "baseline_mib": self.baseline_mib,
+            "peak_mib": peak,
+            "increase_mib": round(peak - self.baseline_mib, 1),
+            "process_max_rss_mib": lifetime,
+            "method": method,
+        }

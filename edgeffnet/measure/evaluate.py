@@ -18,9 +18,9 @@ from __future__ import annotations
 import csv
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -29,8 +29,8 @@ from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import atomic_write_json, utc_now
 from edgeffnet.core.preprocess import Preprocess, load_image
 from edgeffnet.core.resources import package_file
-from edgeffnet.core.verify import row_cosine, run_batched
 from edgeffnet.core.untrusted import TEXT_CAP, UntrustedFileError, read_text
+from edgeffnet.core.verify import row_cosine, run_batched
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: two-sided 95% intervals
@@ -39,6 +39,7 @@ SIM_GRAPH = "model.sim.onnx"
 
 
 # -- labels ---------------------------------------------------------------------------------------------
+
 
 def _normalise(name: str) -> str:
     """'Egyptian_cat', 'egyptian-cat' and "jack-o'-lantern" / 'jack_o_lantern' each compare equal."""
@@ -50,8 +51,9 @@ class Labels:
 
     def __init__(self, classes: list[str], imagenet: bool):
         self.classes, self.imagenet = classes, imagenet
-        self.wnids = ({w: i for i, w in enumerate(package_file("imagenet_wnids.txt").read_text().split())}
-                      if imagenet else {})
+        self.wnids = (
+            {w: i for i, w in enumerate(package_file("imagenet_wnids.txt").read_text().split())} if imagenet else {}
+        )
         self.by_name: dict[str, list[int]] = {}
         for i, name in enumerate(classes):
             self.by_name.setdefault(_normalise(name), []).append(i)
@@ -68,13 +70,19 @@ class Labels:
         found = self.by_name.get(_normalise(text), [])
         if len(found) > 1:  # ImageNet's 'Cardigan' (the corgi) and 'cardigan' (the sweater)
             shown = ", ".join(map(str, found[:5])) + (", ..." if len(found) > 5 else "")
-            raise UserError(f"label {_short(text)} names {len(found)} classes ({shown}); use the class index"
-                            + (" or the WordNet ID" if self.imagenet else "") + " instead")
+            raise UserError(
+                f"label {_short(text)} names {len(found)} classes ({shown}); use the class index"
+                + (" or the WordNet ID" if self.imagenet else "")
+                + " instead"
+            )
         return found[0] if found else None
 
     def describe(self) -> str:
-        return ("WordNet ID, class index or ImageNet class name" if self.imagenet
-                else f"class index (0..{len(self.classes) - 1}) or a name from the class list")
+        return (
+            "WordNet ID, class index or ImageNet class name"
+            if self.imagenet
+            else f"class index (0..{len(self.classes) - 1}) or a name from the class list"
+        )
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -95,8 +103,10 @@ def class_list(num_classes: int, classes_file: str | Path | None = None) -> tupl
         raise UntrustedFileError(f"cannot read {e}; give a text file with one class name per line") from None
     names = [line.strip() for line in text.splitlines() if line.strip()]
     if len(names) != num_classes:
-        raise UserError(f"--classes {classes_file} lists {len(names)} names but the bundle's head has {num_classes} "
-                        f"classes; give one name per line, in the head's order")
+        raise UserError(
+            f"--classes {classes_file} lists {len(names)} names but the bundle's head has {num_classes} "
+            f"classes; give one name per line, in the head's order"
+        )
     return names, False
 
 
@@ -106,6 +116,7 @@ def classes_source(classes_file: str | Path | None, imagenet: bool) -> str:
 
 
 # -- the data -------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -118,8 +129,12 @@ class Dataset:
         return self.layout != "unlabelled"
 
     def record(self) -> dict:
-        return {"source": str(self.source), "layout": self.layout, "images": len(self.items),
-                "classes_present": len({label for _, label in self.items}) if self.labelled else None}
+        return {
+            "source": str(self.source),
+            "layout": self.layout,
+            "images": len(self.items),
+            "classes_present": len({label for _, label in self.items}) if self.labelled else None,
+        }
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -144,15 +159,16 @@ def open_dataset(path: str | Path, labels: Labels, option: str = "--data") -> Da
             unknown.append(folder.name)
         items += [(p, label) for p in images]
     if unknown:
-        raise UserError(f"{len(unknown)} folder name(s) in {path} are not classes of this bundle "
-                        f"({', '.join(_short(u) for u in unknown[:4])}{', ...' if len(unknown) > 4 else ''}); "
-                        f"name each folder by {labels.describe()}, or pass --classes FILE")
+        raise UserError(
+            f"{len(unknown)} folder name(s) in {path} are not classes of this bundle "
+            f"({', '.join(_short(u) for u in unknown[:4])}{', ...' if len(unknown) > 4 else ''}); "
+            f"name each folder by {labels.describe()}, or pass --classes FILE"
+        )
     if items:
         return Dataset(path, "imagefolder", items)
     loose = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not loose:
-        raise UserError(f"{option} {path} holds no images (jpg, png, bmp, webp), neither in class folders nor "
-                        f"directly")
+        raise UserError(f"{option} {path} holds no images (jpg, png, bmp, webp), neither in class folders nor directly")
     return Dataset(path, "unlabelled", [(p, None) for p in loose])
 
 
@@ -180,14 +196,17 @@ def _csv_dataset(path: Path, labels: Labels, option: str) -> Dataset:
         else:
             items.append((image, label))
     if problems:
-        raise UserError(f"{option} {path}: {len(problems)} bad row(s) ({'; '.join(problems[:3])}); each row is "
-                        f"path,label with the label a {labels.describe()}")
+        raise UserError(
+            f"{option} {path}: {len(problems)} bad row(s) ({'; '.join(problems[:3])}); each row is "
+            f"path,label with the label a {labels.describe()}"
+        )
     if not items:
         raise UserError(f"{option} {path} has no rows; write one path,label row per image")
     return Dataset(path, "csv", items)
 
 
 # -- what runs ------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Model:
@@ -200,13 +219,23 @@ def _onnx_runner(graph: Path):
     try:
         from edgeffnet.backends import onnxruntime as ort_backend
     except ImportError:
-        raise UserError("eval runs the bundle's FP32 ONNX graph in ONNX Runtime, which this install lacks; "
-                        "pip install 'edgeffnet[onnxruntime]'") from None
+        raise UserError(
+            "eval runs the bundle's FP32 ONNX graph in ONNX Runtime, which this install lacks; "
+            "pip install 'edgeffnet[onnxruntime]'"
+        ) from None
     return ort_backend.open_graph(graph, exact=True)
 
 
-def artifact_models(directory: Path, graph: str, target, precision: str, batch: int | None, pending: bool,
-                    settings=None, shape: list | None = None) -> tuple[Model, list[Model], list[str]]:
+def artifact_models(
+    directory: Path,
+    graph: str,
+    target,
+    precision: str,
+    batch: int | None,
+    pending: bool,
+    settings=None,
+    shape: list | None = None,
+) -> tuple[Model, list[Model], list[str]]:
     """(the FP32 reference, the artifacts to compare with it, notes on what was left out), for a bundle
     or a build's staging directory: the precision graph in ONNX Runtime, the compiled artifact in the
     target's runtime."""
@@ -240,6 +269,7 @@ def artifact_models(directory: Path, graph: str, target, precision: str, batch: 
 
 # -- the statistics (pure functions of counts, so they can be checked by hand) ---------------------------
 
+
 def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     """Wilson's score interval for k successes in n trials."""
     if n == 0:
@@ -255,7 +285,7 @@ def mcnemar_exact_p(b: int, c: int) -> float:
     n = b + c
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
     return min(1.0, 2 * tail)
 
 
@@ -278,9 +308,15 @@ def paired_difference(ref_correct: np.ndarray, got_correct: np.ndarray, z: float
     delta = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
     epsilon = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
     diff = p1 - p2
-    return {"difference": diff, "interval": [max(-1.0, diff - delta), min(1.0, diff + epsilon)],
-            "both_right": a, "reference_only": b, "artifact_only": c, "both_wrong": d,
-            "mcnemar_p": mcnemar_exact_p(b, c)}
+    return {
+        "difference": diff,
+        "interval": [max(-1.0, diff - delta), min(1.0, diff + epsilon)],
+        "both_right": a,
+        "reference_only": b,
+        "artifact_only": c,
+        "both_wrong": d,
+        "mcnemar_p": mcnemar_exact_p(b, c),
+    }
 
 
 def _accuracy(correct: np.ndarray) -> dict:
@@ -299,36 +335,62 @@ def summarise(reference: str, ref_top: np.ndarray, artifacts: dict, labels: np.n
         ref_row |= {"top1": _accuracy(ref1), f"top{k}": _accuracy(ref5)}
     rows = []
     for name, (top, cosine) in artifacts.items():
-        row = {"name": name, "agreement": {
-            "top1_agreement": float(np.mean(top[:, 0] == ref_top[:, 0])),
-            f"top{k}_overlap": float(np.mean([len(set(x) & set(y)) / k for x, y in zip(top, ref_top)])),
-            "cosine_mean": float(np.mean(cosine)), "cosine_min": float(np.min(cosine))}}
+        row = {
+            "name": name,
+            "agreement": {
+                "top1_agreement": float(np.mean(top[:, 0] == ref_top[:, 0])),
+                f"top{k}_overlap": float(np.mean([len(set(x) & set(y)) / k for x, y in zip(top, ref_top)])),
+                "cosine_mean": float(np.mean(cosine)),
+                "cosine_min": float(np.min(cosine)),
+            },
+        }
         if labels is not None:
             got1, got5 = top[:, 0] == labels, np.any(top == labels[:, None], axis=1)
-            row |= {"top1": _accuracy(got1), f"top{k}": _accuracy(got5),
-                    "top1_drop": paired_difference(ref1, got1), f"top{k}_drop": paired_difference(ref5, got5)}
+            row |= {
+                "top1": _accuracy(got1),
+                f"top{k}": _accuracy(got5),
+                "top1_drop": paired_difference(ref1, got1),
+                f"top{k}_drop": paired_difference(ref5, got5),
+            }
         rows.append(row)
-    return {"reference": ref_row, "artifacts": rows, "topk": k,
-            "interval_method": INTERVAL_METHOD if labels is not None else None}
+    return {
+        "reference": ref_row,
+        "artifacts": rows,
+        "topk": k,
+        "interval_method": INTERVAL_METHOD if labels is not None else None,
+    }
 
 
 # -- the measurement ------------------------------------------------------------------------------------
+
 
 def _top(logits: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-logits, axis=1, kind="stable")[:, :k]
 
 
-def measure(data: Dataset, recipe: Preprocess, reference: Model, artifacts: list[Model], batch: int = 32,
-            progress: Callable[[float], None] | None = None, num_classes: int | None = None) -> dict:
+def measure(
+    data: Dataset,
+    recipe: Preprocess,
+    reference: Model,
+    artifacts: list[Model],
+    batch: int = 32,
+    progress: Callable[[float], None] | None = None,
+    num_classes: int | None = None,
+) -> dict:
     """Every model on every image, `batch` images at a time. Ctrl-C stops after the last whole batch and
     the result covers the images every model saw, marked partial."""
-    ref_top, labels, tops, cosines, skipped = [], [], {m.name: [] for m in artifacts}, \
-        {m.name: [] for m in artifacts}, []
+    ref_top, labels, tops, cosines, skipped = (
+        [],
+        [],
+        {m.name: [] for m in artifacts},
+        {m.name: [] for m in artifacts},
+        [],
+    )
     k, interrupted = None, False
     try:
         for start in range(0, len(data.items), batch):
             chunk, chunk_labels = [], []
-            for path, label in data.items[start:start + batch]:
+            for path, label in data.items[start : start + batch]:
                 try:
                     chunk.append(load_image(path, recipe))
                     chunk_labels.append(label)
@@ -340,8 +402,10 @@ def measure(data: Dataset, recipe: Preprocess, reference: Model, artifacts: list
                 x = np.stack(chunk)
                 ref = run_batched(reference.run, x, reference.batch)
                 if num_classes is not None and ref.shape[1] != num_classes:
-                    raise UserError(f"the FP32 graph outputs {ref.shape[1]} classes but the manifest says "
-                                    f"{num_classes} classes: the bundle's files do not belong together; rebuild it")
+                    raise UserError(
+                        f"the FP32 graph outputs {ref.shape[1]} classes but the manifest says "
+                        f"{num_classes} classes: the bundle's files do not belong together; rebuild it"
+                    )
                 k = k or min(5, ref.shape[1])
                 outs = {m.name: run_batched(m.run, x, m.batch) for m in artifacts}
                 # Kept only once every model has its outputs: an interrupted batch leaves no unpaired rows.
@@ -355,17 +419,27 @@ def measure(data: Dataset, recipe: Preprocess, reference: Model, artifacts: list
     except KeyboardInterrupt:
         interrupted = True
     done = len(labels)
-    result = {"data": data.record(), "images": done, "images_total": len(data.items), "partial": interrupted,
-              "skipped_unreadable": skipped[:20], "skipped_count": len(skipped)}
+    result = {
+        "data": data.record(),
+        "images": done,
+        "images_total": len(data.items),
+        "partial": interrupted,
+        "skipped_unreadable": skipped[:20],
+        "skipped_count": len(skipped),
+    }
     if done == 0:
         return result | {"reference": None, "artifacts": []}
-    summary = summarise(reference.name, np.concatenate(ref_top),
-                        {m.name: (np.concatenate(tops[m.name]), np.concatenate(cosines[m.name])) for m in artifacts},
-                        np.asarray(labels) if data.labelled else None)
+    summary = summarise(
+        reference.name,
+        np.concatenate(ref_top),
+        {m.name: (np.concatenate(tops[m.name]), np.concatenate(cosines[m.name])) for m in artifacts},
+        np.asarray(labels) if data.labelled else None,
+    )
     return result | summary
 
 
 # -- `edgeffnet eval` -----------------------------------------------------------------------------------
+
 
 def result_name(data: str | Path) -> str:
     """eval/<name>.json: the data folder's (or CSV's) name, made safe for a file name."""
@@ -407,8 +481,12 @@ def save_result(dest: Path, result: dict) -> tuple[Path, str | None]:
     if result["partial"]:
         held = _saved_result(dest)
         images = held.get("images") if isinstance(held, dict) else None
-        if (held is not None and isinstance(images, int) and not isinstance(images, bool)
-                and (held.get("partial") is not True or images > result["images"])):
+        if (
+            held is not None
+            and isinstance(images, int)
+            and not isinstance(images, bool)
+            and (held.get("partial") is not True or images > result["images"])
+        ):
             what = "complete result" if held.get("partial") is not True else f"partial result of {images} images"
             dest, note = dest.with_name(dest.stem + PARTIAL), f"kept the {what} in {dest}"
     dest.parent.mkdir(exist_ok=True)
@@ -429,12 +507,15 @@ def first_readable(data: Dataset, option: str) -> None:
             return
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             continue
-    raise UserError(f"none of the {len(data.items)} images in {option} {data.source} can be read (e.g. "
-                    f"{data.items[0][0].name}); give jpg, png, bmp or webp files")
+    raise UserError(
+        f"none of the {len(data.items)} images in {option} {data.source} can be read (e.g. "
+        f"{data.items[0][0].name}); give jpg, png, bmp or webp files"
+    )
 
 
-def evaluate(bundle_dir: str | Path, data: str | Path, classes: str | Path | None = None, batch: int = 32,
-             progress=None) -> tuple[dict, Path | None]:
+def evaluate(
+    bundle_dir: str | Path, data: str | Path, classes: str | Path | None = None, batch: int = 32, progress=None
+) -> tuple[dict, Path | None]:
     """Evaluate a bundle on `data`; write the result into BUNDLE/eval/<name>.json. Returns (result, saved)."""
     from contextlib import nullcontext
 
@@ -446,23 +527,39 @@ def evaluate(bundle_dir: str | Path, data: str | Path, classes: str | Path | Non
     m = b.manifest
     names, imagenet = class_list(m.num_classes, classes)
     dataset = open_dataset(data, Labels(names, imagenet))
-    reference, artifacts, notes = artifact_models(b.path, m.graph, b.target, m.precision, m.input.get("batch"),
-                                                  bool((m.stages.get("compile") or {}).get("pending")),
-                                                  shape=m.input["shape"])
+    reference, artifacts, notes = artifact_models(
+        b.path,
+        m.graph,
+        b.target,
+        m.precision,
+        m.input.get("batch"),
+        bool((m.stages.get("compile") or {}).get("pending")),
+        shape=m.input["shape"],
+    )
     bar = progress(f"eval {len(dataset.items)} images") if progress else nullcontext()
     with bar as tick:
-        result = measure(dataset, Preprocess.from_dict(m.preprocess), reference, artifacts, batch, tick,
-                         m.num_classes)
-    result = {"kind": "edgeffnet eval", "created": utc_now(), "bundle": str(b.path),
-              "model": {"spec": m.spec.get("spec"), "precision": m.precision, "target": m.target.get("name"),
-                        "random_weights": b.random_weights},
-              **result, "data": dataset.record() | {"classes": classes_source(classes, imagenet),
-                                                    "resolved": str(Path(data).resolve())},
-              "notes": notes}
+        result = measure(dataset, Preprocess.from_dict(m.preprocess), reference, artifacts, batch, tick, m.num_classes)
+    result = {
+        "kind": "edgeffnet eval",
+        "created": utc_now(),
+        "bundle": str(b.path),
+        "model": {
+            "spec": m.spec.get("spec"),
+            "precision": m.precision,
+            "target": m.target.get("name"),
+            "random_weights": b.random_weights,
+        },
+        **result,
+        "data": dataset.record()
+        | {"classes": classes_source(classes, imagenet), "resolved": str(Path(data).resolve())},
+        "notes": notes,
+    }
     if result["images"] == 0:
         if not result["partial"]:
-            raise UserError(f"none of the {len(dataset.items)} images in {data} could be read (e.g. "
-                            f"{result['skipped_unreadable'][0]}); give jpg, png, bmp or webp files")
+            raise UserError(
+                f"none of the {len(dataset.items)} images in {data} could be read (e.g. "
+                f"{result['skipped_unreadable'][0]}); give jpg, png, bmp or webp files"
+            )
         return result, None
     try:
         dest, note = save_result(result_path(b.path / "eval", data), result)
@@ -475,6 +572,7 @@ def evaluate(bundle_dir: str | Path, data: str | Path, classes: str | Path | Non
 
 # -- the labelled build gate ----------------------------------------------------------------------------
 
+
 def drop_gate(result: dict, max_drop_points: float, allow_drop: bool, trained: bool, precision: str) -> dict:
     """The labelled gate of `build --val`: each artifact's top-1 accuracy drop against FP32, in points,
     at most `max_drop_points` (the point estimate; the interval is reported beside it)."""
@@ -485,28 +583,44 @@ def drop_gate(result: dict, max_drop_points: float, allow_drop: bool, trained: b
         return {"gated": False, "reason": "no artifact could be evaluated on --val"}
     worst = max(rows, key=lambda r: r["top1_drop"]["difference"])
     d = worst["top1_drop"]
-    verdict = {"gate": "top-1 accuracy drop on labelled --val data", "val": result["data"],
-               "images": result["images"], "max_drop_points": max_drop_points, "worst": worst["name"],
-               "fp32_top1": result["reference"]["top1"]["accuracy"], "top1": worst["top1"]["accuracy"],
-               "drop_points": 100 * d["difference"], "interval_points": [100 * v for v in d["interval"]],
-               "interval_method": INTERVAL_METHOD, "mcnemar_p": d["mcnemar_p"]}
+    verdict = {
+        "gate": "top-1 accuracy drop on labelled --val data",
+        "val": result["data"],
+        "images": result["images"],
+        "max_drop_points": max_drop_points,
+        "worst": worst["name"],
+        "fp32_top1": result["reference"]["top1"]["accuracy"],
+        "top1": worst["top1"]["accuracy"],
+        "drop_points": 100 * d["difference"],
+        "interval_points": [100 * v for v in d["interval"]],
+        "interval_method": INTERVAL_METHOD,
+        "mcnemar_p": d["mcnemar_p"],
+    }
     if not trained:
         return {"gated": False, "reason": "random-init weights: numbers reported, no accuracy claim", **verdict}
     verdict |= {"gated": True, "passed": verdict["drop_points"] <= max_drop_points}
     if not verdict["passed"] and not allow_drop:
         # A set too small to resolve the bar is said: one image then moves the drop by more than the bar.
-        coarse = (f" (one image of {verdict['images']} is {100 / verdict['images']:.2f} points: more labelled "
-                  f"images resolve the bar)" if 100 / verdict["images"] > max_drop_points else "")
-        raise FidelityTooLow(f"{precision.upper()} {drop_line(verdict)}, above --max-drop {max_drop_points:g}{coarse}; "
-                             f"pass --allow-drop to keep it or --max-drop to change the bar")
+        coarse = (
+            f" (one image of {verdict['images']} is {100 / verdict['images']:.2f} points: more labelled "
+            f"images resolve the bar)"
+            if 100 / verdict["images"] > max_drop_points
+            else ""
+        )
+        raise FidelityTooLow(
+            f"{precision.upper()} {drop_line(verdict)}, above --max-drop {max_drop_points:g}{coarse}; "
+            f"pass --allow-drop to keep it or --max-drop to change the bar"
+        )
     return verdict
 
 
 def drop_line(v: dict) -> str:
     lo, hi = v["interval_points"]
-    return (f"top-1 accuracy drop {v['drop_points']:+.2f} points (95% interval {lo:+.2f} to {hi:+.2f}, Newcombe "
-            f"paired) for the {v['worst']}: FP32 {v['fp32_top1']:.1%} -> {v['top1']:.1%} on {v['images']} "
-            f"labelled images")
+    return (
+        f"top-1 accuracy drop {v['drop_points']:+.2f} points (95% interval {lo:+.2f} to {hi:+.2f}, Newcombe "
+        f"paired) for the {v['worst']}: FP32 {v['fp32_top1']:.1%} -> {v['top1']:.1%} on {v['images']} "
+        f"labelled images"
+    )
 
 
 def table(result: dict):
@@ -515,25 +629,41 @@ def table(result: dict):
 
     k, labelled = result["topk"], result["reference"].get("top1") is not None
     d = result["data"]
-    t = Table(title=f"{result['model']['spec']} {result['model']['precision']} on {d['source']} ({d['layout']}, "
-                    f"{result['images']} images{', PARTIAL' if result['partial'] else ''})")
-    cols = (["model"] + (["top-1", f"top-{k}", "top-1 drop (pts)", "95% interval", "McNemar p"] if labelled else [])
-            + ["top-1 agree", f"top-{k} overlap", "cos mean"])
+    t = Table(
+        title=f"{result['model']['spec']} {result['model']['precision']} on {d['source']} ({d['layout']}, "
+        f"{result['images']} images{', PARTIAL' if result['partial'] else ''})"
+    )
+    cols = (
+        ["model"]
+        + (["top-1", f"top-{k}", "top-1 drop (pts)", "95% interval", "McNemar p"] if labelled else [])
+        + ["top-1 agree", f"top-{k} overlap", "cos mean"]
+    )
     for c in cols:
         t.add_column(c, justify="left" if c == "model" else "right")
     ref = result["reference"]
-    t.add_row(ref["name"], *([f"{ref['top1']['accuracy']:.2%}", f"{ref[f'top{k}']['accuracy']:.2%}", "", "", ""]
-                             if labelled else []), "", "", "")
+    t.add_row(
+        ref["name"],
+        *([f"{ref['top1']['accuracy']:.2%}", f"{ref[f'top{k}']['accuracy']:.2%}", "", "", ""] if labelled else []),
+        "",
+        "",
+        "",
+    )
     for r in result["artifacts"]:
         a = r["agreement"]
         cells = []
         if labelled:
             drop = r["top1_drop"]
             lo, hi = (100 * v for v in drop["interval"])
-            cells = [f"{r['top1']['accuracy']:.2%}", f"{r[f'top{k}']['accuracy']:.2%}",
-                     f"{100 * drop['difference']:+.2f}", f"{lo:+.2f} .. {hi:+.2f}", f"{drop['mcnemar_p']:.3g}"]
-        t.add_row(r["name"], *cells, f"{a['top1_agreement']:.2%}", f"{a[f'top{k}_overlap']:.2%}",
-                  f"{a['cosine_mean']:.5f}")
+            cells = [
+                f"{r['top1']['accuracy']:.2%}",
+                f"{r[f'top{k}']['accuracy']:.2%}",
+                f"{100 * drop['difference']:+.2f}",
+                f"{lo:+.2f} .. {hi:+.2f}",
+                f"{drop['mcnemar_p']:.3g}",
+            ]
+        t.add_row(
+            r["name"], *cells, f"{a['top1_agreement']:.2%}", f"{a[f'top{k}_overlap']:.2%}", f"{a['cosine_mean']:.5f}"
+        )
     if labelled:
         t.caption = f"drop = FP32 minus artifact; interval: {result['interval_method']}"
     return t
@@ -547,7 +677,9 @@ def lines(result: dict) -> list[str]:
     for r in result["artifacts"]:
         drop = r["top1_drop"]
         lo, hi = (100 * v for v in drop["interval"])
-        out.append(f"{r['name']}: top-1 {r['top1']['accuracy']:.2%}, top-{k} {r[f'top{k}']['accuracy']:.2%}, "
-                   f"drop {100 * drop['difference']:+.2f} points (95% {lo:+.2f} to {hi:+.2f}), "
-                   f"agreement {r['agreement']['top1_agreement']:.2%}")
+        out.append(
+            f"{r['name']}: top-1 {r['top1']['accuracy']:.2%}, top-{k} {r[f'top{k}']['accuracy']:.2%}, "
+            f"drop {100 * drop['difference']:+.2f} points (95% {lo:+.2f} to {hi:+.2f}), "
+            f"agreement {r['agreement']['top1_agreement']:.2%}"
+        )
     return out

@@ -64,18 +64,26 @@ def per_round(s: bench.Settings, rounds: int) -> Limits:
 def rounds_of(measured: list[Measurement], rounds: int) -> dict:
     """Each round's p50 and the interval for the median across rounds (what a record's `rounds` holds)."""
     p50s = [round(percentile(sorted(m.samples_ms), 50), 5) for m in measured]
-    return {"planned": rounds, "count": len(p50s), "p50_ms": p50s, **median_interval(p50s), "order": ORDER,
-            "interval": "k-th smallest to k-th largest per-round p50 (order statistics; distribution-free)"}
+    return {
+        "planned": rounds,
+        "count": len(p50s),
+        "p50_ms": p50s,
+        **median_interval(p50s),
+        "order": ORDER,
+        "interval": "k-th smallest to k-th largest per-round p50 (order statistics; distribution-free)",
+    }
 
 
 def pooled(measured: list[Measurement]) -> Measurement:
     samples = [x for m in measured for x in m.samples_ms]
-    return Measurement(samples, sum(m.seconds for m in measured), sum(m.count for m in measured),
-                       any(m.interrupted for m in measured))
+    return Measurement(
+        samples, sum(m.seconds for m in measured), sum(m.count for m in measured), any(m.interrupted for m in measured)
+    )
 
 
-def load(items: list[tuple[str, Path]], s: bench.Settings, baselines: list[str], memory: device_state.Memory,
-         say) -> tuple[list[Entry], dict, list[tuple[str, str]]]:
+def load(
+    items: list[tuple[str, Path]], s: bench.Settings, baselines: list[str], memory: device_state.Memory, say
+) -> tuple[list[Entry], dict, list[tuple[str, str]]]:
     """Every runtime of every bundle, loaded once: (entries, their inputs by bundle path, failures)."""
     entries, inputs, failed = [], {}, []
     for label, dest in items:
@@ -88,8 +96,18 @@ def load(items: list[tuple[str, Path]], s: bench.Settings, baselines: list[str],
                 before = memory.rss_mib()
                 runner, load_ms, first_ms = bench.cold_start(b, runtime, s, batch, x)
                 after = memory.rss_mib()
-                mine.append(Entry(f"{label} {runtime}", b, runtime, batch, runner, load_ms, first_ms,
-                                  round(after - before, 1) if before is not None and after is not None else None))
+                mine.append(
+                    Entry(
+                        f"{label} {runtime}",
+                        b,
+                        runtime,
+                        batch,
+                        runner,
+                        load_ms,
+                        first_ms,
+                        round(after - before, 1) if before is not None and after is not None else None,
+                    )
+                )
                 say(f"  {label} {runtime}: loaded in {load_ms:.0f} ms, first inference {first_ms:.1f} ms")
         except UserError as e:
             say(f"  {label}: failed: {e}")
@@ -100,8 +118,15 @@ def load(items: list[tuple[str, Path]], s: bench.Settings, baselines: list[str],
     return entries, inputs, failed
 
 
-def measure_group(items: list[tuple[str, Path]], s: bench.Settings, baselines: list[str], say,
-                   rounds: int = ROUNDS, progress=None, save_records: bool = True) -> dict:
+def measure_group(
+    items: list[tuple[str, Path]],
+    s: bench.Settings,
+    baselines: list[str],
+    say,
+    rounds: int = ROUNDS,
+    progress=None,
+    save_records: bool = True,
+) -> dict:
     """Load every runtime of the bundles `items` ((label, bundle dir)) once, measure them in `rounds`
     interleaved rounds, save one record per bundle and runtime. Returns {"records", "failed" [(label, why)],
     "interrupted", "peak_mib"}. After Ctrl-C the rounds measured so far are saved, marked interrupted."""
@@ -111,11 +136,15 @@ def measure_group(items: list[tuple[str, Path]], s: bench.Settings, baselines: l
         return {"records": [], "failed": failed, "interrupted": False, "peak_mib": None}
     slices = {e.label: e.slice(inputs[str(e.bundle.path)], s.mode) for e in entries}
 
-    with (progress(f"{len(entries)} runners, {rounds} rounds") if progress else nullcontext()) as tick:
+    with progress(f"{len(entries)} runners, {rounds} rounds") if progress else nullcontext() as tick:
+
         def on_round(r: int, order: list, measured: dict) -> None:
-            say(f"  round {r + 1}/{rounds} ({'reversed' if r % 2 else 'forward'}): " + ", ".join(
-                f"{k} {percentile(sorted(measured[k][-1].samples_ms), 50):.3f} ms"
-                for k in order if measured[k]))
+            say(
+                f"  round {r + 1}/{rounds} ({'reversed' if r % 2 else 'forward'}): "
+                + ", ".join(
+                    f"{k} {percentile(sorted(measured[k][-1].samples_ms), 50):.3f} ms" for k in order if measured[k]
+                )
+            )
             if tick:
                 tick((r + 1) / rounds)
 
@@ -129,21 +158,36 @@ def measure_group(items: list[tuple[str, Path]], s: bench.Settings, baselines: l
             continue
         m = pooled(ms)
         m.interrupted = m.interrupted or len(ms) < rounds
-        rec = bench.make_record(e.bundle, e.runtime, s, e.batch, m, e.runner.describe(),
-                                e.queue.requests if e.queue is not None else None)
-        bench.add_start_and_state(rec, e.bundle, e.load_ms, e.first_inference_ms,
-                                  peak | {"runner_mib": e.runner_mib, "runners_loaded": len(entries),
-                                          "scope": "the runners of an interleaved group, loaded together"}, window)
+        rec = bench.make_record(
+            e.bundle, e.runtime, s, e.batch, m, e.runner.describe(), e.queue.requests if e.queue is not None else None
+        )
+        bench.add_start_and_state(
+            rec,
+            e.bundle,
+            e.load_ms,
+            e.first_inference_ms,
+            peak
+            | {
+                "runner_mib": e.runner_mib,
+                "runners_loaded": len(entries),
+                "scope": "the runners of an interleaved group, loaded together",
+            },
+            window,
+        )
         rec.rounds = rounds_of(ms, rounds)
         rec.settings["rounds"] = rounds
         rec.settings["timing"] += f"; {rounds} interleaved rounds with {len(entries) - 1} other runners"
         rec.saved_to = records.save(e.bundle.path, rec) if save_records else None
         lo, hi = rec.rounds["interval_ms"]
-        say(f"  {e.label} {s.mode}: {console.summary(rec)}  p50 across {len(ms)} rounds "
-            f"[{console.ms(lo)}, {console.ms(hi)}] ms")
+        say(
+            f"  {e.label} {s.mode}: {console.summary(rec)}  p50 across {len(ms)} rounds "
+            f"[{console.ms(lo)}, {console.ms(hi)}] ms"
+        )
         out.append(rec)
     for e in entries:  # release the group before the next one loads
         e.runner = e.queue = None
-    say(f"  peak resident memory {peak['peak_mib']:.0f} MiB with {len(entries)} runners loaded "
-        f"(from {peak['baseline_mib']:.0f} MiB; {peak['method']})")
+    say(
+        f"  peak resident memory {peak['peak_mib']:.0f} MiB with {len(entries)} runners loaded "
+        f"(from {peak['baseline_mib']:.0f} MiB; {peak['method']})"
+    )
     return {"records": out, "failed": failed, "interrupted": interrupted, "peak_mib": peak["peak_mib"]}

@@ -64,8 +64,9 @@ def host_peak(precision: str, compute: str | None = "f32") -> dict | None:
     isa = set(c["isa"])
     cores = min(c["physical_cores"], c["usable_cpus"])
     if "avx512f" in isa:
-        per_cycle, why = ((32, "AVX-512 on AMD Zen 4 (2x256-bit FMA)") if _amd_zen4()
-                          else (64, "AVX-512 (2 FMA x 16 lanes x 2)"))
+        per_cycle, why = (
+            (32, "AVX-512 on AMD Zen 4 (2x256-bit FMA)") if _amd_zen4() else (64, "AVX-512 (2 FMA x 16 lanes x 2)")
+        )
     elif {"avx2", "fma"} <= isa:
         per_cycle, why = 32, "AVX2 (2 FMA x 8 lanes x 2)"
     elif "asimd" in isa:
@@ -79,9 +80,11 @@ def host_peak(precision: str, compute: str | None = "f32") -> dict | None:
         measured = _sgemm_gflops()
         implied = measured / (cores * per_cycle)
         if implied > ghz:
-            clock_source = (f"a measured float32 matrix product ({measured:.0f} GFLOP/s), which needs at least "
-                            f"{implied:.3f} GHz where /proc/cpuinfo says {ghz:.3f} GHz (no cpufreq: the boost "
-                            f"clock is hidden)")
+            clock_source = (
+                f"a measured float32 matrix product ({measured:.0f} GFLOP/s), which needs at least "
+                f"{implied:.3f} GHz where /proc/cpuinfo says {ghz:.3f} GHz (no cpufreq: the boost "
+                f"clock is hidden)"
+            )
             ghz = implied
     factor = 1
     if precision == "int8":
@@ -90,9 +93,11 @@ def host_peak(precision: str, compute: str | None = "f32") -> dict | None:
     elif compute in ("f16", "bf16") and isa & {"avx512_fp16", "avx512_bf16", "amx_bf16"}:
         factor = 2
         why += f", {compute} x2"
-    return {"gflops": round(cores * ghz * per_cycle * factor, 1),
-            "detail": f"{cores} cores x {ghz:.3f} GHz x {per_cycle * factor} FLOP/cycle ({why})",
-            "source": f"computed from this host: clock from {clock_source}; see edgeffnet/measure/peak.py host_peak"}
+    return {
+        "gflops": round(cores * ghz * per_cycle * factor, 1),
+        "detail": f"{cores} cores x {ghz:.3f} GHz x {per_cycle * factor} FLOP/cycle ({why})",
+        "source": f"computed from this host: clock from {clock_source}; see edgeffnet/measure/peak.py host_peak",
+    }
 
 
 def peak(manifest: dict, precision: str, baseline: bool) -> dict | None:
@@ -106,8 +111,9 @@ def peak(manifest: dict, precision: str, baseline: bool) -> dict | None:
     if value == "host":
         return host_peak(precision, t.get("options", {}).get("inference_precision", {}).get(precision, "f32"))
     if isinstance(value, (int, float)):
-        return {"gflops": float(value), "detail": f"{t['name']} profile, {precision}",
-                "source": t["peak"].get("source", "")}
+        return {
+            "gflops": float(value),
+            "detail": f"{t['name']} profile, {precision}",
+            "source": t["peak"].get("source", ""),
+        }
     return None
-
-

@@ -22,9 +22,26 @@ from edgeffnet.specs.layer_table import is_qdq, layer_of
 
 FORMAT = "edgeffnet-profile/1"
 # Node types that are conversions, not layers (OpenVINO layerType, ONNX Runtime op_name, TensorRT's reformats).
-OVERHEAD_TYPES = {"Reorder", "Convert", "FakeQuantize", "Cast", "QuantizeLinear", "DequantizeLinear", "Transpose",
-                  "ReorderInput", "ReorderOutput", "Reformat", "Reformatting", "Input", "Output", "Parameter",
-                  "Result", "MemoryInput", "MemoryOutput", "DynamicQuantizeLinear"}
+OVERHEAD_TYPES = {
+    "Reorder",
+    "Convert",
+    "FakeQuantize",
+    "Cast",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "Transpose",
+    "ReorderInput",
+    "ReorderOutput",
+    "Reformat",
+    "Reformatting",
+    "Input",
+    "Output",
+    "Parameter",
+    "Result",
+    "MemoryInput",
+    "MemoryOutput",
+    "DynamicQuantizeLinear",
+}
 BITS = {"i8": 8, "u8": 8, "i4": 4, "u4": 4, "f16": 16, "bf16": 16, "f32": 32, "f64": 64}
 CLAIMED = {"int8": "i8", "fp16": "f16", "fp32": "f32"}
 # Two checks that the profile is the inference, both meaningful only on a CPU the bench has to itself.
@@ -45,8 +62,20 @@ SUM_TOLERANCE = 0.5
 
 def normal_precision(p: str | None) -> str:
     p = (p or "").lower()
-    aliases = {"u8": "i8", "int8": "i8", "uint8": "i8", "float": "f32", "float32": "f32", "fp32": "f32",
-               "float16": "f16", "fp16": "f16", "half": "f16", "bfloat16": "bf16", "i32": "i32", "int32": "i32"}
+    aliases = {
+        "u8": "i8",
+        "int8": "i8",
+        "uint8": "i8",
+        "float": "f32",
+        "float32": "f32",
+        "fp32": "f32",
+        "float16": "f16",
+        "fp16": "f16",
+        "half": "f16",
+        "bfloat16": "bf16",
+        "i32": "i32",
+        "int32": "i32",
+    }
     return aliases.get(p, p or "unknown")
 
 
@@ -70,8 +99,15 @@ def _classify(node: dict, exact: dict[str, str], overhead: set[str], rows: dict[
     return found, True
 
 
-def analyse(table: dict, runs: list[list[dict]], bundle_precision: str, runtime: str,
-            unprofiled_ms: list[float], roof: dict | None = None, wall_ms: list[float] | None = None) -> dict:
+def analyse(
+    table: dict,
+    runs: list[list[dict]],
+    bundle_precision: str,
+    runtime: str,
+    unprofiled_ms: list[float],
+    roof: dict | None = None,
+    wall_ms: list[float] | None = None,
+) -> dict:
     """The profile record (PROFILE_SCHEMA.md) from the table, the profiled inferences (their node rows and,
     where known, their wall times) and the latencies (ms) of unprofiled inferences of the same run."""
     unprofiled_p50_ms = _st.median(unprofiled_ms) if unprofiled_ms else None
@@ -101,17 +137,25 @@ def analyse(table: dict, runs: list[list[dict]], bundle_precision: str, runtime:
     for key, row in info.items():
         t = _st.median([s.get(key, 0.0) for s in per_run])
         heavy = max(row["nodes"].values(), key=lambda n: float(n["time_ms"]))
-        base = {"name": key, "time_ms": round(t, 5), "share": t / profiled_sum if profiled_sum else 0.0,
-                "exec_type": str(heavy.get("exec_type") or ""), "precision": normal_precision(heavy.get("precision")),
-                "nodes": sorted(row["nodes"]), "fused": row["fused"]}
+        base = {
+            "name": key,
+            "time_ms": round(t, 5),
+            "share": t / profiled_sum if profiled_sum else 0.0,
+            "exec_type": str(heavy.get("exec_type") or ""),
+            "precision": normal_precision(heavy.get("precision")),
+            "nodes": sorted(row["nodes"]),
+            "fused": row["fused"],
+        }
         if key in rows:
             r = rows[key]
             gops = r["ops"] / (t / 1e3) / 1e9 if t > 0 else None
-            base.update(role=r["role"], macs=r["macs"], bytes=r["bytes"], intensity=r["intensity"], gops=gops,
-                        known=True)
+            base.update(
+                role=r["role"], macs=r["macs"], bytes=r["bytes"], intensity=r["intensity"], gops=gops, known=True
+            )
         else:
-            base.update(role="overhead", macs=0, bytes=0, intensity=0.0, gops=None,
-                        known=placed[next(iter(row["nodes"]))][2])
+            base.update(
+                role="overhead", macs=0, bytes=0, intensity=0.0, gops=None, known=placed[next(iter(row["nodes"]))][2]
+            )
         out_rows.append(base)
     out_rows.sort(key=lambda r: r["time_ms"], reverse=True)
     by_role: dict[str, float] = {}
@@ -121,16 +165,25 @@ def analyse(table: dict, runs: list[list[dict]], bundle_precision: str, runtime:
     explained = sum(r["time_ms"] for r in out_rows if r["known"])
     rows_total = sum(r["time_ms"] for r in out_rows) or 1.0
     claimed = CLAIMED.get(bundle_precision)
-    wider = [r["name"] for r in out_rows if r["role"] != "overhead" and r["macs"] and claimed
-             and BITS.get(r["precision"], 0) > BITS[claimed]]
+    wider = [
+        r["name"]
+        for r in out_rows
+        if r["role"] != "overhead" and r["macs"] and claimed and BITS.get(r["precision"], 0) > BITS[claimed]
+    ]
     record = {
-        "format": FORMAT, "runtime": runtime, "iterations": len(runs), "layers": out_rows,
+        "format": FORMAT,
+        "runtime": runtime,
+        "iterations": len(runs),
+        "layers": out_rows,
         "by_role": {k: round(v, 5) for k, v in by_role.items()},
         "flops_by_role": _flops_by_role(table["layers"]),
-        "mapped_fraction": explained / rows_total, "layer_fraction": in_layers / rows_total,
+        "mapped_fraction": explained / rows_total,
+        "layer_fraction": in_layers / rows_total,
         "unmapped_nodes": sorted(n for n, (_, _, known) in placed.items() if not known),
-        "runtime_nodes": len(placed), "profiled_sum_ms": round(profiled_sum, 5),
-        "unprofiled_p50_ms": unprofiled_p50_ms, "unprofiled_min_ms": unprofiled_min,
+        "runtime_nodes": len(placed),
+        "profiled_sum_ms": round(profiled_sum, 5),
+        "unprofiled_p50_ms": unprofiled_p50_ms,
+        "unprofiled_min_ms": unprofiled_min,
         "profiled_min_ms": min(totals) if totals else None,
         "profiled_wall_p50_ms": _st.median(wall_ms) if wall_ms else None,
         # what profiling costs an inference: its wall time profiled against unprofiled, at the median
@@ -138,9 +191,14 @@ def analyse(table: dict, runs: list[list[dict]], bundle_precision: str, runtime:
         "coverage": _coverage(totals, wall_ms),
         "sum_check": _sum_check(profiled_sum, min(totals) if totals else None, unprofiled_p50_ms, unprofiled_min),
         "load_per_cpu": _load_per_cpu(),
-        "claimed_precision": claimed, "ran_wider": wider,
-        "warning": (f"{len(wider)} layer(s) of this {bundle_precision} bundle ran wider than {claimed}: "
-                    f"{', '.join(wider[:8])}{' ...' if len(wider) > 8 else ''}") if wider else None,
+        "claimed_precision": claimed,
+        "ran_wider": wider,
+        "warning": (
+            f"{len(wider)} layer(s) of this {bundle_precision} bundle ran wider than {claimed}: "
+            f"{', '.join(wider[:8])}{' ...' if len(wider) > 8 else ''}"
+        )
+        if wider
+        else None,
     }
     if roof:
         record["roofline"] = place_on_roof(out_rows, roof)
@@ -158,16 +216,26 @@ def _coverage(totals: list[float], wall_ms: list[float] | None) -> dict | None:
     if not wall_ms or len(wall_ms) != len(totals):
         return None
     ratio = _st.median(t / w for t, w in zip(totals, wall_ms) if w > 0)
-    return {"median": ratio, "min": COVERAGE_MIN, "max": COVERAGE_MAX, "holds": COVERAGE_MIN <= ratio <= COVERAGE_MAX,
-            "compares": "per profiled inference: sum of its nodes / host wall time around it"}
+    return {
+        "median": ratio,
+        "min": COVERAGE_MIN,
+        "max": COVERAGE_MAX,
+        "holds": COVERAGE_MIN <= ratio <= COVERAGE_MAX,
+        "compares": "per profiled inference: sum of its nodes / host wall time around it",
+    }
 
 
 def _sum_check(p50: float, low: float | None, u50: float | None, ulow: float | None) -> dict:
     median = p50 / u50 if u50 else None
     least = low / ulow if low and ulow else None
     holds = any(r is not None and abs(r - 1) <= SUM_TOLERANCE for r in (median, least))
-    return {"ratio_median": median, "ratio_min": least, "tolerance": SUM_TOLERANCE, "holds": holds,
-            "compares": "profiled node sum / unprofiled latency of the bench, at the median and the minimum"}
+    return {
+        "ratio_median": median,
+        "ratio_min": least,
+        "tolerance": SUM_TOLERANCE,
+        "holds": holds,
+        "compares": "profiled node sum / unprofiled latency of the bench, at the median and the minimum",
+    }
 
 
 def _flops_by_role(layers: list[dict]) -> dict[str, int]:
@@ -216,10 +284,26 @@ def trace(runs: list[list[dict]], record: dict) -> dict:
         ts = float(node["start_ms"]) - start0 if "start_ms" in node else cursor
         dur = float(node["time_ms"])
         cursor = ts + dur
-        events.append({"name": node["node"], "cat": r.get("role", "overhead"), "ph": "X", "pid": 1, "tid": 1,
-                       "ts": round(ts * 1e3, 3), "dur": round(dur * 1e3, 3),
-                       "args": {"layer": r.get("name") if r.get("role") != "overhead" else None,
-                                "role": r.get("role", "overhead"), "exec_type": node.get("exec_type", ""),
-                                "precision": normal_precision(node.get("precision")), "type": node.get("type", "")}})
-    return {"traceEvents": events, "displayTimeUnit": "ms",
-            "otherData": {"runtime": record["runtime"], "source": "edgeffnet bench --profile"}}
+        events.append(
+            {
+                "name": node["node"],
+                "cat": r.get("role", "overhead"),
+                "ph": "X",
+                "pid": 1,
+                "tid": 1,
+                "ts": round(ts * 1e3, 3),
+                "dur": round(dur * 1e3, 3),
+                "args": {
+                    "layer": r.get("name") if r.get("role") != "overhead" else None,
+                    "role": r.get("role", "overhead"),
+                    "exec_type": node.get("exec_type", ""),
+                    "precision": normal_precision(node.get("precision")),
+                    "type": node.get("type", ""),
+                },
+            }
+        )
+    return {
+        "traceEvents": events,
+        "displayTimeUnit": "ms",
+        "otherData": {"runtime": record["runtime"], "source": "edgeffnet bench --profile"},
+    }

@@ -17,10 +17,22 @@ from edgeffnet.measure.console import ms
 
 TOP = 10
 # One colour per role, the same in every plot (matplotlib's tab20 order; overhead in grey).
-ROLE_COLOURS = {"stem": "#1f77b4", "expand": "#ff7f0e", "depthwise": "#2ca02c", "se": "#d62728",
-                "project": "#9467bd", "residual": "#8c564b", "head": "#e377c2", "pool": "#bcbd22",
-                "classifier": "#17becf", "reduce": "#aec7e8", "spatial": "#ffbb78", "restore": "#98df8a",
-                "shortcut": "#ff9896", "overhead": "#7f7f7f"}
+ROLE_COLOURS = {
+    "stem": "#1f77b4",
+    "expand": "#ff7f0e",
+    "depthwise": "#2ca02c",
+    "se": "#d62728",
+    "project": "#9467bd",
+    "residual": "#8c564b",
+    "head": "#e377c2",
+    "pool": "#bcbd22",
+    "classifier": "#17becf",
+    "reduce": "#aec7e8",
+    "spatial": "#ffbb78",
+    "restore": "#98df8a",
+    "shortcut": "#ff9896",
+    "overhead": "#7f7f7f",
+}
 
 
 def profiled(records: list[dict]) -> list[dict]:
@@ -51,8 +63,15 @@ def roofline(r: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for role in dict.fromkeys(x["role"] for x in rows):
         pts = [x for x in rows if x["role"] == role]
-        ax.scatter([x["intensity"] for x in pts], [x["gops"] for x in pts], s=[12 + 300 * x["share"] for x in pts],
-                   color=ROLE_COLOURS.get(role, "black"), label=role, alpha=0.8, edgecolors="none")
+        ax.scatter(
+            [x["intensity"] for x in pts],
+            [x["gops"] for x in pts],
+            s=[12 + 300 * x["share"] for x in pts],
+            color=ROLE_COLOURS.get(role, "black"),
+            label=role,
+            alpha=0.8,
+            edgecolors="none",
+        )
     peak, bw = roof.get("compute_gops"), roof.get("bandwidth_gbs")
     if peak and bw and rows:
         lo = min(x["intensity"] for x in rows) / 2
@@ -100,18 +119,29 @@ def role_flops(family: list[dict], path: Path) -> None:
     family = sorted(family, key=lambda r: r["model"]["flops"])
     roles = dict.fromkeys(role for r in family for role in r["profile"].get("flops_by_role", {}))
     for role in roles:
-        pts = [(r["profile"]["flops_by_role"][role], r["profile"]["by_role"].get(role, 0.0)) for r in family
-               if r["profile"].get("flops_by_role", {}).get(role) and r["profile"]["by_role"].get(role)]
+        pts = [
+            (r["profile"]["flops_by_role"][role], r["profile"]["by_role"].get(role, 0.0))
+            for r in family
+            if r["profile"].get("flops_by_role", {}).get(role) and r["profile"]["by_role"].get(role)
+        ]
         if pts:
-            ax.plot([f / 1e6 for f, _ in pts], [t for _, t in pts], "o-", color=ROLE_COLOURS.get(role, "black"),
-                    label=role, ms=4)
+            ax.plot(
+                [f / 1e6 for f, _ in pts],
+                [t for _, t in pts],
+                "o-",
+                color=ROLE_COLOURS.get(role, "black"),
+                label=role,
+                ms=4,
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("role's MFLOPs (2 x MACs, from the layer table)")
     ax.set_ylabel("role's profiled time (ms)")
     r0 = family[0]
-    ax.set_title(f"Per-role latency against per-role FLOPs: {r0['model']['family']} {r0['precision']} "
-                 f"{r0['runtime']}", fontsize=10)
+    ax.set_title(
+        f"Per-role latency against per-role FLOPs: {r0['model']['family']} {r0['precision']} {r0['runtime']}",
+        fontsize=10,
+    )
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.2)
     fig.tight_layout()
@@ -122,16 +152,30 @@ def role_flops(family: list[dict], path: Path) -> None:
 def costliest(r: dict, top: int = TOP) -> tuple[str, list[str], list[list[str]]]:
     p = r["profile"]
     header = ["layer", "role", "ms", "share", "GOP/s", "ops/B", "bound", "kernel", "ran in"]
-    body = [[x["name"] + (f" (+{', '.join(x['fused'])})" if x["fused"] else ""), x["role"], ms(x["time_ms"]),
-             f"{x['share']:.1%}", "" if x.get("gops") is None else f"{x['gops']:.1f}",
-             "" if x["role"] == "overhead" else f"{x['intensity']:.2f}", x.get("bound", ""), x["exec_type"],
-             x["precision"]] for x in p["layers"][:top]]
+    body = [
+        [
+            x["name"] + (f" (+{', '.join(x['fused'])})" if x["fused"] else ""),
+            x["role"],
+            ms(x["time_ms"]),
+            f"{x['share']:.1%}",
+            "" if x.get("gops") is None else f"{x['gops']:.1f}",
+            "" if x["role"] == "overhead" else f"{x['intensity']:.2f}",
+            x.get("bound", ""),
+            x["exec_type"],
+            x["precision"],
+        ]
+        for x in p["layers"][:top]
+    ]
     roof = p.get("roofline") or {}
-    at = ("" if roof.get("time_memory_bound") is None else
-          f"; layer time under the memory roof {roof['time_memory_bound']:.0%}, compute roof "
-          f"{roof['time_compute_bound']:.0%}")
-    title = (f"Ten costliest layers: {label(r)} (mapped {p['mapped_fraction']:.1%}, in layers "
-             f"{p['layer_fraction']:.1%}{at})")
+    at = (
+        ""
+        if roof.get("time_memory_bound") is None
+        else f"; layer time under the memory roof {roof['time_memory_bound']:.0%}, compute roof "
+        f"{roof['time_compute_bound']:.0%}"
+    )
+    title = (
+        f"Ten costliest layers: {label(r)} (mapped {p['mapped_fraction']:.1%}, in layers {p['layer_fraction']:.1%}{at})"
+    )
     return title, header, body
 
 
@@ -170,9 +214,15 @@ def section(records: list[dict], out: Path, plots: bool) -> tuple[list[str], str
     for title, header, body in tables:
         md += [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         md += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body] + [""]
-    images = "".join(f'<p><img alt="{html.escape(n)}" src="data:image/png;base64,'
-                     f'{base64.b64encode((out / n).read_bytes()).decode()}"></p>' for n in files)
-    body = "".join(f"<h3>{html.escape(t)}</h3><table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in hd)}</tr>"
-                   + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-                   + "</table>" for t, hd, rows in tables)
+    images = "".join(
+        f'<p><img alt="{html.escape(n)}" src="data:image/png;base64,'
+        f'{base64.b64encode((out / n).read_bytes()).decode()}"></p>'
+        for n in files
+    )
+    body = "".join(
+        f"<h3>{html.escape(t)}</h3><table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in hd)}</tr>"
+        + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+        + "</table>"
+        for t, hd, rows in tables
+    )
     return md, f"<h2>Where the time goes (bench --profile)</h2>{images}{body}", files

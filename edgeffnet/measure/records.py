@@ -91,7 +91,7 @@ class Record:
         return head | d | extra
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "record") -> "Record":
+    def from_dict(cls, d: dict, where: str = "record") -> Record:
         if not isinstance(d, dict) or d.get("record") != RECORD:
             raise UserError(f"{where} is not an edgeffnet bench record")
         names = {f.name for f in fields(cls)} - {"extra"}
@@ -99,8 +99,10 @@ class Record:
         missing = [k for k in required if k not in d]
         if d.get("format") not in READABLE_FORMATS or missing:
             why = f"lacks {', '.join(missing[:3])}" if missing else f"has record format {d.get('format')}"
-            raise UserError(f"{where} {why}; this edgeffnet reads bench record formats "
-                            f"{', '.join(map(str, READABLE_FORMATS))}: measure again with edgeffnet bench")
+            raise UserError(
+                f"{where} {why}; this edgeffnet reads bench record formats "
+                f"{', '.join(map(str, READABLE_FORMATS))}: measure again with edgeffnet bench"
+            )
         _check_entries(d, where)
         check_fields(cls, d, where)
         return cls(**{k: v for k, v in d.items() if k in names}, extra={k: v for k, v in d.items() if k not in names})
@@ -163,8 +165,11 @@ def _check_format2(d: dict, damaged) -> None:
         if d.get(entry) is not None and not isinstance(d[entry], dict):
             raise damaged(f"its '{entry}' entry is not an object")
     interval = (d.get("rounds") or {}).get("interval_ms")
-    if interval is not None and not (isinstance(interval, list) and len(interval) == 2 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in interval)):
+    if interval is not None and not (
+        isinstance(interval, list)
+        and len(interval) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in interval)
+    ):
         raise damaged("its 'rounds' entry has an interval that is not two numbers")
 
 
@@ -177,14 +182,28 @@ def worst_fidelity(manifest: dict) -> dict | None:
     """The fidelity row (precision graph or compiled artifact) that agrees least with FP32; None for FP32."""
     rows = (manifest.get("fidelity") or {}).get("rows") or []
     numbers = ("top1_agreement", "cosine_mean")
-    rows = [r for r in rows if isinstance(r, dict) and all(
-        isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool) for k in numbers)]
+    rows = [
+        r
+        for r in rows
+        if isinstance(r, dict)
+        and all(isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool) for k in numbers)
+    ]
     if not rows:
         return None
     worst = min(rows, key=lambda r: (r["top1_agreement"], r["cosine_mean"]))
-    return {k: worst[k] for k in ("artifact", "views", "top1_agreement", "top5_overlap", "cosine_mean",
-                                       "confident_views", "confident_top1_agreement") if k in worst}
-
+    return {
+        k: worst[k]
+        for k in (
+            "artifact",
+            "views",
+            "top1_agreement",
+            "top5_overlap",
+            "cosine_mean",
+            "confident_views",
+            "confident_top1_agreement",
+        )
+        if k in worst
+    }
 
 
 def record_path(bundle_dir: Path, runtime: str, mode: str) -> Path:

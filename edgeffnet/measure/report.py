@@ -28,20 +28,24 @@ import numpy as np
 
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import atomic_write_text, utc_now
+from edgeffnet.core.untrusted import UntrustedFileError, read_json
 from edgeffnet.core.version import __version__
 from edgeffnet.measure import device_state, profile_report, records
 from edgeffnet.measure.console import ms
-from edgeffnet.core.untrusted import UntrustedFileError, read_json
 
 FILES = ("report.md", "report.csv", "report.json", "report.html", "latency_vs_flops.png")
 
 
 # -- input -----------------------------------------------------------------------------------------
 
+
 def _search(folder: Path) -> list[Path]:
     """Every JSON file below `folder`, except in hidden directories (a bundle being written is hidden)."""
-    return [p for p in sorted(folder.rglob("*.json"))
-            if not any(part.startswith(".") for part in p.relative_to(folder).parts) and not p.is_dir()]
+    return [
+        p
+        for p in sorted(folder.rglob("*.json"))
+        if not any(part.startswith(".") for part in p.relative_to(folder).parts) and not p.is_dir()
+    ]
 
 
 def _renders(rec: dict, where: str) -> dict:
@@ -51,8 +55,9 @@ def _renders(rec: dict, where: str) -> dict:
         rows([rec])
         machines([rec])
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError, OverflowError) as e:
-        raise UserError(f"{where} is a damaged bench record ({type(e).__name__}: {str(e)[:60]}); measure again "
-                        f"with edgeffnet bench") from None
+        raise UserError(
+            f"{where} is a damaged bench record ({type(e).__name__}: {str(e)[:60]}); measure again with edgeffnet bench"
+        ) from None
     return rec
 
 
@@ -110,14 +115,20 @@ def collect(paths: list[str | Path], skipped: list[str] | None = None, baselines
                 found[key] = rec
     if not found:
         bad = f" ({len(skipped)} damaged record(s) skipped: {skipped[0][:200]})" if skipped else ""
-        only = (f" (only baseline records, {', '.join(sorted(skipped_baselines))}: add --baselines to report "
-                f"them)" if skipped_baselines else "")
-        raise UserError(f"nothing to report in {', '.join(map(str, paths))}: no bench records{only}{bad}; "
-                        f"run edgeffnet bench BUNDLE or edgeffnet sweep first")
+        only = (
+            f" (only baseline records, {', '.join(sorted(skipped_baselines))}: add --baselines to report them)"
+            if skipped_baselines
+            else ""
+        )
+        raise UserError(
+            f"nothing to report in {', '.join(map(str, paths))}: no bench records{only}{bad}; "
+            f"run edgeffnet bench BUNDLE or edgeffnet sweep first"
+        )
     return list(found.values())
 
 
 # -- rows and fits ---------------------------------------------------------------------------------
+
 
 def measured_by(r: dict) -> str:
     """Who measured a record: the farm node (its Ray node id: nodes may share a hostname) or the host."""
@@ -127,8 +138,9 @@ def measured_by(r: dict) -> str:
 
 def device_of(r: dict) -> str:
     node = r.get("node")  # a farm record: which device of which target measured it
-    where = (f" on {node['target']} {node.get('ip') or node['hostname']} node {node.get('node_id', '')[:8]}"
-             if node else "")
+    where = (
+        f" on {node['target']} {node.get('ip') or node['hostname']} node {node.get('node_id', '')[:8]}" if node else ""
+    )
     return f"{r['device']['name']} ({r['device']['kind']}){where}"
 
 
@@ -142,8 +154,9 @@ def short_device(r: dict) -> str:
     name = re.sub(r"\((R|TM|C)\)|\b(CPU|Processor)\b|\b\d+-Core\b", " ", name, flags=re.IGNORECASE)
     name = " ".join(name.split()) or full
     node = r.get("node")
-    return f"{name} ({r['device']['kind']})" + (f" on {node['target']} {node.get('ip') or node['hostname']}"
-                                                  if node else "")
+    return f"{name} ({r['device']['kind']})" + (
+        f" on {node['target']} {node.get('ip') or node['hostname']}" if node else ""
+    )
 
 
 def series_of(r: dict) -> str:
@@ -207,13 +220,23 @@ def accuracy_drop(bundle_dir: str) -> dict | None:
                 drop = fp32 - top1
             if drop is not None and (worst is None or drop > worst["drop"]):
                 interval = (a.get("top1_drop") or {}).get("interval") if isinstance(a.get("top1_drop"), dict) else None
-                if not (isinstance(interval, list) and len(interval) == 2 and all(_fraction(v) is not None
-                                                                                   for v in interval)):
+                if not (
+                    isinstance(interval, list)
+                    and len(interval) == 2
+                    and all(_fraction(v) is not None for v in interval)
+                ):
                     interval = None
-                worst = {"drop": drop, "interval": interval, "top1": top1, "fp32_top1": fp32,
-                         "artifact": a.get("name") or a.get("artifact"), "images": result.get("images"),
-                         "data": f.name, "partial": result.get("partial") is True,
-                         "images_total": result.get("images_total")}
+                worst = {
+                    "drop": drop,
+                    "interval": interval,
+                    "top1": top1,
+                    "fp32_top1": fp32,
+                    "artifact": a.get("name") or a.get("artifact"),
+                    "images": result.get("images"),
+                    "data": f.name,
+                    "partial": result.get("partial") is True,
+                    "images_total": result.get("images_total"),
+                }
     return worst
 
 
@@ -225,9 +248,15 @@ def fidelity_of(r: dict) -> tuple[str, dict]:
     drop = accuracy_drop(r["bundle"])
     if drop:
         interval = drop["interval"]
-        text = f"top-1 drop {drop['drop'] * 100:.2f} pt" + (
-            f" [{interval[0] * 100:.2f}, {interval[1] * 100:.2f}]" if isinstance(interval, list) and len(interval) == 2
-            else "") + (f", top-1 {drop['top1']:.1%}" if drop["top1"] is not None else "")
+        text = (
+            f"top-1 drop {drop['drop'] * 100:.2f} pt"
+            + (
+                f" [{interval[0] * 100:.2f}, {interval[1] * 100:.2f}]"
+                if isinstance(interval, list) and len(interval) == 2
+                else ""
+            )
+            + (f", top-1 {drop['top1']:.1%}" if drop["top1"] is not None else "")
+        )
         if drop["partial"]:  # an interrupted eval: its figure covers only the images it reached
             text += f" (partial: {drop['images']} of {drop['images_total']} images)"
         return text, {"accuracy_drop": drop["drop"]}
@@ -272,29 +301,52 @@ def rows(records: list[dict]) -> list[dict]:
         w = weights_of(r)
         fidelity, numbers = fidelity_of(r)
         lat = r["mode"] == "latency"
-        out.append({
-            "model": m["spec"], "family": m["family"], "phi": m.get("phi"), "only": m.get("only"),
-            "resolution": m["resolution"], "precision": r["precision"], "runtime": r["runtime"],
-            "mode": r["mode"], "batch": r["batch"], "baseline": r["baseline"], "target": r["target"],
-            "device": short_device(r), "series": series_of(r),
-            "weights": weights_label(w), "weights_source": w.get("source"),
-            "fidelity": fidelity, "top1_agreement": numbers.get("top1_agreement"), "cosine": numbers.get("cosine"),
-            "accuracy_drop": numbers.get("accuracy_drop"),
-            "sane": not (w.get("random_init") and numbers.get("cosine") is not None
-                         and numbers["cosine"] < SANE_COSINE),
-            "macs": m["macs"], "params": m["params"], "flops": m["flops"],
-            **{k: r["stats"][f"{k}_ms"] for k in ("p50", "p90", "p99", "mean", "std")},
-            "count": r["stats"]["count"],
-            "threads": r["settings"].get("threads"), "streams": r["settings"].get("streams"),
-            # img/s only where it was the measurement's aim: a latency run's count/seconds is not throughput
-            "throughput_ips": None if lat else r["throughput_ips"],
-            "gflops": r["achieved_gflops"], "peak_gflops": (r.get("peak") or {}).get("gflops"),
-            "fraction_of_peak": r["fraction_of_peak"],
-            "scaling_baseline": check.get("baseline"), "two_pow_phi": check.get("two_pow_phi"),
-            "predicted_mult": check.get("predicted"), "actual_mult": check.get("mac_ratio"),
-            "latency_mult": None, "interrupted": r["interrupted"], "bundle": r["bundle"],
-            **start_and_state(r),
-        })
+        out.append(
+            {
+                "model": m["spec"],
+                "family": m["family"],
+                "phi": m.get("phi"),
+                "only": m.get("only"),
+                "resolution": m["resolution"],
+                "precision": r["precision"],
+                "runtime": r["runtime"],
+                "mode": r["mode"],
+                "batch": r["batch"],
+                "baseline": r["baseline"],
+                "target": r["target"],
+                "device": short_device(r),
+                "series": series_of(r),
+                "weights": weights_label(w),
+                "weights_source": w.get("source"),
+                "fidelity": fidelity,
+                "top1_agreement": numbers.get("top1_agreement"),
+                "cosine": numbers.get("cosine"),
+                "accuracy_drop": numbers.get("accuracy_drop"),
+                "sane": not (
+                    w.get("random_init") and numbers.get("cosine") is not None and numbers["cosine"] < SANE_COSINE
+                ),
+                "macs": m["macs"],
+                "params": m["params"],
+                "flops": m["flops"],
+                **{k: r["stats"][f"{k}_ms"] for k in ("p50", "p90", "p99", "mean", "std")},
+                "count": r["stats"]["count"],
+                "threads": r["settings"].get("threads"),
+                "streams": r["settings"].get("streams"),
+                # img/s only where it was the measurement's aim: a latency run's count/seconds is not throughput
+                "throughput_ips": None if lat else r["throughput_ips"],
+                "gflops": r["achieved_gflops"],
+                "peak_gflops": (r.get("peak") or {}).get("gflops"),
+                "fraction_of_peak": r["fraction_of_peak"],
+                "scaling_baseline": check.get("baseline"),
+                "two_pow_phi": check.get("two_pow_phi"),
+                "predicted_mult": check.get("predicted"),
+                "actual_mult": check.get("mac_ratio"),
+                "latency_mult": None,
+                "interrupted": r["interrupted"],
+                "bundle": r["bundle"],
+                **start_and_state(r),
+            }
+        )
     # Latency multiplier: against the family baseline (b0 / lite0) measured in the same series and mode.
     base = {(r["series"], r["mode"], r["model"]): r["p50"] for r in out}
     for r in out:
@@ -306,9 +358,11 @@ def rows(records: list[dict]) -> list[dict]:
 
 # -- start-up, memory, the device's state and the spread across rounds (record format 2) ------------------
 
+
 def start_and_state(r: dict) -> dict:
     """The row's start-up, memory, artifact and device-state columns; None where the record lacks them
     (format 1, or a probe this device does not answer)."""
+
     def entry(key: str) -> dict:
         v = r.get(key)
         return v if isinstance(v, dict) else {}
@@ -320,13 +374,22 @@ def start_and_state(r: dict) -> dict:
     loads = [(s if isinstance(s, dict) else {}).get("load_average") for s in (state.get("before"), state.get("after"))]
     before, after = (number(v[0]) if isinstance(v, list) and v else None for v in loads)
     interval = rounds.get("interval_ms") if isinstance(rounds.get("interval_ms"), list) else [None, None]
-    return {"load_ms": number(r.get("load_ms")), "first_inference_ms": number(r.get("first_inference_ms")),
-            "peak_mib": number(mem.get("peak_mib")), "memory_increase_mib": number(mem.get("increase_mib")),
-            "runners_loaded": number(mem.get("runners_loaded")), "artifact_bytes": number(art.get("bytes")),
-            "load_before": before, "load_after": after, "others_cpu_share": number(state.get("others_cpu_share")),
-            "busy": state.get("busy") if isinstance(state.get("busy"), bool) else None,
-            "rounds": number(rounds.get("count")), "p50_low": number(interval[0]), "p50_high": number(interval[-1]),
-            "p50_coverage": number(rounds.get("coverage"))}
+    return {
+        "load_ms": number(r.get("load_ms")),
+        "first_inference_ms": number(r.get("first_inference_ms")),
+        "peak_mib": number(mem.get("peak_mib")),
+        "memory_increase_mib": number(mem.get("increase_mib")),
+        "runners_loaded": number(mem.get("runners_loaded")),
+        "artifact_bytes": number(art.get("bytes")),
+        "load_before": before,
+        "load_after": after,
+        "others_cpu_share": number(state.get("others_cpu_share")),
+        "busy": state.get("busy") if isinstance(state.get("busy"), bool) else None,
+        "rounds": number(rounds.get("count")),
+        "p50_low": number(interval[0]),
+        "p50_high": number(interval[-1]),
+        "p50_coverage": number(rounds.get("coverage")),
+    }
 
 
 def overlapping(table: list[dict]) -> list[tuple[dict, dict]]:
@@ -335,10 +398,22 @@ def overlapping(table: list[dict]) -> list[tuple[dict, dict]]:
     rows only: a throughput row's figure is images/s, not its requests' p50."""
     out = []
     for name in dict.fromkeys(r["series"] for r in table):
-        pts = sorted((r for r in table if r["series"] == name and r["mode"] == "latency"
-                      and r["p50_low"] is not None and r["p50_high"] is not None),
-                     key=lambda r: (r["flops"], r["model"]))
-        out += [(a, b) for a, b in itertools.pairwise(pts) if a["p50_low"] <= b["p50_high"] and b["p50_low"] <= a["p50_high"]]
+        pts = sorted(
+            (
+                r
+                for r in table
+                if r["series"] == name
+                and r["mode"] == "latency"
+                and r["p50_low"] is not None
+                and r["p50_high"] is not None
+            ),
+            key=lambda r: (r["flops"], r["model"]),
+        )
+        out += [
+            (a, b)
+            for a, b in itertools.pairwise(pts)
+            if a["p50_low"] <= b["p50_high"] and b["p50_low"] <= a["p50_high"]
+        ]
     return out
 
 
@@ -346,42 +421,88 @@ def state_warnings(table: list[dict]) -> list[str]:
     out = []
     busy = [r for r in table if r["busy"]]
     if busy:
-        out.append(f"Measured on a busy machine ({', '.join(sorted({r['model'] + ' ' + r['precision'] for r in busy}))}): "
-                   f"other processes used at least {device_state.BUSY_SHARE:.0%} of its CPUs while they were measured "
-                   f"(each record's device_state says by which rule); their latencies are slower and noisier than "
-                   f"the device's own.")
+        out.append(
+            f"Measured on a busy machine ({', '.join(sorted({r['model'] + ' ' + r['precision'] for r in busy}))}): "
+            f"other processes used at least {device_state.BUSY_SHARE:.0%} of its CPUs while they were measured "
+            f"(each record's device_state says by which rule); their latencies are slower and noisier than "
+            f"the device's own."
+        )
     pairs = overlapping(table)
     if pairs:
-        out.append("Spread wider than the gap (p50 intervals across interleaved rounds overlap, so which is faster is "
-                   "not established): " + "; ".join(
-                       f"{a['model']} [{ms(a['p50_low'])}, {ms(a['p50_high'])}] and {b['model']} "
-                       f"[{ms(b['p50_low'])}, {ms(b['p50_high'])}] ms ({a['series']})" for a, b in pairs) + ".")
+        out.append(
+            "Spread wider than the gap (p50 intervals across interleaved rounds overlap, so which is faster is "
+            "not established): "
+            + "; ".join(
+                f"{a['model']} [{ms(a['p50_low'])}, {ms(a['p50_high'])}] and {b['model']} "
+                f"[{ms(b['p50_low'])}, {ms(b['p50_high'])}] ms ({a['series']})"
+                for a, b in pairs
+            )
+            + "."
+        )
     return out
 
 
 def start_table(table: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
     """Load time, cold latency and peak memory beside p50, with the device's state (busy rows marked), for
     the rows whose records have them (none: no table)."""
+
     def mib(v):
         return "" if v is None else f"{v:.0f}"
 
     measured = [r for r in table if r["load_ms"] is not None or r["rounds"] is not None]
-    title = ("Start-up, memory and the device's state (load: reading and compiling the artifact; first: the cold "
-             "first inference; p50 interval: across interleaved rounds)")
-    return [] if not measured else [(
-            title,
-            ["model", "precision", "runtime", "mode", "p50 ms", "p50 interval ms", "rounds", "load ms",
-             "first inference ms", "peak MiB", "+MiB over baseline", "artifact MB", "load avg before/after",
-             "others' CPU", "busy"],
-            [[r["model"], r["precision"], r["runtime"], r["mode"], ms(r["p50"]),
-              "" if r["p50_low"] is None else f"{ms(r['p50_low'])} - {ms(r['p50_high'])}"
-              + (f" ({r['p50_coverage']:.0%})" if r["p50_coverage"] is not None else ""),
-              _num(r["rounds"], "g"), _num(r["load_ms"], ".0f"), ms(r["first_inference_ms"]),
-              mib(r["peak_mib"]) + (f" ({r['runners_loaded']} loaded)" if r["runners_loaded"] else ""),
-              mib(r["memory_increase_mib"]), _num(r["artifact_bytes"] and r["artifact_bytes"] / 1e6, ".1f"),
-              "" if r["load_before"] is None else f"{r['load_before']:.2f} / {_num(r['load_after'], '.2f')}",
-              _num(r["others_cpu_share"], ".0%"), {True: "busy", False: "no", None: ""}[r["busy"]]]
-             for r in measured])]
+    title = (
+        "Start-up, memory and the device's state (load: reading and compiling the artifact; first: the cold "
+        "first inference; p50 interval: across interleaved rounds)"
+    )
+    return (
+        []
+        if not measured
+        else [
+            (
+                title,
+                [
+                    "model",
+                    "precision",
+                    "runtime",
+                    "mode",
+                    "p50 ms",
+                    "p50 interval ms",
+                    "rounds",
+                    "load ms",
+                    "first inference ms",
+                    "peak MiB",
+                    "+MiB over baseline",
+                    "artifact MB",
+                    "load avg before/after",
+                    "others' CPU",
+                    "busy",
+                ],
+                [
+                    [
+                        r["model"],
+                        r["precision"],
+                        r["runtime"],
+                        r["mode"],
+                        ms(r["p50"]),
+                        ""
+                        if r["p50_low"] is None
+                        else f"{ms(r['p50_low'])} - {ms(r['p50_high'])}"
+                        + (f" ({r['p50_coverage']:.0%})" if r["p50_coverage"] is not None else ""),
+                        _num(r["rounds"], "g"),
+                        _num(r["load_ms"], ".0f"),
+                        ms(r["first_inference_ms"]),
+                        mib(r["peak_mib"]) + (f" ({r['runners_loaded']} loaded)" if r["runners_loaded"] else ""),
+                        mib(r["memory_increase_mib"]),
+                        _num(r["artifact_bytes"] and r["artifact_bytes"] / 1e6, ".1f"),
+                        "" if r["load_before"] is None else f"{r['load_before']:.2f} / {_num(r['load_after'], '.2f')}",
+                        _num(r["others_cpu_share"], ".0%"),
+                        {True: "busy", False: "no", None: ""}[r["busy"]],
+                    ]
+                    for r in measured
+                ],
+            )
+        ]
+    )
 
 
 def fits(table: list[dict], y: str = "p50", mode: str = "latency") -> list[dict]:
@@ -390,29 +511,40 @@ def fits(table: list[dict], y: str = "p50", mode: str = "latency") -> list[dict]
     out = []
     for name in dict.fromkeys(r["series"] for r in table):
         pts = [(r["flops"], r[y], r["model"]) for r in table if r["series"] == name and r[y]]
-        fit = {"series": name, "mode": mode, "points": len(pts), "slope": None, "intercept": None, "r2": None,
-               "models": [p[2] for p in pts], "flops": [p[0] for p in pts], y: [p[1] for p in pts]}
+        fit = {
+            "series": name,
+            "mode": mode,
+            "points": len(pts),
+            "slope": None,
+            "intercept": None,
+            "r2": None,
+            "models": [p[2] for p in pts],
+            "flops": [p[0] for p in pts],
+            y: [p[1] for p in pts],
+        }
         if len({p[0] for p in pts}) >= 2:
             x, v = np.log10([p[0] for p in pts]), np.log10([p[1] for p in pts])
             slope, intercept = np.polyfit(x, v, 1)
             resid = v - (slope * x + intercept)
             ss = float(np.sum((v - v.mean()) ** 2))
-            fit.update(slope=float(slope), intercept=float(intercept),
-                       r2=1 - float(np.sum(resid**2)) / ss if ss > 0 else 1.0)
+            fit.update(
+                slope=float(slope), intercept=float(intercept), r2=1 - float(np.sum(resid**2)) / ss if ss > 0 else 1.0
+            )
         out.append(fit)
     return out
 
 
 # -- plots -----------------------------------------------------------------------------------------
 
+
 def _steps(lo: float, hi: float) -> list[float]:
     """1-2-5 values from the largest at or below `lo` to the smallest at or above `hi` (at least two):
     y ticks that enclose every point."""
     first = math.floor(math.log10(lo))
-    values = [m * 10.0 ** d for d in range(first, math.floor(math.log10(hi)) + 2) for m in (1, 2, 5)]
+    values = [m * 10.0**d for d in range(first, math.floor(math.log10(hi)) + 2) for m in (1, 2, 5)]
     start = max(i for i, v in enumerate(values) if v <= lo * (1 + 1e-9))
     end = min(i for i, v in enumerate(values) if v >= hi * (1 - 1e-9))
-    return values[start:max(end, start + 1) + 1]
+    return values[start : max(end, start + 1) + 1]
 
 
 # Two models whose FLOPs are closer than this ratio share one x tick (B0 0.772 and Lite0 0.770 GFLOPs would
@@ -468,8 +600,12 @@ def figure(series_fits: list[dict], y: str, ylabel: str, title: str, palette: di
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
         ax.set_xlim(min(xs_all) / 1.15, max(xs_all) * 1.15)
-        plt.setp(ax.get_xticklabels(), rotation=60 if len(ticks) > 6 else 0, ha="right" if len(ticks) > 6 else "center",
-                 fontsize=8)
+        plt.setp(
+            ax.get_xticklabels(),
+            rotation=60 if len(ticks) > 6 else 0,
+            ha="right" if len(ticks) > 6 else "center",
+            fontsize=8,
+        )
         steps = _steps(min(ys_all), max(ys_all))
         ax.yaxis.set_major_locator(FixedLocator(steps))
         ax.yaxis.set_minor_locator(NullLocator())
@@ -484,8 +620,9 @@ def figure(series_fits: list[dict], y: str, ylabel: str, title: str, palette: di
     return fig
 
 
-def plot(series_fits: list[dict], y: str, ylabel: str, title: str, path: Path,
-         palette: dict[str, str] | None = None) -> None:
+def plot(
+    series_fits: list[dict], y: str, ylabel: str, title: str, path: Path, palette: dict[str, str] | None = None
+) -> None:
     import matplotlib.pyplot as plt
 
     # Names are text, not mathtext: a '$' in a spec or series would otherwise be parsed (and can raise).
@@ -499,6 +636,7 @@ def plot(series_fits: list[dict], y: str, ylabel: str, title: str, path: Path,
 
 # -- tables ----------------------------------------------------------------------------------------
 
+
 def _num(v, fmt: str) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
@@ -507,34 +645,103 @@ def _variant(r: dict) -> str:
     return r["only"] + " only" if r["only"] else "compound" if r["phi"] is not None else "preset"
 
 
-def tables(table: list[dict], lat_fits: list[dict], tput_fits: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
+def tables(
+    table: list[dict], lat_fits: list[dict], tput_fits: list[dict]
+) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) as text: the same tables go into the Markdown and the HTML."""
-    results = ("Results (one row per bench mode)",
-               ["model", "weights", "precision", "runtime", "mode", "batch", "device", "MACs (G)", "params (M)",
-                "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s", "of peak", "fidelity to FP32", "2^phi",
-                "(a*b^2*g^2)^phi", "actual MAC x", "latency x"],
-               [[r["model"] + (" (interrupted)" if r["interrupted"] else "") + (" (busy)" if r["busy"] else ""),
-                 r["weights"], r["precision"],
-                 r["runtime"], r["mode"], str(r["batch"]), r["device"], f"{r['macs'] / 1e9:.3f}",
-                 f"{r['params'] / 1e6:.2f}", ms(r["p50"]), ms(r["p90"]), ms(r["p99"]), _num(r["throughput_ips"], ".1f"),
-                 _num(r["gflops"], ".1f"), _num(r["fraction_of_peak"], ".1%"),
-                 r["fidelity"] + ("" if r["sane"] else " (not numerically sane)"), _num(r["two_pow_phi"], ".2f"),
-                 _num(r["predicted_mult"], ".2f"), _num(r["actual_mult"], ".2f"), _num(r["latency_mult"], ".2f")]
-                for r in table])
-    slopes = ("Against FLOPs, per series (latency: p50 ~ FLOPs^slope; throughput: img/s ~ FLOPs^slope)",
-              ["series", "mode", "points", "slope", "R^2"],
-              [[f["series"], f["mode"], str(f["points"]), _num(f["slope"], ".3f"), _num(f["r2"], ".3f")]
-               for f in [*lat_fits, *tput_fits] if f["points"]])
+    results = (
+        "Results (one row per bench mode)",
+        [
+            "model",
+            "weights",
+            "precision",
+            "runtime",
+            "mode",
+            "batch",
+            "device",
+            "MACs (G)",
+            "params (M)",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "img/s",
+            "GFLOP/s",
+            "of peak",
+            "fidelity to FP32",
+            "2^phi",
+            "(a*b^2*g^2)^phi",
+            "actual MAC x",
+            "latency x",
+        ],
+        [
+            [
+                r["model"] + (" (interrupted)" if r["interrupted"] else "") + (" (busy)" if r["busy"] else ""),
+                r["weights"],
+                r["precision"],
+                r["runtime"],
+                r["mode"],
+                str(r["batch"]),
+                r["device"],
+                f"{r['macs'] / 1e9:.3f}",
+                f"{r['params'] / 1e6:.2f}",
+                ms(r["p50"]),
+                ms(r["p90"]),
+                ms(r["p99"]),
+                _num(r["throughput_ips"], ".1f"),
+                _num(r["gflops"], ".1f"),
+                _num(r["fraction_of_peak"], ".1%"),
+                r["fidelity"] + ("" if r["sane"] else " (not numerically sane)"),
+                _num(r["two_pow_phi"], ".2f"),
+                _num(r["predicted_mult"], ".2f"),
+                _num(r["actual_mult"], ".2f"),
+                _num(r["latency_mult"], ".2f"),
+            ]
+            for r in table
+        ],
+    )
+    slopes = (
+        "Against FLOPs, per series (latency: p50 ~ FLOPs^slope; throughput: img/s ~ FLOPs^slope)",
+        ["series", "mode", "points", "slope", "R^2"],
+        [
+            [f["series"], f["mode"], str(f["points"]), _num(f["slope"], ".3f"), _num(f["r2"], ".3f")]
+            for f in [*lat_fits, *tput_fits]
+            if f["points"]
+        ],
+    )
     out = [slopes, results, *start_table(table)]
     scaled = [r for r in table if r["mode"] == "latency" and (r["phi"] is not None or r["model"] in ("b0", "lite0"))]
     if any(r["only"] for r in scaled):  # a scaling sweep: the paper's Table 3, in milliseconds
         scaled.sort(key=lambda r: (r["series"], r["family"], r["phi"] or 0, _variant(r)))
-        out.append(("Scaling at matched FLOPS budget (width / depth / resolution only vs compound)",
-                    ["series", "phi", "variant", "model", "MACs (G)", "(a*b^2*g^2)^phi", "actual MAC x", "p50 ms",
-                     "latency x"],
-                    [[r["series"], _num(r["phi"], "g"), _variant(r), r["model"], f"{r['macs'] / 1e9:.3f}",
-                      _num(r["predicted_mult"], ".2f"), _num(r["actual_mult"], ".2f"), ms(r["p50"]),
-                      _num(r["latency_mult"], ".2f")] for r in scaled]))
+        out.append(
+            (
+                "Scaling at matched FLOPS budget (width / depth / resolution only vs compound)",
+                [
+                    "series",
+                    "phi",
+                    "variant",
+                    "model",
+                    "MACs (G)",
+                    "(a*b^2*g^2)^phi",
+                    "actual MAC x",
+                    "p50 ms",
+                    "latency x",
+                ],
+                [
+                    [
+                        r["series"],
+                        _num(r["phi"], "g"),
+                        _variant(r),
+                        r["model"],
+                        f"{r['macs'] / 1e9:.3f}",
+                        _num(r["predicted_mult"], ".2f"),
+                        _num(r["actual_mult"], ".2f"),
+                        ms(r["p50"]),
+                        _num(r["latency_mult"], ".2f"),
+                    ]
+                    for r in scaled
+                ],
+            )
+        )
     return out
 
 
@@ -543,14 +750,18 @@ def warnings(table: list[dict]) -> list[str]:
     out = []
     random = sorted({r["model"] for r in table if r["weights"] == "random"}, key=str)
     if random:
-        out.append(f"Random weights ({', '.join(random)}): latency study: the outputs mean nothing. Their "
-                   f"fidelity column says how closely the reduced-precision graph follows its FP32 graph, not accuracy.")
+        out.append(
+            f"Random weights ({', '.join(random)}): latency study: the outputs mean nothing. Their "
+            f"fidelity column says how closely the reduced-precision graph follows its FP32 graph, not accuracy."
+        )
     insane = {(r["model"], r["precision"]): r["cosine"] for r in table if not r["sane"]}
     if insane:
-        out.append(f"Not numerically sane (mean cosine with FP32 below {SANE_COSINE}): "
-                   + ", ".join(f"{m} {p} (cosine {c:.2f})" for (m, p), c in sorted(insane.items()))
-                   + ". These random-weight graphs do not compute what their FP32 computes; their speed may not "
-                     "carry over to trained weights.")
+        out.append(
+            f"Not numerically sane (mean cosine with FP32 below {SANE_COSINE}): "
+            + ", ".join(f"{m} {p} (cosine {c:.2f})" for (m, p), c in sorted(insane.items()))
+            + ". These random-weight graphs do not compute what their FP32 computes; their speed may not "
+            "carry over to trained weights."
+        )
     return out
 
 
@@ -564,11 +775,15 @@ def machines(records: list[dict]) -> list[dict]:
         detail = (r.get("peak") or {}).get("detail", "")
         if detail:
             peaks.setdefault(key, {})[r["precision"]] = detail
-        seen[key] = {"device": device_of(r), "host": r["host"].get("hostname"),
-                     "cpu": f"{c['model']}, {c['physical_cores']} cores, {c.get('mhz')} MHz, {' '.join(c['isa'])}",
-                     "peak": "",
-                     "tools": ", ".join(f"{k} {v}" for k, v in r["tools"].items()
-                                        if k in ("openvino", "onnxruntime", "torch", "tensorrt"))}
+        seen[key] = {
+            "device": device_of(r),
+            "host": r["host"].get("hostname"),
+            "cpu": f"{c['model']}, {c['physical_cores']} cores, {c.get('mhz')} MHz, {' '.join(c['isa'])}",
+            "peak": "",
+            "tools": ", ".join(
+                f"{k} {v}" for k, v in r["tools"].items() if k in ("openvino", "onnxruntime", "torch", "tensorrt")
+            ),
+        }
     for key, row in seen.items():
         found = peaks.get(key, {})
         row["peak"] = "; ".join(f"{p}: {found[p]}" for p in sorted(found, key=_precision_order))
@@ -635,8 +850,9 @@ def write(records: list[dict], out_dir: str | Path, skipped: list[str] | tuple =
         for n in names:
             os.replace(staging / n, out / n)
     except OSError as e:
-        raise UserError(f"cannot write the report into {out}: {e.strerror or e}; the previous report there is "
-                        f"unchanged") from None
+        raise UserError(
+            f"cannot write the report into {out}: {e.strerror or e}; the previous report there is unchanged"
+        ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     report["files"] = [str(out / n) for n in names]
@@ -647,13 +863,19 @@ def _write_set(records: list[dict], out: Path, skipped: list[str]) -> dict:
     table = rows(records)
     lat_fits = fits(table, "p50", "latency")
     tput_fits = fits(table, "throughput_ips", "throughput")
-    plots = {"latency_vs_flops.png": ("p50", "p50 latency (ms, batch 1, synchronous)",
-                                      "Latency against FLOPs", lat_fits)}
+    plots = {
+        "latency_vs_flops.png": ("p50", "p50 latency (ms, batch 1, synchronous)", "Latency against FLOPs", lat_fits)
+    }
     if any(f["points"] for f in tput_fits):
-        plots["throughput_vs_flops.png"] = ("throughput_ips", "throughput (images/s)", "Throughput against FLOPs",
-                                            tput_fits)
+        plots["throughput_vs_flops.png"] = (
+            "throughput_ips",
+            "throughput (images/s)",
+            "Throughput against FLOPs",
+            tput_fits,
+        )
     try:
         import matplotlib  # noqa: F401  (a device-side install may lack it: tables still get written)
+
         no_plots = []
     except ImportError:
         from edgeffnet.core.extras import install_line
@@ -664,12 +886,23 @@ def _write_set(records: list[dict], out: Path, skipped: list[str]) -> dict:
     for name, (y, ylabel, title, f) in plots.items():
         plot(f, y, ylabel, title, out / name, palette)
     generated = utc_now()
-    notes = warnings(table) + state_warnings(table) + no_plots + (
-        [f"{len(skipped)} damaged bench record(s) skipped, e.g. {skipped[0][:300]}"] if skipped else [])
-    report = {"report": "edgeffnet-report", "edgeffnet": __version__, "generated": generated, "rows": table,
-              "warnings": notes,
-              "series": lat_fits, "throughput_series": tput_fits, "machines": machines(records),
-              "records": sorted(r.get("source") or r["bundle"] for r in records)}
+    notes = (
+        warnings(table)
+        + state_warnings(table)
+        + no_plots
+        + ([f"{len(skipped)} damaged bench record(s) skipped, e.g. {skipped[0][:300]}"] if skipped else [])
+    )
+    report = {
+        "report": "edgeffnet-report",
+        "edgeffnet": __version__,
+        "generated": generated,
+        "rows": table,
+        "warnings": notes,
+        "series": lat_fits,
+        "throughput_series": tput_fits,
+        "machines": machines(records),
+        "records": sorted(r.get("source") or r["bundle"] for r in records),
+    }
     atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
     buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, fieldnames=list(table[0]))
@@ -678,32 +911,40 @@ def _write_set(records: list[dict], out: Path, skipped: list[str]) -> dict:
     atomic_write_text(out / "report.csv", buf.getvalue())
     text = tables(table, lat_fits, tput_fits)
     bundles = len({r["bundle"] for r in table})
-    intro = (f"{len(table)} measurements from {bundles} bundle{'s' if bundles > 1 else ''}, "
-             f"generated {generated} by edgeffnet {__version__}. Latency mode: batch 1, synchronous, nearest-rank "
-             f"percentiles, GFLOP/s = 2 x MACs / p50; throughput mode: the backend's best, img/s, GFLOP/s = "
-             f"2 x MACs x img/s, its percentiles per request; each against the device's peak "
-             f"(see Machines); 'latency x' is p50 over the family baseline's in the same series; '2^phi' and "
-             f"'(a*b^2*g^2)^phi' are the predicted MAC multipliers, 'actual MAC x' the counted one."
-             + ("" if plots else " No plots: matplotlib is not installed here (pip install 'edgeffnet[report]')."))
+    intro = (
+        f"{len(table)} measurements from {bundles} bundle{'s' if bundles > 1 else ''}, "
+        f"generated {generated} by edgeffnet {__version__}. Latency mode: batch 1, synchronous, nearest-rank "
+        f"percentiles, GFLOP/s = 2 x MACs / p50; throughput mode: the backend's best, img/s, GFLOP/s = "
+        f"2 x MACs x img/s, its percentiles per request; each against the device's peak "
+        f"(see Machines); 'latency x' is p50 over the family baseline's in the same series; '2^phi' and "
+        f"'(a*b^2*g^2)^phi' are the predicted MAC multipliers, 'actual MAC x' the counted one."
+        + ("" if plots else " No plots: matplotlib is not installed here (pip install 'edgeffnet[report]').")
+    )
     md = ["# edgeffnet latency report", "", intro, ""] + [f"> **Warning:** {_md(n)}" for n in notes] + [""]
     md += [f"![{n}]({n})" for n in plots] + [""]
     for title, header, body in text:
         md += [f"## {title}", "", _markdown_table(header, body), ""]
-    md += ["## Machines", "", _markdown_table(["device", "host", "cpu", "peak", "tools"],
-                                               [list(m.values()) for m in report["machines"]]), ""]
+    md += [
+        "## Machines",
+        "",
+        _markdown_table(["device", "host", "cpu", "peak", "tools"], [list(m.values()) for m in report["machines"]]),
+        "",
+    ]
     profile_md, profile_html, profile_files = profile_report.section(records, out, bool(plots))
     atomic_write_text(out / "report.md", "\n".join(md + profile_md))
     embedded = {n: base64.b64encode((out / n).read_bytes()).decode() for n in plots}  # no file beside the page
     images = "".join(f'<p><img alt="{n}" src="data:image/png;base64,{data}"></p>' for n, data in embedded.items())
     body = "".join(f"<h2>{html.escape(t)}</h2>{_html_table(h, b)}" for t, h, b in text)
-    body += "<h2>Machines</h2>" + _html_table(["device", "host", "cpu", "peak", "tools"],
-                                              [list(m.values()) for m in report["machines"]], "text")
+    body += "<h2>Machines</h2>" + _html_table(
+        ["device", "host", "cpu", "peak", "tools"], [list(m.values()) for m in report["machines"]], "text"
+    )
     warned = "".join(f"<p class='warning'><b>Warning:</b> {html.escape(n)}</p>" for n in notes)
     atomic_write_text(
         out / "report.html",
         f"<!doctype html><html><head><meta charset='utf-8'><title>edgeffnet latency report</title>"
         f"<style>{CSS}</style></head><body><h1>edgeffnet latency report</h1><p class='note'>{html.escape(intro)}</p>"
-        f"{warned}{images}{body}{profile_html}</body></html>\n")
+        f"{warned}{images}{body}{profile_html}</body></html>\n",
+    )
     return report
 
 
@@ -712,16 +953,34 @@ def console_table(report: dict):
     from rich import box
     from rich.table import Table
 
-    t = Table(title=f"Results ({report['generated']})", box=box.SIMPLE_HEAD, padding=(0, 1),
-              collapse_padding=True, pad_edge=False)
+    t = Table(
+        title=f"Results ({report['generated']})",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        collapse_padding=True,
+        pad_edge=False,
+    )
     for h in ("model", "runtime", "mode", "GMACs", "p50 ms", "p90 ms", "img/s", "GFLOP/s", "peak"):
         # No column is cut or wrapped: "latency"/"throughput" whole; a narrow terminal scrolls, as a pipe does.
-        t.add_column(h, justify="left" if h in ("model", "runtime", "mode") else "right", no_wrap=True,
-                     min_width=len("throughput") if h == "mode" else None)
+        t.add_column(
+            h,
+            justify="left" if h in ("model", "runtime", "mode") else "right",
+            no_wrap=True,
+            min_width=len("throughput") if h == "mode" else None,
+        )
     for r in report["rows"]:
-        t.add_row(r["model"] + (" (random)" if r["weights"] == "random" else "")
-                  + (" (interrupted)" if r["interrupted"] else "") + (" (busy)" if r["busy"] else ""),
-                  f"{r['runtime']} {r['precision']}",
-                  r["mode"], f"{r['macs'] / 1e9:.3f}", ms(r["p50"]), ms(r["p90"]), _num(r["throughput_ips"], ".1f"),
-                  _num(r["gflops"], ".1f"), _num(r["fraction_of_peak"], ".0%"))
+        t.add_row(
+            r["model"]
+            + (" (random)" if r["weights"] == "random" else "")
+            + (" (interrupted)" if r["interrupted"] else "")
+            + (" (busy)" if r["busy"] else ""),
+            f"{r['runtime']} {r['precision']}",
+            r["mode"],
+            f"{r['macs'] / 1e9:.3f}",
+            ms(r["p50"]),
+            ms(r["p90"]),
+            _num(r["throughput_ips"], ".1f"),
+            _num(r["gflops"], ".1f"),
+            _num(r["fraction_of_peak"], ".0%"),
+        )
     return t

@@ -17,9 +17,16 @@ def statistics(samples_ms: list[float]) -> dict:
         raise ValueError("no samples")
     s = sorted(samples_ms)
     a = np.asarray(s, dtype=np.float64)
-    return {"count": len(s), "p50_ms": percentile(s, 50), "p90_ms": percentile(s, 90), "p99_ms": percentile(s, 99),
-            "mean_ms": float(a.mean()), "std_ms": float(a.std(ddof=1)) if len(s) > 1 else 0.0,
-            "min_ms": s[0], "max_ms": s[-1]}
+    return {
+        "count": len(s),
+        "p50_ms": percentile(s, 50),
+        "p90_ms": percentile(s, 90),
+        "p99_ms": percentile(s, 99),
+        "mean_ms": float(a.mean()),
+        "std_ms": float(a.std(ddof=1)) if len(s) > 1 else 0.0,
+        "min_ms": s[0],
+        "max_ms": s[-1],
+    }
 
 
 def median_interval(values: list[float], coverage: float = 0.95) -> dict:

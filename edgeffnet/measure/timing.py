@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -52,8 +52,12 @@ def _done(count: int, elapsed_ns: int, lim: Limits) -> float:
     return min(1.0, count / lim.iterations, elapsed_ns / (lim.seconds * 1e9) if lim.seconds else 1.0)
 
 
-def measure(fn: Callable[[], object], lim: Limits, tick: Callable[[float], object] | None = None,
-            clock: Callable[[], int] = time.perf_counter_ns) -> Measurement:
+def measure(
+    fn: Callable[[], object],
+    lim: Limits,
+    tick: Callable[[float], object] | None = None,
+    clock: Callable[[], int] = time.perf_counter_ns,
+) -> Measurement:
     """Time `fn()` one call at a time. Ctrl-C ends the run early and keeps what was measured."""
     samples: list[int] = []
     start = clock()
@@ -115,8 +119,13 @@ def measure_async(queue: Any, lim: Limits, tick: Callable[[float], object] | Non
     return Measurement(lat, (clock() - begin) / 1e9, len(lat), interrupted)
 
 
-def interleaved_p50(calls: dict[str, Callable[[], object]], seconds: float = 1.5, min_runs: int = 20, warmup: int = 5,
-                    max_runs: int | None = None) -> dict[str, float]:
+def interleaved_p50(
+    calls: dict[str, Callable[[], object]],
+    seconds: float = 1.5,
+    min_runs: int = 20,
+    warmup: int = 5,
+    max_runs: int | None = None,
+) -> dict[str, float]:
     """Median ms per callable, timed in turns (one call of each per round) for about `seconds` each and
     at least `min_runs` rounds (exactly `max_runs` when given: a fixed count, as benchmarks want).
 
@@ -132,7 +141,7 @@ def interleaved_p50(calls: dict[str, Callable[[], object]], seconds: float = 1.5
     with _no_gc():
         rounds = 0
         while (rounds < max_runs) if max_runs else (time.perf_counter() < end or rounds < min_runs):
-            for k, call in (items if rounds % 2 == 0 else items[::-1]):
+            for k, call in items if rounds % 2 == 0 else items[::-1]:
                 t = time.perf_counter_ns()
                 call()
                 times[k].append(time.perf_counter_ns() - t)
@@ -144,8 +153,9 @@ Slice = Callable[[Limits], Measurement]
 OnRound = Callable[[int, list[Any], dict[Any, list[Measurement]]], None]
 
 
-def interleaved_rounds(slices: dict[Any, Slice], rounds: int, per_round: Limits, warmup: float = 0.0,
-                       on_round: OnRound | None = None) -> tuple[dict[Any, list[Measurement]], bool]:
+def interleaved_rounds(
+    slices: dict[Any, Slice], rounds: int, per_round: Limits, warmup: float = 0.0, on_round: OnRound | None = None
+) -> tuple[dict[Any, list[Measurement]], bool]:
     """Measure each of several things once per round, in turns: `slices[key](limits)` times one slice of
     `key` (`measure` or `measure_async` on its runner). Every other round runs them in reverse order, as
     `interleaved_p50` does, so no item always follows the same one, and drift over the run (a neighbour's

@@ -20,21 +20,43 @@ OPSETS = range(13, 21)  # 13: per-axis Q/DQ and TensorRT 8.2; 20: the TorchScrip
 INPUT, OUTPUT = "input", "logits"
 
 
-def export_onnx(model: torch.nn.Module, path: Path, resolution: int, batch: int, dynamic_batch: bool,
-                opset: int, metadata: dict | None = None) -> dict:
+def export_onnx(
+    model: torch.nn.Module,
+    path: Path,
+    resolution: int,
+    batch: int,
+    dynamic_batch: bool,
+    opset: int,
+    metadata: dict | None = None,
+) -> dict:
     if opset not in OPSETS:
-        raise UserError(f"--opset {opset} is not supported; use {OPSETS.start}..{OPSETS.stop - 1} "
-                        f"(13 is read by every target, TensorRT 8.2 included)")
+        raise UserError(
+            f"--opset {opset} is not supported; use {OPSETS.start}..{OPSETS.stop - 1} "
+            f"(13 is read by every target, TensorRT 8.2 included)"
+        )
     x = torch.zeros(batch, 3, resolution, resolution)
     axes = {INPUT: {0: "batch"}, OUTPUT: {0: "batch"}} if dynamic_batch else None
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer/deprecation chatter; the checker and parity decide
-        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT],
-                          output_names=[OUTPUT], dynamic_axes=axes, do_constant_folding=True)
+        torch.onnx.export(
+            model,
+            (x,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_axes=axes,
+            do_constant_folding=True,
+        )
     graph = onnx.load(str(path))
     for key, value in (metadata or {}).items():
         graph.metadata_props.add(key=key, value=str(value))
     onnx.checker.check_model(graph, full_check=True)
     onnx.save(graph, str(path))
-    return {"exporter": "torch.onnx (TorchScript)", "opset": opset, "nodes": len(graph.graph.node),
-            "input": [batch if not dynamic_batch else "batch", 3, resolution, resolution]}
+    return {
+        "exporter": "torch.onnx (TorchScript)",
+        "opset": opset,
+        "nodes": len(graph.graph.node),
+        "input": [batch if not dynamic_batch else "batch", 3, resolution, resolution],
+    }

@@ -16,15 +16,39 @@ def _params(spec: ModelSpec, num_classes: int) -> int:
 def stage_table(spec: ModelSpec) -> list[dict]:
     """The paper's Table 1 for this model: stage, operator, kernel, input resolution, channels, layers."""
     k = spec.stem_kernel
-    rows = [dict(stage=1, operator=f"Conv{k}x{k}" + (" & MaxPool3x3" if spec.stem_pool else ""), kernel=k,
-                 resolution=spec.resolution, channels=spec.stem_channels, layers=1)]
+    rows = [
+        dict(
+            stage=1,
+            operator=f"Conv{k}x{k}" + (" & MaxPool3x3" if spec.stem_pool else ""),
+            kernel=k,
+            resolution=spec.resolution,
+            channels=spec.stem_channels,
+            layers=1,
+        )
+    ]
     for i, st in enumerate(spec.stages, start=2):
-        rows.append(dict(stage=i, operator=st.operator.split(",")[0], kernel=st.kernel, resolution=st.resolution,
-                         channels=st.out_channels, layers=st.layers))
+        rows.append(
+            dict(
+                stage=i,
+                operator=st.operator.split(",")[0],
+                kernel=st.kernel,
+                resolution=st.resolution,
+                channels=st.out_channels,
+                layers=st.layers,
+            )
+        )
     last = spec.stages[-1]
     final = -(-last.resolution // last.stride)
-    rows.append(dict(stage=len(rows) + 1, operator="Conv1x1 & Pooling & FC" if spec.head_channels else "Pooling & FC",
-                     kernel=1, resolution=final, channels=spec.features_channels, layers=1))
+    rows.append(
+        dict(
+            stage=len(rows) + 1,
+            operator="Conv1x1 & Pooling & FC" if spec.head_channels else "Pooling & FC",
+            kernel=1,
+            resolution=final,
+            channels=spec.features_channels,
+            layers=1,
+        )
+    )
     return rows
 
 
@@ -38,19 +62,41 @@ def scaling_check(spec: ModelSpec, macs: int) -> dict:
     base = parse_spec(BASELINES[spec.family])
     ratio = macs / count_macs(base)
     predicted = spec.flops_base**phi if phi is not None else spec.depth * spec.width**2 * spec.r**2
-    return dict(phi=phi, baseline=base.name, mac_ratio=ratio, predicted=predicted,
-                two_pow_phi=2.0**phi if phi is not None else None, ratio_over_predicted=ratio / predicted)
+    return dict(
+        phi=phi,
+        baseline=base.name,
+        mac_ratio=ratio,
+        predicted=predicted,
+        two_pow_phi=2.0**phi if phi is not None else None,
+        ratio_over_predicted=ratio / predicted,
+    )
 
 
 def describe(spec: ModelSpec, num_classes: int = 1000) -> dict:
     macs = count_macs(spec, num_classes)
     return dict(
-        spec=spec.name, family=spec.family, phi=spec.phi, only=spec.only,
-        alpha=spec.alpha, beta=spec.beta, gamma=spec.gamma, alpha_beta2_gamma2=spec.flops_base,
-        depth=spec.depth, width=spec.width, resolution_multiplier=spec.r, resolution=spec.resolution,
-        dropout=spec.dropout, activation=spec.activation, squeeze_excitation=bool(spec.se_ratio),
-        num_classes=num_classes, params=_params(spec, num_classes), macs=macs, flops=2 * macs,
-        stages=stage_table(spec), scaling_check=scaling_check(spec, macs), warnings=list(spec.warnings),
+        spec=spec.name,
+        family=spec.family,
+        phi=spec.phi,
+        only=spec.only,
+        alpha=spec.alpha,
+        beta=spec.beta,
+        gamma=spec.gamma,
+        alpha_beta2_gamma2=spec.flops_base,
+        depth=spec.depth,
+        width=spec.width,
+        resolution_multiplier=spec.r,
+        resolution=spec.resolution,
+        dropout=spec.dropout,
+        activation=spec.activation,
+        squeeze_excitation=bool(spec.se_ratio),
+        num_classes=num_classes,
+        params=_params(spec, num_classes),
+        macs=macs,
+        flops=2 * macs,
+        stages=stage_table(spec),
+        scaling_check=scaling_check(spec, macs),
+        warnings=list(spec.warnings),
     )
 
 
@@ -60,9 +106,19 @@ def presets() -> list[dict]:
     for name in (n for n, fam in PRESETS.items() if fam.name in EFFICIENTNET_FAMILIES):
         d = describe(parse_spec(name))
         check = d["scaling_check"]
-        rows.append(dict(spec=name, width=d["width"], depth=d["depth"], resolution=d["resolution"],
-                         dropout=d["dropout"], params=d["params"], macs=d["macs"],
-                         mac_ratio=check["mac_ratio"], predicted=check["predicted"]))
+        rows.append(
+            dict(
+                spec=name,
+                width=d["width"],
+                depth=d["depth"],
+                resolution=d["resolution"],
+                dropout=d["dropout"],
+                params=d["params"],
+                macs=d["macs"],
+                mac_ratio=check["mac_ratio"],
+                predicted=check["predicted"],
+            )
+        )
     return rows
 
 
@@ -85,11 +141,32 @@ def table3() -> list[dict]:
         agrees = abs(deviation) <= TABLE3_TOLERANCE or round(billions, 1) == row.paper_flops
         matches = None
         if not agrees:
-            matches = next((other.label for other in TABLE3 if other is not row
-                            and parse_spec(other.spec).family == spec.family
-                            and abs(billions / other.paper_flops - 1) <= TABLE3_TOLERANCE), None)
-        rows.append(dict(label=row.label, spec=spec.name, family=spec.family, depth=spec.depth, width=spec.width,
-                         resolution=spec.resolution, alpha_beta2_gamma2=spec.flops_base if spec.phi else None,
-                         params=_params(spec, 1000), macs=macs, paper_flops=row.paper_flops, deviation=deviation,
-                         agrees=agrees, matches=matches, note=row.note))
+            matches = next(
+                (
+                    other.label
+                    for other in TABLE3
+                    if other is not row
+                    and parse_spec(other.spec).family == spec.family
+                    and abs(billions / other.paper_flops - 1) <= TABLE3_TOLERANCE
+                ),
+                None,
+            )
+        rows.append(
+            dict(
+                label=row.label,
+                spec=spec.name,
+                family=spec.family,
+                depth=spec.depth,
+                width=spec.width,
+                resolution=spec.resolution,
+                alpha_beta2_gamma2=spec.flops_base if spec.phi else None,
+                params=_params(spec, 1000),
+                macs=macs,
+                paper_flops=row.paper_flops,
+                deviation=deviation,
+                agrees=agrees,
+                matches=matches,
+                note=row.note,
+            )
+        )
     return rows

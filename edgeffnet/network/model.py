@@ -166,8 +166,11 @@ class EfficientNet(nn.Module):
         if spec.stem_pool:
             self.stem.add_module("pool", nn.MaxPool2d(3, 2, 1))
         self.stages = nn.Sequential(*(_stage(st, spec, numerics) for st in spec.stages))
-        self.head = (ConvBN(spec.stages[-1].out_channels, spec.head_channels, 1, 1, 1, spec.activation, numerics)
-                     if spec.head_channels else None)
+        self.head = (
+            ConvBN(spec.stages[-1].out_channels, spec.head_channels, 1, 1, 1, spec.activation, numerics)
+            if spec.head_channels
+            else None
+        )
         self.dropout = nn.Dropout(spec.dropout)
         self.classifier = nn.Linear(spec.features_channels, num_classes)
 
@@ -237,8 +240,11 @@ def randomise(model: EfficientNet, seed: int, images: torch.Tensor) -> Efficient
         # blocks), as Fixup scales it: 5e-6 for ResNet-50, 1.6e-6 for MobileNetV2 d=4. EfficientNet and
         # Lite need it smaller for INT8: B0 at 96 px, mean cosine of INT8 with FP32 0.91 at 1/sqrt(9),
         # 0.935 at 0.15, 0.94 at RESIDUAL_GAMMA.
-        residual = [m.restore.bn if isinstance(m, Bottleneck) else m.project.bn for m in model.modules()
-                    if isinstance(m, Bottleneck) or (isinstance(m, MBConv) and m.residual)]
+        residual = [
+            m.restore.bn if isinstance(m, Bottleneck) else m.project.bn
+            for m in model.modules()
+            if isinstance(m, Bottleneck) or (isinstance(m, MBConv) and m.residual)
+        ]
         gamma = 1.0 / math.sqrt(max(len(residual), 1)) if table3_family else RESIDUAL_GAMMA
         for bn in residual:
             bn.weight.fill_(gamma)

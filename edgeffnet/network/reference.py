@@ -7,14 +7,16 @@ from pathlib import Path
 
 import torch
 
-from edgeffnet.network import weights as _weights
 from edgeffnet.core.errors import UserError
-from edgeffnet.network.model import TF_NUMERICS, TORCH_NUMERICS, EfficientNet, build, randomise
 from edgeffnet.core.preprocess import Preprocess, imagenet_recipe, tf_lite_recipe
+from edgeffnet.network import weights as _weights
+from edgeffnet.network.model import TF_NUMERICS, TORCH_NUMERICS, EfficientNet, build, randomise
 from edgeffnet.specs.scaling import ModelSpec, parse_spec
 
 
-def make_model(spec: ModelSpec, w: _weights.Weights | None, num_classes: int | None = None, seed: int = 0) -> EfficientNet:
+def make_model(
+    spec: ModelSpec, w: _weights.Weights | None, num_classes: int | None = None, seed: int = 0
+) -> EfficientNet:
     """The network for `spec` with resolved weights `w`, or seeded random weights when `w` is None.
 
     The model carries `.preprocess` (its input recipe) and `.weights_info` (source, layout, sha256).
@@ -28,8 +30,10 @@ def make_model(spec: ModelSpec, w: _weights.Weights | None, num_classes: int | N
         model.preprocess, model.weights_info = recipe, None
         return model
     if num_classes is not None and num_classes != w.num_classes:
-        raise UserError(f"--num-classes {num_classes} does not match the checkpoint's classifier "
-                        f"({w.num_classes} classes); drop the option or pass matching weights")
+        raise UserError(
+            f"--num-classes {num_classes} does not match the checkpoint's classifier "
+            f"({w.num_classes} classes); drop the option or pass matching weights"
+        )
     model = build(spec, w.num_classes, w.numerics)
     _load(model, w)
     model.preprocess = input_recipe(spec, w)
@@ -44,8 +48,9 @@ def input_recipe(spec: ModelSpec, w: _weights.Weights | None) -> Preprocess:
     return w.preprocess if w.preprocess.crop == spec.resolution else w.preprocess.with_resolution(spec.resolution)
 
 
-def create_model(spec: str | ModelSpec, weights: str | Path | None = None, num_classes: int | None = None,
-                 seed: int = 0) -> EfficientNet:
+def create_model(
+    spec: str | ModelSpec, weights: str | Path | None = None, num_classes: int | None = None, seed: int = 0
+) -> EfficientNet:
     """Build the network for `spec`, load `weights` (a checkpoint path or "pretrained"), ready for eval.
 
     The head is sized from the checkpoint when it holds one; `num_classes` must then agree with it.
@@ -86,15 +91,21 @@ def _check_fits(model: EfficientNet, w: _weights.Weights) -> None:
     own = model.state_dict()
     for key, tensor in w.state_dict.items():
         if key not in own:
-            raise UserError(f"checkpoint tensor '{key}' has no place in a {model.spec.name} network; "
-                            f"is the spec right for these weights?")
+            raise UserError(
+                f"checkpoint tensor '{key}' has no place in a {model.spec.name} network; "
+                f"is the spec right for these weights?"
+            )
         if own[key].shape != tensor.shape:
-            raise UserError(f"checkpoint tensor '{key}' has shape {tuple(tensor.shape)} but {model.spec.name} "
-                            f"needs {tuple(own[key].shape)}; is the spec right for these weights?")
+            raise UserError(
+                f"checkpoint tensor '{key}' has shape {tuple(tensor.shape)} but {model.spec.name} "
+                f"needs {tuple(own[key].shape)}; is the spec right for these weights?"
+            )
     missing = [k for k in own if k not in w.state_dict and not k.endswith("num_batches_tracked")]
     if missing:
-        raise UserError(f"checkpoint lacks '{missing[0]}' (and {len(missing) - 1} more) needed by "
-                        f"{model.spec.name}; is the spec right for these weights?")
+        raise UserError(
+            f"checkpoint lacks '{missing[0]}' (and {len(missing) - 1} more) needed by "
+            f"{model.spec.name}; is the spec right for these weights?"
+        )
 
 
 def _load(model: EfficientNet, w: _weights.Weights) -> None:

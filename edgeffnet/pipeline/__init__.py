@@ -43,12 +43,20 @@ def require_build_side(what: str = "building") -> None:
     if missing:
         from edgeffnet.core.extras import install_line
 
-        raise UserError(f"{what} needs {', '.join(missing)}, which this device-side install lacks; install the "
-                        f"build side: {install_line('build')}")
+        raise UserError(
+            f"{what} needs {', '.join(missing)}, which this device-side install lacks; install the "
+            f"build side: {install_line('build')}"
+        )
 
 
-def prepare(spec: str, target: str = "cpu", precision: str | None = None, weights: str | None = None,
-            output: str | Path | None = None, options: BuildOptions | None = None) -> BuildContext:
+def prepare(
+    spec: str,
+    target: str = "cpu",
+    precision: str | None = None,
+    weights: str | None = None,
+    output: str | Path | None = None,
+    options: BuildOptions | None = None,
+) -> BuildContext:
     """Everything a build needs, resolved and checked before any work (bad input fails here, in one line).
 
     What the options alone decide is checked first, before PyTorch is imported: a mistyped name is
@@ -98,8 +106,10 @@ def check_weights_argument(weights: str | Path | None) -> None:
     from edgeffnet.core.suggest import did_you_mean
 
     what = "is a directory" if path.is_dir() else "does not exist"
-    raise UserError(f"--weights '{weights}' {what}{did_you_mean(str(weights), WEIGHTS_KEYWORDS)}; pass a "
-                    f".pth/.pt checkpoint file or one of: {', '.join(WEIGHTS_KEYWORDS)}")
+    raise UserError(
+        f"--weights '{weights}' {what}{did_you_mean(str(weights), WEIGHTS_KEYWORDS)}; pass a "
+        f".pth/.pt checkpoint file or one of: {', '.join(WEIGHTS_KEYWORDS)}"
+    )
 
 
 def check_profile_rules(target, precision: str, options: BuildOptions) -> None:
@@ -119,14 +129,18 @@ def _check_size(spec, o: BuildOptions, precision: str, weights) -> None:
     o.check_memory(spec.resolution, precision, weights is not None)
     params = describe(spec, o.num_classes or (weights.num_classes if weights else 1000))["params"]
     if params > MAX_PARAMS:
-        raise UserError(f"{spec.name} has {params:,} parameters; a build takes at most {MAX_PARAMS:,} (an ONNX "
-                        f"file stops at 2 GB): choose smaller w or d")
+        raise UserError(
+            f"{spec.name} has {params:,} parameters; a build takes at most {MAX_PARAMS:,} (an ONNX "
+            f"file stops at 2 GB): choose smaller w or d"
+        )
 
 
 def run(ctx: BuildContext) -> Bundle:
     o = ctx.options
-    ctx.log.info(f"building {ctx.spec.name} for {ctx.target.name} ({ctx.target.description}) at {ctx.precision}, "
-                 f"input {'N' if o.dynamic_batch else o.batch}x3x{ctx.spec.resolution}x{ctx.spec.resolution}")
+    ctx.log.info(
+        f"building {ctx.spec.name} for {ctx.target.name} ({ctx.target.description}) at {ctx.precision}, "
+        f"input {'N' if o.dynamic_batch else o.batch}x3x{ctx.spec.resolution}x{ctx.spec.resolution}"
+    )
     t0 = time.perf_counter()
     store = cache.StageCache(o.cache)
     with bundle.staging(ctx.output) as tmp, logs.to_file(tmp / "build.log"):
@@ -145,8 +159,9 @@ def run(ctx: BuildContext) -> Bundle:
         layers = stages.layer_table(c, store, ref, graph, compiled)
         done = [ref, exported, simplified] + ([graph] if graph is not simplified else []) + [compiled, layers]
         left_out = _leave_out(c, graph.path.name)  # after the layer table: it reads the graph the target runs
-        manifest = _manifest(c, {a.stage: a.record for a in done}, graph.path.name, fidelity,
-                             time.perf_counter() - t0, left_out)
+        manifest = _manifest(
+            c, {a.stage: a.record for a in done}, graph.path.name, fidelity, time.perf_counter() - t0, left_out
+        )
         bundle.write_manifest(tmp, manifest)
         if not ctx.trained:
             ctx.log.info(f"weights: {bundle.RANDOM_WEIGHTS}")
@@ -180,8 +195,9 @@ def _profile(t) -> dict:
     return {"profile": Path(t.path).name if t.path else None, "profile_sha256": digest}
 
 
-def _manifest(ctx: BuildContext, records: dict, graph: str, fidelity: dict | None, seconds: float,
-              left_out: dict) -> Manifest:
+def _manifest(
+    ctx: BuildContext, records: dict, graph: str, fidelity: dict | None, seconds: float, left_out: dict
+) -> Manifest:
     from edgeffnet.network.info import describe
 
     w, s, t = ctx.weights, ctx.spec, ctx.target
@@ -189,30 +205,90 @@ def _manifest(ctx: BuildContext, records: dict, graph: str, fidelity: dict | Non
     files = sorted(p.name for p in ctx.dir.iterdir() if not p.name.startswith("."))
     o = ctx.options
     return Manifest(
-        created=utc_now(), edgeffnet=__version__,
-        spec={k: d[k] for k in ("spec", "family", "phi", "only", "alpha", "beta", "gamma", "depth", "width",
-                                "resolution_multiplier", "resolution", "dropout", "activation",
-                                "squeeze_excitation")} | {"stages": d["stages"]},
-        params=d["params"], macs=d["macs"], flops=d["flops"], num_classes=d["num_classes"],
+        created=utc_now(),
+        edgeffnet=__version__,
+        spec={
+            k: d[k]
+            for k in (
+                "spec",
+                "family",
+                "phi",
+                "only",
+                "alpha",
+                "beta",
+                "gamma",
+                "depth",
+                "width",
+                "resolution_multiplier",
+                "resolution",
+                "dropout",
+                "activation",
+                "squeeze_excitation",
+            )
+        }
+        | {"stages": d["stages"]},
+        params=d["params"],
+        macs=d["macs"],
+        flops=d["flops"],
+        num_classes=d["num_classes"],
         scaling_check=d["scaling_check"],
-        target={"name": t.name, "backend": t.backend, "device": t.device, "description": t.description,
-                **_profile(t), "peak": t.peak, "memory": t.memory, "options": t.options},
+        target={
+            "name": t.name,
+            "backend": t.backend,
+            "device": t.device,
+            "description": t.description,
+            **_profile(t),
+            "peak": t.peak,
+            "memory": t.memory,
+            "options": t.options,
+        },
         precision=ctx.precision,
-        input={"name": "input", "batch": ctx.fixed_batch, "dynamic_batch": o.dynamic_batch,
-               "shape": [o.batch, 3, s.resolution, s.resolution], "layout": "NCHW", "dtype": "float32"},
-        weights=({"source": w.source, "sha256": w.sha256, "layout": w.layout, "numerics": asdict(w.numerics),
-                  "random_init": False} if w else
-                 {"source": "random", "random_init": True, "seed": o.seed,
-                  "note": "seeded random weights (BatchNorm statistics from the calibration photos); "
-                          "latency study: the outputs mean nothing"}),
-        preprocess=asdict(ctx.preprocess), options=o.manifest_dict(ctx.precision), graph=graph, stages=records,
-        files=files + [f for f in ("build.log", bundle.MANIFEST) if f not in files], fidelity=fidelity,
-        build_seconds=round(seconds, 3), tools=host.tools(), host=host.describe(),
-        extra={"left_out": left_out} if left_out else {})
+        input={
+            "name": "input",
+            "batch": ctx.fixed_batch,
+            "dynamic_batch": o.dynamic_batch,
+            "shape": [o.batch, 3, s.resolution, s.resolution],
+            "layout": "NCHW",
+            "dtype": "float32",
+        },
+        weights=(
+            {
+                "source": w.source,
+                "sha256": w.sha256,
+                "layout": w.layout,
+                "numerics": asdict(w.numerics),
+                "random_init": False,
+            }
+            if w
+            else {
+                "source": "random",
+                "random_init": True,
+                "seed": o.seed,
+                "note": "seeded random weights (BatchNorm statistics from the calibration photos); "
+                "latency study: the outputs mean nothing",
+            }
+        ),
+        preprocess=asdict(ctx.preprocess),
+        options=o.manifest_dict(ctx.precision),
+        graph=graph,
+        stages=records,
+        files=files + [f for f in ("build.log", bundle.MANIFEST) if f not in files],
+        fidelity=fidelity,
+        build_seconds=round(seconds, 3),
+        tools=host.tools(),
+        host=host.describe(),
+        extra={"left_out": left_out} if left_out else {},
+    )
 
 
-def build(spec: str, target: str = "cpu", precision: str | None = None, weights: str | None = None,
-          output: str | Path | None = None, **options) -> Bundle:
+def build(
+    spec: str,
+    target: str = "cpu",
+    precision: str | None = None,
+    weights: str | None = None,
+    output: str | Path | None = None,
+    **options,
+) -> Bundle:
     """Build `spec` for `target` into a verified bundle (the Python API of `edgeffnet build`).
 
     `options` are BuildOptions fields (batch, dynamic_batch, opset, seed, views, cache, require_engine,

@@ -32,7 +32,7 @@ class BuildContext:
     keep_float: tuple[str, ...] = ()  # INT8 layers the escalation (pipeline/escalate.py) keeps in float
     _loaded: dict = field(default_factory=dict, repr=False, compare=False)
 
-    def in_dir(self, staging: Path) -> "BuildContext":
+    def in_dir(self, staging: Path) -> BuildContext:
         return dataclasses.replace(self, dir=staging)
 
     def _once(self, name: str, make):

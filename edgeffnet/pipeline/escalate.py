@@ -24,8 +24,8 @@ import numpy as np
 from edgeffnet.core import host, logs
 from edgeffnet.core.errors import FidelityTooLow, UserError
 from edgeffnet.core.files import atomic_write_json, cache_root, digest_key
-from edgeffnet.pipeline import cache, stages
 from edgeffnet.core.untrusted import read_json
+from edgeffnet.pipeline import cache, stages
 
 # Layers kept in float at each re-measurement; the last is the limit. On Lite0 at 96 px the OpenVINO
 # ranking's agreement went 84.8% -> 90.4% -> 93.4% -> 92.4% -> 97.0% -> 96.4% at 0, 1, 3, 6, 10, 15
@@ -58,8 +58,9 @@ def artifact_maker(ctx, compiled):
     return f"OpenVINO {placed(ctx.target)}, route {route}", make
 
 
-def rank_on_artifact(model, stats: dict, method: str, exclude: tuple[str, ...], x: np.ndarray,
-                     make) -> list[tuple[str, float]]:
+def rank_on_artifact(
+    model, stats: dict, method: str, exclude: tuple[str, ...], x: np.ndarray, make
+) -> list[tuple[str, float]]:
     """Quantized layers, most damaging first: each one's gain in mean cosine with FP32 on `x` when it alone
     returns to float, measured on what `make` turns the Q/DQ graph into (the layers in `exclude` stay float)."""
     from edgeffnet.backends import onnxruntime as ort_backend
@@ -159,11 +160,19 @@ def escalate(ctx, store, simplified, graph, compiled, miss: FidelityTooLow, step
         lat = interleaved_p50({"before": before.bound(x), "after": after.bound(x)})
         verdict["escalation"] = {
             "kept_float": [{"node": name, "rank_cosine_gain": round(gain, 6)} for name, gain in ranked[:k]],
-            "ranked_by": ranked_by, "steps": tried, "limit": MAX_LAYERS,
+            "ranked_by": ranked_by,
+            "steps": tried,
+            "limit": MAX_LAYERS,
             "latency_p50_ms": {"before": round(lat["before"], 4), "escalated": round(lat["after"], 4)},
-            "latency_cost": round(lat["after"] / lat["before"], 3), "measured_on": after.device}
-        ctx.log.info(f"escalation: passes with {k} layer(s) in float "
-                     f"({', '.join(n for n, _ in ranked[:k])}); p50 {lat['before']:.3f} -> {lat['after']:.3f} ms")
+            "latency_cost": round(lat["after"] / lat["before"], 3),
+            "measured_on": after.device,
+        }
+        ctx.log.info(
+            f"escalation: passes with {k} layer(s) in float "
+            f"({', '.join(n for n, _ in ranked[:k])}); p50 {lat['before']:.3f} -> {lat['after']:.3f} ms"
+        )
         return c, graph, compiled, verdict
-    raise FidelityTooLow(f"{miss} (after keeping up to {tried[-1]['layers'] if tried else 0} of the most damaging "
-                         f"layers in float; the limit is {MAX_LAYERS})") from None
+    raise FidelityTooLow(
+        f"{miss} (after keeping up to {tried[-1]['layers'] if tried else 0} of the most damaging "
+        f"layers in float; the limit is {MAX_LAYERS})"
+    ) from None

@@ -50,8 +50,8 @@ def _nncf_ir(ctx, out_xml: Path) -> None:
     batch = ctx.fixed_batch or 1
     # A static batch needs whole batches; a calibration set smaller than one batch repeats its views.
     data = cal.data if len(cal.data) >= batch else np.resize(cal.data, (batch, *cal.data.shape[1:]))
-    samples = [data[i:i + batch] for i in range(0, len(data) - batch + 1, batch)]
-    samples = samples[::max(1, len(samples) // NNCF_SAMPLES)][:NNCF_SAMPLES]
+    samples = [data[i : i + batch] for i in range(0, len(data) - batch + 1, batch)]
+    samples = samples[:: max(1, len(samples) // NNCF_SAMPLES)][:NNCF_SAMPLES]
     nncf_route.quantize(ctx.dir / "model.sim.onnx", samples, out_xml)
 
 
@@ -79,8 +79,9 @@ def without_kept_float(ctx, stats: dict, method: str) -> onnx.ModelProto:
     f32 stem output made the IR 7% slower than NNCF's, whose runtime graph has every convolution in u8,
     while their fidelity gain (cosine +0.0014 on 200 views in the 7-bit route) is below COSINE_GAP."""
     model = qdq.name_nodes(onnx.load(str(ctx.dir / "model.sim.onnx")))
-    return qdq.quantize(model, qdq.plan(model, frozenset(ctx.keep_float)), ranges.thresholds(stats, method),
-                        stats["means"])
+    return qdq.quantize(
+        model, qdq.plan(model, frozenset(ctx.keep_float)), ranges.thresholds(stats, method), stats["means"]
+    )
 
 
 def route_graphs(ctx, qdq_graph: Path, precision_record: dict, vnni: bool) -> tuple[dict, dict]:
@@ -88,7 +89,9 @@ def route_graphs(ctx, qdq_graph: Path, precision_record: dict, vnni: bool) -> tu
     graph, unsigned = unsigned_where_nonnegative(onnx.load(str(qdq_graph)))
     graphs = {ROUTE_8BIT: graph}
     u8 = f"its {len(unsigned)} non-negative activations as uint8 (zero point 0)"
-    w7 = "7-bit dense-layer weights, bias-corrected (no VNNI on this CPU: int16 sums of u8 x s8 products would overflow)"
+    w7 = (
+        "7-bit dense-layer weights, bias-corrected (no VNNI on this CPU: int16 sums of u8 x s8 products would overflow)"
+    )
     described = {ROUTE_8BIT: f"{qdq_graph.name} with {u8}", ROUTE_7BIT: f"{qdq_graph.name} with {u8} and {w7}"}
     if ctx.keep_float:
         # An escalation ranked its layers on this host's own Q/DQ route (pipeline/escalate.py): the route
@@ -110,7 +113,8 @@ def route_graphs(ctx, qdq_graph: Path, precision_record: dict, vnni: bool) -> tu
         graphs[f"{own}-all-int8"] = full if vnni else seven_bit_weights(full, stats["means"])[0]
         described[f"{own}-all-int8"] = (
             f"model.sim.onnx quantized as {qdq_graph.name} but with its {len(kept)} sensitivity-kept float layers "
-            f"in int8 too, {len(unsigned_full)} non-negative activations as uint8" + ("" if vnni else f" and {w7}"))
+            f"in int8 too, {len(unsigned_full)} non-negative activations as uint8" + ("" if vnni else f" and {w7}")
+        )
     return graphs, described
 
 
@@ -162,10 +166,17 @@ def compile_int8(ctx, qdq_graph: Path, precision_record: dict, vnni: bool | None
     if twins:
         why += f" (left out as float twins of all-int8 routes: {', '.join(sorted(twins))})"
     encoded = graphs.get(chosen, graphs.get(ROUTE_8BIT))  # NNCF's route: the Q/DQ graph's own encoding
-    return {"files": ["model.xml", "model.bin"], "compress_to_fp16": False, "int8_route": chosen,
-            "int8_route_reason": why, "converted_from": described[chosen],
-            "int8_routes": {k: {"latency_p50_ms": round(lat[k], 4), "tuning_cosine_mean": round(cos[k], 6)} for k in lat},
-            "int8_routes_measured_on": device, "cpu_vnni": vnni,
-            "uint8_activations": sum(1 for n in encoded.graph.node if n.op_type == "QuantizeLinear"
-                                     and ZERO_UINT8 in n.input),
-            "nncf_seconds": round(nncf_seconds, 2)}
+    return {
+        "files": ["model.xml", "model.bin"],
+        "compress_to_fp16": False,
+        "int8_route": chosen,
+        "int8_route_reason": why,
+        "converted_from": described[chosen],
+        "int8_routes": {k: {"latency_p50_ms": round(lat[k], 4), "tuning_cosine_mean": round(cos[k], 6)} for k in lat},
+        "int8_routes_measured_on": device,
+        "cpu_vnni": vnni,
+        "uint8_activations": sum(
+            1 for n in encoded.graph.node if n.op_type == "QuantizeLinear" and ZERO_UINT8 in n.input
+        ),
+        "nncf_seconds": round(nncf_seconds, 2),
+    }

@@ -43,7 +43,9 @@ class BuildOptions:
     calib_method: str | None = None  # None: the range method that measures best
     min_agreement: float = 0.98  # INT8 of trained weights fails below this top-1 agreement with FP32
     allow_drop: bool = False  # keep an INT8 build under min_agreement
-    distill: bool = False  # INT8 of trained weights: try self-distilling the Q/DQ scales and biases (precision/distill.py)
+    distill: bool = (
+        False  # INT8 of trained weights: try self-distilling the Q/DQ scales and biases (precision/distill.py)
+    )
     fidelity_views: int | None = None  # None: FIDELITY_VIEWS_TRAINED or FIDELITY_VIEWS_RANDOM
     val: str | None = None  # labelled images: fp16/int8 are gated on the top-1 accuracy drop instead
     max_drop: float = 1.0  # with val: the largest top-1 accuracy drop (percentage points) a build keeps
@@ -56,17 +58,24 @@ class BuildOptions:
                 continue
             if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
                 raise UserError(f"--{name.replace('_', '-')} must be a whole number in {low}..{high}, got {v!r}")
-        if not (isinstance(self.min_agreement, (int, float)) and math.isfinite(self.min_agreement)
-                and 0.0 <= self.min_agreement <= 1.0):
+        if not (
+            isinstance(self.min_agreement, (int, float))
+            and math.isfinite(self.min_agreement)
+            and 0.0 <= self.min_agreement <= 1.0
+        ):
             raise UserError(f"--min-agreement is a fraction between 0 and 1, got {self.min_agreement}")
-        if not (isinstance(self.max_drop, (int, float)) and not isinstance(self.max_drop, bool)
-                and math.isfinite(self.max_drop) and 0.0 <= self.max_drop <= 100.0):
+        if not (
+            isinstance(self.max_drop, (int, float))
+            and not isinstance(self.max_drop, bool)
+            and math.isfinite(self.max_drop)
+            and 0.0 <= self.max_drop <= 100.0
+        ):
             raise UserError(f"--max-drop is in percentage points between 0 and 100, got {self.max_drop}")
         if self.calib_method not in (None, *CALIB_METHODS):
             raise UserError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, got {self.calib_method!r}")
 
     @classmethod
-    def from_kwargs(cls, options: dict) -> "BuildOptions":
+    def from_kwargs(cls, options: dict) -> BuildOptions:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -81,8 +90,10 @@ class BuildOptions:
             sets |= {"--calib-size": self.calib_size, "--fidelity-views": self.fidelity_view_count(trained)}
         for option, n in sets.items():
             if n * one > TENSOR_BYTES_MAX:
-                raise UserError(f"{option} {n} at {resolution} px needs {n * one / 2**30:.1f} GiB of input tensors; "
-                                f"at most {TENSOR_BYTES_MAX // one} fit in {TENSOR_BYTES_MAX >> 30} GiB: ask for fewer")
+                raise UserError(
+                    f"{option} {n} at {resolution} px needs {n * one / 2**30:.1f} GiB of input tensors; "
+                    f"at most {TENSOR_BYTES_MAX // one} fit in {TENSOR_BYTES_MAX >> 30} GiB: ask for fewer"
+                )
 
     def fidelity_view_count(self, trained: bool) -> int:
         return self.fidelity_views or (FIDELITY_VIEWS_TRAINED if trained else FIDELITY_VIEWS_RANDOM)
@@ -95,9 +106,22 @@ class BuildOptions:
             graph["require_engine"] = True
         if precision == "fp32":
             return graph
-        return graph | {k: d[k] for k in ("calib", "calib_size", "calib_method", "min_agreement", "allow_drop",
-                                         "distill", "fidelity_views")} | (
-            {"val": self.val, "max_drop": self.max_drop, "classes": self.classes} if self.val else {})
+        return (
+            graph
+            | {
+                k: d[k]
+                for k in (
+                    "calib",
+                    "calib_size",
+                    "calib_method",
+                    "min_agreement",
+                    "allow_drop",
+                    "distill",
+                    "fidelity_views",
+                )
+            }
+            | ({"val": self.val, "max_drop": self.max_drop, "classes": self.classes} if self.val else {})
+        )
 
 
 FIDELITY_VIEWS_TRAINED = 200

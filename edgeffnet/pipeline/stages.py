@@ -15,18 +15,19 @@ from dataclasses import asdict
 import numpy as np
 
 from edgeffnet.core import host, logs
+from edgeffnet.core.artifact import Artifact
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import digest_key
 from edgeffnet.core.version import __version__
 from edgeffnet.pipeline import cache
-from edgeffnet.core.artifact import Artifact
 from edgeffnet.pipeline.context import BuildContext
 
 SIM_GRAPH = "model.sim.onnx"
 
 
-def _cached(ctx: BuildContext, store: cache.StageCache, name: str, upstream: Artifact | None, parts: dict,
-            make) -> Artifact:
+def _cached(
+    ctx: BuildContext, store: cache.StageCache, name: str, upstream: Artifact | None, parts: dict, make
+) -> Artifact:
     """The stage's record from the cache, or from `make()` (then stored); its files land in ctx.dir."""
     k = digest_key(upstream.key if upstream else "", name, parts, host.tools(), cache.code_digest())
     record = store.fetch(name, k, ctx.dir)
@@ -49,8 +50,14 @@ def _cached(ctx: BuildContext, store: cache.StageCache, name: str, upstream: Art
 def reference(ctx: BuildContext, store: cache.StageCache) -> Artifact:
     """The PyTorch model with its weights, and its FP32 logits on real-photo views (reference.npz)."""
     o, w = ctx.options, ctx.weights
-    parts = {"spec": ctx.spec.name, "resolution": ctx.spec.resolution, "num_classes": o.num_classes,
-             "weights": w.sha256 if w else f"random:{o.seed}", "views": o.views, "edgeffnet": __version__}
+    parts = {
+        "spec": ctx.spec.name,
+        "resolution": ctx.spec.resolution,
+        "num_classes": o.num_classes,
+        "weights": w.sha256 if w else f"random:{o.seed}",
+        "views": o.views,
+        "edgeffnet": __version__,
+    }
 
     def make() -> dict:
         import torch
@@ -62,13 +69,20 @@ def reference(ctx: BuildContext, store: cache.StageCache) -> Artifact:
         with torch.no_grad():
             logits = ctx.model(torch.from_numpy(to_input(views, ctx.preprocess))).numpy()
         if not np.all(np.isfinite(logits)):
-            raise UserError("the model's outputs on the verification photos are not finite (NaN/Inf): the "
-                            "weights hold NaN or Inf, or overflow; check the checkpoint")
+            raise UserError(
+                "the model's outputs on the verification photos are not finite (NaN/Inf): the "
+                "weights hold NaN or Inf, or overflow; check the checkpoint"
+            )
         np.savez_compressed(ctx.dir / "reference.npz", views=views, logits=logits)
-        return {"files": ["reference.npz"], "artifact": "reference.npz",
-                "reference": f"PyTorch {torch.__version__} eval, FP32", "views": int(len(views)),
-                "num_classes": int(logits.shape[1]), "params": count_params(ctx.model),
-                "summary": f"{len(views)} reference views"}
+        return {
+            "files": ["reference.npz"],
+            "artifact": "reference.npz",
+            "reference": f"PyTorch {torch.__version__} eval, FP32",
+            "views": int(len(views)),
+            "num_classes": int(logits.shape[1]),
+            "params": count_params(ctx.model),
+            "summary": f"{len(views)} reference views",
+        }
 
     return _cached(ctx, store, "reference", None, parts, make)
 
@@ -81,12 +95,24 @@ def export(ctx: BuildContext, store: cache.StageCache, ref: Artifact) -> Artifac
         from edgeffnet.backends import onnxruntime as ort_backend
         from edgeffnet.network.export import export_onnx
 
-        info = export_onnx(ctx.model, ctx.dir / "model.onnx", ctx.spec.resolution, o.batch, o.dynamic_batch, o.opset,
-                           {"edgeffnet_spec": ctx.spec.name, "preprocess": asdict(ctx.preprocess)})
+        info = export_onnx(
+            ctx.model,
+            ctx.dir / "model.onnx",
+            ctx.spec.resolution,
+            o.batch,
+            o.dynamic_batch,
+            o.opset,
+            {"edgeffnet_spec": ctx.spec.name, "preprocess": asdict(ctx.preprocess)},
+        )
         parity = ctx.verify("export", ort_backend.Runner(ctx.dir / "model.onnx", exact=True).run, "fp32")
-        return {"files": ["model.onnx"], "artifact": "model.onnx", **info, "parity": parity,
-                "verified_with": "onnxruntime CPU (no layout optimisations)",
-                "summary": f"{info['nodes']} nodes, opset {info['opset']}, max|d| {parity['max_abs']:.1e}"}
+        return {
+            "files": ["model.onnx"],
+            "artifact": "model.onnx",
+            **info,
+            "parity": parity,
+            "verified_with": "onnxruntime CPU (no layout optimisations)",
+            "summary": f"{info['nodes']} nodes, opset {info['opset']}, max|d| {parity['max_abs']:.1e}",
+        }
 
     return _cached(ctx, store, "export", ref, parts, make)
 
@@ -98,9 +124,14 @@ def simplify(ctx: BuildContext, store: cache.StageCache, exported: Artifact) -> 
 
         info = run_onnxsim(exported.path, ctx.dir / SIM_GRAPH)
         parity = ctx.verify("simplify", ort_backend.Runner(ctx.dir / SIM_GRAPH, exact=True).run, "fp32")
-        return {"files": [SIM_GRAPH], "artifact": SIM_GRAPH, **info, "parity": parity,
-                "verified_with": "onnxruntime CPU (no layout optimisations)",
-                "summary": f"nodes {info['nodes_before']} -> {info['nodes_after']}, max|d| {parity['max_abs']:.1e}"}
+        return {
+            "files": [SIM_GRAPH],
+            "artifact": SIM_GRAPH,
+            **info,
+            "parity": parity,
+            "verified_with": "onnxruntime CPU (no layout optimisations)",
+            "summary": f"nodes {info['nodes_before']} -> {info['nodes_after']}, max|d| {parity['max_abs']:.1e}",
+        }
 
     return _cached(ctx, store, "simplify", exported, {}, make)
 
@@ -122,8 +153,13 @@ def compile(ctx: BuildContext, store: cache.StageCache, graph: Artifact) -> Arti
 
     t = ctx.target
     backend = get(t.backend)
-    parts = {"backend": t.backend, "device": t.device, "options": t.options, "precision": ctx.precision,
-             "graph": graph.path.name}
+    parts = {
+        "backend": t.backend,
+        "device": t.device,
+        "options": t.options,
+        "precision": ctx.precision,
+        "graph": graph.path.name,
+    }
 
     def make() -> dict:
         if ctx.precision == "int8" and t.backend == "openvino":
@@ -131,7 +167,9 @@ def compile(ctx: BuildContext, store: cache.StageCache, graph: Artifact) -> Arti
             # the best (the build's policy; the backend encodes, converts and loads each route)
             from edgeffnet.pipeline import int8_routes
 
-            artifact = Artifact("compile", ctx.dir / "model.xml", int8_routes.compile_int8(ctx, graph.path, graph.record))
+            artifact = Artifact(
+                "compile", ctx.dir / "model.xml", int8_routes.compile_int8(ctx, graph.path, graph.record)
+            )
         else:
             artifact = backend.compile(ctx, graph)
         record = {**artifact.record, "artifact": artifact.path.name if artifact.path else None}
@@ -139,28 +177,35 @@ def compile(ctx: BuildContext, store: cache.StageCache, graph: Artifact) -> Arti
             return record
         runner = backend.load(ctx.dir, t, ctx.precision, RunSettings(cpu_fallback=True))
         parity = ctx.verify("compile", runner.run, ctx.precision)
-        record.update(parity=parity, verified_on=runner.describe(),
-                      summary=f"{t.backend} on {runner.device}, max|d| {parity['max_abs']:.1e}, "
-                              f"cosine min {parity['cosine_min']:.6f}")
+        record.update(
+            parity=parity,
+            verified_on=runner.describe(),
+            summary=f"{t.backend} on {runner.device}, max|d| {parity['max_abs']:.1e}, "
+            f"cosine min {parity['cosine_min']:.6f}",
+        )
         if ctx.precision != "fp32":
             from edgeffnet.core.verify import run_batched
             from edgeffnet.precision import fidelity
 
             x, ref = ctx.fidelity_data
-            record["fidelity"] = fidelity.report(ref, run_batched(runner.run, x, ctx.fixed_batch),
-                                                 f"{t.backend} {runner.device} artifact")
+            record["fidelity"] = fidelity.report(
+                ref, run_batched(runner.run, x, ctx.fixed_batch), f"{t.backend} {runner.device} artifact"
+            )
         return record
 
     artifact = _cached(ctx, store, "compile", graph, parts, make)
     # Checked on the record, cached or fresh, so a cached pending stage fails too.
     if artifact.record.get("pending") and ctx.options.require_engine:
-        raise UserError(f"--require-engine: the {t.name} engine was not built: {artifact.record.get('pending_reason')}; "
-                        f"build on the device, or drop --require-engine to get a bundle with the engine pending")
+        raise UserError(
+            f"--require-engine: the {t.name} engine was not built: {artifact.record.get('pending_reason')}; "
+            f"build on the device, or drop --require-engine to get a bundle with the engine pending"
+        )
     return artifact
 
 
-def layer_table(ctx: BuildContext, store: cache.StageCache, ref: Artifact, graph: Artifact,
-                compiled: Artifact) -> Artifact:
+def layer_table(
+    ctx: BuildContext, store: cache.StageCache, ref: Artifact, graph: Artifact, compiled: Artifact
+) -> Artifact:
     """layers.json: every layer of the spec with its cost and the ONNX nodes of the graph the target runs
     (the one its compile stage converted; the precision graph where it names none), so a profile on the
     device maps runtime nodes back to layers without ONNX or PyTorch there."""
@@ -181,10 +226,16 @@ def layer_table(ctx: BuildContext, store: cache.StageCache, ref: Artifact, graph
         t = table.make(ctx.spec, ref.record["num_classes"], ctx.precision, nodes, aliases) | {"graph": source.name}
         table.write(ctx.dir / LAYER_TABLE, t)
         mapped = sum(len(r["onnx_nodes"]) for r in t["layers"])
-        return {"files": [LAYER_TABLE], "artifact": LAYER_TABLE, "graph": source.name, "layers": len(t["layers"]),
-                "nodes_mapped": mapped, "nodes_qdq": len(t["overhead_nodes"]),
-                "nodes_unassigned": len(t["unassigned_nodes"]),
-                "summary": f"{len(t['layers'])} layers, {mapped} of {len(nodes)} nodes of {source.name} in them"}
+        return {
+            "files": [LAYER_TABLE],
+            "artifact": LAYER_TABLE,
+            "graph": source.name,
+            "layers": len(t["layers"]),
+            "nodes_mapped": mapped,
+            "nodes_qdq": len(t["overhead_nodes"]),
+            "nodes_unassigned": len(t["unassigned_nodes"]),
+            "summary": f"{len(t['layers'])} layers, {mapped} of {len(nodes)} nodes of {source.name} in them",
+        }
 
     return _cached(ctx, store, "layers", compiled, {"graph": source.name}, make)
 
@@ -203,13 +254,18 @@ def fidelity_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> 
     o = ctx.options
     if o.val is not None:  # labelled data: the gate is what users care about, the accuracy drop
         return {"rows": rows, **labelled_verdict(ctx, graph, compiled)}
-    verdict = (fidelity.gate(rows, ctx.trained, o.min_agreement, o.allow_drop)
-               if ctx.precision == "int8" and rows else {"gated": False})
+    verdict = (
+        fidelity.gate(rows, ctx.trained, o.min_agreement, o.allow_drop)
+        if ctx.precision == "int8" and rows
+        else {"gated": False}
+    )
     if verdict.get("gated"):  # a miss without --allow-drop raised above, with its own line
-        ctx.log.info(f"fidelity gate {'passed' if verdict['passed'] else 'missed (kept: --allow-drop)'}: "
-                     f"worst {verdict['worst']}, top-1 agreement {verdict['judged_agreement']:.1%} on "
-                     f"{verdict['judged_on']} (gate {o.min_agreement * 100:g}%), mean cosine "
-                     f"{verdict['cosine_mean']:.4f} (gate {verdict['min_cosine']:g})")
+        ctx.log.info(
+            f"fidelity gate {'passed' if verdict['passed'] else 'missed (kept: --allow-drop)'}: "
+            f"worst {verdict['worst']}, top-1 agreement {verdict['judged_agreement']:.1%} on "
+            f"{verdict['judged_on']} (gate {o.min_agreement * 100:g}%), mean cosine "
+            f"{verdict['cosine_mean']:.4f} (gate {verdict['min_cosine']:g})"
+        )
     elif rows and ctx.precision == "int8":
         ctx.log.info(f"fidelity gate: none ({verdict.get('reason', 'not gated')})")
     return {"rows": rows, **verdict}
@@ -223,8 +279,10 @@ def val_dataset(val: str, num_classes: int, classes: str | None = None):
     names, imagenet = evaluate.class_list(num_classes, classes)
     data = evaluate.open_dataset(val, evaluate.Labels(names, imagenet), "--val")
     if not data.labelled:
-        raise UserError(f"--val {val} has no labels (images directly in the folder); give one sub-folder per "
-                        f"class or a CSV of path,label (edgeffnet eval --data measures agreement on unlabelled images)")
+        raise UserError(
+            f"--val {val} has no labels (images directly in the folder); give one sub-folder per "
+            f"class or a CSV of path,label (edgeffnet eval --data measures agreement on unlabelled images)"
+        )
     return data, evaluate.classes_source(classes, imagenet)
 
 
@@ -235,8 +293,10 @@ def check_val(options, precision: str, num_classes: int) -> None:
             raise UserError("--classes names the classes of --val's labels; give --val DIR too, or drop --classes")
         return
     if precision == "fp32":
-        raise UserError("--val gates an FP16 or INT8 build on its accuracy drop against FP32; an FP32 build has "
-                        "nothing to gate: drop --val, or build --precision fp16/int8")
+        raise UserError(
+            "--val gates an FP16 or INT8 build on its accuracy drop against FP32; an FP32 build has "
+            "nothing to gate: drop --val, or build --precision fp16/int8"
+        )
     from edgeffnet.measure import evaluate
 
     evaluate.first_readable(val_dataset(options.val, num_classes, options.classes)[0], "--val")
@@ -255,19 +315,29 @@ def labelled_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> 
     num_classes = ort_backend.Runner(ctx.dir / SIM_GRAPH).session.get_outputs()[0].shape[-1]
     data, classes = val_dataset(o.val, num_classes, o.classes)
     reference, artifacts, notes = evaluate.artifact_models(
-        ctx.dir, graph.path.name, ctx.target, ctx.precision, ctx.fixed_batch, bool(compiled.record.get("pending")),
-        RunSettings(cpu_fallback=True))
+        ctx.dir,
+        graph.path.name,
+        ctx.target,
+        ctx.precision,
+        ctx.fixed_batch,
+        bool(compiled.record.get("pending")),
+        RunSettings(cpu_fallback=True),
+    )
     result = evaluate.measure(data, ctx.preprocess, reference, artifacts)
     result["data"]["classes"] = classes
     if result["partial"]:
         raise KeyboardInterrupt  # a build is whole or not at all
     if result["images"] == 0:  # the images changed since the check before the stages, or none decodes whole
-        raise UserError(f"none of the {len(data.items)} images in --val {o.val} could be read (e.g. "
-                        f"{result['skipped_unreadable'][0]}); give jpg, png, bmp or webp files")
+        raise UserError(
+            f"none of the {len(data.items)} images in --val {o.val} could be read (e.g. "
+            f"{result['skipped_unreadable'][0]}); give jpg, png, bmp or webp files"
+        )
     ctx.log.info(f"accuracy on --val {o.val} ({result['images']} labelled images, {ctx.precision}):")
     for line in evaluate.lines(result):
         ctx.log.info("  " + line)
     (ctx.dir / "eval").mkdir(exist_ok=True)
-    atomic_write_json(ctx.dir / "eval" / f"{evaluate.result_name(o.val)}.json",
-                      {"kind": "edgeffnet build --val", "created": utc_now(), **result, "notes": notes})
+    atomic_write_json(
+        ctx.dir / "eval" / f"{evaluate.result_name(o.val)}.json",
+        {"kind": "edgeffnet build --val", "created": utc_now(), **result, "notes": notes},
+    )
     return evaluate.drop_gate(result, o.max_drop, o.allow_drop, ctx.trained, ctx.precision)

@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from edgeffnet.core.errors import UserError
-from edgeffnet.network.photos import calibration_photos, to_input, views
 from edgeffnet.core.preprocess import MAX_PIXELS, ImageTooLarge, Preprocess, read_image, resized_size
+from edgeffnet.network.photos import calibration_photos, to_input, views
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -47,7 +47,9 @@ class CalibrationSet:
         step = max(1, len(self.data) // count)
         return self.data[::step][:count]
 
-    def distillation_split(self, preprocess: Preprocess, count: int = HELD_OUT_VIEWS) -> tuple[np.ndarray, np.ndarray, str]:
+    def distillation_split(
+        self, preprocess: Preprocess, count: int = HELD_OUT_VIEWS
+    ) -> tuple[np.ndarray, np.ndarray, str]:
         """(views to distil on, held-out views to judge the distillation on, what the held-out views are).
 
         The held-out views must be ones the distillation never saw. For the default set, every fourth
@@ -63,17 +65,30 @@ class CalibrationSet:
             held = [i for i in range(len(photos)) if i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1]
             train = np.array([i % len(photos) not in held for i in range(len(self.data))])
             kept = [photos[i] for i in held]
-            fresh = views(kept, len(kept) + count, preprocess, seed=recipe()["views"]["seed"] + 1)[len(kept):]
-            return (self.data[train], to_input(fresh, preprocess),
-                    f"fresh crops of {len(kept)} of the {len(photos)} calibration photos, left out of the distillation")
+            fresh = views(kept, len(kept) + count, preprocess, seed=recipe()["views"]["seed"] + 1)[len(kept) :]
+            return (
+                self.data[train],
+                to_input(fresh, preprocess),
+                f"fresh crops of {len(kept)} of the {len(photos)} calibration photos, left out of the distillation",
+            )
         cut = len(self.data) - max(1, len(self.data) // 4)
-        return (self.data[:cut], self.data[cut:],
-                "the last quarter of the calibration views, left out of the distillation (not of the statistics)")
+        return (
+            self.data[:cut],
+            self.data[cut:],
+            "the last quarter of the calibration views, left out of the distillation (not of the statistics)",
+        )
 
     def record(self) -> dict:
-        return {"source": self.source, "sha256": self.sha256, "views": int(len(self.data)), "images": self.images,
-                "requested": self.requested, "skipped": self.skipped, "converted": self.converted,
-                "warnings": self.warnings}
+        return {
+            "source": self.source,
+            "sha256": self.sha256,
+            "views": int(len(self.data)),
+            "images": self.images,
+            "requested": self.requested,
+            "skipped": self.skipped,
+            "converted": self.converted,
+            "warnings": self.warnings,
+        }
 
 
 def _digest(x: np.ndarray) -> str:
@@ -85,8 +100,15 @@ def _mode_name(mode: str) -> str | None:
         return None
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         return "16-bit"
-    return {"L": "grayscale", "LA": "grayscale", "1": "grayscale", "P": "palette", "PA": "palette",
-            "RGBA": "RGBA", "CMYK": "CMYK"}.get(mode, mode)
+    return {
+        "L": "grayscale",
+        "LA": "grayscale",
+        "1": "grayscale",
+        "P": "palette",
+        "PA": "palette",
+        "RGBA": "RGBA",
+        "CMYK": "CMYK",
+    }.get(mode, mode)
 
 
 def _read_folder(folder: Path, recipe: Preprocess) -> tuple[list[Image.Image], Counter, Counter]:
@@ -126,16 +148,22 @@ def _from_array(path: Path, count: int, recipe: Preprocess) -> CalibrationSet:
     x = np.asarray(loaded)
     want = (3, recipe.crop, recipe.crop)
     if x.ndim != 4 or tuple(x.shape[1:]) != want or not np.issubdtype(x.dtype, np.floating):
-        raise UserError(f"calibration tensors in '{path}' have shape {x.shape} ({x.dtype}); expected "
-                        f"N x {want[0]} x {want[1]} x {want[2]} floats, preprocessed with the bundle's recipe")
+        raise UserError(
+            f"calibration tensors in '{path}' have shape {x.shape} ({x.dtype}); expected "
+            f"N x {want[0]} x {want[1]} x {want[2]} floats, preprocessed with the bundle's recipe"
+        )
     if len(x) == 0:
         raise UserError(f"calibration file '{path}' holds no samples")
     x = np.ascontiguousarray(x[:count], dtype=np.float32)
     bad = int(np.count_nonzero(~np.isfinite(x).all(axis=(1, 2, 3))))
     if bad:  # one NaN poisons every range it reaches, and the INT8 model with it
-        raise UserError(f"calibration tensors in '{path}': {bad} of {len(x)} samples hold NaN or Inf; "
-                        f"pass finite, preprocessed tensors")
-    warnings = [] if len(x) >= count else [f"calibration: {len(x)} tensors in {path.name}, {count} asked; using {len(x)}"]
+        raise UserError(
+            f"calibration tensors in '{path}': {bad} of {len(x)} samples hold NaN or Inf; "
+            f"pass finite, preprocessed tensors"
+        )
+    warnings = (
+        [] if len(x) >= count else [f"calibration: {len(x)} tensors in {path.name}, {count} asked; using {len(x)}"]
+    )
     return CalibrationSet(x, f"tensors:{path}", _digest(x), len(x), count, warnings=warnings)
 
 
@@ -157,11 +185,15 @@ def load(source: str | Path | None, count: int, recipe: Preprocess) -> Calibrati
     images, skipped, converted = _read_folder(path, recipe)
     if not images:
         what = f" ({sum(skipped.values())} files skipped: {dict(skipped)})" if skipped else ""
-        raise UserError(f"no readable image in calibration folder '{path}'{what}; "
-                        f"add jpg/png/bmp/webp images or use the default set")
+        raise UserError(
+            f"no readable image in calibration folder '{path}'{what}; "
+            f"add jpg/png/bmp/webp images or use the default set"
+        )
     warnings = []
     if len(images) < count:
-        warnings.append(f"calibration: {len(images)} readable images in {path}, {count} asked; "
-                        f"making up the count with crops and flips of them")
+        warnings.append(
+            f"calibration: {len(images)} readable images in {path}, {count} asked; "
+            f"making up the count with crops and flips of them"
+        )
     x = to_input(views(images, count, recipe), recipe)
     return CalibrationSet(x, f"folder:{path}", _digest(x), len(images), count, dict(skipped), dict(converted), warnings)

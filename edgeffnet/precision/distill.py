@@ -70,8 +70,22 @@ class QDQGraph(torch.nn.Module):
     channel) and the biases of the Conv/Gemm nodes whose weight is quantized. Zero points stay 0.
     """
 
-    OPS = {"Conv", "Gemm", "Add", "Mul", "Sigmoid", "Relu", "Clip", "GlobalAveragePool", "Flatten", "Reshape",
-           "Pad", "Constant", "QuantizeLinear", "DequantizeLinear"}
+    OPS = {
+        "Conv",
+        "Gemm",
+        "Add",
+        "Mul",
+        "Sigmoid",
+        "Relu",
+        "Clip",
+        "GlobalAveragePool",
+        "Flatten",
+        "Reshape",
+        "Pad",
+        "Constant",
+        "QuantizeLinear",
+        "DequantizeLinear",
+    }
 
     def __init__(self, model: onnx.ModelProto, weight_scales: bool = False):
         super().__init__()
@@ -88,11 +102,16 @@ class QDQGraph(torch.nn.Module):
                 readers[i] = readers.get(i, 0) + 1
         # Weight scales stay per channel at amax/127 unless asked: learning them undoes the bias correction's
         # premise and, measured on Lite0, moved the held-out cosine down.
-        scales = {n.input[1] for n in g.node if n.op_type == "QuantizeLinear" and (weight_scales or n.input[0] not in inits)}
+        scales = {
+            n.input[1] for n in g.node if n.op_type == "QuantizeLinear" and (weight_scales or n.input[0] not in inits)
+        }
         quantized_weighted = {n.input[1]: n for n in g.node if n.op_type in ("Conv", "Gemm")}
         dq_out = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear"}
-        biases = {n.input[2] for w, n in quantized_weighted.items()
-                  if w in dq_out and len(n.input) > 2 and n.input[2] in inits and readers[n.input[2]] == 1}
+        biases = {
+            n.input[2]
+            for w, n in quantized_weighted.items()
+            if w in dq_out and len(n.input) > 2 and n.input[2] in inits and readers[n.input[2]] == 1
+        }
         self.learned = {}  # initializer name -> parameter key
         self.params = torch.nn.ParameterDict()
         self.const: dict[str, torch.Tensor] = {}
@@ -144,8 +163,9 @@ class QDQGraph(torch.nn.Module):
                 inp, pad = F.pad(inp, [p for i in reversed(range(h)) for p in (pads[i], pads[i + h])]), [0] * h
             else:
                 pad = pads[:h]
-            return F.conv2d(inp, w, x[2] if len(x) > 2 else None, a.get("strides", 1), pad, a.get("dilations", 1),
-                            a.get("group", 1))
+            return F.conv2d(
+                inp, w, x[2] if len(x) > 2 else None, a.get("strides", 1), pad, a.get("dilations", 1), a.get("group", 1)
+            )
         if op == "Gemm":
             A, B = x[0], x[1]
             A = A.t() if a.get("transA", 0) else A
@@ -215,8 +235,14 @@ class Tuned:
     learned: dict  # what learned: counts of activation scales, weight scales, biases
 
 
-def distill(qdq_model: onnx.ModelProto, teacher: np.ndarray, x: np.ndarray, steps: int = STEPS,
-            batch: int = BATCH, weight_scales: bool = False) -> Tuned:
+def distill(
+    qdq_model: onnx.ModelProto,
+    teacher: np.ndarray,
+    x: np.ndarray,
+    steps: int = STEPS,
+    batch: int = BATCH,
+    weight_scales: bool = False,
+) -> Tuned:
     """Tune `qdq_model`'s scales and biases so its logits on views `x` approach `teacher` (FP32 logits).
 
     Loss: mean squared difference of the logits, each view's logits normalised by FP32's spread, so a
@@ -243,8 +269,11 @@ def distill(qdq_model: onnx.ModelProto, teacher: np.ndarray, x: np.ndarray, step
             losses.append(float(loss.detach()))
         tuned = net.write_back(qdq_model)
     weight_scales = sum(1 for n in net.scale_names if net.const.get(n) is None and net.value(n).ndim > 0)
-    learned = {"activation_scales": len(net.scale_names) - weight_scales, "weight_scales": weight_scales,
-               "biases": len(net.bias_names)}
+    learned = {
+        "activation_scales": len(net.scale_names) - weight_scales,
+        "weight_scales": weight_scales,
+        "biases": len(net.bias_names),
+    }
     return Tuned(tuned, losses, steps, time.perf_counter() - start, learned)
 
 
@@ -254,17 +283,27 @@ def score(model: onnx.ModelProto, x: np.ndarray, ref: np.ndarray) -> dict:
     return {"views": p.views, "cosine_mean": p.cosine_mean, "top1_agreement": p.top1_agreement}
 
 
-def tune(qdq_model: onnx.ModelProto, fp32_model: onnx.ModelProto, train_x: np.ndarray, held_x: np.ndarray,
-         held_what: str, steps: int = STEPS) -> tuple[onnx.ModelProto, dict]:
+def tune(
+    qdq_model: onnx.ModelProto,
+    fp32_model: onnx.ModelProto,
+    train_x: np.ndarray,
+    held_x: np.ndarray,
+    held_what: str,
+    steps: int = STEPS,
+) -> tuple[onnx.ModelProto, dict]:
     """Distil `qdq_model` on `train_x` and keep it only if its logits follow FP32's more closely (mean
     cosine) on `held_x`, views neither the statistics nor the distillation used. Returns the graph kept
     and the record of both scores and the choice."""
     teacher = ort_backend.run_all(fp32_model, train_x)
     held_ref = ort_backend.run_all(fp32_model, held_x)
     before = score(qdq_model, held_x, held_ref)
-    record = {"method": "self-distillation: per-tensor activation scales and the quantized layers' biases learn; "
-                        "teacher FP32 logits",
-              "train_views": int(len(train_x)), "held_out": held_what, "untuned": before}
+    record = {
+        "method": "self-distillation: per-tensor activation scales and the quantized layers' biases learn; "
+        "teacher FP32 logits",
+        "train_views": int(len(train_x)),
+        "held_out": held_what,
+        "untuned": before,
+    }
     try:
         t = distill(qdq_model, teacher, train_x, steps)
     except UnsupportedGraph as e:
@@ -273,8 +312,16 @@ def tune(qdq_model: onnx.ModelProto, fp32_model: onnx.ModelProto, train_x: np.nd
     quarter = max(1, len(t.losses) // 4)
     better = after["cosine_mean"] > before["cosine_mean"]
     return (t.model if better else qdq_model), {
-        **record, "tuned": after, "steps": t.steps, "batch": BATCH, "seconds": round(t.seconds, 1),
-        "learned": t.learned, "loss_first_quarter": float(np.mean(t.losses[:quarter])),
-        "loss_last_quarter": float(np.mean(t.losses[-quarter:])), "kept": "tuned" if better else "untuned",
-        "reason": "higher mean cosine with FP32 on the held-out views" if better
-                  else "the tuned graph did not follow FP32 more closely on the held-out views"}
+        **record,
+        "tuned": after,
+        "steps": t.steps,
+        "batch": BATCH,
+        "seconds": round(t.seconds, 1),
+        "learned": t.learned,
+        "loss_first_quarter": float(np.mean(t.losses[:quarter])),
+        "loss_last_quarter": float(np.mean(t.losses[-quarter:])),
+        "kept": "tuned" if better else "untuned",
+        "reason": "higher mean cosine with FP32 on the held-out views"
+        if better
+        else "the tuned graph did not follow FP32 more closely on the held-out views",
+    }

@@ -12,9 +12,8 @@ import numpy as np
 
 from edgeffnet.backends import onnxruntime as ort_backend
 from edgeffnet.core.errors import FidelityTooLow
-from edgeffnet.network.photos import to_input, verification_views
 from edgeffnet.core.verify import compare
-
+from edgeffnet.network.photos import to_input, verification_views
 
 # The unlabelled gate judges two things, because each alone misleads:
 # - top-1 agreement on the views where FP32 is confident (its top-1 probability >= CONFIDENT_PROB). On a
@@ -53,10 +52,18 @@ def report(ref: np.ndarray, got: np.ndarray, artifact: str) -> dict:
     p = compare(ref, got)
     sure = confident(ref)
     same = ref.argmax(axis=1) == got.argmax(axis=1)
-    return {"artifact": artifact, "views": p.views, "top1_agreement": p.top1_agreement, "top5_overlap": p.top5_overlap,
-            "cosine_mean": p.cosine_mean, "cosine_min": p.cosine_min, "max_abs": p.max_abs,
-            "confident_prob": CONFIDENT_PROB, "confident_views": int(sure.sum()),
-            "confident_top1_agreement": float(same[sure].mean()) if sure.any() else None}
+    return {
+        "artifact": artifact,
+        "views": p.views,
+        "top1_agreement": p.top1_agreement,
+        "top5_overlap": p.top5_overlap,
+        "cosine_mean": p.cosine_mean,
+        "cosine_min": p.cosine_min,
+        "max_abs": p.max_abs,
+        "confident_prob": CONFIDENT_PROB,
+        "confident_views": int(sure.sum()),
+        "confident_top1_agreement": float(same[sure].mean()) if sure.any() else None,
+    }
 
 
 def judged_agreement(row: dict) -> tuple[float, str]:
@@ -71,8 +78,9 @@ def passes(row: dict, min_agreement: float, min_cosine: float = MIN_COSINE) -> b
     return judged_agreement(row)[0] >= min_agreement and row["cosine_mean"] >= min_cosine
 
 
-def gate(rows: list[dict], trained: bool, min_agreement: float, allow_drop: bool,
-         min_cosine: float = MIN_COSINE) -> dict:
+def gate(
+    rows: list[dict], trained: bool, min_agreement: float, allow_drop: bool, min_cosine: float = MIN_COSINE
+) -> dict:
     """Trained weights must keep, on every row, top-1 agreement >= min_agreement on the views where FP32 is
     confident and mean cosine >= min_cosine, unless the user allows the drop.
 
@@ -83,26 +91,42 @@ def gate(rows: list[dict], trained: bool, min_agreement: float, allow_drop: bool
         return {"gated": False, "reason": "random-init weights: numbers reported, no agreement claim"}
     worst = min(rows, key=lambda r: (passes(r, min_agreement, min_cosine), judged_agreement(r)[0], r["cosine_mean"]))
     agreement, on = judged_agreement(worst)
-    verdict = {"gated": True, "statistic": "top-1 agreement on confident views and mean cosine",
-               "min_agreement": min_agreement, "min_cosine": min_cosine, "confident_prob": CONFIDENT_PROB,
-               "worst": worst["artifact"], "judged_agreement": agreement, "judged_on": on,
-               "top1_agreement": worst["top1_agreement"], "confident_top1_agreement": worst.get("confident_top1_agreement"),
-               "cosine_mean": worst["cosine_mean"], "passed": all(passes(r, min_agreement, min_cosine) for r in rows)}
+    verdict = {
+        "gated": True,
+        "statistic": "top-1 agreement on confident views and mean cosine",
+        "min_agreement": min_agreement,
+        "min_cosine": min_cosine,
+        "confident_prob": CONFIDENT_PROB,
+        "worst": worst["artifact"],
+        "judged_agreement": agreement,
+        "judged_on": on,
+        "top1_agreement": worst["top1_agreement"],
+        "confident_top1_agreement": worst.get("confident_top1_agreement"),
+        "cosine_mean": worst["cosine_mean"],
+        "passed": all(passes(r, min_agreement, min_cosine) for r in rows),
+    }
     if not verdict["passed"] and not allow_drop:
         raise FidelityTooLow(
             f"INT8 of {worst['artifact']} misses the gate: top-1 agreement with FP32 {agreement:.1%} on {on} "
             f"(needs {min_agreement * 100:g}%; {worst['top1_agreement']:.1%} over all {worst['views']} views), "
             f"mean cosine {worst['cosine_mean']:.4f} (needs {min_cosine:g}); pass --allow-drop to accept it "
-            f"or --min-agreement to change it")
+            f"or --min-agreement to change it"
+        )
     return verdict
 
 
 def table(rows: list[dict]) -> list[str]:
-    lines = [f"{'artifact':34s} {'views':>5s} {'top-1':>7s} {'confident':>15s} {'top-5':>7s} {'cos mean':>9s} "
-             f"{'max|d|':>8s}"]
+    lines = [
+        f"{'artifact':34s} {'views':>5s} {'top-1':>7s} {'confident':>15s} {'top-5':>7s} {'cos mean':>9s} {'max|d|':>8s}"
+    ]
     for r in rows:
-        sure = (f"{r['confident_top1_agreement']:6.1%} of {r['confident_views']:3d}"
-                if r.get("confident_top1_agreement") is not None else "-")
-        lines.append(f"{r['artifact'][:34]:34s} {r['views']:5d} {r['top1_agreement']:7.1%} {sure:>15s} "
-                     f"{r['top5_overlap']:7.1%} {r['cosine_mean']:9.5f} {r['max_abs']:8.3f}")
+        sure = (
+            f"{r['confident_top1_agreement']:6.1%} of {r['confident_views']:3d}"
+            if r.get("confident_top1_agreement") is not None
+            else "-"
+        )
+        lines.append(
+            f"{r['artifact'][:34]:34s} {r['views']:5d} {r['top1_agreement']:7.1%} {sure:>15s} "
+            f"{r['top5_overlap']:7.1%} {r['cosine_mean']:9.5f} {r['max_abs']:8.3f}"
+        )
     return lines

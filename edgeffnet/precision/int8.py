@@ -48,7 +48,11 @@ def statistics(model: onnx.ModelProto, data: np.ndarray, data_sha: str, use_cach
     Stored as plain arrays (.npz read without pickle): a file in the cache is data, and loading it must
     never run code, whoever put it there."""
     tensors = qdq.candidates(model)
-    path = cache_root() / "calibration" / f"{digest_key(graph_digest(model), data_sha, tensors, 'hist-v2', ranges.BINS)}.npz"
+    path = (
+        cache_root()
+        / "calibration"
+        / f"{digest_key(graph_digest(model), data_sha, tensors, 'hist-v2', ranges.BINS)}.npz"
+    )
     if use_cache and path.is_file():
         stats = _read_statistics(path, tensors)
         if stats is not None:
@@ -82,8 +86,13 @@ def _read_statistics(path: Path, tensors: list[str]) -> dict | None:
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
     n = len(tensors)
-    if (names != list(tensors) or absmax.shape != (n,) or hist.ndim != 2 or hist.shape[:1] != (n,)
-            or not (np.all(np.isfinite(absmax)) and np.all(np.isfinite(hist)))):
+    if (
+        names != list(tensors)
+        or absmax.shape != (n,)
+        or hist.ndim != 2
+        or hist.shape[:1] != (n,)
+        or not (np.all(np.isfinite(absmax)) and np.all(np.isfinite(hist)))
+    ):
         return None
     return {"tensors": names, "absmax": absmax, "hist": hist, "means": means}
 
@@ -107,9 +116,15 @@ class _Evaluator:
         return compare(self.ref[:n], self._run(self.quantized(plan, method), self.x[:n]))
 
 
-def quantize_model(model: onnx.ModelProto, stats: dict, tuning_x: np.ndarray, method: str | None,
-                   sensitivity: bool, exclude: tuple[str, ...] = (), tuning_ref: np.ndarray | None = None
-                   ) -> Int8Result:
+def quantize_model(
+    model: onnx.ModelProto,
+    stats: dict,
+    tuning_x: np.ndarray,
+    method: str | None,
+    sensitivity: bool,
+    exclude: tuple[str, ...] = (),
+    tuning_ref: np.ndarray | None = None,
+) -> Int8Result:
     """Q/DQ graph for `model`.
 
     method None: each method is tried and the one whose logits follow FP32 best (mean cosine on the
@@ -132,8 +147,13 @@ def quantize_model(model: onnx.ModelProto, stats: dict, tuning_x: np.ndarray, me
     current = compared[chosen]  # measured above: running the same graph again would give the same figures
     if sensitivity and current.cosine_mean < TARGET_COSINE:
         base = ev.score(plan, chosen, RANK_VIEWS).cosine_mean
-        gains = sorted(((ev.score(qdq.plan(model, frozenset([*exclude, name])), chosen, RANK_VIEWS).cosine_mean - base,
-                         name) for name in plan.nodes), reverse=True)
+        gains = sorted(
+            (
+                (ev.score(qdq.plan(model, frozenset([*exclude, name])), chosen, RANK_VIEWS).cosine_mean - base, name)
+                for name in plan.nodes
+            ),
+            reverse=True,
+        )
         excluded: set[str] = set(exclude)
         for gain, name in gains[:MAX_FLOAT_LAYERS]:
             if gain <= 0 or current.cosine_mean >= TARGET_COSINE:
@@ -142,26 +162,37 @@ def quantize_model(model: onnx.ModelProto, stats: dict, tuning_x: np.ndarray, me
             plan = qdq.plan(model, frozenset(excluded))
             current = ev.score(plan, chosen)
             kept.append({"node": name, "rank_cosine_gain": round(gain, 6), "tuning_cosine_after": current.cosine_mean})
-    return Int8Result(ev.quantized(plan, chosen), chosen, scores, plan, kept, [(n, g) for g, n in gains],
-                      {"views": len(tuning_x), "top1_agreement": current.top1_agreement,
-                       "cosine_mean": current.cosine_mean})
+    return Int8Result(
+        ev.quantized(plan, chosen),
+        chosen,
+        scores,
+        plan,
+        kept,
+        [(n, g) for g, n in gains],
+        {"views": len(tuning_x), "top1_agreement": current.top1_agreement, "cosine_mean": current.cosine_mean},
+    )
 
 
-def rank_layers(model: onnx.ModelProto, stats: dict, tuning_x: np.ndarray, method: str,
-                exclude: tuple[str, ...] = (), views: int = RANK_VIEWS) -> list[tuple[str, float]]:
+def rank_layers(
+    model: onnx.ModelProto,
+    stats: dict,
+    tuning_x: np.ndarray,
+    method: str,
+    exclude: tuple[str, ...] = (),
+    views: int = RANK_VIEWS,
+) -> list[tuple[str, float]]:
     """Quantized layers, most damaging first: each one's measured gain in mean cosine with FP32 on the
     tuning (calibration) views when it alone returns to float, the layers in `exclude` staying float."""
     model = qdq.name_nodes(model)
     ev = _Evaluator(model, stats, tuning_x[:views])
     plan = qdq.plan(model, frozenset(exclude))
     base = ev.score(plan, method).cosine_mean
-    gains = [(name, ev.score(qdq.plan(model, frozenset([*exclude, name])), method).cosine_mean - base)
-             for name in plan.nodes]
+    gains = [
+        (name, ev.score(qdq.plan(model, frozenset([*exclude, name])), method).cosine_mean - base) for name in plan.nodes
+    ]
     return sorted(gains, key=lambda g: -g[1])
 
 
 def write(result: Int8Result, path: Path) -> dict:
     onnx.save(result.model, str(path))
     return qdq.summary(result.model)
-
-

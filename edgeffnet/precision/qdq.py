@@ -89,8 +89,9 @@ def _weight_axis(node: onnx.NodeProto) -> int:
     return 0
 
 
-def quantize(model: onnx.ModelProto, p: Plan, ranges: dict[str, float],
-             input_means: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+def quantize(
+    model: onnx.ModelProto, p: Plan, ranges: dict[str, float], input_means: dict[str, np.ndarray] | None = None
+) -> onnx.ModelProto:
     """Return a copy of `model` with Q/DQ pairs for plan `p`, scales from `ranges` (|x| thresholds).
 
     With `input_means` (per-channel means of each weighted node's input over the calibration data), the
@@ -117,9 +118,10 @@ def quantize(model: onnx.ModelProto, p: Plan, ranges: dict[str, float],
         scale = max(float(ranges[t]), 1e-8) / 127.0
         s_name, q_name, dq_name = f"{t}_scale", f"{t}_q", f"{t}_dq"
         new_inits.append(numpy_helper.from_array(np.array(scale, np.float32), s_name))
-        pairs[t] = [helper.make_node("QuantizeLinear", [t, s_name, zero], [q_name], name=f"{t}_QuantizeLinear"),
-                    helper.make_node("DequantizeLinear", [q_name, s_name, zero], [dq_name],
-                                     name=f"{t}_DequantizeLinear")]
+        pairs[t] = [
+            helper.make_node("QuantizeLinear", [t, s_name, zero], [q_name], name=f"{t}_QuantizeLinear"),
+            helper.make_node("DequantizeLinear", [q_name, s_name, zero], [dq_name], name=f"{t}_DequantizeLinear"),
+        ]
         dq_of[t] = dq_name
     source = {name: nodes[name].input[0] for name in p.nodes}  # the FP32 tensor each weighted node reads
     for name in p.nodes:
@@ -145,8 +147,11 @@ def quantize(model: onnx.ModelProto, p: Plan, ranges: dict[str, float],
         new_inits.append(numpy_helper.from_array(np.zeros(scale.shape, np.int8), z_name))
         if input_means is not None and source[name] in input_means:
             shift = output_shift(n, rounded(w, scale, axis) - w, input_means[source[name]], axis)
-            bias = (numpy_helper.to_array(inits[n.input[2]]).astype(np.float32) if len(n.input) > 2 and n.input[2]
-                    else np.zeros(w.shape[axis], np.float32))
+            bias = (
+                numpy_helper.to_array(inits[n.input[2]]).astype(np.float32)
+                if len(n.input) > 2 and n.input[2]
+                else np.zeros(w.shape[axis], np.float32)
+            )
             b_name = f"{base}_bias_corrected"
             new_inits.append(numpy_helper.from_array((bias - shift).astype(np.float32), b_name))
             if len(n.input) > 2:
@@ -154,10 +159,16 @@ def quantize(model: onnx.ModelProto, p: Plan, ranges: dict[str, float],
             else:
                 n.input.append(b_name)
         before[name] = [
-            helper.make_node("QuantizeLinear", [base, s_name, z_name], [f"{base}_q"], axis=axis,
-                             name=f"{base}_QuantizeLinear"),
-            helper.make_node("DequantizeLinear", [f"{base}_q", s_name, z_name], [f"{base}_dq"], axis=axis,
-                             name=f"{base}_DequantizeLinear"),
+            helper.make_node(
+                "QuantizeLinear", [base, s_name, z_name], [f"{base}_q"], axis=axis, name=f"{base}_QuantizeLinear"
+            ),
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{base}_q", s_name, z_name],
+                [f"{base}_dq"],
+                axis=axis,
+                name=f"{base}_DequantizeLinear",
+            ),
         ]
         n.input[1] = f"{base}_dq"
 
@@ -185,5 +196,9 @@ def quantize(model: onnx.ModelProto, p: Plan, ranges: dict[str, float],
 
 def summary(model: onnx.ModelProto) -> dict:
     ops = [n.op_type for n in model.graph.node]
-    return {"quantize_linear": ops.count("QuantizeLinear"), "dequantize_linear": ops.count("DequantizeLinear"),
-            "conv": ops.count("Conv"), "gemm": ops.count("Gemm")}
+    return {
+        "quantize_linear": ops.count("QuantizeLinear"),
+        "dequantize_linear": ops.count("DequantizeLinear"),
+        "conv": ops.count("Conv"),
+        "gemm": ops.count("Gemm"),
+    }

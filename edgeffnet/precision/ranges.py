@@ -29,7 +29,7 @@ def _runner(model: onnx.ModelProto, tensors: list[str]) -> Runner:
 
 def _batches(data: np.ndarray, step: int = 16):
     for i in range(0, len(data), step):
-        yield data[i:i + step]
+        yield data[i : i + step]
 
 
 SAMPLES_PER_CALL = 16384  # |x| values kept per tensor per ONNX Runtime call, for the histograms

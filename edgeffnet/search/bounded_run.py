@@ -27,7 +27,7 @@ STDERR_TAIL_BYTES = 8192  # enough to hold that last line
 
 def shown(text: str, limit: int = ERROR_LINE_CHARS) -> str:
     """User text for one line: control characters (ANSI escapes, newlines) made visible, length bounded."""
-    text = visible(text[:limit * 4 + 1], newlines=False)
+    text = visible(text[: limit * 4 + 1], newlines=False)
     return text if len(text) <= limit else text[:limit] + "... (cut)"
 
 
@@ -47,7 +47,7 @@ class CappedLog:
                 self.dropped += len(block)
                 return
             if self.head_left > 0:
-                first, block = block[:self.head_left], block[self.head_left:]
+                first, block = block[: self.head_left], block[self.head_left :]
                 self.file.write(first)
                 self.head_left -= len(first)
             if block:
@@ -62,10 +62,12 @@ class CappedLog:
             tail = b"".join(self.tail)
             if len(tail) > self.tail_cap:
                 self.dropped += len(tail) - self.tail_cap
-                tail = tail[-self.tail_cap:]
+                tail = tail[-self.tail_cap :]
             if self.dropped:
-                self.file.write(f"\n[edgeffnet: {self.dropped:,} bytes of output dropped here: the log keeps the "
-                                f"first and last {self.tail_cap:,} bytes]\n".encode())
+                self.file.write(
+                    f"\n[edgeffnet: {self.dropped:,} bytes of output dropped here: the log keeps the "
+                    f"first and last {self.tail_cap:,} bytes]\n".encode()
+                )
             self.file.write(tail)
             self.file.close()
 
@@ -100,14 +102,17 @@ def run_bounded(argv: list[str], log_path: Path, timeout: float | None, cap: int
     `timeout` seconds (None: no limit). Raises OSError if it cannot start."""
     log = CappedLog(log_path, cap)
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
     except BaseException:
         log.close()
         raise
     err_tail = bytearray()
-    pumps = [threading.Thread(target=_pump, args=(proc.stdout, log, None), daemon=True),
-             threading.Thread(target=_pump, args=(proc.stderr, log, err_tail), daemon=True)]
+    pumps = [
+        threading.Thread(target=_pump, args=(proc.stdout, log, None), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stderr, log, err_tail), daemon=True),
+    ]
     for p in pumps:
         p.start()
     try:

@@ -14,9 +14,9 @@ where that is worth saying.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from edgeffnet.core.errors import UserError
 from edgeffnet.search import harness
@@ -36,8 +36,9 @@ class Job:
 class LocalExecutor:
     """This machine: each job built, then timed under the device lock, in the order given."""
 
-    def measure(self, jobs: list[Job], target: str, precision: str, settings: harness.BenchSettings,
-                pair: Path | None = None) -> Iterator[tuple[Job, dict | UserError]]:
+    def measure(
+        self, jobs: list[Job], target: str, precision: str, settings: harness.BenchSettings, pair: Path | None = None
+    ) -> Iterator[tuple[Job, dict | UserError]]:
         """(job, measurement) as each finishes, or (job, UserError) for one that could not be measured.
         `pair` is the paper's bundle; a job pairs with it after the job that builds it has finished."""
         for job in jobs:
@@ -52,8 +53,9 @@ class LocalExecutor:
                 continue
             yield job, m
 
-    def time(self, bundles: list[Path], settings: harness.BenchSettings,
-             keeps: list[Path | None] | None = None) -> list[dict]:
+    def time(
+        self, bundles: list[Path], settings: harness.BenchSettings, keeps: list[Path | None] | None = None
+    ) -> list[dict]:
         """Each bundle timed once, in this order (a bundle may come several times: alternating rounds)."""
         keeps = keeps or [None] * len(bundles)
         return [harness.time_bundle(Path(b), settings, keep=k) for b, k in zip(bundles, keeps)]

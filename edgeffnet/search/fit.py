@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from edgeffnet.core.errors import UserError
-from edgeffnet.specs.scaling import _ALIASES as _SPEC_ALIASES
-from edgeffnet.specs.scaling import ALPHA, BETA, GAMMA, parse_spec
 from edgeffnet.core.untrusted import field as typed_field
 from edgeffnet.search import harness
 from edgeffnet.search.executors import Job, LocalExecutor, placement_note
 from edgeffnet.search.grid import baseline, network_key
 from edgeffnet.search.state_files import check_fields, read_state
+from edgeffnet.specs.scaling import _ALIASES as _SPEC_ALIASES
+from edgeffnet.specs.scaling import ALPHA, BETA, GAMMA, parse_spec
 
 MAX_MEASUREMENTS = 40  # per budget; a bisection over the default range needs about a dozen
 
@@ -88,9 +88,11 @@ def coefficients_from_spec(text: str) -> tuple[str, tuple[float, float, float]]:
     keys = [_SPEC_ALIASES.get(k, k) for k in (t.partition("=")[0].strip().lower() for t in text.split(",") if "=" in t)]
     dropped = [k for k in keys if k not in FIT_KEYS]
     if dropped:
-        raise UserError(f"fit --spec takes a base and alpha, beta, gamma (what search chose); it would drop "
-                        f"{', '.join(dropped)}: fit chooses phi and with it the resolution and sizes, so leave "
-                        f"{'it' if len(dropped) == 1 else 'them'} out")
+        raise UserError(
+            f"fit --spec takes a base and alpha, beta, gamma (what search chose); it would drop "
+            f"{', '.join(dropped)}: fit chooses phi and with it the resolution and sizes, so leave "
+            f"{'it' if len(dropped) == 1 else 'them'} out"
+        )
     return baseline(text.split(",")[0] if "=" not in text.split(",")[0] else "b0"), (s.alpha, s.beta, s.gamma)
 
 
@@ -160,13 +162,20 @@ class Measurements:
         row = read_state(path, "fit measurement file")
         if row is None or row.get("fingerprint") != self.fingerprint:
             return None
-        check_fields(row, path, positive=("p50_ms", "p90_ms", "p99_ms", "macs", "params"),
-                     whole=("macs", "params", "resolution"), text=("spec", "bundle", "network"))
+        check_fields(
+            row,
+            path,
+            positive=("p50_ms", "p90_ms", "p99_ms", "macs", "params"),
+            whole=("macs", "params", "resolution"),
+            text=("spec", "bundle", "network"),
+        )
         history = typed_field(row, "history", list, str(path), default=[])
         for past in history:
             if not isinstance(past, dict):
-                raise UserError(f"{path}: 'history' holds a {type(past).__name__}, not a measurement; delete it and "
-                                "run again to measure that one anew")
+                raise UserError(
+                    f"{path}: 'history' holds a {type(past).__name__}, not a measurement; delete it and "
+                    "run again to measure that one anew"
+                )
             check_fields(past, path, positive=("p50_ms", "p90_ms", "p99_ms"))
         return row
 
@@ -178,29 +187,48 @@ class Measurements:
         spec, key, _ = self.network(i)
         first = self.known(i)
         if first is not None:  # timed again: keep its bundle, add a measurement
-            (m,) = self.executor.time([Path(first["bundle"])], self.plan.settings,
-                                      [self.dir / "records" / f"{key}-{len(first.get('history', [])) + 2}.json"])
+            (m,) = self.executor.time(
+                [Path(first["bundle"])],
+                self.plan.settings,
+                [self.dir / "records" / f"{key}-{len(first.get('history', [])) + 2}.json"],
+            )
             row = first | {k: m[k] for k in ("p50_ms", "p90_ms", "p99_ms", "record", "measured")}
             row["history"] = first.get("history", []) + [{k: first[k] for k in ("p50_ms", "p90_ms", "p99_ms")}]
         else:
             slug = spec.replace(",", "-").replace("=", "").replace(".", "p")
             dest = Path(self.plan.out) / "bundles" / f"{slug}-{self.plan.target}-{self.plan.precision}"
             job = Job(spec, dest, keep=self.dir / "records" / f"{key}-1.json")
-            with closing(self.executor.measure([job], self.plan.target, self.plan.precision,
-                                               self.plan.settings)) as measured:
+            with closing(
+                self.executor.measure([job], self.plan.target, self.plan.precision, self.plan.settings)
+            ) as measured:
                 ((_, m),) = list(measured)
             if isinstance(m, UserError):
                 raise m
-            row = {k: m[k] for k in ("spec", "macs", "params", "resolution", "bundle", "p50_ms", "p90_ms", "p99_ms",
-                                     "record", "measured")} | {"phi": self.plan.phi(i), "network": key,
-                                                              "fingerprint": self.fingerprint}
+            row = {
+                k: m[k]
+                for k in (
+                    "spec",
+                    "macs",
+                    "params",
+                    "resolution",
+                    "bundle",
+                    "p50_ms",
+                    "p90_ms",
+                    "p99_ms",
+                    "record",
+                    "measured",
+                )
+            } | {"phi": self.plan.phi(i), "network": key, "fingerprint": self.fingerprint}
         if m.get("placement"):
             row["placement"] = row.get("placement", {}) | m["placement"]  # a confirmation: where it was timed
         self.fresh += 1
         harness.atomic_write_text(self._path(key), json.dumps(row, indent=1, allow_nan=False) + "\n")
         self._record(row)
-        self.echo(f"  phi={self.plan.phi(i):g} {spec}: {self.plan.metric} {row[f'{self.plan.metric}_ms']:.3f} ms"
-                  + (" (again)" if again else "") + placement_note(m))
+        self.echo(
+            f"  phi={self.plan.phi(i):g} {spec}: {self.plan.metric} {row[f'{self.plan.metric}_ms']:.3f} ms"
+            + (" (again)" if again else "")
+            + placement_note(m)
+        )
         return row
 
     def _record(self, row: dict) -> None:
@@ -211,9 +239,22 @@ class Measurements:
         from edgeffnet.latency import use
         from edgeffnet.latency.store import row as data_row
 
-        use.record(self.plan.target, self.plan.precision, [data_row(
-            row["spec"], row["network"], self.plan.precision, row["p50_ms"], "fit", settings=self.fingerprint["bench"],
-            measured=row.get("measured"), bench_record=row.get("record"))])
+        use.record(
+            self.plan.target,
+            self.plan.precision,
+            [
+                data_row(
+                    row["spec"],
+                    row["network"],
+                    self.plan.precision,
+                    row["p50_ms"],
+                    "fit",
+                    settings=self.fingerprint["bench"],
+                    measured=row.get("measured"),
+                    bench_record=row.get("record"),
+                )
+            ],
+        )
 
 
 def model_anchors(plan: FitPlan, budget_ms: float, meas: Measurements, model) -> list[int]:
@@ -291,16 +332,20 @@ def fit_budget(plan: FitPlan, budget_ms: float, meas: Measurements, echo=None, p
 
     start = model_anchors(plan, budget_ms, meas, predictor) if predictor else anchors(plan)
     if predictor:
-        echo(f"{budget_ms:g} ms: the latency model proposes phi={plan.phi(start[0]):g} "
-             f"({predictor.predict(meas.network(start[0])[0]):.3f} ms predicted); measuring it and the next step")
+        echo(
+            f"{budget_ms:g} ms: the latency model proposes phi={plan.phi(start[0]):g} "
+            f"({predictor.predict(meas.network(start[0])[0]):.3f} ms predicted); measuring it and the next step"
+        )
     for i in start:
         measure(i)
     jump, confirms, used_model, neighbour, last = 1, 0, False, False, None
     while len(tried) < MAX_MEASUREMENTS:
         lo, hi = bracket()
         if lo is None and hi == plan.imin:
-            raise UserError(f"budget {budget_ms:g} ms is below the smallest model in range: phi={plan.phi(plan.imin):g} "
-                            f"measured {lat[plan.imin]:.3f} ms {plan.metric}; raise the budget or lower --phi-min")
+            raise UserError(
+                f"budget {budget_ms:g} ms is below the smallest model in range: phi={plan.phi(plan.imin):g} "
+                f"measured {lat[plan.imin]:.3f} ms {plan.metric}; raise the budget or lower --phi-min"
+            )
         if lo is not None and (hi == lo + 1 or (hi is None and lo == plan.imax)):
             measure(lo, again=True)  # confirm the answer with a fresh measurement
             confirms += 1
@@ -327,23 +372,46 @@ def fit_budget(plan: FitPlan, budget_ms: float, meas: Measurements, echo=None, p
         raise UserError(f"no phi in range met {budget_ms:g} ms after {len(tried)} measurements; raise the budget")
     row = meas.known(lo)
     capped = hi is None and lo == plan.imax
-    result = {"budget_ms": budget_ms, "metric": plan.metric, "phi": plan.phi(lo),
-              "proposed_by_model": None if predictor is None else {
-                  "phi": plan.phi(start[0]), "predicted_ms": predictor.predict(meas.network(start[0])[0]),
-                  "model": predictor.path}, **{k: row[k] for k in (
-        "spec", "macs", "params", "resolution", "bundle", "p50_ms", "p90_ms", "p99_ms")},
-        "confirmed": row.get("history") is not None, "capped_at_phi_max": capped, "placement": row.get("placement"),
-        "next_phi": None if hi is None else plan.phi(hi), "next_spec": None if hi is None else meas.network(hi)[0],
-        "next_ms": None if hi is None else lat[hi], "measurements": len(tried),
-        "tried": [{"phi": plan.phi(i), "spec": meas.network(i)[0], key: lat[i], "macs": meas.network(i)[2],
-                   "within_budget": lat[i] <= budget_ms} for i in sorted(tried)]}
-    echo(f"{budget_ms:g} ms: phi={result['phi']:g} ({result['spec']}) {plan.metric} {result[key]:.3f} ms"
-         + ("" if hi is None else f"; phi={plan.phi(hi):g} measured {lat[hi]:.3f} ms"))
+    result = {
+        "budget_ms": budget_ms,
+        "metric": plan.metric,
+        "phi": plan.phi(lo),
+        "proposed_by_model": None
+        if predictor is None
+        else {
+            "phi": plan.phi(start[0]),
+            "predicted_ms": predictor.predict(meas.network(start[0])[0]),
+            "model": predictor.path,
+        },
+        **{k: row[k] for k in ("spec", "macs", "params", "resolution", "bundle", "p50_ms", "p90_ms", "p99_ms")},
+        "confirmed": row.get("history") is not None,
+        "capped_at_phi_max": capped,
+        "placement": row.get("placement"),
+        "next_phi": None if hi is None else plan.phi(hi),
+        "next_spec": None if hi is None else meas.network(hi)[0],
+        "next_ms": None if hi is None else lat[hi],
+        "measurements": len(tried),
+        "tried": [
+            {
+                "phi": plan.phi(i),
+                "spec": meas.network(i)[0],
+                key: lat[i],
+                "macs": meas.network(i)[2],
+                "within_budget": lat[i] <= budget_ms,
+            }
+            for i in sorted(tried)
+        ],
+    }
+    echo(
+        f"{budget_ms:g} ms: phi={result['phi']:g} ({result['spec']}) {plan.metric} {result[key]:.3f} ms"
+        + ("" if hi is None else f"; phi={plan.phi(hi):g} measured {lat[hi]:.3f} ms")
+    )
     return result
 
 
-def fit_family(plan: FitPlan, budgets: list[float], echo=None,
-               executor=None) -> tuple[list[dict], list[tuple[float, str]]]:
+def fit_family(
+    plan: FitPlan, budgets: list[float], echo=None, executor=None
+) -> tuple[list[dict], list[tuple[float, str]]]:
     """(results, [(budget, why)] for budgets that could not be met): one unmeetable budget of a family
     does not stop the others, which share every measurement. `executor`: where networks are built and
     timed (this machine unless given)."""
@@ -352,10 +420,15 @@ def fit_family(plan: FitPlan, budgets: list[float], echo=None,
 
     farm = executor is not None and not isinstance(executor, LocalExecutor)
     if farm and plan.latency_model not in (None, "auto"):
-        raise UserError("--latency-model is this machine's latency model, which does not describe a --cluster "
-                        "device: leave it out there (phi is then proposed from MACs)")
-    predictor = None if plan.latency_model is None or farm else find_model(
-        plan.target, plan.precision, None if plan.latency_model == "auto" else plan.latency_model, echo)
+        raise UserError(
+            "--latency-model is this machine's latency model, which does not describe a --cluster "
+            "device: leave it out there (phi is then proposed from MACs)"
+        )
+    predictor = (
+        None
+        if plan.latency_model is None or farm
+        else find_model(plan.target, plan.precision, None if plan.latency_model == "auto" else plan.latency_model, echo)
+    )
     meas = Measurements(plan, echo=echo)
     if executor is not None:
         meas.executor = executor
@@ -377,18 +450,51 @@ def write(plan: FitPlan, results: list[dict]) -> list[Path]:
 
     out = Path(plan.out)
     key = f"{plan.metric}_ms"
-    harness.atomic_write_text(out / "fit.json", json.dumps({"base": plan.base, "coefficients": plan.coefficients,
-                                                             "target": plan.target, "precision": plan.precision,
-                                                             "bench": plan.settings.to_dict(), "step": plan.step,
-                                                             "results": results}, indent=1, allow_nan=False) + "\n")
+    harness.atomic_write_text(
+        out / "fit.json",
+        json.dumps(
+            {
+                "base": plan.base,
+                "coefficients": plan.coefficients,
+                "target": plan.target,
+                "precision": plan.precision,
+                "bench": plan.settings.to_dict(),
+                "step": plan.step,
+                "results": results,
+            },
+            indent=1,
+            allow_nan=False,
+        )
+        + "\n",
+    )
     lines = [f"budget_ms,phi,spec,{key},macs,params,resolution,next_phi,next_{key},bundle"]
     for r in results:
-        lines.append(",".join(str(v) if v is not None else "" for v in (
-            r["budget_ms"], r["phi"], f"\"{r['spec']}\"", r[key], r["macs"], r["params"], r["resolution"], r["next_phi"],
-            r["next_ms"], r["bundle"])))
+        lines.append(
+            ",".join(
+                str(v) if v is not None else ""
+                for v in (
+                    r["budget_ms"],
+                    r["phi"],
+                    f'"{r["spec"]}"',
+                    r[key],
+                    r["macs"],
+                    r["params"],
+                    r["resolution"],
+                    r["next_phi"],
+                    r["next_ms"],
+                    r["bundle"],
+                )
+            )
+        )
     harness.atomic_write_text(out / "fit.csv", "\n".join(lines) + "\n")
     tried = list({t["spec"]: t for r in results for t in r["tried"]}.values())
     a, b, g = plan.coefficients
-    png = fit_plot(results, tried, plan.metric, f"{plan.base} (alpha {a:g}, beta {b:g}, gamma {g:g}) on {plan.target} "
-                   f"({plan.precision}): largest phi per budget", out / "fit.png")
+    png = fit_plot(
+        results,
+        tried,
+        plan.metric,
+        f"{plan.base} (alpha {a:g}, beta {b:g}, gamma {g:g}) on {plan.target} "
+        f"({plan.precision}): largest phi per budget",
+        out / "fit.png",
+    )
     return [out / "fit.json", out / "fit.csv", png]

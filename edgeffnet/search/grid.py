@@ -46,8 +46,11 @@ class Candidate:
         total = math.log(self.flops_ratio)
         if total <= 0:
             return {"depth": 0.0, "width": 0.0, "resolution": 0.0}
-        return {"depth": math.log(self.alpha) / total, "width": 2 * math.log(self.beta) / total,
-                "resolution": 2 * math.log(self.gamma) / total}
+        return {
+            "depth": math.log(self.alpha) / total,
+            "width": 2 * math.log(self.beta) / total,
+            "resolution": 2 * math.log(self.gamma) / total,
+        }
 
 
 def baseline(base: str) -> str:
@@ -117,8 +120,9 @@ def _coarser_step(step: float, tol: float, ratio: float) -> float | None:
 
 def _too_big(what: str, step: float, tol: float, ratio: float) -> UserError:
     coarser = _coarser_step(step, tol, ratio)
-    change = (f"use --step {coarser:g} or coarser, or a smaller --tol" if coarser else
-              "use a smaller --tol or --flops-ratio")
+    change = (
+        f"use --step {coarser:g} or coarser, or a smaller --tol" if coarser else "use a smaller --tol or --flops-ratio"
+    )
     return UserError(f"--step {step:g} with --tol {tol:g} and --flops-ratio {ratio:g} {what}; {change}")
 
 
@@ -134,8 +138,9 @@ def grid(step: float = 0.05, tol: float = 0.1, ratio: float = 2.0) -> list[Candi
     if about > 2 * MAX_CANDIDATES:  # the estimate is within a few percent at fine steps: clearly too many
         raise _too_big(f"gives about {about:,.0f} candidates {cap}", step, tol, ratio)
     if pairs > MAX_PAIRS:
-        raise _too_big(f"spans about {pairs:,.0f} (alpha, beta) pairs to check (at most {MAX_PAIRS:,})", step, tol,
-                       ratio)
+        raise _too_big(
+            f"spans about {pairs:,.0f} (alpha, beta) pairs to check (at most {MAX_PAIRS:,})", step, tol, ratio
+        )
     found = list(itertools.islice(_listed(step, tol, ratio), MAX_CANDIDATES + 1))
     if len(found) > MAX_CANDIDATES:
         raise _too_big(f"gives more than {MAX_CANDIDATES:,} candidates {cap}", step, tol, ratio)

@@ -18,14 +18,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import edgeffnet
-
-from edgeffnet.core import logs
-
-from edgeffnet.specs import targets
 from edgeffnet.bundle import is_bundle
+from edgeffnet.core import files, logs
 from edgeffnet.core.errors import UserError
-from edgeffnet.core import files
 from edgeffnet.measure.bench import SHORT, Settings
+from edgeffnet.specs import targets
 
 METRICS = ("p50", "p90", "p99")
 
@@ -40,8 +37,9 @@ class BenchSettings:
     threads: int | None = None
 
     def check(self) -> None:
-        Settings(mode="latency", iterations=self.iterations, seconds=self.seconds, warmup=self.warmup,
-                 threads=self.threads).check()
+        Settings(
+            mode="latency", iterations=self.iterations, seconds=self.seconds, warmup=self.warmup, threads=self.threads
+        ).check()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -122,12 +120,25 @@ def time_bundle(bundle_dir: Path, settings: BenchSettings, keep: Path | None = N
     confirmation), so the record a result came from is also written to `keep`."""
     b = edgeffnet.Bundle.open(bundle_dir)
     with device_lock(b.target.name):
-        r = edgeffnet.bench(b, mode="latency", iterations=settings.iterations, seconds=settings.seconds,
-                            warmup=settings.warmup, threads=settings.threads, save=True)
+        r = edgeffnet.bench(
+            b,
+            mode="latency",
+            iterations=settings.iterations,
+            seconds=settings.seconds,
+            warmup=settings.warmup,
+            threads=settings.threads,
+            save=True,
+        )
     if keep is not None:
         atomic_write_text(keep, json.dumps(r.to_dict(), indent=1, default=str) + "\n")
-    return {"p50_ms": r.p50_ms, "p90_ms": r.p90_ms, "p99_ms": r.p99_ms, "iterations": r.stats["count"],
-            "record": str(keep or getattr(r, "saved_to", None) or ""), "measured": r.created}
+    return {
+        "p50_ms": r.p50_ms,
+        "p90_ms": r.p90_ms,
+        "p99_ms": r.p99_ms,
+        "iterations": r.stats["count"],
+        "record": str(keep or getattr(r, "saved_to", None) or ""),
+        "measured": r.created,
+    }
 
 
 def describe_bundle(bundle_dir: Path) -> dict:
@@ -135,8 +146,9 @@ def describe_bundle(bundle_dir: Path) -> dict:
     return {"macs": m.macs, "params": m.params, "resolution": m.spec["resolution"], "bundle": str(bundle_dir)}
 
 
-def build_and_measure(spec: str, target: str, precision: str, dest: Path, settings: BenchSettings,
-                      keep: Path | None = None) -> dict:
+def build_and_measure(
+    spec: str, target: str, precision: str, dest: Path, settings: BenchSettings, keep: Path | None = None
+) -> dict:
     """Build (cached), verify and time `spec`: its latency percentiles, MACs, params and bundle path."""
     path = build_bundle(spec, target, precision, dest)
     return {"spec": spec, **describe_bundle(path), **time_bundle(path, settings, keep)}

@@ -23,16 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import edgeffnet
-
 from edgeffnet.core.errors import UserError
-from edgeffnet.specs.scaling import parse_spec
-from edgeffnet.search import harness
-from edgeffnet.search.grid import network_key
 from edgeffnet.latency import device, store
 from edgeffnet.latency.design import DEFAULT_NETWORKS, design
+from edgeffnet.search import harness
+from edgeffnet.search.grid import network_key
+from edgeffnet.specs.scaling import parse_spec
 
 REFERENCE = "b0,phi=-1"
-TIMING = {"timing": "interleaved with the reference"}  # part of the settings a resumed collection must match  # mid-sized in the designed set: its time drifts with the machine, not with the design
+TIMING = {
+    "timing": "interleaved with the reference"
+}  # part of the settings a resumed collection must match  # mid-sized in the designed set: its time drifts with the machine, not with the design
 
 
 def quick_settings() -> harness.BenchSettings:
@@ -66,8 +67,16 @@ def profile_of(bundle: Path, settings: harness.BenchSettings) -> dict | None:
         return None
     b = edgeffnet.Bundle.open(bundle)
     with harness.device_lock(b.target.name):
-        r = edgeffnet.bench(b, mode="latency", iterations=settings.iterations, seconds=settings.seconds,
-                            warmup=settings.warmup, threads=settings.threads, save=False, profile=True)
+        r = edgeffnet.bench(
+            b,
+            mode="latency",
+            iterations=settings.iterations,
+            seconds=settings.seconds,
+            warmup=settings.warmup,
+            threads=settings.threads,
+            save=False,
+            profile=True,
+        )
     return r.to_dict().get("profile") or getattr(r, "profile", None)
 
 
@@ -84,8 +93,9 @@ def interleaved(bundle: Path, reference: Path, settings: harness.BenchSettings) 
         runner = bench.load_runner(b, b.target.backend, bench.Settings(threads=settings.threads), 1)
         calls[name] = runner.bound(bench.sample_input(b, 1))
     with harness.device_lock(edgeffnet.Bundle.open(bundle).target.name):
-        t = interleaved_p50(calls, seconds=settings.seconds, min_runs=settings.iterations,
-                            warmup=max(3, int(settings.warmup * 20)))
+        t = interleaved_p50(
+            calls, seconds=settings.seconds, min_runs=settings.iterations, warmup=max(3, int(settings.warmup * 20))
+        )
     return t["network"], t["reference"]
 
 
@@ -98,9 +108,16 @@ def measure_one(spec: str, c: Collection, workdir: Path, reference_bundle: Path)
         prof = profile_of(path, c.settings) if c.profile else None
     finally:
         shutil.rmtree(dest, ignore_errors=True)
-    return store.row(spec, network_key(parse_spec(spec)), c.precision, p50, "design",
-                     reference={"spec": c.reference, "p50_ms": ref}, settings=c.settings.to_dict() | TIMING,
-                     profile=prof)
+    return store.row(
+        spec,
+        network_key(parse_spec(spec)),
+        c.precision,
+        p50,
+        "design",
+        reference={"spec": c.reference, "p50_ms": ref},
+        settings=c.settings.to_dict() | TIMING,
+        profile=prof,
+    )
 
 
 def run(c: Collection, echo=None, on_network=None, measure=measure_one) -> dict:
@@ -109,12 +126,21 @@ def run(c: Collection, echo=None, on_network=None, measure=measure_one) -> dict:
     echo = echo or (lambda m: None)
     ident = device.identity(c.target)
     data = device.data_path(ident, c.precision)
-    have = {r["network"] for r in store.read(data)[0]
-            if r.get("source") == "design" and r.get("settings") == c.settings.to_dict() | TIMING}
+    have = {
+        r["network"]
+        for r in store.read(data)[0]
+        if r.get("source") == "design" and r.get("settings") == c.settings.to_dict() | TIMING
+    }
     specs = c.specs()
     todo = [s for s in specs if network_key(parse_spec(s)) not in have]
-    result = {"measured": 0, "skipped": len(specs) - len(todo), "failed": [], "interrupted": False,
-              "data": str(data), "seconds": 0.0}
+    result = {
+        "measured": 0,
+        "skipped": len(specs) - len(todo),
+        "failed": [],
+        "interrupted": False,
+        "data": str(data),
+        "seconds": 0.0,
+    }
     started = time.perf_counter()
     workdir = device.folder(ident, c.precision) / "bundles"
     try:

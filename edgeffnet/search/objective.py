@@ -38,6 +38,8 @@ def rank(rows: list[dict], paper: dict, key: str, tolerance: float, metric: str 
     if scored:
         return sorted(scored, key=lambda r: -r["objective"]), "the highest ACC x (LAT/T)^w"
     pool = equal_flops(rows, paper, tolerance)
-    return (sorted(pool, key=lambda r: r[key]),
-            f"the least {metric} latency among splits with at least the paper's MACs (-{tolerance:.0%}); "
-            f"no accuracy was measured")
+    return (
+        sorted(pool, key=lambda r: r[key]),
+        f"the least {metric} latency among splits with at least the paper's MACs (-{tolerance:.0%}); "
+        f"no accuracy was measured",
+    )

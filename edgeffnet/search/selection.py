@@ -12,11 +12,11 @@ builds (the issue's goal: at most a quarter).
 
 from __future__ import annotations
 
-from edgeffnet.specs.layers import spec_layers
 from edgeffnet.latency.use import find_model
-from edgeffnet.specs.scaling import parse_spec
 from edgeffnet.search.grid import Candidate, network_key
 from edgeffnet.search.objective import equal_flops
+from edgeffnet.specs.layers import spec_layers
+from edgeffnet.specs.scaling import parse_spec
 
 DEFAULT_MEASURE = 8
 
@@ -41,8 +41,9 @@ def predict_candidates(candidates: list[Candidate], base: str, phi: float, model
         if net not in by_network:
             by_network[net] = (sum(layer.macs for layer in spec_layers(spec)), model.predict(spec.name))
         macs, ms = by_network[net]
-        out.append({"slug": c.slug, "spec": spec.name, "network": net, "macs": macs, "predicted_ms": ms,
-                    "paper": c.is_paper})
+        out.append(
+            {"slug": c.slug, "spec": spec.name, "network": net, "macs": macs, "predicted_ms": ms, "paper": c.is_paper}
+        )
     return out
 
 
@@ -68,11 +69,18 @@ def prediction_errors(rows: list[dict], key: str = "latency_ms") -> dict | None:
     if paper is None:
         return None
     now = paper[key] / paper["predicted_ms"]
-    pairs = [(r["predicted_ms"] * now, r[key]) for r in rows if r.get("predicted_ms") and r.get(key)
-             and not r.get("same_network_as") and r is not paper]
+    pairs = [
+        (r["predicted_ms"] * now, r[key])
+        for r in rows
+        if r.get("predicted_ms") and r.get(key) and not r.get("same_network_as") and r is not paper
+    ]
     if not pairs:
         return None
     rel = [p / m - 1 for p, m in pairs]
-    return {"networks": len(rel), "rmse_pct": (sum(e * e for e in rel) / len(rel)) ** 0.5 * 100,
-            "max_abs_pct": max(abs(e) for e in rel) * 100, "within_10pct": sum(abs(e) <= 0.1 for e in rel) / len(rel),
-            "machine_now": now}
+    return {
+        "networks": len(rel),
+        "rmse_pct": (sum(e * e for e in rel) / len(rel)) ** 0.5 * 100,
+        "max_abs_pct": max(abs(e) for e in rel) * 100,
+        "within_10pct": sum(abs(e) <= 0.1 for e in rel) / len(rel),
+        "machine_now": now,
+    }

@@ -26,8 +26,15 @@ def read_state(path: Path, what: str) -> dict | None:
         raise UntrustedFileError(f"{e}; delete it and run again to measure that one anew") from None
 
 
-def check_fields(row: dict, path: Path, *, positive: tuple[str, ...] = (), whole: tuple[str, ...] = (),
-                 text: tuple[str, ...] = (), fraction_or_none: tuple[str, ...] = ()) -> dict:
+def check_fields(
+    row: dict,
+    path: Path,
+    *,
+    positive: tuple[str, ...] = (),
+    whole: tuple[str, ...] = (),
+    text: tuple[str, ...] = (),
+    fraction_or_none: tuple[str, ...] = (),
+) -> dict:
     """`row` after its fields are checked: finite positive numbers, whole numbers, strings, fractions."""
     source = f"{path} (delete it and run again to measure that one anew)"
     for key in positive:
@@ -40,7 +47,8 @@ def check_fields(row: dict, path: Path, *, positive: tuple[str, ...] = (), whole
         field(row, key, str, source)
     for key in fraction_or_none:
         value = row.get(key)
-        if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                      and math.isfinite(value) and 0 <= value <= 1):
+        if value is not None and not (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
+        ):
             raise UntrustedFileError(f"{source}: '{key}' is {value!r:.40}, not a fraction between 0 and 1")
     return row

@@ -18,9 +18,9 @@ from PIL import Image
 from torch import nn
 
 from edgeffnet.core.errors import UserError
-from edgeffnet.network.reference import input_recipe
-from edgeffnet.network.model import TORCH_NUMERICS, EfficientNet
 from edgeffnet.core.preprocess import ImageTooLarge, Preprocess, normalise, read_image, resize_and_crop
+from edgeffnet.network.model import TORCH_NUMERICS, EfficientNet
+from edgeffnet.network.reference import input_recipe
 from edgeffnet.specs.scaling import BASELINES, parse_spec
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -34,13 +34,20 @@ def image_folder(root: str | Path, classes: list[str] | None = None) -> tuple[li
         raise UserError(f"image folder '{root}' does not exist; give a folder with one sub-folder per class")
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if classes is not None and found != classes:
-        raise UserError(f"'{root}' has classes {found} but the training folder has {classes}; "
-                        f"use the same class folders in both")
+        raise UserError(
+            f"'{root}' has classes {found} but the training folder has {classes}; use the same class folders in both"
+        )
     if len(found) < 2:
-        raise UserError(f"'{root}' has {len(found)} class folder(s); an ImageFolder needs one sub-folder per "
-                        f"class and at least two classes")
-    items = [(p, label) for label, name in enumerate(found) for p in sorted((root / name).rglob("*"))
-             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        raise UserError(
+            f"'{root}' has {len(found)} class folder(s); an ImageFolder needs one sub-folder per "
+            f"class and at least two classes"
+        )
+    items = [
+        (p, label)
+        for label, name in enumerate(found)
+        for p in sorted((root / name).rglob("*"))
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    ]
     if not items:
         raise UserError(f"'{root}' holds no images (jpg, png, bmp, webp) in its class folders")
     return found, items
@@ -78,24 +85,42 @@ def _initial_model(spec_text: str, num_classes: int, init: str) -> tuple[Efficie
 
     base = parse_spec(BASELINES[spec.family])
     if base.name not in _weights.PRETRAINED:
-        raise UserError(f"no pretrained weights exist for {base.name} (only {', '.join(sorted(_weights.PRETRAINED))}); "
-                        f"use --init scratch, or search from lite0")
+        raise UserError(
+            f"no pretrained weights exist for {base.name} (only {', '.join(sorted(_weights.PRETRAINED))}); "
+            f"use --init scratch, or search from lite0"
+        )
     w = _weights.load_pretrained(base)
     model = EfficientNet(spec, num_classes, w.numerics)
     own = model.state_dict()
-    fits = {k: v for k, v in w.state_dict.items() if k in own and own[k].shape == v.shape
-            and not k.startswith("classifier.")}
+    fits = {
+        k: v
+        for k, v in w.state_dict.items()
+        if k in own and own[k].shape == v.shape and not k.startswith("classifier.")
+    }
     model.load_state_dict(fits, strict=False)
-    return model, input_recipe(spec, w), {"init": f"pretrained {base.name}", "transferred_tensors": len(fits),
-                                         "tensors": len(own)}
+    return (
+        model,
+        input_recipe(spec, w),
+        {"init": f"pretrained {base.name}", "transferred_tensors": len(fits), "tensors": len(own)},
+    )
 
 
-def train_and_evaluate(spec: str, data: str | Path, val: str | Path, epochs: int, init: str = "scratch",
-                       batch_size: int = 32, lr: float = 1e-3, seed: int = 0, echo=None) -> dict:
+def train_and_evaluate(
+    spec: str,
+    data: str | Path,
+    val: str | Path,
+    epochs: int,
+    init: str = "scratch",
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    seed: int = 0,
+    echo=None,
+) -> dict:
     """Train `spec` for `epochs` on `data`, return {"accuracy": top-1 on `val`, ...what was done}."""
     if epochs < 1 or batch_size < 1 or not lr > 0:
-        raise UserError(f"--epochs and --batch-size must be at least 1 and --lr positive "
-                        f"(got {epochs}, {batch_size}, {lr:g})")
+        raise UserError(
+            f"--epochs and --batch-size must be at least 1 and --lr positive (got {epochs}, {batch_size}, {lr:g})"
+        )
     if init not in INITS:
         raise UserError(f"--init takes {', '.join(INITS)}, not '{init}'")
     classes, train_items = image_folder(data)
@@ -103,8 +128,9 @@ def train_and_evaluate(spec: str, data: str | Path, val: str | Path, epochs: int
     torch.manual_seed(seed)
     model, recipe, how = _initial_model(spec, len(classes), init)
     train_set = _Images(train_items, recipe, flip=True, seed=seed)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True,
-                                         generator=torch.Generator().manual_seed(seed))
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    )
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5)
     steps = epochs * math.ceil(len(train_set) / batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda k: 0.5 * (1 + math.cos(math.pi * k / steps)))
@@ -124,12 +150,19 @@ def train_and_evaluate(spec: str, data: str | Path, val: str | Path, epochs: int
             schedule.step()
             losses.append(loss.item())
         if echo:
-            echo(f"epoch {epoch + 1}/{epochs}: mean loss {np.mean(losses[-len(loader):]):.4f}")
+            echo(f"epoch {epoch + 1}/{epochs}: mean loss {np.mean(losses[-len(loader) :]):.4f}")
     model.eval()
     correct = 0
     with torch.no_grad():
         for x, y in torch.utils.data.DataLoader(_Images(val_items, recipe, flip=False, seed=seed), batch_size=64):
             correct += int((model(x).argmax(1) == y).sum())
-    return {"accuracy": correct / len(val_items), "classes": len(classes), "train_images": len(train_items),
-            "val_images": len(val_items), "epochs": epochs, "final_loss": losses[-1] if losses else None,
-            "train_seconds": round(time.perf_counter() - t0, 2), **how}
+    return {
+        "accuracy": correct / len(val_items),
+        "classes": len(classes),
+        "train_images": len(train_items),
+        "val_images": len(val_items),
+        "epochs": epochs,
+        "final_loss": losses[-1] if losses else None,
+        "train_seconds": round(time.perf_counter() - t0, 2),
+        **how,
+    }

@@ -26,16 +26,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeffnet.core.errors import UserError
-from edgeffnet.specs.scaling import parse_spec
 from edgeffnet.search import harness, selection
 from edgeffnet.search.executors import Job, LocalExecutor, placement_note
 from edgeffnet.search.grid import PAPER, Candidate, baseline, grid, network_key
 from edgeffnet.search.objective import DEFAULT_WEIGHT, objective, pareto_front, rank
 from edgeffnet.search.state_files import check_fields, read_state
+from edgeffnet.specs.scaling import parse_spec
 
-COLUMNS = ("alpha", "beta", "gamma", "flops_ratio", "depth_share", "width_share", "resolution_share", "spec",
-           "resolution", "macs", "params", "p50_ms", "p90_ms", "p99_ms", "paper_p50_ms", "paper_p90_ms",
-           "paper_p99_ms", "latency_ms", "accuracy", "objective", "paper", "same_network_as")
+COLUMNS = (
+    "alpha",
+    "beta",
+    "gamma",
+    "flops_ratio",
+    "depth_share",
+    "width_share",
+    "resolution_share",
+    "spec",
+    "resolution",
+    "macs",
+    "params",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "paper_p50_ms",
+    "paper_p90_ms",
+    "paper_p99_ms",
+    "latency_ms",
+    "accuracy",
+    "objective",
+    "paper",
+    "same_network_as",
+)
 TIMES = ("p50_ms", "p90_ms", "p99_ms")
 
 
@@ -75,16 +96,24 @@ class SearchPlan:
         if self.measure is not None and self.measure < 0:
             raise UserError(f"--measure must be >= 0 (0: every split), got {self.measure}")
         if self.confirm_rounds < 0 or self.finalists < 1:
-            raise UserError(f"--confirm-rounds must be >= 0 and --finalists >= 1 (got {self.confirm_rounds}, "
-                            f"{self.finalists})")
+            raise UserError(
+                f"--confirm-rounds must be >= 0 and --finalists >= 1 (got {self.confirm_rounds}, {self.finalists})"
+            )
         self.candidates = grid(self.step, self.tol, self.ratio)
         for c in self.candidates:  # a spec the grammar refuses (e.g. resolution below 32 px) fails here
             parse_spec(c.spec(self.base, self.phi))
 
     def fingerprint(self, evaluator) -> dict:
         """What a stored result must match to be reused."""
-        return {"base": self.base, "phi": self.phi, "target": self.target, "precision": self.precision,
-                "bench": self.settings.to_dict(), "evaluator": evaluator.identity(), "paired": True}
+        return {
+            "base": self.base,
+            "phi": self.phi,
+            "target": self.target,
+            "precision": self.precision,
+            "bench": self.settings.to_dict(),
+            "evaluator": evaluator.identity(),
+            "paired": True,
+        }
 
 
 class Store:
@@ -100,12 +129,19 @@ class Store:
         row = read_state(path, "search candidate file")
         if row is None or row.get("fingerprint") != fingerprint:
             return None
-        check_fields(row, path, positive=(*TIMES, *(f"paper_{t}" for t in TIMES), "alpha", "beta", "gamma"),
-                     whole=("macs", "params", "resolution"), text=("spec", "bundle", "network"),
-                     fraction_or_none=("accuracy",))
+        check_fields(
+            row,
+            path,
+            positive=(*TIMES, *(f"paper_{t}" for t in TIMES), "alpha", "beta", "gamma"),
+            whole=("macs", "params", "resolution"),
+            text=("spec", "bundle", "network"),
+            fraction_or_none=("accuracy",),
+        )
         if (row["alpha"], row["beta"], row["gamma"]) != (c.alpha, c.beta, c.gamma) or row["macs"] <= 0:
-            raise UserError(f"{path} holds another candidate's result ({row['alpha']}, {row['beta']}, {row['gamma']}) "
-                            "or no MACs; delete it and run again to measure that one anew")
+            raise UserError(
+                f"{path} holds another candidate's result ({row['alpha']}, {row['beta']}, {row['gamma']}) "
+                "or no MACs; delete it and run again to measure that one anew"
+            )
         return row
 
     def save(self, row: dict) -> None:
@@ -115,10 +151,20 @@ class Store:
 
 def _row(c: Candidate, spec: str, network: str, fingerprint: dict) -> dict:
     share = c.split()
-    return {"alpha": c.alpha, "beta": c.beta, "gamma": c.gamma, "flops_ratio": round(c.flops_ratio, 6),
-            "depth_share": round(share["depth"], 4), "width_share": round(share["width"], 4),
-            "resolution_share": round(share["resolution"], 4), "spec": spec, "network": network,
-            "paper": c.is_paper, "same_network_as": None, "fingerprint": fingerprint}
+    return {
+        "alpha": c.alpha,
+        "beta": c.beta,
+        "gamma": c.gamma,
+        "flops_ratio": round(c.flops_ratio, 6),
+        "depth_share": round(share["depth"], 4),
+        "width_share": round(share["width"], 4),
+        "resolution_share": round(share["resolution"], 4),
+        "spec": spec,
+        "network": network,
+        "paper": c.is_paper,
+        "same_network_as": None,
+        "fingerprint": fingerprint,
+    }
 
 
 def plan_measurements(plan: SearchPlan, echo=print) -> tuple[dict[str, dict] | None, set[str] | None, dict | None]:
@@ -129,8 +175,13 @@ def plan_measurements(plan: SearchPlan, echo=print) -> tuple[dict[str, dict] | N
         return None, None, None
     predicted = selection.predict_candidates(plan.candidates, plan.base, plan.phi, model)
     keep = selection.choose_to_measure(predicted, k, plan.tol / plan.ratio)
-    about = {"model": model.path, "k": k, "held_out_rmse_pct": (model.errors.get("held_out") or {}).get("rmse_pct"),
-             "candidates": [p | {"measured": p["network"] in keep} for p in predicted], "measured_networks": len(keep)}
+    about = {
+        "model": model.path,
+        "k": k,
+        "held_out_rmse_pct": (model.errors.get("held_out") or {}).get("rmse_pct"),
+        "candidates": [p | {"measured": p["network"] in keep} for p in predicted],
+        "measured_networks": len(keep),
+    }
     return {p["slug"]: p for p in predicted}, keep, about
 
 
@@ -139,10 +190,23 @@ def _record(plan: SearchPlan, row: dict) -> None:
     from edgeffnet.latency import use
     from edgeffnet.latency.store import row as data_row
 
-    use.record(plan.target, plan.precision, [data_row(
-        row["spec"], row["network"], plan.precision, row["p50_ms"], "search", settings=plan.settings.to_dict(),
-        reference={"spec": Candidate(*PAPER).spec(plan.base, plan.phi), "p50_ms": row["paper_p50_ms"]},
-        measured=row.get("measured"), bench_record=row.get("record"))])
+    use.record(
+        plan.target,
+        plan.precision,
+        [
+            data_row(
+                row["spec"],
+                row["network"],
+                plan.precision,
+                row["p50_ms"],
+                "search",
+                settings=plan.settings.to_dict(),
+                reference={"spec": Candidate(*PAPER).spec(plan.base, plan.phi), "p50_ms": row["paper_p50_ms"]},
+                measured=row.get("measured"),
+                bench_record=row.get("record"),
+            )
+        ],
+    )
 
 
 def _local(executor) -> bool:
@@ -162,8 +226,10 @@ def run(plan: SearchPlan, evaluator, echo=print, on_candidate=None, executor=Non
     executor = executor or LocalExecutor()
     local = _local(executor)
     if not local and (plan.measure or plan.latency_model):
-        raise UserError("--measure and --latency-model use this machine's latency model, which does not describe "
-                        "a --cluster device: leave them out there (every split is measured)")
+        raise UserError(
+            "--measure and --latency-model use this machine's latency model, which does not describe "
+            "a --cluster device: leave them out there (every split is measured)"
+        )
     fp = plan.fingerprint(evaluator)
     store = Store(plan.out)
     found: dict[Candidate, dict] = {}
@@ -188,16 +254,39 @@ def run(plan: SearchPlan, evaluator, echo=print, on_candidate=None, executor=Non
         else:
             dest = Path(plan.out) / "bundles" / f"{c.slug}-{plan.target}-{plan.precision}"
             # the paper's network, timed again right after: the pair's ratio is what ranks (module doc)
-            todo[dest] = (c, network, Job(spec, dest, keep=records / f"{c.slug}.json",
-                                          pair_keep=None if c.is_paper else records / f"{c.slug}.paper.json"))
+            todo[dest] = (
+                c,
+                network,
+                Job(
+                    spec,
+                    dest,
+                    keep=records / f"{c.slug}.json",
+                    pair_keep=None if c.is_paper else records / f"{c.slug}.paper.json",
+                ),
+            )
         owner.setdefault(network, c)
 
     def share(first: Candidate) -> None:
         for c in twins.pop(first, []):
             twin = found[first]
-            row = _row(c, c.spec(plan.base, plan.phi), twin["network"], fp) | {k: twin[k] for k in (
-                "resolution", "macs", "params", *TIMES, *(f"paper_{t}" for t in TIMES), "bundle", "record",
-                "measured", "accuracy")} | {"same_network_as": twin["spec"]}
+            row = (
+                _row(c, c.spec(plan.base, plan.phi), twin["network"], fp)
+                | {
+                    k: twin[k]
+                    for k in (
+                        "resolution",
+                        "macs",
+                        "params",
+                        *TIMES,
+                        *(f"paper_{t}" for t in TIMES),
+                        "bundle",
+                        "record",
+                        "measured",
+                        "accuracy",
+                    )
+                }
+                | {"same_network_as": twin["spec"]}
+            )
             store.save(row)
             found[c] = row
 
@@ -217,11 +306,14 @@ def run(plan: SearchPlan, evaluator, echo=print, on_candidate=None, executor=Non
                         raise m  # every candidate is timed against the paper's network
                     echo(f"{job.spec}: failed: {m}")
                     result["failed"].append((job.spec, str(m)))
-                    result["failed"] += [(t.spec(plan.base, plan.phi), f"the same network as {job.spec}, which failed")
-                                         for t in twins.pop(c, [])]
+                    result["failed"] += [
+                        (t.spec(plan.base, plan.phi), f"the same network as {job.spec}, which failed")
+                        for t in twins.pop(c, [])
+                    ]
                     continue
-                row = _row(c, job.spec, network, fp) | {k: m[k] for k in (
-                    "resolution", "macs", "params", *TIMES, "bundle", "record", "measured")}
+                row = _row(c, job.spec, network, fp) | {
+                    k: m[k] for k in ("resolution", "macs", "params", *TIMES, "bundle", "record", "measured")
+                }
                 again = m if c.is_paper else m["paper"]
                 row |= {f"paper_{t}": again[t] for t in TIMES}
                 if m.get("placement"):
@@ -232,22 +324,28 @@ def run(plan: SearchPlan, evaluator, echo=print, on_candidate=None, executor=Non
                     _record(plan, row)
                 found[c] = row
                 result["measured"] += 1
-                echo(f"{job.spec}: {plan.metric} {row[f'{plan.metric}_ms']:.3f} ms, {row['macs'] / 1e6:.0f} M MACs"
-                     + (f", accuracy {row['accuracy']:.4f}" if row["accuracy"] is not None else "")
-                     + placement_note(m))
+                echo(
+                    f"{job.spec}: {plan.metric} {row[f'{plan.metric}_ms']:.3f} ms, {row['macs'] / 1e6:.0f} M MACs"
+                    + (f", accuracy {row['accuracy']:.4f}" if row["accuracy"] is not None else "")
+                    + placement_note(m)
+                )
                 share(c)
                 if on_candidate:
                     on_candidate(len(found), total, job.spec)
     except KeyboardInterrupt:
         result["interrupted"] = True
-    result["rows"] = [found[c] if predicted is None else found[c] | {"predicted_ms": predicted[c.slug]["predicted_ms"]}
-                      for c in chosen if c in found]
+    result["rows"] = [
+        found[c] if predicted is None else found[c] | {"predicted_ms": predicted[c.slug]["predicted_ms"]}
+        for c in chosen
+        if c in found
+    ]
     if on_candidate:
         on_candidate(len(result["rows"]), total, "")
     return result
 
 
 # -- the summary ---------------------------------------------------------------------------------------
+
 
 def summarize(plan: SearchPlan, rows: list[dict]) -> dict:
     """Objective for each row, the chosen coefficients, the Pareto front, the comparison with the paper."""
@@ -261,8 +359,9 @@ def summarize(plan: SearchPlan, rows: list[dict]) -> dict:
         r[key] = r[metric] / r[f"paper_{metric}"] * paper_ms
     target_ms = plan.latency_target or paper_ms
     for r in rows:
-        r["objective"] = (objective(r["accuracy"], r[key], target_ms, plan.weight)
-                          if r.get("accuracy") is not None else None)
+        r["objective"] = (
+            objective(r["accuracy"], r[key], target_ms, plan.weight) if r.get("accuracy") is not None else None
+        )
     accuracy = any(r["objective"] is not None for r in rows)
     ranked, why = rank(rows, paper, key, plan.tol / plan.ratio, plan.metric)
     chosen = ranked[0]
@@ -271,18 +370,31 @@ def summarize(plan: SearchPlan, rows: list[dict]) -> dict:
     front = pareto_front([r for r in rows if r.get(gain) is not None], gain, key)
     fastest_split = sorted(rows, key=lambda r: r[key] / r["macs"])[:5]
     return {
-        "base": plan.base, "phi": plan.phi, "target": plan.target, "precision": plan.precision,
-        "metric": plan.metric, "weight": plan.weight, "latency_target_ms": target_ms,
+        "base": plan.base,
+        "phi": plan.phi,
+        "target": plan.target,
+        "precision": plan.precision,
+        "metric": plan.metric,
+        "weight": plan.weight,
+        "latency_target_ms": target_ms,
         "latency": f"{plan.metric} of each candidate over the paper's network timed right after it, times the "
-                   f"median of the paper's timings ({paper_ms:.3f} ms)",
+        f"median of the paper's timings ({paper_ms:.3f} ms)",
         "latency_target_from": "--latency-target" if plan.latency_target else "the paper's coefficients, measured",
-        "grid": {"step": plan.step, "tol": plan.tol, "flops_ratio": plan.ratio, "candidates": len(plan.candidates),
-                 "measured": len(rows), "networks": len({r["network"] for r in rows})},
+        "grid": {
+            "step": plan.step,
+            "tol": plan.tol,
+            "flops_ratio": plan.ratio,
+            "candidates": len(plan.candidates),
+            "measured": len(rows),
+            "networks": len({r["network"] for r in rows}),
+        },
         "bench": plan.settings.to_dict(),
         "accuracy_measured": accuracy,
         "note": None if accuracy else "no accuracy was measured: candidates are ranked by latency at equal FLOPS only",
-        "chosen": _brief(chosen, key), "chosen_spec": chosen["spec"], "chosen_because": why,
-        "finalists": [_brief(r, key) for r in finalists[:plan.finalists]],
+        "chosen": _brief(chosen, key),
+        "chosen_spec": chosen["spec"],
+        "chosen_because": why,
+        "finalists": [_brief(r, key) for r in finalists[: plan.finalists]],
         "paper": _brief(paper, key),
         "pareto_front": [_brief(r, key) for r in front],
         "least_latency_per_mac": [_brief(r, key) | {"ms_per_gmac": r[key] / r["macs"] * 1e9} for r in fastest_split],
@@ -292,9 +404,26 @@ def summarize(plan: SearchPlan, rows: list[dict]) -> dict:
 
 
 def _brief(r: dict, key: str) -> dict:
-    return {k: r.get(k) for k in ("spec", "alpha", "beta", "gamma", "flops_ratio", "depth_share", "width_share",
-                                  "resolution_share", "resolution", "macs", "params", key, "accuracy", "objective",
-                                  "bundle")}
+    return {
+        k: r.get(k)
+        for k in (
+            "spec",
+            "alpha",
+            "beta",
+            "gamma",
+            "flops_ratio",
+            "depth_share",
+            "width_share",
+            "resolution_share",
+            "resolution",
+            "macs",
+            "params",
+            key,
+            "accuracy",
+            "objective",
+            "bundle",
+        )
+    }
 
 
 def confirm(plan: SearchPlan, summary: dict, executor=None) -> dict | None:
@@ -319,19 +448,40 @@ def confirm(plan: SearchPlan, summary: dict, executor=None) -> dict | None:
     finals = []
     for r in [paper] + picks:
         ratio = stats.median(t / p for t, p in zip(times[r["bundle"]], times[paper["bundle"]]))
-        score = (objective(r["accuracy"], ratio * paper_ms, target_ms, plan.weight)
-                 if r.get("accuracy") is not None else None)
-        finals.append({"spec": r["spec"], "times_ms": times[r["bundle"]], "ratio": ratio, "objective": score,
-                       "mac_ratio": r["macs"] / paper["macs"], "row": r})
-    best = (max(finals, key=lambda f: f["objective"]) if summary["accuracy_measured"]
-            else min(finals, key=lambda f: f["ratio"]))
+        score = (
+            objective(r["accuracy"], ratio * paper_ms, target_ms, plan.weight)
+            if r.get("accuracy") is not None
+            else None
+        )
+        finals.append(
+            {
+                "spec": r["spec"],
+                "times_ms": times[r["bundle"]],
+                "ratio": ratio,
+                "objective": score,
+                "mac_ratio": r["macs"] / paper["macs"],
+                "row": r,
+            }
+        )
+    best = (
+        max(finals, key=lambda f: f["objective"])
+        if summary["accuracy_measured"]
+        else min(finals, key=lambda f: f["ratio"])
+    )
     summary["chosen_before_confirmation"] = summary["chosen_spec"]
     summary["chosen"], summary["chosen_spec"] = best["row"], best["spec"]
-    return {"rounds": rounds, "metric": plan.metric, "paper_ms": times[paper["bundle"]],
-            "finalists": [{k: v for k, v in f.items() if k != "row"} for f in finals],
-            "chosen_median_ms": stats.median(best["times_ms"]), "paper_median_ms": paper_ms,
-            "ratio": best["ratio"], "saved": 1 - best["ratio"], "mac_ratio": best["mac_ratio"],
-            "same_network": best["row"]["bundle"] == paper["bundle"]}
+    return {
+        "rounds": rounds,
+        "metric": plan.metric,
+        "paper_ms": times[paper["bundle"]],
+        "finalists": [{k: v for k, v in f.items() if k != "row"} for f in finals],
+        "chosen_median_ms": stats.median(best["times_ms"]),
+        "paper_median_ms": paper_ms,
+        "ratio": best["ratio"],
+        "saved": 1 - best["ratio"],
+        "mac_ratio": best["mac_ratio"],
+        "same_network": best["row"]["bundle"] == paper["bundle"],
+    }
 
 
 def write(plan: SearchPlan, rows: list[dict], summary: dict, started: float) -> list[Path]:

@@ -16,8 +16,8 @@ import re
 from pathlib import Path
 
 from edgeffnet.core.files import atomic_write_json
-from edgeffnet.specs.layers import ROLES, spec_layers
 from edgeffnet.core.untrusted import UntrustedFileError, field, read_json
+from edgeffnet.specs.layers import ROLES, spec_layers
 
 FORMAT = "edgeffnet-layers/1"
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -46,14 +46,14 @@ def layer_of(name: str) -> str | None:
     # the module path starts at the first part that is a module of the model.
     roots = [i for i, p in enumerate(parts) if p in _ROOTS or _BLOCK.fullmatch(p)]
     if roots:
-        parts = parts[roots[0]:]
+        parts = parts[roots[0] :]
     elif len(parts) >= 1 and "/" in name and parts[-1].startswith(_POOL_OPS):
         return "pool"  # the model's own global pooling and flatten, named at the top level
     else:
         return None
     for i, part in enumerate(parts):
         if _BLOCK.fullmatch(part):
-            rest = parts[i + 1:]
+            rest = parts[i + 1 :]
             break
     else:
         top, tail = parts[0], parts[1:]
@@ -79,8 +79,9 @@ def layer_of(name: str) -> str | None:
     return None
 
 
-def make(spec, num_classes: int, precision: str, nodes: list[tuple[str, str]],
-         aliases: dict[str, str] | None = None) -> dict:
+def make(
+    spec, num_classes: int, precision: str, nodes: list[tuple[str, str]], aliases: dict[str, str] | None = None
+) -> dict:
     """The table for a spec at a precision, given the (name, op_type) of every node of the graph the target
     runs. Each layer lists its nodes; Q/DQ and Cast nodes are listed under "overhead_nodes"; nodes of no layer
     under "unassigned_nodes" (an export that names nodes otherwise shows up there, not as a wrong row).
@@ -101,9 +102,16 @@ def make(spec, num_classes: int, precision: str, nodes: list[tuple[str, str]],
                 rows[layer]["onnx_nodes"].append(alias)
         else:
             unassigned.append(name)
-    return {"format": FORMAT, "spec": spec.name, "precision": precision, "resolution": spec.resolution,
-            "num_classes": num_classes, "layers": list(rows.values()), "overhead_nodes": overhead,
-            "unassigned_nodes": unassigned}
+    return {
+        "format": FORMAT,
+        "spec": spec.name,
+        "precision": precision,
+        "resolution": spec.resolution,
+        "num_classes": num_classes,
+        "layers": list(rows.values()),
+        "overhead_nodes": overhead,
+        "unassigned_nodes": unassigned,
+    }
 
 
 def write(path: Path, table: dict) -> None:
@@ -118,8 +126,10 @@ def read(path: str | Path) -> dict:
     where = f"layer table '{path}'"
     d = read_json(path, what="layer table")
     if field(d, "format", str, where) != FORMAT:
-        raise UntrustedFileError(f"{where} has format {d['format']!r}; this edgeffnet reads {FORMAT}: rebuild the "
-                                 f"bundle with edgeffnet build")
+        raise UntrustedFileError(
+            f"{where} has format {d['format']!r}; this edgeffnet reads {FORMAT}: rebuild the "
+            f"bundle with edgeffnet build"
+        )
     for key in ("spec", "precision"):
         field(d, key, str, where)
     for key in ("resolution", "num_classes"):

@@ -22,8 +22,21 @@ from edgeffnet.specs.scaling import ModelSpec, Stage
 # int8 activations between quantized layers (what the Q/DQ graph asks the runtime for).
 ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 
-ROLES = ("stem", "expand", "depthwise", "se", "project", "residual", "head", "pool", "classifier",
-         "reduce", "spatial", "restore", "shortcut")
+ROLES = (
+    "stem",
+    "expand",
+    "depthwise",
+    "se",
+    "project",
+    "residual",
+    "head",
+    "pool",
+    "classifier",
+    "reduce",
+    "spatial",
+    "restore",
+    "shortcut",
+)
 
 
 @dataclass(frozen=True)
@@ -69,15 +82,41 @@ def _out(size: int, stride: int) -> int:
     return -(-size // stride)  # "same" output size: SamePad and k//2 padding agree
 
 
-def _conv(name: str, role: str, stage: int | None, block: int | None, cin: int, cout: int, kernel: int,
-          stride: int, size: int, groups: int = 1, bias: bool = False) -> Layer:
+def _conv(
+    name: str,
+    role: str,
+    stage: int | None,
+    block: int | None,
+    cin: int,
+    cout: int,
+    kernel: int,
+    stride: int,
+    size: int,
+    groups: int = 1,
+    bias: bool = False,
+) -> Layer:
     out = _out(size, stride)
     per_out = (cin // groups) * kernel * kernel
     op = "dwconv" if groups > 1 and groups == cin else "conv"
     # A conv's BatchNorm folds into its weights and bias at export, so it reads cout bias values either way.
     weights = cout * per_out + cout
-    return Layer(name, role, op, stage, block, cin, cout, kernel, stride, size, out, out * out * cout * per_out,
-                 weights, cin * size * size, cout * out * out)
+    return Layer(
+        name,
+        role,
+        op,
+        stage,
+        block,
+        cin,
+        cout,
+        kernel,
+        stride,
+        size,
+        out,
+        out * out * cout * per_out,
+        weights,
+        cin * size * size,
+        cout * out * out,
+    )
 
 
 def _mbconv(layers: list[Layer], spec: ModelSpec, s: int, b: int, cin: int, st: Stage, stride: int, size: int) -> int:
@@ -94,13 +133,15 @@ def _mbconv(layers: list[Layer], spec: ModelSpec, s: int, b: int, cin: int, st: 
         layers.append(Layer(f"{prefix}.se.pool", "se", "avgpool", s, b, mid, mid, out, 1, out, 1, 0, 0, plane, mid))
         layers.append(_conv(f"{prefix}.se.reduce", "se", s, b, mid, squeeze, 1, 1, 1, bias=True))
         layers.append(_conv(f"{prefix}.se.expand", "se", s, b, squeeze, mid, 1, 1, 1, bias=True))
-        layers.append(Layer(f"{prefix}.se.scale", "se", "mul", s, b, mid, mid, 1, 1, out, out, 0, 0,
-                            plane + mid, plane))
+        layers.append(
+            Layer(f"{prefix}.se.scale", "se", "mul", s, b, mid, mid, 1, 1, out, out, 0, 0, plane + mid, plane)
+        )
     layers.append(_conv(f"{prefix}.project", "project", s, b, mid, st.out_channels, 1, 1, out))
     if stride == 1 and cin == st.out_channels:
         plane = cin * out * out
-        layers.append(Layer(f"{prefix}.residual", "residual", "add", s, b, cin, cin, 1, 1, out, out, 0, 0,
-                            2 * plane, plane))
+        layers.append(
+            Layer(f"{prefix}.residual", "residual", "add", s, b, cin, cin, 1, 1, out, out, 0, 0, 2 * plane, plane)
+        )
     return out
 
 
@@ -121,8 +162,9 @@ def _bottleneck(layers: list[Layer], s: int, b: int, cin: int, st: Stage, stride
     if stride != 1 or cin != cout:
         layers.append(_conv(f"{prefix}.shortcut", "shortcut", s, b, cin, cout, 1, stride, size))
     plane = cout * out * out
-    layers.append(Layer(f"{prefix}.residual", "residual", "add", s, b, cout, cout, 1, 1, out, out, 0, 0,
-                        2 * plane, plane))
+    layers.append(
+        Layer(f"{prefix}.residual", "residual", "add", s, b, cout, cout, 1, 1, out, out, 0, 0, 2 * plane, plane)
+    )
     return out
 
 
@@ -135,8 +177,11 @@ def spec_layers(spec: ModelSpec, num_classes: int = 1000) -> list[Layer]:
     if spec.stem_pool:
         out = _out(size, 2)
         c = spec.stem_channels
-        layers.append(Layer("stem.pool", "stem", "maxpool", None, None, c, c, 3, 2, size, out, 0, 0,
-                            c * size * size, c * out * out))
+        layers.append(
+            Layer(
+                "stem.pool", "stem", "maxpool", None, None, c, c, 3, 2, size, out, 0, 0, c * size * size, c * out * out
+            )
+        )
         size = out
     for s, st in enumerate(spec.stages):
         for b in range(st.layers):
@@ -151,10 +196,44 @@ def spec_layers(spec: ModelSpec, num_classes: int = 1000) -> list[Layer]:
     if spec.head_channels:
         layers.append(_conv("head", "head", None, None, channels, spec.head_channels, 1, 1, size))
         channels = spec.head_channels
-    layers.append(Layer("pool", "pool", "avgpool", None, None, channels, channels, size, 1, size, 1, 0, 0,
-                        channels * size * size, channels))
-    layers.append(Layer("classifier", "classifier", "linear", None, None, channels, num_classes, 1, 1, 1, 1,
-                        channels * num_classes, channels * num_classes + num_classes, channels, num_classes))
+    layers.append(
+        Layer(
+            "pool",
+            "pool",
+            "avgpool",
+            None,
+            None,
+            channels,
+            channels,
+            size,
+            1,
+            size,
+            1,
+            0,
+            0,
+            channels * size * size,
+            channels,
+        )
+    )
+    layers.append(
+        Layer(
+            "classifier",
+            "classifier",
+            "linear",
+            None,
+            None,
+            channels,
+            num_classes,
+            1,
+            1,
+            1,
+            1,
+            channels * num_classes,
+            channels * num_classes + num_classes,
+            channels,
+            num_classes,
+        )
+    )
     return layers
 
 

@@ -134,38 +134,75 @@ class Family:
 
 FAMILIES = {
     "efficientnet": Family(
-        "efficientnet", "silu", 0.25, False,
+        "efficientnet",
+        "silu",
+        0.25,
+        False,
         {
-            "b0": (1.0, 1.0, 224, 0.2), "b1": (1.0, 1.1, 240, 0.2), "b2": (1.1, 1.2, 260, 0.3),
-            "b3": (1.2, 1.4, 300, 0.3), "b4": (1.4, 1.8, 380, 0.4), "b5": (1.6, 2.2, 456, 0.4),
-            "b6": (1.8, 2.6, 528, 0.5), "b7": (2.0, 3.1, 600, 0.5),
+            "b0": (1.0, 1.0, 224, 0.2),
+            "b1": (1.0, 1.1, 240, 0.2),
+            "b2": (1.1, 1.2, 260, 0.3),
+            "b3": (1.2, 1.4, 300, 0.3),
+            "b4": (1.4, 1.8, 380, 0.4),
+            "b5": (1.6, 2.2, 456, 0.4),
+            "b6": (1.8, 2.6, 528, 0.5),
+            "b7": (2.0, 3.1, 600, 0.5),
         },
     ),
     "lite": Family(
-        "lite", "relu6", 0.0, True,
+        "lite",
+        "relu6",
+        0.0,
+        True,
         {
-            "lite0": (1.0, 1.0, 224, 0.2), "lite1": (1.0, 1.1, 240, 0.2), "lite2": (1.1, 1.2, 260, 0.3),
-            "lite3": (1.2, 1.4, 280, 0.3), "lite4": (1.4, 1.8, 300, 0.3),
+            "lite0": (1.0, 1.0, 224, 0.2),
+            "lite1": (1.0, 1.1, 240, 0.2),
+            "lite2": (1.1, 1.2, 260, 0.3),
+            "lite3": (1.2, 1.4, 280, 0.3),
+            "lite4": (1.4, 1.8, 300, 0.3),
         },
     ),
     # Table 3. w scales every channel count (stem, blocks, head) with the rounding rule below; d scales
     # every stage's block count (rounded up); r the input size. Dropout as the reference implementations.
     "mobilenetv1": Family(
-        "mobilenetv1", "relu6", 0.0, False, {"mobilenetv1": (1.0, 1.0, 224, 0.0)},
-        stages=MOBILENETV1_STAGES, head_channels=0,
+        "mobilenetv1",
+        "relu6",
+        0.0,
+        False,
+        {"mobilenetv1": (1.0, 1.0, 224, 0.0)},
+        stages=MOBILENETV1_STAGES,
+        head_channels=0,
     ),
     "mobilenetv2": Family(
-        "mobilenetv2", "relu6", 0.0, False, {"mobilenetv2": (1.0, 1.0, 224, 0.2)},
-        stages=MOBILENETV2_STAGES, head_floor=True,
+        "mobilenetv2",
+        "relu6",
+        0.0,
+        False,
+        {"mobilenetv2": (1.0, 1.0, 224, 0.2)},
+        stages=MOBILENETV2_STAGES,
+        head_floor=True,
     ),
     "resnet": Family(
-        "resnet", "relu", 0.0, False, {"resnet50": (1.0, 1.0, 224, 0.0)},
-        stages=RESNET50_STAGES, stem_channels=64, stem_kernel=7, stem_pool=True, head_channels=0,
+        "resnet",
+        "relu",
+        0.0,
+        False,
+        {"resnet50": (1.0, 1.0, 224, 0.0)},
+        stages=RESNET50_STAGES,
+        stem_channels=64,
+        stem_kernel=7,
+        stem_pool=True,
+        head_channels=0,
     ),
 }
 PRESETS = {name: fam for fam in FAMILIES.values() for name in fam.presets}
-BASELINES = {"efficientnet": "b0", "lite": "lite0", "mobilenetv1": "mobilenetv1", "mobilenetv2": "mobilenetv2",
-             "resnet": "resnet50"}
+BASELINES = {
+    "efficientnet": "b0",
+    "lite": "lite0",
+    "mobilenetv1": "mobilenetv1",
+    "mobilenetv2": "mobilenetv2",
+    "resnet": "resnet50",
+}
 EFFICIENTNET_FAMILIES = ("efficientnet", "lite")  # the compound-scaled presets `edgeffnet info` lists
 
 
@@ -247,8 +284,15 @@ class ModelSpec:
 def network_key(spec: ModelSpec) -> str:
     """What makes two specs the same network after rounding (channels, layers, pixels): equal keys are
     built and measured once."""
-    parts = [spec.family, spec.resolution, spec.stem_channels, spec.head_channels, spec.activation, spec.se_ratio,
-             [(s.expand_ratio, s.kernel, s.stride, s.in_channels, s.out_channels, s.layers) for s in spec.stages]]
+    parts = [
+        spec.family,
+        spec.resolution,
+        spec.stem_channels,
+        spec.head_channels,
+        spec.activation,
+        spec.se_ratio,
+        [(s.expand_ratio, s.kernel, s.stride, s.in_channels, s.out_channels, s.layers) for s in spec.stages],
+    ]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
@@ -388,8 +432,10 @@ def _resolve(text: str, base: str, values: dict[str, str]) -> ModelSpec:
         else:  # the whole budget on one dimension: FLOPS ~ d * w^2 * r^2
             total = budget**phi
             depth, width, r = (
-                (total, 1.0, 1.0) if only == "depth"
-                else (1.0, math.sqrt(total), 1.0) if only == "width"
+                (total, 1.0, 1.0)
+                if only == "depth"
+                else (1.0, math.sqrt(total), 1.0)
+                if only == "width"
                 else (1.0, 1.0, math.sqrt(total))
             )
         resolution = round_resolution(BASE_RESOLUTION * r)
@@ -418,10 +464,25 @@ def _resolve(text: str, base: str, values: dict[str, str]) -> ModelSpec:
     stem, head, stages = scale(family, width, depth, resolution)
     name = base if not values else ",".join([base] + [f"{k}={values[k]}" for k in sorted(values)])
     return ModelSpec(
-        name=name, family=family.name, width=width, depth=depth, resolution=resolution, dropout=dropout,
-        stem_channels=stem, head_channels=head, stages=stages, activation=family.activation,
-        se_ratio=family.se_ratio, phi=phi, alpha=alpha, beta=beta, gamma=gamma, only=only,
-        stem_kernel=family.stem_kernel, stem_pool=family.stem_pool, warnings=tuple(warnings),
+        name=name,
+        family=family.name,
+        width=width,
+        depth=depth,
+        resolution=resolution,
+        dropout=dropout,
+        stem_channels=stem,
+        head_channels=head,
+        stages=stages,
+        activation=family.activation,
+        se_ratio=family.se_ratio,
+        phi=phi,
+        alpha=alpha,
+        beta=beta,
+        gamma=gamma,
+        only=only,
+        stem_kernel=family.stem_kernel,
+        stem_pool=family.stem_pool,
+        warnings=tuple(warnings),
     )
 
 

@@ -32,8 +32,10 @@ class Target:
             from edgeffnet.core.suggest import did_you_mean
 
             hint = did_you_mean(precision, PRECISIONS) if precision not in PRECISIONS else ""
-            raise UserError(f"target '{self.name}' ({self.description}) supports {', '.join(self.precisions)}, "
-                            f"not {precision}{hint}; pass --precision {self.default_precision}")
+            raise UserError(
+                f"target '{self.name}' ({self.description}) supports {', '.join(self.precisions)}, "
+                f"not {precision}{hint}; pass --precision {self.default_precision}"
+            )
         return precision
 
 
@@ -57,15 +59,24 @@ def _from_file(path: Path) -> Target:
         raise UserError(f"target profile '{path}': precision {bad[0]} is not one of {', '.join(PRECISIONS)}")
     default = d["default_precision"] if "default_precision" in d else d["precisions"][0]
     if default not in d["precisions"]:
-        raise UserError(f"target profile '{path}': default_precision {default!r} is not one of its precisions "
-                        f"({', '.join(d['precisions'])})")
+        raise UserError(
+            f"target profile '{path}': default_precision {default!r} is not one of its precisions "
+            f"({', '.join(d['precisions'])})"
+        )
     for key in ("peak", "memory", "options"):
         if not isinstance(d.get(key, {}), dict):
             raise UserError(f"target profile '{path}': [{key}] must be a table")
     return Target(
-        name=d["name"], backend=d["backend"], device=d["device"], precisions=tuple(d["precisions"]),
-        default_precision=default, description=d.get("description", d["name"]), peak=d.get("peak", {}),
-        memory=d.get("memory", {}), options=d.get("options", {}), aliases=tuple(d.get("aliases", ())),
+        name=d["name"],
+        backend=d["backend"],
+        device=d["device"],
+        precisions=tuple(d["precisions"]),
+        default_precision=default,
+        description=d.get("description", d["name"]),
+        peak=d.get("peak", {}),
+        memory=d.get("memory", {}),
+        options=d.get("options", {}),
+        aliases=tuple(d.get("aliases", ())),
         path=str(path),
     )
 
@@ -89,13 +100,24 @@ def load(name_or_path: str | Path) -> Target:
     from edgeffnet.core.suggest import did_you_mean
 
     names = sorted(profiles) + sorted(a for t in profiles.values() for a in t.aliases)
-    raise UserError(f"unknown target '{text}'{did_you_mean(text, names)}; known targets: {', '.join(names)} "
-                    f"(or a path to a .toml profile)")
+    raise UserError(
+        f"unknown target '{text}'{did_you_mean(text, names)}; known targets: {', '.join(names)} "
+        f"(or a path to a .toml profile)"
+    )
 
 
 def of_bundle(manifest: dict) -> Target:
     """The profile a bundle was built for, as its manifest recorded it (the profile file may have moved)."""
     t = manifest["target"]
-    return Target(name=t["name"], backend=t["backend"], device=t["device"], precisions=(manifest["precision"],),
-                  default_precision=manifest["precision"], description=t["description"], peak=t["peak"],
-                  memory=t["memory"], options=t["options"], path=t.get("profile", ""))
+    return Target(
+        name=t["name"],
+        backend=t["backend"],
+        device=t["device"],
+        precisions=(manifest["precision"],),
+        default_precision=manifest["precision"],
+        description=t["description"],
+        peak=t["peak"],
+        memory=t["memory"],
+        options=t["options"],
+        path=t.get("profile", ""),
+    )

@@ -64,6 +64,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 # -- sources ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class Output:
     """What one source computed for one image."""
@@ -90,8 +91,10 @@ def model_source(spec: str, weights: str | None, label: str | None = None) -> So
     from edgeffnet.network.reference import create_model
 
     if weights is None:
-        raise UserError(f"a class activation map of '{spec}' needs trained weights: pass --weights PATH "
-                        f"(or --weights pretrained for lite0..lite2); random weights have learned nothing")
+        raise UserError(
+            f"a class activation map of '{spec}' needs trained weights: pass --weights PATH "
+            f"(or --weights pretrained for lite0..lite2); random weights have learned nothing"
+        )
     model = create_model(spec, weights=weights)
 
     def run(x: np.ndarray) -> Output:
@@ -100,8 +103,13 @@ def model_source(spec: str, weights: str | None, label: str | None = None) -> So
             logits = model.classifier(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(feats, 1), 1))
         return Output(feats[0].numpy(), logits[0].numpy())
 
-    return Source(label or model.spec.name, model.preprocess, model.classifier.weight.detach().numpy().copy(), run,
-                  {"spec": model.spec.name, "weights": model.weights_info.source, "runtime": f"PyTorch {torch.__version__}"})
+    return Source(
+        label or model.spec.name,
+        model.preprocess,
+        model.classifier.weight.detach().numpy().copy(),
+        run,
+        {"spec": model.spec.name, "weights": model.weights_info.source, "runtime": f"PyTorch {torch.__version__}"},
+    )
 
 
 def _classifier(graph) -> tuple[np.ndarray, np.ndarray]:
@@ -112,8 +120,10 @@ def _classifier(graph) -> tuple[np.ndarray, np.ndarray]:
     producers = {out: node for node in graph.node for out in node.output}
     node = producers.get(graph.output[0].name)
     if node is None or node.op_type != "Gemm":
-        raise UserError("the bundle's FP32 graph does not end in a fully connected classifier (Gemm); "
-                        "a class activation map needs one")
+        raise UserError(
+            "the bundle's FP32 graph does not end in a fully connected classifier (Gemm); "
+            "a class activation map needs one"
+        )
     w = inits[node.input[1]]
     trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
     w = w if trans_b else w.T
@@ -138,22 +148,34 @@ def _onnx_runner(path: Path, label: str):
     from edgeffnet.backends import onnxruntime as ort_backend
 
     runner = ort_backend.Runner(path, outputs=(FEATURES,))
-    info = {"runtime": f"onnxruntime {runner.describe()['version']}", "graph": path.name,
-            "feature_tensor": runner.output_tensors[FEATURES], "label": label}
+    info = {
+        "runtime": f"onnxruntime {runner.describe()['version']}",
+        "graph": path.name,
+        "feature_tensor": runner.output_tensors[FEATURES],
+        "label": label,
+    }
     return _features_and_logits(runner), info
 
 
 def _openvino_runner(bundle_dir: Path, manifest: dict):
     """The bundle's IR, loaded as `build` verifies it (the profile's device and inference precision, the
     CPU where this host lacks the device), with the pooled feature map added as a second output."""
-    from edgeffnet.specs import targets
     from edgeffnet.backends import FEATURES, RunSettings, get
+    from edgeffnet.specs import targets
 
-    runner = get("openvino").load(bundle_dir, targets.of_bundle(manifest), manifest["precision"],
-                                  RunSettings(cpu_fallback=True, outputs=(FEATURES,)))
-    info = {"runtime": f"openvino {runner.describe()['version']}", "device": runner.device,
-            "inference_precision": runner.config.get("INFERENCE_PRECISION_HINT"), "artifact": "model.xml",
-            "feature_tensor": runner.output_tensors[FEATURES]}
+    runner = get("openvino").load(
+        bundle_dir,
+        targets.of_bundle(manifest),
+        manifest["precision"],
+        RunSettings(cpu_fallback=True, outputs=(FEATURES,)),
+    )
+    info = {
+        "runtime": f"openvino {runner.describe()['version']}",
+        "device": runner.device,
+        "inference_precision": runner.config.get("INFERENCE_PRECISION_HINT"),
+        "artifact": "model.xml",
+        "feature_tensor": runner.output_tensors[FEATURES],
+    }
     return _features_and_logits(runner), info
 
 
@@ -166,8 +188,10 @@ def bundle_sources(bundle_dir: str | Path) -> tuple[Source, Source]:
     path = Path(bundle_dir)
     manifest = bundle.read_manifest(path)
     if manifest["input"].get("batch") not in (1, None):
-        raise UserError(f"bundle '{path}' was built for batch {manifest['input']['batch']}; build it with "
-                        f"--batch 1 (or --dynamic-batch) for class activation maps")
+        raise UserError(
+            f"bundle '{path}' was built for batch {manifest['input']['batch']}; build it with "
+            f"--batch 1 (or --dynamic-batch) for class activation maps"
+        )
     recipe = Preprocess.from_dict(manifest["preprocess"])
     graph = bundle.fp32_graph(path, "a class activation map of a bundle")
     weights, _ = _classifier(onnx.load(str(graph)).graph)
@@ -187,6 +211,7 @@ def bundle_sources(bundle_dir: str | Path) -> tuple[Source, Source]:
 
 
 # -- images and pictures ---------------------------------------------------------------------------
+
 
 def load_photo(path: str | Path) -> Image.Image:
     try:
@@ -234,8 +259,9 @@ def render(rows: list[list[Panel | Image.Image]], path: Path, title: str = "") -
     import matplotlib.pyplot as plt
 
     ncols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.4 * ncols, 2.6 * len(rows) + (0.4 if title else 0)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), ncols, figsize=(2.4 * ncols, 2.6 * len(rows) + (0.4 if title else 0)), squeeze=False
+    )
     for i, row in enumerate(rows):
         for j in range(ncols):
             ax = axes[i][j]
@@ -264,6 +290,7 @@ def render(rows: list[list[Panel | Image.Image]], path: Path, title: str = "") -
 
 
 # -- the command -----------------------------------------------------------------------------------
+
 
 def _names(n: int) -> list[str]:
     from edgeffnet.workflows.predict import class_names
@@ -349,7 +376,9 @@ def _make(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"-o {visible(str(out))} cannot be made ({e.strerror or e}); pass a folder you can write") from None
+        raise UserError(
+            f"-o {visible(str(out))} cannot be made ({e.strerror or e}); pass a folder you can write"
+        ) from None
 
 
 def _check_class(klass: int | None, num_classes: int) -> None:
@@ -363,8 +392,9 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def maps_of_model(spec: str, weights: str | None, images: list[str], out: Path, top: int = 3,
-                  klass: int | None = None) -> dict:
+def maps_of_model(
+    spec: str, weights: str | None, images: list[str], out: Path, top: int = 3, klass: int | None = None
+) -> dict:
     """Top-k (or one class's) maps of a spec with weights: a PNG per image and grid.png."""
     photos = _photos(images, top, out)
     source = model_source(spec, weights)
@@ -382,16 +412,23 @@ def maps_of_model(spec: str, weights: str | None, images: list[str], out: Path, 
         row = [crop] + panels
         render([row], out / png, f"{source.label}: {Path(image).name}")
         grid.append(row)
-        records.append({"image": str(image), "png": png, "feature_map": list(o.features.shape),
-                        "classes": [{"class": c, "name": names[c], "probability": float(p[c])} for c in classes]})
+        records.append(
+            {
+                "image": str(image),
+                "png": png,
+                "feature_map": list(o.features.shape),
+                "classes": [{"class": c, "name": names[c], "probability": float(p[c])} for c in classes],
+            }
+        )
     render(grid, out / "grid.png", source.label)
     summary = {"source": source.info, "images": records, "grid": "grid.png"}
     _write_json(out / "cam.json", summary)
     return summary
 
 
-def maps_of_bundle(bundle_dir: str | Path, images: list[str], out: Path, top: int = 3,
-                   klass: int | None = None) -> dict:
+def maps_of_bundle(
+    bundle_dir: str | Path, images: list[str], out: Path, top: int = 3, klass: int | None = None
+) -> dict:
     """The compiled artifact's maps beside the FP32 ones, for FP32's top-k classes, and their correlation."""
     photos = _photos(images, top, out)
     fp32, artifact = bundle_sources(bundle_dir)
@@ -407,32 +444,55 @@ def maps_of_bundle(bundle_dir: str | Path, images: list[str], out: Path, top: in
         got_cams = class_activation_maps(got.features, artifact.weights, classes)
         p, q = softmax(ref.logits), softmax(got.logits)
         sims = [correlation(a, b) for a, b in zip(ref_cams, got_cams)]
-        ref_row = [crop] + [Panel(crop, cam, f"FP32 {c} {_short(names[c])} {p[c]:.0%}") for c, cam in zip(classes, ref_cams)]
-        got_row = [crop] + [Panel(crop, cam, f"{artifact.info['precision']} {q[c]:.0%}, r={s:.3f}")
-                            for c, cam, s in zip(classes, got_cams, sims)]
+        ref_row = [crop] + [
+            Panel(crop, cam, f"FP32 {c} {_short(names[c])} {p[c]:.0%}") for c, cam in zip(classes, ref_cams)
+        ]
+        got_row = [crop] + [
+            Panel(crop, cam, f"{artifact.info['precision']} {q[c]:.0%}, r={s:.3f}")
+            for c, cam, s in zip(classes, got_cams, sims)
+        ]
         render([ref_row, got_row], out / png, f"{artifact.label} vs FP32: {Path(image).name}")
         grid.append([crop, ref_row[1], got_row[1]])
-        records.append({
-            "image": str(image), "png": png, "feature_map": list(ref.features.shape),
-            "artifact_top1": int(np.argmax(got.logits)), "fp32_top1": int(np.argmax(ref.logits)),
-            "classes": [{"class": c, "name": names[c], "fp32_probability": float(p[c]),
-                         "artifact_probability": float(q[c]), "correlation": s,
-                         "peak_moved": bool(np.argmax(a) != np.argmax(b))}
-                        for c, s, a, b in zip(classes, sims, ref_cams, got_cams)],
-        })
+        records.append(
+            {
+                "image": str(image),
+                "png": png,
+                "feature_map": list(ref.features.shape),
+                "artifact_top1": int(np.argmax(got.logits)),
+                "fp32_top1": int(np.argmax(ref.logits)),
+                "classes": [
+                    {
+                        "class": c,
+                        "name": names[c],
+                        "fp32_probability": float(p[c]),
+                        "artifact_probability": float(q[c]),
+                        "correlation": s,
+                        "peak_moved": bool(np.argmax(a) != np.argmax(b)),
+                    }
+                    for c, s, a, b in zip(classes, sims, ref_cams, got_cams)
+                ],
+            }
+        )
     render(grid, out / "grid.png", f"{artifact.label} vs FP32 (top-1 of FP32)")
-    summary = {"fp32": fp32.info, "artifact": artifact.info, "images": records, "grid": "grid.png",
-               "mean_correlation": float(np.mean([c["correlation"] for r in records for c in r["classes"]]))}
+    summary = {
+        "fp32": fp32.info,
+        "artifact": artifact.info,
+        "images": records,
+        "grid": "grid.png",
+        "mean_correlation": float(np.mean([c["correlation"] for r in records for c in r["classes"]])),
+    }
     _write_json(out / "cam.json", summary)
     return summary
 
 
-def compare_models(specs: list[str], weights: str | None, images: list[str], out: Path,
-                   klass: int | None = None) -> dict:
+def compare_models(
+    specs: list[str], weights: str | None, images: list[str], out: Path, klass: int | None = None
+) -> dict:
     """The seed's Figure 7: each model's top-1 (or --class) map on the same photos, one column per model."""
     if len(specs) < 2:
-        raise UserError("--compare takes two or more specs, e.g. lite0,lite1,lite2 or 'lite0,res=96;lite1' "
-                        "(or --compare repeated)")
+        raise UserError(
+            "--compare takes two or more specs, e.g. lite0,lite1,lite2 or 'lite0,res=96;lite1' (or --compare repeated)"
+        )
     photos = _photos(images, 1, out)
     sources = [model_source(s, weights or "pretrained") for s in specs]
     for source in sources:
@@ -451,9 +511,16 @@ def compare_models(specs: list[str], weights: str | None, images: list[str], out
             if not row:
                 row.append(crop)
             row.append(Panel(crop, cam, f"{source.label}: {_short(names[c])} {p[c]:.0%}"))
-            entry["models"].append({"spec": source.info["spec"], "resolution": source.preprocess.crop,
-                                    "feature_map": list(o.features.shape), "class": c, "name": names[c],
-                                    "probability": float(p[c])})
+            entry["models"].append(
+                {
+                    "spec": source.info["spec"],
+                    "resolution": source.preprocess.crop,
+                    "feature_map": list(o.features.shape),
+                    "class": c,
+                    "name": names[c],
+                    "probability": float(p[c]),
+                }
+            )
         render([row], out / entry["png"], Path(image).name)
         grid.append(row)
         records.append(entry)

@@ -27,19 +27,24 @@ def compile_on_device(bundle_or_path: Bundle | str | Path) -> Bundle:
     log = logs.logger()
     target, precision, manifest = b.target, b.precision, b.manifest
     if target.backend != "tensorrt":
-        raise UserError(f"{b.path} is a bundle for {target.name} ({target.backend}); its artifact was compiled "
-                        f"when it was built, so there is nothing to compile")
+        raise UserError(
+            f"{b.path} is a bundle for {target.name} ({target.backend}); its artifact was compiled "
+            f"when it was built, so there is nothing to compile"
+        )
     from edgeffnet.backends import tensorrt as trt_backend
 
     stage = manifest.stages.get("compile")
     if not isinstance(stage, dict) or not isinstance(stage.get("graph"), str):
-        raise UserError(f"{b.path}/manifest.json has no compile record naming its graph; rebuild the bundle with "
-                        f"edgeffnet build")
+        raise UserError(
+            f"{b.path}/manifest.json has no compile record naming its graph; rebuild the bundle with edgeffnet build"
+        )
     confined(b.path, stage["graph"])  # a bundle's files are its own: the graph to compile too
     reason = trt_backend.pending_reason(target, precision)
     if reason:
-        raise UserError(f"{reason}; run `edgeffnet compile {b.path}` on a {target.name} with TensorRT, or inside "
-                        f"{b.path}: {stage['trtexec']} (JetPack's trtexec is /usr/src/tensorrt/bin/trtexec)")
+        raise UserError(
+            f"{reason}; run `edgeffnet compile {b.path}` on a {target.name} with TensorRT, or inside "
+            f"{b.path}: {stage['trtexec']} (JetPack's trtexec is /usr/src/tensorrt/bin/trtexec)"
+        )
     t0 = time.perf_counter()
     with bundle.staging(b.path) as tmp:
         shutil.copytree(b.path, tmp, dirs_exist_ok=True)
@@ -48,14 +53,24 @@ def compile_on_device(bundle_or_path: Bundle | str | Path) -> Bundle:
         x, ref = Bundle(tmp, manifest).reference()
         parity = verify("compile", runner.run, x, ref, manifest.input["batch"], precision, not b.random_weights)
         seconds = round(time.perf_counter() - t0, 3)
-        summary = (f"tensorrt on {runner.device} ({runner.describe()['device_name']}), "
-                   f"max|d| {parity['max_abs']:.1e}, cosine min {parity['cosine_min']:.6f}")
+        summary = (
+            f"tensorrt on {runner.device} ({runner.describe()['device_name']}), "
+            f"max|d| {parity['max_abs']:.1e}, cosine min {parity['cosine_min']:.6f}"
+        )
         finished = utc_now()
         manifest.stages["compile"] = {
-            **info, "artifact": "model.engine", "parity": parity, "verified_on": runner.describe(),
-            "summary": summary, "seconds": seconds, "cached": False, "key": stage.get("key"),
-            "finished_by": "edgeffnet compile", "finished": finished,
-            "finished_on": {"host": host.describe(), "tools": host.tools()}}
+            **info,
+            "artifact": "model.engine",
+            "parity": parity,
+            "verified_on": runner.describe(),
+            "summary": summary,
+            "seconds": seconds,
+            "cached": False,
+            "key": stage.get("key"),
+            "finished_by": "edgeffnet compile",
+            "finished": finished,
+            "finished_on": {"host": host.describe(), "tools": host.tools()},
+        }
         manifest.files = sorted({p.name for p in tmp.iterdir() if not p.name.startswith(".")} | {bundle.MANIFEST})
         with open(tmp / "build.log", "a") as f:
             f.write(f"[edgeffnet compile {finished}] compile {seconds:.2f}s  {summary}\n")

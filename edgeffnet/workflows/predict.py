@@ -37,19 +37,28 @@ def predict(bundle_or_path: Bundle | str | Path, images: list[str], top: int = 5
     runner = b.runner()
     logits = run_batched(runner.run, np.stack(batch), b.manifest.input["batch"])
     if not np.all(np.isfinite(logits)):  # softmax of NaN is NaN: a percentage would be printed as 'nan%'
-        raise UserError(f"the model in {b.path} gives NaN or Inf for these images; its weights are damaged: "
-                        f"rebuild the bundle from a good checkpoint")
+        raise UserError(
+            f"the model in {b.path} gives NaN or Inf for these images; its weights are damaged: "
+            f"rebuild the bundle from a good checkpoint"
+        )
     if logits.ndim != 2 or logits.shape[1] != b.manifest.num_classes:
-        raise UserError(f"the model in {b.path} gives outputs of shape {tuple(logits.shape)} but its manifest says "
-                        f"{b.manifest.num_classes} classes: the bundle's files do not belong together; rebuild it")
+        raise UserError(
+            f"the model in {b.path} gives outputs of shape {tuple(logits.shape)} but its manifest says "
+            f"{b.manifest.num_classes} classes: the bundle's files do not belong together; rebuild it"
+        )
     names = class_names(logits.shape[1])
     results = []
     for name, row in zip(images, logits):
         p = np.exp(row - row.max())
         p /= p.sum()
         order = np.argsort(-p)[:top]
-        results.append({"image": str(name), "runtime": f"{runner.describe()['runtime']} {runner.device}",
-                        "random_weights": b.random_weights,
-                        **({"warning": RANDOM_WEIGHTS} if b.random_weights else {}),
-                        "top": [{"class": int(i), "name": names[i], "probability": float(p[i])} for i in order]})
+        results.append(
+            {
+                "image": str(name),
+                "runtime": f"{runner.describe()['runtime']} {runner.device}",
+                "random_weights": b.random_weights,
+                **({"warning": RANDOM_WEIGHTS} if b.random_weights else {}),
+                "top": [{"class": int(i), "name": names[i], "probability": float(p[i])} for i in order],
+            }
+        )
     return results

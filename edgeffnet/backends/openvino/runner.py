@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 import os
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -49,8 +49,14 @@ def _runtime_stderr_dropped():
 
 
 class Runner:
-    def __init__(self, xml: str | Path, device: str = "CPU", inference_precision: str | None = None,
-                 settings: RunSettings | None = None, note: str | None = None):
+    def __init__(
+        self,
+        xml: str | Path,
+        device: str = "CPU",
+        inference_precision: str | None = None,
+        settings: RunSettings | None = None,
+        note: str | None = None,
+    ):
         s = settings or RunSettings()
         with _runtime_stderr_dropped():
             model = core().read_model(str(xml))
@@ -108,15 +114,25 @@ class Runner:
 
     def describe(self) -> dict:
         props = {}
-        for key in ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS",
-                    "OPTIMAL_NUMBER_OF_INFER_REQUESTS"):
+        for key in (
+            "INFERENCE_PRECISION_HINT",
+            "PERFORMANCE_HINT",
+            "NUM_STREAMS",
+            "INFERENCE_NUM_THREADS",
+            "OPTIMAL_NUMBER_OF_INFER_REQUESTS",
+        ):
             try:
                 props[key] = str(self.compiled.get_property(key))
             except RuntimeError:
                 pass
-        return {"runtime": "openvino", "version": ov.get_version(), "device": self.device,
-                "device_name": core().get_property(self.device, "FULL_DEVICE_NAME"), "settings": props,
-                "artifact": self.xml.name} | ({"note": self.note} if self.note else {})
+        return {
+            "runtime": "openvino",
+            "version": ov.get_version(),
+            "device": self.device,
+            "device_name": core().get_property(self.device, "FULL_DEVICE_NAME"),
+            "settings": props,
+            "artifact": self.xml.name,
+        } | ({"note": self.note} if self.note else {})
 
 
 def _rt(op, key: str) -> str:
@@ -134,14 +150,20 @@ def profile_nodes(compiled, request) -> list[dict]:
             continue
         op = ops.get(p.node_name)
         names = [n for n in _rt(op, "originalLayersNames").split(",") if n] if op is not None else []
-        rows.append({"node": p.node_name, "type": _rt(op, "layerType") if op is not None else p.node_type,
-                     "time_ms": p.real_time.total_seconds() * 1e3, "exec_type": p.exec_type,
-                     "precision": _rt(op, "runtimePrecision") if op is not None else "",
-                     "original_names": names})
+        rows.append(
+            {
+                "node": p.node_name,
+                "type": _rt(op, "layerType") if op is not None else p.node_type,
+                "time_ms": p.real_time.total_seconds() * 1e3,
+                "exec_type": p.exec_type,
+                "precision": _rt(op, "runtimePrecision") if op is not None else "",
+                "original_names": names,
+            }
+        )
     return rows
 
 
-def profile(runner: "Runner", x: np.ndarray, iterations: int, warmup: int = 3) -> Profiled:
+def profile(runner: Runner, x: np.ndarray, iterations: int, warmup: int = 3) -> Profiled:
     """`iterations` inferences of `x` with PERF_COUNT on, in a model compiled apart (the counters cost
     time, so the timed runner never has them), after `warmup` runs (weight reorders happen on the first)."""
     compiled = core().compile_model(runner.model, runner.device, runner.config | {"PERF_COUNT": True})

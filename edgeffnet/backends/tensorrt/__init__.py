@@ -39,8 +39,9 @@ def _import_tensorrt():
     try:
         import tensorrt as trt
     except ImportError as e:  # also the PyPI placeholder package, which raises on import
-        return None, (f"tensorrt is not importable ({e}; JetPack installs it, elsewhere "
-                      f"pip install 'edgeffnet[tensorrt]')")
+        return None, (
+            f"tensorrt is not importable ({e}; JetPack installs it, elsewhere pip install 'edgeffnet[tensorrt]')"
+        )
     except Exception as e:  # noqa: BLE001 - a broken install (missing libnvinfer) says so in its message
         return None, f"tensorrt is not importable ({type(e).__name__}: {e})"
     return trt, None
@@ -66,8 +67,10 @@ def pending_reason(target, precision: str) -> str | None:
     here = parse_version(gpu["compute_capability"])
     o = target.options
     if o.get("compute_capability") and here != parse_version(o["compute_capability"]):
-        return (f"this host's GPU is {gpu['name']} (sm_{here[0]}{here[1]}), not {target.name}'s "
-                f"sm_{o['compute_capability'].replace('.', '')}")
+        return (
+            f"this host's GPU is {gpu['name']} (sm_{here[0]}{here[1]}), not {target.name}'s "
+            f"sm_{o['compute_capability'].replace('.', '')}"
+        )
     if o.get("min_compute_capability") and here < parse_version(o["min_compute_capability"]):
         return f"this host's GPU {gpu['name']} (sm_{here[0]}{here[1]}) is older than {target.name}'s sm_{o['min_compute_capability'].replace('.', '')}"
     p = plan(target, precision, parse_version(trt.__version__), here)
@@ -80,15 +83,18 @@ def pending_reason(target, precision: str) -> str | None:
 
 def _trtexec_for(target, precision: str, graph: Path) -> str:
     name, dims = input_of(graph)
-    return trtexec_line(plan(target, precision, parse_version(target.options["tensorrt"])), graph.name, name, dims, target)
+    return trtexec_line(
+        plan(target, precision, parse_version(target.options["tensorrt"])), graph.name, name, dims, target
+    )
 
 
 # What a TensorRT bundle leaves out: the device builds its engine from the precision graph alone, so the
 # exported and simplified FP32 graphs (each the size of the FP32 weights) would only travel to sit there.
 # The build side keeps them in its stage cache (EDGEFFNET_CACHE), and a rebuild reuses them.
 LEFT_OUT = ("model.onnx", "model.sim.onnx")
-LEFT_OUT_WHY = ("the device builds its engine from the precision graph alone; the build machine keeps these in "
-                "its stage cache")
+LEFT_OUT_WHY = (
+    "the device builds its engine from the precision graph alone; the build machine keeps these in its stage cache"
+)
 # JetPack installs trtexec outside PATH; the README's lines find it either way (TRTEXEC overrides).
 TRTEXEC_LOOKUP = 'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"'
 
@@ -98,29 +104,36 @@ def left_out(graph: str) -> list[str]:
     return [f for f in LEFT_OUT if f != graph]
 
 
-def _readme(target, precision: str, graph: str, line: str, pending: str | None, built: dict | None,
-            random_weights: bool) -> str:
+def _readme(
+    target, precision: str, graph: str, line: str, pending: str | None, built: dict | None, random_weights: bool
+) -> str:
     head = f"# TensorRT engine for {target.name}, {precision}\n\n"
     facts = f"Profile: {target.description}.\n\n"
     if random_weights:
-        facts += ("Weights: **seeded random** (a latency study): the engine's outputs mean nothing; build with "
-                  "`--weights` for a model that classifies.\n\n")
+        facts += (
+            "Weights: **seeded random** (a latency study): the engine's outputs mean nothing; build with "
+            "`--weights` for a model that classifies.\n\n"
+        )
     gone = left_out(graph)
     if gone:
         facts += f"Left out of this bundle: {', '.join(f'`{f}`' for f in gone)}: {LEFT_OUT_WHY}.\n\n"
     if pending:
-        status = (f"The engine is **pending**: it was not built here ({pending}). TensorRT engines are bound to "
-                  f"the GPU and TensorRT version that build them, so build it on the device. Everything up to "
-                  f"it is in this bundle: `{graph}`, verified against PyTorch with ONNX Runtime.\n\n"
-                  f"On the device, build, verify against `reference.npz` and update `manifest.json` with:\n\n"
-                  f"    edgeffnet compile BUNDLE\n\n"
-                  f"or build the engine alone (not verified, the manifest stays pending), inside this directory "
-                  f"(JetPack puts trtexec in /usr/src/tensorrt/bin, off PATH; set TRTEXEC to use another):\n\n")
+        status = (
+            f"The engine is **pending**: it was not built here ({pending}). TensorRT engines are bound to "
+            f"the GPU and TensorRT version that build them, so build it on the device. Everything up to "
+            f"it is in this bundle: `{graph}`, verified against PyTorch with ONNX Runtime.\n\n"
+            f"On the device, build, verify against `reference.npz` and update `manifest.json` with:\n\n"
+            f"    edgeffnet compile BUNDLE\n\n"
+            f"or build the engine alone (not verified, the manifest stays pending), inside this directory "
+            f"(JetPack puts trtexec in /usr/src/tensorrt/bin, off PATH; set TRTEXEC to use another):\n\n"
+        )
     else:
-        status = (f"`{ENGINE}` was built with TensorRT {built['tensorrt']} on {built['gpu']} "
-                  f"(sm_{built['compute_capability'].replace('.', '')}), {built['path']}, and verified against "
-                  f"`reference.npz`. On another TensorRT version or GPU rebuild it with `edgeffnet compile BUNDLE` "
-                  f"or, inside this directory (JetPack puts trtexec in /usr/src/tensorrt/bin, off PATH):\n\n")
+        status = (
+            f"`{ENGINE}` was built with TensorRT {built['tensorrt']} on {built['gpu']} "
+            f"(sm_{built['compute_capability'].replace('.', '')}), {built['path']}, and verified against "
+            f"`reference.npz`. On another TensorRT version or GPU rebuild it with `edgeffnet compile BUNDLE` "
+            f"or, inside this directory (JetPack puts trtexec in /usr/src/tensorrt/bin, off PATH):\n\n"
+        )
     command = '"$TRTEXEC" ' + line.removeprefix("trtexec ")
     return head + facts + status + f"    {TRTEXEC_LOOKUP}\n    {command}\n"
 
@@ -147,22 +160,37 @@ def compile_graph(graph: Path, out_dir: Path, target, precision: str, random_wei
 
     version = target.options.get("tensorrt")
     if not version:
-        raise UserError(f"target profile '{target.path or target.name}' has no options.tensorrt version; "
-                        f"see targets/jetson-orin-nano.toml for the format")
+        raise UserError(
+            f"target profile '{target.path or target.name}' has no options.tensorrt version; "
+            f"see targets/jetson-orin-nano.toml for the format"
+        )
     problems = rules.violations(graph, version)
     if problems:
-        raise StageFailed(f"compile: {graph.name} breaks TensorRT {version}'s rules: {problems[0]}"
-                          + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+        raise StageFailed(
+            f"compile: {graph.name} breaks TensorRT {version}'s rules: {problems[0]}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+        )
     line = _trtexec_for(target, precision, graph)
-    record = {"graph": graph.name, "tensorrt_profile": version, "trtexec": line, "trtexec_cwd": "the bundle directory",
-              "tensorrt_rules": {"checked_for": version, "violations": []}}
+    record = {
+        "graph": graph.name,
+        "tensorrt_profile": version,
+        "trtexec": line,
+        "trtexec_cwd": "the bundle directory",
+        "tensorrt_rules": {"checked_for": version, "violations": []},
+    }
     reason = pending_reason(target, precision)
     if reason:
         atomic_write_text(out_dir / README, _readme(target, precision, graph.name, line, reason, None, random_weights))
-        return {**record, "files": [README], "pending": True, "pending_reason": reason, "engine": None,
-                "finish": "edgeffnet compile BUNDLE on the device, or the trtexec line in README.md",
-                "summary": f"engine pending: {reason}; on the device run `edgeffnet compile BUNDLE` "
-                           f"or the trtexec line in BUNDLE/README.md"}
+        return {
+            **record,
+            "files": [README],
+            "pending": True,
+            "pending_reason": reason,
+            "engine": None,
+            "finish": "edgeffnet compile BUNDLE on the device, or the trtexec line in README.md",
+            "summary": f"engine pending: {reason}; on the device run `edgeffnet compile BUNDLE` "
+            f"or the trtexec line in BUNDLE/README.md",
+        }
     built = build_engine(graph, out_dir, target, precision)
     atomic_write_text(out_dir / README, _readme(target, precision, graph.name, line, None, built, random_weights))
     return {**record, "files": [ENGINE, FACTS, README], "pending": False, "engine": built}
@@ -187,13 +215,17 @@ def load(bundle_dir: Path, target, precision: str, settings: RunSettings | None 
     built or nowhere (settings.cpu_fallback does not apply)."""
     bundle_dir = Path(bundle_dir)
     if settings is not None and settings.outputs:
-        raise UserError("a TensorRT engine cannot grow an output after it is built; run its precision graph "
-                        "with onnxruntime for extra outputs")
+        raise UserError(
+            "a TensorRT engine cannot grow an output after it is built; run its precision graph "
+            "with onnxruntime for extra outputs"
+        )
     engine_file, facts = bundle_dir / ENGINE, bundle_dir / FACTS
     if not engine_file.is_file():
         readme = bundle_dir / README
-        raise UserError(f"{bundle_dir} has no TensorRT engine yet (built without TensorRT); on the device run "
-                        f"`edgeffnet compile {bundle_dir}`" + (f" or the trtexec line in {readme}" if readme.is_file() else ""))
+        raise UserError(
+            f"{bundle_dir} has no TensorRT engine yet (built without TensorRT); on the device run "
+            f"`edgeffnet compile {bundle_dir}`" + (f" or the trtexec line in {readme}" if readme.is_file() else "")
+        )
     trt, why = _import_tensorrt()
     if trt is None:
         raise UserError(f"{why}; {bundle_dir}'s engine needs TensorRT on its device")
@@ -202,8 +234,10 @@ def load(bundle_dir: Path, target, precision: str, settings: RunSettings | None 
         raise UserError(why)
     built = read_json(facts, what="engine facts") if facts.is_file() else None
     if built is None:
-        raise UserError(f"{engine_file} has no {FACTS} saying what it was built with; rebuild it with "
-                        f"`edgeffnet compile {bundle_dir}`")
+        raise UserError(
+            f"{engine_file} has no {FACTS} saying what it was built with; rebuild it with "
+            f"`edgeffnet compile {bundle_dir}`"
+        )
     from edgeffnet.backends.tensorrt import engine
     from edgeffnet.backends.tensorrt.runner import Runner
 

@@ -41,7 +41,9 @@ def plan_version(engine: Path) -> str | None:
 
 def timing_cache_path(tensorrt: str, gpu: dict) -> Path:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu["name"]).strip("-").lower()
-    return cache_root() / "tensorrt" / f"timing-trt{tensorrt}-sm{gpu['compute_capability'].replace('.', '')}-{slug}.cache"
+    return (
+        cache_root() / "tensorrt" / f"timing-trt{tensorrt}-sm{gpu['compute_capability'].replace('.', '')}-{slug}.cache"
+    )
 
 
 def _save_atomically(path: Path, data: bytes) -> None:
@@ -49,8 +51,7 @@ def _save_atomically(path: Path, data: bytes) -> None:
     atomic_write_bytes(path, data)
 
 
-def build(graph: Path, engine: Path, p: EnginePlan, target, gpu: dict, input_name: str,
-          dims: list[int | None]) -> dict:
+def build(graph: Path, engine: Path, p: EnginePlan, target, gpu: dict, input_name: str, dims: list[int | None]) -> dict:
     """Parse `graph`, build it as `p` says, serialize to `engine`; return what was done."""
     import tensorrt as trt
 
@@ -99,14 +100,26 @@ def build(graph: Path, engine: Path, p: EnginePlan, target, gpu: dict, input_nam
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise UserError(f"TensorRT {trt.__version__} failed to build {graph.name} for {target.name}; "
-                        f"rerun with trtexec --verbose (line in README.md) to see why")
+        raise UserError(
+            f"TensorRT {trt.__version__} failed to build {graph.name} for {target.name}; "
+            f"rerun with trtexec --verbose (line in README.md) to see why"
+        )
     _save_atomically(engine, bytes(serialized))
     _save_atomically(tc_path, bytes(config.get_timing_cache().serialize()))
-    return {"tensorrt": trt.__version__, "gpu": gpu["name"], "compute_capability": gpu["compute_capability"],
-            "dla_core": p.dla_core, "path": p.path, "why": p.why, "builder_flags": list(p.flags),
-            "tf32": not p.no_tf32, "workspace_mib": p.workspace_mib, "dynamic_batch": shapes,
-            "timing_cache": {"file": str(tc_path), "reused": reused}, "plan_header": plan_version(engine)}
+    return {
+        "tensorrt": trt.__version__,
+        "gpu": gpu["name"],
+        "compute_capability": gpu["compute_capability"],
+        "dla_core": p.dla_core,
+        "path": p.path,
+        "why": p.why,
+        "builder_flags": list(p.flags),
+        "tf32": not p.no_tf32,
+        "workspace_mib": p.workspace_mib,
+        "dynamic_batch": shapes,
+        "timing_cache": {"file": str(tc_path), "reused": reused},
+        "plan_header": plan_version(engine),
+    }
 
 
 def same_version(a: str, b: str) -> bool:
@@ -123,9 +136,13 @@ def mismatch(built: dict, tensorrt: str, gpu: dict) -> str | None:
     'serialized engines are not portable across platforms or TensorRT versions'; a plan from another
     version fails to deserialize with 'expecting library version X got Y')."""
     here = f"TensorRT {tensorrt} on {gpu['name']} (sm_{gpu['compute_capability'].replace('.', '')})"
-    there = (f"TensorRT {built['tensorrt']} on {built['gpu']} "
-             f"(sm_{str(built['compute_capability']).replace('.', '')})")
-    if not same_version(built["tensorrt"], tensorrt) or built["gpu"] != gpu["name"] \
-            or str(built["compute_capability"]) != gpu["compute_capability"]:
-        return f"model.engine was built for {there}; this host has {here}: rebuild it here with `edgeffnet compile BUNDLE`"
+    there = f"TensorRT {built['tensorrt']} on {built['gpu']} (sm_{str(built['compute_capability']).replace('.', '')})"
+    if (
+        not same_version(built["tensorrt"], tensorrt)
+        or built["gpu"] != gpu["name"]
+        or str(built["compute_capability"]) != gpu["compute_capability"]
+    ):
+        return (
+            f"model.engine was built for {there}; this host has {here}: rebuild it here with `edgeffnet compile BUNDLE`"
+        )
     return None

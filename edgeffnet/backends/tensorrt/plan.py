@@ -75,20 +75,60 @@ def plan(target, precision: str, tensorrt: tuple[int, int], cc: tuple[int, int] 
     major = tensorrt[0]
     flag = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8",)}[precision]
     if major >= 11:
-        return EnginePlan(tensorrt, precision, True, (), no_tf32, dla, workspace,
-                          "TensorRT 11 networks are always strongly typed; precision comes from the graph's types")
+        return EnginePlan(
+            tensorrt,
+            precision,
+            True,
+            (),
+            no_tf32,
+            dla,
+            workspace,
+            "TensorRT 11 networks are always strongly typed; precision comes from the graph's types",
+        )
     if precision == "fp32":
-        return EnginePlan(tensorrt, precision, False, (), no_tf32, None, workspace,
-                          "an FP32 graph builds in FP32 without precision flags")
+        return EnginePlan(
+            tensorrt,
+            precision,
+            False,
+            (),
+            no_tf32,
+            None,
+            workspace,
+            "an FP32 graph builds in FP32 without precision flags",
+        )
     if major >= 10 and dla is None:
-        return EnginePlan(tensorrt, precision, True, (), no_tf32, None, workspace,
-                          f"TensorRT {major}.x strongly typed: the {precision} graph's types decide the precision")
+        return EnginePlan(
+            tensorrt,
+            precision,
+            True,
+            (),
+            no_tf32,
+            None,
+            workspace,
+            f"TensorRT {major}.x strongly typed: the {precision} graph's types decide the precision",
+        )
     if major >= 10:
-        return EnginePlan(tensorrt, precision, False, flag, no_tf32, dla, workspace,
-                          f"DLA builds on TensorRT {major}.x use the precision flag (NVIDIA's DLA examples)")
-    return EnginePlan(tensorrt, precision, False, flag, no_tf32, dla, workspace,
-                      f"TensorRT {major}.x is weakly typed: the {'+'.join(flag)} flag lets it build the "
-                      f"{precision} graph in {precision}")
+        return EnginePlan(
+            tensorrt,
+            precision,
+            False,
+            flag,
+            no_tf32,
+            dla,
+            workspace,
+            f"DLA builds on TensorRT {major}.x use the precision flag (NVIDIA's DLA examples)",
+        )
+    return EnginePlan(
+        tensorrt,
+        precision,
+        False,
+        flag,
+        no_tf32,
+        dla,
+        workspace,
+        f"TensorRT {major}.x is weakly typed: the {'+'.join(flag)} flag lets it build the "
+        f"{precision} graph in {precision}",
+    )
 
 
 def batch_profile(target, dims: list[int | None]) -> dict | None:
@@ -109,8 +149,9 @@ def trtexec_line(p: EnginePlan, graph: str, input_name: str, dims: list[int | No
     args += [f"--{f.lower()}" for f in p.flags]
     if p.no_tf32:
         args.append("--noTF32")
-    args.append(f"--workspace={p.workspace_mib}" if p.tensorrt < (8, 4)
-                else f"--memPoolSize=workspace:{p.workspace_mib}")
+    args.append(
+        f"--workspace={p.workspace_mib}" if p.tensorrt < (8, 4) else f"--memPoolSize=workspace:{p.workspace_mib}"
+    )
     args.append(f"--timingCacheFile={TIMING_CACHE}")
     shapes = batch_profile(target, dims)
     if shapes:

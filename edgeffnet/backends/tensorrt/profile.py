@@ -26,8 +26,17 @@ _ONNX_TAG = re.compile(r"\[ONNX Layer: ([^\]]+)\]")
 _FOREIGN = re.compile(r"\{ForeignNode\[(.+)\]\}")
 _REFORMAT = ("Reformatting CopyNode", "Reformatted ")
 # "Format/Datatype" words -> precision, most specific first ("Half" and "FP16" before "Float").
-_FORMATS = (("int8", "i8"), ("fp8", "f8"), ("half", "f16"), ("fp16", "f16"), ("bf16", "bf16"), ("bfloat16", "bf16"),
-            ("int32", "i32"), ("fp32", "f32"), ("float", "f32"))
+_FORMATS = (
+    ("int8", "i8"),
+    ("fp8", "f8"),
+    ("half", "f16"),
+    ("fp16", "f16"),
+    ("bf16", "bf16"),
+    ("bfloat16", "bf16"),
+    ("int32", "i32"),
+    ("fp32", "f32"),
+    ("float", "f32"),
+)
 
 
 def original_names(layer_name: str) -> list[str]:
@@ -63,8 +72,11 @@ def layer_formats(info: dict) -> dict[str, dict]:
             continue
         tensors = [t for t in (layer.get("Inputs") or []) + (layer.get("Outputs") or []) if isinstance(t, dict)]
         precision = next((p for t in tensors if (p := precision_of(str(t.get("Format/Datatype", ""))))), "")
-        out[layer["Name"]] = {"type": str(layer.get("LayerType", "")), "precision": precision,
-                              "tactic": str(layer.get("TacticName", ""))}
+        out[layer["Name"]] = {
+            "type": str(layer.get("LayerType", "")),
+            "precision": precision,
+            "tactic": str(layer.get("TacticName", "")),
+        }
     return out
 
 
@@ -75,9 +87,16 @@ def rows(times: list[tuple[str, float]], formats: dict[str, dict] | None = None)
     for name, ms in times:
         f = formats.get(name, {})
         kind = f.get("type") or ("Reformat" if name.startswith(_REFORMAT) else "")
-        out.append({"node": name, "type": "Reformat" if name.startswith(_REFORMAT) else kind, "time_ms": float(ms),
-                    "exec_type": f.get("tactic") or kind, "precision": f.get("precision", ""),
-                    "original_names": [] if name.startswith(_REFORMAT) else original_names(name)})
+        out.append(
+            {
+                "node": name,
+                "type": "Reformat" if name.startswith(_REFORMAT) else kind,
+                "time_ms": float(ms),
+                "exec_type": f.get("tactic") or kind,
+                "precision": f.get("precision", ""),
+                "original_names": [] if name.startswith(_REFORMAT) else original_names(name),
+            }
+        )
     return out
 
 
@@ -87,7 +106,7 @@ def read_trtexec(profile_path: str | Path, layer_info_path: str | Path | None = 
     doc = read_json(profile_path, what="trtexec profile", kind=list)
     where = f"trtexec profile '{profile_path}'"
     if not doc or not isinstance(doc[0], dict) or "count" not in doc[0]:
-        raise UntrustedFileError(f"{where} does not start with {{\"count\": N}}: write it with trtexec --exportProfile")
+        raise UntrustedFileError(f'{where} does not start with {{"count": N}}: write it with trtexec --exportProfile')
     count = field(doc[0], "count", int, where)
     times = []
     for i, entry in enumerate(doc[1:], 1):

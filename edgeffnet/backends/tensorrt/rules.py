@@ -54,8 +54,10 @@ def _attr(node: onnx.NodeProto, name: str, default=None):
 def _opset_above(opset: int, version: tuple[int, int]) -> list[str]:
     if opset <= max_opset(version):
         return []
-    return [f"opset {opset} is above {max_opset(version)}, the newest TensorRT {version[0]}.{version[1]}'s ONNX "
-            f"parser reads; export with --opset {max_opset(version)}"]
+    return [
+        f"opset {opset} is above {max_opset(version)}, the newest TensorRT {version[0]}.{version[1]}'s ONNX "
+        f"parser reads; export with --opset {max_opset(version)}"
+    ]
 
 
 def option_violations(tensorrt: str | tuple, opset: int, precision: str) -> list[str]:
@@ -63,8 +65,10 @@ def option_violations(tensorrt: str | tuple, opset: int, precision: str) -> list
     version = parse_version(tensorrt)
     problems = _opset_above(opset, version)
     if precision == "int8" and opset < 13:
-        problems.append(f"INT8's per-channel weight scales need opset 13 (QuantizeLinear-13 added axis); "
-                        f"--opset {opset} is below it")
+        problems.append(
+            f"INT8's per-channel weight scales need opset 13 (QuantizeLinear-13 added axis); "
+            f"--opset {opset} is below it"
+        )
     return problems
 
 
@@ -96,8 +100,10 @@ def _types(model: onnx.ModelProto, version: tuple[int, int]) -> list[str]:
             note(_attr(n, "to", 0), n.name or n.output[0])
         if n.op_type == "Constant" and _attr(n, "value") is not None:
             note(_attr(n, "value").data_type, n.name or n.output[0])
-    return [f"type {_type_name(d)} (at '{w}') is not read by TensorRT {version[0]}.{version[1]}'s ONNX parser"
-            for d, w in seen.items()]
+    return [
+        f"type {_type_name(d)} (at '{w}') is not read by TensorRT {version[0]}.{version[1]}'s ONNX parser"
+        for d, w in seen.items()
+    ]
 
 
 def _quant_params(node: onnx.NodeProto, g: GraphIndex, version: tuple[int, int]) -> list[str]:
@@ -109,16 +115,20 @@ def _quant_params(node: onnx.NodeProto, g: GraphIndex, version: tuple[int, int])
     zp = node.input[2] if len(node.input) > 2 and node.input[2] else None
     if zp is None:
         if node.op_type == "QuantizeLinear" and _attr(node, "output_dtype") is None:
-            problems.append(f"QuantizeLinear '{name}' has no zero point, so it quantizes to UINT8 (asymmetric); "
-                            f"TensorRT needs an INT8 zero point of 0")
+            problems.append(
+                f"QuantizeLinear '{name}' has no zero point, so it quantizes to UINT8 (asymmetric); "
+                f"TensorRT needs an INT8 zero point of 0"
+            )
         return problems
     t = g.constants.get(zp)
     if t is None:
         return problems + [f"{node.op_type} '{name}': the zero point is not a constant"]
     allowed = QUANTIZED_10 if version >= (10, 0) else QUANTIZED_8
     if t.data_type not in allowed:
-        problems.append(f"{node.op_type} '{name}' quantizes to {_type_name(t.data_type)}; TensorRT "
-                        f"{version[0]}.{version[1]} takes {', '.join(_type_name(d) for d in sorted(allowed))}")
+        problems.append(
+            f"{node.op_type} '{name}' quantizes to {_type_name(t.data_type)}; TensorRT "
+            f"{version[0]}.{version[1]} takes {', '.join(_type_name(d) for d in sorted(allowed))}"
+        )
     if np.any(numpy_helper.to_array(t) != 0):
         problems.append(f"{node.op_type} '{name}': zero point is not 0; TensorRT supports symmetric quantization only")
     return problems
@@ -156,8 +166,9 @@ def _granularity(dq: onnx.NodeProto, g: GraphIndex, opset: int) -> list[str]:
     if opset < 13:
         return [f"DequantizeLinear '{name}' is per-axis, which needs opset 13 (graph has {opset})"]
     if not _source_is_constant(dq, g):
-        return [f"DequantizeLinear '{name}' quantizes an activation per channel; TensorRT quantizes activations "
-                f"per tensor"]
+        return [
+            f"DequantizeLinear '{name}' quantizes an activation per channel; TensorRT quantizes activations per tensor"
+        ]
     source = dq.input[0] if dq.input[0] in g.constants else g.producer[dq.input[0]].input[0]
     rank = g.rank(source) or 1
     axis = _attr(dq, "axis", 1)
@@ -166,8 +177,10 @@ def _granularity(dq: onnx.NodeProto, g: GraphIndex, opset: int) -> list[str]:
     for consumer, index in g.readers.get(dq.output[0], []):
         expected = _expected_weight_axis(consumer, index, rank)
         if expected is not None and axis != expected:
-            problems.append(f"{consumer.op_type} '{consumer.name or consumer.output[0]}': weight '{source}' is "
-                            f"quantized along axis {axis}; TensorRT needs its output-channel axis {expected}")
+            problems.append(
+                f"{consumer.op_type} '{consumer.name or consumer.output[0]}': weight '{source}' is "
+                f"quantized along axis {axis}; TensorRT needs its output-channel axis {expected}"
+            )
     return problems
 
 

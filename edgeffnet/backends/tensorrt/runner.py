@@ -27,8 +27,10 @@ class Runner:
             self.runtime.DLA_core = dla_core
         self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
-            raise UserError(f"TensorRT {trt.__version__} could not deserialize {self.path}; "
-                            f"rebuild it here with `edgeffnet compile BUNDLE`")
+            raise UserError(
+                f"TensorRT {trt.__version__} could not deserialize {self.path}; "
+                f"rebuild it here with `edgeffnet compile BUNDLE`"
+            )
         self.context = self.engine.create_execution_context()
         self.named = hasattr(self.engine, "num_io_tensors")
         self.inp, self.out = self._io()
@@ -54,7 +56,9 @@ class Runner:
             ins = [i for i in idx if self.engine.binding_is_input(i)]
             outs = [i for i in idx if not self.engine.binding_is_input(i)]
         if len(ins) != 1 or len(outs) != 1:
-            raise UserError(f"{self.path.name} has {len(ins)} inputs and {len(outs)} outputs; edgeffnet engines have one each")
+            raise UserError(
+                f"{self.path.name} has {len(ins)} inputs and {len(outs)} outputs; edgeffnet engines have one each"
+            )
         return ins[0], outs[0]
 
     def _dtype(self, t):
@@ -112,7 +116,7 @@ class Runner:
     # -- the runner interface ----------------------------------------------------------------------------
     def run(self, x: np.ndarray) -> np.ndarray:
         if self.max_batch and len(x) > self.max_batch:  # more views than the profile takes: in chunks
-            return np.concatenate([self.run(x[i:i + self.max_batch]) for i in range(0, len(x), self.max_batch)])
+            return np.concatenate([self.run(x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)])
         x, out = self._prepare(x)
         self.cuda.htod(self.buffers[self.inp][0], x, self.stream)
         self._enqueue()
@@ -180,9 +184,17 @@ class Runner:
         return out
 
     def describe(self) -> dict:
-        return {"runtime": "tensorrt", "version": self.trt.__version__, "device": self.device,
-                "device_name": self.gpu["name"], "compute_capability": self.gpu["compute_capability"],
-                "settings": {"io_api": "named tensors" if self.named else "bindings", "cuda": self.cuda.name,
-                             "dla_core": self.dla_core,
-                             "bound": "enqueue + stream sync, input already on the device, output left there"},
-                "artifact": self.path.name}
+        return {
+            "runtime": "tensorrt",
+            "version": self.trt.__version__,
+            "device": self.device,
+            "device_name": self.gpu["name"],
+            "compute_capability": self.gpu["compute_capability"],
+            "settings": {
+                "io_api": "named tensors" if self.named else "bindings",
+                "cuda": self.cuda.name,
+                "dla_core": self.dla_core,
+                "bound": "enqueue + stream sync, input already on the device, output left there",
+            },
+            "artifact": self.path.name,
+        }
