@@ -31,10 +31,10 @@ STEPS = [
     ("edgeffnet.precision.int8", "quantize_model", "  method choice + sensitivity pass"),
     ("edgeffnet.precision.fidelity", "report", "  fidelity rows (comparison only)"),
     ("edgeffnet.precision.fidelity", "fp32_reference", "  fidelity FP32 reference"),
-    ("edgeffnet.backends.openvino.int8_routes", "route_graphs", "  routes: graphs"),
-    ("edgeffnet.backends.openvino.int8_routes", "_nncf_ir", "  routes: NNCF quantization"),
-    ("edgeffnet.backends.openvino.int8_routes", "run_batched", "  routes: fidelity on tuning views (+ final)"),
-    ("edgeffnet.backends.openvino.int8_routes", "interleaved_p50", "  routes: latency race"),
+    ("edgeffnet.pipeline.int8_routes", "route_graphs", "  routes: graphs"),
+    ("edgeffnet.pipeline.int8_routes", "_nncf_ir", "  routes: NNCF quantization"),
+    ("edgeffnet.pipeline.int8_routes", "run_batched", "  routes: fidelity on tuning views (+ final)"),
+    ("edgeffnet.pipeline.int8_routes", "interleaved_p50", "  routes: latency race"),
 ]
 
 
