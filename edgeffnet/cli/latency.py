@@ -10,6 +10,7 @@ from rich.table import Table
 
 from edgeffnet.cli.options import json_option, latency_model_option, precision_option, target_option
 from edgeffnet.cli.render import err, out
+from edgeffnet.cli.types import FiniteFloat, Whole
 
 
 @click.group("latency")
@@ -32,13 +33,13 @@ def held_out_line(m) -> str:
 @click.option(
     "--design",
     "networks",
-    type=click.IntRange(4, 2000),
+    type=Whole(4, 2000),
     default=None,
     help="Networks in the designed set (default 48: about 20 minutes at fp32 on a 2-core CPU).",
 )
 @click.option("--refit", is_flag=True, help="Fit again on the device's data; measure nothing.")
 @click.option(
-    "--seconds", "-s", type=click.FloatRange(0.05, 600), default=None, help="Minimum seconds per timing (default 1)."
+    "--seconds", "-s", type=FiniteFloat(0.05, 600), default=None, help="Minimum seconds per timing (default 1)."
 )
 @click.option(
     "-o",
