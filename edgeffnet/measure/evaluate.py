@@ -242,10 +242,10 @@ def artifact_models(
     from edgeffnet.bundle import check_input, fp32_graph
 
     directory = Path(directory)
-    graph = fp32_graph(directory, "eval")
-    fp32 = _onnx_runner(graph)
+    reference_graph = fp32_graph(directory, "eval")
+    fp32 = _onnx_runner(reference_graph)
     if shape is not None:
-        check_input(fp32, shape, str(graph))
+        check_input(fp32, shape, str(reference_graph))
     reference = Model(f"FP32 ONNX ({SIM_GRAPH}, onnxruntime)", fp32.run, batch)
     artifacts, notes = [], []
     if graph != SIM_GRAPH:
