@@ -153,9 +153,9 @@ def short_device(r: dict) -> str:
     name = re.sub(r"@.*$|\bwith\b.*$", "", full)
     name = re.sub(r"\((R|TM|C)\)|\b(CPU|Processor)\b|\b\d+-Core\b", " ", name, flags=re.IGNORECASE)
     name = " ".join(name.split()) or full
-    node = r.get("node")
+    node = r.get("node")  # farm devices may share an address (or a host): the node id tells them apart
     return f"{name} ({r['device']['kind']})" + (
-        f" on {node['target']} {node.get('ip') or node['hostname']}" if node else ""
+        f" on {node['target']} {node.get('ip') or node['hostname']} node {node.get('node_id', '')[:8]}" if node else ""
     )
 
 
