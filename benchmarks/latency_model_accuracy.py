@@ -3,9 +3,9 @@
 Per precision: collect the designed set (`edgeffnet latency fit`'s, resumable, into this device's data),
 fit the model on it, then build and time a second Latin-hypercube set of networks that are not in the
 design (another seed: spread over phi, the depth/width/resolution split and resolution, both families),
-each timed with the reference network right after it. The error of a test network is its predicted
-ratio to the reference against its measured ratio to the reference timed seconds later (paired timing,
-as search does), so the machine's drift between collection and test is not counted as model error.
+each timed in turns with the reference network. The error of a test network is its predicted ratio to
+the reference against its measured one (the median over rounds of the two timed in turns), so the
+machine's drift, between collection and test or within a test, is not counted as model error.
 
 Reports per precision: share of test networks within +-10%, RMSE %, max error, and the model's own
 held-out (leave-one-out) figures. Goal: >= 90% within +-10% at fp32 and int8, on >= 30 networks.
@@ -95,7 +95,7 @@ def evaluate(precision: str, args, out: Path) -> dict:
         if r["spec"] not in tests or r.get("settings", {}).get("timing") != collect.TIMING["timing"]:
             continue
         predicted_ratio = model.predict(r["spec"]) / ref_pred
-        measured_ratio = r["p50_ms"] / r["reference"]["p50_ms"]
+        measured_ratio = store.ratio_to_reference(r)
         errors.append(
             {
                 "spec": r["spec"],

@@ -87,6 +87,33 @@ def test_paired_timing_takes_the_drift_out():
         assert p == pytest.approx(truth.ms(r["spec"]) * median_slow)
 
 
+def test_a_burst_within_a_pairing_is_taken_out_by_per_round_ratios():
+    """A neighbour's burst that slows 40% of the rounds, over the longer call's samples more than the
+    shorter's (it is exposed longer): the ratio of the two medians moves, the median of the per-round
+    ratios does not, and the store uses that ratio where a row has it."""
+    from edgeffnet.measure.timing import median_ratio
+
+    slow_network = set(range(20))  # a 30% slowdown over rounds 0-19 hits both calls of those rounds ...
+    slow_reference = set(range(26))  # ... and the longer call's samples a little longer
+    times = {
+        "network": [4.0 * (1.3 if i in slow_network else 1.0) for i in range(50)],
+        "reference": [10.0 * (1.3 if i in slow_reference else 1.0) for i in range(50)],
+    }
+    ratio_of_medians = np.median(times["network"]) / np.median(times["reference"])
+    assert median_ratio(times, "network", "reference") == pytest.approx(0.4)
+    assert abs(ratio_of_medians / 0.4 - 1) > 0.1  # what pairing by medians alone would have measured
+    row = {
+        "spec": "b0,phi=-2",
+        "network": "n",
+        "p50_ms": 5.2,
+        "reference": {"spec": "b0,phi=-1", "p50_ms": 13.0, "ratio": 0.4},
+    }
+    assert store.ratio_to_reference(row) == 0.4
+    assert store.paired_p50([row, {**row, "reference": {"spec": "b0,phi=-1", "p50_ms": 9.0}}])[0] == pytest.approx(
+        0.4 * 11.0
+    )
+
+
 def test_new_measurements_far_off_the_model_ask_for_a_refit():
     truth = Truth(seed=4)
     rows = truth.rows(FIT[:20], noise=0.01)

@@ -85,6 +85,8 @@ def _checked(d: object, where: str) -> dict:
         field(ref, "spec", str, where)
         if not field(ref, "p50_ms", float, where) > 0:
             raise UntrustedFileError(f"{where}: the reference's p50_ms is not positive")
+        if not field(ref, "ratio", float, where, default=1.0) > 0:
+            raise UntrustedFileError(f"{where}: the ratio to the reference is not positive")
     return d
 
 
@@ -120,17 +122,23 @@ def append(path: Path, new: list[dict]) -> None:
         files.atomic_write_text(path, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows[-MAX_ROWS:]))
 
 
+def ratio_to_reference(r: dict) -> float:
+    """A row's time over its reference's: the median of per-round ratios where it was timed in turns
+    with it (latency_collect), else the ratio of the two p50s (search's pairs, older rows)."""
+    ref = r["reference"]
+    return ref["ratio"] if ref.get("ratio") is not None else r["p50_ms"] / ref["p50_ms"]
+
+
 def paired_p50(rows: list[dict]) -> list[float]:
-    """Each row's p50 with the drift taken out: p50 / its reference's p50 x the median of that reference's
-    p50s over all rows (rows without a reference keep their own p50)."""
+    """Each row's p50 with the drift taken out: its ratio to its reference x the median of that
+    reference's p50s over all rows (rows without a reference keep their own p50)."""
     medians = {}
     for spec in {r["reference"]["spec"] for r in rows if r.get("reference")}:
         medians[spec] = statistics.median(
             r["reference"]["p50_ms"] for r in rows if r.get("reference") and r["reference"]["spec"] == spec
         )
     return [
-        r["p50_ms"] / r["reference"]["p50_ms"] * medians[r["reference"]["spec"]] if r.get("reference") else r["p50_ms"]
-        for r in rows
+        ratio_to_reference(r) * medians[r["reference"]["spec"]] if r.get("reference") else r["p50_ms"] for r in rows
     ]
 
 

@@ -119,15 +119,16 @@ def measure_async(queue: Any, lim: Limits, tick: Callable[[float], object] | Non
     return Measurement(lat, (clock() - begin) / 1e9, len(lat), interrupted)
 
 
-def interleaved_p50(
+def interleaved_times(
     calls: dict[str, Callable[[], object]],
     seconds: float = 1.5,
     min_runs: int = 20,
     warmup: int = 5,
     max_runs: int | None = None,
-) -> dict[str, float]:
-    """Median ms per callable, timed in turns (one call of each per round) for about `seconds` each and
-    at least `min_runs` rounds (exactly `max_runs` when given: a fixed count, as benchmarks want).
+) -> dict[str, list[float]]:
+    """Each callable's times in ms, round by round: timed in turns (one call of each per round) for about
+    `seconds` each and at least `min_runs` rounds (exactly `max_runs` when given: a fixed count, as
+    benchmarks want). Entry i of every list is from round i.
 
     Every other round runs them in reverse order: on a shared CPU the call right after another one's
     (cache, frequency, a neighbour's burst) is not the same as the first, and no callable should always
@@ -144,9 +145,30 @@ def interleaved_p50(
             for k, call in items if rounds % 2 == 0 else items[::-1]:
                 t = time.perf_counter_ns()
                 call()
-                times[k].append(time.perf_counter_ns() - t)
+                times[k].append((time.perf_counter_ns() - t) / 1e6)
             rounds += 1
-    return {k: float(np.median(v) / 1e6) for k, v in times.items()}
+    return times
+
+
+def interleaved_p50(
+    calls: dict[str, Callable[[], object]],
+    seconds: float = 1.5,
+    min_runs: int = 20,
+    warmup: int = 5,
+    max_runs: int | None = None,
+) -> dict[str, float]:
+    """Median ms per callable, timed in turns (`interleaved_times`)."""
+    times = interleaved_times(calls, seconds, min_runs, warmup, max_runs)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def median_ratio(times: dict[str, list[float]], numerator: str, denominator: str) -> float:
+    """The median over rounds of one callable's time over another's in the same round. A slowdown that
+    lasts a few rounds (a neighbour's burst) slows both calls of those rounds alike and leaves their
+    ratio; the ratio of the two medians keeps it whenever the burst covers different shares of each
+    one's samples (it does: the longer call is exposed longer)."""
+    a, b = np.asarray(times[numerator]), np.asarray(times[denominator])
+    return float(np.median(a / b))
 
 
 Slice = Callable[[Limits], Measurement]

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 import edgeffnet
 from edgeffnet.core.errors import UserError
 from edgeffnet.latency import device, store
@@ -30,10 +32,9 @@ from edgeffnet.search import harness
 from edgeffnet.search.grid import network_key
 from edgeffnet.specs.scaling import parse_spec
 
-REFERENCE = "b0,phi=-1"
-TIMING = {
-    "timing": "interleaved with the reference"
-}  # part of the settings a resumed collection must match  # mid-sized in the designed set: its time drifts with the machine, not with the design
+REFERENCE = "b0,phi=-1"  # mid-sized in the designed set: its time drifts with the machine, not the design
+# Part of the settings a resumed collection must match: rows timed another way are measured again.
+TIMING = {"timing": "interleaved with the reference, median of per-round ratios"}
 
 
 def quick_settings() -> harness.BenchSettings:
@@ -80,12 +81,12 @@ def profile_of(bundle: Path, settings: harness.BenchSettings) -> dict | None:
     return r.to_dict().get("profile") or getattr(r, "profile", None)
 
 
-def interleaved(bundle: Path, reference: Path, settings: harness.BenchSettings) -> tuple[float, float]:
-    """(p50 ms of the network, of the reference), timed in turns under the device lock: batch 1, synchronous,
-    each on its bundle's own backend, for about `settings.seconds` each and at least `settings.iterations`
-    rounds."""
+def interleaved(bundle: Path, reference: Path, settings: harness.BenchSettings) -> tuple[float, float, float]:
+    """(p50 ms of the network, of the reference, the median of their per-round ratios), timed in turns
+    under the device lock: batch 1, synchronous, each on its bundle's own backend, for about
+    `settings.seconds` each and at least `settings.iterations` rounds."""
     from edgeffnet.measure import bench
-    from edgeffnet.measure.timing import interleaved_p50
+    from edgeffnet.measure.timing import interleaved_times, median_ratio
 
     calls = {}
     for name, path in (("network", bundle), ("reference", reference)):
@@ -93,10 +94,11 @@ def interleaved(bundle: Path, reference: Path, settings: harness.BenchSettings) 
         runner = bench.load_runner(b, b.target.backend, bench.Settings(threads=settings.threads), 1)
         calls[name] = runner.bound(bench.sample_input(b, 1))
     with harness.device_lock(edgeffnet.Bundle.open(bundle).target.name):
-        t = interleaved_p50(
+        t = interleaved_times(
             calls, seconds=settings.seconds, min_runs=settings.iterations, warmup=max(3, int(settings.warmup * 20))
         )
-    return t["network"], t["reference"]
+    p50 = {k: float(np.median(v)) for k, v in t.items()}
+    return p50["network"], p50["reference"], median_ratio(t, "network", "reference")
 
 
 def measure_one(spec: str, c: Collection, workdir: Path, reference_bundle: Path) -> dict:
@@ -104,7 +106,7 @@ def measure_one(spec: str, c: Collection, workdir: Path, reference_bundle: Path)
     dest = workdir / spec.replace(",", "_").replace("=", "")
     try:
         path = harness.build_bundle(spec, c.target, c.precision, dest)
-        p50, ref = interleaved(path, reference_bundle, c.settings)
+        p50, ref, ratio = interleaved(path, reference_bundle, c.settings)
         prof = profile_of(path, c.settings) if c.profile else None
     finally:
         shutil.rmtree(dest, ignore_errors=True)
@@ -114,7 +116,7 @@ def measure_one(spec: str, c: Collection, workdir: Path, reference_bundle: Path)
         c.precision,
         p50,
         "design",
-        reference={"spec": c.reference, "p50_ms": ref},
+        reference={"spec": c.reference, "p50_ms": ref, "ratio": ratio},
         settings=c.settings.to_dict() | TIMING,
         profile=prof,
     )
