@@ -18,11 +18,10 @@ from edgeffnet.core import host, logs
 from edgeffnet.core.artifact import Artifact
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import digest_key
+from edgeffnet.core.layout import EXPORTED, IR, REFERENCE, SIMPLIFIED
 from edgeffnet.core.version import __version__
 from edgeffnet.pipeline import cache
 from edgeffnet.pipeline.context import BuildContext
-
-SIM_GRAPH = "model.sim.onnx"
 
 
 def _cached(
@@ -73,10 +72,10 @@ def reference(ctx: BuildContext, store: cache.StageCache) -> Artifact:
                 "the model's outputs on the verification photos are not finite (NaN/Inf): the "
                 "weights hold NaN or Inf, or overflow; check the checkpoint"
             )
-        np.savez_compressed(ctx.dir / "reference.npz", views=views, logits=logits)
+        np.savez_compressed(ctx.dir / REFERENCE, views=views, logits=logits)
         return {
-            "files": ["reference.npz"],
-            "artifact": "reference.npz",
+            "files": [REFERENCE],
+            "artifact": REFERENCE,
             "reference": f"PyTorch {torch.__version__} eval, FP32",
             "views": int(len(views)),
             "num_classes": int(logits.shape[1]),
@@ -97,17 +96,17 @@ def export(ctx: BuildContext, store: cache.StageCache, ref: Artifact) -> Artifac
 
         info = export_onnx(
             ctx.model,
-            ctx.dir / "model.onnx",
+            ctx.dir / EXPORTED,
             ctx.spec.resolution,
             o.batch,
             o.dynamic_batch,
             o.opset,
             {"edgeffnet_spec": ctx.spec.name, "preprocess": asdict(ctx.preprocess)},
         )
-        parity = ctx.verify("export", ort_backend.Runner(ctx.dir / "model.onnx", exact=True).run, "fp32")
+        parity = ctx.verify("export", ort_backend.Runner(ctx.dir / EXPORTED, exact=True).run, "fp32")
         return {
-            "files": ["model.onnx"],
-            "artifact": "model.onnx",
+            "files": [EXPORTED],
+            "artifact": EXPORTED,
             **info,
             "parity": parity,
             "verified_with": "onnxruntime CPU (no layout optimisations)",
@@ -122,11 +121,11 @@ def simplify(ctx: BuildContext, store: cache.StageCache, exported: Artifact) -> 
         from edgeffnet.backends import onnxruntime as ort_backend
         from edgeffnet.graph.simplify import simplify as run_onnxsim
 
-        info = run_onnxsim(exported.path, ctx.dir / SIM_GRAPH)
-        parity = ctx.verify("simplify", ort_backend.Runner(ctx.dir / SIM_GRAPH, exact=True).run, "fp32")
+        info = run_onnxsim(exported.path, ctx.dir / SIMPLIFIED)
+        parity = ctx.verify("simplify", ort_backend.Runner(ctx.dir / SIMPLIFIED, exact=True).run, "fp32")
         return {
-            "files": [SIM_GRAPH],
-            "artifact": SIM_GRAPH,
+            "files": [SIMPLIFIED],
+            "artifact": SIMPLIFIED,
             **info,
             "parity": parity,
             "verified_with": "onnxruntime CPU (no layout optimisations)",
@@ -167,9 +166,7 @@ def compile(ctx: BuildContext, store: cache.StageCache, graph: Artifact) -> Arti
             # the best (the build's policy; the backend encodes, converts and loads each route)
             from edgeffnet.pipeline import int8_routes
 
-            artifact = Artifact(
-                "compile", ctx.dir / "model.xml", int8_routes.compile_int8(ctx, graph.path, graph.record)
-            )
+            artifact = Artifact("compile", ctx.dir / IR, int8_routes.compile_int8(ctx, graph.path, graph.record))
         else:
             artifact = backend.compile(ctx, graph)
         record = {**artifact.record, "artifact": artifact.path.name if artifact.path else None}
@@ -312,7 +309,7 @@ def labelled_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> 
     from edgeffnet.measure import evaluate
 
     o = ctx.options
-    num_classes = ort_backend.Runner(ctx.dir / SIM_GRAPH).session.get_outputs()[0].shape[-1]
+    num_classes = ort_backend.Runner(ctx.dir / SIMPLIFIED).session.get_outputs()[0].shape[-1]
     data, classes = val_dataset(o.val, num_classes, o.classes)
     reference, artifacts, notes = evaluate.artifact_models(
         ctx.dir,

@@ -24,8 +24,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-ENGINE = "model.engine"
-TIMING_CACHE = "timing.cache"  # trtexec's cache, inside the bundle; the Python build keeps one per host
+from edgeffnet.core.layout import ENGINE, TIMING_CACHE
+
 DEFAULT_DYNAMIC_BATCH = {"min": 1, "opt": 8, "max": 32}
 
 
