@@ -291,7 +291,6 @@ def test_cli_search_end_to_end_and_resumed(tmp_path):
     for bad, message in (
         (("search", "b3"), "family baseline"),
         (("search", "--metric", "p50", "--phi", "0"), "phi"),
-        (("search", "--evaluate", "x {spec} {output}", "--data", "d", "--val", "v"), "one of them"),
         (("search", "--target", "nope"), "target"),
     ):
         done = run_cli_process(*bad, "-o", str(tmp_path / "bad"), cache=tmp_path / "cache", cwd=REPO, timeout=900)
