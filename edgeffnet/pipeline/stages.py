@@ -86,12 +86,26 @@ def reference(ctx: BuildContext, store: cache.StageCache) -> Artifact:
     return _cached(ctx, store, "reference", None, parts, make)
 
 
+def _verified_graph(ctx: BuildContext, stage: str, name: str, info: dict) -> dict:
+    """The record (less its summary line) of a stage that wrote the FP32 ONNX graph `name`: the graph run
+    as written (exact, no layout optimisations) against the reference."""
+    from edgeffnet.backends import onnxruntime as ort_backend
+
+    parity = ctx.verify(stage, ort_backend.Runner(ctx.dir / name, exact=True).run, "fp32")
+    return {
+        "files": [name],
+        "artifact": name,
+        **info,
+        "parity": parity,
+        "verified_with": "onnxruntime CPU (no layout optimisations)",
+    }
+
+
 def export(ctx: BuildContext, store: cache.StageCache, ref: Artifact) -> Artifact:
     o = ctx.options
     parts = {"batch": o.batch, "dynamic": o.dynamic_batch, "opset": o.opset}
 
     def make() -> dict:
-        from edgeffnet.backends import onnxruntime as ort_backend
         from edgeffnet.network.export import export_onnx
 
         info = export_onnx(
@@ -103,34 +117,21 @@ def export(ctx: BuildContext, store: cache.StageCache, ref: Artifact) -> Artifac
             o.opset,
             {"edgeffnet_spec": ctx.spec.name, "preprocess": asdict(ctx.preprocess)},
         )
-        parity = ctx.verify("export", ort_backend.Runner(ctx.dir / EXPORTED, exact=True).run, "fp32")
-        return {
-            "files": [EXPORTED],
-            "artifact": EXPORTED,
-            **info,
-            "parity": parity,
-            "verified_with": "onnxruntime CPU (no layout optimisations)",
-            "summary": f"{info['nodes']} nodes, opset {info['opset']}, max|d| {parity['max_abs']:.1e}",
-        }
+        r = _verified_graph(ctx, "export", EXPORTED, info)
+        d = r["parity"]["max_abs"]
+        return r | {"summary": f"{info['nodes']} nodes, opset {info['opset']}, max|d| {d:.1e}"}
 
     return _cached(ctx, store, "export", ref, parts, make)
 
 
 def simplify(ctx: BuildContext, store: cache.StageCache, exported: Artifact) -> Artifact:
     def make() -> dict:
-        from edgeffnet.backends import onnxruntime as ort_backend
         from edgeffnet.graph.simplify import simplify as run_onnxsim
 
         info = run_onnxsim(exported.path, ctx.dir / SIMPLIFIED)
-        parity = ctx.verify("simplify", ort_backend.Runner(ctx.dir / SIMPLIFIED, exact=True).run, "fp32")
-        return {
-            "files": [SIMPLIFIED],
-            "artifact": SIMPLIFIED,
-            **info,
-            "parity": parity,
-            "verified_with": "onnxruntime CPU (no layout optimisations)",
-            "summary": f"nodes {info['nodes_before']} -> {info['nodes_after']}, max|d| {parity['max_abs']:.1e}",
-        }
+        r = _verified_graph(ctx, "simplify", SIMPLIFIED, info)
+        d = r["parity"]["max_abs"]
+        return r | {"summary": f"nodes {info['nodes_before']} -> {info['nodes_after']}, max|d| {d:.1e}"}
 
     return _cached(ctx, store, "simplify", exported, {}, make)
 
