@@ -25,6 +25,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import edgeffnet
 from edgeffnet import cli as edgeffnet_cli
 from edgeffnet.core import logs
 
@@ -128,6 +129,14 @@ def cache(tmp_path_factory, monkeypatch) -> Path:
     path = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("EDGEFFNET_CACHE", str(path))
     return path
+
+
+def build_tiny(spec: str, root: Path) -> Path:
+    """A real bundle of a small `spec` at root/tiny for a module's tests to bench, built through a stage
+    cache of its own (root/cache), with two fidelity views to keep the build cheap."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEFFNET_CACHE", str(root / "cache"))
+        return edgeffnet.build(spec, output=root / "tiny", views=2).path
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import build_tiny
 
-import edgeffnet
 from edgeffnet import bundle
 from edgeffnet.backends import AsyncQueue
 from edgeffnet.backends.pytorch import Runner as PyTorchRunner
@@ -277,10 +277,7 @@ def test_batch_rules():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bench")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDGEFFNET_CACHE", str(root / "cache"))
-        return edgeffnet.build(SPEC, output=root / "tiny", views=2).path
+    return build_tiny(SPEC, tmp_path_factory.mktemp("bench"))
 
 
 QUICK = dict(iterations=5, seconds=0, warmup=0)

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_refused as refused
+from pretend_device import QUICK, QUICK_OPTIONS, PretendDevice
 
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.untrusted import LOG_CAP
-from edgeffnet.search import evaluators, fit, harness
+from edgeffnet.search import evaluators, fit
 from edgeffnet.search.grid import PAPER, Candidate
 from edgeffnet.specs.scaling import parse_spec
 
@@ -184,57 +185,17 @@ def test_cli_refuses_an_empty_or_ignored_evaluator_option(cli, tmp_path, args, n
 # -- searches on a pretend device ------------------------------------------------------------------------
 
 
-class PretendDevice:
-    """build_and_measure / time_bundle: latency from the network's shape; nothing is built."""
-
-    @staticmethod
-    def latency(spec: str) -> float:
-        s = parse_spec(spec)
-        return 1.0 + 2.0 * s.depth + 1.5 * s.width**2 + s.r**2
-
-    def build_and_measure(self, spec, target, precision, dest, settings, keep=None):
-        s, ms = parse_spec(spec), self.latency(spec)
-        return {
-            "spec": spec,
-            "macs": int(4e8 * s.depth * s.width**2 * s.r**2),
-            "params": 1000,
-            "resolution": s.resolution,
-            "bundle": f"bundle::{spec}",
-            "p50_ms": ms,
-            "p90_ms": ms * 1.1,
-            "p99_ms": ms * 1.2,
-            "record": "",
-            "measured": "now",
-        }
-
-    def time_bundle(self, bundle_dir, settings, keep=None):
-        ms = self.latency(str(bundle_dir).split("::")[1])
-        return {"p50_ms": ms, "p90_ms": ms * 1.1, "p99_ms": ms * 1.2}
+def _latency(spec: str) -> float:
+    s = parse_spec(spec)
+    return 1.0 + 2.0 * s.depth + 1.5 * s.width**2 + s.r**2
 
 
 @pytest.fixture
 def pretend(monkeypatch):
-    device = PretendDevice()
-    monkeypatch.setattr(harness, "build_and_measure", device.build_and_measure)
-    monkeypatch.setattr(harness, "time_bundle", device.time_bundle)
-    return device
+    return PretendDevice(_latency).install(monkeypatch)
 
 
-SEARCH = (
-    "search",
-    "--step",
-    "0.25",
-    "--tol",
-    "0.2",
-    "--confirm-rounds",
-    "1",
-    "-n",
-    "10",
-    "-s",
-    "0.05",
-    "--warmup",
-    "0.02",
-)
+SEARCH = ("search", "--step", "0.25", "--tol", "0.2", "--confirm-rounds", "1", *QUICK_OPTIONS)
 
 
 def test_an_evaluator_that_makes_output_a_directory_does_not_break_later_searches(cli, pretend, tmp_path):
@@ -309,23 +270,7 @@ def test_search_json_never_holds_nan(cli, pretend, tmp_path):
 
 # -- fit: its state and its --spec -----------------------------------------------------------------------
 
-FIT = (
-    "fit",
-    "--latency-ms",
-    "5",
-    "--phi-step",
-    "1",
-    "--phi-min",
-    "-6",
-    "--phi-max",
-    "-4",
-    "-n",
-    "10",
-    "-s",
-    "0.05",
-    "--warmup",
-    "0.02",
-)
+FIT = ("fit", "--latency-ms", "5", "--phi-step", "1", "--phi-min", "-6", "--phi-max", "-4", *QUICK_OPTIONS)
 
 
 @pytest.mark.parametrize(
@@ -352,7 +297,7 @@ def test_a_damaged_fit_measurement_is_one_line(cli, pretend, tmp_path, content, 
         step=1.0,
         phi_min=-6,
         phi_max=-4,
-        settings=harness.BenchSettings(iterations=10, seconds=0.05, warmup=0.02),
+        settings=QUICK,
     )
     plan.check()
     meas = fit.Measurements(plan)

@@ -15,23 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
-
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-ray = pytest.importorskip("ray", reason="Ray is the [farm] extra: pip install -e '.[farm]'")
-
-from test_farm import LoopbackFarm, _descendants, _listening_addresses
+from farm_fixtures import LOOPBACK, descendants, loopback_farm
+from pretend_device import QUICK, QUICK_OPTIONS, SMALL_GRID_OPTIONS
 
 from edgeffnet.core.errors import UserError
-from edgeffnet.farm import BUILD_RESOURCE
 from edgeffnet.farm import cluster as farm_cluster
 from edgeffnet.farm.search import FarmExecutor
-from edgeffnet.search import evaluators, fit, harness, trials
+from edgeffnet.search import evaluators, fit, trials
 
 pytestmark = pytest.mark.farm  # a Ray cluster on 127.0.0.1
 
-REPO = Path(__file__).resolve().parents[1]
-QUICK = harness.BenchSettings(iterations=10, seconds=0.05, warmup=0.02)
 TIMEOUT = 900.0  # a build on two cores shared with other work: generous, bounded
 
 
@@ -42,64 +35,25 @@ def _plan(out: Path) -> trials.SearchPlan:
     )
 
 
-class BuildFarm(LoopbackFarm):
-    def add_builder(self, cache: Path):
-        """A build worker with its own stage cache (its processes inherit the environment at start)."""
-        saved = os.environ.get("EDGEFFNET_CACHE")
-        os.environ["EDGEFFNET_CACHE"] = str(cache)
-        try:
-            node = self.cluster.add_node(
-                node_ip_address="127.0.0.1",
-                num_cpus=1,
-                temp_dir=self.temp_dir,
-                resources={BUILD_RESOURCE: 1},
-                wait=True,
-            )
-        finally:
-            os.environ["EDGEFFNET_CACHE"] = saved
-        self.builders.append(node)
-        return node
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("farm-search")
-    env = {"EDGEFFNET_CACHE": str(root / "cache-workstation"), "PYTHONPATH": str(REPO)}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    started = BuildFarm()
-    started.builders = []
-    try:
+    with loopback_farm(root / "cache-workstation") as started:
         started.add("cpu")
         for name in ("cache-a", "cache-b"):
             started.add_builder(root / name)
         yield started
-    finally:
-        started.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def test_loopback_cluster_binds_127_0_0_1_only(lab):
-    pids = set().union(
-        *(
-            _descendants(p.process.pid)
-            for node in [lab.cluster.head_node, *lab.cluster.worker_nodes]
-            for procs in node.all_processes.values()
-            for p in procs
-        )
-    )
-    addresses = _listening_addresses(pids)
-    assert addresses and addresses <= {"127.0.0.1", "::ffff:127.0.0.1"}, addresses
+    addresses = lab.listening_addresses()
+    assert addresses and addresses <= LOOPBACK, addresses
 
 
 def _building(node) -> int | None:
     """The worker of NODE running a build task (Ray titles it ray::build_candidate), if any."""
     raylet = node.all_processes["raylet"][0].process.pid
-    for pid in _descendants(raylet) - {raylet}:
+    for pid in descendants(raylet) - {raylet}:
         try:
             if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::build_candidate"):
                 return pid
@@ -217,18 +171,8 @@ def test_search_on_the_farm(lab, tmp_path):
         "cpu",
         "-p",
         "fp32",
-        "--phi",
-        "-4",
-        "--step",
-        "0.25",
-        "--tol",
-        "0.1",
-        "-n",
-        "10",
-        "-s",
-        "0.05",
-        "--warmup",
-        "0.02",
+        *SMALL_GRID_OPTIONS,
+        *QUICK_OPTIONS,
         "--confirm-rounds",
         "1",
         "-o",

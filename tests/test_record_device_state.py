@@ -9,8 +9,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from conftest import build_tiny
 
-import edgeffnet
 from edgeffnet.core.errors import UserError
 from edgeffnet.measure import bench, device_state, records, report
 from edgeffnet.measure.records import Record
@@ -170,10 +170,7 @@ def test_peak_memory_is_this_spans_and_says_how(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("state")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDGEFFNET_CACHE", str(root / "cache"))
-        return edgeffnet.build(SPEC, output=root / "tiny", views=2).path
+    return build_tiny(SPEC, tmp_path_factory.mktemp("state"))
 
 
 def test_every_record_has_start_memory_artifact_and_state(tiny):

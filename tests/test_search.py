@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli_process
+from pretend_device import QUICK, QUICK_OPTIONS, SMALL_GRID_OPTIONS, PretendDevice
 
 from edgeffnet.core.errors import UserError
 from edgeffnet.search import evaluators, harness, objective, trials
@@ -18,7 +19,6 @@ from edgeffnet.search.grid import PAPER, Candidate, grid, network_key
 from edgeffnet.specs.scaling import parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
-QUICK = harness.BenchSettings(iterations=10, seconds=0.05, warmup=0.02)
 
 
 # -- the grid --------------------------------------------------------------------------------------------
@@ -100,40 +100,9 @@ def test_pareto_front_and_ranking():
 # -- the search loop: resuming, sharing networks, Ctrl-C (a fake device, so only the logic is timed) -------
 
 
-class FakeDevice:
-    """build_and_measure/time_bundle stand-ins: latency from the network's shape, calls counted."""
-
-    def __init__(self, interrupt_at: int | None = None):
-        self.built, self.timed, self.interrupt_at = [], [], interrupt_at
-
-    def latency(self, spec: str) -> float:
-        s = parse_spec(spec)
-        return 1.0 + 3.0 * s.depth + 2.0 * s.width**2 + 1.5 * s.r**2  # depth is dear on this pretend device
-
-    def build_and_measure(self, spec, target, precision, dest, settings, keep=None):
-        if self.interrupt_at is not None and len(self.built) == self.interrupt_at:
-            raise KeyboardInterrupt
-        self.built.append(spec)
-        s = parse_spec(spec)
-        ms = self.latency(spec)
-        return {
-            "spec": spec,
-            "macs": int(4e8 * s.depth * s.width**2 * s.r**2),
-            "params": 1000,
-            "resolution": s.resolution,
-            "bundle": f"bundle::{spec}",
-            "p50_ms": ms,
-            "p90_ms": ms * 1.1,
-            "p99_ms": ms * 1.2,
-            "record": "",
-            "measured": "now",
-        }
-
-    def time_bundle(self, bundle_dir, settings, keep=None):
-        self.timed.append(str(bundle_dir))
-        spec = str(bundle_dir).split("::")[1]
-        ms = self.latency(spec)
-        return {"p50_ms": ms, "p90_ms": ms * 1.1, "p99_ms": ms * 1.2}
+def _latency(spec: str) -> float:
+    s = parse_spec(spec)
+    return 1.0 + 3.0 * s.depth + 2.0 * s.width**2 + 1.5 * s.r**2  # depth is dear on this pretend device
 
 
 def _plan(out, **kw):
@@ -141,8 +110,7 @@ def _plan(out, **kw):
 
 
 def _search(out, monkeypatch, device, evaluator=None, **kw):
-    monkeypatch.setattr(harness, "build_and_measure", device.build_and_measure)
-    monkeypatch.setattr(harness, "time_bundle", device.time_bundle)
+    device.install(monkeypatch)
     return trials.run(_plan(out, **kw), evaluator or evaluators.NoEvaluator(), echo=lambda m: None)
 
 
@@ -153,13 +121,13 @@ def test_search_resumes_and_measures_each_network_once(tmp_path, monkeypatch):
     networks = {network_key(parse_spec(c.spec("b0", 1))) for c in plan.candidates}
     assert len(networks) < len(plan.candidates)  # this grid has twins: they must not be built twice
 
-    device = FakeDevice(interrupt_at=5)  # Ctrl-C while the sixth network is built
+    device = PretendDevice(_latency, interrupt_at=5)  # Ctrl-C while the sixth network is built
     result = _search(out, monkeypatch, device)
     assert result["interrupted"] and len(device.built) == 5
     kept = sorted(p.name for p in (out / "candidates").glob("*.json"))
     assert len(kept) == len(result["rows"]) >= 5  # every finished candidate is on disk, whole
 
-    device = FakeDevice()
+    device = PretendDevice(_latency)
     result = _search(out, monkeypatch, device)
     assert not result["interrupted"] and len(result["rows"]) == len(plan.candidates)
     assert result["reused"] == len(kept) and len(device.built) == len(networks) - 5  # only what was missing
@@ -169,18 +137,18 @@ def test_search_resumes_and_measures_each_network_once(tmp_path, monkeypatch):
         first = next(x for x in result["rows"] if x["spec"] == r["same_network_as"])
         assert (r["p50_ms"], r["macs"], r["bundle"]) == (first["p50_ms"], first["macs"], first["bundle"])
 
-    device = FakeDevice()
+    device = PretendDevice(_latency)
     result = _search(out, monkeypatch, device)
     assert device.built == [] and result["reused"] == len(plan.candidates)
 
-    device = FakeDevice()  # other bench settings: every network is measured again
+    device = PretendDevice(_latency)  # other bench settings: every network is measured again
     result = _search(out, monkeypatch, device, settings=harness.BenchSettings(iterations=11, seconds=0.05, warmup=0.02))
     assert len(device.built) == len(networks)
 
 
 def test_summary_chooses_at_equal_flops_and_confirms_against_the_paper(tmp_path, monkeypatch):
     out = tmp_path / "s"
-    device = FakeDevice()
+    device = PretendDevice(_latency)
     result = _search(out, monkeypatch, device)
     plan = _plan(out)
     plan.check()
@@ -218,7 +186,7 @@ def test_command_evaluator_protocol(tmp_path, monkeypatch):
     assert ev("b0,alpha=1.3,beta=1,gamma=1.2,phi=1", tmp_path / "w") == pytest.approx(0.63)
     assert (tmp_path / "w" / "accuracy.json").is_file()
 
-    device = FakeDevice()
+    device = PretendDevice(_latency)
     result = _search(tmp_path / "s", monkeypatch, device, evaluator=ev)
     plan = _plan(tmp_path / "s")
     plan.check()
@@ -303,25 +271,7 @@ def test_pretrained_start_copies_what_fits_from_lite0():
 @pytest.mark.slow
 def test_cli_search_end_to_end_and_resumed(tmp_path):
     out = tmp_path / "search"
-    args = (
-        "search",
-        "--phi",
-        "-4",
-        "--step",
-        "0.25",
-        "--tol",
-        "0.1",
-        "-n",
-        "10",
-        "-s",
-        "0.05",
-        "--warmup",
-        "0.02",
-        "--confirm-rounds",
-        "1",
-        "-o",
-        str(out),
-    )
+    args = ("search", *SMALL_GRID_OPTIONS, *QUICK_OPTIONS, "--confirm-rounds", "1", "-o", str(out))
     done = run_cli_process(*args, cache=tmp_path / "cache", cwd=REPO, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "NO ACCURACY was measured" in done.stdout and "chosen: b0," in done.stdout
@@ -341,7 +291,6 @@ def test_cli_search_end_to_end_and_resumed(tmp_path):
     for bad, message in (
         (("search", "b3"), "family baseline"),
         (("search", "--metric", "p50", "--phi", "0"), "phi"),
-        (("search", "--evaluate", "x {spec} {output}", "--data", "d", "--val", "v"), "one of them"),
         (("search", "--target", "nope"), "target"),
     ):
         done = run_cli_process(*bad, "-o", str(tmp_path / "bad"), cache=tmp_path / "cache", cwd=REPO, timeout=900)

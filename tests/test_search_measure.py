@@ -6,48 +6,17 @@ from __future__ import annotations
 
 import pytest
 from latency_truth import Truth
+from pretend_device import QUICK, PretendDevice
 
 from edgeffnet.core.errors import UserError
 from edgeffnet.latency import device, store
 from edgeffnet.latency import model as lm
 from edgeffnet.latency.design import design
-from edgeffnet.search import evaluators, fit, harness, selection, trials
+from edgeffnet.network.model import count_macs
+from edgeffnet.search import evaluators, fit, selection, trials
 from edgeffnet.search.executors import LocalExecutor
 from edgeffnet.search.grid import network_key
 from edgeffnet.specs.scaling import parse_spec
-
-QUICK = harness.BenchSettings(iterations=10, seconds=0.05, warmup=0.02)
-
-
-class TruthDevice:
-    """build_and_measure/time_bundle stand-ins whose latency is the pretend device's (Truth), calls counted."""
-
-    def __init__(self, truth: Truth):
-        self.truth, self.built, self.timed = truth, [], []
-
-    def build_and_measure(self, spec, target, precision, dest, settings, keep=None):
-        self.built.append(spec)
-        s = parse_spec(spec)
-        from edgeffnet.network.model import count_macs
-
-        ms = self.truth.ms(spec)
-        return {
-            "spec": spec,
-            "macs": count_macs(s),
-            "params": 1000,
-            "resolution": s.resolution,
-            "bundle": f"bundle::{spec}",
-            "p50_ms": ms,
-            "p90_ms": ms * 1.1,
-            "p99_ms": ms * 1.2,
-            "record": "",
-            "measured": "now",
-        }
-
-    def time_bundle(self, bundle_dir, settings, keep=None):
-        self.timed.append(str(bundle_dir))
-        ms = self.truth.ms(str(bundle_dir).split("::")[1])
-        return {"p50_ms": ms, "p90_ms": ms * 1.1, "p99_ms": ms * 1.2, "record": "", "measured": "now"}
 
 
 @pytest.fixture
@@ -59,10 +28,7 @@ def device_with_model(tmp_path, monkeypatch):
     rows = truth.rows(design(32), noise=0.01)
     store.append(device.data_path(here, "fp32"), rows)
     lm.fit(rows, "fp32", here).save(device.model_path(here, "fp32"))
-    pretend = TruthDevice(truth)
-    monkeypatch.setattr(harness, "build_and_measure", pretend.build_and_measure)
-    monkeypatch.setattr(harness, "time_bundle", pretend.time_bundle)
-    return pretend
+    return PretendDevice(truth.ms, count_macs).install(monkeypatch)
 
 
 def _plan(out, **kw) -> trials.SearchPlan:
@@ -85,7 +51,7 @@ def test_choose_to_measure_takes_the_k_fastest_at_equal_flops_and_the_paper():
     assert selection.choose_to_measure(rows, 100, 0.05) == {"a", "b", "c", "paper"}
 
 
-def test_search_measure_2_builds_only_those_and_the_papers(tmp_path, device_with_model):
+def test_search_measure_2_builds_only_those_and_the_papers(tmp_path, device_with_model, monkeypatch):
     pretend = device_with_model
     plan = _plan(tmp_path / "s", measure=2)
     result = trials.run(plan, evaluators.NoEvaluator(), echo=lambda m: None)
@@ -109,8 +75,7 @@ def test_search_measure_2_builds_only_those_and_the_papers(tmp_path, device_with
     assert err["networks"] == 2 and err["rmse_pct"] < 5  # the pretend device follows the model's form
     assert summary["chosen_spec"] in pretend.built
 
-    again = TruthDevice(pretend.truth)  # resumed: nothing to build
-    harness.build_and_measure = again.build_and_measure
+    again = PretendDevice(pretend.latency, count_macs).install(monkeypatch)  # resumed: nothing to build
     result = trials.run(plan, evaluators.NoEvaluator(), echo=lambda m: None)
     assert again.built == [] and result["reused"] == len(result["rows"])
 
@@ -138,7 +103,7 @@ def test_fit_starts_where_the_model_puts_the_budget(tmp_path, device_with_model)
         out=tmp_path / "f", settings=QUICK, precision="fp32", phi_min=-4, phi_max=2, latency_model="auto"
     )
     plan.check()
-    budget = pretend.truth.ms("b0,phi=-1")
+    budget = pretend.latency("b0,phi=-1")
     lines: list[str] = []
     results, failed = fit.fit_family(plan, [budget], echo=lines.append)
     r = results[0]
@@ -185,7 +150,7 @@ def test_on_a_cluster_this_machines_model_is_not_used(tmp_path, device_with_mode
         latency_model=str(tmp_path / "model.json"),
     )
     with pytest.raises(UserError, match="--cluster"):
-        fit.fit_family(f, [pretend.truth.ms("b0,phi=-1")], executor=ElsewhereExecutor())
+        fit.fit_family(f, [pretend.latency("b0,phi=-1")], executor=ElsewhereExecutor())
     f.latency_model = "auto"
-    results, _ = fit.fit_family(f, [pretend.truth.ms("b0,phi=-1")], executor=ElsewhereExecutor())
+    results, _ = fit.fit_family(f, [pretend.latency("b0,phi=-1")], executor=ElsewhereExecutor())
     assert results[0]["proposed_by_model"] is None

@@ -15,8 +15,9 @@ import onnxruntime as ort
 
 from edgeffnet.backends import Profiled, RunSettings
 from edgeffnet.core.artifact import Artifact
+from edgeffnet.core.layout import FP16_GRAPH, INT8_GRAPH, SIMPLIFIED
 
-GRAPHS = {"fp32": "model.sim.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+GRAPHS = {"fp32": SIMPLIFIED, "fp16": FP16_GRAPH, "int8": INT8_GRAPH}
 
 
 class Runner:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import click
 
@@ -22,10 +25,29 @@ from edgeffnet.cli.render import err, interrupted, out
 from edgeffnet.cli.types import FINITE, FiniteFloat, Whole, whole
 from edgeffnet.core.errors import UserError
 from edgeffnet.measure.bench import SHORT
-from edgeffnet.search.harness import METRICS
+from edgeffnet.search.harness import METRICS, BenchSettings
 
-# What search and fit time each candidate with; --metric picks the latency that counts.
-_bench_options = stacked(
+
+@dataclass(frozen=True)
+class _Measuring:
+    """How and where search and fit time each candidate: the options `_measuring_options` declares."""
+
+    settings: BenchSettings
+    metric: str  # the latency that counts
+    cluster: str | None
+    task_timeout: float
+
+    def executor(self):
+        """Where search and fit build and time: this machine (None) or the farm at --cluster."""
+        if not self.cluster:
+            return None
+        from edgeffnet.farm.search import FarmExecutor
+
+        return FarmExecutor(self.cluster, self.task_timeout)
+
+
+# What search and fit time each candidate with, and where; --metric picks the latency that counts.
+_timing_and_farm_options = stacked(
     timing_options(
         SHORT,
         iterations="Minimum timed inferences per measurement.",
@@ -47,13 +69,15 @@ _bench_options = stacked(
 )
 
 
-def _farm_executor(cluster, task_timeout):
-    """Where search and fit build and time: this machine (None) or the farm at --cluster."""
-    if not cluster:
-        return None
-    from edgeffnet.farm.search import FarmExecutor
+def _measuring_options(command: Callable) -> Callable:
+    """Search and fit's shared options, handed to the command as one `measuring` argument (_Measuring)."""
 
-    return FarmExecutor(cluster, task_timeout)
+    @functools.wraps(command)
+    def with_measuring(*args, iterations, seconds, warmup, threads, metric, cluster, task_timeout, **kwargs):
+        settings = BenchSettings(iterations, seconds, warmup, threads)
+        return command(*args, measuring=_Measuring(settings, metric, cluster, task_timeout), **kwargs)
+
+    return _timing_and_farm_options(with_measuring)
 
 
 @click.command("search")
@@ -113,7 +137,7 @@ def _farm_executor(cluster, task_timeout):
     "Default 8 where this device has a latency model, else every split.",
 )
 @latency_model_option("The latency model file (default: this device's, under the cache).")
-@_bench_options
+@_measuring_options
 @output_option("Results directory.", default="search")
 @json_option("Print the summary as JSON.")
 def search_cmd(
@@ -138,13 +162,7 @@ def search_cmd(
     confirm_rounds,
     measure,
     latency_model,
-    iterations,
-    seconds,
-    warmup,
-    threads,
-    metric,
-    cluster,
-    task_timeout,
+    measuring,
     output,
     as_json,
 ) -> None:
@@ -157,7 +175,7 @@ def search_cmd(
     import time
     from pathlib import Path
 
-    from edgeffnet.search import console, evaluators, harness, trials
+    from edgeffnet.search import console, evaluators, trials
 
     started = time.perf_counter()
     plan = trials.SearchPlan(
@@ -170,11 +188,11 @@ def search_cmd(
         ratio=flops_ratio,
         weight=weight,
         latency_target=latency_target,
-        metric=metric,
+        metric=measuring.metric,
         confirm_rounds=confirm_rounds,
         finalists=finalists,
         out=Path(output),
-        settings=harness.BenchSettings(iterations, seconds, warmup, threads),
+        settings=measuring.settings,
         measure=measure,
         latency_model=latency_model,
     )
@@ -198,7 +216,7 @@ def search_cmd(
         echo=lambda m: err.print(m, markup=False),
         timeout=evaluate_timeout,
     )
-    executor = _farm_executor(cluster, task_timeout)
+    executor = measuring.executor()
     with console.candidate_progress(err, "search") as (on_candidate, echo):
         result = trials.run(plan, evaluator, echo=echo, on_candidate=on_candidate, executor=executor)
     err.print(
@@ -212,7 +230,7 @@ def search_cmd(
             interrupted("run the same command again to continue")
         raise UserError("nothing to compare: the paper's coefficients could not be measured")
     summary = trials.summarize(plan, result["rows"])
-    summary["cluster"] = cluster
+    summary["cluster"] = measuring.cluster
     summary["prediction"] = result["prediction"]
     summary["comparison"] = None if result["interrupted"] else trials.confirm(plan, summary, executor)
     files = trials.write(plan, result["rows"], summary, started)
@@ -241,7 +259,7 @@ def search_cmd(
 @latency_model_option(
     "The latency model that proposes phi (default: this device's, under the cache, where there is one)."
 )
-@_bench_options
+@_measuring_options
 @output_option("Directory for the bundles, measurements, fit.json/csv/png.", default="fit")
 @json_option("Print the results as JSON.")
 def fit_cmd(
@@ -256,13 +274,7 @@ def fit_cmd(
     phi_min,
     phi_max,
     latency_model,
-    iterations,
-    seconds,
-    warmup,
-    threads,
-    metric,
-    cluster,
-    task_timeout,
+    measuring,
     output,
     as_json,
 ) -> None:
@@ -273,7 +285,7 @@ def fit_cmd(
     """
     from pathlib import Path
 
-    from edgeffnet.search import console, fit, harness
+    from edgeffnet.search import console, fit
 
     plan = fit.plan_from_options(
         base,
@@ -281,17 +293,17 @@ def fit_cmd(
         coefficients,
         target=target,
         precision=precision,
-        metric=metric,
+        metric=measuring.metric,
         step=phi_step,
         phi_min=phi_min,
         phi_max=phi_max,
         out=Path(output),
-        settings=harness.BenchSettings(iterations, seconds, warmup, threads),
+        settings=measuring.settings,
         latency_model=latency_model or "auto",
     )
     wanted = fit.parse_budgets(latency_ms, budgets)
     results, failed = fit.fit_family(
-        plan, wanted, echo=lambda m: err.print(m, markup=False), executor=_farm_executor(cluster, task_timeout)
+        plan, wanted, echo=lambda m: err.print(m, markup=False), executor=measuring.executor()
     )
     if not results:
         raise UserError(f"no budget could be met: {failed[0][1]}")
@@ -299,9 +311,9 @@ def fit_cmd(
     if as_json:
         click.echo(json.dumps(results, indent=1))
     else:
-        out.print(console.fit_table(results, metric))
+        out.print(console.fit_table(results, measuring.metric))
         for r in results:
-            for line in console.fit_lines(r, metric):
+            for line in console.fit_lines(r, measuring.metric):
                 out.print(line, markup=False)
         err.print("wrote " + ", ".join(str(f) for f in files), markup=False)
     if failed:

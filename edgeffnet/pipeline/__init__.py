@@ -17,6 +17,7 @@ from edgeffnet.bundle import Bundle, Manifest
 from edgeffnet.core import host, logs
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import utc_now
+from edgeffnet.core.layout import BUILD_LOG
 from edgeffnet.core.version import __version__
 from edgeffnet.pipeline import cache, escalate, stages
 from edgeffnet.pipeline.context import BuildContext
@@ -143,7 +144,7 @@ def run(ctx: BuildContext) -> Bundle:
     )
     t0 = time.perf_counter()
     store = cache.StageCache(o.cache)
-    with bundle.staging(ctx.output) as tmp, logs.to_file(tmp / "build.log"):
+    with bundle.staging(ctx.output) as tmp, logs.to_file(tmp / BUILD_LOG):
         c = ctx.in_dir(tmp)
         ref = stages.reference(c, store)
         exported = stages.export(c, store, ref)
@@ -272,7 +273,7 @@ def _manifest(
         options=o.manifest_dict(ctx.precision),
         graph=graph,
         stages=records,
-        files=files + [f for f in ("build.log", bundle.MANIFEST) if f not in files],
+        files=files + [f for f in (BUILD_LOG, bundle.MANIFEST) if f not in files],
         fidelity=fidelity,
         build_seconds=round(seconds, 3),
         tools=host.tools(),

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeffnet.core.errors import UserError
+from edgeffnet.core.layout import REFERENCE, SIMPLIFIED
 from edgeffnet.core.verify import verify
 from edgeffnet.pipeline.options import BuildOptions
 
@@ -85,7 +86,7 @@ class BuildContext:
 
         def load():
             x = fidelity.views(self.options.fidelity_view_count(self.trained), self.preprocess)
-            return x, fidelity.fp32_reference(self.dir / "model.sim.onnx", x)
+            return x, fidelity.fp32_reference(self.dir / SIMPLIFIED, x)
 
         return self._once("fidelity", load)
 
@@ -97,7 +98,7 @@ class BuildContext:
 
         def load():
             x = self.calibration.tuning(self.preprocess)
-            return x, ort_backend.run_all(self.dir / "model.sim.onnx", x, literal=True)
+            return x, ort_backend.run_all(self.dir / SIMPLIFIED, x, literal=True)
 
         return self._once("tuning", load)
 
@@ -105,7 +106,7 @@ class BuildContext:
         """The verification views and PyTorch's logits for them, as the first stage stored them."""
         from edgeffnet.network.photos import to_input
 
-        data = np.load(self.dir / "reference.npz")
+        data = np.load(self.dir / REFERENCE)
         return to_input(data["views"], self.preprocess), data["logits"]
 
     def verify(self, stage: str, run, precision: str) -> dict:

@@ -32,6 +32,7 @@ from edgeffnet.backends.openvino.encoding import (
     seven_bit_weights,
     unsigned_where_nonnegative,
 )
+from edgeffnet.core.layout import IR, IR_WEIGHTS, SIMPLIFIED
 from edgeffnet.core.verify import compare, run_batched
 from edgeffnet.measure.timing import interleaved_p50
 from edgeffnet.precision import int8, qdq, ranges
@@ -52,7 +53,7 @@ def _nncf_ir(ctx, out_xml: Path) -> None:
     data = cal.data if len(cal.data) >= batch else np.resize(cal.data, (batch, *cal.data.shape[1:]))
     samples = [data[i : i + batch] for i in range(0, len(data) - batch + 1, batch)]
     samples = samples[:: max(1, len(samples) // NNCF_SAMPLES)][:NNCF_SAMPLES]
-    nncf_route.quantize(ctx.dir / "model.sim.onnx", samples, out_xml)
+    nncf_route.quantize(ctx.dir / SIMPLIFIED, samples, out_xml)
 
 
 def choose(cos: dict[str, float], lat: dict[str, float]) -> tuple[str, str]:
@@ -67,7 +68,7 @@ def choose(cos: dict[str, float], lat: dict[str, float]) -> tuple[str, str]:
 def _statistics(ctx) -> dict:
     """The precision stage's calibration statistics (from the cache when it kept them)."""
     cal = ctx.calibration
-    return int8.statistics(onnx.load(str(ctx.dir / "model.sim.onnx")), cal.data, cal.sha256, ctx.options.cache)[0]
+    return int8.statistics(onnx.load(str(ctx.dir / SIMPLIFIED)), cal.data, cal.sha256, ctx.options.cache)[0]
 
 
 def without_kept_float(ctx, stats: dict, method: str) -> onnx.ModelProto:
@@ -78,7 +79,7 @@ def without_kept_float(ctx, stats: dict, method: str) -> onnx.ModelProto:
     pretrained Lite0 the two it keeps run at 112x112: their FP32 convolutions, two f32->u8 Reorders and an
     f32 stem output made the IR 7% slower than NNCF's, whose runtime graph has every convolution in u8,
     while their fidelity gain (cosine +0.0014 on 200 views in the 7-bit route) is below COSINE_GAP."""
-    model = qdq.name_nodes(onnx.load(str(ctx.dir / "model.sim.onnx")))
+    model = qdq.name_nodes(onnx.load(str(ctx.dir / SIMPLIFIED)))
     return qdq.quantize(
         model, qdq.plan(model, frozenset(ctx.keep_float)), ranges.thresholds(stats, method), stats["means"]
     )
@@ -112,7 +113,7 @@ def route_graphs(ctx, qdq_graph: Path, precision_record: dict, vnni: bool) -> tu
         full, unsigned_full = unsigned_where_nonnegative(without_kept_float(ctx, stats, precision_record["method"]))
         graphs[f"{own}-all-int8"] = full if vnni else seven_bit_weights(full, stats["means"])[0]
         described[f"{own}-all-int8"] = (
-            f"model.sim.onnx quantized as {qdq_graph.name} but with its {len(kept)} sensitivity-kept float layers "
+            f"{SIMPLIFIED} quantized as {qdq_graph.name} but with its {len(kept)} sensitivity-kept float layers "
             f"in int8 too, {len(unsigned_full)} non-negative activations as uint8" + ("" if vnni else f" and {w7}")
         )
     return graphs, described
@@ -145,7 +146,7 @@ def compile_int8(ctx, qdq_graph: Path, precision_record: dict, vnni: bool | None
             del dirs["nncf"]
         else:
             dirs["nncf"].mkdir()
-            _nncf_ir(ctx, dirs["nncf"] / "model.xml")
+            _nncf_ir(ctx, dirs["nncf"] / IR)
         nncf_seconds = time.perf_counter() - t
         tuning, ref = ctx.tuning_data  # the precision stage's, when it ran in this build
         runners = {k: load(d, ctx.target, "int8", settings) for k, d in dirs.items()}
@@ -158,16 +159,16 @@ def compile_int8(ctx, qdq_graph: Path, precision_record: dict, vnni: bool | None
             why = "escalation: the host's Q/DQ route, on which the layers kept in float were ranked"
         device = next(iter(runners.values())).device
         del runners
-        for name in ("model.xml", "model.bin"):
+        for name in (IR, IR_WEIGHTS):
             shutil.move(str(dirs[chosen] / name), str(ctx.dir / name))
     finally:
         shutil.rmtree(alt, ignore_errors=True)
-    described.setdefault("nncf", "model.sim.onnx via NNCF")
+    described.setdefault("nncf", f"{SIMPLIFIED} via NNCF")
     if twins:
         why += f" (left out as float twins of all-int8 routes: {', '.join(sorted(twins))})"
     encoded = graphs.get(chosen, graphs.get(ROUTE_8BIT))  # NNCF's route: the Q/DQ graph's own encoding
     return {
-        "files": ["model.xml", "model.bin"],
+        "files": [IR, IR_WEIGHTS],
         "compress_to_fp16": False,
         "int8_route": chosen,
         "int8_route_reason": why,

@@ -18,11 +18,10 @@ from edgeffnet.core import host, logs
 from edgeffnet.core.artifact import Artifact
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import digest_key
+from edgeffnet.core.layout import EXPORTED, IR, REFERENCE, SIMPLIFIED
 from edgeffnet.core.version import __version__
 from edgeffnet.pipeline import cache
 from edgeffnet.pipeline.context import BuildContext
-
-SIM_GRAPH = "model.sim.onnx"
 
 
 def _cached(
@@ -73,10 +72,10 @@ def reference(ctx: BuildContext, store: cache.StageCache) -> Artifact:
                 "the model's outputs on the verification photos are not finite (NaN/Inf): the "
                 "weights hold NaN or Inf, or overflow; check the checkpoint"
             )
-        np.savez_compressed(ctx.dir / "reference.npz", views=views, logits=logits)
+        np.savez_compressed(ctx.dir / REFERENCE, views=views, logits=logits)
         return {
-            "files": ["reference.npz"],
-            "artifact": "reference.npz",
+            "files": [REFERENCE],
+            "artifact": REFERENCE,
             "reference": f"PyTorch {torch.__version__} eval, FP32",
             "views": int(len(views)),
             "num_classes": int(logits.shape[1]),
@@ -87,51 +86,52 @@ def reference(ctx: BuildContext, store: cache.StageCache) -> Artifact:
     return _cached(ctx, store, "reference", None, parts, make)
 
 
+def _verified_graph(ctx: BuildContext, stage: str, name: str, info: dict) -> dict:
+    """The record (less its summary line) of a stage that wrote the FP32 ONNX graph `name`: the graph run
+    as written (exact, no layout optimisations) against the reference."""
+    from edgeffnet.backends import onnxruntime as ort_backend
+
+    parity = ctx.verify(stage, ort_backend.Runner(ctx.dir / name, exact=True).run, "fp32")
+    return {
+        "files": [name],
+        "artifact": name,
+        **info,
+        "parity": parity,
+        "verified_with": "onnxruntime CPU (no layout optimisations)",
+    }
+
+
 def export(ctx: BuildContext, store: cache.StageCache, ref: Artifact) -> Artifact:
     o = ctx.options
     parts = {"batch": o.batch, "dynamic": o.dynamic_batch, "opset": o.opset}
 
     def make() -> dict:
-        from edgeffnet.backends import onnxruntime as ort_backend
         from edgeffnet.network.export import export_onnx
 
         info = export_onnx(
             ctx.model,
-            ctx.dir / "model.onnx",
+            ctx.dir / EXPORTED,
             ctx.spec.resolution,
             o.batch,
             o.dynamic_batch,
             o.opset,
             {"edgeffnet_spec": ctx.spec.name, "preprocess": asdict(ctx.preprocess)},
         )
-        parity = ctx.verify("export", ort_backend.Runner(ctx.dir / "model.onnx", exact=True).run, "fp32")
-        return {
-            "files": ["model.onnx"],
-            "artifact": "model.onnx",
-            **info,
-            "parity": parity,
-            "verified_with": "onnxruntime CPU (no layout optimisations)",
-            "summary": f"{info['nodes']} nodes, opset {info['opset']}, max|d| {parity['max_abs']:.1e}",
-        }
+        r = _verified_graph(ctx, "export", EXPORTED, info)
+        d = r["parity"]["max_abs"]
+        return r | {"summary": f"{info['nodes']} nodes, opset {info['opset']}, max|d| {d:.1e}"}
 
     return _cached(ctx, store, "export", ref, parts, make)
 
 
 def simplify(ctx: BuildContext, store: cache.StageCache, exported: Artifact) -> Artifact:
     def make() -> dict:
-        from edgeffnet.backends import onnxruntime as ort_backend
         from edgeffnet.graph.simplify import simplify as run_onnxsim
 
-        info = run_onnxsim(exported.path, ctx.dir / SIM_GRAPH)
-        parity = ctx.verify("simplify", ort_backend.Runner(ctx.dir / SIM_GRAPH, exact=True).run, "fp32")
-        return {
-            "files": [SIM_GRAPH],
-            "artifact": SIM_GRAPH,
-            **info,
-            "parity": parity,
-            "verified_with": "onnxruntime CPU (no layout optimisations)",
-            "summary": f"nodes {info['nodes_before']} -> {info['nodes_after']}, max|d| {parity['max_abs']:.1e}",
-        }
+        info = run_onnxsim(exported.path, ctx.dir / SIMPLIFIED)
+        r = _verified_graph(ctx, "simplify", SIMPLIFIED, info)
+        d = r["parity"]["max_abs"]
+        return r | {"summary": f"nodes {info['nodes_before']} -> {info['nodes_after']}, max|d| {d:.1e}"}
 
     return _cached(ctx, store, "simplify", exported, {}, make)
 
@@ -167,9 +167,7 @@ def compile(ctx: BuildContext, store: cache.StageCache, graph: Artifact) -> Arti
             # the best (the build's policy; the backend encodes, converts and loads each route)
             from edgeffnet.pipeline import int8_routes
 
-            artifact = Artifact(
-                "compile", ctx.dir / "model.xml", int8_routes.compile_int8(ctx, graph.path, graph.record)
-            )
+            artifact = Artifact("compile", ctx.dir / IR, int8_routes.compile_int8(ctx, graph.path, graph.record))
         else:
             artifact = backend.compile(ctx, graph)
         record = {**artifact.record, "artifact": artifact.path.name if artifact.path else None}
@@ -312,7 +310,7 @@ def labelled_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> 
     from edgeffnet.measure import evaluate
 
     o = ctx.options
-    num_classes = ort_backend.Runner(ctx.dir / SIM_GRAPH).session.get_outputs()[0].shape[-1]
+    num_classes = ort_backend.Runner(ctx.dir / SIMPLIFIED).session.get_outputs()[0].shape[-1]
     data, classes = val_dataset(o.val, num_classes, o.classes)
     reference, artifacts, notes = evaluate.artifact_models(
         ctx.dir,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-FP16_GRAPH, INT8_GRAPH = "model.fp16.onnx", "model.int8.onnx"
+from edgeffnet.core.layout import FP16_GRAPH, INT8_GRAPH
 
 
 def cache_parts(ctx) -> dict:

@@ -22,6 +22,7 @@ from edgeffnet.bundle import is_bundle
 from edgeffnet.core import files, logs
 from edgeffnet.core.errors import UserError
 from edgeffnet.measure.bench import SHORT, Settings
+from edgeffnet.measure.records import Record
 from edgeffnet.specs import targets
 
 METRICS = ("p50", "p90", "p99")
@@ -112,23 +113,31 @@ def build_bundle(spec: str, target: str, precision: str, dest: Path) -> Path:
         return edgeffnet.build(spec, target=target, precision=precision, output=dest).path
 
 
-def time_bundle(bundle_dir: Path, settings: BenchSettings, keep: Path | None = None) -> dict:
-    """One latency measurement (batch 1, synchronous) under the device lock. Ctrl-C: KeyboardInterrupt,
-    after bench has saved its partial record marked interrupted (never used as a result here).
-
-    The bundle keeps only its newest record, and a search times a bundle several times (paired timing,
-    confirmation), so the record a result came from is also written to `keep`."""
+def bench_locked(bundle_dir: Path, settings: BenchSettings, save: bool = True, profile: bool = False) -> Record:
+    """`edgeffnet.bench`'s record of one latency run (batch 1, synchronous) under the device lock; with
+    `profile`, also its per-layer profile. Ctrl-C: KeyboardInterrupt, after bench has saved its partial
+    record marked interrupted (when `save`)."""
     b = edgeffnet.Bundle.open(bundle_dir)
     with device_lock(b.target.name):
-        r = edgeffnet.bench(
+        return edgeffnet.bench(
             b,
             mode="latency",
             iterations=settings.iterations,
             seconds=settings.seconds,
             warmup=settings.warmup,
             threads=settings.threads,
-            save=True,
+            save=save,
+            profile=profile,
         )
+
+
+def time_bundle(bundle_dir: Path, settings: BenchSettings, keep: Path | None = None) -> dict:
+    """One latency measurement (bench_locked, its record saved; an interrupted one is never used as a
+    result here).
+
+    The bundle keeps only its newest record, and a search times a bundle several times (paired timing,
+    confirmation), so the record a result came from is also written to `keep`."""
+    r = bench_locked(bundle_dir, settings)
     if keep is not None:
         atomic_write_text(keep, json.dumps(r.to_dict(), indent=1, default=str) + "\n")
     return {

@@ -66,18 +66,7 @@ def profile_of(bundle: Path, settings: harness.BenchSettings) -> dict | None:
     """One profiled run's profile (PROFILE_SCHEMA.md), or None where bench cannot profile."""
     if not bench_profiles():
         return None
-    b = edgeffnet.Bundle.open(bundle)
-    with harness.device_lock(b.target.name):
-        r = edgeffnet.bench(
-            b,
-            mode="latency",
-            iterations=settings.iterations,
-            seconds=settings.seconds,
-            warmup=settings.warmup,
-            threads=settings.threads,
-            save=False,
-            profile=True,
-        )
+    r = harness.bench_locked(bundle, settings, save=False, profile=True)
     return r.to_dict().get("profile") or getattr(r, "profile", None)
 
 

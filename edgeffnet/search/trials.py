@@ -33,7 +33,8 @@ from edgeffnet.search.objective import DEFAULT_WEIGHT, objective, pareto_front, 
 from edgeffnet.search.state_files import check_fields, read_state
 from edgeffnet.specs.scaling import parse_spec
 
-COLUMNS = (
+# A candidate's split: its coefficients, its FLOPS ratio and the budget's shares (Candidate.split)
+SPLIT = (
     "alpha",
     "beta",
     "gamma",
@@ -41,6 +42,9 @@ COLUMNS = (
     "depth_share",
     "width_share",
     "resolution_share",
+)
+COLUMNS = (
+    *SPLIT,
     "spec",
     "resolution",
     "macs",
@@ -408,13 +412,7 @@ def _brief(r: dict, key: str) -> dict:
         k: r.get(k)
         for k in (
             "spec",
-            "alpha",
-            "beta",
-            "gamma",
-            "flops_ratio",
-            "depth_share",
-            "width_share",
-            "resolution_share",
+            *SPLIT,
             "resolution",
             "macs",
             "params",

@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from edgeffnet.core.errors import UserError
+from edgeffnet.core.layout import IR
 from edgeffnet.core.preprocess import ImageTooLarge, Preprocess, normalise, read_image, resize_and_crop
 from edgeffnet.core.user_text import visible
 
@@ -173,7 +174,7 @@ def _openvino_runner(bundle_dir: Path, manifest: dict):
         "runtime": f"openvino {runner.describe()['version']}",
         "device": runner.device,
         "inference_precision": runner.config.get("INFERENCE_PRECISION_HINT"),
-        "artifact": "model.xml",
+        "artifact": IR,
         "feature_tensor": runner.output_tensors[FEATURES],
     }
     return _features_and_logits(runner), info

@@ -18,6 +18,7 @@ from edgeffnet.bundle import Bundle
 from edgeffnet.core import host, logs
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import utc_now
+from edgeffnet.core.layout import BUILD_LOG, ENGINE
 from edgeffnet.core.untrusted import confined
 from edgeffnet.core.verify import verify
 
@@ -60,7 +61,7 @@ def compile_on_device(bundle_or_path: Bundle | str | Path) -> Bundle:
         finished = utc_now()
         manifest.stages["compile"] = {
             **info,
-            "artifact": "model.engine",
+            "artifact": ENGINE,
             "parity": parity,
             "verified_on": runner.describe(),
             "summary": summary,
@@ -72,7 +73,7 @@ def compile_on_device(bundle_or_path: Bundle | str | Path) -> Bundle:
             "finished_on": {"host": host.describe(), "tools": host.tools()},
         }
         manifest.files = sorted({p.name for p in tmp.iterdir() if not p.name.startswith(".")} | {bundle.MANIFEST})
-        with open(tmp / "build.log", "a") as f:
+        with open(tmp / BUILD_LOG, "a") as f:
             f.write(f"[edgeffnet compile {finished}] compile {seconds:.2f}s  {summary}\n")
         bundle.write_manifest(tmp, manifest)
         log.info(f"compile   {seconds:7.2f}s  {summary}")

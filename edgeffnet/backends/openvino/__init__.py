@@ -16,8 +16,7 @@ from edgeffnet.backends import RunSettings
 from edgeffnet.backends.openvino.runner import Runner, available, core
 from edgeffnet.core.artifact import Artifact
 from edgeffnet.core.errors import UserError
-
-IR = "model.xml"
+from edgeffnet.core.layout import IR, IR_WEIGHTS, SIMPLIFIED
 
 
 def convert(graph: Path, out_dir: Path, compress_to_fp16: bool) -> dict:
@@ -32,7 +31,7 @@ def convert(graph: Path, out_dir: Path, compress_to_fp16: bool) -> dict:
     model = ov.convert_model(io.BytesIO(Path(graph).read_bytes()))
     # save_model compresses to FP16 by default: an fp32/int8 IR must say no, or its weights lose bits.
     ov.save_model(model, str(out_dir / IR), compress_to_fp16=compress_to_fp16)
-    return {"files": [IR, "model.bin"], "converted_from": Path(graph).name, "compress_to_fp16": compress_to_fp16}
+    return {"files": [IR, IR_WEIGHTS], "converted_from": Path(graph).name, "compress_to_fp16": compress_to_fp16}
 
 
 def compile(ctx, graph):
@@ -40,7 +39,7 @@ def compile(ctx, graph):
     # int8: the Q/DQ graph as it is (its plain route); a build measures every route and keeps the best
     # (pipeline/int8_routes.py), asking this backend to encode, convert and load each.
     # fp16: OpenVINO's own FP16 path (FP16-compressed IR from the FP32 graph) is what its plugins expect.
-    source = ctx.dir / "model.sim.onnx" if ctx.precision == "fp16" else graph.path
+    source = ctx.dir / SIMPLIFIED if ctx.precision == "fp16" else graph.path
     return Artifact("compile", ctx.dir / IR, convert(source, ctx.dir, compress_to_fp16=ctx.precision == "fp16"))
 
 
@@ -68,9 +67,9 @@ def load(bundle: Path, target, precision: str, settings: RunSettings | None = No
     a GPU/NPU bundle on a workstation); the runner's describe() says so."""
     s = settings or RunSettings()
     xml = Path(bundle) / IR
-    if not xml.is_file() or not (Path(bundle) / "model.bin").is_file():
+    if not xml.is_file() or not (Path(bundle) / IR_WEIGHTS).is_file():
         raise UserError(
-            f"{bundle} has no complete OpenVINO IR ({IR} and model.bin); rebuild the bundle with edgeffnet build"
+            f"{bundle} has no complete OpenVINO IR ({IR} and {IR_WEIGHTS}); rebuild the bundle with edgeffnet build"
         )
     device = target.device
     precision_hint = target.options.get("inference_precision", {}).get(precision)

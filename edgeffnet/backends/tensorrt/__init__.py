@@ -14,14 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeffnet.backends import RunSettings
-from edgeffnet.backends.tensorrt.plan import ENGINE, parse_version, plan, trtexec_line
+from edgeffnet.backends.tensorrt.plan import parse_version, plan, trtexec_line
 from edgeffnet.core.artifact import Artifact
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import atomic_write_json, atomic_write_text, utc_now
+from edgeffnet.core.layout import ENGINE, ENGINE_FACTS, ENGINE_README, EXPORTED, SIMPLIFIED
 from edgeffnet.core.untrusted import read_json
-
-FACTS = "model.engine.json"  # what the engine was built with, beside it: load compares before deserializing
-README = "README.md"
 
 
 def input_of(graph: Path) -> tuple[str, list[int | None]]:
@@ -91,7 +89,7 @@ def _trtexec_for(target, precision: str, graph: Path) -> str:
 # What a TensorRT bundle leaves out: the device builds its engine from the precision graph alone, so the
 # exported and simplified FP32 graphs (each the size of the FP32 weights) would only travel to sit there.
 # The build side keeps them in its stage cache (EDGEFFNET_CACHE), and a rebuild reuses them.
-LEFT_OUT = ("model.onnx", "model.sim.onnx")
+LEFT_OUT = (EXPORTED, SIMPLIFIED)
 LEFT_OUT_WHY = (
     "the device builds its engine from the precision graph alone; the build machine keeps these in its stage cache"
 )
@@ -180,10 +178,12 @@ def compile_graph(graph: Path, out_dir: Path, target, precision: str, random_wei
     }
     reason = pending_reason(target, precision)
     if reason:
-        atomic_write_text(out_dir / README, _readme(target, precision, graph.name, line, reason, None, random_weights))
+        atomic_write_text(
+            out_dir / ENGINE_README, _readme(target, precision, graph.name, line, reason, None, random_weights)
+        )
         return {
             **record,
-            "files": [README],
+            "files": [ENGINE_README],
             "pending": True,
             "pending_reason": reason,
             "engine": None,
@@ -192,8 +192,10 @@ def compile_graph(graph: Path, out_dir: Path, target, precision: str, random_wei
             f"or the trtexec line in BUNDLE/README.md",
         }
     built = build_engine(graph, out_dir, target, precision)
-    atomic_write_text(out_dir / README, _readme(target, precision, graph.name, line, None, built, random_weights))
-    return {**record, "files": [ENGINE, FACTS, README], "pending": False, "engine": built}
+    atomic_write_text(
+        out_dir / ENGINE_README, _readme(target, precision, graph.name, line, None, built, random_weights)
+    )
+    return {**record, "files": [ENGINE, ENGINE_FACTS, ENGINE_README], "pending": False, "engine": built}
 
 
 def build_engine(graph: Path, out_dir: Path, target, precision: str) -> dict:
@@ -206,7 +208,7 @@ def build_engine(graph: Path, out_dir: Path, target, precision: str) -> dict:
     p = plan(target, precision, parse_version(trt.__version__), parse_version(gpu["compute_capability"]))
     built = engine.build(graph, out_dir / ENGINE, p, target, gpu, name, dims)
     built["built"] = utc_now()
-    atomic_write_json(out_dir / FACTS, built, indent=2)
+    atomic_write_json(out_dir / ENGINE_FACTS, built, indent=2)
     return built
 
 
@@ -219,9 +221,9 @@ def load(bundle_dir: Path, target, precision: str, settings: RunSettings | None 
             "a TensorRT engine cannot grow an output after it is built; run its precision graph "
             "with onnxruntime for extra outputs"
         )
-    engine_file, facts = bundle_dir / ENGINE, bundle_dir / FACTS
+    engine_file, facts = bundle_dir / ENGINE, bundle_dir / ENGINE_FACTS
     if not engine_file.is_file():
-        readme = bundle_dir / README
+        readme = bundle_dir / ENGINE_README
         raise UserError(
             f"{bundle_dir} has no TensorRT engine yet (built without TensorRT); on the device run "
             f"`edgeffnet compile {bundle_dir}`" + (f" or the trtexec line in {readme}" if readme.is_file() else "")
@@ -235,7 +237,7 @@ def load(bundle_dir: Path, target, precision: str, settings: RunSettings | None 
     built = read_json(facts, what="engine facts") if facts.is_file() else None
     if built is None:
         raise UserError(
-            f"{engine_file} has no {FACTS} saying what it was built with; rebuild it with "
+            f"{engine_file} has no {ENGINE_FACTS} saying what it was built with; rebuild it with "
             f"`edgeffnet compile {bundle_dir}`"
         )
     from edgeffnet.backends.tensorrt import engine

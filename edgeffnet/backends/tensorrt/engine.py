@@ -19,6 +19,7 @@ from pathlib import Path
 from edgeffnet.backends.tensorrt.plan import EnginePlan, batch_profile
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import atomic_write_bytes, cache_root
+from edgeffnet.core.layout import ENGINE
 
 PLAN_TAG = 0x74727466  # "ftrt": the first word of a serialized plan (TensorRT samples, sampleEngines.cpp)
 
@@ -142,7 +143,5 @@ def mismatch(built: dict, tensorrt: str, gpu: dict) -> str | None:
         or built["gpu"] != gpu["name"]
         or str(built["compute_capability"]) != gpu["compute_capability"]
     ):
-        return (
-            f"model.engine was built for {there}; this host has {here}: rebuild it here with `edgeffnet compile BUNDLE`"
-        )
+        return f"{ENGINE} was built for {there}; this host has {here}: rebuild it here with `edgeffnet compile BUNDLE`"
     return None

@@ -24,8 +24,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-ENGINE = "model.engine"
-TIMING_CACHE = "timing.cache"  # trtexec's cache, inside the bundle; the Python build keeps one per host
+from edgeffnet.core.layout import ENGINE, TIMING_CACHE
+
 DEFAULT_DYNAMIC_BATCH = {"min": 1, "opt": 8, "max": 32}
 
 
@@ -75,60 +75,24 @@ def plan(target, precision: str, tensorrt: tuple[int, int], cc: tuple[int, int] 
     major = tensorrt[0]
     flag = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8",)}[precision]
     if major >= 11:
-        return EnginePlan(
-            tensorrt,
-            precision,
-            True,
-            (),
-            no_tf32,
-            dla,
-            workspace,
-            "TensorRT 11 networks are always strongly typed; precision comes from the graph's types",
+        typed, flags = True, ()
+        why = "TensorRT 11 networks are always strongly typed; precision comes from the graph's types"
+    elif precision == "fp32":
+        typed, flags = False, ()
+        why = "an FP32 graph builds in FP32 without precision flags"
+    elif major >= 10 and dla is None:
+        typed, flags = True, ()
+        why = f"TensorRT {major}.x strongly typed: the {precision} graph's types decide the precision"
+    elif major >= 10:
+        typed, flags = False, flag
+        why = f"DLA builds on TensorRT {major}.x use the precision flag (NVIDIA's DLA examples)"
+    else:
+        typed, flags = False, flag
+        why = (
+            f"TensorRT {major}.x is weakly typed: the {'+'.join(flag)} flag lets it build the "
+            f"{precision} graph in {precision}"
         )
-    if precision == "fp32":
-        return EnginePlan(
-            tensorrt,
-            precision,
-            False,
-            (),
-            no_tf32,
-            None,
-            workspace,
-            "an FP32 graph builds in FP32 without precision flags",
-        )
-    if major >= 10 and dla is None:
-        return EnginePlan(
-            tensorrt,
-            precision,
-            True,
-            (),
-            no_tf32,
-            None,
-            workspace,
-            f"TensorRT {major}.x strongly typed: the {precision} graph's types decide the precision",
-        )
-    if major >= 10:
-        return EnginePlan(
-            tensorrt,
-            precision,
-            False,
-            flag,
-            no_tf32,
-            dla,
-            workspace,
-            f"DLA builds on TensorRT {major}.x use the precision flag (NVIDIA's DLA examples)",
-        )
-    return EnginePlan(
-        tensorrt,
-        precision,
-        False,
-        flag,
-        no_tf32,
-        dla,
-        workspace,
-        f"TensorRT {major}.x is weakly typed: the {'+'.join(flag)} flag lets it build the "
-        f"{precision} graph in {precision}",
-    )
+    return EnginePlan(tensorrt, precision, typed, flags, no_tf32, dla, workspace, why)
 
 
 def batch_profile(target, dims: list[int | None]) -> dict | None:
