@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeffnet.core import formats
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import atomic_write_json
-from edgeffnet.core.layout import LAYER_TABLE, MANIFEST, SIMPLIFIED
+from edgeffnet.core.layout import BENCH, EVAL, LAYER_TABLE, MANIFEST, REFERENCE, SIMPLIFIED
 from edgeffnet.core.untrusted import (
-    JSON_CAP,
     UntrustedFileError,
     check_fields,
     confined,
@@ -36,6 +36,9 @@ from edgeffnet.core.untrusted import (
 )
 
 FORMAT = 1
+MANIFEST_FORMAT = formats.Format(
+    "bundle manifest", "bundle_format", (FORMAT,), "rebuild the bundle with edgeffnet build", noun="bundle format"
+)
 
 
 # Said wherever a random-weight bundle's outputs are shown: build, predict, the report.
@@ -85,13 +88,7 @@ class Manifest:
     def from_dict(cls, d: dict, where: str = "manifest") -> Manifest:
         names = {f.name for f in fields(cls)} - {"extra"}
         required = [f.name for f in fields(cls) if f.default is f.default_factory is _MISSING]
-        missing = [k for k in required if k not in d]
-        if d.get("bundle_format") != FORMAT or missing:
-            fmt = d.get("bundle_format", "unknown")
-            why = f"lacks {', '.join(missing[:3])}" if missing else f"has bundle format {fmt}"
-            raise UserError(
-                f"{where} {why}; this edgeffnet reads bundle format {FORMAT}: rebuild the bundle with edgeffnet build"
-            )
+        formats.load(MANIFEST_FORMAT, d, where, required)
         _check_entries(d, where)
         check_fields(cls, d, where)
         _check_numbers(d, where)
@@ -191,7 +188,7 @@ def _read_manifest_file(path: Path) -> dict | None:
     """manifest.json of the directory `path` as a dict, or None where there is none or it is not JSON;
     a manifest that is no regular file or is oversized is an UntrustedFileError."""
     try:
-        text = read_text(path / MANIFEST, JSON_CAP, "bundle manifest")
+        text = read_text(path / MANIFEST, MANIFEST_FORMAT.cap, MANIFEST_FORMAT.what)
     except UntrustedFileError:
         if not (path / MANIFEST).exists() and not (path / MANIFEST).is_symlink():
             return None
@@ -210,7 +207,7 @@ def is_bundle(path: Path) -> bool:
         d = _read_manifest_file(Path(path))
     except UserError:
         return False
-    return isinstance(d, dict) and d.get("bundle_format") == FORMAT
+    return isinstance(d, dict) and MANIFEST_FORMAT.version_of(d) is not None
 
 
 def read_manifest(path: str | Path) -> dict:
@@ -297,7 +294,7 @@ class Bundle:
         from edgeffnet.network.photos import to_input
 
         views, logits = read_reference(
-            self.path / "reference.npz", self.manifest.preprocess["crop"], self.manifest.num_classes
+            self.path / REFERENCE, self.manifest.preprocess["crop"], self.manifest.num_classes
         )
         return to_input(views, Preprocess.from_dict(self.manifest.preprocess)), logits
 
@@ -453,7 +450,7 @@ def clean_debris(final: Path) -> list[str]:
 
 # What edgeffnet writes into a bundle after its build: bench records, eval results, an engine finished on
 # the device. They describe the old artifacts, so a rebuild drops them like the manifest's own files.
-WRITTEN_LATER = {"bench", "eval", "model.engine", "model.engine.json"}
+WRITTEN_LATER = {BENCH, EVAL, "model.engine", "model.engine.json"}
 
 
 def owned_files(path: Path) -> set[str] | None:
@@ -461,7 +458,7 @@ def owned_files(path: Path) -> set[str] | None:
     or None when it is no bundle."""
     try:
         d = _read_manifest_file(Path(path))
-        if not isinstance(d, dict) or d.get("bundle_format") != FORMAT:
+        if not isinstance(d, dict) or MANIFEST_FORMAT.version_of(d) is None:
             return None
         return {n for n in d["files"] if isinstance(n, str)} | {MANIFEST} | WRITTEN_LATER
     except (UserError, KeyError, TypeError):
@@ -557,7 +554,7 @@ def staging(final: Path):
         raise
 
 
-FP32_GRAPH = "model.sim.onnx"
+FP32_GRAPH = SIMPLIFIED
 
 
 def fp32_graph(path: str | Path, what: str) -> Path:

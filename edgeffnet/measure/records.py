@@ -12,13 +12,24 @@ from dataclasses import MISSING as _MISSING
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from edgeffnet.core import formats
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import atomic_write_json
+from edgeffnet.core.layout import BENCH
 from edgeffnet.core.untrusted import check_fields, read_json
 
 RECORD = "edgeffnet-bench"
 RECORD_FORMAT = 2
 READABLE_FORMATS = (1, 2)
+BENCH_RECORD = formats.Format(
+    "bench record",
+    "record",
+    READABLE_FORMATS,
+    "measure again with edgeffnet bench",
+    tag=RECORD,
+    version_key="format",
+    noun="bench record format",
+)
 
 
 @dataclass
@@ -92,17 +103,11 @@ class Record:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "record") -> Record:
-        if not isinstance(d, dict) or d.get("record") != RECORD:
+        if not BENCH_RECORD.is_tagged(d):
             raise UserError(f"{where} is not an edgeffnet bench record")
         names = {f.name for f in fields(cls)} - {"extra"}
         required = [f.name for f in fields(cls) if f.name != "extra" and f.default is f.default_factory is _MISSING]
-        missing = [k for k in required if k not in d]
-        if d.get("format") not in READABLE_FORMATS or missing:
-            why = f"lacks {', '.join(missing[:3])}" if missing else f"has record format {d.get('format')}"
-            raise UserError(
-                f"{where} {why}; this edgeffnet reads bench record formats "
-                f"{', '.join(map(str, READABLE_FORMATS))}: measure again with edgeffnet bench"
-            )
+        formats.load(BENCH_RECORD, d, where, required)
         _check_entries(d, where)
         check_fields(cls, d, where)
         return cls(**{k: v for k, v in d.items() if k in names}, extra={k: v for k, v in d.items() if k not in names})
@@ -207,7 +212,7 @@ def worst_fidelity(manifest: dict) -> dict | None:
 
 
 def record_path(bundle_dir: Path, runtime: str, mode: str) -> Path:
-    return Path(bundle_dir) / "bench" / f"{runtime}-{mode}.json"
+    return Path(bundle_dir) / BENCH / f"{runtime}-{mode}.json"
 
 
 def save(bundle_dir: Path, record: Record) -> Path | None:
@@ -225,8 +230,8 @@ def read(path: Path) -> Record | None:
     """The record in `path`; None for a JSON file that is no bench record (a manifest, an eval result); a
     UserError for a record that is damaged, or a file that cannot be read as JSON (read by untrusted's
     rules: a regular file, capped, bounded nesting)."""
-    d = read_json(path, what="bench record", kind=None)
-    if not isinstance(d, dict) or d.get("record") != RECORD:
+    d = read_json(path, BENCH_RECORD.cap, BENCH_RECORD.what, kind=None)
+    if not BENCH_RECORD.is_tagged(d):
         return None
     return Record.from_dict(d, f"'{path}'")
 

@@ -28,9 +28,10 @@ import numpy as np
 
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import atomic_write_text, utc_now
-from edgeffnet.core.untrusted import UntrustedFileError, read_json
+from edgeffnet.core.layout import EVAL
+from edgeffnet.core.untrusted import UntrustedFileError
 from edgeffnet.core.version import __version__
-from edgeffnet.measure import device_state, profile_report, records
+from edgeffnet.measure import device_state, eval_result, profile_report, records
 from edgeffnet.measure.console import ms
 
 FILES = ("report.md", "report.csv", "report.json", "report.html", "latency_vs_flops.png")
@@ -202,14 +203,14 @@ def accuracy_drop(bundle_dir: str) -> dict | None:
     """The worst top-1 accuracy drop any artifact shows in BUNDLE/eval/*.json (`edgeffnet eval`), read
     tolerantly: a file or row this report cannot read is left out, never fatal."""
     worst = None
-    for f in sorted((Path(bundle_dir) / "eval").glob("*.json")):
+    for f in sorted((Path(bundle_dir) / EVAL).glob("*.json")):
         if f.name.endswith(".partial.json"):  # an interrupted re-run kept beside its complete result
             continue
         try:
-            result = read_json(f, what="eval result")
+            result = eval_result.read(f)
         except UserError:
             continue
-        if not isinstance(result, dict) or not isinstance(result.get("artifacts"), list):
+        if not isinstance(result.get("artifacts"), list):
             continue
         fp32 = _fraction((result.get("reference") or {}).get("top1"))
         for a in result["artifacts"]:
