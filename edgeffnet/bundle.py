@@ -15,10 +15,12 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import MISSING as _MISSING
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +36,10 @@ from edgeffnet.core.untrusted import (
     positive_int,
     read_text,
 )
+
+if TYPE_CHECKING:
+    from edgeffnet.backends import Runner, RunSettings
+    from edgeffnet.specs.targets import Target
 
 FORMAT = 1
 MANIFEST_FORMAT = formats.Format(
@@ -184,8 +190,9 @@ def _check_numbers(d: dict, where: str) -> None:
             raise damaged("its 'files' entry lists something that is not a file name")
 
 
-def _read_manifest_file(path: Path) -> dict | None:
-    """manifest.json of the directory `path` as a dict, or None where there is none or it is not JSON;
+def _read_manifest_file(path: Path) -> Any:
+    """manifest.json of the directory `path` as JSON (a dict, unless damaged), or None where there is none
+    or it is not JSON;
     a manifest that is no regular file or is oversized is an UntrustedFileError."""
     try:
         text = read_text(path / MANIFEST, MANIFEST_FORMAT.cap, MANIFEST_FORMAT.what)
@@ -255,7 +262,7 @@ class Bundle:
         return cls(*_open_manifest(path))
 
     @property
-    def target(self):
+    def target(self) -> Target:
         from edgeffnet.specs.targets import of_bundle
 
         return of_bundle(self.manifest.to_dict())
@@ -268,7 +275,7 @@ class Bundle:
     def random_weights(self) -> bool:
         return bool(self.manifest.weights.get("random_init"))
 
-    def runner(self, settings=None):
+    def runner(self, settings: RunSettings | None = None) -> Runner:
         """The compiled artifact, loaded on this host's device (backends.RunSettings for the knobs)."""
         from edgeffnet.backends import get
 
@@ -302,7 +309,7 @@ class Bundle:
         return f"Bundle({str(self.path)!r}, {self.manifest.spec.get('spec')}, {self.target.name}, {self.precision})"
 
 
-def check_input(runner, shape: list, what: str) -> None:
+def check_input(runner: object, shape: list, what: str) -> None:
     """The loaded artifact takes the H x W the manifest says (and its preprocessing crops to); an artifact
     swapped for another model's is one line here, not a shape error from inside the runtime."""
     got = tuple(getattr(runner, "input_shape", ()) or ())
@@ -421,7 +428,7 @@ def clean_debris(final: Path) -> list[str]:
     left beside `final`; those of running builds stay. A previous bundle a build was killed while
     swapping out goes back in place. Returns the names removed or restored."""
     pattern = re.compile(rf"\.{re.escape(final.name)}\.(partial|probe|old)-(\d+)(-.*)?")
-    done = []
+    done: list[str] = []
     try:
         entries = list(final.parent.iterdir())
     except OSError:
@@ -466,7 +473,7 @@ def owned_files(path: Path) -> set[str] | None:
 
 
 @contextmanager
-def _swap_lock(parent: Path):
+def _swap_lock(parent: Path) -> Iterator[None]:
     """Serialise the swap step of builds into one parent directory (two builds to one -o at once)."""
     try:
         import fcntl
@@ -534,7 +541,7 @@ def _swap_in(tmp: Path, final: Path) -> None:
 
 
 @contextmanager
-def staging(final: Path):
+def staging(final: Path) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces `final` atomically, on any failure it is removed."""
     final = Path(os.path.realpath(final))  # -o a symlink: the bundle replaces its target, the link stays
     check_destination(final)

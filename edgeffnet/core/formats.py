@@ -78,7 +78,7 @@ class Format:
             return self.untagged
         value = d.get(self.key if self.version_key is None else self.version_key)
         if self.tag is not None and self.version_key is None:
-            if not self.is_tagged(d):
+            if not (isinstance(value, str) and self.is_tagged(d)):
                 return None
             number = value.rpartition("/")[2]
             value = int(number) if number.isascii() and number.isdigit() and len(number) < 6 else None

@@ -169,7 +169,7 @@ def field(
     """`d[key]`, checked to be of `kind` (bool is not taken for a number; floats must be finite)."""
     if key not in d:
         if default is not ...:
-            return default
+            return typing.cast(T, default)
         raise UntrustedFileError(f"{source} has no '{key}'")
     value = d[key]
     kinds = kind if isinstance(kind, tuple) else (kind,)
@@ -185,7 +185,7 @@ def field(
         raise UntrustedFileError(f"{source}: '{key}' is {type(value).__name__}, not {names}")
     if finite and isinstance(value, float) and not math.isfinite(value):
         raise UntrustedFileError(f"{source}: '{key}' is {value}, not a finite number")
-    return value  # type: ignore[return-value]
+    return typing.cast(T, value)
 
 
 def _kinds_of(hint: Any) -> tuple[type, ...]:

@@ -20,13 +20,9 @@ EVAL_RESULT = formats.Format(
 KINDS = ("edgeffnet eval", "edgeffnet build --val")  # who wrote it: the command, or a build's --val gate
 
 
-class _Counted(TypedDict):
-    images: int  # the images every model saw (fewer than images_total where interrupted or unreadable)
-    partial: bool  # interrupted: the figures cover the whole batches done
-
-
-class EvalResult(_Counted, total=False):
-    """An eval result as written and read back. The rows (`reference`, `artifacts`) keep eval's layout:
+class EvalResult(TypedDict, total=False):
+    """An eval result as written and read back (every key optional on reading: a report takes what it
+    finds, and files from before a key was added lack it). The rows (`reference`, `artifacts`) keep eval's layout:
     `name`, `top1` and `topK` ({accuracy, correct, interval}), `top1_drop` ({difference, interval,
     mcnemar_p, ...}), `agreement` ({top1_agreement, topK_overlap, cosine_mean, cosine_min})."""
 
@@ -36,11 +32,13 @@ class EvalResult(_Counted, total=False):
     bundle: str
     model: dict  # spec, precision, target, random_weights
     data: dict  # source, layout, count, classes, resolved
+    images: int  # the images every model saw (fewer than images_total where interrupted or unreadable)
     images_total: int
+    partial: bool  # interrupted: the figures cover the whole batches done
     skipped_unreadable: list[str]
     skipped_count: int
     reference: dict | None  # None: no image could be read
-    artifacts: list[dict]
+    artifacts: list  # of rows as eval writes them; one from elsewhere may hold anything
     topk: int
     interval_method: str | None
     notes: list[str]
@@ -55,7 +53,7 @@ def read(source: str | Path | dict, where: str | None = None) -> EvalResult:
     """An eval result from `source` (a path, read carefully, or a parsed dict), checked: its tag and
     version, and the type of every top-level field; one line otherwise."""
     where = where or (EVAL_RESULT.what if isinstance(source, dict) else f"eval result '{source}'")
-    d, version = formats.load(EVAL_RESULT, source, where, required=("images", "partial"))
+    d, version = formats.load(EVAL_RESULT, source, where)
     if version == 0 and d.get("kind") not in KINDS:
         raise UntrustedFileError(
             f"{where} has neither a format tag nor the kind of an eval result: it is no edgeffnet eval "

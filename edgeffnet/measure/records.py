@@ -8,6 +8,7 @@ are still read. `Record.from_dict` reads a record back, and a file of another fo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import MISSING as _MISSING
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -75,15 +76,15 @@ class Record:
     # -- the figures people ask for ------------------------------------------------------------------
     @property
     def p50_ms(self) -> float:
-        return self.stats["p50_ms"]
+        return float(self.stats["p50_ms"])
 
     @property
     def p90_ms(self) -> float:
-        return self.stats["p90_ms"]
+        return float(self.stats["p90_ms"])
 
     @property
     def p99_ms(self) -> float:
-        return self.stats["p99_ms"]
+        return float(self.stats["p99_ms"])
 
     @property
     def images_per_s(self) -> float | None:
@@ -92,12 +93,13 @@ class Record:
     @property
     def profile(self) -> dict | None:
         """Where the time went (bench --profile): layers, by_role, mapped_fraction, roofline; else None."""
-        return self.extra.get("profile")
+        profile = self.extra.get("profile")
+        return profile if isinstance(profile, dict) else None
 
     # -- JSON ------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = asdict(self)
-        extra = d.pop("extra")
+        extra: dict = d.pop("extra")
         head = {"record": d.pop("record"), "format": d.pop("format")}
         return head | d | extra
 
@@ -160,7 +162,7 @@ def _check_entries(d: dict, where: str) -> None:
     _check_format2(d, damaged)
 
 
-def _check_format2(d: dict, damaged) -> None:
+def _check_format2(d: dict, damaged: Callable[[str], UserError]) -> None:
     """Format 2's entries are optional (None: not measured), but of their type where present."""
     for entry in ("load_ms", "first_inference_ms"):
         v = d.get(entry)

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgeffnet.core import formats
 from edgeffnet.core.files import atomic_write_json
 from edgeffnet.core.untrusted import UntrustedFileError, field
 from edgeffnet.specs.layers import ROLES, spec_layers
+
+if TYPE_CHECKING:
+    from edgeffnet.specs.scaling import ModelSpec
 
 LAYER_TABLE = formats.Format(
     "layer table", "format", (1,), "rebuild the bundle with edgeffnet build", tag="edgeffnet-layers"
@@ -84,7 +88,11 @@ def layer_of(name: str) -> str | None:
 
 
 def make(
-    spec, num_classes: int, precision: str, nodes: list[tuple[str, str]], aliases: dict[str, str] | None = None
+    spec: ModelSpec,
+    num_classes: int,
+    precision: str,
+    nodes: list[tuple[str, str]],
+    aliases: dict[str, str] | None = None,
 ) -> dict:
     """The table for a spec at a precision, given the (name, op_type) of every node of the graph the target
     runs. Each layer lists its nodes; Q/DQ and Cast nodes are listed under "overhead_nodes"; nodes of no layer
