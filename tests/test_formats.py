@@ -178,6 +178,13 @@ def test_a_file_cut_short_says_what_it_lacks(tmp_path):
     del d["input"]
     with pytest.raises(UserError, match="lacks input; this edgeffnet reads bundle format 1: rebuild the bundle"):
         Manifest.from_dict(d)
+    del d["bundle_format"]
+    with pytest.raises(UserError, match="has no 'bundle_format'; this edgeffnet reads bundle format 1: rebuild"):
+        Manifest.from_dict(d)
+    table = layer_table.make(parse_spec(SPEC), 1000, "fp32", [])
+    del table["format"]
+    with pytest.raises(UserError, match="has no 'format'; this edgeffnet reads edgeffnet-layers/1: rebuild"):
+        formats.load(layer_table.LAYER_TABLE, table)
 
 
 def test_an_untagged_eval_result_from_before_the_tag_is_still_read(tmp_path):

@@ -88,10 +88,12 @@ class Format:
 
     def found(self, d: dict) -> str:
         """What `d` holds where its version should be, as a refusal says it: "bench record format 7"."""
+        key = self.key if self.version_key is None else self.version_key
+        if key not in d:
+            return f"no '{key}'"
         if self.tag is not None and self.version_key is None:
-            return f"{self.noun} {str(d.get(self.key))[:_SHOWN_CHARS]!r}"
-        value = d.get(self.key if self.version_key is None else self.version_key, "unknown")
-        return f"{self.noun} {str(value)[:_SHOWN_CHARS]}"
+            return f"{self.noun} {str(d[key])[:_SHOWN_CHARS]!r}"
+        return f"{self.noun} {str(d[key])[:_SHOWN_CHARS]}"
 
 
 def load(
