@@ -15,18 +15,20 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import MISSING as _MISSING
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgeffnet.core import formats
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import atomic_write_json
-from edgeffnet.core.layout import LAYER_TABLE, MANIFEST, SIMPLIFIED
+from edgeffnet.core.layout import BENCH, EVAL, LAYER_TABLE, MANIFEST, REFERENCE, SIMPLIFIED
 from edgeffnet.core.untrusted import (
-    JSON_CAP,
     UntrustedFileError,
     check_fields,
     confined,
@@ -35,7 +37,14 @@ from edgeffnet.core.untrusted import (
     read_text,
 )
 
+if TYPE_CHECKING:
+    from edgeffnet.backends import Runner, RunSettings
+    from edgeffnet.specs.targets import Target
+
 FORMAT = 1
+MANIFEST_FORMAT = formats.Format(
+    "bundle manifest", "bundle_format", (FORMAT,), "rebuild the bundle with edgeffnet build", noun="bundle format"
+)
 
 
 # Said wherever a random-weight bundle's outputs are shown: build, predict, the report.
@@ -85,13 +94,7 @@ class Manifest:
     def from_dict(cls, d: dict, where: str = "manifest") -> Manifest:
         names = {f.name for f in fields(cls)} - {"extra"}
         required = [f.name for f in fields(cls) if f.default is f.default_factory is _MISSING]
-        missing = [k for k in required if k not in d]
-        if d.get("bundle_format") != FORMAT or missing:
-            fmt = d.get("bundle_format", "unknown")
-            why = f"lacks {', '.join(missing[:3])}" if missing else f"has bundle format {fmt}"
-            raise UserError(
-                f"{where} {why}; this edgeffnet reads bundle format {FORMAT}: rebuild the bundle with edgeffnet build"
-            )
+        formats.load(MANIFEST_FORMAT, d, where, required)
         _check_entries(d, where)
         check_fields(cls, d, where)
         _check_numbers(d, where)
@@ -187,11 +190,12 @@ def _check_numbers(d: dict, where: str) -> None:
             raise damaged("its 'files' entry lists something that is not a file name")
 
 
-def _read_manifest_file(path: Path) -> dict | None:
-    """manifest.json of the directory `path` as a dict, or None where there is none or it is not JSON;
+def _read_manifest_file(path: Path) -> Any:
+    """manifest.json of the directory `path` as JSON (a dict, unless damaged), or None where there is none
+    or it is not JSON;
     a manifest that is no regular file or is oversized is an UntrustedFileError."""
     try:
-        text = read_text(path / MANIFEST, JSON_CAP, "bundle manifest")
+        text = read_text(path / MANIFEST, MANIFEST_FORMAT.cap, MANIFEST_FORMAT.what)
     except UntrustedFileError:
         if not (path / MANIFEST).exists() and not (path / MANIFEST).is_symlink():
             return None
@@ -210,7 +214,7 @@ def is_bundle(path: Path) -> bool:
         d = _read_manifest_file(Path(path))
     except UserError:
         return False
-    return isinstance(d, dict) and d.get("bundle_format") == FORMAT
+    return isinstance(d, dict) and MANIFEST_FORMAT.version_of(d) is not None
 
 
 def read_manifest(path: str | Path) -> dict:
@@ -258,7 +262,7 @@ class Bundle:
         return cls(*_open_manifest(path))
 
     @property
-    def target(self):
+    def target(self) -> Target:
         from edgeffnet.specs.targets import of_bundle
 
         return of_bundle(self.manifest.to_dict())
@@ -271,7 +275,7 @@ class Bundle:
     def random_weights(self) -> bool:
         return bool(self.manifest.weights.get("random_init"))
 
-    def runner(self, settings=None):
+    def runner(self, settings: RunSettings | None = None) -> Runner:
         """The compiled artifact, loaded on this host's device (backends.RunSettings for the knobs)."""
         from edgeffnet.backends import get
 
@@ -297,7 +301,7 @@ class Bundle:
         from edgeffnet.network.photos import to_input
 
         views, logits = read_reference(
-            self.path / "reference.npz", self.manifest.preprocess["crop"], self.manifest.num_classes
+            self.path / REFERENCE, self.manifest.preprocess["crop"], self.manifest.num_classes
         )
         return to_input(views, Preprocess.from_dict(self.manifest.preprocess)), logits
 
@@ -305,7 +309,7 @@ class Bundle:
         return f"Bundle({str(self.path)!r}, {self.manifest.spec.get('spec')}, {self.target.name}, {self.precision})"
 
 
-def check_input(runner, shape: list, what: str) -> None:
+def check_input(runner: object, shape: list, what: str) -> None:
     """The loaded artifact takes the H x W the manifest says (and its preprocessing crops to); an artifact
     swapped for another model's is one line here, not a shape error from inside the runtime."""
     got = tuple(getattr(runner, "input_shape", ()) or ())
@@ -424,7 +428,7 @@ def clean_debris(final: Path) -> list[str]:
     left beside `final`; those of running builds stay. A previous bundle a build was killed while
     swapping out goes back in place. Returns the names removed or restored."""
     pattern = re.compile(rf"\.{re.escape(final.name)}\.(partial|probe|old)-(\d+)(-.*)?")
-    done = []
+    done: list[str] = []
     try:
         entries = list(final.parent.iterdir())
     except OSError:
@@ -453,7 +457,7 @@ def clean_debris(final: Path) -> list[str]:
 
 # What edgeffnet writes into a bundle after its build: bench records, eval results, an engine finished on
 # the device. They describe the old artifacts, so a rebuild drops them like the manifest's own files.
-WRITTEN_LATER = {"bench", "eval", "model.engine", "model.engine.json"}
+WRITTEN_LATER = {BENCH, EVAL, "model.engine", "model.engine.json"}
 
 
 def owned_files(path: Path) -> set[str] | None:
@@ -461,7 +465,7 @@ def owned_files(path: Path) -> set[str] | None:
     or None when it is no bundle."""
     try:
         d = _read_manifest_file(Path(path))
-        if not isinstance(d, dict) or d.get("bundle_format") != FORMAT:
+        if not isinstance(d, dict) or MANIFEST_FORMAT.version_of(d) is None:
             return None
         return {n for n in d["files"] if isinstance(n, str)} | {MANIFEST} | WRITTEN_LATER
     except (UserError, KeyError, TypeError):
@@ -469,7 +473,7 @@ def owned_files(path: Path) -> set[str] | None:
 
 
 @contextmanager
-def _swap_lock(parent: Path):
+def _swap_lock(parent: Path) -> Iterator[None]:
     """Serialise the swap step of builds into one parent directory (two builds to one -o at once)."""
     try:
         import fcntl
@@ -537,7 +541,7 @@ def _swap_in(tmp: Path, final: Path) -> None:
 
 
 @contextmanager
-def staging(final: Path):
+def staging(final: Path) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces `final` atomically, on any failure it is removed."""
     final = Path(os.path.realpath(final))  # -o a symlink: the bundle replaces its target, the link stays
     check_destination(final)
@@ -557,7 +561,7 @@ def staging(final: Path):
         raise
 
 
-FP32_GRAPH = "model.sim.onnx"
+FP32_GRAPH = SIMPLIFIED
 
 
 def fp32_graph(path: str | Path, what: str) -> Path:

@@ -40,7 +40,8 @@ class UntrustedFileError(UserError):
     """A file from elsewhere that edgeffnet will not read as it is (what was wrong, what to do)."""
 
 
-def _shown(path: Path | str) -> str:
+def shown(path: Path | str) -> str:
+    """A path as a refusal quotes it."""
     # repr() keeps control characters (ANSI escapes in a file name) visible instead of acting on the terminal
     text = str(path)
     return repr(text) if any(ord(c) < 32 or c == "\x7f" for c in text) else f"'{text}'"
@@ -52,13 +53,13 @@ def confined(root: str | Path, relative: str | Path) -> Path:
     rel = Path(relative)
     if rel.is_absolute() or str(relative).strip() == "":
         raise UntrustedFileError(
-            f"{_shown(relative)} in {_shown(root)} is not a path inside it: a bundle names "
+            f"{shown(relative)} in {shown(root)} is not a path inside it: a bundle names "
             "its files relative to itself; rebuild or re-copy it"
         )
     path = (root / rel).resolve()
     if path != root and root not in path.parents:
         raise UntrustedFileError(
-            f"{_shown(relative)} leads outside {_shown(root)}: a bundle's files are its own; rebuild or re-copy it"
+            f"{shown(relative)} leads outside {shown(root)}: a bundle's files are its own; rebuild or re-copy it"
         )
     return path
 
@@ -70,22 +71,22 @@ def read_bytes(path: str | Path, cap: int, what: str = "file") -> bytes:
         # O_NONBLOCK: opening a FIFO with no writer would otherwise block here, before fstat could refuse it
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
-        raise UntrustedFileError(f"{what} {_shown(path)} does not exist") from None
+        raise UntrustedFileError(f"{what} {shown(path)} does not exist") from None
     except IsADirectoryError:
-        raise UntrustedFileError(f"{what} {_shown(path)} is a directory, not a file") from None
+        raise UntrustedFileError(f"{what} {shown(path)} is a directory, not a file") from None
     except OSError as e:
-        raise UntrustedFileError(f"{what} {_shown(path)} cannot be read: {e.strerror}") from None
+        raise UntrustedFileError(f"{what} {shown(path)} cannot be read: {e.strerror}") from None
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):  # Linux opens a directory read-only without complaint
-            raise UntrustedFileError(f"{what} {_shown(path)} is a directory, not a file")
+            raise UntrustedFileError(f"{what} {shown(path)} is a directory, not a file")
         if not stat.S_ISREG(st.st_mode):
             raise UntrustedFileError(
-                f"{what} {_shown(path)} is not a regular file (a device, FIFO or socket): give a plain file"
+                f"{what} {shown(path)} is not a regular file (a device, FIFO or socket): give a plain file"
             )
         if st.st_size > cap:
             raise UntrustedFileError(
-                f"{what} {_shown(path)} is {st.st_size:,} bytes, over the {cap:,}-byte limit "
+                f"{what} {shown(path)} is {st.st_size:,} bytes, over the {cap:,}-byte limit "
                 "for such a file: it is not one edgeffnet wrote"
             )
         chunks, total = [], 0
@@ -96,7 +97,7 @@ def read_bytes(path: str | Path, cap: int, what: str = "file") -> bytes:
             chunks.append(block)
             total += len(block)
             if total > cap:
-                raise UntrustedFileError(f"{what} {_shown(path)} grew past the {cap:,}-byte limit while read")
+                raise UntrustedFileError(f"{what} {shown(path)} grew past the {cap:,}-byte limit while read")
         return b"".join(chunks)
     finally:
         os.close(fd)
@@ -107,7 +108,7 @@ def read_text(path: str | Path, cap: int = TEXT_CAP, what: str = "file") -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise UntrustedFileError(f"{what} {_shown(path)} is not UTF-8 text (byte {e.start})") from None
+        raise UntrustedFileError(f"{what} {shown(path)} is not UTF-8 text (byte {e.start})") from None
 
 
 def _depth_ok(text: str, limit: int) -> bool:
@@ -148,10 +149,10 @@ def parse_json(text: str, source: str = "JSON", max_depth: int = MAX_JSON_DEPTH)
 
 def read_json(path: str | Path, cap: int = JSON_CAP, what: str = "file", kind: type | None = dict) -> Any:
     """A JSON file from elsewhere, checked as `parse_json` does; `kind` is the top-level type expected."""
-    value = parse_json(read_text(path, cap, what), f"{what} {_shown(path)}")
+    value = parse_json(read_text(path, cap, what), f"{what} {shown(path)}")
     if kind is not None and not isinstance(value, kind):
         raise UntrustedFileError(
-            f"{what} {_shown(path)} holds a JSON {type(value).__name__}, not the {kind.__name__} edgeffnet writes there"
+            f"{what} {shown(path)} holds a JSON {type(value).__name__}, not the {kind.__name__} edgeffnet writes there"
         )
     return value
 
@@ -168,7 +169,7 @@ def field(
     """`d[key]`, checked to be of `kind` (bool is not taken for a number; floats must be finite)."""
     if key not in d:
         if default is not ...:
-            return default
+            return typing.cast(T, default)
         raise UntrustedFileError(f"{source} has no '{key}'")
     value = d[key]
     kinds = kind if isinstance(kind, tuple) else (kind,)
@@ -184,7 +185,7 @@ def field(
         raise UntrustedFileError(f"{source}: '{key}' is {type(value).__name__}, not {names}")
     if finite and isinstance(value, float) and not math.isfinite(value):
         raise UntrustedFileError(f"{source}: '{key}' is {value}, not a finite number")
-    return value  # type: ignore[return-value]
+    return typing.cast(T, value)
 
 
 def _kinds_of(hint: Any) -> tuple[type, ...]:
@@ -200,12 +201,14 @@ def _kinds_of(hint: Any) -> tuple[type, ...]:
 
 
 def check_fields(cls: type, d: dict, source: str) -> None:
-    """Every key of `d` that names a field of dataclass `cls` holds the type that field declares (a manifest
-    or record edited by hand: `"num_classes": "1000"` is one line here, not a TypeError three calls on)."""
+    """Every key of `d` that names a field of `cls` (a dataclass or a TypedDict) holds the type that field
+    declares (a manifest or record edited by hand: `"num_classes": "1000"` is one line here, not a
+    TypeError three calls on)."""
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in d:
-            field(d, f.name, _kinds_of(hints[f.name]), source)
+    names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else list(hints)
+    for name in names:
+        if name in d:
+            field(d, name, _kinds_of(hints[name]), source)
 
 
 def positive_int(d: dict, key: str, source: str, limit: int) -> int:

@@ -34,15 +34,18 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeffnet.core import files
+from edgeffnet.core import files, formats
 from edgeffnet.core.errors import UserError
-from edgeffnet.core.untrusted import UntrustedFileError, field, read_json
+from edgeffnet.core.untrusted import UntrustedFileError, field
 from edgeffnet.core.version import __version__
 from edgeffnet.latency import store
 from edgeffnet.latency.features import TERMS, add_terms, network_layers, network_terms
 from edgeffnet.specs.scaling import parse_spec
 
-FORMAT = "edgeffnet-latency-model/1"
+LATENCY_MODEL = formats.Format(
+    "latency model", "format", (1,), "collect one with edgeffnet latency fit", tag="edgeffnet-latency-model"
+)
+FORMAT = LATENCY_MODEL.stamp()["format"]  # "edgeffnet-latency-model/1"
 FORM = (
     "t(net) = c0 + sum over layers of ms_per_gmac[g]*GMACs + ms_per_mb[g]*MB + ms_per_layer[g], g = the layer's group"
 )
@@ -236,12 +239,7 @@ class LatencyModel:
         """A model file from anywhere, checked field by field; refused in one line for another device
         (`here`: this device's identity) or another precision."""
         where = f"latency model '{path}'"
-        d = read_json(path, what="latency model")
-        if d.get("format") != FORMAT:
-            raise UntrustedFileError(
-                f"{where} has format {str(d.get('format'))[:60]!r}; this edgeffnet reads "
-                f"{FORMAT}: collect one with edgeffnet latency fit"
-            )
+        d, _ = formats.load(LATENCY_MODEL, path, where)
         prec = field(d, "precision", str, where)
         device = field(d, "device", dict, where)
         for k, v in device.items():

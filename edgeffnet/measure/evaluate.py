@@ -27,15 +27,17 @@ from PIL import Image
 
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import atomic_write_json, utc_now
+from edgeffnet.core.layout import EVAL, SIMPLIFIED
 from edgeffnet.core.preprocess import Preprocess, load_image
 from edgeffnet.core.resources import package_file
 from edgeffnet.core.untrusted import TEXT_CAP, UntrustedFileError, read_text
 from edgeffnet.core.verify import row_cosine, run_batched
+from edgeffnet.measure import eval_result
+from edgeffnet.measure.eval_result import EvalResult
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: two-sided 95% intervals
 INTERVAL_METHOD = "Newcombe paired score interval (1998, method 10), 95%"
-SIM_GRAPH = "model.sim.onnx"
 
 
 # -- labels ---------------------------------------------------------------------------------------------
@@ -246,9 +248,9 @@ def artifact_models(
     fp32 = _onnx_runner(reference_graph)
     if shape is not None:
         check_input(fp32, shape, str(reference_graph))
-    reference = Model(f"FP32 ONNX ({SIM_GRAPH}, onnxruntime)", fp32.run, batch)
+    reference = Model(f"FP32 ONNX ({SIMPLIFIED}, onnxruntime)", fp32.run, batch)
     artifacts, notes = [], []
-    if graph != SIM_GRAPH:
+    if graph != SIMPLIFIED:
         runner = _onnx_runner(directory / graph)
         if shape is not None:
             check_input(runner, shape, str(directory / graph))
@@ -450,11 +452,9 @@ def result_name(data: str | Path) -> str:
 PARTIAL = ".partial.json"
 
 
-def _saved_result(path: Path) -> dict | None:
-    from edgeffnet.core.untrusted import read_json
-
+def _saved_result(path: Path) -> EvalResult | None:
     try:
-        return read_json(path, what="eval result")
+        return eval_result.read(path)
     except UserError:
         return None
 
@@ -474,7 +474,7 @@ def result_path(eval_dir: Path, data: str | Path) -> Path:
 
 
 def save_result(dest: Path, result: dict) -> tuple[Path, str | None]:
-    """Write `result` to `dest`, except that a partial result never replaces a more complete one: it then
+    """Write `result` to `dest` (tagged with the eval result's format), except that a partial result never replaces a more complete one: it then
     goes beside it as NAME.partial.json. Returns where it went and, then, a note saying so. A complete
     result removes the partial one it supersedes. Raises OSError where nothing could be written."""
     note = None
@@ -490,7 +490,7 @@ def save_result(dest: Path, result: dict) -> tuple[Path, str | None]:
             what = "complete result" if held.get("partial") is not True else f"partial result of {images} images"
             dest, note = dest.with_name(dest.stem + PARTIAL), f"kept the {what} in {dest}"
     dest.parent.mkdir(exist_ok=True)
-    atomic_write_json(dest, result)
+    atomic_write_json(dest, eval_result.EVAL_RESULT.stamp() | result)
     if not result["partial"]:
         dest.with_name(dest.stem + PARTIAL).unlink(missing_ok=True)
     return dest, note
@@ -515,7 +515,7 @@ def first_readable(data: Dataset, option: str) -> None:
 
 def evaluate(
     bundle_dir: str | Path, data: str | Path, classes: str | Path | None = None, batch: int = 32, progress=None
-) -> tuple[dict, Path | None]:
+) -> tuple[EvalResult, Path | None]:
     """Evaluate a bundle on `data`; write the result into BUNDLE/eval/<name>.json. Returns (result, saved)."""
     from contextlib import nullcontext
 
@@ -539,21 +539,23 @@ def evaluate(
     bar = progress(f"eval {len(dataset.items)} images") if progress else nullcontext()
     with bar as tick:
         result = measure(dataset, Preprocess.from_dict(m.preprocess), reference, artifacts, batch, tick, m.num_classes)
-    result = {
-        "kind": "edgeffnet eval",
-        "created": utc_now(),
-        "bundle": str(b.path),
-        "model": {
-            "spec": m.spec.get("spec"),
-            "precision": m.precision,
-            "target": m.target.get("name"),
-            "random_weights": b.random_weights,
+    result = eval_result.tagged(
+        "edgeffnet eval",
+        {
+            "created": utc_now(),
+            "bundle": str(b.path),
+            "model": {
+                "spec": m.spec.get("spec"),
+                "precision": m.precision,
+                "target": m.target.get("name"),
+                "random_weights": b.random_weights,
+            },
+            **result,
+            "data": dataset.record()
+            | {"classes": classes_source(classes, imagenet), "resolved": str(Path(data).resolve())},
+            "notes": notes,
         },
-        **result,
-        "data": dataset.record()
-        | {"classes": classes_source(classes, imagenet), "resolved": str(Path(data).resolve())},
-        "notes": notes,
-    }
+    )
     if result["images"] == 0:
         if not result["partial"]:
             raise UserError(
@@ -562,7 +564,7 @@ def evaluate(
             )
         return result, None
     try:
-        dest, note = save_result(result_path(b.path / "eval", data), result)
+        dest, note = save_result(result_path(b.path / EVAL, data), result)
     except OSError:
         return result, None
     if note:

@@ -8,17 +8,29 @@ are still read. `Record.from_dict` reads a record back, and a file of another fo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import MISSING as _MISSING
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from edgeffnet.core import formats
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import atomic_write_json
+from edgeffnet.core.layout import BENCH
 from edgeffnet.core.untrusted import check_fields, read_json
 
 RECORD = "edgeffnet-bench"
 RECORD_FORMAT = 2
 READABLE_FORMATS = (1, 2)
+BENCH_RECORD = formats.Format(
+    "bench record",
+    "record",
+    READABLE_FORMATS,
+    "measure again with edgeffnet bench",
+    tag=RECORD,
+    version_key="format",
+    noun="bench record format",
+)
 
 
 @dataclass
@@ -64,15 +76,15 @@ class Record:
     # -- the figures people ask for ------------------------------------------------------------------
     @property
     def p50_ms(self) -> float:
-        return self.stats["p50_ms"]
+        return float(self.stats["p50_ms"])
 
     @property
     def p90_ms(self) -> float:
-        return self.stats["p90_ms"]
+        return float(self.stats["p90_ms"])
 
     @property
     def p99_ms(self) -> float:
-        return self.stats["p99_ms"]
+        return float(self.stats["p99_ms"])
 
     @property
     def images_per_s(self) -> float | None:
@@ -81,28 +93,23 @@ class Record:
     @property
     def profile(self) -> dict | None:
         """Where the time went (bench --profile): layers, by_role, mapped_fraction, roofline; else None."""
-        return self.extra.get("profile")
+        profile = self.extra.get("profile")
+        return profile if isinstance(profile, dict) else None
 
     # -- JSON ------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = asdict(self)
-        extra = d.pop("extra")
+        extra: dict = d.pop("extra")
         head = {"record": d.pop("record"), "format": d.pop("format")}
         return head | d | extra
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "record") -> Record:
-        if not isinstance(d, dict) or d.get("record") != RECORD:
+        if not BENCH_RECORD.is_tagged(d):
             raise UserError(f"{where} is not an edgeffnet bench record")
         names = {f.name for f in fields(cls)} - {"extra"}
         required = [f.name for f in fields(cls) if f.name != "extra" and f.default is f.default_factory is _MISSING]
-        missing = [k for k in required if k not in d]
-        if d.get("format") not in READABLE_FORMATS or missing:
-            why = f"lacks {', '.join(missing[:3])}" if missing else f"has record format {d.get('format')}"
-            raise UserError(
-                f"{where} {why}; this edgeffnet reads bench record formats "
-                f"{', '.join(map(str, READABLE_FORMATS))}: measure again with edgeffnet bench"
-            )
+        formats.load(BENCH_RECORD, d, where, required)
         _check_entries(d, where)
         check_fields(cls, d, where)
         return cls(**{k: v for k, v in d.items() if k in names}, extra={k: v for k, v in d.items() if k not in names})
@@ -155,7 +162,7 @@ def _check_entries(d: dict, where: str) -> None:
     _check_format2(d, damaged)
 
 
-def _check_format2(d: dict, damaged) -> None:
+def _check_format2(d: dict, damaged: Callable[[str], UserError]) -> None:
     """Format 2's entries are optional (None: not measured), but of their type where present."""
     for entry in ("load_ms", "first_inference_ms"):
         v = d.get(entry)
@@ -207,7 +214,7 @@ def worst_fidelity(manifest: dict) -> dict | None:
 
 
 def record_path(bundle_dir: Path, runtime: str, mode: str) -> Path:
-    return Path(bundle_dir) / "bench" / f"{runtime}-{mode}.json"
+    return Path(bundle_dir) / BENCH / f"{runtime}-{mode}.json"
 
 
 def save(bundle_dir: Path, record: Record) -> Path | None:
@@ -225,8 +232,8 @@ def read(path: Path) -> Record | None:
     """The record in `path`; None for a JSON file that is no bench record (a manifest, an eval result); a
     UserError for a record that is damaged, or a file that cannot be read as JSON (read by untrusted's
     rules: a regular file, capped, bounded nesting)."""
-    d = read_json(path, what="bench record", kind=None)
-    if not isinstance(d, dict) or d.get("record") != RECORD:
+    d = read_json(path, BENCH_RECORD.cap, BENCH_RECORD.what, kind=None)
+    if not BENCH_RECORD.is_tagged(d):
         return None
     return Record.from_dict(d, f"'{path}'")
 

@@ -23,15 +23,18 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import atomic_write_text, utc_now
-from edgeffnet.core.untrusted import UntrustedFileError, read_json
+from edgeffnet.core.layout import EVAL
+from edgeffnet.core.untrusted import UntrustedFileError
 from edgeffnet.core.version import __version__
-from edgeffnet.measure import device_state, profile_report, records
+from edgeffnet.measure import device_state, eval_result, profile_report, records
 from edgeffnet.measure.console import ms
+from edgeffnet.measure.report_rows import AccuracyDrop, ReportRow, StartAndState
 
 FILES = ("report.md", "report.csv", "report.json", "report.html", "latency_vs_flops.png")
 
@@ -198,18 +201,18 @@ def _fraction(v) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def accuracy_drop(bundle_dir: str) -> dict | None:
+def accuracy_drop(bundle_dir: str) -> AccuracyDrop | None:
     """The worst top-1 accuracy drop any artifact shows in BUNDLE/eval/*.json (`edgeffnet eval`), read
     tolerantly: a file or row this report cannot read is left out, never fatal."""
-    worst = None
-    for f in sorted((Path(bundle_dir) / "eval").glob("*.json")):
+    worst: AccuracyDrop | None = None
+    for f in sorted((Path(bundle_dir) / EVAL).glob("*.json")):
         if f.name.endswith(".partial.json"):  # an interrupted re-run kept beside its complete result
             continue
         try:
-            result = read_json(f, what="eval result")
+            result = eval_result.read(f)
         except UserError:
             continue
-        if not isinstance(result, dict) or not isinstance(result.get("artifacts"), list):
+        if not isinstance(result.get("artifacts"), list):
             continue
         fp32 = _fraction((result.get("reference") or {}).get("top1"))
         for a in result["artifacts"]:
@@ -294,8 +297,8 @@ def _agreement(f: dict, short: bool = False) -> str:
     return f"agreement {f['top1_agreement']:.1%}{confident}, cosine {f['cosine_mean']:.3f} ({f['views']} views)"
 
 
-def rows(records: list[dict]) -> list[dict]:
-    out = []
+def rows(records: list[dict]) -> list[ReportRow]:
+    out: list[ReportRow] = []
     for r in records:
         m, check = r["model"], r["model"].get("scaling_check") or {}
         w = weights_of(r)
@@ -328,7 +331,11 @@ def rows(records: list[dict]) -> list[dict]:
                 "macs": m["macs"],
                 "params": m["params"],
                 "flops": m["flops"],
-                **{k: r["stats"][f"{k}_ms"] for k in ("p50", "p90", "p99", "mean", "std")},
+                "p50": r["stats"]["p50_ms"],
+                "p90": r["stats"]["p90_ms"],
+                "p99": r["stats"]["p99_ms"],
+                "mean": r["stats"]["mean_ms"],
+                "std": r["stats"]["std_ms"],
                 "count": r["stats"]["count"],
                 "threads": r["settings"].get("threads"),
                 "streams": r["settings"].get("streams"),
@@ -348,18 +355,20 @@ def rows(records: list[dict]) -> list[dict]:
             }
         )
     # Latency multiplier: against the family baseline (b0 / lite0) measured in the same series and mode.
-    base = {(r["series"], r["mode"], r["model"]): r["p50"] for r in out}
-    for r in out:
-        b = base.get((r["series"], r["mode"], r["scaling_baseline"]))
-        if b and r["p50"]:
-            r["latency_mult"] = r["p50"] / b
-    return sorted(out, key=lambda r: (r["series"], r["flops"], r["model"], r["mode"]))
+    base: dict[tuple[str, str, str | None], float] = {
+        (row["series"], row["mode"], row["model"]): row["p50"] for row in out
+    }
+    for row in out:
+        b = base.get((row["series"], row["mode"], row["scaling_baseline"]))
+        if b and row["p50"]:
+            row["latency_mult"] = row["p50"] / b
+    return sorted(out, key=lambda row: (row["series"], row["flops"], row["model"], row["mode"]))
 
 
 # -- start-up, memory, the device's state and the spread across rounds (record format 2) ------------------
 
 
-def start_and_state(r: dict) -> dict:
+def start_and_state(r: dict) -> StartAndState:
     """The row's start-up, memory, artifact and device-state columns; None where the record lacks them
     (format 1, or a probe this device does not answer)."""
 
@@ -373,7 +382,9 @@ def start_and_state(r: dict) -> dict:
     mem, art, state, rounds = (entry(k) for k in ("memory", "artifact", "device_state", "rounds"))
     loads = [(s if isinstance(s, dict) else {}).get("load_average") for s in (state.get("before"), state.get("after"))]
     before, after = (number(v[0]) if isinstance(v, list) and v else None for v in loads)
-    interval = rounds.get("interval_ms") if isinstance(rounds.get("interval_ms"), list) else [None, None]
+    interval = rounds.get("interval_ms")
+    if not isinstance(interval, list):
+        interval = [None, None]
     return {
         "load_ms": number(r.get("load_ms")),
         "first_inference_ms": number(r.get("first_inference_ms")),
@@ -392,7 +403,7 @@ def start_and_state(r: dict) -> dict:
     }
 
 
-def overlapping(table: list[dict]) -> list[tuple[dict, dict]]:
+def overlapping(table: list[ReportRow]) -> list[tuple[ReportRow, ReportRow]]:
     """Neighbouring models of a series (by FLOPs) whose intervals for the median overlap: the spread across
     rounds is wider than the gap between them, so the order of their latencies is not established. Latency
     rows only: a throughput row's figure is images/s, not its requests' p50."""
@@ -409,15 +420,21 @@ def overlapping(table: list[dict]) -> list[tuple[dict, dict]]:
             ),
             key=lambda r: (r["flops"], r["model"]),
         )
+        # (every point has both ends, as filtered above: said again for the type checker)
         out += [
             (a, b)
             for a, b in itertools.pairwise(pts)
-            if a["p50_low"] <= b["p50_high"] and b["p50_low"] <= a["p50_high"]
+            if a["p50_low"] is not None
+            and b["p50_low"] is not None
+            and a["p50_high"] is not None
+            and b["p50_high"] is not None
+            and a["p50_low"] <= b["p50_high"]
+            and b["p50_low"] <= a["p50_high"]
         ]
     return out
 
 
-def state_warnings(table: list[dict]) -> list[str]:
+def state_warnings(table: list[ReportRow]) -> list[str]:
     out = []
     busy = [r for r in table if r["busy"]]
     if busy:
@@ -442,7 +459,7 @@ def state_warnings(table: list[dict]) -> list[str]:
     return out
 
 
-def start_table(table: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
+def start_table(table: list[ReportRow]) -> list[tuple[str, list[str], list[list[str]]]]:
     """Load time, cold latency and peak memory beside p50, with the device's state (busy rows marked), for
     the rows whose records have them (none: no table)."""
 
@@ -505,12 +522,12 @@ def start_table(table: list[dict]) -> list[tuple[str, list[str], list[list[str]]
     )
 
 
-def fits(table: list[dict], y: str = "p50", mode: str = "latency") -> list[dict]:
+def fits(table: list[ReportRow], y: Literal["p50", "throughput_ips"] = "p50", mode: str = "latency") -> list[dict]:
     """Per series, least squares of log10(y) on log10(FLOPs) over the rows of one bench mode: y ~ FLOPs^slope."""
     table = [r for r in table if r["mode"] == mode]
     out = []
     for name in dict.fromkeys(r["series"] for r in table):
-        pts = [(r["flops"], r[y], r["model"]) for r in table if r["series"] == name and r[y]]
+        pts = [(r["flops"], got, r["model"]) for r in table if r["series"] == name and (got := r[y])]
         fit = {
             "series": name,
             "mode": mode,
@@ -641,12 +658,12 @@ def _num(v, fmt: str) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
 
-def _variant(r: dict) -> str:
+def _variant(r: ReportRow) -> str:
     return r["only"] + " only" if r["only"] else "compound" if r["phi"] is not None else "preset"
 
 
 def tables(
-    table: list[dict], lat_fits: list[dict], tput_fits: list[dict]
+    table: list[ReportRow], lat_fits: list[dict], tput_fits: list[dict]
 ) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) as text: the same tables go into the Markdown and the HTML."""
     results = (
@@ -745,7 +762,7 @@ def tables(
     return out
 
 
-def warnings(table: list[dict]) -> list[str]:
+def warnings(table: list[ReportRow]) -> list[str]:
     """What a reader must know before trusting a row: random weights, and INT8 graphs that do not follow FP32."""
     out = []
     random = sorted({r["model"] for r in table if r["weights"] == "random"}, key=str)
@@ -768,7 +785,8 @@ def warnings(table: list[dict]) -> list[str]:
 def machines(records: list[dict]) -> list[dict]:
     """One row per device; its peak per precision (an INT8 peak counts 4 int8 ops per FP32 lane: it is not
     the FP32 rows' peak, so each precision's figure is shown under its own name)."""
-    seen, peaks = {}, {}
+    seen: dict = {}
+    peaks: dict = {}
     for r in records:
         key = (measured_by(r), r["device"]["name"], r["device"]["kind"])
         c = r["device"]["cpu"]
@@ -934,8 +952,8 @@ def _write_set(records: list[dict], out: Path, skipped: list[str]) -> dict:
     atomic_write_text(out / "report.md", "\n".join(md + profile_md))
     embedded = {n: base64.b64encode((out / n).read_bytes()).decode() for n in plots}  # no file beside the page
     images = "".join(f'<p><img alt="{n}" src="data:image/png;base64,{data}"></p>' for n, data in embedded.items())
-    body = "".join(f"<h2>{html.escape(t)}</h2>{_html_table(h, b)}" for t, h, b in text)
-    body += "<h2>Machines</h2>" + _html_table(
+    page = "".join(f"<h2>{html.escape(t)}</h2>{_html_table(h, b)}" for t, h, b in text)
+    page += "<h2>Machines</h2>" + _html_table(
         ["device", "host", "cpu", "peak", "tools"], [list(m.values()) for m in report["machines"]], "text"
     )
     warned = "".join(f"<p class='warning'><b>Warning:</b> {html.escape(n)}</p>" for n in notes)
@@ -943,7 +961,7 @@ def _write_set(records: list[dict], out: Path, skipped: list[str]) -> dict:
         out / "report.html",
         f"<!doctype html><html><head><meta charset='utf-8'><title>edgeffnet latency report</title>"
         f"<style>{CSS}</style></head><body><h1>edgeffnet latency report</h1><p class='note'>{html.escape(intro)}</p>"
-        f"{warned}{images}{body}{profile_html}</body></html>\n",
+        f"{warned}{images}{page}{profile_html}</body></html>\n",
     )
     return report
 

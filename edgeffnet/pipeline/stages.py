@@ -307,7 +307,7 @@ def labelled_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> 
     from edgeffnet.backends import RunSettings
     from edgeffnet.backends import onnxruntime as ort_backend
     from edgeffnet.core.files import atomic_write_json, utc_now
-    from edgeffnet.measure import evaluate
+    from edgeffnet.measure import eval_result, evaluate
 
     o = ctx.options
     num_classes = ort_backend.Runner(ctx.dir / SIMPLIFIED).session.get_outputs()[0].shape[-1]
@@ -336,6 +336,6 @@ def labelled_verdict(ctx: BuildContext, graph: Artifact, compiled: Artifact) -> 
     (ctx.dir / "eval").mkdir(exist_ok=True)
     atomic_write_json(
         ctx.dir / "eval" / f"{evaluate.result_name(o.val)}.json",
-        {"kind": "edgeffnet build --val", "created": utc_now(), **result, "notes": notes},
+        eval_result.tagged("edgeffnet build --val", {"created": utc_now(), **result, "notes": notes}),
     )
     return evaluate.drop_gate(result, o.max_drop, o.allow_drop, ctx.trained, ctx.precision)

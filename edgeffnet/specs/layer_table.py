@@ -14,12 +14,20 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from edgeffnet.core import formats
 from edgeffnet.core.files import atomic_write_json
-from edgeffnet.core.untrusted import UntrustedFileError, field, read_json
+from edgeffnet.core.untrusted import UntrustedFileError, field
 from edgeffnet.specs.layers import ROLES, spec_layers
 
-FORMAT = "edgeffnet-layers/1"
+if TYPE_CHECKING:
+    from edgeffnet.specs.scaling import ModelSpec
+
+LAYER_TABLE = formats.Format(
+    "layer table", "format", (1,), "rebuild the bundle with edgeffnet build", tag="edgeffnet-layers"
+)
+FORMAT = LAYER_TABLE.stamp()["format"]  # "edgeffnet-layers/1"
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 OVERHEAD_OPS = QDQ_OPS + ("Cast",)  # conversions an INT8 or FP16 graph adds between layers
 _BLOCK = re.compile(r"stages\.\d+\.\d+")
@@ -80,7 +88,11 @@ def layer_of(name: str) -> str | None:
 
 
 def make(
-    spec, num_classes: int, precision: str, nodes: list[tuple[str, str]], aliases: dict[str, str] | None = None
+    spec: ModelSpec,
+    num_classes: int,
+    precision: str,
+    nodes: list[tuple[str, str]],
+    aliases: dict[str, str] | None = None,
 ) -> dict:
     """The table for a spec at a precision, given the (name, op_type) of every node of the graph the target
     runs. Each layer lists its nodes; Q/DQ and Cast nodes are listed under "overhead_nodes"; nodes of no layer
@@ -124,12 +136,7 @@ _NUMBERS = ("macs", "weights", "in_elements", "out_elements", "ops", "bytes")
 def read(path: str | Path) -> dict:
     """A bundle's layers.json, checked field by field (it travels with the bundle to the device)."""
     where = f"layer table '{path}'"
-    d = read_json(path, what="layer table")
-    if field(d, "format", str, where) != FORMAT:
-        raise UntrustedFileError(
-            f"{where} has format {d['format']!r}; this edgeffnet reads {FORMAT}: rebuild the "
-            f"bundle with edgeffnet build"
-        )
+    d, _ = formats.load(LAYER_TABLE, path, where)
     for key in ("spec", "precision"):
         field(d, key, str, where)
     for key in ("resolution", "num_classes"):
