@@ -27,7 +27,7 @@ import numpy as np
 from edgeffnet.core import formats
 from edgeffnet.core.errors import UserError
 from edgeffnet.core.files import atomic_write_json
-from edgeffnet.core.layout import BENCH, EVAL, LAYER_TABLE, MANIFEST, REFERENCE, SIMPLIFIED
+from edgeffnet.core.layout import BENCH, ENGINE, ENGINE_FACTS, EVAL, LAYER_TABLE, MANIFEST, REFERENCE, SIMPLIFIED
 from edgeffnet.core.untrusted import (
     UntrustedFileError,
     check_fields,
@@ -457,7 +457,7 @@ def clean_debris(final: Path) -> list[str]:
 
 # What edgeffnet writes into a bundle after its build: bench records, eval results, an engine finished on
 # the device. They describe the old artifacts, so a rebuild drops them like the manifest's own files.
-WRITTEN_LATER = {BENCH, EVAL, "model.engine", "model.engine.json"}
+WRITTEN_LATER = {BENCH, EVAL, ENGINE, ENGINE_FACTS}
 
 
 def owned_files(path: Path) -> set[str] | None:
