@@ -71,7 +71,7 @@ def _profile_examples(i: int, spec: str, precision: str, total_ms: float, profil
     """Rows from a profile (PROFILE_SCHEMA.md): per layer where it has layers, else per role; its times
     scaled so they sum to the network's p50 (the profiler's own overhead taken out)."""
     where = f"profile of {spec}"
-    summed = field(profile, "profiled_sum_ms", float, where, default=None)
+    summed: float | None = field(profile, "profiled_sum_ms", (float, type(None)), where, default=None)
     layers = profile.get("layers")
     by_role = profile.get("by_role")
     if summed is None:
@@ -153,7 +153,7 @@ def solve(rows: list[Example], groups: list[str]) -> np.ndarray:
     a = np.vstack([xw / scale, math.sqrt(RIDGE) * np.eye(x.shape[1])])
     b = np.concatenate([yw, np.zeros(x.shape[1])])
     coef, _ = nnls(a, b, maxiter=50 * x.shape[1])
-    return coef / scale
+    return np.asarray(coef / scale, dtype=float)
 
 
 def _predict_terms(coef: np.ndarray, groups: list[str], terms: dict[str, list[float]], constant: float = 1.0) -> float:

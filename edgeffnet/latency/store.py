@@ -126,7 +126,7 @@ def ratio_to_reference(r: dict) -> float:
     """A row's time over its reference's: the median of per-round ratios where it was timed in turns
     with it (latency_collect), else the ratio of the two p50s (search's pairs, older rows)."""
     ref = r["reference"]
-    return ref["ratio"] if ref.get("ratio") is not None else r["p50_ms"] / ref["p50_ms"]
+    return float(ref["ratio"] if ref.get("ratio") is not None else r["p50_ms"] / ref["p50_ms"])
 
 
 def paired_p50(rows: list[dict]) -> list[float]:

@@ -4,7 +4,9 @@ they take is added to the device's data."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from edgeffnet.core.errors import UserError
 from edgeffnet.latency import device, store
@@ -12,7 +14,11 @@ from edgeffnet.latency.model import LatencyModel, fit, needs_refit
 
 
 def find_model(
-    target: str, precision: str, path: str | Path | None = None, echo=None, required: bool = False
+    target: str,
+    precision: str,
+    path: str | Path | None = None,
+    echo: Callable[[str], None] | None = None,
+    required: bool = False,
 ) -> LatencyModel | None:
     """The model for this device, target and precision: `path` when given (it must exist and fit this
     device), else the cache's (None when there is none, unless `required`). A model whose error on
@@ -56,7 +62,7 @@ def record(target: str, precision: str, rows: list[dict]) -> None:
         pass
 
 
-def record_bench(records) -> None:
+def record_bench(records: Iterable[Any]) -> None:
     """Sweep's latency records (batch 1, the bundle's own runtime, complete) into the device's data."""
     from edgeffnet.specs.scaling import network_key, parse_spec
 
