@@ -77,15 +77,16 @@ def search(args, out: Path, measure: int, model: str) -> dict:
 
 
 def compare(a: str, b: str, rounds: int, seconds: float) -> dict:
-    """The two chosen bundles timed in alternating order; per round the ratio b/a."""
-    from edgeffnet.search import harness
+    """The two chosen bundles timed in turns (one call of each per round, as latency collection times a
+    network against its reference), `rounds` times; per time the median of the per-round ratios b/a."""
+    from edgeffnet.search import harness, latency_collect
 
     settings = harness.BenchSettings(iterations=100, seconds=seconds, warmup=0.5)
     ratios = []
     for i in range(rounds):
-        order = (a, b) if i % 2 == 0 else (b, a)
-        t = {p: harness.time_bundle(Path(p), settings)["p50_ms"] for p in order}
-        ratios.append(t[b] / t[a])
+        first, second = (b, a) if i % 2 == 0 else (a, b)
+        ratio = latency_collect.interleaved(Path(first), Path(second), settings)[2]
+        ratios.append(ratio if first == b else 1 / ratio)
     return {
         "rounds": rounds,
         "ratios": ratios,
