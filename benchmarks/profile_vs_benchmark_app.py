@@ -19,8 +19,8 @@ Apples to apples, both sides:
   (`.../se/Mul_output_0_DequantizeLinear`, originalLayersNames `.../se/Mul,...`).
 - the same input: edgeffnet's (a photo through the bundle's recipe) given to benchmark_app as `-i .npy`;
   benchmark_app's own fills the input with uniform noise in 0..255, other activations than a photo's.
-- the same load: the two run in alternating rounds and each role's verdict is the median over rounds of
-  the per-round ratio (each pair ran back to back). The ratio of the role's share of its tool's total is
+- the same load: the two run back to back in rounds, who goes first alternating, and each role's verdict
+  is the median over rounds of the per-round ratio. The ratio of the role's share of its tool's total is
   printed too: it is immune to the load changing between the two halves of a round.
 
     python benchmarks/profile_vs_benchmark_app.py                       # B0 at 128 px, fp32 and int8
@@ -126,11 +126,19 @@ def compare(b, args, exe: str) -> bool:
     x = bench.sample_input(b, 1)  # edgeffnet's input, given to benchmark_app too (its default: uniform 0..255)
     rec = None
     for i in range(args.rounds):
-        rec = edgeffnet.bench(b, iterations=20, seconds=0, warmup=0.5, save=False, profile=args.iterations)
-        ours.append(dict(rec.profile["by_role"]))
-        rows = benchmark_app_rows(b.path / "model.xml", t.device, hint, args.iterations, exe, x)
-        app = profile.analyse(table, [rows], b.precision, "openvino", [], statistic="mean", iterations=args.iterations)
-        theirs.append(dict(app["by_role"]))
+        # who goes first alternates (ABBA): a drift of the machine's speed within a round tilts the odd
+        # rounds' ratios one way and the even rounds' the other, and the median over rounds sits between
+        for tool in ("edgeffnet", "benchmark_app") if i % 2 == 0 else ("benchmark_app", "edgeffnet"):
+            if tool == "edgeffnet":
+                rec = edgeffnet.bench(b, iterations=20, seconds=0, warmup=0.5, save=False, profile=args.iterations)
+                ours.append(dict(rec.profile["by_role"]))
+            else:
+                rows = benchmark_app_rows(b.path / "model.xml", t.device, hint, args.iterations, exe, x)
+                app = profile.analyse(
+                    table, [rows], b.precision, "openvino", [], statistic="mean", iterations=args.iterations
+                )
+                theirs.append(dict(app["by_role"]))
+        assert rec is not None
         print(
             f"  round {i + 1}: edgeffnet {sum(ours[-1].values()):.3f} ms, benchmark_app {sum(theirs[-1].values()):.3f} ms"
             f" (mapped {rec.profile['mapped_fraction']:.1%} / {app['mapped_fraction']:.1%})"
@@ -168,7 +176,7 @@ def main() -> int:
     ap.add_argument("--spec", action="append", help="Model spec to build (repeatable; default b0,res=128).")
     ap.add_argument("--precision", default="fp32,int8", help="Precisions to build each spec at.")
     ap.add_argument("--bundle", action="append", help="Use this bundle instead of building (repeatable).")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--iterations", type=int, default=200, help="Profiled inferences per round, each tool.")
     ap.add_argument("--tolerance", type=float, default=0.10)
     ap.add_argument("--min-share", type=float, default=0.05, help="Roles below this share are listed, not judged.")
