@@ -298,8 +298,9 @@ def place_on_roof(rows: list[dict], roof: dict) -> dict:
 
 
 def trace(runs: list[list[dict]], record: dict) -> dict:
-    """One profiled inference (the one whose total is the median) as Chrome trace JSON: one complete event
-    ("ph": "X", microseconds) per runtime node; nodes without a start time are laid end to end."""
+    """One profiled inference (the one whose total is the median; OpenVINO's single run: the nodes' means)
+    as Chrome trace JSON: one complete event ("ph": "X", microseconds) per runtime node; nodes without a
+    start time are laid end to end."""
     if not runs:
         return {"traceEvents": [], "displayTimeUnit": "ms"}
     totals = [sum(float(n["time_ms"]) for n in run) for run in runs]
