@@ -85,10 +85,15 @@ class Runner(Protocol):
 
 @dataclass
 class Profiled:
-    """Profiled inferences: per inference, the runtime's node rows and the host's wall time around it."""
+    """Profiled inferences: per inference, the runtime's node rows and the host's wall time around it.
+
+    A runtime whose counters are running means (OpenVINO's CPU plugin) gives one run, the nodes' mean over
+    the `iterations` profiled inferences, with `statistic` "mean"; wall_ms still has one time per inference."""
 
     runs: list  # list[list[dict]]
-    wall_ms: list  # list[float], one per run
+    wall_ms: list  # list[float], one per profiled inference
+    statistic: str = "median"  # "median": runs are single inferences; "mean": runs[0] is their mean
+    iterations: int | None = None  # profiled inferences (default: len(runs))
 
 
 @runtime_checkable

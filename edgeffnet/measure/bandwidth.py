@@ -6,6 +6,13 @@ and triad (`a = b + s*c`, two reads and one write, done as two numpy passes whos
 The best of N timed passes is the figure, as STREAM reports it: the sustained rate the hardware allows,
 not the average a noisy machine happened to give. Measured once per process (a bench of many bundles
 pays for it once).
+
+Bytes are counted as STREAM counts them, and as the layer table counts a layer's: what the kernel reads
+and writes, each once (copy 2 bytes per byte copied, the two-pass triad 5). What the memory moves depends
+on the store: numpy's copy is glibc's memcpy, whose stores above its non-temporal threshold bypass the
+cache (moved = counted); numpy's loops store normally, and a normal store first reads its line for
+ownership, uncounted (the triad moves 6 for 5 counted), as OpenVINO's kernels do when they write outputs.
+`benchmarks/memory_bandwidth.py` compares the figure with libc's memmove and a read-only stream.
 """
 
 from __future__ import annotations
@@ -61,6 +68,9 @@ def stream(kernel: str = "copy", buffer_bytes: int | None = None, passes: int = 
     if kernel == "copy":
         seconds = _best(lambda: np.copyto(b, a), passes)
         moved = 2 * size  # read a, write b
+        counts = (
+            "2 bytes per byte copied (read a, write b); glibc memcpy, above its threshold non-temporal: moved = counted"
+        )
     elif kernel == "triad":
         c = np.full(n, 2.0)
 
@@ -70,6 +80,7 @@ def stream(kernel: str = "copy", buffer_bytes: int | None = None, passes: int = 
 
         seconds = _best(triad, passes)
         moved = 5 * size
+        counts = "5 bytes per element byte (read c, write b; read b and a, write b); normal stores: 6 moved"
     else:
         raise ValueError(f"unknown kernel {kernel!r}")
     return {
@@ -79,6 +90,7 @@ def stream(kernel: str = "copy", buffer_bytes: int | None = None, passes: int = 
         "llc_bytes": llc,
         "llc_source": llc_source,
         "bytes_per_pass": moved,
+        "counts": counts,
         "threads": 1,
         "cpus": os.cpu_count(),
     }

@@ -212,7 +212,15 @@ def attach_profile(b: Bundle, runner, x: np.ndarray, rec: Record, iterations: in
     }
     roof["bandwidth_gbs"] = roof["bandwidth"]["gbs"]
     rec.extra["profile"] = profile.analyse(
-        table, profiled.runs, b.precision, rec.runtime, rec.samples_ms, roof, profiled.wall_ms
+        table,
+        profiled.runs,
+        b.precision,
+        rec.runtime,
+        rec.samples_ms,
+        roof,
+        profiled.wall_ms,
+        statistic=profiled.statistic,
+        iterations=profiled.iterations,
     )
     if trace is not None:
         try:

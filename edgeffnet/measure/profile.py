@@ -10,7 +10,9 @@ runtime or the precision pass inserted are "overhead" rows, one per runtime node
 `mapped_fraction` is the share of profiled time the mapping explains: time in layer rows plus overhead
 rows that are known conversions (a Q/DQ/Cast node of the table's graph, or a node of a conversion type);
 `layer_fraction` is the share in layer rows alone. Time per row is the median over profiled inferences
-of its per-inference sum. The profiled sum is compared with an unprofiled p50 of the same run.
+of its per-inference sum, or, where the runtime's counters are running means (OpenVINO's CPU plugin: the
+runner gives one run, the nodes' mean over the profiled inferences, and `statistic` "mean"), that mean.
+The profiled sum is compared with the unprofiled latency of the same run (its p50, or its mean).
 """
 
 from __future__ import annotations
@@ -107,9 +109,14 @@ def analyse(
     unprofiled_ms: list[float],
     roof: dict | None = None,
     wall_ms: list[float] | None = None,
+    statistic: str = "median",
+    iterations: int | None = None,
 ) -> dict:
     """The profile record (PROFILE_SCHEMA.md) from the table, the profiled inferences (their node rows and,
-    where known, their wall times) and the latencies (ms) of unprofiled inferences of the same run."""
+    where known, their wall times) and the latencies (ms) of unprofiled inferences of the same run.
+    statistic "mean": `runs` is one run, the nodes' mean over `iterations` inferences (see the module)."""
+    if statistic not in ("median", "mean") or (statistic == "mean" and len(runs) > 1):
+        raise ValueError(f"statistic {statistic!r} over {len(runs)} runs")
     unprofiled_p50_ms = _st.median(unprofiled_ms) if unprofiled_ms else None
     unprofiled_min = min(unprofiled_ms) if unprofiled_ms else None
     rows = {r["name"]: r for r in table["layers"]}
@@ -133,6 +140,10 @@ def analyse(
         per_run.append(sums)
     totals = [sum(s.values()) for s in per_run]
     profiled_sum = _st.median(totals) if totals else 0.0
+    # a mean over inferences has no per-inference minimum; the check compares means then
+    per_inference = statistic == "median"
+    profiled_min = min(totals) if totals and per_inference else None
+    unprofiled_mid = unprofiled_p50_ms if per_inference or not unprofiled_ms else _st.fmean(unprofiled_ms)
     out_rows = []
     for key, row in info.items():
         t = _st.median([s.get(key, 0.0) for s in per_run])
@@ -173,7 +184,10 @@ def analyse(
     record = {
         "format": FORMAT,
         "runtime": runtime,
-        "iterations": len(runs),
+        "iterations": iterations or len(runs),
+        "statistic": "median per inference"
+        if per_inference
+        else "mean over the profiled inferences (the runtime's counters are running means)",
         "layers": out_rows,
         "by_role": {k: round(v, 5) for k, v in by_role.items()},
         "flops_by_role": _flops_by_role(table["layers"]),
@@ -184,12 +198,14 @@ def analyse(
         "profiled_sum_ms": round(profiled_sum, 5),
         "unprofiled_p50_ms": unprofiled_p50_ms,
         "unprofiled_min_ms": unprofiled_min,
-        "profiled_min_ms": min(totals) if totals else None,
+        "profiled_min_ms": profiled_min,
         "profiled_wall_p50_ms": _st.median(wall_ms) if wall_ms else None,
         # what profiling costs an inference: its wall time profiled against unprofiled, at the median
         "profiler_overhead": (_st.median(wall_ms) / unprofiled_p50_ms - 1) if wall_ms and unprofiled_p50_ms else None,
-        "coverage": _coverage(totals, wall_ms),
-        "sum_check": _sum_check(profiled_sum, min(totals) if totals else None, unprofiled_p50_ms, unprofiled_min),
+        "coverage": _coverage(totals, wall_ms, per_inference),
+        "sum_check": _sum_check(
+            profiled_sum, profiled_min or profiled_sum, unprofiled_mid, unprofiled_min, per_inference
+        ),
         "load_per_cpu": _load_per_cpu(),
         "claimed_precision": claimed,
         "ran_wider": wider,
@@ -212,20 +228,29 @@ def _load_per_cpu() -> float | None:
         return None
 
 
-def _coverage(totals: list[float], wall_ms: list[float] | None) -> dict | None:
-    if not wall_ms or len(wall_ms) != len(totals):
+def _coverage(totals: list[float], wall_ms: list[float] | None, per_inference: bool = True) -> dict | None:
+    if not wall_ms or not totals:
         return None
-    ratio = _st.median(t / w for t, w in zip(totals, wall_ms) if w > 0)
+    if per_inference:
+        if len(wall_ms) != len(totals):
+            return None
+        ratio = _st.median(t / w for t, w in zip(totals, wall_ms) if w > 0)
+        compares = "per profiled inference: sum of its nodes / host wall time around it"
+    else:
+        ratio = totals[0] / _st.fmean(wall_ms)
+        compares = "the nodes' mean sum over the profiled inferences / their mean host wall time"
     return {
         "median": ratio,
         "min": COVERAGE_MIN,
         "max": COVERAGE_MAX,
         "holds": COVERAGE_MIN <= ratio <= COVERAGE_MAX,
-        "compares": "per profiled inference: sum of its nodes / host wall time around it",
+        "compares": compares,
     }
 
 
-def _sum_check(p50: float, low: float | None, u50: float | None, ulow: float | None) -> dict:
+def _sum_check(
+    p50: float, low: float | None, u50: float | None, ulow: float | None, per_inference: bool = True
+) -> dict:
     median = p50 / u50 if u50 else None
     least = low / ulow if low and ulow else None
     holds = any(r is not None and abs(r - 1) <= SUM_TOLERANCE for r in (median, least))
@@ -234,7 +259,10 @@ def _sum_check(p50: float, low: float | None, u50: float | None, ulow: float | N
         "ratio_min": least,
         "tolerance": SUM_TOLERANCE,
         "holds": holds,
-        "compares": "profiled node sum / unprofiled latency of the bench, at the median and the minimum",
+        "compares": "profiled node sum / unprofiled latency of the bench, at the median and the minimum"
+        if per_inference
+        else "the nodes' mean sum over the profiled inferences / the unprofiled mean latency of the bench, "
+        "and / its minimum (load only adds time)",
     }
 
 
@@ -270,8 +298,9 @@ def place_on_roof(rows: list[dict], roof: dict) -> dict:
 
 
 def trace(runs: list[list[dict]], record: dict) -> dict:
-    """One profiled inference (the one whose total is the median) as Chrome trace JSON: one complete event
-    ("ph": "X", microseconds) per runtime node; nodes without a start time are laid end to end."""
+    """One profiled inference (the one whose total is the median; OpenVINO's single run: the nodes' means)
+    as Chrome trace JSON: one complete event ("ph": "X", microseconds) per runtime node; nodes without a
+    start time are laid end to end."""
     if not runs:
         return {"traceEvents": [], "displayTimeUnit": "ms"}
     totals = [sum(float(n["time_ms"]) for n in run) for run in runs]
