@@ -1,5 +1,5 @@
 """A pretend device whose latency follows a known per-group layer model, for tests of the latency model:
-it writes whole-network p50s and profiles (PROFILE_SCHEMA.md) the way a real device's data look."""
+it writes whole-network p50s and profiles (docs/measuring.md) the way a real device's data look."""
 
 from __future__ import annotations
 

@@ -60,7 +60,7 @@ def _per_role(by_group: dict[str, float]) -> dict[str, float]:
 
 @pytest.mark.parametrize("kind", ["layers", "by_role"])
 def test_profiles_say_where_the_time_goes(kind):
-    """With profiles (PROFILE_SCHEMA.md, profiler overhead included) the model splits a network's time by
+    """With profiles (docs/measuring.md, profiler overhead included) the model splits a network's time by
     group as the device does; from p50s alone it cannot know the split."""
     truth = Truth(seed=3)
     m = lm.fit(truth.rows(FIT, noise=0.02, profile=kind), "fp32", HERE)

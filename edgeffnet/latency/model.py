@@ -68,7 +68,7 @@ class Example:
 
 
 def _profile_examples(i: int, spec: str, precision: str, total_ms: float, profile: dict) -> list[Example]:
-    """Rows from a profile (PROFILE_SCHEMA.md): per layer where it has layers, else per role; its times
+    """Rows from a profile (docs/measuring.md): per layer where it has layers, else per role; its times
     scaled so they sum to the network's p50 (the profiler's own overhead taken out)."""
     where = f"profile of {spec}"
     summed: float | None = field(profile, "profiled_sum_ms", (float, type(None)), where, default=None)

@@ -5,7 +5,7 @@ One line per measured network: {"spec", "network", "precision", "p50_ms", "refer
 "settings", "measured", "profile"}. `reference` is {"spec", "p50_ms"} of the network timed right after it
 (paired timing, as search does): a fit takes each row's ratio to its reference, times the median of that
 reference's timings, so the machine's drift between rows is not taken for a difference between networks.
-`profile` is null or the record's profile (PROFILE_SCHEMA: by_role, layers, unprofiled_p50_ms,
+`profile` is null or the record's profile (docs/measuring.md: by_role, layers, unprofiled_p50_ms,
 profiled_sum_ms), trimmed to what the model reads.
 
 The file is read line by line through the careful reader: a line cut short by a killed run, or edited
@@ -27,7 +27,7 @@ SOURCES = ("design", "search", "fit", "sweep", "benchmark")
 
 
 def trim_profile(profile: dict | None) -> dict | None:
-    """What the model reads of a record's profile (PROFILE_SCHEMA.md), or None."""
+    """What the model reads of a record's profile (docs/measuring.md), or None."""
     if not isinstance(profile, dict):
         return None
     keep = {

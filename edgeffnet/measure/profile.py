@@ -112,7 +112,7 @@ def analyse(
     statistic: str = "median",
     iterations: int | None = None,
 ) -> dict:
-    """The profile record (PROFILE_SCHEMA.md) from the table, the profiled inferences (their node rows and,
+    """The profile record (docs/measuring.md) from the table, the profiled inferences (their node rows and,
     where known, their wall times) and the latencies (ms) of unprofiled inferences of the same run.
     statistic "mean": `runs` is one run, the nodes' mean over `iterations` inferences (see the module)."""
     if statistic not in ("median", "mean") or (statistic == "mean" and len(runs) > 1):

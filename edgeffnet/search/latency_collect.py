@@ -9,7 +9,7 @@ load average of 20 on 2 cores: ms per GMAC of the designed networks spread 10x w
 store.paired_p50 then takes the drift between networks out. A network's bundle is removed once it is timed (the stage
 cache keeps its artifacts), so a collection's disk use stays one bundle and the reference.
 
-Profiles: where `edgeffnet.bench` takes `profile=True` (the profiling work, PROFILE_SCHEMA.md), each
+Profiles: where `edgeffnet.bench` takes `profile=True` (the profile record: docs/measuring.md), each
 network also gets one profiled run and its per-layer times go into the data with it; elsewhere the model
 is fitted on whole-network p50s alone.
 """
@@ -63,7 +63,7 @@ def bench_profiles() -> bool:
 
 
 def profile_of(bundle: Path, settings: harness.BenchSettings) -> dict | None:
-    """One profiled run's profile (PROFILE_SCHEMA.md), or None where bench cannot profile."""
+    """One profiled run's profile (docs/measuring.md), or None where bench cannot profile."""
     if not bench_profiles():
         return None
     r = harness.bench_locked(bundle, settings, save=False, profile=True)
