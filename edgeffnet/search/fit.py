@@ -297,14 +297,14 @@ class _BudgetSearch:
     """One budget's search: the latest latency of every grid index measured (twins share it), the order they
     were tried in, and the gallop/bisection state that picks the next one."""
 
-    def __init__(self, plan: FitPlan, budget_ms: float, meas: Measurements, echo):
-        self.plan, self.budget_ms, self.meas, self.echo = plan, budget_ms, meas, echo
+    def __init__(self, plan: FitPlan, budget_ms: float, meas: Measurements):
+        self.plan, self.budget_ms, self.meas = plan, budget_ms, meas
         self.key = f"{plan.metric}_ms"
         self.lat: dict[int, float] = {}  # grid index -> latest latency of its network
         self.tried: list[int] = []
         self.jump = 1  # how far the next gallop step reaches, doubled each time
-        self.used_model = False  # the model proposes once inside the bracket
-        self.neighbour = False  # the proposal's neighbour is still to be checked
+        self.used_model = False  # whether the model has proposed inside the bracket yet
+        self.neighbour = False  # whether its proposal's neighbour is still to be checked
         self.last: int | None = None  # the index measured last
 
     def measure(self, i: int, again: bool = False) -> None:
@@ -423,7 +423,7 @@ def fit_budget(plan: FitPlan, budget_ms: float, meas: Measurements, echo=None, p
     if not budget_ms > 0:
         raise UserError(f"a latency budget is in milliseconds and must be positive, got {budget_ms:g}")
     echo = echo or (lambda m: None)
-    search = _BudgetSearch(plan, budget_ms, meas, echo)
+    search = _BudgetSearch(plan, budget_ms, meas)
     start = model_anchors(plan, budget_ms, meas, predictor) if predictor else anchors(plan)
     if predictor:
         echo(
