@@ -72,6 +72,122 @@ def _record(job: Job, result: dict) -> list[records.Record]:
     return saved
 
 
+def _connect(address: str, profiles: list[targets.Target], connect_timeout: float):
+    """(ray, devices per target) of the cluster, refused before anything is built when a target has no device."""
+    ray = cluster.connect(address, connect_timeout)
+    have = cluster.capacity(ray)
+    missing = [p.name for p in profiles if not have.get(p.name)]
+    if missing:  # before anything is built
+        offered = ", ".join(f"{t} ({n})" for t, n in sorted(have.items())) or "no targets"
+        raise UserError(
+            f"no device in the cluster at {address} advertises {', '.join(missing)} (it offers "
+            f"{offered}); on such a device run `edgeffnet farm join {address} --target {missing[0]}`"
+        )
+    return ray, have
+
+
+class _Dispatch:
+    """One farm sweep under way: builds bundles one at a time, keeps each target's devices busy through
+    the pool, and notes what became of every job in `result` (edgeffnet.sweep.run's shape plus "jobs")."""
+
+    def __init__(self, ray, timeout: float, modes: list[str], settings: bench.Settings, runs: list[bench.Settings]):
+        self.ray, self.modes, self.settings, self.runs = ray, modes, settings, runs
+        self.say = logs.logger().info
+        self.task = ray.remote(num_cpus=0, max_retries=RETRIES, retry_exceptions=False)(device.measure)
+        self.pool = tasks.Pool(ray, timeout, describe)
+        self.result: dict = {"done": [], "skipped": [], "failed": [], "interrupted": None, "jobs": []}
+
+    def run(self, todo: deque[Job]) -> dict:
+        """Every job in TODO built (or skipped), measured and recorded; Ctrl-C cancels what is on the devices
+        and keeps what came back. Adds "seconds" to the result."""
+        total = len(todo)
+        t0 = time.monotonic()
+        try:
+            while todo or self.pool:
+                if todo:  # build one bundle, then look after the devices
+                    job = todo.popleft()
+                    self.start(job, f"[{total - len(todo)}/{total}] {job.label}")
+                for job, ref, why in self.pool.step(0 if todo else 1.0):
+                    if why:
+                        self.fail(job, why)
+                    else:
+                        self.finished(job, ref)
+        except KeyboardInterrupt:
+            stopped = next(iter(self.pool.jobs()), None) or (todo[0] if todo else None)
+            self.pool.cancel_all()
+            self.result["interrupted"] = stopped.item if stopped else None
+        self.result["seconds"] = round(time.monotonic() - t0, 1)
+        return self.result
+
+    def start(self, job: Job, progress: str) -> None:
+        """Skip JOB if its records exist for these settings; otherwise build it, ship it and queue it."""
+        if all(done(job.dest, s, [], job.item) for s in self.runs):
+            self.say(f"{progress}: measured before, skipped")
+            before = records.load(records.record_path(job.dest, job.target.backend, self.runs[0].mode))
+            job.outcome = {"status": "skipped", "node": before.extra.get("node") if before else None}
+            self.result["skipped"].append(job.item)
+            self.result["jobs"].append(job)
+            return
+        self.say(progress)
+        try:
+            if built(job.dest, job.item) is None:
+                require_build_side("edgeffnet sweep --cluster")
+                build(
+                    job.item.spec,
+                    target=job.target.path or job.target.name,
+                    precision=job.item.precision,
+                    weights=job.item.weights,
+                    output=job.dest,
+                )
+            manifest = bundle.read_manifest(job.dest)
+            job.data = self.ray.put(device.archive(job.dest, shipped_files(job.dest, manifest)))
+            self.pool.put(resource(job.target.name), job, lambda job=job: self.submit(job))
+        except UserError as e:
+            self.fail(job, str(e))
+
+    def submit(self, job: Job):
+        return self.task.options(resources={resource(job.target.name): 1}).remote(
+            job.data, job.dest.name, self.modes, {k: v for k, v in asdict(self.settings).items() if k != "mode"}
+        )
+
+    def fail(self, job: Job, why: str) -> None:
+        job.data = None  # the archive leaves the object store once nothing refers to it
+        self.say(f"  {job.label}: failed: {why}")
+        job.outcome = {"status": "failed", "reason": why}
+        self.result["failed"].append((job.item, f"on {job.target.name}: {why}"))
+        self.result["jobs"].append(job)
+
+    def finished(self, job: Job, ref) -> None:
+        """What the device sent back goes into the workstation's bundle, and its records are kept."""
+        job.data = None
+        try:
+            res = self.ray.get(ref)
+        except self.ray.exceptions.RayError as e:
+            self.fail(job, tasks.reason(self.ray, e))
+            return
+        try:
+            if res["files"]:
+                _apply(job, res["files"])
+            recs = _record(job, res)
+        except (UserError, OSError) as e:
+            self.fail(job, str(e))
+            return
+        where = res["node"].get("node_id", "")[:8] or res["node"]["hostname"]
+        for r in recs:
+            self.say(
+                f"  {job.label} [{where} {res['node'].get('ip', res['node']['hostname'])}] "
+                f"{r.mode:10s} {console.summary(r)}"
+            )
+        job.outcome = {
+            "status": "measured",
+            "node": res["node"],
+            "compiled_on_device": res["compiled"],
+            "heavy_modules": res["heavy_modules"],
+        }
+        self.result["done"].append(job.item)
+        self.result["jobs"].append(job)
+
+
 def run(
     items: list[Item],
     target_names: list[str],
@@ -87,7 +203,6 @@ def run(
 
     An item without a precision takes each target's default. Returns what happened, like
     edgeffnet.sweep.run, plus "jobs" (every item x target with its outcome) and "seconds"."""
-    say = logs.logger().info
     if baselines:
         raise UserError(
             "--baseline runs PyTorch/ONNX Runtime on the workstation's CPU; measure baselines with a "
@@ -101,107 +216,14 @@ def run(
     if timeout <= 0:
         raise UserError(f"--task-timeout must be positive, got {timeout:g}")
 
-    ray = cluster.connect(address, connect_timeout)
-    have = cluster.capacity(ray)
-    missing = [p.name for p in profiles if not have.get(p.name)]
-    if missing:  # before anything is built
-        offered = ", ".join(f"{t} ({n})" for t, n in sorted(have.items())) or "no targets"
-        raise UserError(
-            f"no device in the cluster at {address} advertises {', '.join(missing)} (it offers "
-            f"{offered}); on such a device run `edgeffnet farm join {address} --target {missing[0]}`"
-        )
-    say(
+    ray, have = _connect(address, profiles, connect_timeout)
+    logs.logger().info(
         f"farm: {len(items)} items x {len(profiles)} targets ("
         + ", ".join(f"{p.name}: {have[p.name]} device{'s' * (have[p.name] > 1)}" for p in profiles)
         + f") on {address}, {', '.join(modes)} -> {out}"
     )
-
-    task = ray.remote(num_cpus=0, max_retries=RETRIES, retry_exceptions=False)(device.measure)
     todo = deque(Job(i, p, i.bundle_dir(out, p.name)) for i, p in pairs)
-    total = len(todo)
-    pool = tasks.Pool(ray, timeout, describe)
-    result = {"done": [], "skipped": [], "failed": [], "interrupted": None, "jobs": []}
-    t0 = time.monotonic()
-
-    def fail(job: Job, why: str) -> None:
-        job.data = None  # the archive leaves the object store once nothing refers to it
-        say(f"  {job.label}: failed: {why}")
-        job.outcome = {"status": "failed", "reason": why}
-        result["failed"].append((job.item, f"on {job.target.name}: {why}"))
-        result["jobs"].append(job)
-
-    def submit(job: Job):
-        return task.options(resources={resource(job.target.name): 1}).remote(
-            job.data, job.dest.name, modes, {k: v for k, v in asdict(settings).items() if k != "mode"}
-        )
-
-    def finished(job: Job, ref) -> None:
-        job.data = None
-        try:
-            res = ray.get(ref)
-        except ray.exceptions.RayError as e:
-            fail(job, tasks.reason(ray, e))
-            return
-        try:
-            if res["files"]:
-                _apply(job, res["files"])
-            recs = _record(job, res)
-        except (UserError, OSError) as e:
-            fail(job, str(e))
-            return
-        where = res["node"].get("node_id", "")[:8] or res["node"]["hostname"]
-        for r in recs:
-            say(
-                f"  {job.label} [{where} {res['node'].get('ip', res['node']['hostname'])}] "
-                f"{r.mode:10s} {console.summary(r)}"
-            )
-        job.outcome = {
-            "status": "measured",
-            "node": res["node"],
-            "compiled_on_device": res["compiled"],
-            "heavy_modules": res["heavy_modules"],
-        }
-        result["done"].append(job.item)
-        result["jobs"].append(job)
-
-    try:
-        while todo or pool:
-            if todo:  # build one bundle, then look after the devices
-                job = todo.popleft()
-                n = total - len(todo)
-                if all(done(job.dest, s, [], job.item) for s in runs):
-                    say(f"[{n}/{total}] {job.label}: measured before, skipped")
-                    before = records.load(records.record_path(job.dest, job.target.backend, runs[0].mode))
-                    job.outcome = {"status": "skipped", "node": before.extra.get("node") if before else None}
-                    result["skipped"].append(job.item)
-                    result["jobs"].append(job)
-                else:
-                    say(f"[{n}/{total}] {job.label}")
-                    try:
-                        if built(job.dest, job.item) is None:
-                            require_build_side("edgeffnet sweep --cluster")
-                            build(
-                                job.item.spec,
-                                target=job.target.path or job.target.name,
-                                precision=job.item.precision,
-                                weights=job.item.weights,
-                                output=job.dest,
-                            )
-                        manifest = bundle.read_manifest(job.dest)
-                        job.data = ray.put(device.archive(job.dest, shipped_files(job.dest, manifest)))
-                        pool.put(resource(job.target.name), job, lambda job=job: submit(job))
-                    except UserError as e:
-                        fail(job, str(e))
-            for job, ref, why in pool.step(0 if todo else 1.0):
-                if why:
-                    fail(job, why)
-                else:
-                    finished(job, ref)
-    except KeyboardInterrupt:
-        stopped = next(iter(pool.jobs()), None) or (todo[0] if todo else None)
-        pool.cancel_all()
-        result["interrupted"] = stopped.item if stopped else None
-    result["seconds"] = round(time.monotonic() - t0, 1)
+    result = _Dispatch(ray, timeout, modes, settings, runs).run(todo)
     write_summary(out, address, result)
     return result
 

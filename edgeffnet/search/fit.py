@@ -293,43 +293,137 @@ def anchors(plan: FitPlan) -> list[int]:
     return list(dict.fromkeys((first, second)))
 
 
-def fit_budget(plan: FitPlan, budget_ms: float, meas: Measurements, echo=None, predictor=None) -> dict:
-    """The largest grid phi whose measured latency is <= budget_ms, with the next step measured above it."""
-    if not budget_ms > 0:
-        raise UserError(f"a latency budget is in milliseconds and must be positive, got {budget_ms:g}")
-    echo = echo or (lambda m: None)
-    key = f"{plan.metric}_ms"
-    lat: dict[int, float] = {}  # grid index -> latest latency of its network
-    tried: list[int] = []
+class _BudgetSearch:
+    """One budget's search: the latest latency of every grid index measured (twins share it), the order they
+    were tried in, and the gallop/bisection state that picks the next one."""
 
-    def measure(i: int, again: bool = False) -> None:
-        row = meas.measure(i, again)
-        for j in [j for j in lat if meas.network(j)[1] == row["network"]] + [i]:
-            lat[j] = row[key]
-        if i not in tried:
-            tried.append(i)
+    def __init__(self, plan: FitPlan, budget_ms: float, meas: Measurements):
+        self.plan, self.budget_ms, self.meas = plan, budget_ms, meas
+        self.key = f"{plan.metric}_ms"
+        self.lat: dict[int, float] = {}  # grid index -> latest latency of its network
+        self.tried: list[int] = []
+        self.jump = 1  # how far the next gallop step reaches, doubled each time
+        self.used_model = False  # whether the model has proposed inside the bracket yet
+        self.neighbour = False  # whether its proposal's neighbour is still to be checked
+        self.last: int | None = None  # the index measured last
 
-    def bracket() -> tuple[int | None, int | None]:
-        fits = [i for i, t in lat.items() if t <= budget_ms]
+    def measure(self, i: int, again: bool = False) -> None:
+        row = self.meas.measure(i, again)
+        for j in [j for j in self.lat if self.meas.network(j)[1] == row["network"]] + [i]:
+            self.lat[j] = row[self.key]
+        if i not in self.tried:
+            self.tried.append(i)
+
+    def bracket(self) -> tuple[int | None, int | None]:
+        fits = [i for i, t in self.lat.items() if t <= self.budget_ms]
         lo = max(fits) if fits else None
-        over = [i for i, t in lat.items() if t > budget_ms and (lo is None or i > lo)]
+        over = [i for i, t in self.lat.items() if t > self.budget_ms and (lo is None or i > lo)]
         return lo, (min(over) if over else None)
 
-    def propose(lo: int | None, hi: int | None) -> int:
+    def propose(self, lo: int | None, hi: int | None) -> int:
         """The model's largest phi predicted within budget, inside the open bracket."""
-        model = LatencyModel(list({meas.network(i)[1]: (meas.network(i)[2], t) for i, t in lat.items()}.values()))
-        a = plan.imin if lo is None else lo + 1
-        b = plan.imax if hi is None else hi - 1
+        meas = self.meas
+        model = LatencyModel(list({meas.network(i)[1]: (meas.network(i)[2], t) for i, t in self.lat.items()}.values()))
+        a = self.plan.imin if lo is None else lo + 1
+        b = self.plan.imax if hi is None else hi - 1
         best = a
         left, right = a, b
         while left <= right:  # predicted latency grows with phi: binary search for the last fitting index
             mid = (left + right) // 2
-            if model.predict(meas.network(mid)[2]) <= budget_ms:
+            if model.predict(meas.network(mid)[2]) <= self.budget_ms:
                 best, left = mid, mid + 1
             else:
                 right = mid - 1
         return best
 
+    def converge(self) -> None:
+        """Measure until the budget lies between adjacent grid steps and the lower one is confirmed (or the
+        measurements run out)."""
+        plan, confirms = self.plan, 0
+        while len(self.tried) < MAX_MEASUREMENTS:
+            lo, hi = self.bracket()
+            if lo is None and hi == plan.imin:
+                raise UserError(
+                    f"budget {self.budget_ms:g} ms is below the smallest model in range: "
+                    f"phi={plan.phi(plan.imin):g} measured {self.lat[plan.imin]:.3f} ms {plan.metric}; "
+                    "raise the budget or lower --phi-min"
+                )
+            if lo is not None and (hi == lo + 1 or (hi is None and lo == plan.imax)):
+                self.measure(lo, again=True)  # confirm the answer with a fresh measurement
+                confirms += 1
+                if self.lat[lo] <= self.budget_ms or confirms >= 3:
+                    break
+                continue
+            i = self.next_index(lo, hi)
+            self.measure(i)
+            self.last = i
+
+    def next_index(self, lo: int | None, hi: int | None) -> int:
+        """The grid index to measure next, given the bracket (lo fits, hi does not; None: not found yet)."""
+        plan = self.plan
+        if lo is not None and hi is not None:
+            if not self.used_model:  # the model proposes once inside the bracket ...
+                self.used_model, self.neighbour = True, True
+                return self.propose(lo, hi)
+            if self.neighbour and self.last in (lo, hi):  # ... its neighbour is checked (often that settles it) ...
+                self.neighbour = False
+                return lo + 1 if self.last == lo else hi - 1
+            return (lo + hi) // 2  # ... and bisection decides the rest
+        if hi is None:  # everything measured fits: gallop up
+            i = min(plan.imax, max(self.propose(lo, None), lo + self.jump))
+        else:  # nothing fits yet: gallop down
+            i = max(plan.imin, min(self.propose(None, hi), hi - self.jump))
+        self.jump *= 2
+        return i
+
+    def answer(self, start: list[int], predictor) -> dict:
+        """The largest grid phi measured within the budget, what was measured above it and everything tried."""
+        plan, meas, lat, key = self.plan, self.meas, self.lat, self.key
+        lo, hi = self.bracket()
+        if lo is None:
+            raise UserError(
+                f"no phi in range met {self.budget_ms:g} ms after {len(self.tried)} measurements; raise the budget"
+            )
+        row = meas.known(lo)
+        capped = hi is None and lo == plan.imax
+        return {
+            "budget_ms": self.budget_ms,
+            "metric": plan.metric,
+            "phi": plan.phi(lo),
+            "proposed_by_model": None
+            if predictor is None
+            else {
+                "phi": plan.phi(start[0]),
+                "predicted_ms": predictor.predict(meas.network(start[0])[0]),
+                "model": predictor.path,
+            },
+            **{k: row[k] for k in ("spec", "macs", "params", "resolution", "bundle", "p50_ms", "p90_ms", "p99_ms")},
+            "confirmed": row.get("history") is not None,
+            "capped_at_phi_max": capped,
+            "placement": row.get("placement"),
+            "next_phi": None if hi is None else plan.phi(hi),
+            "next_spec": None if hi is None else meas.network(hi)[0],
+            "next_ms": None if hi is None else lat[hi],
+            "measurements": len(self.tried),
+            "tried": [
+                {
+                    "phi": plan.phi(i),
+                    "spec": meas.network(i)[0],
+                    key: lat[i],
+                    "macs": meas.network(i)[2],
+                    "within_budget": lat[i] <= self.budget_ms,
+                }
+                for i in sorted(self.tried)
+            ],
+        }
+
+
+def fit_budget(plan: FitPlan, budget_ms: float, meas: Measurements, echo=None, predictor=None) -> dict:
+    """The largest grid phi whose measured latency is <= budget_ms, with the next step measured above it."""
+    if not budget_ms > 0:
+        raise UserError(f"a latency budget is in milliseconds and must be positive, got {budget_ms:g}")
+    echo = echo or (lambda m: None)
+    search = _BudgetSearch(plan, budget_ms, meas)
     start = model_anchors(plan, budget_ms, meas, predictor) if predictor else anchors(plan)
     if predictor:
         echo(
@@ -337,74 +431,13 @@ def fit_budget(plan: FitPlan, budget_ms: float, meas: Measurements, echo=None, p
             f"({predictor.predict(meas.network(start[0])[0]):.3f} ms predicted); measuring it and the next step"
         )
     for i in start:
-        measure(i)
-    jump, confirms, used_model, neighbour, last = 1, 0, False, False, None
-    while len(tried) < MAX_MEASUREMENTS:
-        lo, hi = bracket()
-        if lo is None and hi == plan.imin:
-            raise UserError(
-                f"budget {budget_ms:g} ms is below the smallest model in range: phi={plan.phi(plan.imin):g} "
-                f"measured {lat[plan.imin]:.3f} ms {plan.metric}; raise the budget or lower --phi-min"
-            )
-        if lo is not None and (hi == lo + 1 or (hi is None and lo == plan.imax)):
-            measure(lo, again=True)  # confirm the answer with a fresh measurement
-            confirms += 1
-            if lat[lo] <= budget_ms or confirms >= 3:
-                break
-            continue
-        if lo is not None and hi is not None:
-            if not used_model:  # the model proposes once inside the bracket ...
-                i, used_model, neighbour = propose(lo, hi), True, True
-            elif neighbour and last in (lo, hi):  # ... its neighbour is checked (often that settles it) ...
-                i, neighbour = (lo + 1 if last == lo else hi - 1), False
-            else:  # ... and bisection decides the rest
-                i = (lo + hi) // 2
-        elif hi is None:  # everything measured fits: gallop up
-            i = min(plan.imax, max(propose(lo, None), lo + jump))
-            jump *= 2
-        else:  # nothing fits yet: gallop down
-            i = max(plan.imin, min(propose(None, hi), hi - jump))
-            jump *= 2
-        measure(i)
-        last = i
-    lo, hi = bracket()
-    if lo is None:
-        raise UserError(f"no phi in range met {budget_ms:g} ms after {len(tried)} measurements; raise the budget")
-    row = meas.known(lo)
-    capped = hi is None and lo == plan.imax
-    result = {
-        "budget_ms": budget_ms,
-        "metric": plan.metric,
-        "phi": plan.phi(lo),
-        "proposed_by_model": None
-        if predictor is None
-        else {
-            "phi": plan.phi(start[0]),
-            "predicted_ms": predictor.predict(meas.network(start[0])[0]),
-            "model": predictor.path,
-        },
-        **{k: row[k] for k in ("spec", "macs", "params", "resolution", "bundle", "p50_ms", "p90_ms", "p99_ms")},
-        "confirmed": row.get("history") is not None,
-        "capped_at_phi_max": capped,
-        "placement": row.get("placement"),
-        "next_phi": None if hi is None else plan.phi(hi),
-        "next_spec": None if hi is None else meas.network(hi)[0],
-        "next_ms": None if hi is None else lat[hi],
-        "measurements": len(tried),
-        "tried": [
-            {
-                "phi": plan.phi(i),
-                "spec": meas.network(i)[0],
-                key: lat[i],
-                "macs": meas.network(i)[2],
-                "within_budget": lat[i] <= budget_ms,
-            }
-            for i in sorted(tried)
-        ],
-    }
+        search.measure(i)
+    search.converge()
+    result = search.answer(start, predictor)
+    nxt = result["next_phi"]
     echo(
-        f"{budget_ms:g} ms: phi={result['phi']:g} ({result['spec']}) {plan.metric} {result[key]:.3f} ms"
-        + ("" if hi is None else f"; phi={plan.phi(hi):g} measured {lat[hi]:.3f} ms")
+        f"{budget_ms:g} ms: phi={result['phi']:g} ({result['spec']}) {plan.metric} {result[search.key]:.3f} ms"
+        + ("" if nxt is None else f"; phi={nxt:g} measured {result['next_ms']:.3f} ms")
     )
     return result
 

@@ -218,63 +218,62 @@ def _local(executor) -> bool:
     return isinstance(executor, LocalExecutor)
 
 
-def run(plan: SearchPlan, evaluator, echo=print, on_candidate=None, executor=None) -> dict:
-    """Build, time and score every candidate not on disk (with a latency model: only those
-    `selection.choose_to_measure` keeps). Returns {"rows", "interrupted", "failed", "measured", "reused",
-    "prediction"}; `on_candidate(done, total, label)` follows along. `executor` builds and times
-    (executors.LocalExecutor, this machine, unless given: the farm's runs them on a cluster).
+class _Run:
+    """One search run under way: the rows found on disk or measured, the twins waiting on their network's
+    measurement, the jobs still to measure, and `result` (run's return value, less its rows)."""
 
-    The latency model and the measurements it learns from are this machine's (latency/device.py): on a
-    farm's device there is neither, so there every split is measured and `--measure K` is refused."""
-    plan.check()
-    executor = executor or LocalExecutor()
-    local = _local(executor)
-    if not local and (plan.measure or plan.latency_model):
-        raise UserError(
-            "--measure and --latency-model use this machine's latency model, which does not describe "
-            "a --cluster device: leave them out there (every split is measured)"
-        )
-    fp = plan.fingerprint(evaluator)
-    store = Store(plan.out)
-    found: dict[Candidate, dict] = {}
-    predicted, keep, about = plan_measurements(plan, echo) if local else (None, None, None)
-    result = {"rows": [], "interrupted": False, "failed": [], "measured": 0, "reused": 0, "prediction": about}
-    chosen = [c for c in plan.candidates if keep is None or predicted[c.slug]["network"] in keep]
-    total = len(chosen)
-    owner: dict[str, Candidate] = {}  # network -> the candidate whose row every later twin shares
-    twins: dict[Candidate, list[Candidate]] = {}
-    todo: dict[Path, tuple[Candidate, str, Job]] = {}
-    records = Path(plan.out) / "records"
-    for c in chosen:  # grid order: the paper's candidate first
-        spec = c.spec(plan.base, plan.phi)
-        network = network_key(parse_spec(spec))
-        row = store.load(c, fp)
-        if row is not None:
-            found[c] = row
-            result["reused"] += 1
-        elif network in owner:  # rounding made it the same network as another: the same results
-            twins.setdefault(owner[network], []).append(c)
-            continue
-        else:
-            dest = Path(plan.out) / "bundles" / f"{c.slug}-{plan.target}-{plan.precision}"
-            # the paper's network, timed again right after: the pair's ratio is what ranks (module doc)
-            todo[dest] = (
-                c,
-                network,
-                Job(
-                    spec,
-                    dest,
-                    keep=records / f"{c.slug}.json",
-                    pair_keep=None if c.is_paper else records / f"{c.slug}.paper.json",
-                ),
-            )
-        owner.setdefault(network, c)
+    def __init__(self, plan: SearchPlan, evaluator, echo, local: bool):
+        self.plan, self.evaluator, self.echo, self.local = plan, evaluator, echo, local
+        self.fp = plan.fingerprint(evaluator)
+        self.store = Store(plan.out)
+        self.found: dict[Candidate, dict] = {}
+        self.twins: dict[Candidate, list[Candidate]] = {}
+        self.todo: dict[Path, tuple[Candidate, str, Job]] = {}
+        self.result: dict = {
+            "rows": [],
+            "interrupted": False,
+            "failed": [],
+            "measured": 0,
+            "reused": 0,
+            "prediction": None,
+        }
 
-    def share(first: Candidate) -> None:
-        for c in twins.pop(first, []):
-            twin = found[first]
+    def triage(self, chosen: list[Candidate]) -> None:
+        """Each candidate is reused from disk, shares an earlier candidate's network, or becomes a job."""
+        plan = self.plan
+        owner: dict[str, Candidate] = {}  # network -> the candidate whose row every later twin shares
+        records = Path(plan.out) / "records"
+        for c in chosen:  # grid order: the paper's candidate first
+            spec = c.spec(plan.base, plan.phi)
+            network = network_key(parse_spec(spec))
+            row = self.store.load(c, self.fp)
+            if row is not None:
+                self.found[c] = row
+                self.result["reused"] += 1
+            elif network in owner:  # rounding made it the same network as another: the same results
+                self.twins.setdefault(owner[network], []).append(c)
+                continue
+            else:
+                dest = Path(plan.out) / "bundles" / f"{c.slug}-{plan.target}-{plan.precision}"
+                # the paper's network, timed again right after: the pair's ratio is what ranks (module doc)
+                self.todo[dest] = (
+                    c,
+                    network,
+                    Job(
+                        spec,
+                        dest,
+                        keep=records / f"{c.slug}.json",
+                        pair_keep=None if c.is_paper else records / f"{c.slug}.paper.json",
+                    ),
+                )
+            owner.setdefault(network, c)
+
+    def share(self, first: Candidate) -> None:
+        """The twins of FIRST get its results, each in a row of its own."""
+        for c in self.twins.pop(first, []):
+            twin = self.found[first]
             row = (
-                _row(c, c.spec(plan.base, plan.phi), twin["network"], fp)
+                _row(c, c.spec(self.plan.base, self.plan.phi), twin["network"], self.fp)
                 | {
                     k: twin[k]
                     for k in (
@@ -291,57 +290,100 @@ def run(plan: SearchPlan, evaluator, echo=print, on_candidate=None, executor=Non
                 }
                 | {"same_network_as": twin["spec"]}
             )
-            store.save(row)
-            found[c] = row
+            self.store.save(row)
+            self.found[c] = row
 
-    for c in list(found):
-        share(c)
-    paper = next(c for c in chosen if c.is_paper)
-    pair = Path(found[paper]["bundle"]) if paper in found else next(d for d, t in todo.items() if t[0] == paper)
-    jobs = [job for _, _, job in todo.values()]
-    if on_candidate:
-        on_candidate(len(found), total, jobs[0].spec if jobs else "")
-    try:
+    def paper_bundle(self, chosen: list[Candidate]) -> Path:
+        """Where the paper's network is (or will be) built: every candidate is timed paired with it."""
+        paper = next(c for c in chosen if c.is_paper)
+        if paper in self.found:
+            return Path(self.found[paper]["bundle"])
+        return next(d for d, t in self.todo.items() if t[0] == paper)
+
+    def measure(self, executor, jobs: list[Job], pair: Path, on_candidate, total: int) -> None:
+        """Every job built, timed (paired), scored and stored as its measurement comes back."""
+        plan = self.plan
         with closing(executor.measure(jobs, plan.target, plan.precision, plan.settings, pair)) as measured:
             for job, m in measured:
-                c, network, _ = todo[job.dest]
+                c, network, _ = self.todo[job.dest]
                 if isinstance(m, UserError):
-                    if c.is_paper:
-                        raise m  # every candidate is timed against the paper's network
-                    echo(f"{job.spec}: failed: {m}")
-                    result["failed"].append((job.spec, str(m)))
-                    result["failed"] += [
-                        (t.spec(plan.base, plan.phi), f"the same network as {job.spec}, which failed")
-                        for t in twins.pop(c, [])
-                    ]
+                    self.failed(c, job, m)
                     continue
-                row = _row(c, job.spec, network, fp) | {
-                    k: m[k] for k in ("resolution", "macs", "params", *TIMES, "bundle", "record", "measured")
-                }
-                again = m if c.is_paper else m["paper"]
-                row |= {f"paper_{t}": again[t] for t in TIMES}
-                if m.get("placement"):
-                    row["placement"] = m["placement"]
-                row["accuracy"] = evaluator(job.spec, Path(plan.out) / "evaluations" / c.slug)
-                store.save(row)
-                if local:
+                row = self.scored(c, network, job, m)
+                self.store.save(row)
+                if self.local:
                     _record(plan, row)
-                found[c] = row
-                result["measured"] += 1
-                echo(
+                self.found[c] = row
+                self.result["measured"] += 1
+                self.echo(
                     f"{job.spec}: {plan.metric} {row[f'{plan.metric}_ms']:.3f} ms, {row['macs'] / 1e6:.0f} M MACs"
                     + (f", accuracy {row['accuracy']:.4f}" if row["accuracy"] is not None else "")
                     + placement_note(m)
                 )
-                share(c)
+                self.share(c)
                 if on_candidate:
-                    on_candidate(len(found), total, job.spec)
+                    on_candidate(len(self.found), total, job.spec)
+
+    def failed(self, c: Candidate, job: Job, error: UserError) -> None:
+        if c.is_paper:
+            raise error  # every candidate is timed against the paper's network
+        self.echo(f"{job.spec}: failed: {error}")
+        self.result["failed"].append((job.spec, str(error)))
+        self.result["failed"] += [
+            (t.spec(self.plan.base, self.plan.phi), f"the same network as {job.spec}, which failed")
+            for t in self.twins.pop(c, [])
+        ]
+
+    def scored(self, c: Candidate, network: str, job: Job, m: dict) -> dict:
+        """The row of a measured candidate, with the paper's timing after it and the evaluator's accuracy."""
+        row = _row(c, job.spec, network, self.fp) | {
+            k: m[k] for k in ("resolution", "macs", "params", *TIMES, "bundle", "record", "measured")
+        }
+        again = m if c.is_paper else m["paper"]
+        row |= {f"paper_{t}": again[t] for t in TIMES}
+        if m.get("placement"):
+            row["placement"] = m["placement"]
+        row["accuracy"] = self.evaluator(job.spec, Path(self.plan.out) / "evaluations" / c.slug)
+        return row
+
+
+def run(plan: SearchPlan, evaluator, echo=print, on_candidate=None, executor=None) -> dict:
+    """Build, time and score every candidate not on disk (with a latency model: only those
+    `selection.choose_to_measure` keeps). Returns {"rows", "interrupted", "failed", "measured", "reused",
+    "prediction"}; `on_candidate(done, total, label)` follows along. `executor` builds and times
+    (executors.LocalExecutor, this machine, unless given: the farm's runs them on a cluster).
+
+    The latency model and the measurements it learns from are this machine's (latency/device.py): on a
+    farm's device there is neither, so there every split is measured and `--measure K` is refused."""
+    plan.check()
+    executor = executor or LocalExecutor()
+    local = _local(executor)
+    if not local and (plan.measure or plan.latency_model):
+        raise UserError(
+            "--measure and --latency-model use this machine's latency model, which does not describe "
+            "a --cluster device: leave them out there (every split is measured)"
+        )
+    search = _Run(plan, evaluator, echo, local)
+    predicted, keep, about = plan_measurements(plan, echo) if local else (None, None, None)
+    result = search.result
+    result["prediction"] = about
+    chosen = [c for c in plan.candidates if keep is None or predicted[c.slug]["network"] in keep]
+    total = len(chosen)
+    search.triage(chosen)
+    for c in list(search.found):
+        search.share(c)
+    pair = search.paper_bundle(chosen)
+    jobs = [job for _, _, job in search.todo.values()]
+    if on_candidate:
+        on_candidate(len(search.found), total, jobs[0].spec if jobs else "")
+    try:
+        search.measure(executor, jobs, pair, on_candidate, total)
     except KeyboardInterrupt:
         result["interrupted"] = True
     result["rows"] = [
-        found[c] if predicted is None else found[c] | {"predicted_ms": predicted[c.slug]["predicted_ms"]}
+        search.found[c] if predicted is None else search.found[c] | {"predicted_ms": predicted[c.slug]["predicted_ms"]}
         for c in chosen
-        if c in found
+        if c in search.found
     ]
     if on_candidate:
         on_candidate(len(result["rows"]), total, "")
