@@ -1,5 +1,5 @@
-"""What a reader must know before trusting a row: random weights, graphs that do not follow FP32, a busy
-machine, and neighbours whose order the spread across rounds does not establish."""
+"""The report's warnings, at the top of report.md and report.html: what the weights, the fidelity, the
+machine's load and the spread across rounds say about how far a row can be trusted."""
 
 from __future__ import annotations
 
