@@ -322,6 +322,7 @@ def _records(tmp_path, *args, **kw):
 
 def test_the_fidelity_cell_is_the_benched_artifacts_figure_with_the_bundles_worst_beside_it(tmp_path, monkeypatch):
     from edgeffnet.measure import report
+    from edgeffnet.measure.report import fidelity
 
     rec = _records(tmp_path, "lite0", "int8")
     row = {"views": 200, "top5_overlap": 0.99, "confident_views": 142}
@@ -340,7 +341,8 @@ def test_the_fidelity_cell_is_the_benched_artifacts_figure_with_the_bundles_wors
     # The bundle's manifest as the report reads it (a whole manifest is checked field by field on reading;
     # only its fidelity rows matter here).
     manifest = {"fidelity": {"rows": [qdq, ir]}, "stages": {"compile": {"fidelity": ir}}}
-    monkeypatch.setattr(report, "_manifest", lambda bundle_dir: manifest if bundle_dir == rec["bundle"] else {})
+    # patched where the row's fidelity reads it
+    monkeypatch.setattr(fidelity, "_manifest", lambda bundle_dir: manifest if bundle_dir == rec["bundle"] else {})
     cell = report.rows([rec])[0]["fidelity"]
     assert cell.startswith("openvino CPU artifact: agreement 99.0% (99.3% of 142 confident), cosine 0.998"), cell
     assert cell.endswith("bundle's worst: Q/DQ ONNX (onnxruntime) 96.5% (98.6% of 142 confident)"), cell

@@ -169,7 +169,8 @@ def test_a_report_failing_halfway_leaves_the_previous_set_as_it_was(tmp_path, mo
     def fail(*a, **k):
         raise failure
 
-    monkeypatch.setattr(report, "tables", fail)  # after report.json, report.csv and the plots are written
+    # the set's writer makes the tables after report.json, report.csv and the plots are written
+    monkeypatch.setattr(report.files, "tables", fail)
     with pytest.raises(type(failure)):
         report.write(first + [record(tmp_path, "b2")], out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging directory left either
