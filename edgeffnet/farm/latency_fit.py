@@ -156,7 +156,7 @@ def collect(
                     ended["error"] = tasks.reason(ray, e)
                 except (UserError, OSError) as e:
                     ended["error"] = str(e)
-                except (KeyError, TypeError) as e:
+                except (KeyError, TypeError, ValueError) as e:
                     ended["error"] = f"sent back a result this edgeffnet cannot read ({type(e).__name__}: {e})"
                 result["devices"].append(ended)
                 echo(f"[{len(result['devices'])}/{len(found)}] {line(ended)}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+from collections.abc import Iterable
 from pathlib import Path
 
 from edgeffnet.core import files
@@ -122,7 +123,7 @@ def append(path: Path, new: list[dict]) -> None:
         files.atomic_write_text(path, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows[-MAX_ROWS:]))
 
 
-def merge(path: Path, rows: list[object], where: str) -> tuple[int, int]:
+def merge(path: Path, rows: Iterable[object], where: str) -> tuple[int, int]:
     """Add ROWS (from elsewhere: a farm device's data) that the file does not hold yet, the same row
     twice never; a row that is not one is skipped and counted. Returns (added, skipped)."""
     have = {json.dumps(r, sort_keys=True) for r in read(path)[0]}
