@@ -159,7 +159,7 @@ def collect(
                 except (KeyError, TypeError, ValueError) as e:
                     ended["error"] = f"sent back a result this edgeffnet cannot read ({type(e).__name__}: {e})"
                 result["devices"].append(ended)
-                echo(f"[{len(result['devices'])}/{len(found)}] {line(ended)}")
+                echo(line(ended))
     except KeyboardInterrupt:
         result["interrupted"] = True
         result["pending"] = [f"{n['node_id'][:8]}@{n['ip']}" for n in pool.jobs()]
