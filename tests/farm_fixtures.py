@@ -50,27 +50,30 @@ class LoopbackFarm:
         self.devices: dict[str, list] = {}
         self.builders: list = []
 
-    def add(self, target: str):
-        node = self.cluster.add_node(
-            node_ip_address="127.0.0.1", num_cpus=1, temp_dir=self.temp_dir, resources={resource(target): 1}, wait=True
-        )
+    def _add_node(self, resources: dict, cache: Path | None):
+        """A node; with CACHE, its own cache (its processes inherit the environment at start)."""
+        saved = os.environ.get("EDGEFFNET_CACHE")
+        if cache is not None:
+            os.environ["EDGEFFNET_CACHE"] = str(cache)
+        try:
+            return self.cluster.add_node(
+                node_ip_address="127.0.0.1", num_cpus=1, temp_dir=self.temp_dir, resources=resources, wait=True
+            )
+        finally:
+            if saved is None:
+                os.environ.pop("EDGEFFNET_CACHE", None)
+            else:
+                os.environ["EDGEFFNET_CACHE"] = saved
+
+    def add(self, target: str, cache: Path | None = None):
+        """A device of TARGET (with CACHE: a cache of its own, where its latency data and models live)."""
+        node = self._add_node({resource(target): 1}, cache)
         self.devices.setdefault(target, []).append(node)
         return node
 
     def add_builder(self, cache: Path):
-        """A build worker with its own stage cache (its processes inherit the environment at start)."""
-        saved = os.environ.get("EDGEFFNET_CACHE")
-        os.environ["EDGEFFNET_CACHE"] = str(cache)
-        try:
-            node = self.cluster.add_node(
-                node_ip_address="127.0.0.1",
-                num_cpus=1,
-                temp_dir=self.temp_dir,
-                resources={BUILD_RESOURCE: 1},
-                wait=True,
-            )
-        finally:
-            os.environ["EDGEFFNET_CACHE"] = saved
+        """A build worker with its own stage cache."""
+        node = self._add_node({BUILD_RESOURCE: 1}, cache)
         self.builders.append(node)
         return node
 

@@ -8,9 +8,19 @@ import sys
 import click
 from rich.table import Table
 
-from edgeffnet.cli.options import json_option, latency_model_option, precision_option, target_option
-from edgeffnet.cli.render import err, out
+from edgeffnet.cli.options import (
+    cluster_option,
+    connect_timeout_option,
+    json_option,
+    latency_model_option,
+    precision_option,
+    refuse_ignored,
+    target_option,
+    task_timeout_option,
+)
+from edgeffnet.cli.render import err, interrupted, out
 from edgeffnet.cli.types import FiniteFloat, Whole
+from edgeffnet.core.errors import UserError
 
 
 @click.group("latency")
@@ -48,7 +58,13 @@ def held_out_line(m) -> str:
     type=click.Path(dir_okay=False),
     help="Also write the model here (it is always kept under the cache for this device).",
 )
-def fit_cmd(target, precision, networks, refit, seconds, model_file) -> None:
+@cluster_option(
+    "Ray head HOST:PORT of a device farm: every device of TARGET collects and fits its own model there, "
+    "and each is kept here under the cache by its device's key."
+)
+@task_timeout_option("With --cluster: seconds a device may take per network of the design.")
+@connect_timeout_option("With --cluster: seconds to wait for the Ray head to answer before giving up with one line.")
+def fit_cmd(target, precision, networks, refit, seconds, model_file, cluster, task_timeout, connect_timeout) -> None:
     """Build and time a designed set of networks on TARGET (resumable), then fit this device's model."""
     from dataclasses import replace
 
@@ -57,7 +73,26 @@ def fit_cmd(target, precision, networks, refit, seconds, model_file) -> None:
     from edgeffnet.search import console
     from edgeffnet.search import latency_collect as collect
 
+    refuse_ignored(dict.fromkeys(("--task-timeout", "--connect-timeout"), (bool(cluster), "--cluster")))
     precision = device.check_precision(target, precision)
+    if cluster:
+        if refit:
+            raise UserError(
+                "--refit fits this machine's data; with --cluster each device fits its own after collecting "
+                "(run it again: what a device measured is skipped, and it fits again): drop --refit"
+            )
+        if model_file:
+            raise UserError(
+                "-o writes one model; with --cluster each device's model is kept under the cache at "
+                "latency/<device key>/<precision>/model.json (the lines name the keys): drop -o"
+            )
+        c = collect.Collection(target=target, precision=precision)
+        if networks:
+            c.networks = networks
+        if seconds:
+            c.settings = replace(c.settings, seconds=seconds)
+        fit_on_farm(c, cluster, task_timeout, connect_timeout)
+        return
     ident = device.identity(target)
     if not refit:
         c = collect.Collection(target=target, precision=precision)
@@ -88,6 +123,25 @@ def fit_cmd(target, precision, networks, refit, seconds, model_file) -> None:
     if skipped:
         err.print(f"{skipped} unreadable lines of the data were skipped", markup=False)
     err.print(f"wrote {path}" + (f" and {model_file}" if model_file else ""), markup=False)
+
+
+def fit_on_farm(c, address: str, task_timeout: float, connect_timeout: float) -> None:
+    """One line per device as each ends; interrupted, failed or unfitted devices decide the exit."""
+    from edgeffnet.farm.latency_fit import collect, line
+
+    result = collect(c, address, task_timeout, connect_timeout, echo=lambda m: out.print(m, markup=False))
+    folders = sorted({d["kept"]["folder"] for d in result["devices"] if d.get("kept")})
+    if folders:
+        err.print(f"kept under {', '.join(folders)}", markup=False)
+    if result["interrupted"]:
+        interrupted(
+            f"{len(result['pending'])} devices had not finished; each keeps the networks it measured: run "
+            f"the same command again to continue"
+        )
+    failed = [d for d in result["devices"] if d.get("error") or d["kept"]["model"] is None]
+    if failed:
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise UserError(f"no model from {line(failed[0])}{more}")
 
 
 @latency.command("predict")

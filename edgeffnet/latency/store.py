@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+from collections.abc import Iterable
 from pathlib import Path
 
 from edgeffnet.core import files
@@ -120,6 +121,25 @@ def append(path: Path, new: list[dict]) -> None:
     rows, _ = read(path)
     if len(rows) > MAX_ROWS:
         files.atomic_write_text(path, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows[-MAX_ROWS:]))
+
+
+def merge(path: Path, rows: Iterable[object], where: str) -> tuple[int, int]:
+    """Add ROWS (from elsewhere: a farm device's data) that the file does not hold yet, the same row
+    twice never; a row that is not one is skipped and counted. Returns (added, skipped)."""
+    have = {json.dumps(r, sort_keys=True) for r in read(path)[0]}
+    new, skipped = [], 0
+    for n, r in enumerate(rows, 1):
+        try:
+            checked = _checked(r, f"{where} row {n}")
+            text = json.dumps(checked, sort_keys=True)
+        except (UntrustedFileError, TypeError, ValueError):  # TypeError, ValueError: not plain JSON values
+            skipped += 1
+            continue
+        if text not in have:
+            have.add(text)
+            new.append(checked)
+    append(path, new)
+    return len(new), skipped
 
 
 def ratio_to_reference(r: dict) -> float:
