@@ -179,6 +179,22 @@ def _say_what_was_measured(plan, result: dict) -> None:
     )
 
 
+def _summary(plan, result: dict, cluster: str | None, executor) -> dict:
+    """The ranking and, unless the run was interrupted, the finalists timed again against the paper's network.
+    Without the paper's coefficients measured there is no baseline: refused (interrupted: stopped)."""
+    from edgeffnet.search import trials
+
+    if not result["rows"] or not any(r["paper"] for r in result["rows"]):
+        if result["interrupted"]:
+            interrupted("run the same command again to continue")
+        raise UserError("nothing to compare: the paper's coefficients could not be measured")
+    summary = trials.summarize(plan, result["rows"])
+    summary["cluster"] = cluster
+    summary["prediction"] = result["prediction"]
+    summary["comparison"] = None if result["interrupted"] else trials.confirm(plan, summary, executor)
+    return summary
+
+
 def _print_search(summary: dict, files: list, as_json: bool) -> None:
     from edgeffnet.search import console
 
@@ -282,14 +298,7 @@ def search_cmd(
     with console.candidate_progress(err, "search") as (on_candidate, echo):
         result = trials.run(plan, evaluator, echo=echo, on_candidate=on_candidate, executor=executor)
     _say_what_was_measured(plan, result)
-    if not result["rows"] or not any(r["paper"] for r in result["rows"]):
-        if result["interrupted"]:
-            interrupted("run the same command again to continue")
-        raise UserError("nothing to compare: the paper's coefficients could not be measured")
-    summary = trials.summarize(plan, result["rows"])
-    summary["cluster"] = measuring.cluster
-    summary["prediction"] = result["prediction"]
-    summary["comparison"] = None if result["interrupted"] else trials.confirm(plan, summary, executor)
+    summary = _summary(plan, result, measuring.cluster, executor)
     _print_search(summary, trials.write(plan, result["rows"], summary, started), as_json)
     if result["interrupted"]:
         interrupted("the summary covers what was measured; run the same command again to continue")
