@@ -149,6 +149,57 @@ def _top(logits: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-logits, axis=1, kind="stable")[:, :k]
 
 
+class _Paired:
+    """What every model gave on the images all of them saw: top-k indices, labels, cosines with FP32."""
+
+    def __init__(self, artifacts: list[Model]):
+        self.k: int | None = None  # top-k, k = min(5, classes): set by the first batch
+        self.ref_top: list[np.ndarray] = []
+        self.labels: list = []
+        self.tops: dict[str, list[np.ndarray]] = {m.name: [] for m in artifacts}
+        self.cosines: dict[str, list[np.ndarray]] = {m.name: [] for m in artifacts}
+
+    def add(self, ref: np.ndarray, outs: dict[str, np.ndarray], labels: list) -> None:
+        self.k = self.k or min(5, ref.shape[1])
+        self.ref_top.append(_top(ref, self.k))
+        self.labels += labels
+        for name, got in outs.items():
+            self.tops[name].append(_top(got, self.k))
+            self.cosines[name].append(row_cosine(ref, got))
+
+    def summary(self, reference: Model, artifacts: list[Model], labelled: bool) -> dict:
+        return summarise(
+            reference.name,
+            np.concatenate(self.ref_top),
+            {m.name: (np.concatenate(self.tops[m.name]), np.concatenate(self.cosines[m.name])) for m in artifacts},
+            np.asarray(self.labels) if labelled else None,
+        )
+
+
+def _read_batch(items: list, recipe: Preprocess, skipped: list[str]) -> tuple[list[np.ndarray], list]:
+    """(the readable images of `items`, preprocessed, and their labels); the others go to `skipped`."""
+    images, labels = [], []
+    for path, label in items:
+        try:
+            images.append(load_image(path, recipe))
+            labels.append(label)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            # Unreadable, or too large to decode or resize (ImageTooLarge): every model skips it
+            # alike, so the pairs stay paired.
+            skipped.append(str(path))
+    return images, labels
+
+
+def _reference_logits(reference: Model, x: np.ndarray, num_classes: int | None) -> np.ndarray:
+    ref = run_batched(reference.run, x, reference.batch)
+    if num_classes is not None and ref.shape[1] != num_classes:
+        raise UserError(
+            f"the FP32 graph outputs {ref.shape[1]} classes but the manifest says "
+            f"{num_classes} classes: the bundle's files do not belong together; rebuild it"
+        )
+    return ref
+
+
 def measure(
     data: Dataset,
     recipe: Preprocess,
@@ -160,46 +211,22 @@ def measure(
 ) -> dict:
     """Every model on every image, `batch` images at a time. Ctrl-C stops after the last whole batch and
     the result covers the images every model saw, marked partial."""
-    ref_top, labels, tops, cosines, skipped = (
-        [],
-        [],
-        {m.name: [] for m in artifacts},
-        {m.name: [] for m in artifacts},
-        [],
-    )
-    k, interrupted = None, False
+    paired, skipped = _Paired(artifacts), []
+    interrupted = False
     try:
         for start in range(0, len(data.items), batch):
-            chunk, chunk_labels = [], []
-            for path, label in data.items[start : start + batch]:
-                try:
-                    chunk.append(load_image(path, recipe))
-                    chunk_labels.append(label)
-                except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-                    # Unreadable, or too large to decode or resize (ImageTooLarge): every model skips it
-                    # alike, so the pairs stay paired.
-                    skipped.append(str(path))
+            chunk, chunk_labels = _read_batch(data.items[start : start + batch], recipe, skipped)
             if chunk:
                 x = np.stack(chunk)
-                ref = run_batched(reference.run, x, reference.batch)
-                if num_classes is not None and ref.shape[1] != num_classes:
-                    raise UserError(
-                        f"the FP32 graph outputs {ref.shape[1]} classes but the manifest says "
-                        f"{num_classes} classes: the bundle's files do not belong together; rebuild it"
-                    )
-                k = k or min(5, ref.shape[1])
+                ref = _reference_logits(reference, x, num_classes)
                 outs = {m.name: run_batched(m.run, x, m.batch) for m in artifacts}
                 # Kept only once every model has its outputs: an interrupted batch leaves no unpaired rows.
-                ref_top.append(_top(ref, k))
-                labels += chunk_labels
-                for name, got in outs.items():
-                    tops[name].append(_top(got, k))
-                    cosines[name].append(row_cosine(ref, got))
+                paired.add(ref, outs, chunk_labels)
             if progress:
                 progress(min(1.0, (start + batch) / len(data.items)))
     except KeyboardInterrupt:
         interrupted = True
-    done = len(labels)
+    done = len(paired.labels)
     result = {
         "data": data.record(),
         "images": done,
@@ -210,13 +237,7 @@ def measure(
     }
     if done == 0:
         return result | {"reference": None, "artifacts": []}
-    summary = summarise(
-        reference.name,
-        np.concatenate(ref_top),
-        {m.name: (np.concatenate(tops[m.name]), np.concatenate(cosines[m.name])) for m in artifacts},
-        np.asarray(labels) if data.labelled else None,
-    )
-    return result | summary
+    return result | paired.summary(reference, artifacts, data.labelled)
 
 
 # -- `edgeffnet eval` -----------------------------------------------------------------------------------
