@@ -108,7 +108,7 @@ class _Mapping:
 
     placed: dict[str, tuple[str, list[str], bool]]  # runtime node -> (row key, fused, known)
     per_run: list[dict[str, float]]  # per profiled inference: row key -> the time of its nodes (ms)
-    info: dict[str, dict]  # row key -> {"nodes": {runtime node: its profile row}, "fused": [layers]}
+    by_row: dict[str, dict]  # row key -> {"nodes": {runtime node: its profile row}, "fused": [layers]}
 
     @property
     def totals(self) -> list[float]:
@@ -120,7 +120,7 @@ def _map_nodes(table: dict, rows: dict[str, dict], runs: list[list[dict]]) -> _M
     exact = {n: r["name"] for r in table["layers"] for n in r.get("onnx_nodes", [])}
     overhead = set(table.get("overhead_nodes", []))
     mapping = _Mapping({}, [], {})
-    placed, info = mapping.placed, mapping.info
+    placed, by_row = mapping.placed, mapping.by_row
     for run in runs:
         sums: dict[str, float] = {}
         for node in run:
@@ -130,7 +130,7 @@ def _map_nodes(table: dict, rows: dict[str, dict], runs: list[list[dict]]) -> _M
                 placed[name] = (layers[0], layers[1:], True) if layers else (name, [], known)
             key = placed[name][0]
             sums[key] = sums.get(key, 0.0) + float(node["time_ms"])
-            row = info.setdefault(key, {"nodes": {}, "fused": []})
+            row = by_row.setdefault(key, {"nodes": {}, "fused": []})
             row["nodes"][name] = node
             row["fused"] += [f for f in placed[name][1] if f not in row["fused"]]
         mapping.per_run.append(sums)
@@ -140,7 +140,7 @@ def _map_nodes(table: dict, rows: dict[str, dict], runs: list[list[dict]]) -> _M
 def _time_rows(mapping: _Mapping, rows: dict[str, dict], profiled_sum: float) -> list[dict]:
     """One row per layer and per overhead node: its time, share, how it ran and, for a layer, its work."""
     out_rows = []
-    for key, row in mapping.info.items():
+    for key, row in mapping.by_row.items():
         t = _st.median([s.get(key, 0.0) for s in mapping.per_run])
         heavy = max(row["nodes"].values(), key=lambda n: float(n["time_ms"]))
         base = {
