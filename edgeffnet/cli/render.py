@@ -1,7 +1,7 @@
 """What the CLI prints: its two consoles, its own tables, and the one line of an interrupted run.
 
 The measure and search layers print their own records (measure/console.py, search/console.py,
-measure/evaluate.py, measure/report/); the tables here present what only the commands ask for.
+measure/eval_scores.py, measure/report/); the tables here present what only the commands ask for.
 """
 
 from __future__ import annotations

@@ -80,6 +80,133 @@ def _measuring_options(command: Callable) -> Callable:
     return _timing_and_farm_options(with_measuring)
 
 
+@dataclass(frozen=True)
+class _Accuracy:
+    """Where search's accuracy comes from: the options `_accuracy_options` declares."""
+
+    evaluate: str | None  # the user's command
+    evaluate_timeout: float
+    data: str | None  # or training on this ImageFolder ...
+    val: str | None  # ... and scoring on this one
+    epochs: int
+    init: str
+    batch_size: int
+    lr: float
+
+    @property
+    def measured(self) -> bool:
+        """Whether there is any accuracy (without it there is no objective: latency at equal FLOPS ranks)."""
+        return self.evaluate is not None or bool(self.data)
+
+    def refuse_ignored(self) -> None:
+        """Options that matter only with accuracy (the objective's) or with one way of getting it are refused
+        where this run has neither."""
+        scored = (self.measured, "--evaluate or --data/--val")
+        refuse_ignored(
+            {
+                "--evaluate-timeout": (self.evaluate is not None, "--evaluate"),
+                "--weight": scored,
+                "--latency-target": scored,
+                **dict.fromkeys(("--epochs", "--init", "--batch-size", "--lr"), (bool(self.data), "--data and --val")),
+            }
+        )
+
+    def evaluator(self):
+        """The evaluator these options ask for (NoEvaluator: none), refused before any build when they conflict."""
+        from edgeffnet.search import evaluators
+
+        return evaluators.choose(
+            self.evaluate,
+            self.data,
+            self.val,
+            self.epochs,
+            self.init,
+            self.batch_size,
+            self.lr,
+            echo=lambda m: err.print(m, markup=False),
+            timeout=self.evaluate_timeout,
+        )
+
+
+_evaluate_and_train_options = stacked(
+    click.option(
+        "--evaluate",
+        help='Accuracy from your command: {spec} and {output} are replaced; it writes {"accuracy": FRACTION} to {output}.',
+    ),
+    click.option(
+        "--evaluate-timeout",
+        type=FiniteFloat(0, 7 * 86400, min_open=True),
+        default=7200.0,
+        show_default=True,
+        help="Seconds one --evaluate run may take; then its process group is killed and the search stops.",
+    ),
+    click.option("--data", type=click.Path(), help="Accuracy by training each candidate on this ImageFolder..."),
+    click.option("--val", type=click.Path(), help="...and scoring it (top-1) on this one."),
+    click.option(
+        "--epochs", type=Whole(1, 10_000), default=1, show_default=True, help="Training epochs per candidate (--data)."
+    ),
+    click.option(
+        "--init",
+        type=click.Choice(["scratch", "pretrained"]),
+        default="scratch",
+        show_default=True,
+        help="--data training from scratch (as the paper) or from the base's pretrained weights (lite0).",
+    ),
+    click.option(
+        "--batch-size", type=whole("batch"), default=32, show_default=True, help="--data training batch size."
+    ),
+    click.option("--lr", type=FINITE, default=1e-3, show_default=True, help="--data training learning rate (AdamW)."),
+)
+
+
+def _accuracy_options(command: Callable) -> Callable:
+    """Search's accuracy options, handed to the command as one `accuracy` argument (_Accuracy)."""
+
+    @functools.wraps(command)
+    def with_accuracy(*args, evaluate, evaluate_timeout, data, val, epochs, init, batch_size, lr, **kwargs):
+        accuracy = _Accuracy(evaluate, evaluate_timeout, data, val, epochs, init, batch_size, lr)
+        return command(*args, accuracy=accuracy, **kwargs)
+
+    return _evaluate_and_train_options(with_accuracy)
+
+
+def _say_what_was_measured(plan, result: dict) -> None:
+    err.print(
+        f"{result['measured']} measured, {result['reused']} from disk, {len(result['failed'])} failed; "
+        f"grid of {len(plan.candidates)} candidates"
+        + (f", {len(plan.candidates) - len(result['rows'])} predicted only" if result["prediction"] else ""),
+        markup=False,
+    )
+
+
+def _summary(plan, result: dict, cluster: str | None, executor) -> dict:
+    """The ranking and, unless the run was interrupted, the finalists timed again against the paper's network.
+    Without the paper's coefficients measured there is no baseline: refused (interrupted: stopped)."""
+    from edgeffnet.search import trials
+
+    if not result["rows"] or not any(r["paper"] for r in result["rows"]):
+        if result["interrupted"]:
+            interrupted("run the same command again to continue")
+        raise UserError("nothing to compare: the paper's coefficients could not be measured")
+    summary = trials.summarize(plan, result["rows"])
+    summary["cluster"] = cluster
+    summary["prediction"] = result["prediction"]
+    summary["comparison"] = None if result["interrupted"] else trials.confirm(plan, summary, executor)
+    return summary
+
+
+def _print_search(summary: dict, files: list, as_json: bool) -> None:
+    from edgeffnet.search import console
+
+    if as_json:
+        click.echo(json.dumps(summary, indent=1))
+        return
+    out.print(console.search_table(summary))
+    for line in console.search_lines(summary, summary["comparison"]):
+        out.print(line, markup=False)
+    err.print("wrote " + ", ".join(str(f) for f in files), markup=False)
+
+
 @click.command("search")
 @click.argument("base", default="b0")
 @target_option
@@ -90,31 +217,7 @@ def _measuring_options(command: Callable) -> Callable:
 @click.option("--flops-ratio", type=FINITE, default=2.0, show_default=True, help="FLOPS multiplier per unit of phi.")
 @click.option("--weight", "-w", type=FINITE, default=-0.07, show_default=True, help="w in ACC x (LAT/T)^w.")
 @click.option("--latency-target", type=FINITE, help="T in ms (default: the paper's coefficients' measured latency).")
-@click.option(
-    "--evaluate",
-    help='Accuracy from your command: {spec} and {output} are replaced; it writes {"accuracy": FRACTION} to {output}.',
-)
-@click.option(
-    "--evaluate-timeout",
-    type=FiniteFloat(0, 7 * 86400, min_open=True),
-    default=7200.0,
-    show_default=True,
-    help="Seconds one --evaluate run may take; then its process group is killed and the search stops.",
-)
-@click.option("--data", type=click.Path(), help="Accuracy by training each candidate on this ImageFolder...")
-@click.option("--val", type=click.Path(), help="...and scoring it (top-1) on this one.")
-@click.option(
-    "--epochs", type=Whole(1, 10_000), default=1, show_default=True, help="Training epochs per candidate (--data)."
-)
-@click.option(
-    "--init",
-    type=click.Choice(["scratch", "pretrained"]),
-    default="scratch",
-    show_default=True,
-    help="--data training from scratch (as the paper) or from the base's pretrained weights (lite0).",
-)
-@click.option("--batch-size", type=whole("batch"), default=32, show_default=True, help="--data training batch size.")
-@click.option("--lr", type=FINITE, default=1e-3, show_default=True, help="--data training learning rate (AdamW).")
+@_accuracy_options
 @click.option(
     "--finalists",
     type=Whole(1, 1000),
@@ -150,14 +253,7 @@ def search_cmd(
     flops_ratio,
     weight,
     latency_target,
-    evaluate,
-    evaluate_timeout,
-    data,
-    val,
-    epochs,
-    init,
-    batch_size,
-    lr,
+    accuracy,
     finalists,
     confirm_rounds,
     measure,
@@ -175,7 +271,7 @@ def search_cmd(
     import time
     from pathlib import Path
 
-    from edgeffnet.search import console, evaluators, trials
+    from edgeffnet.search import console, trials
 
     started = time.perf_counter()
     plan = trials.SearchPlan(
@@ -196,51 +292,14 @@ def search_cmd(
         measure=measure,
         latency_model=latency_model,
     )
-    scored = (evaluate is not None or bool(data), "--evaluate or --data/--val")  # no accuracy: no objective
-    refuse_ignored(
-        {
-            "--evaluate-timeout": (evaluate is not None, "--evaluate"),
-            "--weight": scored,
-            "--latency-target": scored,
-            **dict.fromkeys(("--epochs", "--init", "--batch-size", "--lr"), (bool(data), "--data and --val")),
-        }
-    )
-    evaluator = evaluators.choose(
-        evaluate,
-        data,
-        val,
-        epochs,
-        init,
-        batch_size,
-        lr,
-        echo=lambda m: err.print(m, markup=False),
-        timeout=evaluate_timeout,
-    )
+    accuracy.refuse_ignored()
+    evaluator = accuracy.evaluator()
     executor = measuring.executor()
     with console.candidate_progress(err, "search") as (on_candidate, echo):
         result = trials.run(plan, evaluator, echo=echo, on_candidate=on_candidate, executor=executor)
-    err.print(
-        f"{result['measured']} measured, {result['reused']} from disk, {len(result['failed'])} failed; "
-        f"grid of {len(plan.candidates)} candidates"
-        + (f", {len(plan.candidates) - len(result['rows'])} predicted only" if result["prediction"] else ""),
-        markup=False,
-    )
-    if not result["rows"] or not any(r["paper"] for r in result["rows"]):
-        if result["interrupted"]:
-            interrupted("run the same command again to continue")
-        raise UserError("nothing to compare: the paper's coefficients could not be measured")
-    summary = trials.summarize(plan, result["rows"])
-    summary["cluster"] = measuring.cluster
-    summary["prediction"] = result["prediction"]
-    summary["comparison"] = None if result["interrupted"] else trials.confirm(plan, summary, executor)
-    files = trials.write(plan, result["rows"], summary, started)
-    if as_json:
-        click.echo(json.dumps(summary, indent=1))
-    else:
-        out.print(console.search_table(summary))
-        for line in console.search_lines(summary, summary["comparison"]):
-            out.print(line, markup=False)
-        err.print("wrote " + ", ".join(str(f) for f in files), markup=False)
+    _say_what_was_measured(plan, result)
+    summary = _summary(plan, result, measuring.cluster, executor)
+    _print_search(summary, trials.write(plan, result["rows"], summary, started), as_json)
     if result["interrupted"]:
         interrupted("the summary covers what was measured; run the same command again to continue")
 

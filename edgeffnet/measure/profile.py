@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import statistics as _st
+from dataclasses import dataclass
 
 from edgeffnet.specs.layer_table import is_qdq, layer_of
 
@@ -101,30 +102,25 @@ def _classify(node: dict, exact: dict[str, str], overhead: set[str], rows: dict[
     return found, True
 
 
-def analyse(
-    table: dict,
-    runs: list[list[dict]],
-    bundle_precision: str,
-    runtime: str,
-    unprofiled_ms: list[float],
-    roof: dict | None = None,
-    wall_ms: list[float] | None = None,
-    statistic: str = "median",
-    iterations: int | None = None,
-) -> dict:
-    """The profile record (docs/measuring.md) from the table, the profiled inferences (their node rows and,
-    where known, their wall times) and the latencies (ms) of unprofiled inferences of the same run.
-    statistic "mean": `runs` is one run, the nodes' mean over `iterations` inferences (see the module)."""
-    if statistic not in ("median", "mean") or (statistic == "mean" and len(runs) > 1):
-        raise ValueError(f"statistic {statistic!r} over {len(runs)} runs")
-    unprofiled_p50_ms = _st.median(unprofiled_ms) if unprofiled_ms else None
-    unprofiled_min = min(unprofiled_ms) if unprofiled_ms else None
-    rows = {r["name"]: r for r in table["layers"]}
+@dataclass
+class _Mapping:
+    """The runtime's nodes placed on the table's rows, over every profiled inference."""
+
+    placed: dict[str, tuple[str, list[str], bool]]  # runtime node -> (row key, fused, known)
+    per_run: list[dict[str, float]]  # per profiled inference: row key -> the time of its nodes (ms)
+    by_row: dict[str, dict]  # row key -> {"nodes": {runtime node: its profile row}, "fused": [layers]}
+
+    @property
+    def totals(self) -> list[float]:
+        """Each profiled inference's sum over its nodes."""
+        return [sum(s.values()) for s in self.per_run]
+
+
+def _map_nodes(table: dict, rows: dict[str, dict], runs: list[list[dict]]) -> _Mapping:
     exact = {n: r["name"] for r in table["layers"] for n in r.get("onnx_nodes", [])}
     overhead = set(table.get("overhead_nodes", []))
-    placed: dict[str, tuple[str, list[str], bool]] = {}  # runtime node -> (row key, fused, known)
-    per_run: list[dict[str, float]] = []
-    info: dict[str, dict] = {}
+    mapping = _Mapping({}, [], {})
+    placed, by_row = mapping.placed, mapping.by_row
     for run in runs:
         sums: dict[str, float] = {}
         for node in run:
@@ -134,19 +130,18 @@ def analyse(
                 placed[name] = (layers[0], layers[1:], True) if layers else (name, [], known)
             key = placed[name][0]
             sums[key] = sums.get(key, 0.0) + float(node["time_ms"])
-            row = info.setdefault(key, {"nodes": {}, "fused": []})
+            row = by_row.setdefault(key, {"nodes": {}, "fused": []})
             row["nodes"][name] = node
             row["fused"] += [f for f in placed[name][1] if f not in row["fused"]]
-        per_run.append(sums)
-    totals = [sum(s.values()) for s in per_run]
-    profiled_sum = _st.median(totals) if totals else 0.0
-    # a mean over inferences has no per-inference minimum; the check compares means then
-    per_inference = statistic == "median"
-    profiled_min = min(totals) if totals and per_inference else None
-    unprofiled_mid = unprofiled_p50_ms if per_inference or not unprofiled_ms else _st.fmean(unprofiled_ms)
+        mapping.per_run.append(sums)
+    return mapping
+
+
+def _time_rows(mapping: _Mapping, rows: dict[str, dict], profiled_sum: float) -> list[dict]:
+    """One row per layer and per overhead node: its time, share, how it ran and, for a layer, its work."""
     out_rows = []
-    for key, row in info.items():
-        t = _st.median([s.get(key, 0.0) for s in per_run])
+    for key, row in mapping.by_row.items():
+        t = _st.median([s.get(key, 0.0) for s in mapping.per_run])
         heavy = max(row["nodes"].values(), key=lambda n: float(n["time_ms"]))
         base = {
             "name": key,
@@ -164,37 +159,39 @@ def analyse(
                 role=r["role"], macs=r["macs"], bytes=r["bytes"], intensity=r["intensity"], gops=gops, known=True
             )
         else:
-            base.update(
-                role="overhead", macs=0, bytes=0, intensity=0.0, gops=None, known=placed[next(iter(row["nodes"]))][2]
-            )
+            known = mapping.placed[next(iter(row["nodes"]))][2]
+            base.update(role="overhead", macs=0, bytes=0, intensity=0.0, gops=None, known=known)
         out_rows.append(base)
     out_rows.sort(key=lambda r: r["time_ms"], reverse=True)
+    return out_rows
+
+
+def _time_by_role(out_rows: list[dict], layers: list[dict]) -> dict:
+    """Where the time went: per role, against the work per role, and the share the mapping explains."""
     by_role: dict[str, float] = {}
     for r in out_rows:
         by_role[r["role"]] = by_role.get(r["role"], 0.0) + r["time_ms"]
     in_layers = sum(r["time_ms"] for r in out_rows if r["role"] != "overhead")
     explained = sum(r["time_ms"] for r in out_rows if r["known"])
     rows_total = sum(r["time_ms"] for r in out_rows) or 1.0
-    claimed = CLAIMED.get(bundle_precision)
-    wider = [
-        r["name"]
-        for r in out_rows
-        if r["role"] != "overhead" and r["macs"] and claimed and BITS.get(r["precision"], 0) > BITS[claimed]
-    ]
-    record = {
-        "format": FORMAT,
-        "runtime": runtime,
-        "iterations": iterations or len(runs),
-        "statistic": "median per inference"
-        if per_inference
-        else "mean over the profiled inferences (the runtime's counters are running means)",
-        "layers": out_rows,
+    return {
         "by_role": {k: round(v, 5) for k, v in by_role.items()},
-        "flops_by_role": _flops_by_role(table["layers"]),
+        "flops_by_role": _flops_by_role(layers),
         "mapped_fraction": explained / rows_total,
         "layer_fraction": in_layers / rows_total,
-        "unmapped_nodes": sorted(n for n, (_, _, known) in placed.items() if not known),
-        "runtime_nodes": len(placed),
+    }
+
+
+def _against_unprofiled(
+    totals: list[float], unprofiled_ms: list[float], wall_ms: list[float] | None, per_inference: bool
+) -> dict:
+    """The profiled sums against the unprofiled latencies and the host's wall time: is the profile the inference?"""
+    unprofiled_p50_ms = _st.median(unprofiled_ms) if unprofiled_ms else None
+    unprofiled_min = min(unprofiled_ms) if unprofiled_ms else None
+    profiled_sum = _st.median(totals) if totals else 0.0
+    profiled_min = min(totals) if totals and per_inference else None
+    unprofiled_mid = unprofiled_p50_ms if per_inference or not unprofiled_ms else _st.fmean(unprofiled_ms)
+    return {
         "profiled_sum_ms": round(profiled_sum, 5),
         "unprofiled_p50_ms": unprofiled_p50_ms,
         "unprofiled_min_ms": unprofiled_min,
@@ -207,6 +204,18 @@ def analyse(
             profiled_sum, profiled_min or profiled_sum, unprofiled_mid, unprofiled_min, per_inference
         ),
         "load_per_cpu": _load_per_cpu(),
+    }
+
+
+def _precision_check(out_rows: list[dict], bundle_precision: str) -> dict:
+    """The layers that ran wider than the bundle's precision claims (an INT8 bundle's convs in FP32)."""
+    claimed = CLAIMED.get(bundle_precision)
+    wider = [
+        r["name"]
+        for r in out_rows
+        if r["role"] != "overhead" and r["macs"] and claimed and BITS.get(r["precision"], 0) > BITS[claimed]
+    ]
+    return {
         "claimed_precision": claimed,
         "ran_wider": wider,
         "warning": (
@@ -215,6 +224,44 @@ def analyse(
         )
         if wider
         else None,
+    }
+
+
+def analyse(
+    table: dict,
+    runs: list[list[dict]],
+    bundle_precision: str,
+    runtime: str,
+    unprofiled_ms: list[float],
+    roof: dict | None = None,
+    wall_ms: list[float] | None = None,
+    statistic: str = "median",
+    iterations: int | None = None,
+) -> dict:
+    """The profile record (docs/measuring.md) from the table, the profiled inferences (their node rows and,
+    where known, their wall times) and the latencies (ms) of unprofiled inferences of the same run.
+    statistic "mean": `runs` is one run, the nodes' mean over `iterations` inferences (see the module)."""
+    if statistic not in ("median", "mean") or (statistic == "mean" and len(runs) > 1):
+        raise ValueError(f"statistic {statistic!r} over {len(runs)} runs")
+    rows = {r["name"]: r for r in table["layers"]}
+    mapping = _map_nodes(table, rows, runs)
+    totals = mapping.totals
+    # a mean over inferences has no per-inference minimum; the check compares means then
+    per_inference = statistic == "median"
+    out_rows = _time_rows(mapping, rows, _st.median(totals) if totals else 0.0)
+    record = {
+        "format": FORMAT,
+        "runtime": runtime,
+        "iterations": iterations or len(runs),
+        "statistic": "median per inference"
+        if per_inference
+        else "mean over the profiled inferences (the runtime's counters are running means)",
+        "layers": out_rows,
+        **_time_by_role(out_rows, table["layers"]),
+        "unmapped_nodes": sorted(n for n, (_, _, known) in mapping.placed.items() if not known),
+        "runtime_nodes": len(mapping.placed),
+        **_against_unprofiled(totals, unprofiled_ms, wall_ms, per_inference),
+        **_precision_check(out_rows, bundle_precision),
     }
     if roof:
         record["roofline"] = place_on_roof(out_rows, roof)

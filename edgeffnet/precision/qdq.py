@@ -89,6 +89,108 @@ def _weight_axis(node: onnx.NodeProto) -> int:
     return 0
 
 
+ZERO = "qdq_zero_int8"  # the one zero point every activation pair shares
+
+
+def _qdq_pair(tensor: str, scale: str, zero: str, name: str, **axis: int) -> list[onnx.NodeProto]:
+    """QuantizeLinear then DequantizeLinear of `tensor`: `name`_q, `name`_dq, the nodes named after `name`."""
+    return [
+        helper.make_node("QuantizeLinear", [tensor, scale, zero], [f"{name}_q"], name=f"{name}_QuantizeLinear", **axis),
+        helper.make_node(
+            "DequantizeLinear", [f"{name}_q", scale, zero], [f"{name}_dq"], name=f"{name}_DequantizeLinear", **axis
+        ),
+    ]
+
+
+def _activation_pairs(
+    p: Plan, ranges: dict[str, float]
+) -> tuple[dict[str, list[onnx.NodeProto]], list[onnx.TensorProto]]:
+    """One Q/DQ pair per activation tensor, shared by all its quantized consumers, and the pairs' scales."""
+    pairs: dict[str, list[onnx.NodeProto]] = {}
+    scales: list[onnx.TensorProto] = []
+    for t in p.activations:
+        scale = max(float(ranges[t]), 1e-8) / 127.0
+        scales.append(numpy_helper.from_array(np.array(scale, np.float32), f"{t}_scale"))
+        pairs[t] = _qdq_pair(t, f"{t}_scale", ZERO, t)
+    return pairs, scales
+
+
+def _read_dequantized(p: Plan, nodes: dict[str, onnx.NodeProto], pairs: dict[str, list[onnx.NodeProto]]) -> None:
+    """Point the planned nodes' activation inputs at the dequantized tensors."""
+    dq_of = {t: f"{t}_dq" for t in pairs}
+    for name in p.nodes:
+        n = nodes[name]
+        n.input[0] = dq_of.get(n.input[0], n.input[0])
+    for name in p.others:
+        n = nodes[name]
+        for k, i in enumerate(n.input):
+            n.input[k] = dq_of.get(i, i)
+
+
+def _corrected_bias(
+    n: onnx.NodeProto, inits: dict[str, onnx.TensorProto], w: np.ndarray, scale: np.ndarray, axis: int, mean: np.ndarray
+) -> onnx.TensorProto:
+    """The node's bias less the mean output shift that rounding its weight causes; the node then reads it."""
+    shift = output_shift(n, rounded(w, scale, axis) - w, mean, axis)
+    bias = (
+        numpy_helper.to_array(inits[n.input[2]]).astype(np.float32)
+        if len(n.input) > 2 and n.input[2]
+        else np.zeros(w.shape[axis], np.float32)
+    )
+    b_name = f"{n.input[1]}_bias_corrected"
+    if len(n.input) > 2:
+        n.input[2] = b_name
+    else:
+        n.input.append(b_name)
+    return numpy_helper.from_array((bias - shift).astype(np.float32), b_name)
+
+
+def _quantize_weight(
+    n: onnx.NodeProto, inits: dict[str, onnx.TensorProto], mean: np.ndarray | None
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """(the weight's Q/DQ pair, to go before `n`; its scales and zero points, and a corrected bias with `mean`).
+
+    Per-output-channel symmetric scales; the FP32 weight stays and is fake-quantized, which every TensorRT
+    version folds into int8 weights (int8 initializers need newer parsers)."""
+    w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
+    axis = _weight_axis(n)
+    reduce = tuple(a for a in range(w.ndim) if a != axis)
+    amax = np.abs(w).max(axis=reduce)
+    scale = np.where(amax > 0, amax / 127.0, 1e-8).astype(np.float32)
+    base = n.input[1]
+    s_name, z_name = f"{base}_wscale", f"{base}_wzero"
+    added = [
+        numpy_helper.from_array(scale, s_name),
+        numpy_helper.from_array(np.zeros(scale.shape, np.int8), z_name),
+    ]
+    if mean is not None:
+        added.append(_corrected_bias(n, inits, w, scale, axis, mean))
+    pair = _qdq_pair(base, s_name, z_name, base, axis=axis)
+    n.input[1] = f"{base}_dq"
+    return pair, added
+
+
+def _in_order(
+    g: onnx.GraphProto,
+    index: GraphIndex,
+    pairs: dict[str, list[onnx.NodeProto]],
+    before: dict[str, list[onnx.NodeProto]],
+) -> list[onnx.NodeProto]:
+    """The graph's nodes with the Q/DQ pairs placed so the list stays topologically sorted: an activation's
+    pair right after its producer (or first, for a graph input), a weight's right before its node."""
+    head: list[onnx.NodeProto] = []
+    after: dict[str, list[onnx.NodeProto]] = {}
+    for t, pair in pairs.items():
+        producer = index.producer.get(t)
+        (after.setdefault(producer.name, []) if producer else head).extend(pair)
+    ordered = list(head)
+    for n in g.node:
+        ordered.extend(before.get(n.name, []))
+        ordered.append(n)
+        ordered.extend(after.get(n.name, []))
+    return ordered
+
+
 def quantize(
     model: onnx.ModelProto, p: Plan, ranges: dict[str, float], input_means: dict[str, np.ndarray] | None = None
 ) -> onnx.ModelProto:
@@ -104,85 +206,18 @@ def quantize(
     m.CopyFrom(model)
     g = m.graph
     index = GraphIndex(m)
-    inits = index.initializers
     nodes = {n.name: n for n in g.node}
-    new_inits: list[onnx.TensorProto] = []
-    zero = "qdq_zero_int8"
-    new_inits.append(numpy_helper.from_array(np.zeros((), np.int8), zero))
-    before: dict[str, list[onnx.NodeProto]] = {}  # node name -> Q/DQ nodes to insert before it
-
-    # Activations: one Q/DQ pair per tensor, shared by all its quantized consumers.
-    dq_of: dict[str, str] = {}
-    pairs: dict[str, list[onnx.NodeProto]] = {}
-    for t in p.activations:
-        scale = max(float(ranges[t]), 1e-8) / 127.0
-        s_name, q_name, dq_name = f"{t}_scale", f"{t}_q", f"{t}_dq"
-        new_inits.append(numpy_helper.from_array(np.array(scale, np.float32), s_name))
-        pairs[t] = [
-            helper.make_node("QuantizeLinear", [t, s_name, zero], [q_name], name=f"{t}_QuantizeLinear"),
-            helper.make_node("DequantizeLinear", [q_name, s_name, zero], [dq_name], name=f"{t}_DequantizeLinear"),
-        ]
-        dq_of[t] = dq_name
+    new_inits = [numpy_helper.from_array(np.zeros((), np.int8), ZERO)]
+    pairs, scales = _activation_pairs(p, ranges)
+    new_inits += scales
     source = {name: nodes[name].input[0] for name in p.nodes}  # the FP32 tensor each weighted node reads
+    _read_dequantized(p, nodes, pairs)
+    before: dict[str, list[onnx.NodeProto]] = {}  # node name -> the weight's Q/DQ pair, inserted before it
     for name in p.nodes:
-        n = nodes[name]
-        n.input[0] = dq_of.get(n.input[0], n.input[0])
-    for name in p.others:
-        n = nodes[name]
-        for k, i in enumerate(n.input):
-            n.input[k] = dq_of.get(i, i)
-
-    # Weights: per-output-channel symmetric scales; the FP32 weight stays and is fake-quantized, which
-    # every TensorRT version folds into int8 weights (int8 initializers need newer parsers).
-    for name in p.nodes:
-        n = nodes[name]
-        w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
-        axis = _weight_axis(n)
-        reduce = tuple(a for a in range(w.ndim) if a != axis)
-        amax = np.abs(w).max(axis=reduce)
-        scale = np.where(amax > 0, amax / 127.0, 1e-8).astype(np.float32)
-        base = n.input[1]
-        s_name, z_name = f"{base}_wscale", f"{base}_wzero"
-        new_inits.append(numpy_helper.from_array(scale, s_name))
-        new_inits.append(numpy_helper.from_array(np.zeros(scale.shape, np.int8), z_name))
-        if input_means is not None and source[name] in input_means:
-            shift = output_shift(n, rounded(w, scale, axis) - w, input_means[source[name]], axis)
-            bias = (
-                numpy_helper.to_array(inits[n.input[2]]).astype(np.float32)
-                if len(n.input) > 2 and n.input[2]
-                else np.zeros(w.shape[axis], np.float32)
-            )
-            b_name = f"{base}_bias_corrected"
-            new_inits.append(numpy_helper.from_array((bias - shift).astype(np.float32), b_name))
-            if len(n.input) > 2:
-                n.input[2] = b_name
-            else:
-                n.input.append(b_name)
-        before[name] = [
-            helper.make_node(
-                "QuantizeLinear", [base, s_name, z_name], [f"{base}_q"], axis=axis, name=f"{base}_QuantizeLinear"
-            ),
-            helper.make_node(
-                "DequantizeLinear",
-                [f"{base}_q", s_name, z_name],
-                [f"{base}_dq"],
-                axis=axis,
-                name=f"{base}_DequantizeLinear",
-            ),
-        ]
-        n.input[1] = f"{base}_dq"
-
-    # Keep the node list topologically sorted: an activation's Q/DQ right after its producer.
-    head: list[onnx.NodeProto] = []
-    after: dict[str, list[onnx.NodeProto]] = {}
-    for t, pair in pairs.items():
-        producer = index.producer.get(t)
-        (after.setdefault(producer.name, []) if producer else head).extend(pair)
-    ordered = list(head)
-    for n in g.node:
-        ordered.extend(before.get(n.name, []))
-        ordered.append(n)
-        ordered.extend(after.get(n.name, []))
+        mean = input_means.get(source[name]) if input_means is not None else None
+        before[name], added = _quantize_weight(nodes[name], index.initializers, mean)
+        new_inits += added
+    ordered = _in_order(g, index, pairs, before)
     del g.node[:]
     g.node.extend(ordered)
     g.initializer.extend(new_inits)
