@@ -1,6 +1,7 @@
 """The installed wheel carries everything the package reads at run time (targets/, calibration/, data/)."""
 
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -11,6 +12,19 @@ import pytest
 pytestmark = pytest.mark.slow  # builds and installs the wheel
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_package_folder_is_in_the_wheel_list():
+    """A subpackage missing from pyproject's list is missing from the wheel (an install's `report` failed
+    with ModuleNotFoundError once report.py became a package): the list names every folder of edgeffnet/
+    that has an __init__.py."""
+    text = (REPO / "pyproject.toml").read_text()
+    block = re.search(r"^packages = \[(.*?)\]", text, re.S | re.M)  # tomllib is 3.11+; the package runs on 3.10
+    assert block, "pyproject.toml has no [tool.setuptools] packages list"
+    listed = set(re.findall(r'"([\w.]+)"', block.group(1)))
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "edgeffnet").rglob("__init__.py")}
+    assert found, "no package folders found"
+    assert found <= listed, f"not in pyproject's packages: {sorted(found - listed)}"
 
 
 def test_wheel_runs_info_and_targets_from_another_directory(tmp_path):
